@@ -1,0 +1,1 @@
+"""Compatibility tests and tools comparing zkpy with Apache ZooKeeper."""
