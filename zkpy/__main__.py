@@ -1,0 +1,130 @@
+"""``python -m zkpy [-Dkey=value ...] [zoo.cfg]``: run one server in the foreground.
+
+Without a config file zkpy starts a standalone server on 127.0.0.1:2181 with
+a temporary data directory, so a newcomer has one command to try it. -D
+properties come from the command line and, as for Apache ZooKeeper's scripts,
+from JVMFLAGS, SERVER_JVMFLAGS and JAVA_TOOL_OPTIONS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+from zkpy.config import ConfigError, ServerConfig, default_config, load_config, system_properties
+from zkpy.core import VERSION, CoreSettings
+
+log = logging.getLogger("zkpy")
+
+
+def settings_from(cfg: ServerConfig) -> CoreSettings:
+    props = cfg.properties
+    container_ms = int(props.get("znode.container.checkIntervalMs",
+                                 props.get("zookeeper.znode.container.checkIntervalMs", "60000")))
+    return CoreSettings(
+        tick_time=cfg.tick_time,
+        min_session_timeout=cfg.min_session_timeout,
+        max_session_timeout=cfg.max_session_timeout,
+        max_buffer=cfg.jute_maxbuffer,
+        four_letter_words=cfg.four_letter_words,
+        extended_types=cfg.extended_types_enabled,
+        skip_acl=cfg.skip_acl,
+        super_digest=cfg.super_digest,
+        server_id=1,
+        container_check_ms=container_ms,
+        max_client_cnxns=cfg.max_client_cnxns,
+        data_dir=cfg.data_dir,
+        data_log_dir=cfg.data_log_dir,
+        client_port=cfg.client_port or 2181,
+        client_address=cfg.client_port_address,
+        config_lines=cfg.as_properties(),
+    )
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, str], str | None]:
+    props: dict[str, str] = {}
+    path = None
+    for arg in argv:
+        if arg.startswith("-D"):
+            key, _, value = arg[2:].partition("=")
+            props[key] = value
+        elif arg in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        elif path is None:
+            path = arg
+        else:
+            raise ConfigError(f"unexpected argument {arg!r} (usage: python -m zkpy [-Dk=v] [zoo.cfg])")
+    return props, path
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("ZKPY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+                        stream=sys.stderr)
+    tmp = None
+    try:
+        argv_props, path = parse_args(sys.argv[1:] if argv is None else argv)
+        props = system_properties(os.environ, argv_props)
+        if path is None:
+            tmp = tempfile.mkdtemp(prefix="zkpy-")
+            cfg = default_config(tmp, props)
+        else:
+            cfg = load_config(path, props)
+    except ConfigError as e:
+        log.error("Invalid configuration, exiting abnormally: %s", e)
+        return 2
+    except OSError as e:
+        log.error("Cannot read configuration: %s", e)
+        return 2
+    if not cfg.is_standalone:
+        log.error("%s configures an ensemble (server.N lines); zkpy %s runs standalone only "
+                  "until Zab lands", cfg.source, VERSION)
+        return 2
+    try:
+        return _serve(cfg)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _serve(cfg: ServerConfig) -> int:
+    from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+
+    from zkpy.net.server import ZkServer
+
+    settings = settings_from(cfg)
+    if cfg.client_port is None:
+        log.error("%s: clientPort is not set", cfg.source)
+        return 2
+    if cfg.secure_client_port is not None:
+        log.warning("secureClientPort=%d is configured but TLS is not implemented yet; "
+                    "only clientPort is served", cfg.secure_client_port)
+    server = ZkServer(reactor, settings)
+    try:
+        server.listen()
+    except CannotListenError as e:
+        log.error("Cannot bind the client port: %s", e)
+        return 1
+    log.info("zkpy %s standalone, tickTime=%d, dataDir=%s, sessions %d..%dms",
+             VERSION, cfg.tick_time, cfg.data_dir, cfg.min_session_timeout,
+             cfg.max_session_timeout)
+
+    def shutdown(signum: int, frame: object) -> None:
+        log.info("Received signal %d, shutting down", signum)
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    log.info("zkpy stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""One client connection: framing, the handshake, dispatch, replies in order.
+
+``receive(data, now)`` takes whatever bytes TCP delivered (any split), cuts
+them into length-prefixed frames and handles each. Output is queued in
+``self.out`` and marked dirty on the core; the adapter writes it on
+``ServerCore.flush``. A connection never raises to its caller: bad input is
+logged with the reason and the connection is closed, as ZooKeeper does.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from zkpy import fourletter, reads
+from zkpy.jute import schema as S
+from zkpy.jute.codec import JuteError, decode, decode_all
+from zkpy.prep import Request
+from zkpy.proto import (
+    AUTH_XID,
+    NOTIFICATION_XID,
+    PING_XID,
+    REQUEST_RECORDS,
+    WRITE_OPS,
+    Err,
+    KeeperState,
+    Op,
+    ZkError,
+)
+from zkpy.session import session_password
+
+if TYPE_CHECKING:
+    from zkpy.core import ServerCore
+    from zkpy.tree import TxnResult
+
+log = logging.getLogger("zkpy.server")
+
+_LEN = struct.Struct(">i")
+_REQ_HDR = struct.Struct(">ii")
+_REPLY = struct.Struct(">iiqi")
+_CONNECT_FIXED = 4 + 8 + 4 + 8  # protocolVersion, lastZxidSeen, timeOut, sessionId
+
+# Multi-op request records by op type (MultiOperationRecord).
+_MULTI_RECORDS: dict[int, Any] = {
+    Op.create: S.CreateRequest, Op.create2: S.CreateRequest,
+    Op.createContainer: S.CreateRequest, Op.createTTL: S.CreateTTLRequest,
+    Op.delete: S.DeleteRequest, Op.setData: S.SetDataRequest,
+    Op.check: S.CheckVersionRequest, Op.getChildren: S.GetChildrenRequest,
+    Op.getData: S.GetDataRequest,
+}
+
+
+def hex_sid(sid: int) -> str:
+    return f"0x{sid & 0xFFFFFFFFFFFFFFFF:x}"
+
+
+class Connection:
+    def __init__(self, core: ServerCore, conn_id: int, host: str, port: int,
+                 sink: Callable[[bytes], None], closer: Callable[[], None], now: int) -> None:
+        self.core = core
+        self.id = conn_id
+        self.host = host
+        self.port = port
+        self.sink = sink
+        self.closer = closer
+        self.buf = bytearray()
+        self.out: list[bytes] = []
+        self.session_id = 0
+        self.timeout = 0
+        self.ids: list[Any] = [S.Id("ip", host)]
+        self.state = "new"  # new -> connecting -> open -> closing -> closed
+        self.old_client = False
+        self.pending: deque[Request | tuple[int, int, Any]] = deque()
+        self.early: list[bytes] = []
+        self.close_pending = False
+        self.established = now
+        self.packets_received = 0
+        self.packets_sent = 0
+        self.last_op = "NA"
+        self.last_cxid = -1
+        self.last_zxid = -1
+        self.last_response = 0
+        self.last_latency = 0
+        self.min_latency = -1
+        self.max_latency = 0
+        self.total_latency = 0
+        self.latency_count = 0
+
+    # -- bytes in -------------------------------------------------------------
+
+    def receive(self, data: bytes, now: int) -> None:
+        core = self.core
+        core.now = now
+        if self.state in ("closing", "closed"):
+            return
+        buf = self.buf
+        buf += data
+        off = 0
+        limit = core.settings.max_buffer
+        while len(buf) - off >= 4:
+            (n,) = _LEN.unpack_from(buf, off)
+            if self.state == "new" and off == 0 and fourletter.is_command(bytes(buf[0:4])):
+                self._four_letter(bytes(buf[0:4]).decode("ascii"))
+                return
+            if n < 0 or n > limit:
+                self.abort(f"Len error {n}" + (" (exceeds jute.maxbuffer)" if n > limit else ""))
+                return
+            if len(buf) - off - 4 < n:
+                break
+            frame = bytes(buf[off + 4:off + 4 + n])
+            off += 4 + n
+            self._frame(frame, now)
+            if self.state in ("closing", "closed"):
+                break
+        del buf[:off]
+        core.dirty[self] = None
+
+    def _frame(self, frame: bytes, now: int) -> None:
+        self.packets_received += 1
+        self.core.stats.packets_received += 1
+        if self.state == "new":
+            self._handshake(frame, now)
+        elif self.state == "connecting":
+            self.early.append(frame)
+        else:
+            self._request(frame, now)
+
+    # -- handshake ------------------------------------------------------------
+
+    def _handshake(self, frame: bytes, now: int) -> None:
+        try:
+            if len(frame) == _CONNECT_FIXED + 4 + _passwd_len(frame):
+                self.old_client = True
+                req = S.ConnectRequest(*_decode_old_connect(frame), False)
+            else:
+                req = decode_all(S.ConnectRequest, frame)
+        except JuteError as e:
+            self.abort(f"malformed ConnectRequest: {e}")
+            return
+        core = self.core
+        settings = core.settings
+        if req.lastZxidSeen > core.last_zxid:
+            self.abort(f"Refusing session request for client as it has seen zxid "
+                       f"0x{req.lastZxidSeen:x} our last zxid is 0x{core.last_zxid:x} "
+                       f"client must try another server")
+            return
+        timeout = min(max(req.timeOut, settings.min_session_timeout),
+                      settings.max_session_timeout)
+        self.timeout = timeout
+        if req.sessionId == 0:
+            sid = core.sessions.new_id()
+            self.session_id = sid
+            self.state = "connecting"
+            self.pending.append(_marker := Request(sid, 0, Op.createSession, timeout, [], self))
+            _marker.created = now
+            core.submit(_marker, now)
+            return
+        sid = req.sessionId
+        session = core.sessions.get(sid)
+        if (session is None or session.closing or req.passwd != session_password(sid)):
+            log.info("Invalid session %s for client %s:%d, probably expired", hex_sid(sid),
+                     self.host, self.port)
+            self._send_connect_response(0, 0, bytes(16))
+            self.close_after_flush()
+            return
+        old = session.conn
+        if old is not None and old is not self:
+            log.info("Closing previous connection of session %s on reconnect", hex_sid(sid))
+            old.abort("session reconnected elsewhere", quiet=True)
+        session.timeout = timeout
+        core.sessions.touch(sid, now)
+        self._open(sid, timeout)
+        log.info("Client %s:%d reconnected to session %s, timeout %dms", self.host, self.port,
+                 hex_sid(sid), timeout)
+
+    def _open(self, sid: int, timeout: int) -> None:
+        session = self.core.sessions.get(sid)
+        if session is not None:
+            session.conn = self
+        self.session_id = sid
+        self.state = "open"
+        self._send_connect_response(timeout, sid, session_password(sid))
+
+    def _send_connect_response(self, timeout: int, sid: int, passwd: bytes) -> None:
+        body = S.ConnectResponse(0, timeout, sid, passwd, False).encode()
+        if self.old_client:
+            body = body[:-1]
+        self._queue(_LEN.pack(len(body)) + body)
+
+    # -- requests ---------------------------------------------------------------
+
+    def _request(self, frame: bytes, now: int) -> None:
+        core = self.core
+        if len(frame) < 8:
+            self.abort("request shorter than its header")
+            return
+        xid, op = _REQ_HDR.unpack_from(frame, 0)
+        core.sessions.touch(self.session_id, now)
+        try:
+            body = self._decode_body(op, frame)
+        except JuteError as e:
+            log.warning("Malformed %s request from %s:%d: %s", _op_name(op), self.host,
+                        self.port, e)
+            self._reply_in_order(xid, Err.MARSHALLINGERROR, b"", now)
+            return
+        except KeyError:
+            log.warning("Unknown request type %d from %s:%d; closing", op, self.host, self.port)
+            self._queue(_REPLY.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))
+            self.close_after_flush()
+            return
+        if op in WRITE_OPS:
+            if op == Op.reconfig:
+                self._reply_in_order(xid, Err.RECONFIGDISABLED, b"", now)
+                return
+            req = Request(self.session_id, xid, op, body, list(self.ids), self)
+            req.created = now
+            self.pending.append(req)
+            core.submit(req, now)
+            return
+        if op == Op.auth:
+            self._auth(xid, body, now)
+            return
+        if op == Op.sasl:
+            self._reply_in_order(xid, Err.UNIMPLEMENTED, b"", now)
+            return
+        if self.pending:
+            self.pending.append((xid, op, body))
+            return
+        self._read(xid, op, body, now)
+
+    def _decode_body(self, op: int, frame: bytes) -> Any:
+        if op in (Op.ping, Op.closeSession, Op.whoAmI):
+            return None
+        if op == Op.multi or op == Op.multiRead:
+            return _decode_multi(frame)
+        cls = REQUEST_RECORDS[op]
+        return decode(cls, frame, 8)[0]
+
+    def _read(self, xid: int, op: int, body: Any, now: int) -> None:
+        core = self.core
+        if op == Op.ping:
+            self._reply(xid, core.last_zxid, 0, b"", now, "PING")
+            return
+        try:
+            payload = reads.answer(core, self, op, body)
+            err = 0
+        except ZkError as e:
+            payload = b""
+            err = int(e.code)
+        self._reply(xid, core.last_zxid, err, payload, now, _op_name(op))
+
+    def _auth(self, xid: int, body: Any, now: int) -> None:
+        try:
+            granted = self.core.auth.authenticate(body.scheme, body.auth, self.host)
+        except ZkError:
+            log.warning("Authentication failed for scheme %s from %s:%d", body.scheme,
+                        self.host, self.port)
+            self._queue_in_order(_REPLY.pack(16, AUTH_XID, 0, int(Err.AUTHFAILED)))
+            self.close_after_flush()
+            return
+        for ident in granted:
+            if ident not in self.ids:
+                self.ids.append(ident)
+        self._queue_in_order(_REPLY.pack(16, AUTH_XID, 0, 0))
+
+    # -- commits and ordered replies --------------------------------------------
+
+    def committed(self, req: Request, rc: TxnResult | None) -> None:
+        """The core applied ``req``: answer it and whatever was queued behind it."""
+        if self.state == "closed":
+            return
+        if req.type == Op.createSession:
+            head = self.pending.popleft() if self.pending else None
+            assert head is req
+            self._open(req.session_id, req.txn.timeOut)
+            log.info("Established session %s with negotiated timeout %dms for client %s:%d",
+                     hex_sid(req.session_id), req.txn.timeOut, self.host, self.port)
+            early, self.early = self.early, []
+            for frame in early:
+                self._request(frame, self.core.now)
+            self.core.dirty[self] = None
+            return
+        assert rc is not None
+        err, payload = reads.write_reply(req, rc)
+        if self.pending and self.pending[0] is req:
+            self.pending.popleft()
+        self._reply(req.cxid, req.hdr.zxid, err, payload, self.core.now, _op_name(req.type),
+                    req.created)
+        self._drain()
+
+    def _drain(self) -> None:
+        pending = self.pending
+        while pending:
+            head = pending[0]
+            if isinstance(head, Request):
+                return
+            pending.popleft()
+            if isinstance(head, bytes):
+                self._queue(head)
+            else:
+                xid, op, body = head
+                self._read(xid, op, body, self.core.now)
+
+    def _reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
+        self._queue_in_order(_REPLY.pack(16 + len(payload), xid, self.core.last_zxid, err)
+                             + payload)
+
+    def _queue_in_order(self, frame: bytes) -> None:
+        if self.pending:
+            self.pending.append(frame)  # type: ignore[arg-type]
+        else:
+            self._queue(frame)
+
+    def _reply(self, xid: int, zxid: int, err: int, payload: bytes, now: int, op: str,
+               started: int | None = None) -> None:
+        self.out.append(_REPLY.pack(16 + len(payload), xid, zxid, err))
+        if payload:
+            self.out.append(payload)
+        self.packets_sent += 1
+        self.core.stats.packets_sent += 1
+        latency = now - started if started is not None else 0
+        self.core.stats.latency.add(latency)
+        self.last_op = op
+        self.last_cxid = xid
+        self.last_zxid = zxid
+        self.last_response = now
+        self.last_latency = latency
+        if self.min_latency < 0 or latency < self.min_latency:
+            self.min_latency = latency
+        if latency > self.max_latency:
+            self.max_latency = latency
+        self.total_latency += latency
+        self.latency_count += 1
+        self.core.dirty[self] = None
+
+    def send_event(self, etype: int, path: str) -> None:
+        body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()
+        self._queue(_REPLY.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
+        self.core.stats.watch_events += 1
+
+    # -- output and closing -------------------------------------------------------
+
+    def _queue(self, frame: bytes) -> None:
+        self.out.append(frame)
+        self.packets_sent += 1
+        self.core.dirty[self] = None
+
+    def flush(self) -> None:
+        if self.out and self.state != "closed":
+            data = b"".join(self.out)
+            self.out.clear()
+            self.sink(data)
+        if self.close_pending and self.state != "closed":
+            self._close()
+
+    def close_after_flush(self) -> None:
+        self.close_pending = True
+        if self.state != "closed":
+            self.state = "closing"
+        self.core.dirty[self] = None
+
+    def abort(self, reason: str, quiet: bool = False) -> None:
+        """Close this connection at once (after writing what is already queued)."""
+        if not quiet:
+            log.warning("Closing connection from %s:%d: %s", self.host, self.port, reason)
+        self.close_after_flush()
+
+    def _close(self) -> None:
+        self.state = "closed"
+        self.core.connection_lost(self)
+        self.closer()
+
+    def _four_letter(self, cmd: str) -> None:
+        self.state = "closing"
+        text = fourletter.run(self.core, cmd, self)
+        self._queue(text.encode("utf-8"))
+        self.close_after_flush()
+
+
+def _op_name(op: int) -> str:
+    try:
+        return Op(op).name
+    except ValueError:
+        return str(op)
+
+
+def _passwd_len(frame: bytes) -> int:
+    if len(frame) < _CONNECT_FIXED + 4:
+        return -1_000_000
+    (n,) = _LEN.unpack_from(frame, _CONNECT_FIXED)
+    return max(n, 0)
+
+
+def _decode_old_connect(frame: bytes) -> tuple[Any, ...]:
+    """A pre-3.4 ConnectRequest: the same fields without the readOnly flag."""
+    pv, last, to, sid = struct.unpack_from(">iqiq", frame, 0)
+    (n,) = _LEN.unpack_from(frame, _CONNECT_FIXED)
+    passwd = frame[_CONNECT_FIXED + 4:_CONNECT_FIXED + 4 + max(n, 0)]
+    return pv, last, to, sid, passwd
+
+
+def _decode_multi(frame: bytes) -> list[tuple[int, Any]]:
+    ops: list[tuple[int, Any]] = []
+    off = 8
+    end = len(frame)
+    while True:
+        hdr, off = decode(S.MultiHeader, frame, off, end)
+        if hdr.done:
+            return ops
+        cls = _MULTI_RECORDS.get(hdr.type)
+        if cls is None:
+            raise JuteError(f"invalid type of op {hdr.type} in a multi")
+        rec, off = decode(cls, frame, off, end)
+        ops.append((hdr.type, rec))

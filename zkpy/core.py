@@ -1,0 +1,209 @@
+"""ServerCore: the request pipeline of one server, with no I/O.
+
+Bytes come in through ``Connection.receive`` (see ``zkpy.connection``); what
+goes out is appended to each connection's outbox and handed to the adapter by
+``flush()``. Time comes in as ``now`` (wall-clock milliseconds) on every call.
+
+The pipeline is ZooKeeper's, standalone being an ensemble of one:
+  write:  prep (check against the future state, make an idempotent txn)
+          -> ``committer.propose`` (the seam where the txn log and Zab plug in)
+          -> ``commit`` (apply to the tree, queue watch events, then the reply)
+  read:   answered from the tree, but never ahead of an earlier request of the
+          same connection that is still waiting for its commit.
+Watch events are queued before the reply to the write that fired them, so a
+client never sees a reply that follows a change before the change's events.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from zkpy.acl import AuthProviders
+from zkpy.jute import schema as S
+from zkpy.prep import Prep, Request
+from zkpy.proto import Op
+from zkpy.session import SessionTable
+from zkpy.stats import ServerStats
+from zkpy.tree import DataTree
+from zkpy.watches import WatchManager
+
+log = logging.getLogger("zkpy.server")
+
+VERSION = "3.8.0-zkpy-0.1.0"
+BUILD = f"{VERSION}, built on 2026-11-24 00:00 UTC"
+
+_REPLY_HDR = struct.Struct(">iiqi")  # frame length + ReplyHeader(xid, zxid, err)
+
+
+@dataclass
+class CoreSettings:
+    """What the core needs from zoo.cfg (the adapter builds it from ServerConfig)."""
+
+    tick_time: int = 2000
+    min_session_timeout: int = 4000
+    max_session_timeout: int = 40000
+    max_buffer: int = 0xFFFFF
+    four_letter_words: frozenset[str] = frozenset({"srvr"})
+    extended_types: bool = False
+    skip_acl: bool = False
+    super_digest: str | None = None
+    server_id: int = 1
+    container_check_ms: int = 60000
+    max_client_cnxns: int = 60
+    data_dir: str = ""
+    data_log_dir: str = ""
+    client_port: int = 2181
+    client_address: str = "0.0.0.0"
+    config_lines: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Committer(Protocol):
+    """The commit seam: standalone applies at once; durability and Zab queue."""
+
+    def propose(self, req: Request) -> None: ...
+
+
+class ImmediateCommitter:
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+
+    def propose(self, req: Request) -> None:
+        self.core.commit(req)
+
+
+class ServerCore:
+    def __init__(self, settings: CoreSettings, now_ms: int) -> None:
+        self.settings = settings
+        self.tree = DataTree()
+        self.watches = WatchManager()
+        self.auth = AuthProviders(settings.super_digest)
+        self.prep = Prep(self.tree, self.auth, settings.extended_types, settings.skip_acl)
+        self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
+        self.stats = ServerStats(now_ms)
+        self.committer: Committer = ImmediateCommitter(self)
+        self.next_zxid = 1
+        self.connections: dict[int, Any] = {}
+        self.dirty: dict[Any, None] = {}
+        self.now = now_ms
+        self._last_container_check = now_ms
+        self._conn_ids = 0
+
+    # -- connections ----------------------------------------------------------
+
+    def connect(self, remote_host: str, remote_port: int, sink: Callable[[bytes], None],
+                closer: Callable[[], None], now: int) -> Any:
+        from zkpy.connection import Connection
+
+        self._conn_ids += 1
+        conn = Connection(self, self._conn_ids, remote_host, remote_port, sink, closer, now)
+        self.connections[conn.id] = conn
+        return conn
+
+    def connection_lost(self, conn: Any) -> None:
+        if self.connections.pop(conn.id, None) is None:
+            return
+        self.watches.remove_watcher(conn)
+        self.dirty.pop(conn, None)
+        session = self.sessions.get(conn.session_id) if conn.session_id else None
+        if session is not None and session.conn is conn:
+            session.conn = None
+
+    def flush(self) -> None:
+        """Hand every connection's queued output to its transport."""
+        while self.dirty:
+            conn = next(iter(self.dirty))
+            del self.dirty[conn]
+            conn.flush()
+
+    # -- time ---------------------------------------------------------------
+
+    def tick(self, now: int) -> None:
+        """Expire sessions whose deadline passed; reap empty containers and TTLs."""
+        self.now = now
+        for session in self.sessions.expire(now):
+            log.info("Expiring session 0x%x, timeout of %dms exceeded", session.id & (2**64 - 1),
+                     session.timeout)
+            self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
+        if now - self._last_container_check >= self.settings.container_check_ms:
+            self._last_container_check = now
+            self._reap_containers(now)
+        self.flush()
+
+    def _reap_containers(self, now: int) -> None:
+        tree = self.tree
+        doomed: list[str] = []
+        for path in list(tree.containers):
+            node = tree.get(path)
+            if node is not None and not node.children and node.ccount > 0:
+                doomed.append(path)
+        for path in list(tree.ttls):
+            node = tree.get(path)
+            if node is None or node.children:
+                continue
+            ttl = node.owner & 0x000000FFFFFFFFFF
+            if now - node.mtime > ttl:
+                doomed.append(path)
+        for path in doomed:
+            self.submit(Request(0, 0, Op.deleteContainer, S.DeleteRequest(path, -1), []), now)
+
+    # -- the write pipeline ------------------------------------------------------
+
+    def submit(self, req: Request, now: int) -> None:
+        """Prep a write and propose it."""
+        zxid = self.next_zxid
+        self.next_zxid += 1
+        self.prep.prepare(req, zxid, now)
+        if req.type == Op.closeSession:
+            session = self.sessions.get(req.session_id)
+            if session is not None:
+                session.closing = True
+        self.committer.propose(req)
+
+    def commit(self, req: Request) -> None:
+        """Apply a committed transaction and answer it (called in zxid order)."""
+        hdr = req.hdr
+        self.stats.commits += 1
+        if hdr.type == Op.createSession:
+            self.sessions.add(req.session_id, req.txn.timeOut, self.now)
+            rc = None
+        else:
+            rc = self.tree.apply(hdr, req.txn)
+            if hdr.zxid > self.tree.last_zxid:
+                self.tree.last_zxid = hdr.zxid
+        if hdr.zxid > self.tree.last_zxid:
+            self.tree.last_zxid = hdr.zxid
+        self.prep.applied(hdr.zxid)
+        if rc is not None and rc.triggers:
+            self._fire(rc.triggers)
+        if hdr.type == Op.closeSession:
+            self._session_closed(req.session_id)
+        conn = req.conn
+        if conn is not None:
+            conn.committed(req, rc)
+
+    def _fire(self, triggers: list[tuple[str, int]]) -> None:
+        for path, etype in triggers:
+            for conn in self.watches.trigger(path, etype):
+                conn.send_event(etype, path)
+
+    def _session_closed(self, sid: int) -> None:
+        session = self.sessions.remove(sid)
+        if session is None:
+            return
+        conn = session.conn
+        if conn is not None and conn.session_id == sid:
+            # The connection is closed once its queued replies are written.
+            conn.close_after_flush()
+
+    # -- introspection used by the four-letter words ---------------------------
+
+    @property
+    def last_zxid(self) -> int:
+        return self.tree.last_zxid
+
+    def outstanding(self) -> int:
+        return sum(len(c.pending) for c in self.connections.values())

@@ -1,0 +1,341 @@
+"""Jute, ZooKeeper's record serialization, driven by declarations.
+
+A record is declared once as an ordered list of (name, type) fields; this module
+turns the declaration into a class with ``__slots__`` plus an encoder and a
+decoder. Both are generated as Python source when the record is declared, so
+at run time there is no per-field dispatch: runs of fixed-width fields become a
+single ``struct`` call, variable-width fields (buffers, strings, vectors,
+nested records) are inlined.
+
+Wire rules (Apache ZooKeeper's ``BinaryOutputArchive``): big-endian ``int``
+(4 bytes) and ``long`` (8 bytes), ``boolean`` as one byte, ``buffer`` and
+``ustring`` as an int length followed by the bytes (UTF-8 for strings), with
+length -1 meaning null; ``vector`` as an int count followed by the elements,
+-1 meaning null. Nested records are written inline, without a header.
+
+Decoding never trusts the input: a length that runs past the end, a negative
+length other than -1, invalid UTF-8, or any truncation raises ``JuteError``
+and nothing else, so callers need to catch exactly one exception type.
+
+Encoders are duck-typed: they read attributes by name, so any object with the
+declared attributes (for example a data-tree node for ``Stat``) can be encoded
+without first copying it into a record.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "INT",
+    "LONG",
+    "BOOL",
+    "BUFFER",
+    "USTRING",
+    "Vector",
+    "JuteError",
+    "Record",
+    "record",
+    "encode",
+    "decode",
+]
+
+
+class JuteError(ValueError):
+    """Raised for any malformed jute input."""
+
+
+class _Prim:
+    __slots__ = ("name", "fmt", "size")
+
+    def __init__(self, name: str, fmt: str, size: int) -> None:
+        self.name = name
+        self.fmt = fmt
+        self.size = size
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+INT = _Prim("int", "i", 4)
+LONG = _Prim("long", "q", 8)
+BOOL = _Prim("boolean", "?", 1)
+BUFFER = _Prim("buffer", "", 0)
+USTRING = _Prim("ustring", "", 0)
+
+
+class Vector:
+    """``vector<T>``: a count followed by elements; None encodes as -1."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+    def __repr__(self) -> str:
+        return f"vector<{self.item!r}>"
+
+
+class Record:
+    """Base of every generated record class.
+
+    Subclasses get ``__slots__``, ``__init__`` (all fields, keyword or
+    positional, with neutral defaults), ``_encode_into(parts)`` and the class
+    method ``_decode_from(buf, off) -> (record, off)``.
+    """
+
+    __slots__ = ()
+    FIELDS: tuple[tuple[str, Any], ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n, _ in self.FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(tuple(_freeze(getattr(self, n)) for n, _ in self.FIELDS))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{n}={getattr(self, n)!r}" for n, _ in self.FIELDS)
+        return f"{type(self).__name__}({body})"
+
+    def encode(self) -> bytes:
+        parts: list[bytes] = []
+        self._encode_into(parts)  # type: ignore[attr-defined]
+        return b"".join(parts)
+
+    def _replace(self, **changes: Any) -> Any:
+        values = {n: getattr(self, n) for n, _ in self.FIELDS}
+        values.update(changes)
+        return type(self)(**values)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+_INT = struct.Struct(">i")
+_pack_int = _INT.pack
+_unpack_int = _INT.unpack_from
+
+
+def _default_for(ftype: Any) -> str:
+    if ftype is INT or ftype is LONG:
+        return "0"
+    if ftype is BOOL:
+        return "False"
+    if ftype is BUFFER:
+        return "b''"
+    if ftype is USTRING:
+        return "''"
+    return "None"
+
+
+class _Gen:
+    """Accumulates generated source for one record's encoder or decoder."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.consts: dict[str, Any] = {}
+        self.counter = 0
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def const(self, value: Any, prefix: str = "_c") -> str:
+        key = self.name(prefix)
+        self.consts[key] = value
+        return key
+
+
+def _fixed_runs(fields: Sequence[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+    """Group consecutive fixed-width primitive fields so one struct call covers them."""
+    runs: list[list[tuple[str, Any]]] = []
+    for fname, ftype in fields:
+        fixed = ftype is INT or ftype is LONG or ftype is BOOL
+        if fixed and runs and runs[-1][0][1] in (INT, LONG, BOOL):
+            runs[-1].append((fname, ftype))
+        else:
+            runs.append([(fname, ftype)])
+    return runs
+
+
+def _gen_encode(gen: _Gen, ftype: Any, expr: str, indent: str) -> None:
+    out = gen.lines
+    if ftype is BUFFER or ftype is USTRING:
+        var = gen.name("_v")
+        out.append(f"{indent}{var} = {expr}")
+        out.append(f"{indent}if {var} is None:")
+        out.append(f"{indent}    _a(_NULL)")
+        out.append(f"{indent}else:")
+        if ftype is USTRING:
+            out.append(f"{indent}    {var} = {var}.encode('utf-8')")
+        out.append(f"{indent}    _a(_pi(len({var})))")
+        out.append(f"{indent}    _a({var})")
+    elif isinstance(ftype, Vector):
+        var = gen.name("_v")
+        item = gen.name("_i")
+        out.append(f"{indent}{var} = {expr}")
+        out.append(f"{indent}if {var} is None:")
+        out.append(f"{indent}    _a(_NULL)")
+        out.append(f"{indent}else:")
+        out.append(f"{indent}    _a(_pi(len({var})))")
+        out.append(f"{indent}    for {item} in {var}:")
+        _gen_encode(gen, ftype.item, item, indent + "        ")
+    elif isinstance(ftype, type) and issubclass(ftype, Record):
+        _gen_encode_fields(gen, ftype.FIELDS, expr, indent)
+    else:
+        s = gen.const(struct.Struct(">" + ftype.fmt), "_s")
+        out.append(f"{indent}_a({s}.pack({expr}))")
+
+
+def _gen_encode_fields(gen: _Gen, fields: Sequence[tuple[str, Any]], obj: str, indent: str) -> None:
+    for run in _fixed_runs(fields):
+        first_type = run[0][1]
+        if first_type in (INT, LONG, BOOL):
+            fmt = ">" + "".join(t.fmt for _, t in run)
+            s = gen.const(struct.Struct(fmt), "_s")
+            args = ", ".join(f"{obj}.{n}" for n, _ in run)
+            gen.lines.append(f"{indent}_a({s}.pack({args}))")
+        else:
+            fname, ftype = run[0]
+            _gen_encode(gen, ftype, f"{obj}.{fname}", indent)
+
+
+def _gen_decode(gen: _Gen, ftype: Any, target: str, indent: str) -> None:
+    out = gen.lines
+    if ftype is BUFFER or ftype is USTRING:
+        n = gen.name("_n")
+        out.append(f"{indent}{n}, = _ui(buf, off)")
+        out.append(f"{indent}off += 4")
+        out.append(f"{indent}if {n} < 0:")
+        out.append(f"{indent}    if {n} != -1: raise _JE('negative length %d' % {n})")
+        out.append(f"{indent}    {target} = None")
+        out.append(f"{indent}else:")
+        out.append(f"{indent}    if off + {n} > end: raise _JE('length %d runs past the end' % {n})")
+        if ftype is USTRING:
+            out.append(f"{indent}    {target} = str(buf[off:off + {n}], 'utf-8')")
+        else:
+            out.append(f"{indent}    {target} = bytes(buf[off:off + {n}])")
+        out.append(f"{indent}    off += {n}")
+    elif isinstance(ftype, Vector):
+        n = gen.name("_n")
+        lst = gen.name("_l")
+        item = gen.name("_e")
+        out.append(f"{indent}{n}, = _ui(buf, off)")
+        out.append(f"{indent}off += 4")
+        out.append(f"{indent}if {n} < 0:")
+        out.append(f"{indent}    if {n} != -1: raise _JE('negative count %d' % {n})")
+        out.append(f"{indent}    {target} = None")
+        out.append(f"{indent}else:")
+        # Every element takes at least one byte: a cheap guard against a
+        # hostile count making us loop billions of times.
+        out.append(f"{indent}    if off + {n} > end: raise _JE('count %d runs past the end' % {n})")
+        out.append(f"{indent}    {lst} = []")
+        out.append(f"{indent}    for _ in range({n}):")
+        _gen_decode(gen, ftype.item, item, indent + "        ")
+        out.append(f"{indent}        {lst}.append({item})")
+        out.append(f"{indent}    {target} = {lst}")
+    elif isinstance(ftype, type) and issubclass(ftype, Record):
+        cls = gen.const(ftype, "_R")
+        out.append(f"{indent}{target}, off = {cls}._decode_from(buf, off, end)")
+    else:
+        s = gen.const(struct.Struct(">" + ftype.fmt), "_s")
+        out.append(f"{indent}{target}, = {s}.unpack_from(buf, off)")
+        out.append(f"{indent}off += {ftype.size}")
+
+
+def _gen_decode_fields(gen: _Gen, fields: Sequence[tuple[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for run in _fixed_runs(fields):
+        first_type = run[0][1]
+        if first_type in (INT, LONG, BOOL):
+            fmt = ">" + "".join(t.fmt for _, t in run)
+            st = struct.Struct(fmt)
+            s = gen.const(st, "_s")
+            targets = [gen.name("_f") for _ in run]
+            names.extend(targets)
+            gen.lines.append(f"    {', '.join(targets)}, = {s}.unpack_from(buf, off)")
+            gen.lines.append(f"    off += {st.size}")
+        else:
+            target = gen.name("_f")
+            names.append(target)
+            _gen_decode(gen, run[0][1], target, "    ")
+    return names
+
+
+_BASE_NS = {"_pi": _pack_int, "_ui": _unpack_int, "_NULL": _pack_int(-1), "_JE": JuteError}
+
+
+def _compile(source: str, consts: dict[str, Any], name: str) -> Any:
+    namespace = dict(_BASE_NS)
+    namespace.update(consts)
+    exec(compile(source, f"<jute {name}>", "exec"), namespace)
+    return namespace
+
+
+def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> type[Record]:
+    """Declare a jute record; returns the generated class."""
+    fields = tuple(fields)
+    params = ", ".join(f"{n}={_default_for(t)}" for n, t in fields)
+    init_body = "".join(f"    self.{n} = {n}\n" for n, _ in fields) or "    pass\n"
+    init_src = f"def __init__(self, {params}):\n{init_body}" if fields else "def __init__(self):\n    pass\n"
+
+    enc = _Gen()
+    enc.lines.append("def _encode_into(self, parts):")
+    enc.lines.append("    _a = parts.append")
+    _gen_encode_fields(enc, fields, "self", "    ")
+    if len(enc.lines) == 2:
+        enc.lines.append("    pass")
+
+    dec = _Gen()
+    dec.lines.append("def _decode_from(cls, buf, off, end):")
+    targets = _gen_decode_fields(dec, fields)
+    dec.lines.append(f"    return cls({', '.join(targets)}), off")
+
+    ns = _compile(init_src, {}, name)
+    ns_enc = _compile("\n".join(enc.lines), enc.consts, name)
+    ns_dec = _compile("\n".join(dec.lines), dec.consts, name)
+    attrs: dict[str, Any] = {
+        "__slots__": tuple(n for n, _ in fields),
+        "__init__": ns["__init__"],
+        "_encode_into": ns_enc["_encode_into"],
+        "_decode_from": classmethod(ns_dec["_decode_from"]),
+        "FIELDS": fields,
+        "__doc__": doc or f"jute record {name}",
+    }
+    return type(name, (Record,), attrs)
+
+
+def encode(rec: Record) -> bytes:
+    """Serialize one record."""
+    parts: list[bytes] = []
+    rec._encode_into(parts)  # type: ignore[attr-defined]
+    return b"".join(parts)
+
+
+def decode(cls: type[Record], buf: bytes | bytearray | memoryview, off: int = 0,
+           end: int | None = None) -> tuple[Any, int]:
+    """Deserialize one ``cls`` record from ``buf[off:end]``; returns (record, next offset)."""
+    if end is None:
+        end = len(buf)
+    try:
+        rec, off = cls._decode_from(buf, off, end)  # type: ignore[attr-defined]
+    except JuteError:
+        raise
+    except (struct.error, UnicodeDecodeError, IndexError, OverflowError) as exc:
+        raise JuteError(f"malformed {cls.__name__}: {exc}") from None
+    if off > end:
+        raise JuteError(f"{cls.__name__} runs past the end of its frame")
+    return rec, off
+
+
+def decode_all(cls: type[Record], buf: bytes | bytearray | memoryview) -> Any:
+    """Deserialize a record that must fill ``buf`` exactly (trailing bytes are an error)."""
+    rec, off = decode(cls, buf, 0, len(buf))
+    if off != len(buf):
+        raise JuteError(f"{len(buf) - off} trailing bytes after {cls.__name__}")
+    return rec

@@ -1,0 +1,312 @@
+"""Turning a write request into an idempotent transaction (ZooKeeper's PrepRequestProcessor).
+
+``Prep.prepare`` checks a request against the tree *plus every transaction
+still in flight* (the "future state" of the ZooKeeper paper, section 4.1) and
+returns the transaction to propose: a TxnHeader and a body whose applying does
+not depend on the state it is applied to (new versions, the sequence suffix
+and the parent's new cversion are computed here, not at apply time). A request
+that fails its checks becomes an ``ErrorTxn`` with the same zxid, as in
+ZooKeeper, so failed writes are logged and ordered too.
+
+In-flight state is a set of change records, one per touched path, dropped once
+the transaction that made them has been applied (``Prep.applied``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from zkpy.acl import AuthProviders
+from zkpy.jute import schema as S
+from zkpy.paths import path_error
+from zkpy.proto import (
+    CONTAINER_EPHEMERAL_OWNER,
+    MAX_TTL,
+    TTL_EPHEMERAL_OWNER_MASK,
+    CreateMode,
+    Err,
+    Op,
+    Perms,
+    ZkError,
+)
+from zkpy.tree import DataTree, MultiTxnBody, ephemeral_kind, split_path
+
+_INT_MAX = 0x7FFFFFFF
+
+
+class Request:
+    """A client (or server-internal) request on its way through the pipeline."""
+
+    __slots__ = ("session_id", "cxid", "type", "body", "ids", "conn", "hdr", "txn", "created")
+
+    def __init__(self, session_id: int, cxid: int, type: int, body: Any, ids: list[Any],
+                 conn: Any = None) -> None:
+        self.session_id = session_id
+        self.cxid = cxid
+        self.type = type
+        self.body = body
+        self.ids = ids
+        self.conn = conn
+        self.hdr: Any = None
+        self.txn: Any = None
+        self.created = 0.0
+
+
+class Change:
+    """The future state of one path: what it will be once in-flight txns apply.
+
+    ``cversion`` here is the stored count of child creations (see tree.Node).
+    """
+
+    __slots__ = ("zxid", "path", "exists", "data", "acl", "version", "cversion",
+                 "aversion", "owner", "child_count")
+
+    def __init__(self, zxid: int, path: str, exists: bool, data: bytes | None = None,
+                 acl: Any = (), version: int = 0, cversion: int = 0, aversion: int = 0,
+                 owner: int = 0, child_count: int = 0) -> None:
+        self.zxid = zxid
+        self.path = path
+        self.exists = exists
+        self.data = data
+        self.acl = acl
+        self.version = version
+        self.cversion = cversion
+        self.aversion = aversion
+        self.owner = owner
+        self.child_count = child_count
+
+    def copy(self, zxid: int) -> Change:
+        return Change(zxid, self.path, self.exists, self.data, self.acl, self.version,
+                      self.cversion, self.aversion, self.owner, self.child_count)
+
+
+def _next_version(current: int, expected: int, path: str) -> int:
+    if expected != -1 and expected != current:
+        raise ZkError(Err.BADVERSION, path)
+    # Java int arithmetic: the version wraps rather than overflowing.
+    return -0x80000000 if current == _INT_MAX else current + 1
+
+
+def _validate(path: str | None) -> str:
+    if path_error(path) is not None:
+        raise ZkError(Err.BADARGUMENTS, path)
+    assert path is not None
+    return path
+
+
+class Prep:
+    """Checks write requests and builds their transactions."""
+
+    def __init__(self, tree: DataTree, auth: AuthProviders, extended_types: bool = False,
+                 skip_acl: bool = False) -> None:
+        self.tree = tree
+        self.auth = auth
+        self.extended_types = extended_types
+        self.skip_acl = skip_acl
+        self._changes: deque[Change] = deque()
+        self._by_path: dict[str, Change] = {}
+
+    # -- future state -------------------------------------------------------
+
+    def record(self, path: str) -> Change:
+        change = self._by_path.get(path)
+        if change is not None:
+            if not change.exists:
+                raise ZkError(Err.NONODE, path)
+            return change
+        node = self.tree.get(path)
+        if node is None:
+            raise ZkError(Err.NONODE, path)
+        return Change(-1, path, True, node.data, node.acl, node.version, node.ccount,
+                      node.aversion, node.owner, node.numChildren)
+
+    def _add(self, change: Change) -> None:
+        self._changes.append(change)
+        self._by_path[change.path] = change
+
+    def applied(self, zxid: int) -> None:
+        """Forget the change records of every transaction up to ``zxid``."""
+        changes = self._changes
+        while changes and changes[0].zxid <= zxid:
+            c = changes.popleft()
+            if self._by_path.get(c.path) is c:
+                del self._by_path[c.path]
+
+    def outstanding(self) -> int:
+        return len(self._changes)
+
+    def _check(self, acl: Any, perm: int, req: Request) -> None:
+        if not self.skip_acl:
+            self.auth.check(acl, perm, req.ids)
+
+    # -- entry point ----------------------------------------------------------
+
+    def prepare(self, req: Request, zxid: int, time: int) -> None:
+        """Set ``req.hdr`` and ``req.txn``; a failed check yields an ErrorTxn."""
+        req.hdr = S.TxnHeader(req.session_id, req.cxid, zxid, time, req.type)
+        try:
+            if req.type == Op.multi:
+                req.txn = self._multi(req, zxid, time)
+            else:
+                req.txn = self._one(req.type, req.body, req, zxid, time)
+        except ZkError as e:
+            req.hdr.type = Op.error
+            req.txn = S.ErrorTxn(int(e.code))
+
+    def _one(self, type: int, body: Any, req: Request, zxid: int, time: int) -> Any:
+        if type in (Op.create, Op.create2, Op.createTTL, Op.createContainer):
+            return self._create(type, body, req, zxid)
+        if type == Op.delete or type == Op.deleteContainer:
+            return self._delete(type, body, req, zxid)
+        if type == Op.setData:
+            return self._set_data(body, req, zxid, time)
+        if type == Op.setACL:
+            return self._set_acl(body, req, zxid)
+        if type == Op.check:
+            path = _validate(body.path)
+            rec = self.record(path)
+            self._check(rec.acl, Perms.READ, req)
+            return S.CheckVersionTxn(path, _next_version(rec.version, body.version, path))
+        if type == Op.createSession:
+            return S.CreateSessionTxn(body)
+        if type == Op.closeSession:
+            return self._close_session(req, zxid)
+        raise ZkError(Err.UNIMPLEMENTED)
+
+    def _create(self, type: int, body: Any, req: Request, zxid: int) -> Any:
+        flags = body.flags
+        if flags not in CreateMode.ALL:
+            raise ZkError(Err.BADARGUMENTS, body.path)
+        ttl = body.ttl if type == Op.createTTL else -1
+        is_ttl = flags in CreateMode.TTL_FLAGS
+        if is_ttl and not self.extended_types:
+            raise ZkError(Err.UNIMPLEMENTED, body.path)
+        if is_ttl and not (0 < ttl <= MAX_TTL):
+            raise ZkError(Err.BADARGUMENTS, body.path)
+        if not is_ttl and ttl >= 0:
+            raise ZkError(Err.BADARGUMENTS, body.path)
+        if type == Op.createContainer and flags != CreateMode.CONTAINER:
+            raise ZkError(Err.BADARGUMENTS, body.path)
+        path = body.path
+        if path is None or "/" not in path or "\0" in path:
+            raise ZkError(Err.BADARGUMENTS, path)
+        parent_path = path[:path.rfind("/")] or "/"
+        acl = self.auth.fixup(path, req.ids, body.acl)
+        parent = self.record(parent_path)
+        self._check(parent.acl, Perms.CREATE, req)
+        if flags in CreateMode.SEQUENTIAL_FLAGS:
+            # Java's %010d: zero-padded to ten characters, sign included.
+            path = f"{path}{parent.cversion:010d}"
+        _validate(path)
+        try:
+            self.record(path)
+            raise ZkError(Err.NODEEXISTS, path)
+        except ZkError as e:
+            if e.code != Err.NONODE:
+                raise
+        if ephemeral_kind(parent.owner) == "ephemeral":
+            raise ZkError(Err.NOCHILDRENFOREPHEMERALS, path)
+        new_cversion = parent.cversion + 1
+        data = body.data
+        if flags == CreateMode.CONTAINER:
+            txn: Any = S.CreateContainerTxn(path, data, acl, new_cversion)
+            owner = CONTAINER_EPHEMERAL_OWNER
+        elif is_ttl:
+            txn = S.CreateTTLTxn(path, data, acl, new_cversion, ttl)
+            owner = TTL_EPHEMERAL_OWNER_MASK | ttl
+        else:
+            ephemeral = flags in CreateMode.EPHEMERAL_FLAGS
+            txn = S.CreateTxn(path, data, acl, ephemeral, new_cversion)
+            owner = req.session_id if ephemeral else 0
+        parent = parent.copy(zxid)
+        parent.child_count += 1
+        parent.cversion = new_cversion
+        self._add(parent)
+        self._add(Change(zxid, path, True, data, acl, owner=owner))
+        return txn
+
+    def _delete(self, type: int, body: Any, req: Request, zxid: int) -> Any:
+        path = body.path
+        if path is None or "/" not in path or "\0" in path:
+            raise ZkError(Err.BADARGUMENTS, path)
+        parent_path = path[:path.rfind("/")] or "/"
+        parent = self.record(parent_path)
+        if type == Op.delete:
+            self._check(parent.acl, Perms.DELETE, req)
+        node = self.record(path)
+        if type == Op.delete:
+            _next_version(node.version, body.version, path)
+        if node.child_count > 0:
+            raise ZkError(Err.NOTEMPTY, path)
+        parent = parent.copy(zxid)
+        parent.child_count -= 1
+        self._add(parent)
+        self._add(Change(zxid, path, False))
+        return S.DeleteTxn(path)
+
+    def _set_data(self, body: Any, req: Request, zxid: int, time: int) -> Any:
+        path = _validate(body.path)
+        node = self.record(path)
+        self._check(node.acl, Perms.WRITE, req)
+        version = _next_version(node.version, body.version, path)
+        node = node.copy(zxid)
+        node.version = version
+        node.data = body.data
+        self._add(node)
+        return S.SetDataTxn(path, body.data, version)
+
+    def _set_acl(self, body: Any, req: Request, zxid: int) -> Any:
+        path = _validate(body.path)
+        acl = self.auth.fixup(path, req.ids, body.acl)
+        node = self.record(path)
+        self._check(node.acl, Perms.ADMIN, req)
+        version = _next_version(node.aversion, body.version, path)
+        node = node.copy(zxid)
+        node.aversion = version
+        node.acl = tuple(acl)
+        self._add(node)
+        return S.SetACLTxn(path, acl, version)
+
+    def _close_session(self, req: Request, zxid: int) -> Any:
+        paths = set(self.tree.ephemerals_of(req.session_id))
+        for c in self._changes:
+            if not c.exists:
+                paths.discard(c.path)
+            elif c.owner == req.session_id:
+                paths.add(c.path)
+        doomed = sorted(paths, reverse=True)
+        for path in doomed:
+            parent_path = split_path(path)[0]
+            try:
+                parent = self.record(parent_path).copy(zxid)
+                parent.child_count -= 1
+                self._add(parent)
+            except ZkError:
+                pass
+            self._add(Change(zxid, path, False))
+        return S.CloseSessionTxn(doomed)
+
+    def _multi(self, req: Request, zxid: int, time: int) -> Any:
+        ops: list[tuple[int, Any]] = []
+        failure: ZkError | None = None
+        # Roll back this multi's change records if one op fails, so the
+        # future state does not show half a multi.
+        mark = len(self._changes)
+        saved = dict(self._by_path)
+        for op_type, body in req.body:
+            if failure is not None:
+                ops.append((Op.error, S.ErrorTxn(int(Err.RUNTIMEINCONSISTENCY))))
+                continue
+            try:
+                if op_type not in (Op.create, Op.create2, Op.createTTL, Op.createContainer,
+                                   Op.delete, Op.setData, Op.check):
+                    raise ZkError(Err.BADARGUMENTS)
+                ops.append((op_type, self._one(op_type, body, req, zxid, time)))
+            except ZkError as e:
+                failure = e
+                ops.append((Op.error, S.ErrorTxn(int(e.code))))
+                while len(self._changes) > mark:
+                    self._changes.pop()
+                self._by_path = saved
+        return MultiTxnBody(ops)

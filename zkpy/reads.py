@@ -1,0 +1,240 @@
+"""Answers: read requests against the tree, and the replies of applied writes.
+
+The read half is ZooKeeper's FinalRequestProcessor for requests that do not
+change the tree (getData, exists, getChildren, getACL, watches, ...): it
+returns the encoded response body or raises ``ZkError``. The write half turns
+a ``TxnResult`` into the response body a client expects for its opcode.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from zkpy.acl import mask_digests
+from zkpy.jute import schema as S
+from zkpy.jute.codec import encode
+from zkpy.proto import AddWatchMode, Err, EventType, Op, Perms, ZkError
+from zkpy.tree import TxnResult
+
+if TYPE_CHECKING:
+    from zkpy.connection import Connection
+    from zkpy.core import ServerCore
+
+
+def _node(core: ServerCore, path: str | None) -> Any:
+    if path is not None and "\0" in path:
+        raise ZkError(Err.BADARGUMENTS, path)
+    node = core.tree.get(path) if path is not None else None
+    if node is None:
+        raise ZkError(Err.NONODE, path)
+    return node
+
+
+def _check(core: ServerCore, node: Any, perm: int, conn: Connection) -> None:
+    if not core.settings.skip_acl:
+        core.auth.check(node.acl, perm, conn.ids)
+
+
+def _get_data(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    node = _node(core, body.path)
+    _check(core, node, Perms.READ, conn)
+    if body.watch:
+        core.watches.add_data(body.path, conn)
+    return encode(S.GetDataResponse(node.data, node))
+
+
+def _exists(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    path = body.path
+    if path is None or "\0" in path:
+        raise ZkError(Err.BADARGUMENTS, path)
+    if body.watch:
+        core.watches.add_data(path, conn)
+    node = core.tree.get(path)
+    if node is None:
+        raise ZkError(Err.NONODE, path)
+    return encode(S.ExistsResponse(node))
+
+
+def _get_children(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    node = _node(core, body.path)
+    _check(core, node, Perms.READ, conn)
+    if body.watch:
+        core.watches.add_child(body.path, conn)
+    return encode(S.GetChildrenResponse(core.tree.children(node)))
+
+
+def _get_children2(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    node = _node(core, body.path)
+    _check(core, node, Perms.READ, conn)
+    if body.watch:
+        core.watches.add_child(body.path, conn)
+    return encode(S.GetChildren2Response(core.tree.children(node), node))
+
+
+def _get_acl(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    node = _node(core, body.path)
+    _check(core, node, Perms.READ | Perms.ADMIN, conn)
+    acl: Any = node.acl
+    try:
+        _check(core, node, Perms.ADMIN, conn)
+    except ZkError:
+        acl = mask_digests(acl)
+    return encode(S.GetACLResponse(list(acl), node))
+
+
+def _all_children_number(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    node = _node(core, body.path)
+    _check(core, node, Perms.READ, conn)
+    return encode(S.GetAllChildrenNumberResponse(core.tree.all_children_number(body.path)))
+
+
+def _get_ephemerals(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    prefix = body.prefixPath or "/"
+    paths = core.tree.ephemerals_of(conn.session_id)
+    if prefix != "/":
+        paths = {p for p in paths if p.startswith(prefix)}
+    return encode(S.GetEphemeralsResponse(sorted(paths)))
+
+
+def _sync(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    return encode(S.SyncResponse(body.path))
+
+
+def _check_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    if not core.watches.contains(body.path, conn, body.type):
+        raise ZkError(Err.NOWATCHER, body.path)
+    return b""
+
+
+def _remove_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    if not core.watches.remove(body.path, conn, body.type):
+        raise ZkError(Err.NOWATCHER, body.path)
+    return b""
+
+
+def _add_watch(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    if body.mode not in (AddWatchMode.PERSISTENT, AddWatchMode.PERSISTENT_RECURSIVE):
+        raise ZkError(Err.BADARGUMENTS, body.path)
+    core.watches.add_persistent(body.path, conn, body.mode == AddWatchMode.PERSISTENT_RECURSIVE)
+    return encode(S.ErrorResponse(0))
+
+
+def _set_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    """Re-register a reconnecting client's watches, firing what it missed."""
+    tree = core.tree
+    rel = body.relativeZxid
+    watches = core.watches
+    for path in body.dataWatches or ():
+        node = tree.get(path)
+        if node is None:
+            conn.send_event(EventType.NodeDeleted, path)
+        elif node.mzxid > rel:
+            conn.send_event(EventType.NodeDataChanged, path)
+        else:
+            watches.add_data(path, conn)
+    for path in body.existWatches or ():
+        if tree.get(path) is not None:
+            conn.send_event(EventType.NodeCreated, path)
+        else:
+            watches.add_data(path, conn)
+    for path in body.childWatches or ():
+        node = tree.get(path)
+        if node is None:
+            conn.send_event(EventType.NodeDeleted, path)
+        elif node.pzxid > rel:
+            conn.send_event(EventType.NodeChildrenChanged, path)
+        else:
+            watches.add_child(path, conn)
+    for path in getattr(body, "persistentWatches", None) or ():
+        watches.add_persistent(path, conn, False)
+    for path in getattr(body, "persistentRecursiveWatches", None) or ():
+        watches.add_persistent(path, conn, True)
+    return b""
+
+
+def _who_am_i(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    infos = [S.ClientInfo(i.scheme, i.id.split(":", 1)[0] if i.scheme == "digest" else i.id)
+             for i in conn.ids]
+    return encode(S.WhoAmIResponse(infos))
+
+
+def _multi_read(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    parts: list[bytes] = []
+    for op, rec in body:
+        try:
+            if op == Op.getChildren:
+                payload = _get_children(core, conn, rec)
+            elif op == Op.getData:
+                payload = _get_data(core, conn, rec)
+            else:
+                raise ZkError(Err.BADARGUMENTS)
+            parts.append(encode(S.MultiHeader(op, False, 0)))
+            parts.append(payload)
+        except ZkError as e:
+            parts.append(encode(S.MultiHeader(-1, False, int(e.code))))
+            parts.append(encode(S.ErrorResponse(int(e.code))))
+    parts.append(encode(S.MultiHeader(-1, True, -1)))
+    return b"".join(parts)
+
+
+_READS = {
+    Op.getData: _get_data,
+    Op.exists: _exists,
+    Op.getChildren: _get_children,
+    Op.getChildren2: _get_children2,
+    Op.getACL: _get_acl,
+    Op.getAllChildrenNumber: _all_children_number,
+    Op.getEphemerals: _get_ephemerals,
+    Op.sync: _sync,
+    Op.checkWatches: _check_watches,
+    Op.removeWatches: _remove_watches,
+    Op.addWatch: _add_watch,
+    Op.setWatches: _set_watches,
+    Op.setWatches2: _set_watches,
+    Op.whoAmI: _who_am_i,
+    Op.multiRead: _multi_read,
+}
+
+
+def answer(core: ServerCore, conn: Connection, op: int, body: Any) -> bytes:
+    fn = _READS.get(op)
+    if fn is None:
+        raise ZkError(Err.UNIMPLEMENTED)
+    return fn(core, conn, body)
+
+
+# -- replies to applied writes ---------------------------------------------------
+
+def _sub_result(rc: TxnResult) -> bytes:
+    t = rc.type
+    if t == Op.error:
+        return encode(S.MultiHeader(-1, False, rc.err)) + encode(S.ErrorResponse(rc.err))
+    if t == Op.create:
+        return encode(S.MultiHeader(t, False, 0)) + encode(S.CreateResponse(rc.path))
+    if t in (Op.create2, Op.createTTL, Op.createContainer):
+        return encode(S.MultiHeader(Op.create2, False, 0)) + encode(S.Create2Response(rc.path, rc.stat))
+    if t == Op.setData:
+        return encode(S.MultiHeader(t, False, 0)) + encode(S.SetDataResponse(rc.stat))
+    return encode(S.MultiHeader(t, False, 0))
+
+
+def write_reply(req: Any, rc: TxnResult) -> tuple[int, bytes]:
+    """(error code, response body) for a committed write request."""
+    t = req.type
+    if t == Op.multi:
+        if rc.multi is None:  # the whole multi failed in prep (not an op)
+            return rc.err, b""
+        parts = [_sub_result(sub) for sub in rc.multi]
+        parts.append(encode(S.MultiHeader(-1, True, -1)))
+        return 0, b"".join(parts)
+    if rc.err:
+        return rc.err, b""
+    if t == Op.create:
+        return 0, encode(S.CreateResponse(rc.path))
+    if t in (Op.create2, Op.createTTL, Op.createContainer):
+        return 0, encode(S.Create2Response(rc.path, rc.stat))
+    if t == Op.setData:
+        return 0, encode(S.SetDataResponse(rc.stat))
+    if t == Op.setACL:
+        return 0, encode(S.SetACLResponse(rc.stat))
+    return 0, b""

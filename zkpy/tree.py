@@ -1,0 +1,353 @@
+"""The data tree: znodes, their Stats and ACLs, and applying transactions.
+
+``DataTree.apply(hdr, txn)`` is the only way the tree changes. It takes a
+transaction already checked by ``zkpy.prep`` and applies it exactly as Apache
+ZooKeeper's ``DataTree.processTxn`` does, including the idempotence that
+replaying a log over a fuzzy snapshot needs (a parent's cversion and pzxid only
+move forward). It returns a ``TxnResult`` with the outcome and the watch
+triggers, as (path, event type) pairs in the order ZooKeeper fires them; it
+never talks to watchers, sessions, clocks or sockets itself.
+
+Nodes are stored flat, by full path, with the child names kept on the parent:
+lookups are one dict access and the Stat is read straight off the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from zkpy.jute import schema as S
+from zkpy.proto import CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK, EventType, Op, Perms
+
+_INT_MAX = 0x7FFFFFFF
+
+OPEN_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.ALL, S.Id("world", "anyone")),)
+READ_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.READ, S.Id("world", "anyone")),)
+
+ZOOKEEPER_NODE = "/zookeeper"
+QUOTA_NODE = "/zookeeper/quota"
+CONFIG_NODE = "/zookeeper/config"
+
+
+def ephemeral_kind(owner: int) -> str:
+    """Classify an ephemeralOwner value the way ZooKeeper's EphemeralType does."""
+    if owner == 0:
+        return "persistent"
+    if owner == CONTAINER_EPHEMERAL_OWNER:
+        return "container"
+    if owner < 0 and (owner & TTL_EPHEMERAL_OWNER_MASK) == TTL_EPHEMERAL_OWNER_MASK:
+        return "ttl"
+    return "ephemeral"
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """('/a/b' -> ('/a', 'b')); the root's children have parent '/'."""
+    i = path.rfind("/")
+    return (path[:i] or "/"), path[i + 1:]
+
+
+class Node:
+    """One znode. Attribute names are the Stat field names, so the codec can
+    encode a node wherever a Stat is expected.
+
+    Two Stat fields are derived the way ZooKeeper's DataNode.copyStat derives
+    them: the stored ``ccount`` counts child creations (it is what sequential
+    suffixes are numbered from), and the client sees
+    ``cversion = 2 * ccount - numChildren`` (creations plus deletions); the
+    client sees ``ephemeralOwner`` 0 for containers and TTL nodes.
+    """
+
+    __slots__ = ("data", "acl", "czxid", "mzxid", "ctime", "mtime", "version",
+                 "ccount", "aversion", "owner", "pzxid", "children")
+
+    def __init__(self, data: bytes | None, acl: tuple[Any, ...], zxid: int, time: int,
+                 owner: int) -> None:
+        self.data = data
+        self.acl = acl
+        self.czxid = self.mzxid = self.pzxid = zxid
+        self.ctime = self.mtime = time
+        self.version = self.ccount = self.aversion = 0
+        self.owner = owner
+        self.children: set[str] | None = None
+
+    @property
+    def dataLength(self) -> int:
+        return len(self.data) if self.data is not None else 0
+
+    @property
+    def numChildren(self) -> int:
+        return len(self.children) if self.children else 0
+
+    @property
+    def cversion(self) -> int:
+        return self.ccount * 2 - (len(self.children) if self.children else 0)
+
+    @property
+    def ephemeralOwner(self) -> int:
+        owner = self.owner
+        return owner if owner >= 0 or ephemeral_kind(owner) == "ephemeral" else 0
+
+    def stat(self) -> Any:
+        """A detached copy of the Stat (for results that must not change later)."""
+        return S.Stat(self.czxid, self.mzxid, self.ctime, self.mtime, self.version,
+                      self.cversion, self.aversion, self.ephemeralOwner, self.dataLength,
+                      self.numChildren, self.pzxid)
+
+
+class TxnResult:
+    """What applying one transaction did (ZooKeeper's ProcessTxnResult)."""
+
+    __slots__ = ("type", "err", "path", "stat", "multi", "triggers", "zxid", "session_id", "cxid")
+
+    def __init__(self, type: int, zxid: int, session_id: int, cxid: int) -> None:
+        self.type = type
+        self.err = 0
+        self.path: str | None = None
+        self.stat: Any = None
+        self.multi: list[TxnResult] | None = None
+        self.triggers: list[tuple[str, int]] = []
+        self.zxid = zxid
+        self.session_id = session_id
+        self.cxid = cxid
+
+
+class DataTree:
+    """The znodes, the ephemeral index and the extended-type indexes."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.ephemerals: dict[int, set[str]] = {}
+        self.containers: set[str] = set()
+        self.ttls: set[str] = set()
+        self.last_zxid = 0
+        self._acls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        root = Node(b"", self.intern_acl(OPEN_ACL_UNSAFE), 0, 0, 0)
+        self.nodes["/"] = root
+        self._add_system_node(ZOOKEEPER_NODE, OPEN_ACL_UNSAFE)
+        self._add_system_node(QUOTA_NODE, OPEN_ACL_UNSAFE)
+        self._add_system_node(CONFIG_NODE, READ_ACL_UNSAFE)
+        # As on Apache ZooKeeper: the config node starts at aversion -1.
+        self.nodes[CONFIG_NODE].aversion = -1
+
+    def _add_system_node(self, path: str, acl: tuple[Any, ...]) -> None:
+        parent, name = split_path(path)
+        self.nodes[path] = Node(b"", self.intern_acl(acl), 0, 0, 0)
+        p = self.nodes[parent]
+        if p.children is None:
+            p.children = set()
+        p.children.add(name)
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, path: str) -> Node | None:
+        return self.nodes.get(path)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def children(self, node: Node) -> list[str]:
+        return list(node.children) if node.children else []
+
+    def all_children_number(self, path: str) -> int:
+        """Number of nodes strictly below ``path``."""
+        if path == "/":
+            return len(self.nodes) - 1
+        prefix = path + "/"
+        return sum(1 for p in self.nodes if p.startswith(prefix))
+
+    def ephemerals_of(self, session_id: int) -> set[str]:
+        return self.ephemerals.get(session_id, set())
+
+    def intern_acl(self, acl: Iterable[Any]) -> tuple[Any, ...]:
+        """Share one tuple per distinct ACL list, as ZooKeeper's ACL cache does."""
+        key = tuple((a.perms, a.id.scheme, a.id.id) for a in acl)
+        cached = self._acls.get(key)
+        if cached is None:
+            cached = tuple(S.ACL(p, S.Id(s, i)) for p, s, i in key)
+            self._acls[key] = cached
+        return cached
+
+    def walk(self) -> Iterator[tuple[str, Node]]:
+        """Parents before children: the order a snapshot needs."""
+        stack = ["/"]
+        while stack:
+            path = stack.pop()
+            node = self.nodes[path]
+            yield path, node
+            if node.children:
+                base = "" if path == "/" else path
+                stack.extend(f"{base}/{c}" for c in node.children)
+
+    # -- transactions --------------------------------------------------------
+
+    def apply(self, hdr: Any, txn: Any) -> TxnResult:
+        """Apply one transaction (TxnHeader + body); see ZooKeeper's processTxn."""
+        rc = self._apply_one(hdr.type, txn, hdr.zxid, hdr.time, hdr.clientId, hdr.cxid)
+        if hdr.zxid > self.last_zxid:
+            self.last_zxid = hdr.zxid
+        return rc
+
+    def _apply_one(self, type: int, txn: Any, zxid: int, time: int, client: int,
+                   cxid: int) -> TxnResult:
+        rc = TxnResult(type, zxid, client, cxid)
+        try:
+            if type in (Op.create, Op.create2, Op.createTTL, Op.createContainer):
+                rc.path = txn.path
+                rc.stat = self._create(rc, txn, type, zxid, time, client)
+            elif type in (Op.delete, Op.deleteContainer):
+                rc.path = txn.path
+                self._delete(rc, txn.path, zxid)
+            elif type == Op.setData:
+                rc.path = txn.path
+                rc.stat = self._set_data(rc, txn, zxid, time)
+            elif type == Op.setACL:
+                rc.path = txn.path
+                rc.stat = self._set_acl(txn)
+            elif type == Op.closeSession:
+                self._kill_session(rc, client, zxid, txn)
+            elif type == Op.error:
+                rc.err = txn.err
+            elif type == Op.check:
+                rc.path = txn.path
+            elif type == Op.multi:
+                self._multi(rc, txn, zxid, time, client, cxid)
+        except _TreeError as e:
+            rc.err = e.code
+        return rc
+
+    def _create(self, rc: TxnResult, txn: Any, type: int, zxid: int, time: int,
+                client: int) -> Any:
+        path = txn.path
+        parent_path, name = split_path(path)
+        parent = self.nodes.get(parent_path)
+        if parent is None:
+            raise _TreeError(-101)
+        if parent.children is not None and name in parent.children:
+            raise _TreeError(-110)
+        if type == Op.createContainer:
+            owner = CONTAINER_EPHEMERAL_OWNER
+        elif type == Op.createTTL:
+            owner = TTL_EPHEMERAL_OWNER_MASK | txn.ttl
+        else:
+            owner = client if txn.ephemeral else 0
+        node = Node(txn.data, self.intern_acl(txn.acl), zxid, time, owner)
+        # Replaying a create whose node a fuzzy snapshot already saw deleted
+        # must not move the parent's cversion or pzxid backwards.
+        if txn.parentCVersion > parent.ccount:
+            parent.ccount = txn.parentCVersion
+            parent.pzxid = zxid
+        if parent.children is None:
+            parent.children = set()
+        parent.children.add(name)
+        self.nodes[path] = node
+        kind = ephemeral_kind(owner)
+        if kind == "ephemeral":
+            self.ephemerals.setdefault(owner, set()).add(path)
+        elif kind == "container":
+            self.containers.add(path)
+        elif kind == "ttl":
+            self.ttls.add(path)
+        rc.triggers.append((path, EventType.NodeCreated))
+        rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
+        return node.stat()
+
+    def _delete(self, rc: TxnResult, path: str, zxid: int) -> None:
+        parent_path, name = split_path(path)
+        parent = self.nodes.get(parent_path)
+        if parent is None:
+            raise _TreeError(-101)
+        if parent.children:
+            parent.children.discard(name)
+            if not parent.children:
+                parent.children = None
+        if zxid > parent.pzxid:
+            parent.pzxid = zxid
+        node = self.nodes.pop(path, None)
+        if node is None:
+            raise _TreeError(-101)
+        owner = node.owner
+        if owner:
+            kind = ephemeral_kind(owner)
+            if kind == "ephemeral":
+                paths = self.ephemerals.get(owner)
+                if paths is not None:
+                    paths.discard(path)
+                    if not paths:
+                        del self.ephemerals[owner]
+            elif kind == "container":
+                self.containers.discard(path)
+            else:
+                self.ttls.discard(path)
+        rc.triggers.append((path, EventType.NodeDeleted))
+        rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
+
+    def _set_data(self, rc: TxnResult, txn: Any, zxid: int, time: int) -> Any:
+        node = self.nodes.get(txn.path)
+        if node is None:
+            raise _TreeError(-101)
+        node.data = txn.data
+        node.mtime = time
+        node.mzxid = zxid
+        node.version = txn.version
+        rc.triggers.append((txn.path, EventType.NodeDataChanged))
+        return node.stat()
+
+    def _set_acl(self, txn: Any) -> Any:
+        node = self.nodes.get(txn.path)
+        if node is None:
+            raise _TreeError(-101)
+        node.acl = self.intern_acl(txn.acl)
+        node.aversion = txn.version
+        return node.stat()
+
+    def _kill_session(self, rc: TxnResult, session_id: int, zxid: int, txn: Any) -> None:
+        # The txn names the paths when it was made; a replay of an old-format
+        # close (no body) falls back to the index.
+        paths = list(txn.paths2Delete) if txn is not None and txn.paths2Delete is not None \
+            else list(self.ephemerals.get(session_id, ()))
+        for path in sorted(paths, reverse=True):
+            node = self.nodes.get(path)
+            if node is None or node.owner != session_id:
+                continue
+            try:
+                self._delete(rc, path, zxid)
+            except _TreeError:
+                pass
+        self.ephemerals.pop(session_id, None)
+
+    def _multi(self, rc: TxnResult, txn: Any, zxid: int, time: int, client: int,
+               cxid: int) -> None:
+        ops: list[tuple[int, Any]] = txn.ops
+        failed = any(t == Op.error for t, _ in ops)
+        rc.multi = []
+        for sub_type, sub in ops:
+            if failed and sub_type != Op.error:
+                # The ops before the failing one are reported as OK but not applied.
+                sub_type, sub = Op.error, S.ErrorTxn(0)
+            sub_rc = self._apply_one(sub_type, sub, zxid, time, client, cxid)
+            rc.multi.append(sub_rc)
+            rc.triggers.extend(sub_rc.triggers)
+            if sub_rc.err != 0 and rc.err == 0:
+                rc.err = sub_rc.err
+
+
+class MultiTxnBody:
+    """The in-memory body of a multi transaction: (type, txn record) per op.
+
+    On disk and on the wire it is jute's MultiTxn (each op serialized into a
+    Txn); keeping the records unserialized in memory saves a round trip.
+    """
+
+    __slots__ = ("ops",)
+
+    def __init__(self, ops: list[tuple[int, Any]]) -> None:
+        self.ops = ops
+
+    def __repr__(self) -> str:
+        return f"MultiTxnBody({self.ops!r})"
+
+
+class _TreeError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
