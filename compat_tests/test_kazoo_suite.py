@@ -1,0 +1,59 @@
+"""Kazoo's own test-suite must pass on zkpy wherever it passes on Apache ZooKeeper.
+
+One test per Kazoo test module, so it can be run per file::
+
+    pytest compat_tests/test_kazoo_suite.py -m kazoo_suite -k test_lock
+
+The selection comes from ``KAZOO_SUITE_TESTS`` (comma-separated module
+names, default: the list in ``compat_tests.kazoo_suite.DEFAULT_TESTS``);
+``KAZOO_SUITE_SIZE`` sets the cluster size (default 1).  Each test runs the
+module on Apache ZooKeeper (the reference) and then on zkpy via
+``python -m compat_tests.kazoo_suite --server both`` and asserts that zkpy
+passes every test the reference passes.  Slow: minutes per module.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compat_tests.kazoo_suite import DEFAULT_TESTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SELECTION = [
+    t.strip() for t in os.environ.get("KAZOO_SUITE_TESTS", ",".join(DEFAULT_TESTS)).split(",")
+    if t.strip()
+]
+SIZE = os.environ.get("KAZOO_SUITE_SIZE", "1")
+
+
+@pytest.mark.kazoo_suite
+@pytest.mark.parametrize("module", SELECTION)
+def test_kazoo_module_matches_reference(module, tmp_path):
+    summary_path = tmp_path / "summary.json"
+    cmd = [
+        sys.executable, "-m", "compat_tests.kazoo_suite",
+        "--server", "both", "--size", SIZE, "--tests", module,
+        "--json", str(summary_path), "--out-dir", str(tmp_path), "--quiet",
+    ]
+    proc = subprocess.run(cmd, cwd=str(ROOT), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert summary_path.exists(), "harness produced no summary:\n" + proc.stdout[-5000:]
+    summary = json.loads(summary_path.read_text())
+    cmp = summary["comparison"]
+    assert cmp["reference_passed"] > 0, (
+        "no test of %s passed on Apache ZooKeeper -- is it installed?\n%s"
+        % (module, proc.stdout[-5000:])
+    )
+    missing = ["%s [zkpy: %s]" % (m["test"], m["zkpy"]) for m in cmp["missing_on_zkpy"]]
+    preflight = summary["runs"]["zkpy"].get("preflight_failure")
+    assert not missing, (
+        "zkpy passes %d of the %d tests of %s that pass on Apache ZooKeeper%s; missing:\n  %s"
+        % (cmp["zkpy_passed_of_those"], cmp["reference_passed"], module,
+           " (%s)" % preflight if preflight else "", "\n  ".join(missing))
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
