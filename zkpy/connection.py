@@ -20,7 +20,6 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, decode_all
 from zkpy.prep import Request
 from zkpy.proto import (
-    AUTH_XID,
     NOTIFICATION_XID,
     PING_XID,
     REQUEST_RECORDS,
@@ -258,13 +257,13 @@ class Connection:
         except ZkError:
             log.warning("Authentication failed for scheme %s from %s:%d", body.scheme,
                         self.host, self.port)
-            self._queue_in_order(_REPLY.pack(16, AUTH_XID, 0, int(Err.AUTHFAILED)))
+            self._queue_in_order(_REPLY.pack(16, xid, 0, int(Err.AUTHFAILED)))
             self.close_after_flush()
             return
         for ident in granted:
             if ident not in self.ids:
                 self.ids.append(ident)
-        self._queue_in_order(_REPLY.pack(16, AUTH_XID, 0, 0))
+        self._queue_in_order(_REPLY.pack(16, xid, 0, 0))
 
     # -- commits and ordered replies --------------------------------------------
 
