@@ -33,6 +33,8 @@ from zkpy.proto import (
 from zkpy.tree import DataTree, MultiTxnBody, ephemeral_kind, split_path
 
 _INT_MAX = 0x7FFFFFFF
+# DataTree.isSpecialPath: never deleted, whatever the ACLs say.
+_SPECIAL_PATHS = frozenset({"/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"})
 
 
 class Request:
@@ -228,7 +230,7 @@ class Prep:
 
     def _delete(self, type: int, body: Any, req: Request, zxid: int) -> Any:
         path = body.path
-        if path is None or "/" not in path or "\0" in path:
+        if path is None or "/" not in path or "\0" in path or path in _SPECIAL_PATHS:
             raise ZkError(Err.BADARGUMENTS, path)
         parent_path = path[:path.rfind("/")] or "/"
         parent = self.record(parent_path)
