@@ -42,7 +42,7 @@ def _ip_network(expr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
         return None
     width = ip.max_prefixlen
     if bits:
-        if not bits.isdigit() or int(bits) > width:
+        if not (bits.isascii() and bits.isdigit()) or int(bits) > width:
             return None
         prefix = int(bits)
     else:
