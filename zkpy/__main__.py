@@ -14,6 +14,8 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
+from typing import Any
 
 from zkpy.config import ConfigError, ServerConfig, default_config, load_config, system_properties
 from zkpy.core import VERSION, CoreSettings
@@ -92,6 +94,48 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
+    """Recover the tree and sessions, snapshot them, and log every commit from now on."""
+    from twisted.internet import task
+
+    from zkpy.net.persist import LogCommitter
+    from zkpy.net.server import wall_ms
+    from zkpy.storage.formats import snapshot_name
+    from zkpy.storage.recovery import RecoveryError, data_dirs, recover
+    from zkpy.storage.snapshot import write_tree
+
+    snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
+    try:
+        os.makedirs(snap_dir, exist_ok=True)
+        os.makedirs(log_dir, exist_ok=True)
+        started = time.monotonic()
+        rec = recover(snap_dir, log_dir)
+        server.core.restore(rec.tree, rec.sessions, wall_ms())
+        snap = os.path.join(snap_dir, snapshot_name(rec.last_zxid))
+        if not os.path.exists(snap):
+            # As ZooKeeper does after loading: a clean snapshot of what was recovered.
+            write_tree(snap, rec.tree, rec.sessions, cfg.force_sync)
+        log.info("Loaded %d znodes and %d sessions at zxid 0x%x in %.2fs from %s",
+                 len(rec.tree), len(rec.sessions), rec.last_zxid, time.monotonic() - started,
+                 cfg.data_dir)
+    except RecoveryError as e:
+        log.error("Cannot recover the data directory: %s", e)
+        return False
+    except OSError as e:
+        log.error("Cannot use the data directory %s: %s", cfg.data_dir, e)
+        return False
+    committer = LogCommitter(reactor, server.core, snap_dir, log_dir,
+                             prealloc_bytes=cfg.pre_alloc_size * 1024,
+                             force_sync=cfg.force_sync, snap_count=cfg.snap_count,
+                             retain=cfg.autopurge_snap_retain_count)
+    server.core.committer = committer
+    if cfg.autopurge_purge_interval > 0:
+        purger = task.LoopingCall(committer.purge)
+        purger.clock = reactor
+        purger.start(cfg.autopurge_purge_interval * 3600, now=True)
+    return True
+
+
 def _serve(cfg: ServerConfig) -> int:
     from twisted.internet import reactor
     from twisted.internet.error import CannotListenError
@@ -106,6 +150,8 @@ def _serve(cfg: ServerConfig) -> int:
         log.warning("secureClientPort=%d is configured but TLS is not implemented yet; "
                     "only clientPort is served", cfg.secure_client_port)
     server = ZkServer(reactor, settings)
+    if not _open_data_dir(server, cfg, reactor):
+        return 1
     try:
         server.listen()
     except CannotListenError as e:

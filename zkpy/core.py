@@ -92,6 +92,21 @@ class ServerCore:
         self._last_container_check = now_ms
         self._conn_ids = 0
 
+    def restore(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
+        """Adopt a recovered tree and session list (before serving).
+
+        Restored sessions get their full timeout from now, as in ZooKeeper:
+        their clients have had no chance to ping while the server was down.
+        """
+        self.tree = tree
+        self.prep.tree = tree
+        for sid, timeout in sessions.items():
+            self.sessions.add(sid, timeout, now)
+        self.next_zxid = tree.last_zxid + 1
+
+    def session_timeouts(self) -> dict[int, int]:
+        return {sid: s.timeout for sid, s in self.sessions.sessions.items()}
+
     # -- connections ----------------------------------------------------------
 
     def connect(self, remote_host: str, remote_port: int, sink: Callable[[bytes], None],

@@ -130,6 +130,18 @@ class DataTree:
         # As on Apache ZooKeeper: the config node starts at aversion -1.
         self.nodes[CONFIG_NODE].aversion = -1
 
+    @classmethod
+    def empty(cls) -> DataTree:
+        """A tree with no nodes at all, to be filled from a snapshot."""
+        tree = cls.__new__(cls)
+        tree.nodes = {}
+        tree.ephemerals = {}
+        tree.containers = set()
+        tree.ttls = set()
+        tree.last_zxid = 0
+        tree._acls = {}
+        return tree
+
     def _add_system_node(self, path: str, acl: tuple[Any, ...]) -> None:
         parent, name = split_path(path)
         self.nodes[path] = Node(b"", self.intern_acl(acl), 0, 0, 0)
@@ -234,8 +246,11 @@ class DataTree:
         node = Node(txn.data, self.intern_acl(txn.acl), zxid, time, owner)
         # Replaying a create whose node a fuzzy snapshot already saw deleted
         # must not move the parent's cversion or pzxid backwards.
-        if txn.parentCVersion > parent.ccount:
-            parent.ccount = txn.parentCVersion
+        pcv = txn.parentCVersion
+        if pcv == -1:  # CreateTxnV0 from an old log: "the next one"
+            pcv = parent.ccount + 1
+        if pcv > parent.ccount:
+            parent.ccount = pcv
             parent.pzxid = zxid
         if parent.children is None:
             parent.children = set()

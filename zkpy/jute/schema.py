@@ -134,3 +134,10 @@ CloseSessionTxn = record("CloseSessionTxn", [("paths2Delete", Vector(USTRING))])
 ErrorTxn = record("ErrorTxn", [("err", INT)])
 Txn = record("Txn", [("type", INT), ("data", BUFFER)])
 MultiTxn = record("MultiTxn", [("txns", Vector(Txn))])
+
+# -- org.apache.zookeeper.server.persistence, and on-disk layouts -----------------
+
+FileHeader = record("FileHeader", [("magic", INT), ("version", INT), ("dbid", LONG)])
+# DataNode.serialize's layout in a snapshot (a Record in Java, not in zookeeper.jute).
+DataNodeRecord = record("DataNodeRecord", [("data", BUFFER), ("acl", LONG), ("stat", StatPersisted)])
+ZxidDigest = record("ZxidDigest", [("zxid", LONG), ("digestVersion", INT), ("digest", LONG)])

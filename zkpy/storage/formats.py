@@ -1,0 +1,109 @@
+"""Apache ZooKeeper's on-disk layouts: file names, headers, transaction entries.
+
+A transaction is stored as ZooKeeper stores it: the TxnHeader followed by the
+body record of its type (a multi's ops each serialized into a ``Txn``), and,
+in files written by ZooKeeper 3.6+, a trailing TxnDigest that zkpy reads past.
+The same bytes are what a log entry holds and what Zab will ship.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from zkpy.jute import schema as S
+from zkpy.jute.codec import JuteError, decode, encode
+from zkpy.proto import Op
+from zkpy.tree import MultiTxnBody
+
+TXNLOG_MAGIC = 0x5A4B4C47  # "ZKLG"
+SNAP_MAGIC = 0x5A4B534E  # "ZKSN"
+VERSION = 2
+VERSION_DIR = "version-2"
+END_OF_RECORD = 0x42  # 'B'
+
+_BODY_RECORDS: dict[int, Any] = {
+    Op.create: S.CreateTxn, Op.create2: S.CreateTxn,
+    Op.createTTL: S.CreateTTLTxn, Op.createContainer: S.CreateContainerTxn,
+    Op.delete: S.DeleteTxn, Op.deleteContainer: S.DeleteTxn,
+    Op.setData: S.SetDataTxn, Op.reconfig: S.SetDataTxn,
+    Op.setACL: S.SetACLTxn, Op.error: S.ErrorTxn, Op.check: S.CheckVersionTxn,
+    Op.createSession: S.CreateSessionTxn, Op.closeSession: S.CloseSessionTxn,
+}
+
+
+def log_name(zxid: int) -> str:
+    return f"log.{zxid:x}"
+
+
+def snapshot_name(zxid: int) -> str:
+    return f"snapshot.{zxid:x}"
+
+
+_NAME = re.compile(r"^(log|snapshot)\.([0-9a-fA-F]+)$")
+
+
+def zxid_of(name: str, prefix: str) -> int | None:
+    m = _NAME.match(name)
+    if m is None or m.group(1) != prefix:
+        return None
+    return int(m.group(2), 16)
+
+
+def files_by_zxid(directory: str, prefix: str) -> list[tuple[int, str]]:
+    """(zxid, path) of every ``prefix.<hex>`` file in ``directory``, oldest first."""
+    out = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        zxid = zxid_of(name, prefix)
+        if zxid is not None:
+            out.append((zxid, os.path.join(directory, name)))
+    out.sort()
+    return out
+
+
+def encode_body(type: int, txn: Any) -> bytes:
+    if type == Op.multi:
+        return encode(S.MultiTxn([S.Txn(t, encode(sub)) for t, sub in txn.ops]))
+    if txn is None:
+        return b""
+    return encode(txn)
+
+
+def encode_txn(hdr: Any, txn: Any) -> bytes:
+    """TxnHeader + body, the bytes of one log entry (and of a Zab proposal)."""
+    return encode(hdr) + encode_body(hdr.type, txn)
+
+
+def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
+    if type == Op.multi:
+        multi, off = decode(S.MultiTxn, buf, off)
+        ops = []
+        for sub in multi.txns or ():
+            rec, _ = _decode_body(sub.type, sub.data or b"", 0)
+            ops.append((sub.type, rec))
+        return MultiTxnBody(ops), off
+    cls = _BODY_RECORDS.get(type)
+    if cls is None:
+        raise JuteError(f"unknown transaction type {type}")
+    if type == Op.closeSession and off >= len(buf):
+        return None, off  # written by a server with closeSession txns disabled
+    if cls is S.CreateTxn:
+        try:
+            return decode(cls, buf, off)
+        except JuteError:
+            # Pre-3.3 logs: CreateTxnV0, without parentCVersion (-1 means "next").
+            v0, off = decode(S.CreateTxnV0, buf, off)
+            return S.CreateTxn(v0.path, v0.data, v0.acl, v0.ephemeral, -1), off
+    return decode(cls, buf, off)
+
+
+def decode_txn(buf: bytes) -> tuple[Any, Any]:
+    """(TxnHeader, body) from one entry; a trailing TxnDigest is skipped."""
+    hdr, off = decode(S.TxnHeader, buf, 0)
+    txn, _ = _decode_body(hdr.type, buf, off)
+    return hdr, txn

@@ -1,0 +1,232 @@
+"""Snapshots in Apache ZooKeeper's ``snapshot.<zxid>`` format, taken fuzzily.
+
+Layout (FileSnap + SerializeUtils + DataTree.serialize): FileHeader ("ZKSN",
+2, -1); int session count, then (long id, int timeout) per session; the ACL
+map (int count, then long id + vector<ACL> per entry); the nodes, parents
+before children, as (ustring path, DataNode) with the root at path ""; the
+path "/" as end marker; then the seal: long Adler32 of every byte before it
+and the string "/". ZooKeeper 3.6+ may follow with a ZxidDigest and a second
+seal, which the reader accepts and ignores.
+
+Fuzzy: ``SnapshotMaker`` walks the live tree a slice at a time between
+requests (the tree keeps changing underneath), recording the zxid it started
+at. Because applying a transaction is idempotent, replaying the log from that
+zxid over the snapshot yields exactly the live tree. Node records are
+produced first and the ACL map last (it must hold every ACL a written node
+refers to), and ``write_snapshot`` puts them in file order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from zkpy.jute import schema as S
+from zkpy.jute.codec import JuteError, decode, encode
+from zkpy.storage.formats import SNAP_MAGIC, VERSION
+from zkpy.tree import DataTree, Node, ephemeral_kind, split_path
+
+log = logging.getLogger("zkpy.storage")
+
+_INT = struct.Struct(">i")
+_LONG = struct.Struct(">q")
+_SESSION = struct.Struct(">qi")
+_STATP = struct.Struct(">qqqqiiiqq")
+_END_PATH = _INT.pack(1) + b"/"
+
+
+def _ustring(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return _INT.pack(len(b)) + b
+
+
+class SnapshotMaker:
+    """Serializes a live tree in slices: ``step(n)`` handles up to n nodes."""
+
+    def __init__(self, tree: DataTree, sessions: dict[int, int]) -> None:
+        self.tree = tree
+        self.zxid = tree.last_zxid
+        self.sessions = dict(sessions)
+        self._stack = ["/"]
+        self._acl_ids: dict[tuple[Any, ...], int] = {}
+        self.chunks: list[bytes] = []
+        self.done = False
+        self.count = 0
+
+    def _acl_id(self, acl: tuple[Any, ...]) -> int:
+        ident = self._acl_ids.get(acl)
+        if ident is None:
+            ident = len(self._acl_ids) + 1
+            self._acl_ids[acl] = ident
+        return ident
+
+    def step(self, budget: int = 2000) -> bool:
+        """Serialize up to ``budget`` nodes; True once the whole tree is done."""
+        nodes = self.tree.nodes
+        out = []
+        stack = self._stack
+        while stack and budget > 0:
+            path = stack.pop()
+            node = nodes.get(path)
+            if node is None:
+                continue  # deleted since we saw its parent; the log replay agrees
+            budget -= 1
+            out.append(self._node_bytes("" if path == "/" else path, node))
+            if node.children:
+                base = "" if path == "/" else path
+                # Sorted, reversed onto the stack: children come out in name order.
+                stack.extend(f"{base}/{c}" for c in sorted(node.children, reverse=True))
+        self.chunks.append(b"".join(out))
+        self.count += len(out)
+        if not stack:
+            self.done = True
+        return self.done
+
+    def _node_bytes(self, path: str, node: Node) -> bytes:
+        data = node.data
+        body = _INT.pack(-1) if data is None else _INT.pack(len(data)) + data
+        return (_ustring(path) + body + _LONG.pack(self._acl_id(node.acl))
+                + _STATP.pack(node.czxid, node.mzxid, node.ctime, node.mtime, node.version,
+                              node.ccount, node.aversion, node.owner, node.pzxid))
+
+    def head(self) -> bytes:
+        """Header, sessions and ACL map: written before the node chunks."""
+        parts = [S.FileHeader(SNAP_MAGIC, VERSION, -1).encode(), _INT.pack(len(self.sessions))]
+        parts.extend(_SESSION.pack(sid, to) for sid, to in self.sessions.items())
+        parts.append(_INT.pack(len(self._acl_ids)))
+        for acl, ident in self._acl_ids.items():
+            parts.append(_LONG.pack(ident))
+            parts.append(_INT.pack(len(acl)))
+            parts.extend(encode(a) for a in acl)
+        return b"".join(parts)
+
+
+def write_snapshot(path: str, head: bytes, chunks: Iterable[bytes], fsync: bool = True) -> None:
+    """Write the file through a temporary name, so a crash never leaves half a snapshot
+    under the real name."""
+    tmp = path + ".tmp"
+    checksum = 1
+    with open(tmp, "wb") as f:
+        for piece in _pieces(head, chunks):
+            f.write(piece)
+            checksum = zlib.adler32(piece, checksum)
+        f.write(_LONG.pack(checksum) + _END_PATH)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _pieces(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from chunks
+    yield _END_PATH
+
+
+class SnapshotInvalid(Exception):
+    pass
+
+
+def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
+    """(tree, sessions {id: timeout}, zxid from the name) or SnapshotInvalid."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    name = os.path.basename(path)
+    try:
+        return _parse(blob, name)
+    except (JuteError, struct.error, IndexError, KeyError) as e:
+        raise SnapshotInvalid(f"{name}: {e}") from None
+
+
+def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
+    hdr, off = decode(S.FileHeader, blob, 0)
+    if hdr.magic != SNAP_MAGIC:
+        raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
+    (count,) = _INT.unpack_from(blob, off)
+    off += 4
+    sessions: dict[int, int] = {}
+    for _ in range(count):
+        sid, timeout = _SESSION.unpack_from(blob, off)
+        off += _SESSION.size
+        sessions[sid] = timeout
+    (count,) = _INT.unpack_from(blob, off)
+    off += 4
+    acls: dict[int, list[Any]] = {}
+    for _ in range(count):
+        (ident,) = _LONG.unpack_from(blob, off)
+        (n,) = _INT.unpack_from(blob, off + 8)
+        off += 12
+        lst = []
+        for _ in range(max(n, 0)):
+            acl, off = decode(S.ACL, blob, off)
+            lst.append(acl)
+        acls[ident] = lst
+    tree = DataTree.empty()
+    while True:
+        p, off = decode(S.SyncResponse, blob, off)  # a lone ustring
+        path = p.path
+        if path == "/":
+            break
+        rec, off = decode(S.DataNodeRecord, blob, off)
+        _add_node(tree, path or "/", rec, acls)
+    checksum_at = off
+    (stored,) = _LONG.unpack_from(blob, off)
+    if zlib.adler32(blob[:checksum_at]) != stored:
+        raise SnapshotInvalid(f"{name}: checksum mismatch")
+    zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
+    return tree, sessions, zxid
+
+
+def _add_node(tree: DataTree, path: str, rec: Any, acls: dict[int, list[Any]]) -> None:
+    st = rec.stat
+    acl = acls.get(rec.acl)
+    if acl is None:
+        if rec.acl != -1:
+            raise SnapshotInvalid(f"ACL id {rec.acl} of {path} is not in the ACL map")
+        acl = [S.ACL(31, S.Id("world", "anyone"))]
+    node = Node(rec.data, tree.intern_acl(acl), st.czxid, st.ctime, st.ephemeralOwner)
+    node.mzxid, node.mtime, node.pzxid = st.mzxid, st.mtime, st.pzxid
+    node.version, node.ccount, node.aversion = st.version, st.cversion, st.aversion
+    if path != "/":
+        parent_path, child = split_path(path)
+        parent = tree.nodes.get(parent_path)
+        if parent is None:
+            raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")
+        if parent.children is None:
+            parent.children = set()
+        parent.children.add(child)
+    tree.nodes[path] = node
+    kind = ephemeral_kind(node.owner)
+    if kind == "ephemeral":
+        tree.ephemerals.setdefault(node.owner, set()).add(path)
+    elif kind == "container":
+        tree.containers.add(path)
+    elif kind == "ttl":
+        tree.ttls.add(path)
+
+
+def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True) -> None:
+    """Take a whole snapshot at once (start-up, shutdown, tests)."""
+    maker = SnapshotMaker(tree, sessions)
+    while not maker.step(1 << 30):
+        pass
+    write_snapshot(path, maker.head(), maker.chunks, fsync)
+
+
+def snapshot_bytes(tree: DataTree, sessions: dict[int, int]) -> bytes:
+    """The same bytes as a snapshot file (what Zab's SNAP sync will send)."""
+    maker = SnapshotMaker(tree, sessions)
+    while not maker.step(1 << 30):
+        pass
+    body = b"".join(_pieces(maker.head(), maker.chunks))
+    return body + _LONG.pack(zlib.adler32(body)) + _END_PATH

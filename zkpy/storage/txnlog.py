@@ -1,0 +1,188 @@
+"""The write-ahead transaction log, in Apache ZooKeeper's ``log.<zxid>`` format.
+
+A log file is a FileHeader ("ZKLG", version 2, dbid 0) followed by entries:
+``long adler32(entry) | int len | entry bytes | byte 'B'``. Files are
+preallocated with zeros (``preAllocSize``), so the end of the log is the first
+entry whose length is zero.
+
+``LogWriter`` appends and syncs; it does blocking file I/O and is meant to be
+driven from one writer thread. ``read_log`` reads a file back and tells a torn
+tail (the last entry partial or failing its checksum, with nothing valid after
+it: what a crash mid-write leaves, ignored with a warning) from damage in the
+middle (a bad entry followed by more data: ``LogDamaged``, never papered over).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from zkpy.jute import schema as S
+from zkpy.jute.codec import JuteError, decode
+from zkpy.storage.formats import END_OF_RECORD, TXNLOG_MAGIC, VERSION, log_name
+
+log = logging.getLogger("zkpy.storage")
+
+_HEADER = S.FileHeader(TXNLOG_MAGIC, VERSION, 0).encode()
+_ENTRY = struct.Struct(">qi")  # checksum, length
+_EOR = bytes([END_OF_RECORD])
+
+
+class LogDamaged(Exception):
+    """A log is damaged somewhere other than its tail: refuse to start."""
+
+
+@dataclass
+class LogEntry:
+    zxid: int
+    data: bytes  # TxnHeader + body (+ digest), as stored
+
+
+class LogWriter:
+    """Appends entries to the current log file and forces them to disk."""
+
+    def __init__(self, directory: str, prealloc_bytes: int = 64 * 1024 * 1024,
+                 force_sync: bool = True) -> None:
+        self.directory = directory
+        self.prealloc = max(prealloc_bytes, 4096)
+        self.force_sync = force_sync
+        self._fd: int | None = None
+        self._pos = 0
+        self._size = 0
+        self.path: str | None = None
+        os.makedirs(directory, exist_ok=True)
+
+    def append(self, zxid: int, data: bytes) -> None:
+        """Write one entry (not yet synced); opens ``log.<zxid>`` if no file is open."""
+        if self._fd is None:
+            self._open(zxid)
+        entry = _ENTRY.pack(_signed(zlib.adler32(data)), len(data)) + data + _EOR
+        self._write(entry)
+
+    def append_many(self, entries: list[tuple[int, bytes]]) -> None:
+        if not entries:
+            return
+        if self._fd is None:
+            self._open(entries[0][0])
+        parts = []
+        for _, data in entries:
+            parts.append(_ENTRY.pack(_signed(zlib.adler32(data)), len(data)))
+            parts.append(data)
+            parts.append(_EOR)
+        self._write(b"".join(parts))
+
+    def _open(self, zxid: int) -> None:
+        self.path = os.path.join(self.directory, log_name(zxid))
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, _HEADER)
+        self._fd = fd
+        self._pos = len(_HEADER)
+        self._size = self._pos
+        log.info("Creating new log file: %s", os.path.basename(self.path))
+        self._sync_dir()
+
+    def _write(self, blob: bytes) -> None:
+        assert self._fd is not None
+        end = self._pos + len(blob)
+        if end + 4096 > self._size:
+            # Preallocate in big steps so fsync rarely has metadata to write.
+            while self._size < end + 4096:
+                self._size += self.prealloc
+            os.ftruncate(self._fd, self._size)
+        os.pwrite(self._fd, blob, self._pos)
+        self._pos = end
+
+    def sync(self) -> None:
+        if self._fd is not None and self.force_sync:
+            os.fdatasync(self._fd)
+
+    def roll(self) -> None:
+        """Close the current file; the next append starts ``log.<next zxid>``."""
+        if self._fd is not None:
+            self.sync()
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        self.roll()
+
+    def _sync_dir(self) -> None:
+        if not self.force_sync:
+            return
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def read_log(path: str, is_last: bool = True,
+             on_torn: Callable[[int], None] | None = None) -> Iterator[LogEntry]:
+    """Entries of one log file, in order. A torn tail ends the iteration (with
+    a warning, and ``on_torn(offset)``) when this is the newest file; anything
+    else raises LogDamaged."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    name = os.path.basename(path)
+    try:
+        hdr, off = decode(S.FileHeader, blob, 0)
+    except JuteError:
+        if is_last and not blob.strip(b"\0"):
+            log.warning("Log %s is empty; ignoring it", name)
+            return
+        raise LogDamaged(f"{name}: unreadable file header") from None
+    if hdr.magic != TXNLOG_MAGIC:
+        raise LogDamaged(f"{name}: not a transaction log (magic 0x{hdr.magic:x})")
+    end = len(blob)
+    while off + _ENTRY.size <= end:
+        crc, n = _ENTRY.unpack_from(blob, off)
+        if n == 0 and crc == 0:
+            return  # preallocated zeros: the end of the log
+        body_start = off + _ENTRY.size
+        problem = None
+        if n <= 0 or body_start + n + 1 > end:
+            problem = "partial entry"
+        else:
+            data = blob[body_start:body_start + n]
+            if _signed(zlib.adler32(data)) != crc:
+                problem = "checksum mismatch"
+            elif blob[body_start + n] != END_OF_RECORD:
+                problem = "missing end-of-record marker"
+        if problem is not None:
+            rest = blob[body_start + max(n, 0) + 1:] if 0 < n < end else b""
+            if is_last and not rest.strip(b"\0"):
+                log.warning("Log %s ends in a torn entry at offset %d (%s); the entries "
+                            "before it are kept, the torn one is dropped", name, off, problem)
+                if on_torn is not None:
+                    on_torn(off)
+                return
+            raise LogDamaged(f"{name}: {problem} at offset {off}, followed by more data: "
+                             f"the log is damaged in the middle; refusing to start")
+        try:
+            (zxid,) = struct.unpack_from(">q", data, 8 + 4)
+        except struct.error:
+            raise LogDamaged(f"{name}: entry at offset {off} too short for a header") from None
+        yield LogEntry(zxid, data)
+        off = body_start + n + 1
+
+
+def zero_tail(path: str, offset: int) -> None:
+    """Overwrite a torn tail with zeros so the file reads as ending cleanly there."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        remaining = size - offset
+        while remaining > 0:
+            n = min(remaining, 1 << 20)
+            f.write(bytes(n))
+            remaining -= n
+        f.flush()
+        os.fsync(f.fileno())
