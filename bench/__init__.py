@@ -1,0 +1,1 @@
+"""Benchmarks for zkpy and any ZooKeeper-compatible server (see bench/README.md)."""
