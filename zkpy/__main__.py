@@ -143,17 +143,23 @@ def _serve(cfg: ServerConfig) -> int:
     from zkpy.net.server import ZkServer
 
     settings = settings_from(cfg)
-    if cfg.client_port is None:
-        log.error("%s: clientPort is not set", cfg.source)
+    if cfg.client_port is None and cfg.secure_client_port is None:
+        log.error("%s: clientPort is not set (nor secureClientPort)", cfg.source)
         return 2
-    if cfg.secure_client_port is not None:
-        log.warning("secureClientPort=%d is configured but TLS is not implemented yet; "
-                    "only clientPort is served", cfg.secure_client_port)
     server = ZkServer(reactor, settings)
     if not _open_data_dir(server, cfg, reactor):
         return 1
     try:
-        server.listen()
+        server.listen(plain=cfg.client_port is not None)
+        if cfg.secure_client_port is not None:
+            from zkpy.net.tls import ServerTLS, TLSConfigError
+
+            try:
+                tls = ServerTLS(cfg.ssl)
+            except TLSConfigError as e:
+                log.error("Invalid TLS configuration: %s", e)
+                return 2
+            server.listen_tls(tls, cfg.secure_client_port, cfg.secure_client_port_address)
     except CannotListenError as e:
         log.error("Cannot bind the client port: %s", e)
         return 1

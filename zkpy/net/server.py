@@ -25,9 +25,23 @@ def wall_ms() -> int:
 
 
 class ClientProtocol(protocol.Protocol):
-    def __init__(self, server: ZkServer) -> None:
+    def __init__(self, server: ZkServer, tls: bool = False) -> None:
         self.server = server
         self.conn: Any = None
+        self.tls_pending = tls
+
+    def _adopt_client_certificate(self, conn: Any) -> None:
+        from zkpy.jute.schema import Id
+        from zkpy.net.tls import x509_id
+
+        try:
+            cert = self.transport.getPeerCertificate()  # type: ignore[union-attr]
+        except Exception:  # no certificate, or the handshake is not done
+            cert = None
+        ident = x509_id(cert)
+        if ident is not None:
+            conn.ids.append(Id("x509", ident))
+            log.info("TLS client %s:%d authenticated as x509:%s", conn.host, conn.port, ident)
 
     def connectionMade(self) -> None:
         core = self.server.core
@@ -47,6 +61,9 @@ class ClientProtocol(protocol.Protocol):
         conn = self.conn
         if conn is None:
             return
+        if self.tls_pending:
+            self.tls_pending = False
+            self._adopt_client_certificate(conn)
         conn.receive(data, self.server.clock())
         self.server.core.flush()
 
@@ -58,11 +75,12 @@ class ClientProtocol(protocol.Protocol):
 
 
 class ClientFactory(protocol.ServerFactory):
-    def __init__(self, server: ZkServer) -> None:
+    def __init__(self, server: ZkServer, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls
 
     def buildProtocol(self, addr: Any) -> ClientProtocol:
-        return ClientProtocol(self.server)
+        return ClientProtocol(self.server, self.tls)
 
 
 class ZkServer:
@@ -78,13 +96,15 @@ class ZkServer:
     def count_from(self, host: str) -> int:
         return sum(1 for c in self.core.connections.values() if c.host == host)
 
-    def listen(self) -> Any:
+    def listen(self, plain: bool = True) -> Any:
+        """Bind clientPort (unless only TLS is wanted) and start the session ticker."""
         s = self.core.settings
-        tcp: IReactorTCP = self.reactor
-        self.port = tcp.listenTCP(s.client_port, ClientFactory(self), backlog=1024,
-                                  interface=s.client_address)
-        addr = self.port.getHost()
-        log.info("binding to port %s:%d", addr.host, addr.port)
+        if plain:
+            tcp: IReactorTCP = self.reactor
+            self.port = tcp.listenTCP(s.client_port, ClientFactory(self), backlog=1024,
+                                      interface=s.client_address)
+            addr = self.port.getHost()
+            log.info("binding to port %s:%d", addr.host, addr.port)
         ticker = task.LoopingCall(self._tick)
         clock: IReactorTime = self.reactor
         ticker.clock = clock
@@ -93,12 +113,23 @@ class ZkServer:
         self._ticker = ticker
         return self.port
 
+    def listen_tls(self, context_factory: Any, port: int, interface: str) -> Any:
+        """Serve the same protocol over TLS (secureClientPort)."""
+        self.tls_port = self.reactor.listenSSL(port, ClientFactory(self, tls=True),
+                                               context_factory, backlog=1024,
+                                               interface=interface)
+        addr = self.tls_port.getHost()
+        log.info("binding to secure port %s:%d", addr.host, addr.port)
+        return self.tls_port
+
     def _tick(self) -> None:
         self.core.tick(self.clock())
 
     def stop(self) -> Any:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        if getattr(self, "tls_port", None) is not None:
+            self.tls_port.stopListening()
         if self.port is not None:
             return self.port.stopListening()
         return None

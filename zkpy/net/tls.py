@@ -1,0 +1,159 @@
+"""TLS on ``secureClientPort``, configured with ZooKeeper's ``ssl.*`` keys.
+
+Key and trust stores are read in the formats ZooKeeper accepts: JKS (through
+the kept ``pyjks`` library), PKCS12 and PEM; the type comes from
+``ssl.keyStore.type`` / ``ssl.trustStore.type`` or, as in ZooKeeper, from the
+file's extension. ``ssl.clientAuth`` is none, want or need (ZooKeeper's
+default: need). A client certificate gives the connection the ``x509`` id
+ZooKeeper derives from it: the subject's distinguished name, RFC 2253 style.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from OpenSSL import SSL, crypto
+
+log = logging.getLogger("zkpy.net")
+
+
+class TLSConfigError(ValueError):
+    pass
+
+
+def _store_type(cfg: dict[str, str], prefix: str, location: str) -> str:
+    explicit = cfg.get(f"{prefix}.type", "").strip().upper()
+    if explicit:
+        return explicit
+    low = location.lower()
+    if low.endswith(".jks"):
+        return "JKS"
+    if low.endswith((".p12", ".pfx")):
+        return "PKCS12"
+    if low.endswith((".pem", ".crt", ".key")):
+        return "PEM"
+    return "JKS"
+
+
+def _load_store(cfg: dict[str, str], prefix: str) -> tuple[Any, list[Any], list[Any]]:
+    """(private key or None, its certificate chain, trusted certificates)."""
+    location = cfg.get(f"{prefix}.location")
+    if not location:
+        return None, [], []
+    password = cfg.get(f"{prefix}.password", "")
+    kind = _store_type(cfg, prefix, location)
+    try:
+        if kind == "JKS":
+            return _load_jks(location, password)
+        if kind == "PKCS12":
+            return _load_pkcs12(location, password)
+        if kind == "PEM":
+            return _load_pem(location, password)
+    except (OSError, ValueError, crypto.Error) as e:
+        raise TLSConfigError(f"{prefix}.location: cannot load {kind} store {location}: {e}") from e
+    raise TLSConfigError(f"{prefix}.type: unsupported store type {kind!r}")
+
+
+def _load_jks(path: str, password: str) -> tuple[Any, list[Any], list[Any]]:
+    import jks
+
+    store = jks.KeyStore.load(path, password)
+    key = None
+    chain: list[Any] = []
+    for entry in store.private_keys.values():
+        if not entry.is_decrypted():
+            entry.decrypt(password)
+        key = crypto.load_privatekey(crypto.FILETYPE_ASN1, entry.pkey_pkcs8)
+        chain = [crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in entry.cert_chain]
+        break
+    trusted = [crypto.load_certificate(crypto.FILETYPE_ASN1, c.cert) for c in store.certs.values()]
+    return key, chain, trusted
+
+
+def _load_pkcs12(path: str, password: str) -> tuple[Any, list[Any], list[Any]]:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    with open(path, "rb") as f:
+        key, cert, extra = pkcs12.load_key_and_certificates(f.read(), password.encode() or None)
+    okey = crypto.PKey.from_cryptography_key(key) if key is not None else None  # type: ignore[arg-type]
+    chain = [crypto.X509.from_cryptography(c) for c in ([cert] if cert else []) + list(extra)]
+    trusted = chain if okey is None else [crypto.X509.from_cryptography(c) for c in extra]
+    return okey, chain, trusted
+
+
+def _load_pem(path: str, password: str) -> tuple[Any, list[Any], list[Any]]:
+    with open(path, "rb") as f:
+        text = f.read()
+    key = None
+    if b"PRIVATE KEY" in text:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, text, password.encode() or None)
+    certs = []
+    for block in text.split(b"-----END CERTIFICATE-----")[:-1]:
+        start = block.find(b"-----BEGIN CERTIFICATE-----")
+        certs.append(crypto.load_certificate(crypto.FILETYPE_PEM,
+                                             block[start:] + b"-----END CERTIFICATE-----"))
+    return key, certs, certs
+
+
+_PROTOCOL_OPTIONS = {
+    "TLSv1": SSL.OP_NO_TLSv1, "TLSv1.1": SSL.OP_NO_TLSv1_1,
+    "TLSv1.2": SSL.OP_NO_TLSv1_2, "TLSv1.3": getattr(SSL, "OP_NO_TLSv1_3", 0),
+}
+
+
+class ServerTLS:
+    """A Twisted context factory built from zoo.cfg's ssl.* settings."""
+
+    def __init__(self, cfg: dict[str, str]) -> None:
+        key, chain, _ = _load_store(cfg, "ssl.keyStore")
+        if key is None or not chain:
+            raise TLSConfigError("ssl.keyStore.location: secureClientPort needs a key store "
+                                 "holding a private key and its certificate")
+        _, _, trusted = _load_store(cfg, "ssl.trustStore")
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3)
+        enabled = cfg.get("ssl.enabledProtocols") or cfg.get("ssl.protocol") or ""
+        wanted = {p.strip() for p in enabled.split(",") if p.strip()}
+        if wanted:
+            if not wanted & set(_PROTOCOL_OPTIONS):
+                raise TLSConfigError(f"ssl.enabledProtocols: no known protocol in {enabled!r}")
+            # ssl.protocol names the newest; ZooKeeper enables it and the ones it lists.
+            if "ssl.enabledProtocols" not in cfg and "TLSv1.3" in wanted:
+                wanted.add("TLSv1.2")
+            for name, opt in _PROTOCOL_OPTIONS.items():
+                if name not in wanted:
+                    ctx.set_options(opt)
+        ciphers = cfg.get("ssl.ciphersuites")
+        if ciphers:
+            try:
+                ctx.set_cipher_list(ciphers.replace(",", ":").encode())
+            except SSL.Error as e:
+                raise TLSConfigError(f"ssl.ciphersuites: {e}") from e
+        ctx.use_privatekey(key)
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.check_privatekey()
+        store = ctx.get_cert_store()
+        for cert in trusted:
+            store.add_cert(cert)  # type: ignore[union-attr]
+        auth = cfg.get("ssl.clientAuth", "need").strip().lower()
+        if auth not in ("none", "want", "need"):
+            raise TLSConfigError(f"ssl.clientAuth: {auth!r} is not none, want or need")
+        mode = {"none": SSL.VERIFY_NONE, "want": SSL.VERIFY_PEER,
+                "need": SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT}[auth]
+        ctx.set_verify(mode, lambda conn, cert, errno, depth, ok: bool(ok))
+        self.ctx = ctx
+        self.client_auth = auth
+
+    def getContext(self) -> Any:
+        return self.ctx
+
+
+def x509_id(cert: Any) -> str | None:
+    """ZooKeeper's x509 id for a peer certificate: the subject DN, most specific first."""
+    if cert is None:
+        return None
+    parts = [f"{k.decode()}={v.decode()}" for k, v in cert.get_subject().get_components()]
+    return ",".join(reversed(parts))
