@@ -137,11 +137,12 @@ def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
 
 
 def _serve(cfg: ServerConfig) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 
     from zkpy.net.server import ZkServer
 
+    reactor: Any = _reactor
     settings = settings_from(cfg)
     if cfg.client_port is None and cfg.secure_client_port is None:
         log.error("%s: clientPort is not set (nor secureClientPort)", cfg.source)
@@ -169,11 +170,11 @@ def _serve(cfg: ServerConfig) -> int:
 
     def shutdown(signum: int, frame: object) -> None:
         log.info("Received signal %d, shutting down", signum)
-        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        reactor.callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)
     log.info("zkpy stopped")
     return 0
 

@@ -21,7 +21,6 @@ from zkpy.jute.codec import JuteError, decode, decode_all
 from zkpy.prep import Request
 from zkpy.proto import (
     NOTIFICATION_XID,
-    PING_XID,
     REQUEST_RECORDS,
     WRITE_OPS,
     Err,

@@ -52,7 +52,7 @@ class Request:
         self.conn = conn
         self.hdr: Any = None
         self.txn: Any = None
-        self.created = 0.0
+        self.created = 0
 
 
 class Change:

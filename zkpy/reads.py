@@ -177,7 +177,7 @@ def _multi_read(core: ServerCore, conn: Connection, body: Any) -> bytes:
     return b"".join(parts)
 
 
-_READS = {
+_READS: dict[int, Any] = {
     Op.getData: _get_data,
     Op.exists: _exists,
     Op.getChildren: _get_children,

@@ -14,6 +14,8 @@ session. All methods take ``now`` in milliseconds; nothing here reads a clock.
 
 from __future__ import annotations
 
+from typing import Any
+
 _MASK48 = (1 << 48) - 1
 _MASK64 = (1 << 64) - 1
 _SUPER_SECRET = 0xB3415C00
@@ -59,7 +61,7 @@ class Session:
         self.timeout = timeout
         self.deadline = 0
         self.closing = False
-        self.conn: object | None = None
+        self.conn: Any = None
 
 
 class SessionTable:

@@ -277,7 +277,7 @@ def _compile(source: str, consts: dict[str, Any], name: str) -> Any:
     return namespace
 
 
-def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> type[Record]:
+def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> Any:
     """Declare a jute record; returns the generated class."""
     fields = tuple(fields)
     params = ", ".join(f"{n}={_default_for(t)}" for n, t in fields)

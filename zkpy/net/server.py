@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from twisted.internet import protocol, task
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
 from zkpy.core import CoreSettings, ServerCore
 
@@ -35,7 +34,8 @@ class ClientProtocol(protocol.Protocol):
         from zkpy.net.tls import x509_id
 
         try:
-            cert = self.transport.getPeerCertificate()  # type: ignore[union-attr]
+            transport: Any = self.transport
+            cert = transport.getPeerCertificate()
         except Exception:  # no certificate, or the handshake is not done
             cert = None
         ident = x509_id(cert)
@@ -45,17 +45,18 @@ class ClientProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         core = self.server.core
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        transport: Any = self.transport
+        peer = transport.getPeer()
         host = getattr(peer, "host", "?")
         port = getattr(peer, "port", 0)
         limit = core.settings.max_client_cnxns
         if limit and self.server.count_from(host) >= limit:
             log.warning("Too many connections from %s - max is %d", host, limit)
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            transport.abortConnection()
             return
-        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
-        self.conn = core.connect(host, port, self.transport.write,  # type: ignore[union-attr]
-                                 self.transport.loseConnection, self.server.clock())  # type: ignore[union-attr]
+        transport.setTcpNoDelay(True)
+        self.conn = core.connect(host, port, transport.write, transport.loseConnection,
+                                 self.server.clock())
 
     def dataReceived(self, data: bytes) -> None:
         conn = self.conn
@@ -100,14 +101,12 @@ class ZkServer:
         """Bind clientPort (unless only TLS is wanted) and start the session ticker."""
         s = self.core.settings
         if plain:
-            tcp: IReactorTCP = self.reactor
-            self.port = tcp.listenTCP(s.client_port, ClientFactory(self), backlog=1024,
+            self.port = self.reactor.listenTCP(s.client_port, ClientFactory(self), backlog=1024,
                                       interface=s.client_address)
             addr = self.port.getHost()
             log.info("binding to port %s:%d", addr.host, addr.port)
         ticker = task.LoopingCall(self._tick)
-        clock: IReactorTime = self.reactor
-        ticker.clock = clock
+        ticker.clock = self.reactor
         # Half a tick keeps expiry within one tick of the bucket boundary.
         ticker.start(max(s.tick_time, 2) / 2000.0, now=False)
         self._ticker = ticker
