@@ -322,7 +322,8 @@ class Connection:
         latency = now - started if started is not None else 0
         self.core.stats.latency.add(latency)
         self.last_op = op
-        self.last_cxid = xid
+        if xid >= 0:  # pings, auth and watch re-registration do not count, as in ZooKeeper
+            self.last_cxid = xid
         self.last_zxid = zxid
         self.last_response = now
         self.last_latency = latency
@@ -344,6 +345,7 @@ class Connection:
     def _queue(self, frame: bytes) -> None:
         self.out.append(frame)
         self.packets_sent += 1
+        self.core.stats.packets_sent += 1
         self.core.dirty[self] = None
 
     def flush(self) -> None:
