@@ -44,7 +44,24 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         client_port=cfg.client_port or 2181,
         client_address=cfg.client_port_address,
         config_lines=cfg.as_properties(),
+        sasl_users=_sasl_users(cfg),
     )
+
+
+def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
+    from zkpy.sasl import load_jaas_users
+
+    if not cfg.jaas_config_path:
+        return None
+    try:
+        users = load_jaas_users(cfg.jaas_config_path)
+    except OSError as e:
+        raise ConfigError(f"java.security.auth.login.config: cannot read "
+                          f"{cfg.jaas_config_path}: {e}") from e
+    if not users:
+        log.info("JAAS file %s has no Server users; SASL digest logins will fail",
+                 cfg.jaas_config_path)
+    return users
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], str | None]:
@@ -143,7 +160,11 @@ def _serve(cfg: ServerConfig) -> int:
     from zkpy.net.server import ZkServer
 
     reactor: Any = _reactor
-    settings = settings_from(cfg)
+    try:
+        settings = settings_from(cfg)
+    except ConfigError as e:
+        log.error("Invalid configuration, exiting abnormally: %s", e)
+        return 2
     if cfg.client_port is None and cfg.secure_client_port is None:
         log.error("%s: clientPort is not set (nor secureClientPort)", cfg.source)
         return 2

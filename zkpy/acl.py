@@ -86,7 +86,7 @@ class AuthProviders:
             return _java_split_count(ident, ":") == 2
         if scheme == "ip":
             return _ip_network(ident) is not None
-        return False
+        return scheme in self.schemes and bool(ident)
 
     def matches(self, scheme: str, auth_id: str, acl_id: str) -> bool:
         if scheme == "ip":

@@ -28,6 +28,7 @@ from zkpy.proto import (
     Op,
     ZkError,
 )
+from zkpy.sasl import DigestMD5Server, SaslError
 from zkpy.session import session_password
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Connection:
         self.pending: deque[Request | tuple[int, int, Any]] = deque()
         self.early: list[bytes] = []
         self.close_pending = False
+        self.sasl: DigestMD5Server | None = None
         self.established = now
         self.packets_received = 0
         self.packets_sent = 0
@@ -222,7 +224,7 @@ class Connection:
             self._auth(xid, body, now)
             return
         if op == Op.sasl:
-            self._reply_in_order(xid, Err.UNIMPLEMENTED, b"", now)
+            self._sasl(xid, body, now)
             return
         if self.pending:
             self.pending.append((xid, op, body))
@@ -263,6 +265,33 @@ class Connection:
             if ident not in self.ids:
                 self.ids.append(ident)
         self._queue_in_order(_REPLY.pack(16, xid, 0, 0))
+
+    def _sasl(self, xid: int, body: Any, now: int) -> None:
+        users = self.core.settings.sasl_users
+        if users is None:
+            log.warning("SASL authentication from %s:%d refused: no JAAS Server section is "
+                        "configured (java.security.auth.login.config)", self.host, self.port)
+            self.close_after_flush()
+            return
+        if self.sasl is None:
+            self.sasl = DigestMD5Server(users)
+        try:
+            token = self.sasl.step(body.token)
+        except SaslError as e:
+            # ZooKeeper drops a client that fails SASL, without a reply.
+            log.warning("Client %s:%d failed to SASL authenticate: %s; closing the connection",
+                        self.host, self.port, e)
+            self.close_after_flush()
+            return
+        if self.sasl.complete and self.sasl.user is not None:
+            ident = S.Id("sasl", self.sasl.user)
+            if ident not in self.ids:
+                self.ids.append(ident)
+                log.info("Session %s authenticated with SASL as %s", hex_sid(self.session_id),
+                         self.sasl.user)
+        payload = S.SetSASLResponse(token).encode()
+        self._queue_in_order(_REPLY.pack(16 + len(payload), xid, self.core.last_zxid, 0)
+                             + payload)
 
     # -- commits and ordered replies --------------------------------------------
 

@@ -59,6 +59,8 @@ class CoreSettings:
     client_port: int = 2181
     client_address: str = "0.0.0.0"
     config_lines: list[tuple[str, str]] = field(default_factory=list)
+    # user -> password from the JAAS Server section; None when SASL is not configured.
+    sasl_users: dict[str, str] | None = None
 
 
 class Committer(Protocol):
@@ -81,6 +83,8 @@ class ServerCore:
         self.tree = DataTree()
         self.watches = WatchManager()
         self.auth = AuthProviders(settings.super_digest)
+        if settings.sasl_users is not None:
+            self.auth.schemes.add("sasl")
         self.prep = Prep(self.tree, self.auth, settings.extended_types, settings.skip_acl)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.stats = ServerStats(now_ms)
