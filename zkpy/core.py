@@ -125,6 +125,10 @@ class ServerCore:
     def connection_lost(self, conn: Any) -> None:
         if self.connections.pop(conn.id, None) is None:
             return
+        if conn.state != "closed":  # not closed by us: the client went away
+            log.info("Client %s:%d closed the connection%s", conn.host, conn.port,
+                     f" with {len(conn.buf)} bytes of an incomplete frame unread"
+                     if conn.buf else "")
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
