@@ -19,7 +19,6 @@ import getpass
 import ipaddress
 import os
 import platform
-import socket
 import struct
 import sys
 import tempfile
@@ -385,7 +384,7 @@ def environment() -> list[tuple[str, str]]:
     arch = {"x86_64": "amd64", "AMD64": "amd64", "i686": "x86", "i386": "x86"}.get(arch, arch)
     env = [
         ("zookeeper.version", _build()),
-        ("host.name", socket.gethostname()),
+        ("host.name", platform.node()),
         ("python.version", platform.python_version()),
         ("python.implementation", platform.python_implementation()),
         ("python.home", sys.prefix),
