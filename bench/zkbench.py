@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import psutil
 
@@ -680,6 +680,7 @@ def report(runs: list[dict], labels: list[str], args, log=print) -> dict:
     summary: dict = {"throughput": {}, "latency": {}, "memory": {}}
     rounds = max((r["round"] for r in runs), default=0)
     by = {(r["server"], r["round"]): r for r in runs}
+    lw = max([11] + [len(x) for x in labels])
     ratio_pair = None
     if "zkpy" in labels and "zookeeper" in labels:
         ratio_pair = ("zkpy", "zookeeper")
@@ -693,7 +694,7 @@ def report(runs: list[dict], labels: list[str], args, log=print) -> dict:
         log("== %g%% reads (%s, %d B values, %d keys; %d sessions x %d in flight, %d worker(s); "
             "%g s per phase) ==" % (pct, kind, args.value_size, args.keys, args.sessions,
                                      args.window, args.workers, args.duration))
-        head = "%-11s" % "server"
+        head = "%-*s" % (lw, "server")
         for rnd in range(1, rounds + 1):
             head += " | %10s %9s" % ("r%d ops/s" % rnd, "cpu us/op")
         head += " | %10s %9s | %s" % ("med ops/s", "us/op", "client busy%/server core%")
@@ -701,7 +702,7 @@ def report(runs: list[dict], labels: list[str], args, log=print) -> dict:
         log("-" * len(head))
         med: dict = {}
         for lab in labels:
-            line = "%-11s" % lab
+            line = "%-*s" % (lw, lab)
             o, c, notes = [], [], []
             for rnd in range(1, rounds + 1):
                 ph = by.get((lab, rnd), {}).get("result", {}).get("phases", {}).get(name)
@@ -736,7 +737,7 @@ def report(runs: list[dict], labels: list[str], args, log=print) -> dict:
         log("== latency, one session, one request at a time (%d ops each, %d B values; "
             "microseconds, median over rounds of each percentile) ==" % (args.latency_ops,
                                                                       args.value_size))
-        head = "%-11s %-7s %9s %9s %9s %9s" % ("server", "op", "p50", "p90", "p99", "max")
+        head = "%-*s %-7s %9s %9s %9s %9s" % (lw, "server", "op", "p50", "p90", "p99", "max")
         log(head)
         log("-" * len(head))
         for lab in labels:
@@ -748,7 +749,7 @@ def report(runs: list[dict], labels: list[str], args, log=print) -> dict:
                         (by.get((lab, rnd), {}).get("result", {}).get("latency") or {})
                         .get(op, {}).get(q) for rnd in range(1, rounds + 1)])
                 summary["latency"][lab][op] = vals
-                log("%-11s %-7s %s %s %s %s" % (lab, op, *(_fmt(vals[q], ",.0f", 9) for q in
+                log("%-*s %-7s %s %s %s %s" % (lw, lab, op, *(_fmt(vals[q], ",.0f", 9) for q in
                                                           ("p50_us", "p90_us", "p99_us", "max_us"))))
         if ratio_pair:
             a, b = (summary["latency"].get(x, {}) for x in ratio_pair)
@@ -764,14 +765,14 @@ def report(runs: list[dict], labels: list[str], args, log=print) -> dict:
         log("")
         log("== memory: server RSS delta after creating %d znodes of %d B (no GC forced; "
             "for the JVM this is heap growth, not live data) ==" % (args.znodes, args.znode_size))
-        head = "%-11s" % "server"
+        head = "%-*s" % (lw, "server")
         for rnd in range(1, rounds + 1):
             head += " | %12s" % ("r%d B/znode" % rnd)
         head += " | %10s | %s" % ("median", "RSS before -> after (MiB), create ops/s")
         log(head)
         log("-" * len(head))
         for lab in labels:
-            line = "%-11s" % lab
+            line = "%-*s" % (lw, lab)
             vals, notes = [], []
             for rnd in range(1, rounds + 1):
                 m = by.get((lab, rnd), {}).get("result", {}).get("memory") or {}
