@@ -45,6 +45,7 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         client_address=cfg.client_port_address,
         config_lines=cfg.as_properties(),
         sasl_users=_sasl_users(cfg),
+        global_outstanding_limit=cfg.global_outstanding_limit,
     )
 
 

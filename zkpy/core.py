@@ -61,6 +61,7 @@ class CoreSettings:
     config_lines: list[tuple[str, str]] = field(default_factory=list)
     # user -> password from the JAAS Server section; None when SASL is not configured.
     sasl_users: dict[str, str] | None = None
+    global_outstanding_limit: int = 1000
 
 
 class Committer(Protocol):
@@ -95,6 +96,8 @@ class ServerCore:
         self.now = now_ms
         self._last_container_check = now_ms
         self._conn_ids = 0
+        self.outstanding_writes = 0  # proposed, not yet committed
+        self.after_flush: Callable[[], None] | None = None
 
     def restore(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
         """Adopt a recovered tree and session list (before serving).
@@ -141,6 +144,8 @@ class ServerCore:
             conn = next(iter(self.dirty))
             del self.dirty[conn]
             conn.flush()
+        if self.after_flush is not None:
+            self.after_flush()
 
     # -- time ---------------------------------------------------------------
 
@@ -184,12 +189,14 @@ class ServerCore:
             session = self.sessions.get(req.session_id)
             if session is not None:
                 session.closing = True
+        self.outstanding_writes += 1
         self.committer.propose(req)
 
     def commit(self, req: Request) -> None:
         """Apply a committed transaction and answer it (called in zxid order)."""
         hdr = req.hdr
         self.stats.commits += 1
+        self.outstanding_writes -= 1
         if hdr.type == Op.createSession:
             self.sessions.add(req.session_id, req.txn.timeOut, self.now)
             rc = None

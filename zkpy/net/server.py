@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 from twisted.internet import protocol, task
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from zkpy.core import CoreSettings, ServerCore
 
@@ -23,11 +25,45 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+@implementer(IPushProducer)
 class ClientProtocol(protocol.Protocol):
+    """Bytes of one client connection to and from its pure ``Connection``.
+
+    Back-pressure: the protocol registers itself as the producer feeding its
+    transport, so when a client stops reading its replies (the transport's
+    buffer fills) we stop reading its requests; and while the server has more
+    than ``globalOutstandingLimit`` requests waiting for the disk, connections
+    with requests of their own in flight are not read either (ZooKeeper's
+    throttle). Other connections are served meanwhile.
+    """
+
     def __init__(self, server: ZkServer, tls: bool = False) -> None:
         self.server = server
         self.conn: Any = None
         self.tls_pending = tls
+        self.buffer_full = False
+        self.throttled = False
+
+    # IPushProducer, called by our own transport about its write buffer.
+    def pauseProducing(self) -> None:
+        self.buffer_full = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self.buffer_full = False
+        self._update_reading()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def _update_reading(self) -> None:
+        transport: Any = self.transport
+        if transport is None:
+            return
+        if self.buffer_full or self.throttled:
+            transport.pauseProducing()
+        else:
+            transport.resumeProducing()
 
     def _adopt_client_certificate(self, conn: Any) -> None:
         from zkpy.jute.schema import Id
@@ -55,6 +91,7 @@ class ClientProtocol(protocol.Protocol):
             transport.abortConnection()
             return
         transport.setTcpNoDelay(True)
+        transport.registerProducer(self, True)
         self.conn = core.connect(host, port, transport.write, transport.loseConnection,
                                  self.server.clock())
 
@@ -66,7 +103,12 @@ class ClientProtocol(protocol.Protocol):
             self.tls_pending = False
             self._adopt_client_certificate(conn)
         conn.receive(data, self.server.clock())
-        self.server.core.flush()
+        core = self.server.core
+        if conn.pending and core.outstanding_writes > core.settings.global_outstanding_limit:
+            self.throttled = True
+            self.server.throttled.add(self)
+            self._update_reading()
+        core.flush()
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.conn is not None:
@@ -91,8 +133,18 @@ class ZkServer:
         self.reactor = reactor
         self.clock = clock
         self.core = ServerCore(settings, clock())
+        self.core.after_flush = self._release_throttled
+        self.throttled: set[ClientProtocol] = set()
         self.port: Any = None
         self._ticker: task.LoopingCall | None = None
+
+    def _release_throttled(self) -> None:
+        core = self.core
+        if self.throttled and core.outstanding_writes <= core.settings.global_outstanding_limit:
+            released, self.throttled = self.throttled, set()
+            for proto in released:
+                proto.throttled = False
+                proto._update_reading()
 
     def count_from(self, host: str) -> int:
         return sum(1 for c in self.core.connections.values() if c.host == host)
