@@ -224,6 +224,7 @@ class ServerCore:
         session = self.sessions.remove(sid)
         if session is None:
             return
+        log.info("Closed session 0x%x", sid & 0xFFFFFFFFFFFFFFFF)
         conn = session.conn
         if conn is not None and conn.session_id == sid:
             # The connection is closed once its queued replies are written.
