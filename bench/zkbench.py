@@ -652,6 +652,16 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "zkpy"],
+                               capture_output=True, text=True, timeout=10).stdout.split()
+        if sha:
+            info["zkpy_revision"] = sha + (" + uncommitted changes in zkpy/" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
     info["mem_total_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     try:
         from zkpy.testing.servers import find_real_java
@@ -885,6 +895,13 @@ def main(argv: list[str] | None = None) -> int:
         machine["mem_total_gib"], machine["platform"]))
     log("python:  " + machine["python"])
     log("java:    " + machine.get("java", "not found"))
+    if machine.get("zkpy_revision"):
+        log("zkpy:    git " + machine["zkpy_revision"])
+    try:
+        log("loadavg: %.2f (1 min) before starting (other work on this machine "
+            "shows up as noise in ops/s)" % os.getloadavg()[0])
+    except OSError:
+        pass
     settings = server_settings(args.force_sync)
     runs: list[dict] = []
 
