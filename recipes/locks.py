@@ -105,7 +105,11 @@ class _BaseLock:
             return True
         deadline = Deadline(timeout if blocking else 0)
         remaining = deadline.remaining()
-        if not self._local.acquire(blocking, -1 if remaining is None else remaining):
+        if blocking:
+            got_local = self._local.acquire(True, -1 if remaining is None else remaining)
+        else:
+            got_local = self._local.acquire(False)
+        if not got_local:
             return False
         try:
             self._cancelled = False
