@@ -166,7 +166,7 @@ def _exchange(srv: Any, data: bytes, close_early: bool = False) -> tuple[bytes, 
                 got = s.recv(65536)
             except ConnectionResetError:
                 return b"".join(chunks), True
-            except socket.timeout:
+            except TimeoutError:
                 return b"".join(chunks), False
             if not got:
                 return b"".join(chunks), True

@@ -263,7 +263,7 @@ def test_truncated_at_every_offset_raises_jute_error(data: st.DataObject) -> Non
 @given(blobs=st.lists(st.binary(max_size=64), min_size=len(ALL_RECORDS),
                       max_size=len(ALL_RECORDS)))
 def test_random_bytes_decode_or_raise_jute_error(blobs: list[bytes]) -> None:
-    for cls, blob in zip(ALL_RECORDS, blobs):
+    for cls, blob in zip(ALL_RECORDS, blobs, strict=True):
         try:
             rec, off = decode(cls, blob)
         except JuteError:

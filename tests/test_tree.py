@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -98,7 +97,7 @@ def test_sequential_numbering_replays_reference() -> None:
     ]
     ref_steps = REF["a_sequential_numbering"]["steps"]
     assert len(steps) == len(ref_steps)
-    for step, want in zip(steps, ref_steps):
+    for step, want in zip(steps, ref_steps, strict=True):
         step()
         got = names[-1]
         if isinstance(got, list):
