@@ -60,9 +60,9 @@ class LeaderElection:
         return ok
 
     def resign(self) -> None:
-        """Give up leadership (or the candidacy)."""
+        """Give up leadership (from any thread)."""
         if self.lock._owner is not None:
-            self.lock.release()
+            self.lock.release_all()
             self._notify("resigned")
 
     def cancel(self) -> None:

@@ -139,6 +139,19 @@ class _BaseLock:
             self.is_acquired = False
             self._local.release()
 
+    def release_all(self) -> None:
+        """Release completely, whatever the depth, from any thread (for
+        owners that are not threads, e.g. :class:`~recipes.LeaderElection`)."""
+        if self._owner is None:
+            return
+        self._depth = 0
+        self._owner = None
+        try:
+            self._zk_release()
+        finally:
+            self.is_acquired = False
+            self._local.release()
+
     def cancel(self) -> None:
         """Make a pending :meth:`acquire` (in another thread) give up and
         raise :class:`CancelledError`."""
