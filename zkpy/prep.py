@@ -30,6 +30,7 @@ from zkpy.proto import (
     Perms,
     ZkError,
 )
+from zkpy.quota import QuotaGuard
 from zkpy.tree import DataTree, MultiTxnBody, ephemeral_kind, split_path
 
 _INT_MAX = 0x7FFFFFFF
@@ -108,6 +109,7 @@ class Prep:
         self.skip_acl = skip_acl
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
+        self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
 
     # -- future state -------------------------------------------------------
 
@@ -188,7 +190,8 @@ class Prep:
             raise ZkError(Err.BADARGUMENTS, body.path)
         if not is_ttl and ttl >= 0:
             raise ZkError(Err.BADARGUMENTS, body.path)
-        if type == Op.createContainer and flags != CreateMode.CONTAINER:
+        if type == Op.createTTL and not is_ttl:
+            # ZooKeeper 3.8 accepts this (ttl < 0) and then dies applying the txn.
             raise ZkError(Err.BADARGUMENTS, body.path)
         path = body.path
         if path is None or "/" not in path or "\0" in path:
@@ -209,12 +212,15 @@ class Prep:
                 raise
         if ephemeral_kind(parent.owner) == "ephemeral":
             raise ZkError(Err.NOCHILDRENFOREPHEMERALS, path)
+        self.quota.check(self, path, None, body.data, True)
         new_cversion = parent.cversion + 1
         data = body.data
-        if flags == CreateMode.CONTAINER:
+        # As PrepRequestProcessor: the opcode, not the flags, picks the node type
+        # (create with the container flag makes a persistent node).
+        if type == Op.createContainer:
             txn: Any = S.CreateContainerTxn(path, data, acl, new_cversion)
             owner = CONTAINER_EPHEMERAL_OWNER
-        elif is_ttl:
+        elif type == Op.createTTL:
             txn = S.CreateTTLTxn(path, data, acl, new_cversion, ttl)
             owner = TTL_EPHEMERAL_OWNER_MASK | ttl
         else:
@@ -251,6 +257,7 @@ class Prep:
         path = _validate(body.path)
         node = self.record(path)
         self._check(node.acl, Perms.WRITE, req)
+        self.quota.check(self, path, node.data, body.data, False)
         version = _next_version(node.version, body.version, path)
         node = node.copy(zxid)
         node.version = version
