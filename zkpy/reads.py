@@ -114,7 +114,8 @@ def _remove_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
 
 def _add_watch(core: ServerCore, conn: Connection, body: Any) -> bytes:
     if body.mode not in (AddWatchMode.PERSISTENT, AddWatchMode.PERSISTENT_RECURSIVE):
-        raise ZkError(Err.BADARGUMENTS, body.path)
+        # WatcherMode.fromZooDef throws; FinalRequestProcessor answers MARSHALLINGERROR.
+        raise ZkError(Err.MARSHALLINGERROR, body.path)
     core.watches.add_persistent(body.path, conn, body.mode == AddWatchMode.PERSISTENT_RECURSIVE)
     return encode(S.ErrorResponse(0))
 
