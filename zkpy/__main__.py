@@ -186,6 +186,14 @@ def _serve(cfg: ServerConfig) -> int:
     except CannotListenError as e:
         log.error("Cannot bind the client port: %s", e)
         return 1
+    from zkpy.net.admin import EndpointError, start_admin_server, start_metrics_provider
+
+    try:  # ZooKeeper exits 4 when the AdminServer cannot start, 1 for the metrics provider
+        start_metrics_provider(reactor, server.core, cfg, server.clock)
+        start_admin_server(reactor, server.core, cfg, server.clock)
+    except EndpointError as e:
+        log.error("%s; exiting abnormally", e)
+        return e.exit_code
     log.info("zkpy %s standalone, tickTime=%d, dataDir=%s, sessions %d..%dms",
              VERSION, cfg.tick_time, cfg.data_dir, cfg.min_session_timeout,
              cfg.max_session_timeout)
