@@ -404,8 +404,8 @@ class Connection:
 
     def _four_letter(self, cmd: str) -> None:
         self.state = "closing"
-        text = fourletter.run(self.core, cmd, self)
-        self._queue(text.encode("utf-8"))
+        text = fourletter.run(self.core, cmd, self)  # it does its own packet counting
+        self.out.append(text.encode("utf-8"))
         self.close_after_flush()
 
 
