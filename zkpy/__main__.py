@@ -46,6 +46,8 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         config_lines=cfg.as_properties(),
         sasl_users=_sasl_users(cfg),
         global_outstanding_limit=cfg.global_outstanding_limit,
+        # Boolean.parseBoolean, as ZooKeeperServer reads it; zoo.cfg's enforceQuota lands here too.
+        enforce_quota=props.get("zookeeper.enforceQuota", "false").lower() == "true",
     )
 
 

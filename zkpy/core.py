@@ -62,6 +62,7 @@ class CoreSettings:
     # user -> password from the JAAS Server section; None when SASL is not configured.
     sasl_users: dict[str, str] | None = None
     global_outstanding_limit: int = 1000
+    enforce_quota: bool = False  # zookeeper.enforceQuota: hard quota limits fail writes
 
 
 class Committer(Protocol):
@@ -87,6 +88,7 @@ class ServerCore:
         if settings.sasl_users is not None:
             self.auth.schemes.add("sasl")
         self.prep = Prep(self.tree, self.auth, settings.extended_types, settings.skip_acl)
+        self.prep.quota.enable(settings.enforce_quota)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.stats = ServerStats(now_ms)
         self.committer: Committer = ImmediateCommitter(self)

@@ -19,6 +19,7 @@ from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.proto import CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK, EventType, Op, Perms
+from zkpy.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
 
@@ -122,6 +123,7 @@ class DataTree:
         self.ttls: set[str] = set()
         self.last_zxid = 0
         self._acls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self.quota = QuotaIndex()  # the paths with a quota (see zkpy.quota)
         root = Node(b"", self.intern_acl(OPEN_ACL_UNSAFE), 0, 0, 0)
         self.nodes["/"] = root
         self._add_system_node(ZOOKEEPER_NODE, OPEN_ACL_UNSAFE)
@@ -140,6 +142,7 @@ class DataTree:
         tree.ttls = set()
         tree.last_zxid = 0
         tree._acls = {}
+        tree.quota = QuotaIndex()
         return tree
 
     def _add_system_node(self, path: str, acl: tuple[Any, ...]) -> None:
@@ -263,6 +266,7 @@ class DataTree:
             self.containers.add(path)
         elif kind == "ttl":
             self.ttls.add(path)
+        on_create(self, path, parent_path, name, txn.data)
         rc.triggers.append((path, EventType.NodeCreated))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
         return node.stat()
@@ -294,6 +298,7 @@ class DataTree:
                 self.containers.discard(path)
             else:
                 self.ttls.discard(path)
+        on_delete(self, path, parent_path, name, node.data)
         rc.triggers.append((path, EventType.NodeDeleted))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
 
@@ -301,10 +306,11 @@ class DataTree:
         node = self.nodes.get(txn.path)
         if node is None:
             raise _TreeError(-101)
-        node.data = txn.data
+        old, node.data = node.data, txn.data
         node.mtime = time
         node.mzxid = zxid
         node.version = txn.version
+        on_set_data(self, txn.path, old, txn.data)
         rc.triggers.append((txn.path, EventType.NodeDataChanged))
         return node.stat()
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
+from zkpy.quota import setup_quota
 from zkpy.storage.formats import SNAP_MAGIC, VERSION
 from zkpy.tree import DataTree, Node, ephemeral_kind, split_path
 
@@ -184,6 +185,7 @@ def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
     if zlib.adler32(blob[:checksum_at]) != stored:
         raise SnapshotInvalid(f"{name}: checksum mismatch")
     zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
+    setup_quota(tree)  # as DataTree.deserialize: register the quotas, recompute their stats
     return tree, sessions, zxid
 
 
