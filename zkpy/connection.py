@@ -409,11 +409,11 @@ class Connection:
         self.close_after_flush()
 
 
+_OP_NAMES = {int(o): o.name for o in Op}
+
+
 def _op_name(op: int) -> str:
-    try:
-        return Op(op).name
-    except ValueError:
-        return str(op)
+    return _OP_NAMES.get(op) or str(op)
 
 
 def _passwd_len(frame: bytes) -> int:
