@@ -132,12 +132,13 @@ def read_log(path: str, is_last: bool = True,
     with open(path, "rb") as f:
         blob = f.read()
     name = os.path.basename(path)
+    if is_last and blob[:len(_HEADER)] != _HEADER and _HEADER.startswith(blob.rstrip(b"\0")):
+        # Nothing, or part of the header: a crash right after creating the file.
+        log.warning("Log %s is empty or its header is partial; ignoring it", name)
+        return
     try:
         hdr, off = decode(S.FileHeader, blob, 0)
     except JuteError:
-        if is_last and not blob.strip(b"\0"):
-            log.warning("Log %s is empty; ignoring it", name)
-            return
         raise LogDamaged(f"{name}: unreadable file header") from None
     if hdr.magic != TXNLOG_MAGIC:
         raise LogDamaged(f"{name}: not a transaction log (magic 0x{hdr.magic:x})")
