@@ -158,8 +158,7 @@ def read_log(path: str, is_last: bool = True,
             elif blob[body_start + n] != END_OF_RECORD:
                 problem = "missing end-of-record marker"
         if problem is not None:
-            rest = blob[body_start + max(n, 0) + 1:] if 0 < n < end else b""
-            if is_last and not rest.strip(b"\0"):
+            if is_last and not _more_after(blob, off, n):
                 log.warning("Log %s ends in a torn entry at offset %d (%s); the entries "
                             "before it are kept, the torn one is dropped", name, off, problem)
                 if on_torn is not None:
@@ -173,6 +172,29 @@ def read_log(path: str, is_last: bool = True,
             raise LogDamaged(f"{name}: entry at offset {off} too short for a header") from None
         yield LogEntry(zxid, data)
         off = body_start + n + 1
+
+
+def _more_after(blob: bytes, off: int, n: int) -> bool:
+    """Is there anything after the bad entry at ``off`` that a torn write cannot
+    have left? A torn write leaves a prefix of the entries then zeros (or the end
+    of the file), so: non-zero bytes past the entry's extent, or -- when its
+    length field cannot be trusted -- any valid entry further on."""
+    data_end = len(blob.rstrip(b"\0"))
+    body_start = off + _ENTRY.size
+    if data_end <= body_start:
+        return False
+    extent = body_start + n + 1
+    if 0 < n and extent <= len(blob) and data_end > extent:
+        return True
+    # The length field may be what is damaged: look for a sound entry anywhere after.
+    for p in range(off + 1, data_end - _ENTRY.size):
+        m = int.from_bytes(blob[p + 8:p + 12], "big", signed=True)
+        if 0 < m and p + _ENTRY.size + m < len(blob) \
+                and blob[p + _ENTRY.size + m] == END_OF_RECORD:
+            crc = int.from_bytes(blob[p:p + 8], "big", signed=True)
+            if _signed(zlib.adler32(blob[p + _ENTRY.size:p + _ENTRY.size + m])) == crc:
+                return True
+    return False
 
 
 def zero_tail(path: str, offset: int) -> None:
