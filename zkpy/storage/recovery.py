@@ -57,6 +57,7 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
     tree = state.tree
     sessions = state.sessions
     chosen = logs[start:]
+    prev = snap_zxid
     for i, (_, path) in enumerate(chosen):
         is_last = i == len(chosen) - 1
 
@@ -67,6 +68,14 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
             for entry in read_log(path, is_last, torn):
                 if entry.zxid <= snap_zxid:
                     continue
+                if prev and entry.zxid > prev + 1 and entry.zxid >> 32 == prev >> 32:
+                    # Within an epoch zxids follow one another: a hole is lost txns
+                    # (a log file deleted or never written), not something to skip.
+                    raise RecoveryError(
+                        f"{os.path.basename(path)}: transactions 0x{prev + 1:x} to "
+                        f"0x{entry.zxid - 1:x} are missing before it (a log file in "
+                        f"{log_dir} is missing?); refusing to start")
+                prev = entry.zxid
                 hdr, txn = decode_txn(entry.data)
                 tree.apply(hdr, txn)
                 if hdr.type == Op.createSession:
