@@ -80,6 +80,10 @@ class Change:
         self.child_count = child_count
 
     def copy(self, zxid: int) -> Change:
+        if self.zxid == -1:
+            # Made fresh from the tree by Prep.record: nobody else holds it.
+            self.zxid = zxid
+            return self
         return Change(zxid, self.path, self.exists, self.data, self.acl, self.version,
                       self.cversion, self.aversion, self.owner, self.child_count)
 
@@ -140,6 +144,12 @@ class Prep:
     def outstanding(self) -> int:
         return len(self._changes)
 
+    def _valid(self, path: str | None) -> str:
+        # A path that names a node is valid: skip the character scan for it.
+        if path is not None and path in self.tree.nodes:
+            return path
+        return _validate(path)
+
     def _check(self, acl: Any, perm: int, req: Request) -> None:
         if not self.skip_acl:
             self.auth.check(acl, perm, req.ids)
@@ -168,7 +178,7 @@ class Prep:
         if type == Op.setACL:
             return self._set_acl(body, req, zxid)
         if type == Op.check:
-            path = _validate(body.path)
+            path = self._valid(body.path)
             rec = self.record(path)
             self._check(rec.acl, Perms.READ, req)
             return S.CheckVersionTxn(path, _next_version(rec.version, body.version, path))
@@ -254,7 +264,7 @@ class Prep:
         return S.DeleteTxn(path)
 
     def _set_data(self, body: Any, req: Request, zxid: int, time: int) -> Any:
-        path = _validate(body.path)
+        path = self._valid(body.path)
         node = self.record(path)
         self._check(node.acl, Perms.WRITE, req)
         self.quota.check(self, path, node.data, body.data, False)
@@ -266,7 +276,7 @@ class Prep:
         return S.SetDataTxn(path, body.data, version)
 
     def _set_acl(self, body: Any, req: Request, zxid: int) -> Any:
-        path = _validate(body.path)
+        path = self._valid(body.path)
         acl = self.auth.fixup(path, req.ids, body.acl)
         node = self.record(path)
         self._check(node.acl, Perms.ADMIN, req)

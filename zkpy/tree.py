@@ -99,6 +99,8 @@ class Node:
 class TxnResult:
     """What applying one transaction did (ZooKeeper's ProcessTxnResult)."""
 
+    # ``stat`` is the live Node for a single op (encode it before the next apply)
+    # and a detached Stat inside a multi.
     __slots__ = ("type", "err", "path", "stat", "multi", "triggers", "zxid", "session_id", "cxid")
 
     def __init__(self, type: int, zxid: int, session_id: int, cxid: int) -> None:
@@ -269,7 +271,7 @@ class DataTree:
         on_create(self, path, parent_path, name, txn.data)
         rc.triggers.append((path, EventType.NodeCreated))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
-        return node.stat()
+        return node
 
     def _delete(self, rc: TxnResult, path: str, zxid: int) -> None:
         parent_path, name = split_path(path)
@@ -312,7 +314,7 @@ class DataTree:
         node.version = txn.version
         on_set_data(self, txn.path, old, txn.data)
         rc.triggers.append((txn.path, EventType.NodeDataChanged))
-        return node.stat()
+        return node
 
     def _set_acl(self, txn: Any) -> Any:
         node = self.nodes.get(txn.path)
@@ -320,7 +322,7 @@ class DataTree:
             raise _TreeError(-101)
         node.acl = self.intern_acl(txn.acl)
         node.aversion = txn.version
-        return node.stat()
+        return node
 
     def _kill_session(self, rc: TxnResult, session_id: int, zxid: int, txn: Any) -> None:
         # The txn names the paths when it was made; a replay of an old-format
@@ -347,6 +349,9 @@ class DataTree:
                 # The ops before the failing one are reported as OK but not applied.
                 sub_type, sub = Op.error, S.ErrorTxn(0)
             sub_rc = self._apply_one(sub_type, sub, zxid, time, client, cxid)
+            if sub_rc.stat is not None:
+                # A later op of this multi may change the same node: freeze the Stat now.
+                sub_rc.stat = sub_rc.stat.stat()
             rc.multi.append(sub_rc)
             rc.triggers.extend(sub_rc.triggers)
             if sub_rc.err != 0 and rc.err == 0:
