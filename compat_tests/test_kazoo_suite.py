@@ -5,7 +5,8 @@ One test per Kazoo test module, so it can be run per file::
     pytest compat_tests/test_kazoo_suite.py -m kazoo_suite -k test_lock
 
 The selection comes from ``KAZOO_SUITE_TESTS`` (comma-separated module
-names, default: the list in ``compat_tests.kazoo_suite.DEFAULT_TESTS``);
+names, or ``all`` for every module Kazoo ships; default: the list in
+``compat_tests.kazoo_suite.DEFAULT_TESTS``);
 ``KAZOO_SUITE_SIZE`` sets the cluster size (default 1).  Each test runs the
 module on Apache ZooKeeper (the reference) and then on zkpy via
 ``python -m compat_tests.kazoo_suite --server both`` and asserts that zkpy
@@ -24,9 +25,16 @@ from compat_tests.kazoo_suite import DEFAULT_TESTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SELECTION = [
-    t.strip() for t in os.environ.get("KAZOO_SUITE_TESTS", ",".join(DEFAULT_TESTS)).split(",")
-    if t.strip()
+def _all_kazoo_modules() -> list[str]:
+    import kazoo.tests
+
+    folder = Path(kazoo.tests.__file__).parent
+    return sorted(p.stem for p in folder.glob("test_*.py"))
+
+
+_WANTED = os.environ.get("KAZOO_SUITE_TESTS", ",".join(DEFAULT_TESTS))
+SELECTION = _all_kazoo_modules() if _WANTED.strip() == "all" else [
+    t.strip() for t in _WANTED.split(",") if t.strip()
 ]
 SIZE = os.environ.get("KAZOO_SUITE_SIZE", "1")
 
