@@ -21,10 +21,14 @@ if TYPE_CHECKING:
     from zkpy.core import ServerCore
 
 
+def _lookup(core: ServerCore, path: str) -> Any:
+    # ZooKeeper's DataTree keeps the root under "" as well as "/", and reads
+    # do not validate paths: "" reads the root, a path with NUL is NONODE.
+    return core.tree.get("/" if path == "" else path)
+
+
 def _node(core: ServerCore, path: str | None) -> Any:
-    if path is not None and "\0" in path:
-        raise ZkError(Err.BADARGUMENTS, path)
-    node = core.tree.get(path) if path is not None else None
+    node = _lookup(core, path) if path is not None else None
     if node is None:
         raise ZkError(Err.NONODE, path)
     return node
@@ -49,7 +53,7 @@ def _exists(core: ServerCore, conn: Connection, body: Any) -> bytes:
         raise ZkError(Err.BADARGUMENTS, path)
     if body.watch:
         core.watches.add_data(path, conn)
-    node = core.tree.get(path)
+    node = _lookup(core, path)
     if node is None:
         raise ZkError(Err.NONODE, path)
     return encode(S.ExistsResponse(node))
