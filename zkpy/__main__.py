@@ -195,6 +195,7 @@ def _serve(cfg: ServerConfig) -> int:
         start_admin_server(reactor, server.core, cfg, server.clock)
     except EndpointError as e:
         log.error("%s; exiting abnormally", e)
+        reactor.fireSystemEvent("shutdown")  # stop the txn log's threads, or exit would hang
         return e.exit_code
     log.info("zkpy %s standalone, tickTime=%d, dataDir=%s, sessions %d..%dms",
              VERSION, cfg.tick_time, cfg.data_dir, cfg.min_session_timeout,

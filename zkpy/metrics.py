@@ -128,7 +128,12 @@ class ZooKeeperCollector(Collector):
         self.clock = clock
 
     def describe(self) -> Iterable[Metric]:
-        return []  # collected on demand only; nothing to check at registration
+        """The families without samples (registration and ``name[]`` filtering need names)."""
+        for names, mtype in ((GAUGES + GAUGE_SETS, "gauge"), (COUNTERS + COUNTER_SETS, "unknown"),
+                             (BASIC_SUMMARIES + ADVANCED_SUMMARIES
+                              + tuple(n for n, _ in SUMMARY_SETS), "summary")):
+            for name in names:
+                yield Metric(name, name, mtype)
 
     def collect(self) -> Iterator[Metric]:
         if self.clock is not None:

@@ -46,6 +46,8 @@ log = logging.getLogger("zkpy.admin")
 
 DEFAULT_COMMAND_URL = "/commands"
 DEFAULT_IDLE_TIMEOUT_MS = 30000
+#: What simpleclient 0.9.0's servlet (ZooKeeper 3.8) sends; the body is that format.
+TEXT_FORMAT_0_0_4 = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 def _signed64(v: int) -> int:
@@ -423,7 +425,7 @@ class MetricsResource(resource.Resource):
         self.registry = registry
 
     def render_GET(self, request: Any) -> bytes:
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.exposition import generate_latest
 
         if request.path.rstrip(b"/") != b"/metrics":
             request.setResponseCode(404)
@@ -432,7 +434,7 @@ class MetricsResource(resource.Resource):
         names = [n.decode("utf-8", "replace") for n in request.args.get(b"name[]", [])]
         if names:
             registry = registry.restricted_registry(names)
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"Content-Type", TEXT_FORMAT_0_0_4)
         return generate_latest(registry)
 
 
