@@ -254,8 +254,8 @@ def test_persistent_and_recursive_watches() -> None:
                           (EventType.NodeDataChanged, "/r")]
     assert w.call(Op.addWatch, S.AddWatchRequest("/p", 7))[0] == Err.MARSHALLINGERROR
     # still there after firing
-    assert w.call(Op.checkWatches, S.CheckWatchesRequest("/p", WatcherType.Persistent))[0] == 0
-    assert w.call(Op.removeWatches, S.RemoveWatchesRequest("/p", WatcherType.Persistent))[0] == 0
+    assert w.call(Op.checkWatches, S.CheckWatchesRequest("/p", WatcherType.Any))[0] == 0
+    assert w.call(Op.removeWatches, S.RemoveWatchesRequest("/p", WatcherType.Any))[0] == 0
     a.set("/p", b"3")
     assert _events(w) == []
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from zkpy.acl import mask_digests
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
-from zkpy.proto import AddWatchMode, Err, EventType, Op, Perms, ZkError
+from zkpy.proto import AddWatchMode, Err, EventType, Op, Perms, WatcherType, ZkError
 from zkpy.tree import TxnResult
 
 if TYPE_CHECKING:
@@ -104,13 +104,22 @@ def _sync(core: ServerCore, conn: Connection, body: Any) -> bytes:
     return encode(S.SyncResponse(body.path))
 
 
+def _watcher_type(body: Any) -> None:
+    # ZooKeeper 3.8's WatcherType.fromInt knows Children, Data and Any only;
+    # anything else throws and FinalRequestProcessor answers MARSHALLINGERROR.
+    if body.type not in (WatcherType.Children, WatcherType.Data, WatcherType.Any):
+        raise ZkError(Err.MARSHALLINGERROR, body.path)
+
+
 def _check_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    _watcher_type(body)
     if not core.watches.contains(body.path, conn, body.type):
         raise ZkError(Err.NOWATCHER, body.path)
     return b""
 
 
 def _remove_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+    _watcher_type(body)
     if not core.watches.remove(body.path, conn, body.type):
         raise ZkError(Err.NOWATCHER, body.path)
     return b""
