@@ -116,6 +116,8 @@ class SessionTracker:
         self.wake_events: set[threading.Event] = set()
         self.callbacks: list = []
         self._lock = threading.Lock()
+        self._last_session_id: int | None = None
+        self.session_id()
         if client.state == KazooState.CONNECTED:
             self.connected.set()
         client.add_listener(self._listener)
@@ -141,8 +143,12 @@ class SessionTracker:
         return False  # stay registered
 
     def session_id(self) -> int | None:
+        """The current session's id; while disconnected (Kazoo reports no
+        client id then) the last one seen."""
         cid = self.client.client_id
-        return cid[0] if cid else None
+        if cid:
+            self._last_session_id = cid[0]
+        return self._last_session_id
 
     def mark(self) -> int | None:
         """Start a new 'life': forget any earlier loss, remember the session."""
@@ -274,7 +280,10 @@ def create_ephemeral_owned(
                 except NoNodeError:
                     in_doubt = False
                     continue
-                return got == data and stat.ephemeralOwner == client.client_id[0]
+                cid = client.client_id
+                if cid is None:  # disconnected again just now
+                    raise ConnectionLoss()
+                return got == data and stat.ephemeralOwner == cid[0]
             in_doubt = True
             client.create(path, data, ephemeral=True, makepath=makepath)
             return True

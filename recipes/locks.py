@@ -101,6 +101,8 @@ class _BaseLock:
         :class:`SessionLostError` if the session ends while waiting."""
         me = threading.get_ident()
         if self._owner == me:
+            if not self.is_acquired:
+                raise SessionLostError("the lock on %s was lost; release() it first" % self.path)
             self._depth += 1
             return True
         deadline = Deadline(timeout if blocking else 0)
@@ -199,6 +201,13 @@ class _BaseLock:
         if self._tracker.lost.is_set() or self._tracker.session_id() != self._session_id:
             raise SessionLostError("session ended while waiting for %s" % self.path)
 
+    def _recheck_after_acquire(self) -> None:
+        # A LOST delivered between our last read and setting is_acquired
+        # would not have been seen by _on_state: look again.
+        if self._tracker.lost.is_set() or self._tracker.session_id() != self._session_id:
+            self.is_acquired = False
+            raise SessionLostError("session ended while acquiring %s" % self.path)
+
     def _park(self, deadline: Deadline) -> None:
         self.waiting = True
         try:
@@ -233,6 +242,7 @@ class NaiveLock(_BaseLock):
                 if create_ephemeral_owned(self.client, self.path, token, deadline=deadline):
                     self.node = self.path
                     self.is_acquired = True
+                    self._recheck_after_acquire()
                     return True
                 if deadline.expired:
                     return False
@@ -373,6 +383,7 @@ class FairLock(_BaseLock):
                     pred = self._predecessor(mine, children)
                     if pred is None:
                         self.is_acquired = True
+                        self._recheck_after_acquire()
                         return True
                     if deadline.expired:
                         self._give_up()

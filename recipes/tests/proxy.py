@@ -128,6 +128,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._conns: set[_Conn] = set()
         self._closed = False
+        #: while True, new connections are closed at once (a partition)
+        self.blocked = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -149,6 +151,14 @@ class FaultProxy:
                 return True
             return False
 
+    def partition(self) -> None:
+        """Drop every connection and refuse new ones until :meth:`heal`."""
+        self.blocked = True
+        self.cut()
+
+    def heal(self) -> None:
+        self.blocked = False
+
     def cut(self) -> None:
         with self._lock:
             conns = list(self._conns)
@@ -165,6 +175,9 @@ class FaultProxy:
                 sock, _ = self.listener.accept()
             except OSError:
                 return
+            if self.blocked:
+                sock.close()  # the network is "down": refuse
+                continue
             try:
                 conn = _Conn(self, sock)
             except OSError:

@@ -363,3 +363,43 @@ def test_read_lock_not_blocked_by_kazoo_reader(make_client, path):
     assert ours.acquire(timeout=5)
     ours.release()
     theirs.release()
+
+
+def test_holder_partitioned_until_its_session_expires(make_client, proxy, path):
+    """No tricks: the holder is cut off for longer than its session timeout,
+    the server expires the session, the waiter gets the lock; when the
+    holder's network comes back it learns it lost the lock."""
+    a = make_client(proxy.connect_string, timeout=1.0)
+    b = make_client()
+    la, lb = FairLock(a, path, "a"), FairLock(b, path, "b")
+    la.acquire()
+    hb = Holder(lb)
+    assert wait_until(lambda: lb.waiting)
+    proxy.partition()
+    assert wait_until(lambda: not la.is_held(), 5)  # SUSPENDED: stop trusting it
+    assert hb.acquired.wait(15)  # the server expired A's session
+    proxy.heal()
+    assert la.lost.wait(15)
+    assert not la.is_acquired
+    la.release()
+    assert b.exists(lb.node)
+    hb.release()
+
+
+def test_waiter_survives_connection_loss(make_client, proxy, path):
+    direct = make_client()
+    holder = FairLock(direct, path, "h")
+    holder.acquire()
+    c = make_client(proxy.connect_string)
+    lock = FairLock(c, path, "p")
+    h = Holder(lock)
+    assert wait_until(lambda: lock.waiting)
+    node = lock.node
+    proxy.cut()
+    assert wait_until(lambda: c.connected, 15)
+    assert not h.acquired.wait(0.3)
+    assert h.error is None and not h.finished.is_set()
+    assert lock.node == node  # same queue position
+    holder.release()
+    assert h.acquired.wait(10)
+    h.release()
