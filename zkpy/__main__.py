@@ -156,6 +156,12 @@ def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
     return True
 
 
+def _abandon(reactor: Any, code: int) -> int:
+    """Exit before serving: stop the transaction log's threads first, or exit would hang."""
+    reactor.fireSystemEvent("shutdown")
+    return code
+
+
 def _serve(cfg: ServerConfig) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
@@ -183,11 +189,11 @@ def _serve(cfg: ServerConfig) -> int:
                 tls = ServerTLS(cfg.ssl)
             except TLSConfigError as e:
                 log.error("Invalid TLS configuration: %s", e)
-                return 2
+                return _abandon(reactor, 2)
             server.listen_tls(tls, cfg.secure_client_port, cfg.secure_client_port_address)
     except CannotListenError as e:
         log.error("Cannot bind the client port: %s", e)
-        return 1
+        return _abandon(reactor, 1)
     from zkpy.net.admin import EndpointError, start_admin_server, start_metrics_provider
 
     try:  # ZooKeeper exits 4 when the AdminServer cannot start, 1 for the metrics provider
@@ -195,8 +201,7 @@ def _serve(cfg: ServerConfig) -> int:
         start_admin_server(reactor, server.core, cfg, server.clock)
     except EndpointError as e:
         log.error("%s; exiting abnormally", e)
-        reactor.fireSystemEvent("shutdown")  # stop the txn log's threads, or exit would hang
-        return e.exit_code
+        return _abandon(reactor, e.exit_code)
     log.info("zkpy %s standalone, tickTime=%d, dataDir=%s, sessions %d..%dms",
              VERSION, cfg.tick_time, cfg.data_dir, cfg.min_session_timeout,
              cfg.max_session_timeout)

@@ -695,5 +695,7 @@ def default_config(data_dir: str, properties: Mapping[str, str] = _EMPTY) -> Ser
     entries: list[_Entry] = [
         ("tickTime", "2000", 0), ("dataDir", data_dir, 0), ("clientPort", "2181", 0),
         ("clientPortAddress", "127.0.0.1", 0), ("4lw.commands.whitelist", "*", 0),
+        # The try-it-out server stays on loopback, AdminServer included.
+        ("admin.serverAddress", "127.0.0.1", 0),
     ]
     return _build(entries, properties, "<default>")
