@@ -247,7 +247,7 @@ def create_protected(
             if not wait_connected(client, deadline):
                 # Give up, but make sure we do not leave a node behind if
                 # the connection comes back later: caller deletes by prefix.
-                raise OperationTimeoutError("timed out waiting for a connection")
+                raise OperationTimeoutError("timed out waiting for a connection") from None
         except SessionExpiredError:
             if ephemeral:
                 raise SessionLostError("session expired while creating in %s" % parent) from None
@@ -291,7 +291,7 @@ def create_ephemeral_owned(
             return False
         except RETRYABLE:
             if not wait_connected(client, deadline):
-                raise OperationTimeoutError("timed out waiting for a connection")
+                raise OperationTimeoutError("timed out waiting for a connection") from None
         except SessionExpiredError:
             raise SessionLostError("session expired while creating %s" % path) from None
 
@@ -348,6 +348,6 @@ def retry_call(client: KazooClient, func, *args, deadline: Deadline | None = Non
             return func(*args, **kw)
         except RETRYABLE:
             if not wait_connected(client, deadline):
-                raise OperationTimeoutError("timed out waiting for a connection")
+                raise OperationTimeoutError("timed out waiting for a connection") from None
         except SessionExpiredError:
             raise SessionLostError("session expired") from None

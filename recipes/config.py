@@ -149,7 +149,7 @@ class ConfigReader:
             invalidated = threading.Event()
             wake = threading.Event()
 
-            def watch(event):
+            def watch(event, invalidated=invalidated, wake=wake):
                 if event.type in (EventType.DELETED, EventType.CHANGED):
                     invalidated.set()
                 self._changed.set()

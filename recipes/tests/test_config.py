@@ -97,7 +97,6 @@ def test_concurrent_publisher_and_readers(make_client, path):
         f.stop()
     assert not bad
     assert polled
-    assert all(a < b for a, b in zip(seen, seen[1:])) or True  # three followers interleave
     assert max(seen) == last
 
 

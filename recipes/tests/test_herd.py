@@ -39,7 +39,7 @@ def test_fair_lock_drain_costs_one_notification_per_release(server, make_client,
         t = threading.Thread(target=run, args=(i,))
         t.start()
         threads.append(t)
-        assert wait_until(lambda: waiters[i].waiting)
+        assert wait_until(lambda w=waiters[i]: w.waiting)
     holder.release()
     for t in threads:
         t.join(30)

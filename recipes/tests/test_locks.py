@@ -119,7 +119,7 @@ def test_fair_lock_is_first_come_first_served(make_client, path):
         t = threading.Thread(target=run)
         t.start()
         threads.append(t)
-        assert wait_until(lambda: lk.waiting)  # queued in this order
+        assert wait_until(lambda lk=lk: lk.waiting)  # queued in this order
     assert holder.contenders() == ["holder"] + ["w%d" % i for i in range(5)]
     holder.release()
     for t in threads:
