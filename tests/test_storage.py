@@ -482,16 +482,10 @@ def test_fuzzy_snapshot_plus_replay_equals_live_tree(tmp_path_factory: Any, seed
     _fuzzy_round(tmp_path_factory, seed, before, budgets, close_during=False)
 
 
-# DataTree._kill_session (zkpy/tree.py) skips a path of closeSession's paths2Delete
-# when the node is missing or owned by someone else, so the parent's pzxid is not
-# advanced (ZooKeeper's deleteNode advances it before finding the node missing,
-# and deletes whatever node is there). Replaying a closeSession over a fuzzy
-# snapshot that missed the ephemeral therefore leaves the parent's pzxid behind.
-KILL_SESSION_BUG = ("zkpy/tree.py DataTree._kill_session skips missing/foreign nodes "
-                    "without advancing the parent's pzxid (ZooKeeper's deleteNode does)")
+# Regression: closeSession replayed over a fuzzy snapshot that missed the
+# ephemeral must still advance the parent's pzxid (ZooKeeper's deleteNodes).
 
 
-@pytest.mark.xfail(reason=KILL_SESSION_BUG, strict=False)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**FUZZY)
 def test_fuzzy_snapshot_with_sessions_closing(tmp_path_factory: Any, seed: int, before: int,
@@ -499,7 +493,6 @@ def test_fuzzy_snapshot_with_sessions_closing(tmp_path_factory: Any, seed: int, 
     _fuzzy_round(tmp_path_factory, seed, before, budgets, close_during=True)
 
 
-@pytest.mark.xfail(reason=KILL_SESSION_BUG, strict=True)
 def test_fuzzy_replay_of_close_session_whose_ephemeral_the_snapshot_missed(
         tmp_path: Any) -> None:
     env = Env()

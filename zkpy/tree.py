@@ -330,9 +330,9 @@ class DataTree:
         paths = list(txn.paths2Delete) if txn is not None and txn.paths2Delete is not None \
             else list(self.ephemerals.get(session_id, ()))
         for path in sorted(paths, reverse=True):
-            node = self.nodes.get(path)
-            if node is None or node.owner != session_id:
-                continue
+            # As ZooKeeper's deleteNodes: every listed path, whoever owns it now.
+            # Replayed over a fuzzy snapshot that missed the node, the delete
+            # still moves the parent's pzxid, as it did live.
             try:
                 self._delete(rc, path, zxid)
             except _TreeError:
