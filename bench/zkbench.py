@@ -841,7 +841,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-ops", type=int, default=2000,
                    help="sequential ops per type for latency (0 to skip; default 2000)")
     p.add_argument("--force-sync", action="store_true",
-                   help="leave forceSync=yes (Apache ZooKeeper fsyncs its log; zkpy has no log yet)")
+                   help="leave forceSync=yes (both servers fsync their transaction log, group-committed)")
     p.add_argument("--heap", default="1g", help="Apache ZooKeeper -Xmx (default 1g)")
     p.add_argument("--root", default=None, help="znode under which to work "
                    "(default /zkbench, or a unique name with --connect)")
@@ -942,11 +942,11 @@ def main(argv: list[str] | None = None) -> int:
             "same zoo.cfg:" % " and ".join(labels))
         log("         " + " ".join("%s=%s" % kv for kv in settings.items()))
         if args.force_sync:
-            log("         forceSync=yes: Apache ZooKeeper fsyncs its transaction log on every "
-                "write; zkpy has no log yet (in memory)")
+            log("         forceSync=yes: both servers fsync their transaction log before "
+                "acknowledging a write (group commit)")
         else:
-            log("         forceSync=no: Apache ZooKeeper still writes its transaction log and "
-                "snapshots, but without fsync; zkpy keeps everything in memory (no log yet)")
+            log("         forceSync=no: both servers write their transaction log and "
+                "snapshots, but without fsync")
         if "zookeeper" in labels:
             log("         Apache ZooKeeper JVM: -Xmx%s (other JVM options default)" % args.heap)
         log("load:    %d sessions x %d in flight over %d worker process(es); warm-up %g s; "
