@@ -111,6 +111,7 @@ class Prep:
         self.auth = auth
         self.extended_types = extended_types
         self.skip_acl = skip_acl
+        self.reconfig_enabled = False
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
@@ -186,6 +187,9 @@ class Prep:
             return S.CreateSessionTxn(body)
         if type == Op.closeSession:
             return self._close_session(req, zxid)
+        if type == Op.reconfig:
+            # A standalone ZooKeeper: disabled, or (when enabled) not supported.
+            raise ZkError(Err.UNIMPLEMENTED if self.reconfig_enabled else Err.RECONFIGDISABLED)
         raise ZkError(Err.UNIMPLEMENTED)
 
     def _create(self, type: int, body: Any, req: Request, zxid: int) -> Any:
