@@ -280,6 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-preflight", action="store_true",
                     help="run the suite against zkpy even if a plain start fails")
     ap.add_argument("--quiet", action="store_true", help="do not echo pytest output")
+    ap.add_argument("--baseline", action="store_true",
+                    help="with one server: exit 0 when the suite ran and some tests passed "
+                         "(a reference baseline: its own failures are recorded, not judged)")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest args (after --)")
     args = ap.parse_args(argv)
 
@@ -325,6 +328,8 @@ def main(argv=None) -> int:
         if cmp["only_on_zkpy"]:
             print("passing on zkpy only: %s" % ", ".join(cmp["only_on_zkpy"]))
         status = 0 if cmp["ok"] else 1
+    elif args.baseline:
+        status = 0 if runs[args.server]["counts"]["passed"] > 0 else 1
     else:
         rc = runs[args.server].get("returncode")
         status = rc if isinstance(rc, int) else 1
