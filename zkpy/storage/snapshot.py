@@ -37,6 +37,7 @@ _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
 _SESSION = struct.Struct(">qi")
 _STATP = struct.Struct(">qqqqiiiqq")
+_ACL_STATP = struct.Struct(">qqqqqiiiqq")  # a DataNode's ACL id, then its StatPersisted
 _END_PATH = _INT.pack(1) + b"/"
 
 
@@ -173,13 +174,7 @@ def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
             lst.append(acl)
         acls[ident] = lst
     tree = DataTree.empty()
-    while True:
-        p, off = decode(S.SyncResponse, blob, off)  # a lone ustring
-        path = p.path
-        if path == "/":
-            break
-        rec, off = decode(S.DataNodeRecord, blob, off)
-        _add_node(tree, path or "/", rec, acls)
+    off = _read_nodes(blob, off, tree, acls)
     checksum_at = off
     (stored,) = _LONG.unpack_from(blob, off)
     if zlib.adler32(blob[:checksum_at]) != stored:
@@ -189,32 +184,71 @@ def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
     return tree, sessions, zxid
 
 
-def _add_node(tree: DataTree, path: str, rec: Any, acls: dict[int, list[Any]]) -> None:
-    st = rec.stat
-    acl = acls.get(rec.acl)
-    if acl is None:
-        if rec.acl != -1:
-            raise SnapshotInvalid(f"ACL id {rec.acl} of {path} is not in the ACL map")
-        acl = [S.ACL(31, S.Id("world", "anyone"))]
-    node = Node(rec.data, tree.intern_acl(acl), st.czxid, st.ctime, st.ephemeralOwner)
-    node.mzxid, node.mtime, node.pzxid = st.mzxid, st.mtime, st.pzxid
-    node.version, node.ccount, node.aversion = st.version, st.cversion, st.aversion
+def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]) -> int:
+    """The node section, up to and past the "/" end marker. Start-up time with
+    a big tree is spent here, so the layout is unpacked by hand: path, data,
+    ACL id and StatPersisted per node."""
+    nodes = tree.nodes
+    interned: dict[int, tuple[Any, ...]] = {}
+    unpack_int = _INT.unpack_from
+    unpack_rest = _ACL_STATP.unpack_from
+    end = len(blob)
+    while True:
+        (n,) = unpack_int(blob, off)
+        if n < 0 or off + 4 + n > end:
+            raise SnapshotInvalid(f"bad path length {n} at offset {off}")
+        path = blob[off + 4:off + 4 + n].decode("utf-8")
+        off += 4 + n
+        if path == "/":
+            return off
+        (n,) = unpack_int(blob, off)
+        if n < -1 or off + 4 + max(n, 0) > end:
+            raise SnapshotInvalid(f"bad data length {n} for {path!r}")
+        data = None if n == -1 else blob[off + 4:off + 4 + n]
+        off += 4 + max(n, 0)
+        acl_id, czxid, mzxid, ctime, mtime, version, ccount, aversion, owner, pzxid = \
+            unpack_rest(blob, off)
+        off += _ACL_STATP.size
+        acl = interned.get(acl_id)
+        if acl is None:
+            acl = interned[acl_id] = tree.intern_acl(_acl_list(acls, acl_id, path))
+        node = Node(data, acl, czxid, ctime, owner)
+        node.mzxid, node.mtime, node.pzxid = mzxid, mtime, pzxid
+        node.version, node.ccount, node.aversion = version, ccount, aversion
+        _link(tree, path or "/", node)
+        nodes[path or "/"] = node
+
+
+def _acl_list(acls: dict[int, list[Any]], acl_id: int, path: str) -> list[Any]:
+    acl = acls.get(acl_id)
+    if acl is not None:
+        return acl
+    if acl_id != -1:
+        raise SnapshotInvalid(f"ACL id {acl_id} of {path} is not in the ACL map")
+    return [S.ACL(31, S.Id("world", "anyone"))]
+
+
+def _link(tree: DataTree, path: str, node: Node) -> None:
+    """Hang ``node`` under its parent and index it by kind."""
     if path != "/":
-        parent_path, child = split_path(path)
+        i = path.rfind("/")  # split_path, inlined: this runs once per znode at start-up
+        parent_path, child = path[:i] or "/", path[i + 1:]
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")
         if parent.children is None:
-            parent.children = set()
-        parent.children.add(child)
-    tree.nodes[path] = node
-    kind = ephemeral_kind(node.owner)
-    if kind == "ephemeral":
-        tree.ephemerals.setdefault(node.owner, set()).add(path)
-    elif kind == "container":
-        tree.containers.add(path)
-    elif kind == "ttl":
-        tree.ttls.add(path)
+            parent.children = {child}
+        else:
+            parent.children.add(child)
+    owner = node.owner
+    if owner:
+        kind = ephemeral_kind(owner)
+        if kind == "ephemeral":
+            tree.ephemerals.setdefault(owner, set()).add(path)
+        elif kind == "container":
+            tree.containers.add(path)
+        elif kind == "ttl":
+            tree.ttls.add(path)
 
 
 def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True) -> None:
