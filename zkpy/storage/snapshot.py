@@ -29,7 +29,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
 from zkpy.quota import setup_quota
 from zkpy.storage.formats import SNAP_MAGIC, VERSION
-from zkpy.tree import DataTree, Node, ephemeral_kind, split_path
+from zkpy.tree import DataTree, Node, ephemeral_kind
 
 log = logging.getLogger("zkpy.storage")
 
