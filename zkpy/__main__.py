@@ -46,9 +46,53 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         config_lines=cfg.as_properties(),
         sasl_users=_sasl_users(cfg),
         global_outstanding_limit=cfg.global_outstanding_limit,
+        reconfig_enabled=cfg.reconfig_enabled,
         # Boolean.parseBoolean, as ZooKeeperServer reads it; zoo.cfg's enforceQuota lands here too.
         enforce_quota=props.get("zookeeper.enforceQuota", "false").lower() == "true",
+        enforce_auth_schemes=_enforce_auth_schemes(cfg),
+        allow_sasl_failed_clients=_java_bool(props.get("zookeeper.allowSaslFailedClients")),
+        x509_enabled=_x509_enabled(cfg),
     )
+
+
+def _java_bool(value: str | None) -> bool:
+    """Boolean.parseBoolean: "true" in any case, anything else false."""
+    return value is not None and value.strip().lower() == "true"
+
+
+def _x509_enabled(cfg: ServerConfig) -> bool:
+    # zkpy: the x509 scheme exists whenever TLS is served (ZooKeeper wants authProvider.x509).
+    return cfg.secure_client_port is not None or any(
+        v.endswith("X509AuthenticationProvider") for v in cfg.auth_providers.values())
+
+
+def _enforce_auth_schemes(cfg: ServerConfig) -> tuple[str, ...]:
+    """ZooKeeper 3.8's AuthenticationHelper: which schemes every session must hold."""
+    props = cfg.properties
+    if _java_bool(props.get("zookeeper.sessionRequireClientSASLAuth")):
+        schemes = ["sasl"]
+    elif _java_bool(props.get("zookeeper.enforce.auth.enabled")):
+        raw = props.get("zookeeper.enforce.auth.schemes")
+        if raw is None:
+            raise ConfigError("zookeeper.enforce.auth.schemes: zookeeper.enforce.auth.enabled "
+                              "is true, zookeeper.enforce.auth.schemes must be configured")
+        schemes = [s.strip() for s in raw.split(",")]
+    else:
+        return ()
+    available = {"ip", "digest"}
+    if cfg.jaas_config_path or any(v.endswith("SASLAuthenticationProvider")
+                                   for v in cfg.auth_providers.values()):
+        available.add("sasl")
+    if _x509_enabled(cfg):
+        available.add("x509")
+    for scheme in schemes:
+        if scheme not in available:
+            key = ("zookeeper.sessionRequireClientSASLAuth" if scheme == "sasl"
+                   and "zookeeper.enforce.auth.schemes" not in props
+                   else "zookeeper.enforce.auth.schemes")
+            raise ConfigError(f"{key}: authentication scheme {scheme!r} is not available "
+                              f"(known: {', '.join(sorted(available))})")
+    return tuple(schemes)
 
 
 def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:

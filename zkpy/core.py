@@ -62,7 +62,14 @@ class CoreSettings:
     # user -> password from the JAAS Server section; None when SASL is not configured.
     sasl_users: dict[str, str] | None = None
     global_outstanding_limit: int = 1000
+    reconfig_enabled: bool = False
     enforce_quota: bool = False  # zookeeper.enforceQuota: hard quota limits fail writes
+    # zookeeper.enforce.auth.schemes when zookeeper.enforce.auth.enabled (or ("sasl",) under
+    # zookeeper.sessionRequireClientSASLAuth): a connection holding no id of one of these
+    # schemes gets SESSIONCLOSEDREQUIRESASLAUTH for any request but auth/sasl and is closed.
+    enforce_auth_schemes: tuple[str, ...] = ()
+    allow_sasl_failed_clients: bool = False  # zookeeper.allowSaslFailedClients
+    x509_enabled: bool = False  # secureClientPort: x509 ids and ACLs exist
 
 
 class Committer(Protocol):
@@ -87,7 +94,13 @@ class ServerCore:
         self.auth = AuthProviders(settings.super_digest)
         if settings.sasl_users is not None:
             self.auth.schemes.add("sasl")
+        if settings.x509_enabled:
+            self.auth.schemes.add("x509")
+        if settings.enforce_auth_schemes:
+            log.info("zookeeper.enforce.auth.enabled = true, zookeeper.enforce.auth.schemes = %s",
+                     list(settings.enforce_auth_schemes))
         self.prep = Prep(self.tree, self.auth, settings.extended_types, settings.skip_acl)
+        self.prep.reconfig_enabled = settings.reconfig_enabled
         self.prep.quota.enable(settings.enforce_quota)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.stats = ServerStats(now_ms)
