@@ -41,6 +41,7 @@ _LEN = struct.Struct(">i")
 _REQ_HDR = struct.Struct(">ii")
 _REPLY = struct.Struct(">iiqi")
 _CONNECT_FIXED = 4 + 8 + 4 + 8  # protocolVersion, lastZxidSeen, timeOut, sessionId
+_NULL_BUFFER = _LEN.pack(-1)  # a jute buffer field holding null
 
 # Multi-op request records by op type (MultiOperationRecord).
 _MULTI_RECORDS: dict[int, Any] = {
@@ -199,6 +200,9 @@ class Connection:
             return
         xid, op = _REQ_HDR.unpack_from(frame, 0)
         core.sessions.touch(self.session_id, now)
+        if (core.settings.enforce_auth_schemes and op != Op.auth and op != Op.sasl
+                and not self._authenticated_for_enforcement(xid)):
+            return
         try:
             body = self._decode_body(op, frame)
         except JuteError as e:
@@ -212,9 +216,6 @@ class Connection:
             self.close_after_flush()
             return
         if op in WRITE_OPS:
-            if op == Op.reconfig:
-                self._reply_in_order(xid, Err.RECONFIGDISABLED, b"", now)
-                return
             req = Request(self.session_id, xid, op, body, list(self.ids), self)
             req.created = now
             self.pending.append(req)
@@ -230,6 +231,21 @@ class Connection:
             self.pending.append((xid, op, body))
             return
         self._read(xid, op, body, now)
+
+    def _authenticated_for_enforcement(self, xid: int) -> bool:
+        """AuthenticationHelper.enforceAuthentication: False after answering and closing."""
+        schemes = self.core.settings.enforce_auth_schemes
+        if any(i.scheme in schemes for i in self.ids):
+            return True
+        # As ZooKeeper: answer this request with SESSIONCLOSEDREQUIRESASLAUTH (zxid 0), read
+        # nothing more and close the connection; the session is left to expire.
+        log.error("Client authentication scheme(s) %s of session %s from %s:%d does not match "
+                  "with any of the expected authentication scheme %s, closing session.",
+                  [i.scheme for i in self.ids], hex_sid(self.session_id), self.host, self.port,
+                  list(schemes))
+        self._queue_in_order(_REPLY.pack(16, xid, 0, int(Err.SESSIONCLOSEDREQUIRESASLAUTH)))
+        self.close_after_flush()
+        return False
 
     def _decode_body(self, op: int, frame: bytes) -> Any:
         if op in (Op.ping, Op.closeSession, Op.whoAmI):
@@ -278,9 +294,24 @@ class Connection:
         try:
             token = self.sasl.step(body.token)
         except SaslError as e:
-            # ZooKeeper drops a client that fails SASL, without a reply.
-            log.warning("Client %s:%d failed to SASL authenticate: %s; closing the connection",
-                        self.host, self.port, e)
+            log.warning("Client %s:%d failed to SASL authenticate: %s", self.host, self.port, e)
+            settings = self.core.settings
+            required = "sasl" in settings.enforce_auth_schemes
+            if settings.allow_sasl_failed_clients and not required:
+                log.warning("Maintaining client connection despite SASL authentication failure.")
+                self._queue_in_order(_REPLY.pack(20, xid, 0, 0) + _NULL_BUFFER)
+                return
+            # ZooKeeper 3.8 answers the token (SetSASLResponse with a null token) with
+            # SESSIONCLOSEDREQUIRESASLAUTH when SASL is required, else AUTHFAILED, then closes.
+            if required:
+                log.warning("Closing client connection due to server requires client SASL "
+                            "authentication, but client SASL authentication has failed, or "
+                            "client is not configured with SASL authentication.")
+                err = Err.SESSIONCLOSEDREQUIRESASLAUTH
+            else:
+                log.warning("Closing client connection due to SASL authentication failure.")
+                err = Err.AUTHFAILED
+            self._queue_in_order(_REPLY.pack(20, xid, 0, int(err)) + _NULL_BUFFER)
             self.close_after_flush()
             return
         if self.sasl.complete and self.sasl.user is not None:
@@ -290,8 +321,8 @@ class Connection:
                 log.info("Session %s authenticated with SASL as %s", hex_sid(self.session_id),
                          self.sasl.user)
         payload = S.SetSASLResponse(token).encode()
-        self._queue_in_order(_REPLY.pack(16 + len(payload), xid, self.core.last_zxid, 0)
-                             + payload)
+        # zxid 0, as ZooKeeperServer.processSasl answers.
+        self._queue_in_order(_REPLY.pack(16 + len(payload), xid, 0, 0) + payload)
 
     # -- commits and ordered replies --------------------------------------------
 
