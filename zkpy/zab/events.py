@@ -1,0 +1,167 @@
+"""The vocabulary between a Zab ``Peer`` and the adapter that runs it.
+
+Inputs are events handed to ``Peer.step(event, now)``; outputs accumulate in
+one ``Ready`` until the adapter calls ``Peer.advance()``. ``DiskState`` is what
+a peer reads back from its disk when it starts. Plain data, no behaviour:
+``zkpy.zab.peer`` documents how the adapter must carry a Ready out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zkpy.zab.election import Notification
+from zkpy.zab.messages import QuorumPacket
+
+# Roles, the same numbers as zkpy.zab.election and ZooKeeper's ServerState.
+LOOKING = 0
+FOLLOWING = 1
+LEADING = 2
+
+# -- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Begin: the first election round (any other first event starts it too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One tick (ZooKeeper's tickTime) has passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A quorum packet from ``src`` (``src == my_id``: one of our own self-ACKs)."""
+
+    src: int
+    packet: QuorumPacket
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """An election notification from ``src`` (the election port)."""
+
+    src: int
+    notification: Notification
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """Leader only: broadcast ``txn`` (its header must carry ``Peer.next_zxid``)."""
+
+    txn: bytes
+    zxid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Follower only: hand a client write to the leader (a REQUEST packet)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """Everything earlier Readies asked to persist is synced; the log ends at ``zxid``."""
+
+    zxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The quorum connection to ``peer`` broke (or could not be made)."""
+
+    peer: int
+
+
+Event = Start | Tick | Message | Vote | Propose | Forward | Persisted | ConnectionLost
+
+# -- what to persist, in order ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SaveEpoch:
+    """Write the acceptedEpoch and/or currentEpoch files (None: leave as is)."""
+
+    accepted: int | None = None
+    current: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append one txn to the log."""
+
+    zxid: int
+    txn: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """Drop every logged txn after ``zxid`` (the leader's TRUNC)."""
+
+    zxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Replace the whole state with this snapshot (the leader's SNAP); the log
+    before it is void: entries up to ``zxid`` must not be replayed over it."""
+
+    zxid: int
+    data: bytes
+
+
+PersistOp = SaveEpoch | Append | Truncate | InstallSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """The peer now looks, follows or leads; ``established`` when it broadcasts
+    (a leader with a quorum of NEWLEADER acks, a follower after UPTODATE)."""
+
+    role: int
+    leader: int | None
+    epoch: int
+    established: bool
+
+
+@dataclass
+class Ready:
+    """Everything the adapter must do, accumulated since the last ``advance()``."""
+
+    persist: list[PersistOp] = field(default_factory=list)
+    send: list[tuple[int, QuorumPacket]] = field(default_factory=list)
+    send_after_persist: list[tuple[int, QuorumPacket]] = field(default_factory=list)
+    votes: list[tuple[int, Notification]] = field(default_factory=list)
+    install: list[tuple[int, bytes]] = field(default_factory=list)
+    commit: list[tuple[int, bytes]] = field(default_factory=list)
+    requests: list[tuple[int, bytes]] = field(default_factory=list)
+    disconnect: list[int] = field(default_factory=list)
+    roles: list[RoleChange] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.persist or self.send or self.send_after_persist or self.votes
+                    or self.install or self.commit or self.requests or self.disconnect
+                    or self.roles)
+
+
+@dataclass
+class DiskState:
+    """What a peer finds on its disk at start: the epoch files, the newest
+    snapshot's zxid (its tree is the adapter's business) and the logged txns."""
+
+    accepted_epoch: int = 0
+    current_epoch: int = 0
+    snapshot_zxid: int = 0
+    log: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+class NotLeader(Exception):
+    """``Propose`` reached a peer that is not an established leader (or
+    ``Forward`` one that follows nobody)."""
+
+
+class SafetyError(Exception):
+    """The peer was asked to do something that would undo committed state."""

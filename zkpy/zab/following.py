@@ -1,0 +1,181 @@
+"""The follower's side of Zab: discovery, synchronization, broadcast.
+
+Phases (Medeiros, "ZooKeeper's atomic broadcast protocol: Theory and
+practice", phases 1-3; ZooKeeper's ``Learner.registerWithLeader`` /
+``syncWithLeader`` / ``Follower.processPacket``):
+
+- DISCOVERY: FOLLOWERINFO(acceptedEpoch) sent; waiting for LEADERINFO.
+- EPOCH_ACKED: ACKEPOCH sent; waiting for DIFF, TRUNC or SNAP.
+- SYNCING: taking the leader's history (PROPOSALs, COMMITs) up to NEWLEADER.
+- NEWLEADER_ACKED: history and currentEpoch persisted, NEWLEADER acked;
+  waiting for UPTODATE (new proposals are already logged and acked).
+- BROADCAST: log and ACK each PROPOSAL after persisting; apply on COMMIT.
+
+Anything out of place sends the peer back to LOOKING, as ZooKeeper's
+follower thread does when it throws. Nothing is applied before UPTODATE
+except a SNAP's state, which is committed by construction.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zkpy.zab import messages as m
+from zkpy.zab.events import Append, InstallSnapshot, SafetyError, SaveEpoch, Truncate
+
+if TYPE_CHECKING:
+    from zkpy.zab.peer import Peer
+
+DISCOVERY = "discovery"
+EPOCH_ACKED = "epoch-acked"
+SYNCING = "syncing"
+NEWLEADER_ACKED = "newleader-acked"
+BROADCAST = "broadcast"
+
+
+class Following:
+    def __init__(self, peer: Peer, leader: int) -> None:
+        self.peer = peer
+        self.leader = leader
+        self.phase = DISCOVERY
+        self.epoch = -1
+        self.watermark = 0  # highest zxid the leader said is committed
+        self.last_heard = peer.ticks
+
+    def begin(self) -> None:
+        p = self.peer
+        p.send(self.leader, m.follower_info(p.my_id, p.accepted_epoch))
+
+    def on_tick(self) -> None:
+        # Learner: the socket's read timeout is initLimit ticks while syncing and
+        # syncLimit ticks afterwards; a silent leader sends the follower LOOKING.
+        limit = self.peer.sync_limit if self.phase == BROADCAST else self.peer.init_limit
+        if self.peer.ticks - self.last_heard > limit:
+            self.peer.become_looking(f"leader {self.leader} silent for {limit} ticks")
+
+    def on_packet(self, pkt: m.QuorumPacket) -> None:
+        self.last_heard = self.peer.ticks
+        handler = _HANDLERS.get((self.phase, pkt.type))
+        if handler is None:
+            if pkt.type == m.PING:
+                self.peer.send(self.leader, m.packet(m.PING, pkt.zxid))
+                return
+            self.peer.become_looking(f"unexpected {m.describe(pkt)} while {self.phase}")
+            return
+        handler(self, pkt)
+
+    # -- discovery --------------------------------------------------------------------
+
+    def _leader_info(self, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        new_epoch = m.epoch_of(pkt.zxid)
+        if new_epoch > p.accepted_epoch:
+            reported = p.current_epoch
+            p.accepted_epoch = new_epoch
+            p.persist(SaveEpoch(accepted=new_epoch))
+        elif new_epoch == p.accepted_epoch:
+            # Learner.java: "since we have already acked an epoch equal to the
+            # leaders, we cannot ack again ... the -1 indicates that this reply
+            # should not count as an ack for the new epoch". That is what keeps
+            # two leaders from both gathering a quorum for one epoch.
+            reported = -1
+        else:
+            p.become_looking(f"leader's epoch {new_epoch} is less than accepted epoch "
+                             f"{p.accepted_epoch}")
+            return
+        self.epoch = new_epoch
+        self.phase = EPOCH_ACKED
+        # ACKEPOCH only after acceptedEpoch is on disk (Zab: "f.p <- e'" is a
+        # durable promise not to follow an older epoch).
+        ack = m.packet(m.ACKEPOCH, p.history.last_zxid, m.int_data(reported))
+        p.send_durable(self.leader, ack)
+
+    # -- synchronization --------------------------------------------------------------
+
+    def _diff(self, pkt: m.QuorumPacket) -> None:
+        self.phase = SYNCING
+
+    def _trunc(self, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        if pkt.zxid < p.applied:
+            raise SafetyError(f"TRUNC to 0x{pkt.zxid:x} below applied 0x{p.applied:x}")
+        p.history.truncate(pkt.zxid)
+        p.persist(Truncate(pkt.zxid))
+        self.phase = SYNCING
+
+    def _snap(self, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        if pkt.zxid < p.applied:
+            raise SafetyError(f"SNAP at 0x{pkt.zxid:x} below applied 0x{p.applied:x}")
+        data = pkt.data or b""
+        p.history.reset(pkt.zxid)
+        p.persist(InstallSnapshot(pkt.zxid, data))
+        p.install(pkt.zxid, data)
+        self.phase = SYNCING
+
+    def _proposal(self, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        if pkt.zxid <= p.history.last_zxid:
+            p.become_looking(f"proposal 0x{pkt.zxid:x} out of order")
+            return
+        p.history.append(pkt.zxid, pkt.data or b"")
+        p.persist(Append(pkt.zxid, pkt.data or b""))
+        if self.phase != SYNCING:
+            # Follower -> SyncRequestProcessor -> SendAckRequestProcessor: the ACK
+            # leaves only after the txn is flushed to the log.
+            p.send_durable(self.leader, m.packet(m.ACK, pkt.zxid))
+
+    def _early_commit(self, pkt: m.QuorumPacket) -> None:
+        self.watermark = max(self.watermark, pkt.zxid)
+
+    def _new_leader(self, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        if m.epoch_of(pkt.zxid) != self.epoch:
+            p.become_looking(f"NEWLEADER for epoch {m.epoch_of(pkt.zxid)}, not {self.epoch}")
+            return
+        # ZOOKEEPER-3911: "the learner must persist all the txns it received
+        # during the sync before acking NEWLEADER", or a quorum of acks may
+        # cover txns that a crash then loses. The history and the snapshot are
+        # already in this Ready's persist ops; currentEpoch goes after them, and
+        # the ACK waits for all of it to be synced.
+        p.current_epoch = self.epoch
+        p.persist(SaveEpoch(current=self.epoch))
+        p.send_durable(self.leader, m.packet(m.ACK, pkt.zxid))
+        self.phase = NEWLEADER_ACKED
+
+    def _up_to_date(self, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        self.watermark = max(self.watermark, pkt.zxid)
+        self.phase = BROADCAST
+        p.announce(True)
+        self._commit(self.watermark)
+
+    # -- broadcast ---------------------------------------------------------------------
+
+    def _broadcast_commit(self, pkt: m.QuorumPacket) -> None:
+        self.watermark = max(self.watermark, pkt.zxid)
+        self._commit(self.watermark)
+
+    def _commit(self, zxid: int) -> None:
+        p = self.peer
+        if zxid > p.history.last_zxid:
+            # Follower.commit: "Committing zxid X but next pending txn Y" is fatal.
+            p.become_looking(f"commit of 0x{zxid:x} beyond our log 0x{p.history.last_zxid:x}")
+            return
+        p.commit_upto(zxid)
+
+
+_HANDLERS = {
+    (DISCOVERY, m.LEADERINFO): Following._leader_info,
+    (EPOCH_ACKED, m.DIFF): Following._diff,
+    (EPOCH_ACKED, m.TRUNC): Following._trunc,
+    (EPOCH_ACKED, m.SNAP): Following._snap,
+    (SYNCING, m.PROPOSAL): Following._proposal,
+    (SYNCING, m.COMMIT): Following._early_commit,
+    (SYNCING, m.NEWLEADER): Following._new_leader,
+    (NEWLEADER_ACKED, m.PROPOSAL): Following._proposal,
+    (NEWLEADER_ACKED, m.COMMIT): Following._early_commit,
+    (NEWLEADER_ACKED, m.UPTODATE): Following._up_to_date,
+    (BROADCAST, m.PROPOSAL): Following._proposal,
+    (BROADCAST, m.COMMIT): Following._broadcast_commit,
+}

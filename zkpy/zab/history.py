@@ -1,0 +1,80 @@
+"""A peer's accepted history in memory: txns in zxid order after a base.
+
+Everything up to ``base`` is summarised by a snapshot (or was applied and then
+trimmed away); the entries after it are held. A leader can serve DIFF/TRUNC
+from the held entries (ZooKeeper's in-memory committed log, bounded by
+commitLogCount) and falls back to SNAP for anyone behind ``base``.
+Owns no disk and decides nothing about commits.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+
+class History:
+    def __init__(self, base: int = 0, entries: list[tuple[int, bytes]] | None = None) -> None:
+        self.base = base
+        self.zxids: list[int] = []
+        self.txns: list[bytes] = []
+        for zxid, txn in entries or []:
+            if zxid > base:
+                self.append(zxid, txn)
+
+    @property
+    def last_zxid(self) -> int:
+        return self.zxids[-1] if self.zxids else self.base
+
+    def append(self, zxid: int, txn: bytes) -> None:
+        if zxid <= self.last_zxid:
+            raise ValueError(f"zxid 0x{zxid:x} does not follow 0x{self.last_zxid:x}")
+        self.zxids.append(zxid)
+        self.txns.append(txn)
+
+    def holds(self, zxid: int) -> bool:
+        """Is ``zxid`` the base or a held entry (so a history ending there is our prefix)?"""
+        if zxid == self.base:
+            return True
+        i = bisect_left(self.zxids, zxid)
+        return i < len(self.zxids) and self.zxids[i] == zxid
+
+    def before(self, zxid: int) -> int:
+        """The largest zxid we hold that is smaller than ``zxid`` (the base if none)."""
+        i = bisect_left(self.zxids, zxid)
+        return self.zxids[i - 1] if i > 0 else self.base
+
+    def txn(self, zxid: int) -> bytes | None:
+        i = bisect_left(self.zxids, zxid)
+        if i < len(self.zxids) and self.zxids[i] == zxid:
+            return self.txns[i]
+        return None
+
+    def after(self, zxid: int, upto: int | None = None) -> list[tuple[int, bytes]]:
+        """Held entries with ``zxid < z <= upto`` (``upto`` None: to the end)."""
+        lo = bisect_right(self.zxids, zxid)
+        hi = len(self.zxids) if upto is None else bisect_right(self.zxids, upto)
+        return list(zip(self.zxids[lo:hi], self.txns[lo:hi], strict=True))
+
+    def truncate(self, zxid: int) -> None:
+        """Forget every entry after ``zxid``."""
+        i = bisect_right(self.zxids, zxid)
+        del self.zxids[i:]
+        del self.txns[i:]
+
+    def reset(self, base: int) -> None:
+        """Forget everything: the state up to ``base`` now comes from a snapshot."""
+        self.base = base
+        self.zxids.clear()
+        self.txns.clear()
+
+    def trim(self, applied: int, keep: int) -> None:
+        """Drop applied entries, keeping the newest ``keep`` of them in memory."""
+        n_applied = bisect_right(self.zxids, applied)
+        drop = n_applied - keep
+        if drop > 0:
+            self.base = self.zxids[drop - 1]
+            del self.zxids[:drop]
+            del self.txns[:drop]
+
+    def __len__(self) -> int:
+        return len(self.zxids)

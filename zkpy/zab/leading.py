@@ -1,0 +1,314 @@
+"""The leader's side of Zab: discovery, synchronization, broadcast, liveness.
+
+ZooKeeper's ``Leader.lead`` plus one ``LearnerHandler`` per learner, folded
+into one single-threaded state machine. Per learner (``Learner.phase``):
+
+- INFO: FOLLOWERINFO received; the new epoch is not chosen yet.
+- EPOCH_SENT: LEADERINFO sent; waiting for ACKEPOCH.
+- EPOCH_ACKED: waiting for a quorum of ACKEPOCHs before syncing.
+- SYNCING: DIFF/TRUNC/SNAP, the history and NEWLEADER sent; it gets new
+  PROPOSALs and COMMITs from here on.
+- SYNCED: it acked NEWLEADER (and got UPTODATE once we are established).
+
+The leader itself counts as a voter everywhere: its acceptedEpoch, its
+ACKEPOCH summary, and its own ACKs of NEWLEADER and of each proposal, which
+come back to it (as messages to ``my_id``) only after its disk synced them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zkpy.jute.codec import JuteError
+from zkpy.zab import messages as m
+from zkpy.zab.events import Append, NotLeader, SaveEpoch
+
+if TYPE_CHECKING:
+    from zkpy.zab.peer import Peer
+
+INFO = "info"
+EPOCH_SENT = "epoch-sent"
+EPOCH_ACKED = "epoch-acked"
+SYNCING = "syncing"
+SYNCED = "synced"
+_FORWARDING = (SYNCING, SYNCED)
+_MAX_COUNTER = 0xFFFFFFFF
+
+
+class Learner:
+    def __init__(self, sid: int, accepted_epoch: int, now: int) -> None:
+        self.sid = sid
+        self.phase = INFO
+        self.accepted_epoch = accepted_epoch
+        self.last_zxid = 0
+        self.sync_zxid = 0
+        self.last_heard = now
+
+
+class Leading:
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.learners: dict[int, Learner] = {}
+        self.epoch = -1
+        # Leader.lead: leaderStateSummary = (currentEpoch, lastProcessedZxid).
+        self.summary = (peer.current_epoch, peer.history.last_zxid)
+        self.epoch_acks: set[int] = set()
+        self.sync_started = False
+        self.newleader_acks: set[int] = set()
+        self.established = False
+        self.started = peer.ticks
+        self.outstanding: dict[int, set[int]] = {}  # zxid -> ackers, in zxid order
+        self.counter = 0
+        self.committed = 0
+
+    @property
+    def newleader_zxid(self) -> int:
+        return m.make_zxid(self.epoch, 0)
+
+    def next_zxid(self) -> int:
+        return m.make_zxid(self.epoch, self.counter + 1)
+
+    def begin(self) -> None:
+        self._maybe_choose_epoch()  # an ensemble of one needs nobody else
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_packet(self, src: int, pkt: m.QuorumPacket) -> None:
+        if pkt.type == m.FOLLOWERINFO:
+            self._follower_info(src, pkt)
+            return
+        if src == self.peer.my_id:
+            if pkt.type == m.ACK:
+                self._self_ack(pkt.zxid)
+            return
+        learner = self.learners.get(src)
+        if learner is None:
+            return  # from a connection we already dropped
+        learner.last_heard = self.peer.ticks
+        if pkt.type == m.ACKEPOCH:
+            self._ack_epoch(learner, pkt)
+        elif pkt.type == m.ACK:
+            self._learner_ack(learner, pkt.zxid)
+        elif pkt.type == m.REQUEST and self.established:
+            self.peer.request(src, pkt.data or b"")
+        elif pkt.type not in (m.PING, m.REQUEST):
+            self._drop(src)
+
+    def on_lost(self, sid: int) -> None:
+        self.learners.pop(sid, None)
+
+    def on_tick(self) -> None:
+        p = self.peer
+        if not self.established and p.ticks - self.started > p.init_limit:
+            # Leader.lead: waitForEpochAck / waitForNewLeaderAck time out after
+            # initLimit ticks, and the peer goes back to LOOKING.
+            p.become_looking("no quorum synced within initLimit")
+            return
+        for learner in list(self.learners.values()):
+            limit = p.sync_limit if learner.phase == SYNCED else p.init_limit
+            if p.ticks - learner.last_heard > limit:
+                self._drop(learner.sid)
+        for sid in self.learners:
+            p.send(sid, m.packet(m.PING, p.history.last_zxid))
+        if self.established:
+            synced = {s for s, lr in self.learners.items() if lr.phase == SYNCED}
+            if not p.quorum(synced | {p.my_id}):
+                # Leader.lead: "Not sufficient followers synced, only synced with
+                # sids: ..." -> shutdown, back to LOOKING.
+                p.become_looking("not sufficient followers synced")
+
+    def propose(self, txn: bytes, zxid: int | None) -> int:
+        p = self.peer
+        nz = self.next_zxid()
+        if zxid is not None and zxid != nz:
+            raise ValueError(f"proposal carries zxid 0x{zxid:x}, the next is 0x{nz:x}")
+        if m.counter_of(nz) == _MAX_COUNTER:
+            # Leader.propose: "zxid lower 32 bits have rolled over, forcing re-election".
+            p.become_looking("zxid counter rolled over")
+            raise NotLeader("zxid counter rolled over; re-electing")
+        self.counter += 1
+        p.history.append(nz, txn)
+        p.persist(Append(nz, txn))
+        self.outstanding[nz] = set()
+        proposal = m.packet(m.PROPOSAL, nz, txn)
+        for learner in self.learners.values():
+            if learner.phase in _FORWARDING:
+                p.send(learner.sid, proposal)
+        p.send_durable(p.my_id, m.packet(m.ACK, nz))  # AckRequestProcessor, after the sync
+        return nz
+
+    # -- discovery ------------------------------------------------------------------------
+
+    def _follower_info(self, src: int, pkt: m.QuorumPacket) -> None:
+        p = self.peer
+        try:
+            named = m.learner_id(pkt)
+        except JuteError:
+            named = -1
+        if src not in p.voters or named != src or src == p.my_id:
+            p.disconnect(src)
+            return
+        self.learners.pop(src, None)  # a new connection replaces the old one
+        learner = Learner(src, m.epoch_of(pkt.zxid), p.ticks)
+        self.learners[src] = learner
+        if self.epoch >= 0:
+            self._send_leader_info(learner)
+        else:
+            self._maybe_choose_epoch()
+
+    def _maybe_choose_epoch(self) -> None:
+        p = self.peer
+        waiting = [lr for lr in self.learners.values() if lr.phase == INFO]
+        if not p.quorum({lr.sid for lr in waiting} | {p.my_id}):
+            return
+        # Leader.getEpochToPropose: once a quorum is connected, the new epoch is
+        # one more than the largest acceptedEpoch among them (ours included).
+        self.epoch = max([p.accepted_epoch] + [lr.accepted_epoch for lr in waiting]) + 1
+        p.accepted_epoch = self.epoch
+        p.persist(SaveEpoch(accepted=self.epoch))
+        self.epoch_acks = {p.my_id}
+        for learner in waiting:
+            self._send_leader_info(learner)
+        self._maybe_start_sync()
+
+    def _send_leader_info(self, learner: Learner) -> None:
+        info = m.packet(m.LEADERINFO, self.newleader_zxid, m.int_data(m.PROTOCOL_VERSION))
+        self.peer.send_durable(learner.sid, info)  # after our acceptedEpoch is saved
+        learner.phase = EPOCH_SENT
+
+    def _ack_epoch(self, learner: Learner, pkt: m.QuorumPacket) -> None:
+        try:
+            reported = m.read_int(pkt.data)
+        except ValueError:
+            reported = -2
+        if learner.phase != EPOCH_SENT or reported < -1:
+            self._drop(learner.sid)
+            return
+        learner.last_zxid = pkt.zxid
+        learner.phase = EPOCH_ACKED
+        if reported != -1:
+            # Leader.waitForEpochAck: a follower whose (currentEpoch, lastZxid)
+            # is more recent than ours "is ahead of the leader": we must not lead.
+            if (reported, pkt.zxid) > self.summary:
+                self.peer.become_looking(f"follower {learner.sid} is ahead of the leader")
+                return
+            self.epoch_acks.add(learner.sid)
+        if self.sync_started:
+            self._sync(learner)
+        else:
+            self._maybe_start_sync()
+
+    # -- synchronization ------------------------------------------------------------------
+
+    def _maybe_start_sync(self) -> None:
+        p = self.peer
+        if self.sync_started or not p.quorum(self.epoch_acks):
+            return
+        self.sync_started = True
+        # Leader.lead: after waitForEpochAck, self.setCurrentEpoch(epoch); our own
+        # NEWLEADER ack counts only once that (and our whole log) is on disk.
+        p.current_epoch = self.epoch
+        p.persist(SaveEpoch(current=self.epoch))
+        p.send_durable(p.my_id, m.packet(m.ACK, self.newleader_zxid))
+        for learner in list(self.learners.values()):
+            if learner.phase == EPOCH_ACKED:
+                self._sync(learner)
+
+    def _sync(self, learner: Learner) -> None:
+        p = self.peer
+        for pkt in self._sync_stream(learner.last_zxid):
+            p.send(learner.sid, pkt)
+        p.send(learner.sid, m.packet(m.NEWLEADER, self.newleader_zxid))
+        learner.sync_zxid = p.history.last_zxid
+        learner.phase = SYNCING
+
+    def _sync_stream(self, peer_zxid: int) -> list[m.QuorumPacket]:
+        """LearnerHandler.syncFollower: DIFF when the learner's history is a
+        prefix of ours within the in-memory log; TRUNC back to the last zxid we
+        share when it has a tail we lack (an old epoch's uncommitted txns),
+        then the rest as a DIFF; SNAP when it is behind what we hold."""
+        p = self.peer
+        h = p.history
+        if peer_zxid < h.base:
+            start = p.applied
+            head = m.packet(m.SNAP, start, p.snapshot_source())
+        elif h.holds(peer_zxid):
+            start = peer_zxid
+            head = m.packet(m.DIFF, h.last_zxid)
+        else:
+            start = h.before(peer_zxid)
+            head = m.packet(m.TRUNC, start)
+        return [head] + [m.packet(m.PROPOSAL, z, t) for z, t in h.after(start)]
+
+    def _self_ack(self, zxid: int) -> None:
+        if zxid == self.newleader_zxid and self.sync_started:
+            self.newleader_acks.add(self.peer.my_id)
+            self._maybe_establish()
+        else:
+            self._ack(self.peer.my_id, zxid)
+
+    def _learner_ack(self, learner: Learner, zxid: int) -> None:
+        if zxid == self.newleader_zxid:
+            if learner.phase != SYNCING:
+                self._drop(learner.sid)
+                return
+            learner.phase = SYNCED
+            self.newleader_acks.add(learner.sid)
+            # It persisted its whole sync stream before this ACK: that acks
+            # every outstanding proposal the stream carried.
+            for z, ackers in self.outstanding.items():
+                if z <= learner.sync_zxid:
+                    ackers.add(learner.sid)
+            if self.established:
+                self.peer.send(learner.sid, m.packet(m.UPTODATE, self.committed))
+                self._advance_commits()
+            else:
+                self._maybe_establish()
+        elif learner.phase == SYNCED:
+            self._ack(learner.sid, zxid)
+        else:
+            self._drop(learner.sid)
+
+    def _maybe_establish(self) -> None:
+        p = self.peer
+        if self.established or p.my_id not in self.newleader_acks:
+            return
+        if not p.quorum(self.newleader_acks):
+            return
+        # Zab phase 2 ends: a quorum holds our history and our epoch, so all of
+        # it is committed; UPTODATE tells each synced learner to apply it.
+        self.established = True
+        self.committed = p.history.last_zxid
+        p.commit_upto(self.committed)
+        for learner in self.learners.values():
+            if learner.phase == SYNCED:
+                p.send(learner.sid, m.packet(m.UPTODATE, self.committed))
+        p.announce(True)
+
+    # -- broadcast --------------------------------------------------------------------------
+
+    def _ack(self, sid: int, zxid: int) -> None:
+        ackers = self.outstanding.get(zxid)
+        if ackers is None:
+            return  # already committed, or not ours
+        ackers.add(sid)
+        self._advance_commits()
+
+    def _advance_commits(self) -> None:
+        """Leader.tryToCommit: commit in zxid order, each once a quorum acked it."""
+        p = self.peer
+        while self.outstanding:
+            zxid, ackers = next(iter(self.outstanding.items()))
+            if not p.quorum(ackers):
+                return
+            del self.outstanding[zxid]
+            self.committed = zxid
+            commit = m.packet(m.COMMIT, zxid)
+            for learner in self.learners.values():
+                if learner.phase in _FORWARDING:
+                    p.send(learner.sid, commit)
+            p.commit_upto(zxid)
+
+    def _drop(self, sid: int) -> None:
+        self.learners.pop(sid, None)
+        self.peer.disconnect(sid)

@@ -1,0 +1,289 @@
+"""Zab (ZooKeeper Atomic Broadcast) as a pure, deterministic state machine.
+
+One ``Peer`` per server. It never touches a socket, a clock, a thread or a
+disk: an adapter (the Twisted quorum port, or the simulator in
+``zkpy.testing.zabsim``) feeds it events and carries out what it asks, in the
+style of etcd's raft (``Step`` / ``Ready`` / ``Advance``).
+
+API
+---
+``Peer(my_id, voters, disk, snapshot_source=..., sync_limit=5, init_limit=10)``
+    ``disk`` is the ``DiskState`` found at start (epoch files, snapshot zxid,
+    logged txns after it). The adapter loads its tree from the snapshot only:
+    logged txns after it are *accepted*, not known committed, and come back
+    through ``Ready.commit`` once a leader commits them. ``snapshot_source()``
+    returns the tree's snapshot bytes (``snapshot_bytes(tree, sessions)``);
+    it is called on a leader that must SNAP a follower, and the tree must then
+    be exactly at ``peer.applied`` (true when every Ready's ``install`` and
+    ``commit`` were applied before the next ``step``).
+
+``peer.step(event, now) -> Ready``
+    ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
+    ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
+    below count ticks); ``Message(src, QuorumPacket)``; ``Vote(src,
+    Notification)`` from the election port; ``Propose(txn, zxid=None)``
+    (leader only, once ``can_propose``; the txn's header carries
+    ``peer.next_zxid``); ``Forward(data)`` (follower: a client write for the
+    leader, sent as REQUEST); ``Persisted(zxid)`` (the adapter's word that all
+    persist ops handed out so far are synced and the log ends at ``zxid``);
+    ``ConnectionLost(peer)``. The returned Ready accumulates until ``advance()``.
+
+Carrying out a Ready, in this order:
+    1. ``roles``: role changes (``RoleChange``), oldest first.
+    2. ``disconnect``: close the quorum connection to these peers (what is in
+       flight both ways is lost; the other side sees ``ConnectionLost``).
+    3. ``persist``: hand the ops to the disk *in order* (``SaveEpoch``,
+       ``Append``, ``Truncate``, ``InstallSnapshot``); sync asynchronously.
+    4. ``send`` now (quorum port) and ``votes`` now (election port). A
+       destination equal to ``my_id`` is stepped back in as a ``Message``.
+    5. ``send_after_persist``: only once this Ready's persist ops *and all
+       earlier ones* are synced, then step ``Persisted(last logged zxid)``.
+       These are the ACKs that promise durability: a follower's ACKs, its ACK
+       of NEWLEADER, ACKEPOCH after saving acceptedEpoch, LEADERINFO after
+       the leader saved it, and the leader's own ACKs (to ``my_id``).
+    6. ``install`` (load a snapshot into the tree, replacing it) then
+       ``commit``: (zxid, txn) pairs in zxid order, to apply to the tree
+       (ServerCore.commit); ``requests``: REQUEST packets a leader received
+       from its learners, for its ServerCore to prepare and propose.
+    7. ``advance()``.
+
+ServerCore's seam: on the leader, ``committer.propose(req)`` becomes
+``step(Propose(encode_txn(req.hdr, req.txn)))`` with ``req.hdr.zxid ==
+peer.next_zxid``; each ``Ready.commit`` entry is handed to ``core.commit``
+(the adapter maps zxids of its own requests back to them). On a follower the
+write goes out as ``Forward``; its commit comes back through ``Ready.commit``.
+
+Safety rules and where they come from are quoted next to the code in
+``leading.py`` and ``following.py``; this module keeps the state they share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from zkpy.zab import messages as m
+from zkpy.zab.election import LEADING as E_LEADING
+from zkpy.zab.election import LOOKING as E_LOOKING
+from zkpy.zab.election import Election
+from zkpy.zab.events import (
+    FOLLOWING,
+    LEADING,
+    LOOKING,
+    ConnectionLost,
+    DiskState,
+    Event,
+    Forward,
+    Message,
+    NotLeader,
+    Persisted,
+    PersistOp,
+    Propose,
+    Ready,
+    RoleChange,
+    Start,
+    Tick,
+    Vote,
+)
+from zkpy.zab.following import Following
+from zkpy.zab.history import History
+from zkpy.zab.leading import Leading
+
+__all__ = ["Peer", "NotLeader"]
+
+
+def _no_snapshot() -> bytes:
+    raise RuntimeError("this peer was built without a snapshot_source")
+
+
+class Peer:
+    def __init__(self, my_id: int, voters: frozenset[int] | set[int], disk: DiskState,
+                 snapshot_source: Callable[[], bytes] = _no_snapshot, *,
+                 sync_limit: int = 5, init_limit: int = 10, log_window: int = 500,
+                 finalize_wait: int = 200, resend_interval: int = 2000) -> None:
+        self.my_id = my_id
+        self.voters = frozenset(voters)
+        self.snapshot_source = snapshot_source
+        self.sync_limit = sync_limit
+        self.init_limit = init_limit
+        self.log_window = log_window
+        self.accepted_epoch = disk.accepted_epoch
+        self.current_epoch = disk.current_epoch
+        self.history = History(disk.snapshot_zxid, disk.log)
+        self.applied = disk.snapshot_zxid  # the tree holds everything up to here
+        self.durable_zxid = self.history.last_zxid
+        self.role = LOOKING
+        self.leading: Leading | None = None
+        self.following: Following | None = None
+        self.ticks = 0
+        self.now = 0
+        self.started = False
+        self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
+                                 finalize_wait, resend_interval)
+        self._ready = Ready()
+
+    # -- the API --------------------------------------------------------------------
+
+    def step(self, event: Event, now: int) -> Ready:
+        self.now = now
+        if not self.started:
+            self.started = True
+            self.become_looking("start")
+        if isinstance(event, Message):
+            self._on_message(event.src, event.packet)
+        elif isinstance(event, Tick):
+            self._on_tick()
+        elif isinstance(event, Vote):
+            self._on_vote(event)
+        elif isinstance(event, Propose):
+            self._on_propose(event)
+        elif isinstance(event, Forward):
+            self._on_forward(event)
+        elif isinstance(event, Persisted):
+            self.durable_zxid = event.zxid
+        elif isinstance(event, ConnectionLost):
+            self._on_lost(event.peer)
+        elif not isinstance(event, Start):
+            raise TypeError(f"not a Zab event: {event!r}")
+        return self._ready
+
+    def ready(self) -> Ready:
+        return self._ready
+
+    def has_ready(self) -> bool:
+        return not self._ready.empty()
+
+    def advance(self) -> None:
+        self._ready = Ready()
+
+    @property
+    def can_propose(self) -> bool:
+        return self.leading is not None and self.leading.established
+
+    @property
+    def next_zxid(self) -> int:
+        if self.leading is None or not self.leading.established:
+            raise NotLeader("not an established leader")
+        return self.leading.next_zxid()
+
+    @property
+    def leader_id(self) -> int | None:
+        if self.leading is not None:
+            return self.my_id
+        return self.following.leader if self.following is not None else None
+
+    @property
+    def last_zxid(self) -> int:
+        return self.history.last_zxid
+
+    def quorum(self, members: set[int]) -> bool:
+        return len(members & self.voters) * 2 > len(self.voters)
+
+    # -- effects the roles use ------------------------------------------------------
+
+    def send(self, dest: int, pkt: m.QuorumPacket) -> None:
+        self._ready.send.append((dest, pkt))
+
+    def send_durable(self, dest: int, pkt: m.QuorumPacket) -> None:
+        """Send once everything persisted so far is synced (the one place the
+        durability-before-acknowledgement rule lives)."""
+        self._ready.send_after_persist.append((dest, pkt))
+
+    def persist(self, op: PersistOp) -> None:
+        self._ready.persist.append(op)
+
+    def disconnect(self, peer: int) -> None:
+        if peer not in self._ready.disconnect:
+            self._ready.disconnect.append(peer)
+
+    def request(self, src: int, data: bytes) -> None:
+        self._ready.requests.append((src, data))
+
+    def install(self, zxid: int, data: bytes) -> None:
+        self._ready.install.append((zxid, data))
+        self.applied = zxid
+
+    def commit_upto(self, zxid: int) -> None:
+        """Deliver every held txn after ``applied`` up to ``zxid``, in order."""
+        for entry in self.history.after(self.applied, zxid):
+            self._ready.commit.append(entry)
+            self.applied = entry[0]
+        self.history.trim(self.applied, self.log_window)
+
+    def announce(self, established: bool) -> None:
+        leader = self.leader_id
+        epoch = self.current_epoch
+        self._ready.roles.append(RoleChange(self.role, leader, epoch, established))
+
+    # -- role transitions -------------------------------------------------------------
+
+    def become_looking(self, reason: str) -> None:
+        """Back to election (ZooKeeper: the role's thread exits, the peer LOOKs)."""
+        if self.leading is not None:
+            for sid in self.leading.learners:
+                self.disconnect(sid)
+        if self.following is not None:
+            self.disconnect(self.following.leader)
+        self.leading = None
+        self.following = None
+        self.role = LOOKING
+        self.last_reason = reason
+        self.election.last_zxid = self.history.last_zxid
+        self.election.epoch = self.current_epoch
+        self._ready.votes.extend(self.election.start(self.now))
+        self.announce(False)
+
+    def _decided(self) -> None:
+        decided = self.election.decided
+        assert decided is not None
+        if self.election.state == E_LEADING:
+            self.role = LEADING
+            self.leading = Leading(self)
+            self.announce(False)
+            self.leading.begin()
+        else:
+            self.role = FOLLOWING
+            self.following = Following(self, decided.leader)
+            self.announce(False)
+            self.following.begin()
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _on_message(self, src: int, pkt: m.QuorumPacket) -> None:
+        if self.leading is not None:
+            self.leading.on_packet(src, pkt)
+        elif self.following is not None and src == self.following.leader:
+            self.following.on_packet(pkt)
+        elif pkt.type in (m.FOLLOWERINFO, m.OBSERVERINFO):
+            self.disconnect(src)  # nobody listens for learners here: refuse
+
+    def _on_tick(self) -> None:
+        self.ticks += 1
+        if self.leading is not None:
+            self.leading.on_tick()
+        elif self.following is not None:
+            self.following.on_tick()
+        else:
+            self._ready.votes.extend(self.election.tick(self.now))
+            if self.election.state != E_LOOKING:
+                self._decided()
+
+    def _on_vote(self, event: Vote) -> None:
+        self._ready.votes.extend(self.election.receive(event.notification, self.now))
+        if self.role == LOOKING and self.election.state != E_LOOKING:
+            self._decided()
+
+    def _on_propose(self, event: Propose) -> None:
+        if self.leading is None or not self.leading.established:
+            raise NotLeader("only an established leader takes proposals")
+        self.leading.propose(event.txn, event.zxid)
+
+    def _on_forward(self, event: Forward) -> None:
+        if self.following is None:
+            raise NotLeader("no leader to forward to")
+        self.send(self.following.leader, m.packet(m.REQUEST, 0, event.data))
+
+    def _on_lost(self, peer: int) -> None:
+        if self.leading is not None:
+            self.leading.on_lost(peer)
+        elif self.following is not None and peer == self.following.leader:
+            self.become_looking(f"lost the connection to leader {peer}")
