@@ -151,9 +151,57 @@ class ServerTLS:
         return self.ctx
 
 
+# The keywords X500Principal.getName() (RFC 2253) writes; other types become dotted OIDs.
+_RFC2253_KEYWORDS = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+    "2.5.4.11": "OU", "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC",
+    "0.9.2342.19200300.100.1.1": "UID",
+}
+_STRING_CODECS = {12: "utf-8", 19: "ascii", 20: "latin-1", 22: "ascii", 26: "ascii",
+                  28: "utf-32-be", 30: "utf-16-be"}
+
+
+def _der_value(attr: Any) -> bytes:
+    tag = int(getattr(attr._type, "value", 12))
+    body = attr.value.encode(_STRING_CODECS.get(tag, "utf-8"))
+    n = len(body)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(raw)]) + raw
+    return bytes([tag]) + length + body
+
+
+def _escape_rfc2253(value: str) -> str:
+    out = []
+    for i, ch in enumerate(value):
+        if ch in ',+"\\<>;' or (i == 0 and ch in "# ") or (i == len(value) - 1 and ch == " "):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def x509_id(cert: Any) -> str | None:
-    """ZooKeeper's x509 id for a peer certificate: the subject DN, most specific first."""
+    """ZooKeeper's x509 id for a peer certificate: X500Principal.getName() of the subject.
+
+    RFC 2253: RDNs most specific first, only CN, C, L, ST, O, OU, STREET, DC and UID
+    by keyword; any other attribute (emailAddress, ...) as its dotted OID with the
+    value's DER encoding in hex ("1.2.840.113549.1.9.1=#16...").
+    """
     if cert is None:
         return None
-    parts = [f"{k.decode()}={v.decode()}" for k, v in cert.get_subject().get_components()]
-    return ",".join(reversed(parts))
+    name = cert.to_cryptography().subject
+    rdns = []
+    for rdn in reversed(name.rdns):
+        parts = []
+        for attr in rdn:
+            oid = attr.oid.dotted_string
+            keyword = _RFC2253_KEYWORDS.get(oid)
+            if keyword is not None and isinstance(attr.value, str):
+                parts.append(f"{keyword}={_escape_rfc2253(attr.value)}")
+            else:
+                parts.append(f"{oid}=#{_der_value(attr).hex()}")
+        rdns.append("+".join(parts))
+    return ",".join(rdns)
