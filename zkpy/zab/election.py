@@ -94,6 +94,8 @@ class Election:
         self.received = {self.my_id: self._my_vote()}
         self.settled = {}
         self._finalize_at = None
+        if self._quorum(len(self.received)):  # an ensemble of one: our vote is a quorum
+            self._finalize_at = now + self.finalize_wait
         self._resend_at = now + self.resend_interval
         return self._broadcast()
 

@@ -1,0 +1,303 @@
+"""The Zab peer's rules, one at a time, by stepping peers by hand.
+
+Each test drives ``zkpy.zab.peer.Peer`` objects directly: no network, no
+simulator; messages are passed between them with ``deliver``. What is
+checked is what the adapter would be told to do (the Ready): which packets
+go out at once, which wait for the disk, what to persist, what to apply.
+"""
+
+from __future__ import annotations
+
+from zkpy.zab import messages as m
+from zkpy.zab.election import Notification
+from zkpy.zab.events import (
+    FOLLOWING,
+    LEADING,
+    LOOKING,
+    Append,
+    ConnectionLost,
+    DiskState,
+    InstallSnapshot,
+    Message,
+    Propose,
+    Ready,
+    SaveEpoch,
+    Tick,
+    Truncate,
+    Vote,
+)
+from zkpy.zab.peer import Peer
+
+VOTERS = frozenset({1, 2, 3})
+
+
+def _peer(i: int, disk: DiskState | None = None, state: bytes = b"") -> Peer:
+    return Peer(i, VOTERS, disk or DiskState(), lambda: state, sync_limit=3, init_limit=6)
+
+
+def _elect(p: Peer, leader: int) -> None:
+    """Make ``p`` decide for ``leader`` through its election."""
+    p.step(Tick(), 0)  # starts the first round
+    if leader == p.my_id:  # the others vote for us in our round
+        for src in VOTERS - {p.my_id}:
+            vote = Notification(src, LOOKING, leader, p.last_zxid, p.election.round,
+                                p.current_epoch)
+            p.step(Vote(src, vote), 0)
+        t = 0
+        while p.role == LOOKING and t < 1000:
+            t += 100
+            p.step(Tick(), t)
+    else:  # the others already follow, or lead
+        for src in VOTERS - {p.my_id}:
+            state = LEADING if src == leader else FOLLOWING
+            p.step(Vote(src, Notification(src, state, leader, 0, 1, 0)), 0)
+
+
+def _take(p: Peer) -> Ready:
+    r = p.ready()
+    p.advance()
+    return r
+
+
+def _packets(r: Ready, dest: int, durable: bool = False) -> list[str]:
+    out = r.send_after_persist if durable else r.send
+    return [m.describe(pkt) for d, pkt in out if d == dest]
+
+
+def _deliver(r: Ready, src: int, dst: Peer, durable: bool = True) -> None:
+    """Deliver src's packets for dst: the immediate ones, then (if durable) the
+    ones that waited for src's disk."""
+    out = list(r.send) + (list(r.send_after_persist) if durable else [])
+    for dest, pkt in out:
+        if dest == dst.my_id:
+            dst.step(Message(src, pkt), 0)
+
+
+# -- wire format ----------------------------------------------------------------------
+
+
+def test_quorum_packet_bytes_are_zookeepers() -> None:
+    pkt = m.packet(m.PROPOSAL, m.make_zxid(2, 5), b"tx")
+    assert pkt.encode() == (b"\x00\x00\x00\x02" + b"\x00\x00\x00\x02\x00\x00\x00\x05"
+                            + b"\x00\x00\x00\x02tx" + b"\xff\xff\xff\xff")
+    ping = m.packet(m.PING, 7)
+    assert ping.encode()[-8:] == b"\xff\xff\xff\xff\xff\xff\xff\xff"  # null data, null authinfo
+    info = m.follower_info(3, 4)
+    assert info.zxid == 4 << 32 and m.learner_id(info) == 3
+    assert m.LearnerInfo(3, m.PROTOCOL_VERSION, -1).encode() == (
+        b"\x00" * 7 + b"\x03" + b"\x00\x01\x00\x00" + b"\xff" * 8)
+    assert (m.REQUEST, m.PROPOSAL, m.ACK, m.COMMIT, m.PING, m.NEWLEADER, m.FOLLOWERINFO,
+            m.UPTODATE, m.DIFF, m.TRUNC, m.SNAP, m.LEADERINFO, m.ACKEPOCH) == (
+            1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 17, 18)
+
+
+# -- discovery and synchronization ------------------------------------------------------
+
+
+def _three(disks: dict[int, DiskState] | None = None) -> tuple[Peer, Peer, Peer]:
+    disks = disks or {}
+    leader, f2, f3 = (_peer(i, disks.get(i)) for i in (1, 2, 3))
+    _elect(leader, 1)
+    _elect(f2, 1)
+    _elect(f3, 1)
+    assert (leader.role, f2.role, f3.role) == (LEADING, FOLLOWING, FOLLOWING)
+    return leader, f2, f3
+
+
+def _establish(leader: Peer, *followers: Peer) -> None:
+    """Run discovery and sync to completion, every disk syncing at once."""
+    for _ in range(8):
+        rl = _take(leader)
+        _deliver(rl, 1, leader)
+        for f in followers:
+            _deliver(rl, 1, f)
+            _deliver(_take(f), f.my_id, leader)
+
+
+def test_discovery_picks_max_accepted_epoch_plus_one_once_a_quorum_connected() -> None:
+    disks = {1: DiskState(accepted_epoch=3, current_epoch=3),
+             2: DiskState(accepted_epoch=6, current_epoch=5)}
+    leader, f2, f3 = _three(disks)
+    assert _packets(_take(f2), 1) == ["FOLLOWERINFO(0x600000000)"]
+    _take(leader)
+    _deliver(Ready(send=[(1, m.follower_info(2, 6))]), 2, leader)
+    r = _take(leader)
+    assert SaveEpoch(accepted=7) in r.persist
+    # LEADERINFO waits for the leader's own acceptedEpoch to be synced.
+    assert _packets(r, 2) == [] and _packets(r, 2, durable=True) == ["LEADERINFO(0x700000000)"]
+    f2.step(Message(1, r.send_after_persist[0][1]), 0)
+    r2 = _take(f2)
+    assert r2.persist == [SaveEpoch(accepted=7)]
+    assert _packets(r2, 1, durable=True) == ["ACKEPOCH(0x0)"]
+    assert m.read_int(r2.send_after_persist[0][1].data) == 5  # its currentEpoch
+
+
+def test_a_follower_refuses_a_leader_whose_epoch_is_behind_its_accepted_epoch() -> None:
+    f = _peer(2, DiskState(accepted_epoch=9, current_epoch=8))
+    _elect(f, 1)
+    _take(f)
+    f.step(Message(1, m.packet(m.LEADERINFO, m.make_zxid(4, 0), m.int_data(m.PROTOCOL_VERSION))), 0)
+    assert f.role == LOOKING
+    assert 1 in _take(f).disconnect
+
+
+def test_the_follower_persists_its_sync_before_acking_newleader() -> None:
+    """ZOOKEEPER-3911: the ACK of NEWLEADER promises the synced history is on disk."""
+    history = [(m.make_zxid(1, n), b"t%d" % n) for n in range(1, 4)]
+    leader, f2, f3 = _three({1: DiskState(1, 1, 0, history)})
+    _deliver(_take(f2), 2, leader)
+    _deliver(_take(f3), 3, leader)
+    rl = _take(leader)
+    _deliver(rl, 1, f2)
+    _deliver(_take(f2), 2, leader)
+    rl = _take(leader)
+    assert _packets(rl, 2)[:2] == ["DIFF(0x100000003)", "PROPOSAL(0x100000001)"]
+    assert _packets(rl, 2)[-1] == "NEWLEADER(0x200000000)"
+    _deliver(rl, 1, f2)
+    r = _take(f2)
+    assert r.persist == [Append(z, t) for z, t in history] + [SaveEpoch(current=2)]
+    assert _packets(r, 1) == [] and _packets(r, 1, durable=True) == ["ACK(0x200000000)"]
+    assert r.commit == []  # nothing applied before UPTODATE
+
+
+def test_established_leader_commits_its_history_and_sends_uptodate() -> None:
+    history = [(m.make_zxid(1, n), b"t%d" % n) for n in range(1, 3)]
+    leader, f2, f3 = _three({1: DiskState(1, 1, 0, history)})
+    commits: list[tuple[int, bytes]] = []
+    for _ in range(8):
+        rl = _take(leader)
+        commits += rl.commit
+        _deliver(rl, 1, leader)
+        _deliver(rl, 1, f2)
+        _deliver(_take(f2), 2, leader)
+    assert leader.can_propose and commits == history
+    assert f2.applied == history[-1][0] and f2.following is not None
+    assert f2.following.phase == "broadcast"
+
+
+def _synced_pair(history: list[tuple[int, bytes]], fdisk: DiskState) -> tuple[Peer, Peer]:
+    leader, f2, _ = _three({1: DiskState(1, 1, 0, history), 2: fdisk})
+    _establish(leader, f2)
+    return leader, f2
+
+
+def test_trunc_when_the_follower_has_an_old_epochs_uncommitted_tail() -> None:
+    shared = [(m.make_zxid(1, 1), b"a"), (m.make_zxid(1, 2), b"b")]
+    tail = [(m.make_zxid(1, 3), b"lost")]
+    leader, f2, _ = _three({1: DiskState(2, 2, 0, shared), 2: DiskState(1, 1, 0, shared + tail)})
+    _deliver(_take(f2), 2, leader)
+    seen: list[str] = []
+    for _ in range(4):
+        rl = _take(leader)
+        seen += _packets(rl, 2)
+        _deliver(rl, 1, leader)
+        _deliver(rl, 1, f2)
+        rf = _take(f2)
+        if any(isinstance(op, Truncate) for op in rf.persist):
+            assert Truncate(m.make_zxid(1, 2)) in rf.persist
+        _deliver(rf, 2, leader)
+    assert "TRUNC(0x100000002)" in seen
+    assert f2.last_zxid == m.make_zxid(1, 2)
+
+
+def test_snap_when_the_follower_is_behind_the_in_memory_log() -> None:
+    leader = Peer(1, VOTERS, DiskState(1, 1, m.make_zxid(1, 5), []), lambda: b"STATE",
+                  sync_limit=3, init_limit=6)
+    f2 = _peer(2, DiskState(1, 1, 0, [(m.make_zxid(1, 1), b"a")]))
+    _elect(leader, 1)
+    _elect(f2, 1)
+    rf_all: list[Ready] = []
+    for _ in range(6):
+        rl = _take(leader)
+        _deliver(rl, 1, leader)
+        _deliver(rl, 1, f2)
+        rf = _take(f2)
+        rf_all.append(rf)
+        _deliver(rf, 2, leader)
+    installs = [op for r in rf_all for op in r.persist if isinstance(op, InstallSnapshot)]
+    assert installs == [InstallSnapshot(m.make_zxid(1, 5), b"STATE")]
+    assert [i for r in rf_all for i in r.install] == [(m.make_zxid(1, 5), b"STATE")]
+    assert f2.applied == m.make_zxid(1, 5)
+
+
+# -- broadcast ------------------------------------------------------------------------------
+
+
+def test_the_leader_counts_its_own_ack_only_after_its_disk_synced() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    zxid = leader.next_zxid
+    leader.step(Propose(b"x", zxid), 0)
+    r = _take(leader)
+    assert r.persist == [Append(zxid, b"x")]
+    assert _packets(r, 2) == [f"PROPOSAL(0x{zxid:x})"]
+    assert _packets(r, 1, durable=True) == [f"ACK(0x{zxid:x})"]
+    # The follower's ACK alone is not a quorum of three; with ours, once our
+    # disk synced, it is.
+    _deliver(r, 1, f2, durable=False)
+    rf = _take(f2)
+    assert _packets(rf, 1) == [] and _packets(rf, 1, durable=True) == [f"ACK(0x{zxid:x})"]
+    _deliver(rf, 2, leader)
+    assert _take(leader).commit == []
+    _deliver(Ready(send_after_persist=r.send_after_persist), 1, leader)
+    assert _take(leader).commit == [(zxid, b"x")]
+
+
+def test_commits_go_out_in_zxid_order() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    z1 = leader.next_zxid
+    leader.step(Propose(b"1"), 0)
+    z2 = leader.next_zxid
+    leader.step(Propose(b"2"), 0)
+    r = _take(leader)
+    leader.step(Message(2, m.packet(m.ACK, z2)), 0)
+    leader.step(Message(1, m.packet(m.ACK, z2)), 0)
+    assert _take(leader).commit == []  # z2 has a quorum, z1 does not yet
+    leader.step(Message(1, m.packet(m.ACK, z1)), 0)
+    leader.step(Message(2, m.packet(m.ACK, z1)), 0)
+    assert _take(leader).commit == [(z1, b"1"), (z2, b"2")]
+    assert r.send_after_persist
+
+
+# -- liveness ---------------------------------------------------------------------------------
+
+
+def test_leader_without_a_synced_quorum_steps_down_after_sync_limit() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    for t in range(5):
+        leader.step(Tick(), 1000 + t)
+    assert leader.role == LOOKING
+    assert 2 in _take(leader).disconnect
+
+
+def test_follower_goes_looking_when_the_leader_is_silent() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    for t in range(5):
+        f2.step(Tick(), 1000 + t)
+    assert f2.role == LOOKING
+
+
+def test_losing_the_leader_connection_means_looking() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    f2.step(ConnectionLost(1), 0)
+    assert f2.role == LOOKING
+    leader.step(ConnectionLost(2), 0)
+    assert 2 not in leader.leading.learners  # type: ignore[union-attr]
+
+
+def test_an_ensemble_of_one_leads_itself() -> None:
+    p = Peer(1, frozenset({1}), DiskState(), lambda: b"", sync_limit=3, init_limit=6)
+    t = 0
+    while p.role == LOOKING and t < 1000:
+        t += 100
+        p.step(Tick(), t)
+    r = _take(p)
+    assert p.role == LEADING
+    for dest, pkt in r.send_after_persist:
+        p.step(Message(dest, pkt), 1000)
+    assert p.can_propose
+    p.step(Propose(b"solo"), 1000)
+    for dest, pkt in _take(p).send_after_persist:
+        p.step(Message(dest, pkt), 1000)
+    assert _take(p).commit == [(m.make_zxid(1, 1), b"solo")]
