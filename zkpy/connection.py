@@ -41,6 +41,10 @@ _LEN = struct.Struct(">i")
 _REQ_HDR = struct.Struct(">ii")
 _REPLY = struct.Struct(">iiqi")
 _CONNECT_FIXED = 4 + 8 + 4 + 8  # protocolVersion, lastZxidSeen, timeOut, sessionId
+# Bytes of replies a connection may queue before it stops taking requests from
+# its input buffer: a client pipelining reads of big znodes cannot make the
+# server queue gigabytes for it.
+OUTPUT_BUDGET = 2 * 1024 * 1024
 _NULL_BUFFER = _LEN.pack(-1)  # a jute buffer field holding null
 
 # Multi-op request records by op type (MultiOperationRecord).
@@ -76,6 +80,8 @@ class Connection:
         self.pending: deque[Request | tuple[int, int, Any]] = deque()
         self.early: list[bytes] = []
         self.close_pending = False
+        self.out_bytes = 0
+        self.backlogged = False
         self.sasl: DigestMD5Server | None = None
         self.established = now
         self.packets_received = 0
@@ -101,7 +107,13 @@ class Connection:
         buf += data
         off = 0
         limit = core.settings.max_buffer
+        self.backlogged = False
         while len(buf) - off >= 4:
+            if self.out_bytes > OUTPUT_BUDGET:
+                # Enough replies for this client until its transport takes them:
+                # the rest waits in our buffer (the adapter calls receive(b"") again).
+                self.backlogged = True
+                break
             (n,) = _LEN.unpack_from(buf, off)
             if self.state == "new" and off == 0 and fourletter.is_command(bytes(buf[0:4])):
                 self._four_letter(bytes(buf[0:4]).decode("ascii"))
@@ -377,6 +389,7 @@ class Connection:
         self.out.append(_REPLY.pack(16 + len(payload), xid, zxid, err))
         if payload:
             self.out.append(payload)
+        self.out_bytes += 20 + len(payload)
         self.packets_sent += 1
         self.core.stats.packets_sent += 1
         latency = now - started if started is not None else 0
@@ -404,6 +417,7 @@ class Connection:
 
     def _queue(self, frame: bytes) -> None:
         self.out.append(frame)
+        self.out_bytes += len(frame)
         self.packets_sent += 1
         self.core.stats.packets_sent += 1
         self.core.dirty[self] = None
@@ -412,6 +426,7 @@ class Connection:
         if self.out and self.state != "closed":
             data = b"".join(self.out)
             self.out.clear()
+            self.out_bytes = 0
             self.sink(data)
         if self.close_pending and self.state != "closed":
             self._close()

@@ -43,6 +43,7 @@ class ClientProtocol(protocol.Protocol):
         self.tls_pending = tls
         self.buffer_full = False
         self.throttled = False
+        self._scheduled = False
 
     # IPushProducer, called by our own transport about its write buffer.
     def pauseProducing(self) -> None:
@@ -52,6 +53,24 @@ class ClientProtocol(protocol.Protocol):
     def resumeProducing(self) -> None:
         self.buffer_full = False
         self._update_reading()
+        self._continue()
+
+    def _continue(self) -> None:
+        """Take more requests already buffered, when the connection stopped for
+        its output budget and its transport is not full."""
+        conn = self.conn
+        if conn is None or not conn.backlogged or self.buffer_full or self._scheduled:
+            return
+        self._scheduled = True
+
+        def go() -> None:
+            self._scheduled = False
+            if self.conn is not None and not self.buffer_full:
+                self.conn.receive(b"", self.server.clock())
+                self.server.core.flush()
+                self._continue()
+
+        self.server.reactor.callLater(0, go)
 
     def stopProducing(self) -> None:
         pass
@@ -109,6 +128,7 @@ class ClientProtocol(protocol.Protocol):
             self.server.throttled.add(self)
             self._update_reading()
         core.flush()
+        self._continue()
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.conn is not None:
