@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from zkpy.acl import AuthProviders
 from zkpy.jute import schema as S
 from zkpy.prep import Prep, Request
-from zkpy.proto import Op
+from zkpy.proto import Op, Perms, ZkError
 from zkpy.session import SessionTable
 from zkpy.stats import ServerStats
 from zkpy.tree import DataTree
@@ -230,9 +230,18 @@ class ServerCore:
         if conn is not None:
             conn.committed(req, rc)
 
-    def _fire(self, triggers: list[tuple[str, int]]) -> None:
-        for path, etype in triggers:
+    def _fire(self, triggers: list[tuple[str, int, Any]]) -> None:
+        # As ZooKeeper since CVE-2024-23944 (and Debian's 3.8.0): an event only
+        # reaches a watcher that may READ the node it is about; the watch is
+        # spent either way.
+        check = None if self.settings.skip_acl else self.auth.check
+        for path, etype, acl in triggers:
             for conn in self.watches.trigger(path, etype):
+                if check is not None:
+                    try:
+                        check(acl, Perms.READ, conn.ids)
+                    except ZkError:
+                        continue
                 conn.send_event(etype, path)
 
     def _session_closed(self, sid: int) -> None:

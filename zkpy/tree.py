@@ -109,7 +109,7 @@ class TxnResult:
         self.path: str | None = None
         self.stat: Any = None
         self.multi: list[TxnResult] | None = None
-        self.triggers: list[tuple[str, int]] = []
+        self.triggers: list[tuple[str, int, Any]] = []  # (path, event type, the node's ACL)
         self.zxid = zxid
         self.session_id = session_id
         self.cxid = cxid
@@ -269,8 +269,8 @@ class DataTree:
         elif kind == "ttl":
             self.ttls.add(path)
         on_create(self, path, parent_path, name, txn.data)
-        rc.triggers.append((path, EventType.NodeCreated))
-        rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
+        rc.triggers.append((path, EventType.NodeCreated, node.acl))
+        rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
         return node
 
     def _delete(self, rc: TxnResult, path: str, zxid: int) -> None:
@@ -301,8 +301,8 @@ class DataTree:
             else:
                 self.ttls.discard(path)
         on_delete(self, path, parent_path, name, node.data)
-        rc.triggers.append((path, EventType.NodeDeleted))
-        rc.triggers.append((parent_path, EventType.NodeChildrenChanged))
+        rc.triggers.append((path, EventType.NodeDeleted, node.acl))
+        rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
 
     def _set_data(self, rc: TxnResult, txn: Any, zxid: int, time: int) -> Any:
         node = self.nodes.get(txn.path)
@@ -313,7 +313,7 @@ class DataTree:
         node.mzxid = zxid
         node.version = txn.version
         on_set_data(self, txn.path, old, txn.data)
-        rc.triggers.append((txn.path, EventType.NodeDataChanged))
+        rc.triggers.append((txn.path, EventType.NodeDataChanged, node.acl))
         return node
 
     def _set_acl(self, txn: Any) -> Any:
