@@ -132,6 +132,13 @@ def test_discovery_picks_max_accepted_epoch_plus_one_once_a_quorum_connected() -
     assert m.read_int(r2.send_after_persist[0][1].data) == 5  # its currentEpoch
 
 
+def test_a_leader_re_elects_when_a_voter_promised_a_newer_epoch() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    epoch = leader.current_epoch
+    leader.step(Message(3, m.follower_info(3, epoch + 5)), 0)
+    assert leader.role == LOOKING  # the next epoch will be chosen above its promise
+
+
 def test_a_follower_refuses_a_leader_whose_epoch_is_behind_its_accepted_epoch() -> None:
     f = _peer(2, DiskState(accepted_epoch=9, current_epoch=8))
     _elect(f, 1)

@@ -2,9 +2,10 @@
 
 Each seed (even: 3 peers, odd: 5) runs ``zkpy.testing.zabsim.run_seed``:
 client writes arrive at random peers and go to the leader they follow;
-links break, minorities are partitioned off, peers crash (several at once,
-sometimes) and restart from what their disk had synced, snapshots are
-taken; then the network heals, every peer restarts, and the ensemble must
+links break, minorities are partitioned off, peers crash (one, several or
+all at once: a power cut) and restart from what their disk had synced
+(disks sync after random delays, some slower than the network), snapshots
+are taken; then the network heals, every peer restarts, and the ensemble must
 settle on one leader that everyone follows, all with the same applied txns,
 and take one more write everywhere. ``zkpy.testing.zabcheck`` checks the
 safety invariants after every step (see its docstring).

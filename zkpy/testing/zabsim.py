@@ -112,7 +112,7 @@ PeerFactory = Callable[..., Peer]
 
 class Cluster:
     def __init__(self, seed: int, size: int, peer_factory: PeerFactory = Peer,
-                 log_window: int = 8, disk_delay: int = 60) -> None:
+                 log_window: int = 8, disk_delay: int = 100) -> None:
         self.seed = seed
         self.rng = random.Random(seed * 7919 + size)
         self.ids = list(range(1, size + 1))
@@ -122,6 +122,8 @@ class Cluster:
         self.disk_delay = disk_delay
         self.check = Checker()
         self.disks = {i: MemDisk() for i in self.ids}
+        # Some disks are slow: fsync can take longer than a network round trip.
+        self.disk_speed = {i: self.rng.randint(5, disk_delay) for i in self.ids}
         self.trees: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.peers: dict[int, Peer] = {}
         self.conn: dict[frozenset[int], int] = {}
@@ -163,7 +165,7 @@ class Cluster:
         for q in ready.disconnect:
             self._close(i, q)
         if ready.persist or ready.send_after_persist:
-            at = self.net.now + self.rng.randint(0, self.disk_delay)
+            at = self.net.now + self.rng.randint(0, self.disk_speed[i])
             after = [(d, p, self._conn_id(i, d)) for d, p in ready.send_after_persist]
             self.disks[i].pending.append(_Batch(at, list(ready.persist), after))
         for dest, pkt in ready.send:
@@ -354,9 +356,10 @@ class SeedResult:
 def _chaos(c: Cluster, rounds: int) -> None:
     rng = c.rng
     for _ in range(rounds):
-        c.run(c.net.now + rng.randint(50, 500))
+        c.run(c.net.now + rng.randint(10, 300))
         action = rng.choice(["cut", "cut", "partition", "crash", "crash", "crash-many",
-                             "restart", "restart", "restart", "heal", "snapshot", "nothing"])
+                             "outage", "restart", "restart", "restart", "heal", "snapshot",
+                             "nothing"])
         live = c.live()
         down = [i for i in c.ids if i in c.net.down]
         if action == "cut":
@@ -368,6 +371,9 @@ def _chaos(c: Cluster, rounds: int) -> None:
             c.crash(rng.choice(live))
         elif action == "crash-many" and live:
             for i in rng.sample(live, rng.randint(1, len(live))):
+                c.crash(i)
+        elif action == "outage":  # a power cut: every disk keeps only what it synced
+            for i in live:
                 c.crash(i)
         elif action == "restart" and down:
             c.restart(rng.choice(down))
@@ -408,7 +414,7 @@ def run_seed(seed: int, size: int | None = None, peer_factory: PeerFactory = Pee
     """One randomized run: chaos with client writes, then heal and settle."""
     size = size if size is not None else (3 if seed % 2 == 0 else 5)
     c = Cluster(seed, size, peer_factory)
-    _chaos(c, rounds if rounds is not None else c.rng.randint(3, 10))
+    _chaos(c, rounds if rounds is not None else c.rng.randint(5, 30))
     heal_and_settle(c)
     return SeedResult(seed, size, c.proposed, len(c.check.global_seq),
                       len(c.check.established), c.net.now, c.stats)

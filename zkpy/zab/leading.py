@@ -150,6 +150,13 @@ class Leading:
             return
         self.learners.pop(src, None)  # a new connection replaces the old one
         learner = Learner(src, m.epoch_of(pkt.zxid), p.ticks)
+        if 0 <= self.epoch < learner.accepted_epoch:
+            # It promised a newer epoch (to a leader that then failed) and will
+            # refuse ours ("Leaders epoch is less than accepted epoch") for as
+            # long as we lead. ZooKeeper leaves it retrying; we re-elect so the
+            # next epoch is chosen above its promise and every voter can join.
+            p.become_looking(f"follower {src} accepted epoch {learner.accepted_epoch}")
+            return
         self.learners[src] = learner
         if self.epoch >= 0:
             self._send_leader_info(learner)

@@ -40,7 +40,9 @@ Carrying out a Ready, in this order:
        earlier ones* are synced, then step ``Persisted(last logged zxid)``.
        These are the ACKs that promise durability: a follower's ACKs, its ACK
        of NEWLEADER, ACKEPOCH after saving acceptedEpoch, LEADERINFO after
-       the leader saved it, and the leader's own ACKs (to ``my_id``).
+       the leader saved it, and the leader's own ACKs (to ``my_id``). Each
+       rides the connection that existed when the Ready was made: if that
+       connection closed meanwhile, drop it (TCP would have lost it too).
     6. ``install`` (load a snapshot into the tree, replacing it) then
        ``commit``: (zxid, txn) pairs in zxid order, to apply to the tree
        (ServerCore.commit); ``requests``: REQUEST packets a leader received
