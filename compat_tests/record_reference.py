@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import struct
 import sys
@@ -229,7 +228,7 @@ class RawClient:
         self.sock.settimeout(timeout)
         try:
             frame = self._read_frame()
-        except socket.timeout:
+        except TimeoutError:
             return None
         finally:
             self.sock.settimeout(10)
@@ -631,7 +630,7 @@ def summarise(frames: list[dict], facts: dict) -> dict:
         return next(st for st in b if st["step"] == step)["replies"][0]["zxid"]
 
     srvr = facts["d_ping_reply_zxid"]["srvr"]
-    last_zxid = int(next(l for l in srvr.splitlines() if l.startswith("Zxid:")).split()[1], 16)
+    last_zxid = int(next(ln for ln in srvr.splitlines() if ln.startswith("Zxid:")).split()[1], 16)
     out["statements"] = {
         "failed_create_advances_zxid": zx("create /b again (NodeExists)") == zx("get /b") + 1,
         "failed_setdata_advances_zxid": zx("set /b version 9 (BadVersion)") == zx("get /b after NodeExists") + 1,
