@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import os
 
-import pytest
-
 from zkpy.testing.zabcheck import Violation
 from zkpy.testing.zabsim import Cluster, heal_and_settle, run_seed
 from zkpy.zab import messages as m
