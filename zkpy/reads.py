@@ -175,6 +175,10 @@ def _who_am_i(core: ServerCore, conn: Connection, body: Any) -> bytes:
 def _multi_read(core: ServerCore, conn: Connection, body: Any) -> bytes:
     parts: list[bytes] = []
     for op, rec in body:
+        # ZooKeeper's Op.getData/Op.getChildren carry no watch flag: a
+        # multiRead never sets watches.
+        if op in (Op.getChildren, Op.getData):
+            rec = type(rec)(rec.path, False)
         try:
             if op == Op.getChildren:
                 payload = _get_children(core, conn, rec)
