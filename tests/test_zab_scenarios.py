@@ -343,6 +343,7 @@ def follower_acks_before_persist(factory: type[Peer]) -> Script:
     s.deliver(3, 1)  # PROPOSAL A reaches 1 only
     s.sync(3)  # the leader's own ACK
     s.deliver(1, 3)  # a correct 1 sends nothing yet
+    assert s.peers[1].history.txn(A_ZXID) == A and s.disks[1].log == []
     s.crash(1)
     s.crash(3)
     s.restart(1)
@@ -368,6 +369,7 @@ def leader_commits_before_persist(factory: type[Peer]) -> Script:
     s.deliver(3, 1)
     s.sync(1)  # 1's ACK of A leaves after its disk synced A
     s.deliver(1, 3)
+    assert s.disks[3].log == [] and s.disks[1].log == [(A_ZXID, A)]
     s.crash(3)  # 3's disk never synced A
     s.crash(1)
     s.restart(3)
@@ -401,6 +403,7 @@ def follower_acks_newleader_before_sync(factory: type[Peer]) -> Script:
     s.settle({1, 3}, sync={3})  # 1's ACKEPOCH waits for its acceptedEpoch
     s.sync(1)  # acceptedEpoch 2 is durable; ACKEPOCH goes
     s.settle({1, 3}, sync={3})  # DIFF, PROPOSAL A, NEWLEADER; 1 never syncs
+    assert s.peers[1].history.txn(A_ZXID) == A and s.disks[1].log == []
     s.crash(1)
     s.crash(3)
     s.restart(1)
