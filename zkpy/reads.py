@@ -176,16 +176,16 @@ def _multi_read(core: ServerCore, conn: Connection, body: Any) -> bytes:
     parts: list[bytes] = []
     for op, rec in body:
         # ZooKeeper's Op.getData/Op.getChildren carry no watch flag: a
-        # multiRead never sets watches.
-        if op in (Op.getChildren, Op.getData):
-            rec = type(rec)(rec.path, False)
+        # multiRead never sets watches.  Any other op type throws in
+        # FinalRequestProcessor: the whole request is MARSHALLINGERROR.
+        if op not in (Op.getChildren, Op.getData):
+            raise ZkError(Err.MARSHALLINGERROR)
+        rec = type(rec)(rec.path, False)
         try:
             if op == Op.getChildren:
                 payload = _get_children(core, conn, rec)
-            elif op == Op.getData:
-                payload = _get_data(core, conn, rec)
             else:
-                raise ZkError(Err.BADARGUMENTS)
+                payload = _get_data(core, conn, rec)
             parts.append(encode(S.MultiHeader(op, False, 0)))
             parts.append(payload)
         except ZkError as e:
