@@ -23,6 +23,7 @@ from zkpy.paths import path_error
 from zkpy.proto import (
     CONTAINER_EPHEMERAL_OWNER,
     MAX_TTL,
+    MULTI_READ_OPS,
     TTL_EPHEMERAL_OWNER_MASK,
     CreateMode,
     Err,
@@ -317,6 +318,10 @@ class Prep:
         # future state does not show half a multi.
         mark = len(self._changes)
         saved = dict(self._by_path)
+        if any(op_type in MULTI_READ_OPS for op_type, _ in req.body):
+            # ZooKeeper: read ops in a multi (alone or mixed with writes, even
+            # after a failing op) make the whole request MARSHALLINGERROR.
+            raise ZkError(Err.MARSHALLINGERROR)
         for op_type, body in req.body:
             if failure is not None:
                 ops.append((Op.error, S.ErrorTxn(int(Err.RUNTIMEINCONSISTENCY))))
