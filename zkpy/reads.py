@@ -92,10 +92,14 @@ def _all_children_number(core: ServerCore, conn: Connection, body: Any) -> bytes
     return encode(S.GetAllChildrenNumberResponse(core.tree.all_children_number(body.path)))
 
 
+_JAVA_TRIM = "".join(map(chr, range(0x21)))  # String.trim() strips chars <= U+0020
+
+
 def _get_ephemerals(core: ServerCore, conn: Connection, body: Any) -> bytes:
     prefix = body.prefixPath or "/"
     paths = core.tree.ephemerals_of(conn.session_id)
-    if prefix != "/":
+    # ZooKeeper: a blank prefix or "/" after Java's trim() means all of them.
+    if prefix.strip(_JAVA_TRIM) not in ("", "/"):
         paths = {p for p in paths if p.startswith(prefix)}
     return encode(S.GetEphemeralsResponse(sorted(paths)))
 
