@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zkpy import fourletter, reads
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, decode_all
-from zkpy.prep import Request
+from zkpy.prep import MALFORMED, Request
 from zkpy.proto import (
     NOTIFICATION_XID,
     REQUEST_RECORDS,
@@ -220,8 +220,10 @@ class Connection:
         except JuteError as e:
             log.warning("Malformed %s request from %s:%d: %s", _op_name(op), self.host,
                         self.port, e)
-            self._reply_in_order(xid, Err.MARSHALLINGERROR, b"", now)
-            return
+            if op not in WRITE_OPS:
+                self._reply_in_order(xid, Err.MARSHALLINGERROR, b"", now)
+                return
+            body = MALFORMED  # a write: MARSHALLINGERROR with a zxid, as ZooKeeper
         except KeyError:
             log.warning("Unknown request type %d from %s:%d; closing", op, self.host, self.port)
             self._queue(_REPLY.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))

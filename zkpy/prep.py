@@ -39,6 +39,12 @@ _INT_MAX = 0x7FFFFFFF
 _SPECIAL_PATHS = frozenset({"/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"})
 
 
+#: The body of a write request that could not be decoded: ZooKeeper's
+#: PrepRequestProcessor gives it a zxid before deserializing, so it becomes
+#: an ErrorTxn(MARSHALLINGERROR) like any failed write.
+MALFORMED: Any = object()
+
+
 class Request:
     """A client (or server-internal) request on its way through the pipeline."""
 
@@ -162,6 +168,8 @@ class Prep:
         """Set ``req.hdr`` and ``req.txn``; a failed check yields an ErrorTxn."""
         req.hdr = S.TxnHeader(req.session_id, req.cxid, zxid, time, req.type)
         try:
+            if req.body is MALFORMED:
+                raise ZkError(Err.MARSHALLINGERROR)
             if req.type == Op.multi:
                 req.txn = self._multi(req, zxid, time)
             else:
