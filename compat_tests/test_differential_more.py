@@ -254,12 +254,57 @@ def test_multi_read_of_write_ops_only(servers):
     compare(servers, _kinds(_tag("multiread-writes"), [(22, ["set"]), (22, ["delete", "set"])]))
 
 
-@pytest.mark.xfail(strict=True, reason="a multi with an op type no multi allows (exists, 3): "
-                   "both answer MARSHALLINGERROR, but ZooKeeper's PrepRequestProcessor gives the "
-                   "failed request a zxid (the next create's zxid is 2 past the last one seen), "
-                   "zkpy rejects it while decoding (1 past)")
 def test_multi_with_an_unknown_op_type_uses_a_zxid(servers):
+    """An op type no multi allows (exists, 3): MARSHALLINGERROR, and the
+    failed request has a zxid (ZooKeeper's PrepRequestProcessor gives it one
+    before deserializing)."""
     compare(servers, _kinds(_tag("multi-unknown"), [(14, ["set", "exists"]), (14, ["exists"])]))
+
+
+def _malformed(T: str, cases: list[tuple[str, int, bytes]]):
+    def scenario(srv):
+        r = RawClient(*srv.address)
+        out: list[Any] = [_create(r, T, b"d")]
+        for i, (name, op, body) in enumerate(cases):
+            r.call(3, S.ExistsRequest(T, False))
+            z0 = r.last_zxid
+            res = _call_or_loss(r, op, body)
+            still = r.connected
+            if not r.connected:
+                r = RawClient(*srv.address)
+            _create(r, f"{T}/probe{i}")
+            err, payload = r.call(4, S.GetDataRequest(T, False))
+            out.append((name, res[0], res[1].hex(), still, ("zxids used", r.last_zxid - z0),
+                        decode(S.GetDataResponse, payload)[0].data))
+        r.close_session()
+        return out
+    return scenario
+
+
+def _malformed_cases(T: str) -> list[tuple[str, int, bytes]]:
+    set_body = encode(S.SetDataRequest(T, b"x", -1))
+    create_body = encode(S.CreateRequest(T + "/c", b"", OPEN_ACL, 0))
+    get_body = encode(S.GetDataRequest(T, False))
+    multi_body = _multi_body([(5, S.SetDataRequest(T, b"x", -1))])
+    return [
+        ("setData truncated", 5, set_body[:-2]),
+        ("create truncated", 1, create_body[:-2]),
+        ("getData truncated", 4, get_body[:-1]),
+        ("delete truncated", 2, encode(S.DeleteRequest(T, -1))[:-1]),
+        ("setACL truncated", 7, encode(S.SetACLRequest(T, OPEN_ACL, -1))[:-1]),
+        ("check truncated", 13, encode(S.CheckVersionRequest(T, -1))[:-1]),
+        ("createTTL truncated", 21, encode(S.CreateTTLRequest(T + "/t", b"", OPEN_ACL, 5, 1))[:-1]),
+        ("createContainer truncated", 19, create_body[:-2]),
+        ("multi truncated", 14, multi_body[:-4]),
+        ("multiRead truncated", 22, _multi_body([(4, S.GetDataRequest(T, False))])[:-4]),
+    ]
+
+
+def test_malformed_requests(servers):
+    """Truncated request bodies: the reply, whether the connection stays, and
+    whether a zxid was used."""
+    T = _tag("malformed")
+    compare(servers, _malformed(T, _malformed_cases(T)))
 
 
 def test_multi_nochildren_for_ephemerals_and_not_empty(servers):
