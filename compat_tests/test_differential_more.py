@@ -357,10 +357,11 @@ def test_set_watches_on_reconnect(servers, op):
         setup = [_create(changer, T), _create(changer, T + "/d1", b"1"),
                  _create(changer, T + "/d2", b"2"), _create(changer, T + "/gone"),
                  _create(changer, T + "/e2"), _create(changer, T + "/c"),
-                 _create(changer, T + "/c/k")]
-        data_w = [T + "/d1", T + "/d2", T + "/gone"]
-        exist_w = [T + "/e1", T + "/e2", T + "/e3"]
-        child_w = [T, T + "/c"]
+                 _create(changer, T + "/c/k"), _create(changer, T + "/re"),
+                 _create(changer, T + "/cgone")]
+        data_w = [T + "/d1", T + "/d2", T + "/gone", T + "/re"]
+        exist_w = [T + "/e1", T + "/e2", T + "/e3", T + "/flash"]
+        child_w = [T, T + "/c", T + "/cgone"]
         for p in data_w:
             w.call(4, S.GetDataRequest(p, True))
         for p in exist_w:
@@ -377,7 +378,13 @@ def test_set_watches_on_reconnect(servers, op):
         changes = [changer.call(5, S.SetDataRequest(T + "/d1", b"x", -1))[0],
                    _create(changer, T + "/e1"),
                    changer.call(2, S.DeleteRequest(T + "/gone", -1))[0],
-                   changer.call(5, S.SetDataRequest(T + "/c/k", b"x", -1))[0]]
+                   changer.call(5, S.SetDataRequest(T + "/c/k", b"x", -1))[0],
+                   # deleted and re-created (data watch), created and deleted
+                   # (exist watch), deleted (child watch)
+                   changer.call(2, S.DeleteRequest(T + "/re", -1))[0], _create(changer, T + "/re"),
+                   _create(changer, T + "/flash"),
+                   changer.call(2, S.DeleteRequest(T + "/flash", -1))[0],
+                   changer.call(2, S.DeleteRequest(T + "/cgone", -1))[0]]
         w._connect((w.session_id, w.passwd))
         if op == 101:
             body = S.SetWatches(seen, data_w, exist_w, child_w)
@@ -392,7 +399,9 @@ def test_set_watches_on_reconnect(servers, op):
                  _create(changer, T + "/e3"),
                  _create(changer, T + "/c/k2"),
                  changer.call(5, S.SetDataRequest(T + "/c/k", b"z", -1))[0],
-                 _create(changer, T + "/new")]
+                 _create(changer, T + "/new"),
+                 _create(changer, T + "/flash"),
+                 _create(changer, T + "/cgone")]
         _sync(w)
         out.append(("later", later, [(t, rel(p)) for t, p in w.events]))
         w.close_session()
@@ -643,6 +652,10 @@ def _four_letter_view(f: FourLetter) -> dict[str, Any]:
     # host.name: pinned by test_envi_host_name
     v["envi values"] = {k: ed.get(k) for k in ("os.name", "os.arch", "os.version",
                                                 "user.name", "user.home")}
+    # the short ones
+    for w in ("ruok", "isro", "srst", "crst"):
+        v[w] = f.word(w)
+    v["dirs keys"] = [k for k, _ in _kv(f.word("dirs"), ": ")]
     # wchs / wchc / wchp: the same watches
     wchs = f.word("wchs").splitlines()
     v["wchs"] = [_shape(x) for x in wchs]
