@@ -278,7 +278,7 @@ class Connection:
             payload = reads.answer(core, self, op, body)
             err = 0
         except ZkError as e:
-            payload = b""
+            payload = e.payload
             err = int(e.code)
         self._reply(xid, core.last_zxid, err, payload, now, _op_name(op))
 

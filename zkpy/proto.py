@@ -86,6 +86,9 @@ class Err(IntEnum):
 class ZkError(Exception):
     """A request failed with a ZooKeeper error code (the KeeperException of the pure core)."""
 
+    #: The reply body sent with the error (ZooKeeper sends one in a few corners).
+    payload = b""
+
     def __init__(self, code: Err, path: str | None = None) -> None:
         super().__init__(f"{code.name}" + (f" for {path}" if path else ""))
         self.code = code

@@ -182,8 +182,14 @@ def _multi_read(core: ServerCore, conn: Connection, body: Any) -> bytes:
         # ZooKeeper's Op.getData/Op.getChildren carry no watch flag: a
         # multiRead never sets watches.  Any other op type throws in
         # FinalRequestProcessor: the whole request is MARSHALLINGERROR.
+        # Its MultiOperationRecord refuses to mix reads and writes (no body);
+        # writes only decode, and the reply carries the empty MultiResponse
+        # made before the first op threw.
         if op not in (Op.getChildren, Op.getData):
-            raise ZkError(Err.MARSHALLINGERROR)
+            e = ZkError(Err.MARSHALLINGERROR)
+            if not any(o in (Op.getChildren, Op.getData) for o, _ in body):
+                e.payload = encode(S.MultiHeader(-1, True, -1))
+            raise e
         rec = type(rec)(rec.path, False)
         try:
             if op == Op.getChildren:
