@@ -246,11 +246,9 @@ def test_multi_with_ops_of_the_other_kind(servers):
     ]))
 
 
-@pytest.mark.xfail(strict=True, reason="a multiRead of write ops only (e.g. one setData): "
-                   "ZooKeeper answers MARSHALLINGERROR with an empty MultiResponse body (the "
-                   "done marker ffffffff01ffffffff: FinalRequestProcessor had created it "
-                   "before the op threw), zkpy MARSHALLINGERROR with no body")
 def test_multi_read_of_write_ops_only(servers):
+    """A multiRead of write ops only: MARSHALLINGERROR with an empty
+    MultiResponse (ZooKeeper had created it before the first op threw)."""
     compare(servers, _kinds(_tag("multiread-writes"), [(22, ["set"]), (22, ["delete", "set"])]))
 
 
