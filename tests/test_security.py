@@ -735,3 +735,34 @@ def test_flooding_client_is_paused_and_others_keep_working(servers: Any) -> None
         other.stop()
         other.close()
     assert srv.running
+
+
+def test_jaas_and_super_digest_arrive_through_java_tool_options(tmp_path: Path) -> None:
+    """Operators pass these as JVM properties (Kazoo's harness, zkServer.sh's
+    SERVER_JVMFLAGS, JAVA_TOOL_OPTIONS): zkpy reads them from there too."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoAuthError
+    from kazoo.security import make_acl
+
+    from zkpy.testing.servers import ZkpyServer
+
+    jaas = tmp_path / "jaas.conf"
+    jaas.write_text('Server {\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n'
+                    '  user_alice="wonderland";\n};\n')
+    flags = (f"-Xmx64m -Djava.security.auth.login.config={jaas} "
+             f"-Dzookeeper.DigestAuthenticationProvider.superDigest={digest('super:letmein')}")
+    with ZkpyServer(env={"JAVA_TOOL_OPTIONS": flags}) as srv:
+        alice = KazooClient(srv.connect_string, sasl_options={
+            "mechanism": "DIGEST-MD5", "username": "alice", "password": "wonderland"})
+        alice.start()
+        alice.create("/private", b"s", acl=[make_acl("sasl", "alice", all=True)])
+        other = KazooClient(srv.connect_string)
+        other.start()
+        with pytest.raises(NoAuthError):
+            other.get("/private")
+        root = KazooClient(srv.connect_string, auth_data=[("digest", "super:letmein")])
+        root.start()
+        assert root.get("/private")[0] == b"s"
+        for client in (alice, other, root):
+            client.stop()
+            client.close()
