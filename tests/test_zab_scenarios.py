@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 import pytest
 
 from zkpy.testing.zabcheck import Checker, Entry, Violation
-from zkpy.testing.zabsim import MemDisk, decode_state, encode_state
+from zkpy.testing.zabsim import MemDisk, decode_state, encode_state, report_leader_progress
 from zkpy.zab import following as fl
 from zkpy.zab import leading as ld
 from zkpy.zab import messages as m
@@ -185,20 +185,7 @@ class Script:
             self._after_step(node, peer)
 
     def _after_step(self, i: int, peer: Peer) -> None:
-        # The same reports as zkpy.testing.zabsim.Cluster._after_step.
-        lead = peer.leading
-        if lead is None:
-            return
-        for zxid, ackers in lead.outstanding.items():
-            if peer.quorum(ackers):
-                txn = peer.history.txn(zxid)
-                assert txn is not None
-                self.check.on_quorum_acked(zxid, txn)
-        if lead.established and not getattr(lead, "_checked", False):
-            lead._checked = True  # type: ignore[attr-defined]
-            tree = self.trees[i]
-            history = tree + peer.history.after(tree[-1][0] if tree else 0)
-            self.check.on_established(i, lead.epoch, history)
+        report_leader_progress(self.check, self.trees[i], i, peer)
 
     def _conn(self, a: int, b: int) -> int:
         return self.conn.get(frozenset((a, b)), 0)

@@ -70,6 +70,24 @@ def decode_state(data: bytes) -> list[Entry]:
     return out
 
 
+
+def report_leader_progress(check: Any, tree: list[Any], i: int, peer: Any) -> None:
+    """Tell the checker what a leader has: proposals a quorum ACKed, and (once)
+    the history it established its epoch with: what it applied plus its log."""
+    lead = peer.leading
+    if lead is None:
+        return
+    for zxid, ackers in lead.outstanding.items():
+        if peer.quorum(ackers):
+            txn = peer.history.txn(zxid)
+            assert txn is not None
+            check.on_quorum_acked(zxid, txn)
+    if lead.established and not getattr(lead, "_checked", False):
+        lead._checked = True
+        history = tree + peer.history.after(tree[-1][0] if tree else 0)
+        check.on_established(i, lead.epoch, history)
+
+
 @dataclass
 class _Batch:
     ready_at: int
@@ -183,19 +201,7 @@ class Cluster:
             self.trees[i].append((zxid, txn))
 
     def _after_step(self, i: int, peer: Peer) -> None:
-        lead = peer.leading
-        if lead is None:
-            return
-        for zxid, ackers in lead.outstanding.items():
-            if peer.quorum(ackers):
-                txn = peer.history.txn(zxid)
-                assert txn is not None
-                self.check.on_quorum_acked(zxid, txn)
-        if lead.established and not getattr(lead, "_checked", False):
-            lead._checked = True  # type: ignore[attr-defined]
-            tree = self.trees[i]
-            history = tree + peer.history.after(tree[-1][0] if tree else 0)
-            self.check.on_established(i, lead.epoch, history)
+        report_leader_progress(self.check, self.trees[i], i, peer)
 
     # -- connections ---------------------------------------------------------------------
 
