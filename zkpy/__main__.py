@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -250,15 +250,26 @@ def _serve(cfg: ServerConfig) -> int:
              VERSION, cfg.tick_time, cfg.data_dir, cfg.min_session_timeout,
              cfg.max_session_timeout)
 
-    def shutdown(signum: int, frame: object) -> None:
-        log.info("Received signal %d, shutting down", signum)
-        reactor.callFromThread(reactor.stop)
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    reactor.run(installSignalHandlers=False)
+    # Twisted's own SIGTERM/SIGINT handling: it also arms a wakeup fd, so a
+    # signal that lands on one of the log threads still wakes the reactor at once.
+    reactor.addSystemEventTrigger("before", "shutdown", _shutdown_watchdog)
+    reactor.run(installSignalHandlers=True)
     log.info("zkpy stopped")
     return 0
+
+
+def _shutdown_watchdog(limit: float = 15.0) -> None:
+    """A clean shutdown finishes in well under a second; if it ever hangs (a
+    stuck disk, say), exit anyway rather than ignore the operator's SIGTERM.
+    What was acknowledged is on disk already."""
+    log.info("Shutting down")
+
+    def guard() -> None:
+        time.sleep(limit)
+        log.error("Shutdown did not finish within %.0fs; exiting now", limit)
+        os._exit(1)
+
+    threading.Thread(target=guard, name="zkpy-shutdown-watchdog", daemon=True).start()
 
 
 if __name__ == "__main__":
