@@ -216,10 +216,8 @@ class ServerCore:
             self.sessions.add(req.session_id, req.txn.timeOut, self.now)
             rc = None
         else:
-            rc = self.tree.apply(hdr, req.txn)
-            if hdr.zxid > self.tree.last_zxid:
-                self.tree.last_zxid = hdr.zxid
-        if hdr.zxid > self.tree.last_zxid:
+            rc = self.tree.apply(hdr, req.txn)  # advances tree.last_zxid itself
+        if hdr.zxid > self.tree.last_zxid:  # createSession does not touch the tree
             self.tree.last_zxid = hdr.zxid
         self.prep.applied(hdr.zxid)
         if rc is not None and rc.triggers:
