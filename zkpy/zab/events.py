@@ -9,6 +9,7 @@ a peer reads back from its disk when it starts. Plain data, no behaviour:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from zkpy.zab.election import Notification
 from zkpy.zab.messages import QuorumPacket
@@ -29,6 +30,12 @@ class Start:
 @dataclass(frozen=True, slots=True)
 class Tick:
     """One tick (ZooKeeper's tickTime) has passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Time passed without a tick: lets the election's timers (finalize wait,
+    resends, in ms) fire without waiting for a whole tickTime."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +64,12 @@ class Propose:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Follower only: hand a client write to the leader (a REQUEST packet)."""
+    """Follower only: hand a client write to the leader (a REQUEST packet:
+    Learner.request's sessionId, cxid, type and request bytes, with the
+    session's auth ids)."""
 
     data: bytes
+    auth: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,7 @@ class ConnectionLost:
     peer: int
 
 
-Event = Start | Tick | Message | Vote | Propose | Forward | Persisted | ConnectionLost
+Event = Start | Tick | Wake | Message | Vote | Propose | Forward | Persisted | ConnectionLost
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -137,14 +147,19 @@ class Ready:
     votes: list[tuple[int, Notification]] = field(default_factory=list)
     install: list[tuple[int, bytes]] = field(default_factory=list)
     commit: list[tuple[int, bytes]] = field(default_factory=list)
-    requests: list[tuple[int, bytes]] = field(default_factory=list)
+    requests: list[tuple[int, bytes, list[Any] | None]] = field(default_factory=list)
+    # Leader: learners' PING payloads (the sessions they saw alive, as
+    # Learner.ping writes them); follower: how many SYNCs arrived (each answers
+    # the oldest sync its clients are waiting on).
+    pings: list[tuple[int, bytes]] = field(default_factory=list)
+    syncs: int = 0
     disconnect: list[int] = field(default_factory=list)
     roles: list[RoleChange] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.persist or self.send or self.send_after_persist or self.votes
                     or self.install or self.commit or self.requests or self.disconnect
-                    or self.roles)
+                    or self.roles or self.pings or self.syncs)
 
 
 @dataclass

@@ -58,7 +58,8 @@ class Following:
         handler = _HANDLERS.get((self.phase, pkt.type))
         if handler is None:
             if pkt.type == m.PING:
-                self.peer.send(self.leader, m.packet(m.PING, pkt.zxid))
+                # Learner.ping: the reply lists the sessions our clients kept alive.
+                self.peer.send(self.leader, m.packet(m.PING, pkt.zxid, self.peer.ping_data()))
                 return
             self.peer.become_looking(f"unexpected {m.describe(pkt)} while {self.phase}")
             return
@@ -156,6 +157,9 @@ class Following:
         self.watermark = max(self.watermark, pkt.zxid)
         self._commit(self.watermark)
 
+    def _sync(self, pkt: m.QuorumPacket) -> None:
+        self.peer.ready().syncs += 1
+
     def _commit(self, zxid: int) -> None:
         p = self.peer
         if zxid > p.history.last_zxid:
@@ -178,4 +182,5 @@ _HANDLERS = {
     (NEWLEADER_ACKED, m.UPTODATE): Following._up_to_date,
     (BROADCAST, m.PROPOSAL): Following._proposal,
     (BROADCAST, m.COMMIT): Following._broadcast_commit,
+    (BROADCAST, m.SYNC): Following._sync,
 }

@@ -60,6 +60,8 @@ class Leading:
         self.outstanding: dict[int, set[int]] = {}  # zxid -> ackers, in zxid order
         self.counter = 0
         self.committed = 0
+        # Leader.pendingSyncs: learners' sync requests waiting for a proposal's commit.
+        self.pending_syncs: dict[int, list[int]] = {}
 
     @property
     def newleader_zxid(self) -> int:
@@ -90,8 +92,14 @@ class Leading:
         elif pkt.type == m.ACK:
             self._learner_ack(learner, pkt.zxid)
         elif pkt.type == m.REQUEST and self.established:
-            self.peer.request(src, pkt.data or b"")
-        elif pkt.type not in (m.PING, m.REQUEST):
+            if m.request_type(pkt.data) == m.OP_SYNC:
+                self._sync_request(src)
+            else:
+                self.peer.request(src, pkt.data or b"", pkt.authinfo)
+        elif pkt.type == m.PING:
+            if pkt.data:
+                self.peer.ready().pings.append((src, pkt.data))
+        elif pkt.type != m.REQUEST:
             self._drop(src)
 
     def on_lost(self, sid: int) -> None:
@@ -294,6 +302,16 @@ class Leading:
 
     # -- broadcast --------------------------------------------------------------------------
 
+    def _sync_request(self, sid: int) -> None:
+        """Leader.processSync: the SYNC goes out behind the COMMIT of the newest
+        proposal in flight, so the learner answers its client only once it has
+        applied everything the leader had proposed when the sync arrived."""
+        if self.outstanding:
+            last = next(reversed(self.outstanding))
+            self.pending_syncs.setdefault(last, []).append(sid)
+        else:
+            self.peer.send(sid, m.packet(m.SYNC, 0))
+
     def _ack(self, sid: int, zxid: int) -> None:
         ackers = self.outstanding.get(zxid)
         if ackers is None:
@@ -315,6 +333,9 @@ class Leading:
                 if learner.phase in _FORWARDING:
                     p.send(learner.sid, commit)
             p.commit_upto(zxid)
+            for sid in self.pending_syncs.pop(zxid, ()):
+                if sid in self.learners:
+                    p.send(sid, m.packet(m.SYNC, 0))
 
     def _drop(self, sid: int) -> None:
         self.learners.pop(sid, None)

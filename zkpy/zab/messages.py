@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from zkpy.jute.codec import BUFFER, INT, LONG, Record, Vector, decode_all, record
+from zkpy.jute.codec import BUFFER, INT, LONG, JuteError, Record, Vector, decode, decode_all, record
 from zkpy.jute.schema import Id
 
 REQUEST = 1
@@ -115,6 +115,77 @@ def learner_id(pkt: QuorumPacket) -> int:
     info = decode_all(LearnerInfo, pkt.data or b"")
     sid: int = info.serverid
     return sid
+
+
+# A quorum connection is a bare stream of QuorumPackets (Learner/LearnerHandler
+# write them with BinaryOutputArchive, no length prefix), so a reader must walk
+# the variable-width fields to find where one packet ends. SNAP carries a whole
+# snapshot inline (see above), hence the generous bound.
+MAX_PACKET_BYTES = 1 << 30
+_LEN = struct.Struct(">i")
+
+
+class PacketError(ValueError):
+    """Bytes on a quorum connection that are not a QuorumPacket."""
+
+
+def _field_end(buf: bytes | bytearray, off: int, what: str) -> int | None:
+    """End of a length-prefixed field at ``off`` (None: not all here yet)."""
+    if len(buf) < off + 4:
+        return None
+    (n,) = _LEN.unpack_from(buf, off)
+    if n < -1 or n > MAX_PACKET_BYTES:
+        raise PacketError(f"QuorumPacket {what} length {n}")
+    end = off + 4 + max(n, 0)
+    return end if len(buf) >= end else None
+
+
+def split_packet(buf: bytes | bytearray, off: int = 0) -> tuple[QuorumPacket, int] | None:
+    """The packet starting at ``buf[off]`` and the offset after it, or None when
+    it is not complete yet; PacketError when the bytes cannot be a packet."""
+    end = _field_end(buf, off + 12, "data")
+    if end is None:
+        return None
+    if len(buf) < end + 4:
+        return None
+    (count,) = _LEN.unpack_from(buf, end)
+    if count < -1 or count > 1024:
+        raise PacketError(f"QuorumPacket authinfo count {count}")
+    end += 4
+    for _ in range(max(count, 0) * 2):  # each Id: scheme, id
+        nxt = _field_end(buf, end, "authinfo")
+        if nxt is None:
+            return None
+        end = nxt
+    try:
+        pkt, _ = decode(QuorumPacket, buf, off, end)
+    except JuteError as e:
+        raise PacketError(str(e)) from None
+    return pkt, end
+
+
+OP_SYNC = 9  # OpCode.sync: the one REQUEST the leader answers itself
+_REQUEST_HEAD = struct.Struct(">qii")  # Learner.request: sessionId, cxid, type
+
+
+def request_data(session_id: int, cxid: int, op: int, body: bytes) -> bytes:
+    """A REQUEST packet's data, as Learner.request writes it."""
+    return _REQUEST_HEAD.pack(session_id, cxid, op) + body
+
+
+def request_head(data: bytes | None) -> tuple[int, int, int]:
+    """(sessionId, cxid, type) of a REQUEST's data; PacketError if too short."""
+    if data is None or len(data) < _REQUEST_HEAD.size:
+        raise PacketError("REQUEST data shorter than its header")
+    head: tuple[int, int, int] = _REQUEST_HEAD.unpack_from(data, 0)
+    return head
+
+
+def request_type(data: bytes | None) -> int | None:
+    try:
+        return request_head(data)[2]
+    except PacketError:
+        return None
 
 
 def describe(pkt: QuorumPacket) -> str:

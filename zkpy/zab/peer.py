@@ -85,6 +85,7 @@ from zkpy.zab.events import (
     Start,
     Tick,
     Vote,
+    Wake,
 )
 from zkpy.zab.following import Following
 from zkpy.zab.history import History
@@ -119,6 +120,8 @@ class Peer:
         self.ticks = 0
         self.now = 0
         self.started = False
+        # What a follower puts in its PING replies (the adapter's session touches).
+        self.ping_data: Callable[[], bytes | None] = lambda: None
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
@@ -136,6 +139,9 @@ class Peer:
             self._on_tick()
         elif isinstance(event, Vote):
             self._on_vote(event)
+        elif isinstance(event, Wake):
+            if self.role == LOOKING:
+                self._election_timer()
         elif isinstance(event, Propose):
             self._on_propose(event)
         elif isinstance(event, Forward):
@@ -197,8 +203,8 @@ class Peer:
         if peer not in self._ready.disconnect:
             self._ready.disconnect.append(peer)
 
-    def request(self, src: int, data: bytes) -> None:
-        self._ready.requests.append((src, data))
+    def request(self, src: int, data: bytes, auth: list | None = None) -> None:
+        self._ready.requests.append((src, data, auth))
 
     def install(self, zxid: int, data: bytes) -> None:
         self._ready.install.append((zxid, data))
@@ -265,9 +271,12 @@ class Peer:
         elif self.following is not None:
             self.following.on_tick()
         else:
-            self._ready.votes.extend(self.election.tick(self.now))
-            if self.election.state != E_LOOKING:
-                self._decided()
+            self._election_timer()
+
+    def _election_timer(self) -> None:
+        self._ready.votes.extend(self.election.tick(self.now))
+        if self.election.state != E_LOOKING:
+            self._decided()
 
     def _on_vote(self, event: Vote) -> None:
         self._ready.votes.extend(self.election.receive(event.notification, self.now))
@@ -282,7 +291,7 @@ class Peer:
     def _on_forward(self, event: Forward) -> None:
         if self.following is None:
             raise NotLeader("no leader to forward to")
-        self.send(self.following.leader, m.packet(m.REQUEST, 0, event.data))
+        self.send(self.following.leader, m.QuorumPacket(m.REQUEST, -1, event.data, event.auth))
 
     def _on_lost(self, peer: int) -> None:
         if self.leading is not None:
