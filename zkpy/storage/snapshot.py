@@ -28,7 +28,7 @@ from typing import Any
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
 from zkpy.quota import setup_quota
-from zkpy.storage.formats import SNAP_MAGIC, VERSION
+from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
 from zkpy.tree import DataTree, Node, ephemeral_kind
 
 log = logging.getLogger("zkpy.storage")
@@ -148,6 +148,17 @@ def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
         return _parse(blob, name)
     except (JuteError, struct.error, IndexError, KeyError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
+
+
+def parse_snapshot(blob: bytes, zxid: int) -> tuple[DataTree, dict[int, int]]:
+    """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions)."""
+    name = snapshot_name(zxid)
+    try:
+        tree, sessions, _ = _parse(blob, name)
+    except (JuteError, struct.error, IndexError, KeyError) as e:
+        raise SnapshotInvalid(f"{name}: {e}") from None
+    tree.last_zxid = zxid
+    return tree, sessions
 
 
 def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
