@@ -155,6 +155,11 @@ class Connection:
             return
         core = self.core
         settings = core.settings
+        if not core.serving:
+            # As a quorum member's ServerCnxn while its ZooKeeperServer is not
+            # running (electing, syncing): the client tries another server.
+            self.abort("ZooKeeperServer not running")
+            return
         if req.lastZxidSeen > core.last_zxid:
             self.abort(f"Refusing session request for client as it has seen zxid "
                        f"0x{req.lastZxidSeen:x} our last zxid is 0x{core.last_zxid:x} "
@@ -232,8 +237,17 @@ class Connection:
         if op in WRITE_OPS:
             req = Request(self.session_id, xid, op, body, list(self.ids), self)
             req.created = now
+            req.raw = frame
             self.pending.append(req)
             core.submit(req, now)
+            return
+        if op == Op.sync and core.sync is not None:
+            # A follower's sync waits for the leader's SYNC (see zkpy.replica).
+            req = Request(self.session_id, xid, op, body, list(self.ids), self)
+            req.created = now
+            req.raw = frame
+            self.pending.append(req)
+            core.sync(req)
             return
         if op == Op.auth:
             self._auth(xid, body, now)
@@ -262,12 +276,7 @@ class Connection:
         return False
 
     def _decode_body(self, op: int, frame: bytes) -> Any:
-        if op in (Op.ping, Op.closeSession, Op.whoAmI):
-            return None
-        if op == Op.multi or op == Op.multiRead:
-            return _decode_multi(frame)
-        cls = REQUEST_RECORDS[op]
-        return decode(cls, frame, 8)[0]
+        return decode_body(op, frame)
 
     def _read(self, xid: int, op: int, body: Any, now: int) -> None:
         core = self.core
@@ -361,6 +370,18 @@ class Connection:
             self.pending.popleft()
         self._reply(req.cxid, req.hdr.zxid, err, payload, self.core.now, _op_name(req.type),
                     req.created)
+        self._drain()
+
+    def synced(self, req: Request) -> None:
+        """The leader's SYNC for ``req`` arrived: everything before it is applied."""
+        if self.state == "closed":
+            return
+        if self.pending and self.pending[0] is req:
+            self.pending.popleft()
+        now = self.core.now
+        self._reply(req.cxid, self.core.last_zxid, 0, reads.answer(self.core, self, Op.sync,
+                                                                      req.body),
+                    now, "sync", req.created)
         self._drain()
 
     def _drain(self) -> None:
@@ -462,6 +483,17 @@ _OP_NAMES = {int(o): o.name for o in Op}
 
 def _op_name(op: int) -> str:
     return _OP_NAMES.get(op) or str(op)
+
+
+def decode_body(op: int, frame: bytes) -> Any:
+    """The request record of a client frame (xid, op, body); JuteError when
+    malformed, KeyError for an unknown op."""
+    if op in (Op.ping, Op.closeSession, Op.whoAmI):
+        return None
+    if op == Op.multi or op == Op.multiRead:
+        return _decode_multi(frame)
+    cls = REQUEST_RECORDS[op]
+    return decode(cls, frame, 8)[0]
 
 
 def _passwd_len(frame: bytes) -> int:

@@ -113,6 +113,15 @@ class ServerCore:
         self._conn_ids = 0
         self.outstanding_writes = 0  # proposed, not yet committed
         self.after_flush: Callable[[], None] | None = None
+        # In an ensemble (zkpy.replica): clients are served only while the
+        # member is synced with an established leader; a follower hands writes
+        # and syncs to ``forward``/``sync`` instead of preparing them, and only
+        # the leader (``expiring``) expires sessions and reaps containers.
+        self.serving = True
+        self.expiring = True
+        self.forward: Callable[[Request], None] | None = None
+        self.sync: Callable[[Request], None] | None = None
+        self.quorum: Any = None  # the Replica, for the four-letter words
 
     def restore(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
         """Adopt a recovered tree and session list (before serving).
@@ -125,6 +134,12 @@ class ServerCore:
         for sid, timeout in sessions.items():
             self.sessions.add(sid, timeout, now)
         self.next_zxid = tree.last_zxid + 1
+
+    def replace_state(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
+        """Adopt a whole new state (a leader's SNAP): tree and sessions."""
+        self.sessions = SessionTable(self.settings.tick_time, self.settings.server_id, now)
+        self.prep.forget_in_flight()
+        self.restore(tree, sessions, now)
 
     def session_timeouts(self) -> dict[int, int]:
         return {sid: s.timeout for sid, s in self.sessions.sessions.items()}
@@ -167,6 +182,9 @@ class ServerCore:
     def tick(self, now: int) -> None:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
+        if not self.expiring:
+            self.flush()
+            return
         for session in self.sessions.expire(now):
             log.info("Expiring session 0x%x, timeout of %dms exceeded", session.id & (2**64 - 1),
                      session.timeout)
@@ -196,7 +214,11 @@ class ServerCore:
     # -- the write pipeline ------------------------------------------------------
 
     def submit(self, req: Request, now: int) -> None:
-        """Prep a write and propose it."""
+        """Prep a write and propose it (a follower forwards it to the leader)."""
+        if self.forward is not None:
+            self.outstanding_writes += 1
+            self.forward(req)
+            return
         zxid = self.next_zxid
         self.next_zxid += 1
         self.prep.prepare(req, zxid, now)
@@ -207,11 +229,13 @@ class ServerCore:
         self.outstanding_writes += 1
         self.committer.propose(req)
 
-    def commit(self, req: Request) -> None:
-        """Apply a committed transaction and answer it (called in zxid order)."""
+    def commit(self, req: Request, ours: bool = True) -> None:
+        """Apply a committed transaction and answer it (called in zxid order).
+        ``ours``: it went through ``submit`` here (not another member's write)."""
         hdr = req.hdr
         self.stats.commits += 1
-        self.outstanding_writes -= 1
+        if ours:
+            self.outstanding_writes -= 1
         if hdr.type == Op.createSession:
             self.sessions.add(req.session_id, req.txn.timeOut, self.now)
             rc = None

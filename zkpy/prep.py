@@ -48,7 +48,8 @@ MALFORMED: Any = object()
 class Request:
     """A client (or server-internal) request on its way through the pipeline."""
 
-    __slots__ = ("session_id", "cxid", "type", "body", "ids", "conn", "hdr", "txn", "created")
+    __slots__ = ("session_id", "cxid", "type", "body", "ids", "conn", "hdr", "txn", "created",
+                 "raw")
 
     def __init__(self, session_id: int, cxid: int, type: int, body: Any, ids: list[Any],
                  conn: Any = None) -> None:
@@ -61,6 +62,7 @@ class Request:
         self.hdr: Any = None
         self.txn: Any = None
         self.created = 0
+        self.raw = b""  # the client's request frame (xid, op, body): what a follower forwards
 
 
 class Change:
@@ -151,6 +153,12 @@ class Prep:
 
     def outstanding(self) -> int:
         return len(self._changes)
+
+    def forget_in_flight(self) -> None:
+        """Drop the future state: the transactions in flight will never be
+        applied (a leader lost its quorum)."""
+        self._changes.clear()
+        self._by_path.clear()
 
     def _valid(self, path: str | None) -> str:
         # A path that names a node is valid: skip the character scan for it.

@@ -71,6 +71,9 @@ class SessionTable:
         self._buckets: dict[int, set[int]] = {}
         self._next_id = first_session_id(server_id, now_ms)
         self._next_sweep = self._round_up(now_ms)
+        # A follower collects the sessions its clients kept alive here and
+        # reports them to the leader, which alone expires sessions.
+        self.touched: dict[int, int] | None = None
 
     def _round_up(self, t: int) -> int:
         return (t // self.tick + 1) * self.tick
@@ -97,6 +100,8 @@ class SessionTable:
         session = self.sessions.get(sid)
         if session is None or session.closing:
             return False
+        if self.touched is not None:
+            self.touched[sid] = session.timeout
         deadline = self._round_up(now + session.timeout)
         if deadline != session.deadline:
             if session.deadline:

@@ -1,0 +1,291 @@
+"""One ensemble member: a Zab ``Peer`` and the ``ServerCore`` it feeds, with no I/O.
+
+The adapter (``zkpy.net.ensemble``) steps events in through ``Replica.step``
+and receives, through ``carry_out``, the part of each Ready that needs the
+outside world (disk, quorum and election connections). Everything that
+touches the server's state happens here, in the order ``zkpy.zab.peer``
+prescribes:
+
+- roles: a member serves clients only while it is synced with an
+  established leader. Losing that closes every client connection and
+  forgets what was in flight, as ZooKeeper shuts its ZooKeeperServer down;
+  clients reconnect (to any member) with their session.
+- a leader prepares every write, its own clients' and those its learners
+  forward (REQUEST), and proposes it with the zxid Zab expects; it alone
+  expires sessions (touched by its clients and by learners' PING reports)
+  and reaps containers.
+- a follower forwards writes and syncs to the leader and answers its client
+  when the commit (or the leader's SYNC) comes back, matching it by
+  (session id, cxid) as ZooKeeper's CommitProcessor does.
+- commits are applied in zxid order on every member; a SNAP replaces the
+  tree and sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from zkpy.connection import decode_body
+from zkpy.core import ServerCore
+from zkpy.jute.codec import JuteError
+from zkpy.prep import MALFORMED, Request
+from zkpy.proto import Op
+from zkpy.storage.formats import decode_txn, encode_txn
+from zkpy.storage.snapshot import parse_snapshot
+from zkpy.zab import messages as m
+from zkpy.zab.events import (
+    FOLLOWING,
+    LEADING,
+    Event,
+    Forward,
+    NotLeader,
+    Propose,
+    Ready,
+    RoleChange,
+)
+from zkpy.zab.peer import Peer
+
+log = logging.getLogger("zkpy.quorum")
+
+_TOUCH = struct.Struct(">qi")  # Learner.ping: session id, timeout
+_INT = struct.Struct(">i")
+ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader"}
+
+
+class Replica:
+    def __init__(self, core: ServerCore, peer: Peer,
+                 carry_out: Callable[[Ready], None] = lambda ready: None) -> None:
+        self.core = core
+        self.peer = peer
+        self.carry_out = carry_out
+        self.now = core.now
+        self.role = 0
+        self.established = False
+        self.leader: int | None = None
+        self.proposed: dict[int, Request] = {}  # leader: zxid -> its request
+        self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
+        self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
+        self.role_changes = 0
+        self.led_since = 0
+        self.conf: list[tuple[str, object]] = []
+        self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
+        core.quorum = self
+        core.committer = self
+        peer.snapshot_source = self._snapshot
+        peer.ping_data = self._touch_report
+        self._stand_down("starting")
+
+    # -- stepping ---------------------------------------------------------------------
+
+    def step(self, event: Event, now: int) -> None:
+        self.now = now
+        self.core.now = max(self.core.now, now)
+        ready = self.peer.step(event, now)
+        self.peer.advance()
+        for change in ready.roles:
+            self._role(change)
+        self.carry_out(ready)
+        for zxid, data in ready.install:
+            self._install(zxid, data)
+        for zxid, txn in ready.commit:
+            self._commit(zxid, txn)
+        for src, data, auth in ready.requests:
+            self._learner_request(src, data, auth)
+        for src, data in ready.pings:
+            self._learner_touches(src, data)
+        for _ in range(ready.syncs):
+            self._synced()
+        self.core.flush()
+
+    # -- roles ------------------------------------------------------------------------
+
+    def _role(self, change: RoleChange) -> None:
+        was_serving = self.established
+        self.role = change.role
+        self.leader = change.leader
+        self.role_changes += 1
+        if not change.established:
+            if was_serving:
+                self._stand_down(f"now {ROLE_NAMES.get(change.role, change.role)}")
+            else:
+                log.info("Peer state: %s (leader %s, epoch %d)",
+                         ROLE_NAMES.get(change.role, change.role), change.leader, change.epoch)
+            self.established = False
+            return
+        core = self.core
+        self.established = True
+        core.serving = True
+        if change.role == LEADING:
+            core.forward = None
+            core.sync = None
+            core.expiring = True
+            core.sessions.touched = None
+            core.next_zxid = m.make_zxid(change.epoch, 1)
+            self.led_since = self.now
+            self._sizes = (-1, -1, -1)
+            # A new leader gives every session a full timeout (as ZooKeeper's
+            # LeaderSessionTracker starts afresh): their clients could not ping it.
+            for sid in list(core.sessions.sessions):
+                core.sessions.touch(sid, self.now)
+            log.info("LEADING - epoch %d established with a quorum; serving clients", change.epoch)
+        else:
+            core.forward = self._forward
+            core.sync = self._forward_sync
+            core.expiring = False
+            core.sessions.touched = {}
+            log.info("FOLLOWING - leader %s, epoch %d; synced and serving clients",
+                     change.leader, change.epoch)
+
+    def _stand_down(self, why: str) -> None:
+        core = self.core
+        if self.established or core.connections:
+            log.info("Not serving clients any more (%s): closing %d client connections",
+                     why, len(core.connections))
+        core.serving = False
+        core.forward = self._refuse
+        core.sync = self._refuse
+        core.expiring = False
+        for conn in list(core.connections.values()):
+            conn.abort("the server is not serving (no quorum)", quiet=True)
+        core.prep.forget_in_flight()
+        core.outstanding_writes = 0
+        self.proposed.clear()
+        self.waiting.clear()
+        self.syncs.clear()
+        self.established = False
+
+    def _refuse(self, req: Request) -> None:
+        conn = req.conn
+        if conn is not None:
+            conn.abort("the server is not serving (no quorum)")
+
+    # -- the leader's side -------------------------------------------------------------
+
+    def propose(self, req: Request) -> None:
+        """ServerCore's commit seam on the leader: Zab broadcasts the prepared txn."""
+        zxid = req.hdr.zxid
+        self.proposed[zxid] = req
+        txn = encode_txn(req.hdr, req.txn)
+        size = len(txn)
+        _, lo, hi = self._sizes
+        self._sizes = (size, size if lo < 0 else min(lo, size), max(hi, size))
+        try:
+            self.step(Propose(txn, zxid), self.now)
+        except NotLeader as e:
+            self.proposed.pop(zxid, None)
+            log.warning("Cannot propose 0x%x: %s", zxid, e)
+            self._refuse(req)
+
+    def _learner_request(self, src: int, data: bytes, auth: list[Any] | None) -> None:
+        try:
+            sid, cxid, op = m.request_head(data)
+            if op == Op.createSession:
+                body: Any = _INT.unpack_from(data, 16)[0]
+            else:
+                try:
+                    body = decode_body(op, data[8:])
+                except JuteError:
+                    body = MALFORMED  # prepared as MARSHALLINGERROR, as for our own clients
+        except (m.PacketError, KeyError, struct.error) as e:
+            log.warning("Dropping a malformed request forwarded by server %d: %s", src, e)
+            return
+        req = Request(sid, cxid, op, body, list(auth or []), None)
+        req.created = self.now
+        self.core.submit(req, self.now)
+
+    def _learner_touches(self, src: int, data: bytes) -> None:
+        sessions = self.core.sessions
+        for off in range(0, len(data) - _TOUCH.size + 1, _TOUCH.size):
+            sid, _timeout = _TOUCH.unpack_from(data, off)
+            sessions.touch(sid, self.now)
+
+    # -- the follower's side -----------------------------------------------------------
+
+    def _forward(self, req: Request) -> None:
+        if req.type == Op.createSession:
+            body = _INT.pack(req.body)
+        else:
+            body = req.raw[8:]
+        self.waiting[(req.session_id, req.cxid)] = req
+        self._send_request(req, body)
+
+    def _forward_sync(self, req: Request) -> None:
+        self.syncs.append(req)
+        self._send_request(req, req.raw[8:])
+
+    def _send_request(self, req: Request, body: bytes) -> None:
+        data = m.request_data(req.session_id, req.cxid, req.type, body)
+        try:
+            self.step(Forward(data, req.ids), self.now)
+        except NotLeader:
+            self._refuse(req)
+
+    def _synced(self) -> None:
+        if not self.syncs:
+            log.warning("SYNC from the leader with no sync waiting; ignored")
+            return
+        req = self.syncs.popleft()
+        if req.conn is not None:
+            req.conn.synced(req)
+
+    def _touch_report(self) -> bytes | None:
+        touched = self.core.sessions.touched
+        if not touched:
+            return None
+        data = b"".join(_TOUCH.pack(sid, timeout) for sid, timeout in touched.items())
+        touched.clear()
+        return data
+
+    # -- every member --------------------------------------------------------------------
+
+    def _commit(self, zxid: int, txn: bytes) -> None:
+        req = self.proposed.pop(zxid, None)
+        ours = req is not None
+        if req is None:
+            hdr, body = decode_txn(txn)
+            req = self.waiting.pop((hdr.clientId, hdr.cxid), None)
+            ours = req is not None
+            if req is None:
+                req = Request(hdr.clientId, hdr.cxid, hdr.type, None, [], None)
+            req.hdr, req.txn = hdr, body
+        self.core.commit(req, ours)
+
+    def _install(self, zxid: int, data: bytes) -> None:
+        tree, sessions = parse_snapshot(data, zxid)
+        self.core.replace_state(tree, sessions, self.now)
+        log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
+                 zxid, len(tree), len(sessions))
+
+    def _snapshot(self) -> bytes:
+        from zkpy.storage.snapshot import snapshot_bytes
+
+        return snapshot_bytes(self.core.tree, self.core.session_timeouts())
+
+    # -- what the four-letter words report ------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return ROLE_NAMES.get(self.role, "looking") if self.established else "looking"
+
+    def conf_lines(self) -> list[tuple[str, object]]:
+        """QuorumPeerConfig's part of ``conf`` (filled in by the adapter's config)."""
+        return list(self.conf)
+
+    def proposal_sizes(self) -> tuple[int, int, int]:
+        return self._sizes
+
+    def leader_uptime(self) -> int:
+        return max(self.now - self.led_since, 0) if self.mode == "leader" else 0
+
+    def learners(self) -> tuple[int, int, int]:
+        """(followers connected, followers synced, pending syncs) on a leader."""
+        lead = self.peer.leading
+        if lead is None:
+            return 0, 0, 0
+        synced = sum(1 for lr in lead.learners.values() if lr.phase == "synced")
+        pending = sum(len(v) for v in lead.pending_syncs.values())
+        return len(lead.learners), synced, pending
