@@ -36,7 +36,7 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         extended_types=cfg.extended_types_enabled,
         skip_acl=cfg.skip_acl,
         super_digest=cfg.super_digest,
-        server_id=1,
+        server_id=cfg.my_id if cfg.my_id is not None and not cfg.is_standalone else 1,
         container_check_ms=container_ms,
         max_client_cnxns=cfg.max_client_cnxns,
         data_dir=cfg.data_dir,
@@ -147,15 +147,55 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.error("Cannot read configuration: %s", e)
         return 2
-    if not cfg.is_standalone:
-        log.error("%s configures an ensemble (server.N lines); zkpy %s runs standalone only "
-                  "until Zab lands", cfg.source, VERSION)
+    if not cfg.is_standalone and _observers(cfg):
+        log.error("%s: observers (%s) are not supported by zkpy %s yet; configure every "
+                  "server.N as a participant", cfg.source, _observers(cfg), VERSION)
         return 2
     try:
         return _serve(cfg)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _observers(cfg: ServerConfig) -> str:
+    names = [f"server.{sid}" for sid, a in sorted(cfg.servers.items()) if a.role == "observer"]
+    if cfg.peer_type == "observer":
+        names.append("peerType=observer")
+    return ", ".join(names)
+
+
+def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
+    """Load the data directory as a quorum member does (tree from the snapshot,
+    the log as accepted history) and build the server; None if it cannot start."""
+    from zkpy.net.ensemble import EnsembleServer
+    from zkpy.storage.quorum import load_quorum_state
+    from zkpy.storage.recovery import RecoveryError, data_dirs
+
+    snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
+    try:
+        os.makedirs(snap_dir, exist_ok=True)
+        os.makedirs(log_dir, exist_ok=True)
+        started = time.monotonic()
+        state = load_quorum_state(snap_dir, log_dir)
+    except RecoveryError as e:
+        log.error("Cannot recover the data directory: %s", e)
+        return None
+    except OSError as e:
+        log.error("Cannot use the data directory %s: %s", cfg.data_dir, e)
+        return None
+    log.info("Loaded %d znodes and %d sessions from the snapshot at zxid 0x%x, %d logged "
+             "transactions after it, acceptedEpoch %d, currentEpoch %d, in %.2fs",
+             len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
+             state.accepted_epoch, state.current_epoch, time.monotonic() - started)
+    server = EnsembleServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    if cfg.autopurge_purge_interval > 0:
+        from twisted.internet import task
+
+        purger = task.LoopingCall(server.purge)
+        purger.clock = reactor
+        purger.start(cfg.autopurge_purge_interval * 3600, now=True)
+    return server
 
 
 def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
@@ -221,10 +261,18 @@ def _serve(cfg: ServerConfig) -> int:
     if cfg.client_port is None and cfg.secure_client_port is None:
         log.error("%s: clientPort is not set (nor secureClientPort)", cfg.source)
         return 2
-    server = ZkServer(reactor, settings)
-    if not _open_data_dir(server, cfg, reactor):
-        return 1
+    server: Any
+    if cfg.is_standalone:
+        server = ZkServer(reactor, settings)
+        if not _open_data_dir(server, cfg, reactor):
+            return 1
+    else:
+        server = _quorum_member(cfg, settings, reactor)
+        if server is None:
+            return 1
     try:
+        if not cfg.is_standalone:
+            server.start_quorum()
         server.listen(plain=cfg.client_port is not None)
         if cfg.secure_client_port is not None:
             from zkpy.net.tls import ServerTLS, TLSConfigError
@@ -236,7 +284,7 @@ def _serve(cfg: ServerConfig) -> int:
                 return _abandon(reactor, 2)
             server.listen_tls(tls, cfg.secure_client_port, cfg.secure_client_port_address)
     except CannotListenError as e:
-        log.error("Cannot bind the client port: %s", e)
+        log.error("Cannot bind a port: %s", e)
         return _abandon(reactor, 1)
     from zkpy.net.admin import EndpointError, start_admin_server, start_metrics_provider
 
@@ -246,9 +294,11 @@ def _serve(cfg: ServerConfig) -> int:
     except EndpointError as e:
         log.error("%s; exiting abnormally", e)
         return _abandon(reactor, e.exit_code)
-    log.info("zkpy %s standalone, tickTime=%d, dataDir=%s, sessions %d..%dms",
-             VERSION, cfg.tick_time, cfg.data_dir, cfg.min_session_timeout,
-             cfg.max_session_timeout)
+    log.info("zkpy %s %s, tickTime=%d, dataDir=%s, sessions %d..%dms",
+             VERSION, "standalone" if cfg.is_standalone
+             else f"server {cfg.my_id} of an ensemble of {len(cfg.servers)} (initLimit="
+                  f"{cfg.init_limit}, syncLimit={cfg.sync_limit})",
+             cfg.tick_time, cfg.data_dir, cfg.min_session_timeout, cfg.max_session_timeout)
 
     # Twisted's own SIGTERM/SIGINT handling: it also arms a wakeup fd, so a
     # signal that lands on one of the log threads still wakes the reactor at once.

@@ -122,6 +122,8 @@ def run(core: ServerCore, cmd: str, conn: Any) -> str:
         fn = _COMMANDS.get(cmd)
         if fn is None:
             return ""
+        if not core.serving and cmd in _NEED_SERVING:
+            return NOT_SERVING
         return fn(core, conn)
     finally:
         core.stats.packets_sent += 1
@@ -194,8 +196,21 @@ def _server_stats(core: ServerCore) -> str:
             f"Connections: {len(core.connections)}\n"
             f"Outstanding: {core.outstanding()}\n"
             f"Zxid: 0x{hex64(core.last_zxid)}\n"
-            "Mode: standalone\n"
-            f"Node count: {_node_count(core)}\n")
+            f"Mode: {server_state(core)}\n"
+            f"Node count: {_node_count(core)}\n"
+            + _proposal_sizes(core))
+
+
+def server_state(core: ServerCore) -> str:
+    """standalone, or a quorum member's role: leader, follower (looking: not serving)."""
+    return "standalone" if core.quorum is None else core.quorum.mode
+
+
+def _proposal_sizes(core: ServerCore) -> str:
+    if server_state(core) != "leader":
+        return ""
+    last, lo, hi = core.quorum.proposal_sizes()
+    return f"Proposal sizes last/min/max: {last}/{lo}/{hi}\n"
 
 
 def _build() -> str:
@@ -364,9 +379,13 @@ def _conf(core: ServerCore, conn: Any) -> str:
         ("minSessionTimeout", s.min_session_timeout),
         ("maxSessionTimeout", s.max_session_timeout),
         ("clientPortListenBacklog", _setting(core, "clientPortListenBacklog", "-1")),
-        ("serverId", 0),  # a standalone ZooKeeperServer reports server id 0
+        # A standalone ZooKeeperServer reports server id 0; a quorum member its myid.
+        ("serverId", 0 if core.quorum is None else s.server_id),
     ]
-    return "".join(f"{k}={v}\n" for k, v in lines)
+    if core.quorum is not None:
+        lines += core.quorum.conf_lines()
+    # "membership: " heads the server list on a line of its own, as QuorumPeer prints it.
+    return "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
 
 
 def _dirs(core: ServerCore, conn: Any) -> str:
@@ -437,7 +456,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     lo, avg, hi = _lat(core)
     real: dict[str, Any] = {
         "version": _build(),
-        "server_state": "standalone",
+        "server_state": server_state(core),
         "ephemerals_count": sum(len(p) for p in core.tree.ephemerals.values()),
         "num_alive_connections": len(core.connections),
         "avg_latency": avg,
@@ -461,6 +480,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         if key.endswith("file_descriptor_count") and fds is None:
             continue
         out.append((key, real.get(key, 0)))
+    out += _leader_values(core)
     for name in _MNTR_SUMMARIES:
         pct = name.endswith("+")
         name = name.rstrip("+")
@@ -469,6 +489,19 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         if pct:
             out += [(f"{p}_{name}", 0) for p in ("p50", "p95", "p99", "p999")]
     return out
+
+
+def _leader_values(core: ServerCore) -> list[tuple[str, Any]]:
+    """What MonitorCommand adds on a leader (the learners it syncs)."""
+    if server_state(core) != "leader":
+        return []
+    learners, synced, pending = core.quorum.learners()
+    last, lo, hi = core.quorum.proposal_sizes()
+    return [("learners", learners), ("synced_followers", synced),
+            ("synced_non_voting_followers", 0), ("synced_observers", 0),
+            ("pending_syncs", pending), ("leader_uptime", core.quorum.leader_uptime()),
+            ("last_proposal_size", last), ("max_proposal_size", hi),
+            ("min_proposal_size", lo)]
 
 
 def _mntr(core: ServerCore, conn: Any) -> str:
@@ -493,8 +526,14 @@ def _stmk(core: ServerCore, conn: Any) -> str:
     return str(mask)
 
 
+NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
+# The commands ZooKeeper answers with NOT_SERVING while a quorum member is not serving.
+_NEED_SERVING = frozenset({"srvr", "stat", "cons", "crst", "dump", "mntr", "wchs", "wchc",
+                           "wchp", "srst", "conf", "dirs"})
+
 _COMMANDS: dict[str, Callable[[ServerCore, Any], str]] = {
-    "ruok": lambda core, conn: "imok", "isro": lambda core, conn: "rw",
+    "ruok": lambda core, conn: "imok",
+    "isro": lambda core, conn: "rw" if getattr(core, "serving", True) else "null",
     # hash prints one "<zxid hex>: <digest>" line per entry of the tree-digest log;
     # zkpy keeps no tree digests, so the log is empty.
     "hash": lambda core, conn: "",

@@ -1,0 +1,390 @@
+"""Connections between ensemble members: the election port and the quorum port.
+
+Only bytes and connections live here; what the messages mean is
+``zkpy.zab``'s business.
+
+Election port (QuorumCnxManager): one connection per pair of servers. The
+side that connects first sends the initial message (``zkpy.zab.wire``); a
+connection survives only if the larger server id made it, so when a smaller
+id connects, the larger one closes that connection and connects back. Each
+direction then carries length-framed notifications. Notifications for a
+server we have no connection to are held (the newest one only, as
+ZooKeeper's queue of capacity one) and sent when it connects.
+
+Quorum port (Leader / Learner): every participant listens; a follower
+connects to its leader and opens with FOLLOWERINFO, which names it. The
+stream is a sequence of QuorumPackets with no framing of its own
+(``zkpy.zab.messages.split_packet``). A connection is identified by an
+object (``token``) so that a message released after a disk sync goes out
+only on the connection it was meant for.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import protocol
+
+from zkpy.jute.codec import JuteError
+from zkpy.zab import messages as m
+from zkpy.zab import wire
+from zkpy.zab.election import Notification
+
+log = logging.getLogger("zkpy.quorum")
+
+Address = tuple[str, int]
+
+
+def resolve(host: str) -> str:
+    """An IPv4/IPv6 literal for a zoo.cfg host name (resolved once, at start-up)."""
+    try:
+        return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
+    except OSError:
+        return host
+
+
+# -- the election port ---------------------------------------------------------------------
+
+
+class _ElectionProtocol(protocol.Protocol):
+    transport: Any
+
+    def __init__(self, links: ElectionLinks, sid: int | None) -> None:
+        self.links = links
+        self.sid = sid  # known when we connected; learned from the initial message otherwise
+        self.outbound = sid is not None
+        self.buf = b""
+
+    def connectionMade(self) -> None:
+        if self.outbound:
+            assert self.sid is not None
+            self.transport.write(self.links.initial_message)
+            self.links.made(self.sid, self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        try:
+            if self.sid is None:
+                found = wire.split_initial_message(self.buf)
+                if found is None:
+                    return
+                msg, self.buf = found
+                self.sid = msg.sid
+                if not self.links.accepted(msg.sid, self):
+                    return
+            while True:
+                framed = wire.split_frame(self.buf)
+                if framed is None:
+                    return
+                payload, self.buf = framed
+                notification, _config = wire.decode_notification(payload, self.sid)
+                self.links.on_vote(self.sid, notification)
+        except wire.WireError as e:
+            log.warning("Closing an election connection%s: %s",
+                        f" from server {self.sid}" if self.sid is not None else "", e)
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.sid is not None:
+            self.links.lost(self.sid, self)
+
+
+class _ElectionConnector(protocol.ClientFactory):
+    def __init__(self, links: ElectionLinks, sid: int) -> None:
+        self.links = links
+        self.sid = sid
+
+    def buildProtocol(self, addr: Any) -> _ElectionProtocol:
+        p = _ElectionProtocol(self.links, self.sid)
+        p.factory = self
+        return p
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self.links.connecting.discard(self.sid)
+
+    def clientConnectionLost(self, connector: Any, reason: Any) -> None:
+        self.links.connecting.discard(self.sid)
+
+
+class ElectionLinks(protocol.ServerFactory):
+    def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
+                 on_vote: Callable[[int, Notification], None], config_text: bytes = b"") -> None:
+        self.reactor = reactor
+        self.my_id = my_id
+        self.peers = peers
+        self.on_vote = on_vote
+        self.config = config_text
+        self.initial_message = wire.encode_initial_message(my_id, [peers[my_id]])
+        self.conns: dict[int, _ElectionProtocol] = {}
+        self.held: dict[int, bytes] = {}
+        self.connecting: set[int] = set()
+        self.port: Any = None
+
+    def listen(self) -> Any:
+        host, port = self.peers[self.my_id]
+        self.port = self.reactor.listenTCP(port, self, interface=host)
+        log.info("Election port listening on %s:%d", host, port)
+        return self.port
+
+    def buildProtocol(self, addr: Any) -> _ElectionProtocol:
+        return _ElectionProtocol(self, None)
+
+    def send(self, sid: int, n: Notification) -> None:
+        if sid not in self.peers:
+            return
+        data = wire.frame(wire.encode_notification(n, self.config))
+        conn = self.conns.get(sid)
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(data)
+            return
+        self.held[sid] = data
+        self._connect(sid)
+
+    def _connect(self, sid: int) -> None:
+        if sid in self.connecting or sid in self.conns:
+            return
+        self.connecting.add(sid)
+        host, port = self.peers[sid]
+        self.reactor.connectTCP(host, port, _ElectionConnector(self, sid), timeout=5)
+
+    def made(self, sid: int, proto: _ElectionProtocol) -> None:
+        """Our connection to ``sid`` is up (and has sent the initial message)."""
+        if sid > self.my_id:
+            # QuorumCnxManager.startConnection: "Have smaller server identifier,
+            # so dropping the connection": the larger id connects back.
+            proto.transport.loseConnection()
+            return
+        self._adopt(sid, proto)
+
+    def accepted(self, sid: int, proto: _ElectionProtocol) -> bool:
+        """A server connected to us and said who it is; False if we dropped it."""
+        if sid not in self.peers or sid == self.my_id:
+            log.warning("Election connection from unknown server id %d; closing", sid)
+            proto.transport.abortConnection()
+            return False
+        if sid < self.my_id:
+            proto.sid = None  # not ours to keep
+            proto.transport.loseConnection()
+            self._connect(sid)
+            return False
+        self._adopt(sid, proto)
+        return True
+
+    def _adopt(self, sid: int, proto: _ElectionProtocol) -> None:
+        old = self.conns.get(sid)
+        if old is not None and old is not proto and old.transport is not None:
+            old.sid = None
+            old.transport.loseConnection()
+        self.conns[sid] = proto
+        held = self.held.pop(sid, None)
+        if held is not None:
+            proto.transport.write(held)
+
+    def lost(self, sid: int, proto: _ElectionProtocol) -> None:
+        if self.conns.get(sid) is proto:
+            del self.conns[sid]
+
+    def close(self) -> None:
+        if self.port is not None:
+            self.port.stopListening()
+        for conn in list(self.conns.values()):
+            if conn.transport is not None:
+                conn.transport.loseConnection()
+
+
+# -- the quorum port -----------------------------------------------------------------------
+
+
+class _QuorumProtocol(protocol.Protocol):
+    transport: Any
+
+    def __init__(self, links: QuorumLinks, sid: int | None) -> None:
+        self.links = links
+        self.sid = sid
+        self.outbound = sid is not None
+        self.buf = bytearray()
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+        if self.outbound:
+            self.links.leader_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        off = 0
+        try:
+            while not self.closed:
+                found = m.split_packet(buf, off)
+                if found is None:
+                    break
+                pkt, off = found
+                if self.sid is None and not self._identify(pkt):
+                    return
+                assert self.sid is not None
+                self.links.on_packet(self.sid, pkt, self)
+        except m.PacketError as e:
+            log.warning("Closing the quorum connection %s: %s",
+                        f"of server {self.sid}" if self.sid is not None else "", e)
+            self.abort()
+            return
+        del buf[:off]
+
+    def _identify(self, pkt: m.QuorumPacket) -> bool:
+        try:
+            sid = m.learner_id(pkt) if pkt.type in (m.FOLLOWERINFO, m.OBSERVERINFO) else None
+        except JuteError:
+            sid = None
+        if sid is None or sid not in self.links.peers or sid == self.links.my_id:
+            log.warning("Quorum connection did not open with a valid FOLLOWERINFO (%s); "
+                        "closing", m.describe(pkt))
+            self.abort()
+            return False
+        self.sid = sid
+        self.links.learner_connected(sid, self)
+        return True
+
+    def write(self, pkt: m.QuorumPacket) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(pkt.encode())
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = True
+        self.links.lost(self)
+
+
+class _Outbound(protocol.ClientFactory):
+    """One attempt to reach the leader: packets wait here until connected."""
+
+    def __init__(self, links: QuorumLinks, sid: int, deadline: float) -> None:
+        self.links = links
+        self.sid = sid
+        self.deadline = deadline
+        self.queue: list[m.QuorumPacket] = []
+        self.proto: _QuorumProtocol | None = None
+        self.cancelled = False
+
+    def buildProtocol(self, addr: Any) -> _QuorumProtocol:
+        self.proto = _QuorumProtocol(self.links, self.sid)
+        return self.proto
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        if self.cancelled:
+            return
+        if self.links.reactor.seconds() < self.deadline:
+            # Learner.connectToLeader retries until initLimit runs out.
+            self.links.reactor.callLater(0.1, self._retry, connector)
+            return
+        log.warning("Cannot connect to the leader, server %d: %s", self.sid,
+                    reason.getErrorMessage())
+        self.links.outbound_failed(self)
+
+    def _retry(self, connector: Any) -> None:
+        if not self.cancelled:
+            connector.connect()
+
+
+class QuorumLinks(protocol.ServerFactory):
+    def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
+                 on_packet: Callable[[int, m.QuorumPacket], None],
+                 on_lost: Callable[[int], None], connect_window: float = 10.0) -> None:
+        self.reactor = reactor
+        self.my_id = my_id
+        self.peers = peers
+        self._on_packet = on_packet
+        self._on_lost = on_lost
+        self.connect_window = connect_window
+        self.conns: dict[int, _QuorumProtocol] = {}
+        self.outbound: dict[int, _Outbound] = {}
+        self.port: Any = None
+
+    def listen(self) -> Any:
+        host, port = self.peers[self.my_id]
+        self.port = self.reactor.listenTCP(port, self, interface=host)
+        log.info("Quorum port listening on %s:%d", host, port)
+        return self.port
+
+    def buildProtocol(self, addr: Any) -> _QuorumProtocol:
+        return _QuorumProtocol(self, None)
+
+    def token(self, sid: int) -> Any:
+        """What identifies the current connection to ``sid`` (None: there is none)."""
+        return self.conns.get(sid) or self.outbound.get(sid)
+
+    def send(self, sid: int, pkt: m.QuorumPacket, token: Any = None) -> None:
+        if token is not None and self.token(sid) is not token:
+            return  # the connection it was meant for is gone: TCP would have lost it
+        conn = self.conns.get(sid)
+        if conn is not None:
+            conn.write(pkt)
+            return
+        out = self.outbound.get(sid)
+        if out is None and pkt.type in (m.FOLLOWERINFO, m.OBSERVERINFO) and sid in self.peers:
+            out = _Outbound(self, sid, self.reactor.seconds() + self.connect_window)
+            self.outbound[sid] = out
+            host, port = self.peers[sid]
+            self.reactor.connectTCP(host, port, out, timeout=5)
+        if out is not None:
+            out.queue.append(pkt)
+
+    def leader_connected(self, proto: _QuorumProtocol) -> None:
+        assert proto.sid is not None
+        out = self.outbound.pop(proto.sid, None)
+        if out is None or out.cancelled:
+            proto.abort()
+            return
+        self.conns[proto.sid] = proto
+        for pkt in out.queue:
+            proto.write(pkt)
+        log.info("Connected to the leader, server %d", proto.sid)
+
+    def learner_connected(self, sid: int, proto: _QuorumProtocol) -> None:
+        old = self.conns.get(sid)
+        if old is not None and old is not proto:
+            old.sid = None  # its loss is not news any more
+            old.abort()
+        self.conns[sid] = proto
+        log.info("Server %d connected to our quorum port", sid)
+
+    def on_packet(self, sid: int, pkt: m.QuorumPacket, proto: _QuorumProtocol) -> None:
+        if self.conns.get(sid) is proto:
+            self._on_packet(sid, pkt)
+
+    def outbound_failed(self, out: _Outbound) -> None:
+        if self.outbound.get(out.sid) is out:
+            del self.outbound[out.sid]
+            self._on_lost(out.sid)
+
+    def lost(self, proto: _QuorumProtocol) -> None:
+        sid = proto.sid
+        if sid is not None and self.conns.get(sid) is proto:
+            del self.conns[sid]
+            self._on_lost(sid)
+
+    def disconnect(self, sid: int) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is not None:
+            conn.sid = None
+            conn.abort()
+        out = self.outbound.pop(sid, None)
+        if out is not None:
+            out.cancelled = True
+            if out.proto is not None:
+                out.proto.sid = None
+                out.proto.abort()
+
+    def close(self) -> None:
+        if self.port is not None:
+            self.port.stopListening()
+        for sid in list(self.conns) + list(self.outbound):
+            self.disconnect(sid)
