@@ -480,7 +480,6 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         if key.endswith("file_descriptor_count") and fds is None:
             continue
         out.append((key, real.get(key, 0)))
-    out += _leader_values(core)
     for name in _MNTR_SUMMARIES:
         pct = name.endswith("+")
         name = name.rstrip("+")
@@ -488,20 +487,43 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
                 (f"cnt_{name}", 0), (f"sum_{name}", 0)]
         if pct:
             out += [(f"{p}_{name}", 0) for p in ("p50", "p95", "p99", "p999")]
+    if core.quorum is not None:
+        out = _with_quorum_values(core, out)
     return out
 
 
-def _leader_values(core: ServerCore) -> list[tuple[str, Any]]:
-    """What MonitorCommand adds on a leader (the learners it syncs)."""
-    if server_state(core) != "leader":
-        return []
-    learners, synced, pending = core.quorum.learners()
-    last, lo, hi = core.quorum.proposal_sizes()
-    return [("learners", learners), ("synced_followers", synced),
-            ("synced_non_voting_followers", 0), ("synced_observers", 0),
-            ("pending_syncs", pending), ("leader_uptime", core.quorum.leader_uptime()),
-            ("last_proposal_size", last), ("max_proposal_size", hi),
-            ("min_proposal_size", lo)]
+def _with_quorum_values(core: ServerCore, out: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A quorum member's extra mntr keys, each placed after the key ZooKeeper 3.8
+    prints it after (its metrics map order, measured on a 3-server ensemble)."""
+    quorum = core.quorum
+    after: dict[str, list[tuple[str, Any]]] = {
+        "server_state": [("peer_state", quorum.peer_state())],
+        "non_mtls_local_conn_count": [("quorum_size", len(quorum.peer.voters))],
+    }
+    if server_state(core) == "leader":
+        learners, synced, pending = quorum.learners()
+        last, lo, hi = quorum.proposal_sizes()
+        after["avg_latency"] = [("min_proposal_size", lo)]
+        after["packets_received"] = [("max_proposal_size", hi)]
+        after["max_client_response_size"] = [("synced_followers", synced)]
+        after["watch_count"] = [("synced_non_voting_followers", 0), ("synced_observers", 0)]
+        after["open_file_descriptor_count"] = [("last_proposal_size", last),
+                                               ("pending_syncs", pending),
+                                               ("leader_uptime", quorum.leader_uptime())]
+        after["outstanding_tls_handshake"] = [("learners", learners)]
+        # Per-learner queue summaries (LearnerHandler's qp_size and qp_time_ms).
+        sids = quorum.learner_ids()
+        after["p999_write_commitproc_time_ms"] = [
+            (f"{stat}_{sid}_learner_handler_qp_size", 0.0 if stat == "avg" else 0)
+            for sid in sids for stat in ("avg", "min", "max", "cnt", "sum")] + [
+            (f"{stat}_{sid}_learner_handler_qp_time_ms", 0.0 if stat == "avg" else 0)
+            for sid in sids
+            for stat in ("avg", "min", "max", "cnt", "sum", "p50", "p95", "p99", "p999")]
+    merged: list[tuple[str, Any]] = []
+    for key, value in out:
+        merged.append((key, value))
+        merged.extend(after.get(key, ()))
+    return merged
 
 
 def _mntr(core: ServerCore, conn: Any) -> str:

@@ -281,6 +281,19 @@ class Replica:
     def leader_uptime(self) -> int:
         return max(self.now - self.led_since, 0) if self.mode == "leader" else 0
 
+    def peer_state(self) -> str:
+        """QuorumPeer.getDetailedPeerState: role and Zab phase, "leading - broadcast"."""
+        if self.peer.leading is not None:
+            return "leading - " + ("broadcast" if self.peer.leading.established
+                                   else "synchronization")
+        if self.peer.following is not None:
+            return "following - " + ("broadcast" if self.established else "synchronization")
+        return "looking - election"
+
+    def learner_ids(self) -> list[int]:
+        lead = self.peer.leading
+        return sorted(lead.learners) if lead is not None else []
+
     def learners(self) -> tuple[int, int, int]:
         """(followers connected, followers synced, pending syncs) on a leader."""
         lead = self.peer.leading

@@ -20,11 +20,12 @@ API
 ``peer.step(event, now) -> Ready``
     ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
     ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
-    below count ticks); ``Message(src, QuorumPacket)``; ``Vote(src,
+    below count ticks); ``Wake`` (let the election's ms timers fire between
+    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``; ``Vote(src,
     Notification)`` from the election port; ``Propose(txn, zxid=None)``
     (leader only, once ``can_propose``; the txn's header carries
-    ``peer.next_zxid``); ``Forward(data)`` (follower: a client write for the
-    leader, sent as REQUEST); ``Persisted(zxid)`` (the adapter's word that all
+    ``peer.next_zxid``); ``Forward(data, auth)`` (follower: a client write or
+    sync for the leader, sent as REQUEST with the session's auth ids); ``Persisted(zxid)`` (the adapter's word that all
     persist ops handed out so far are synced and the log ends at ``zxid``);
     ``ConnectionLost(peer)``. The returned Ready accumulates until ``advance()``.
 
@@ -45,8 +46,12 @@ Carrying out a Ready, in this order:
        connection closed meanwhile, drop it (TCP would have lost it too).
     6. ``install`` (load a snapshot into the tree, replacing it) then
        ``commit``: (zxid, txn) pairs in zxid order, to apply to the tree
-       (ServerCore.commit); ``requests``: REQUEST packets a leader received
-       from its learners, for its ServerCore to prepare and propose.
+       (ServerCore.commit); ``requests``: (src, data, auth) of REQUEST
+       packets a leader received from its learners, for its ServerCore to
+       prepare and propose (a sync is answered by Zab itself: SYNC after the
+       COMMIT of the newest proposal); ``pings``: learners' PING payloads,
+       the sessions they kept alive; ``syncs``: how many SYNCs a follower got,
+       each answering its oldest waiting sync.
     7. ``advance()``.
 
 ServerCore's seam: on the leader, ``committer.propose(req)`` becomes
