@@ -7,7 +7,8 @@ One test per Kazoo test module, so it can be run per file::
 The selection comes from ``KAZOO_SUITE_TESTS`` (comma-separated module
 names, or ``all`` for every module Kazoo ships; default: the list in
 ``compat_tests.kazoo_suite.DEFAULT_TESTS``);
-``KAZOO_SUITE_SIZE`` sets the cluster size (default 1).  Each test runs the
+``KAZOO_SUITE_SIZE`` sets the cluster sizes, comma-separated (default 1; CI
+runs "1,3": a standalone server and a 3-server ensemble of each kind).  Each test runs the
 module on Apache ZooKeeper (the reference) and then on zkpy via
 ``python -m compat_tests.kazoo_suite --server both`` and asserts that zkpy
 passes every test the reference passes.  Slow: minutes per module.
@@ -36,16 +37,17 @@ _WANTED = os.environ.get("KAZOO_SUITE_TESTS", ",".join(DEFAULT_TESTS))
 SELECTION = _all_kazoo_modules() if _WANTED.strip() == "all" else [
     t.strip() for t in _WANTED.split(",") if t.strip()
 ]
-SIZE = os.environ.get("KAZOO_SUITE_SIZE", "1")
+SIZES = [s.strip() for s in os.environ.get("KAZOO_SUITE_SIZE", "1").split(",") if s.strip()]
 
 
 @pytest.mark.kazoo_suite
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("module", SELECTION)
-def test_kazoo_module_matches_reference(module, tmp_path):
+def test_kazoo_module_matches_reference(module, size, tmp_path):
     summary_path = tmp_path / "summary.json"
     cmd = [
         sys.executable, "-m", "compat_tests.kazoo_suite",
-        "--server", "both", "--size", SIZE, "--tests", module,
+        "--server", "both", "--size", size, "--tests", module,
         "--json", str(summary_path), "--out-dir", str(tmp_path), "--quiet",
     ]
     proc = subprocess.run(cmd, cwd=str(ROOT), stdout=subprocess.PIPE,
