@@ -308,3 +308,61 @@ def test_an_ensemble_of_one_leads_itself() -> None:
     for dest, pkt in _take(p).send_after_persist:
         p.step(Message(dest, pkt), 1000)
     assert _take(p).commit == [(m.make_zxid(1, 1), b"solo")]
+
+
+# -- sync and session reports -----------------------------------------------------------
+
+
+def _sync_request(session: int = 5, cxid: int = 9) -> m.QuorumPacket:
+    return m.packet(m.REQUEST, -1, m.request_data(session, cxid, m.OP_SYNC, b"\x00\x00\x00\x01/"))
+
+
+def test_a_sync_is_answered_at_once_when_nothing_is_in_flight() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    leader.step(Message(2, _sync_request()), 0)
+    r = _take(leader)
+    assert _packets(r, 2) == ["SYNC(0x0)"] and r.requests == []
+
+
+def test_a_sync_follows_the_commit_of_the_newest_proposal_in_flight() -> None:
+    """Leader.processSync: the follower must have applied everything the leader
+    had proposed when the sync arrived before it answers its client."""
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    z1 = leader.next_zxid
+    leader.step(Propose(b"1"), 0)
+    z2 = leader.next_zxid
+    leader.step(Propose(b"2"), 0)
+    _deliver(_take(leader), 1, f2, durable=False)  # the two PROPOSALs
+    _take(f2)
+    leader.step(Message(2, _sync_request()), 0)
+    assert _packets(_take(leader), 2) == []
+    for z in (z1, z2):
+        leader.step(Message(1, m.packet(m.ACK, z)), 0)
+        leader.step(Message(2, m.packet(m.ACK, z)), 0)
+    r = _take(leader)
+    assert _packets(r, 2) == [f"COMMIT(0x{z1:x})", f"COMMIT(0x{z2:x})", "SYNC(0x0)"]
+    # The follower counts it only while broadcasting, after applying both commits.
+    _deliver(r, 1, f2, durable=False)
+    rf = _take(f2)
+    assert rf.syncs == 1 and [z for z, _ in rf.commit] == [z1, z2]
+
+
+def test_requests_carry_the_sessions_auth_and_pings_carry_touched_sessions() -> None:
+    from zkpy.jute.schema import Id
+    from zkpy.zab.events import Forward
+
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    data = m.request_data(5, 1, 1, b"body")
+    f2.step(Forward(data, [Id("digest", "u:x")]), 0)
+    (dest, pkt), = _take(f2).send
+    assert dest == 1 and pkt.zxid == -1 and pkt.authinfo == [Id("digest", "u:x")]
+    leader.step(Message(2, pkt), 0)
+    assert _take(leader).requests == [(2, data, [Id("digest", "u:x")])]
+    f2.ping_data = lambda: b"touched"
+    f2.step(Message(1, m.packet(m.PING, 3)), 0)
+    (_, ping), = _take(f2).send
+    leader.step(Message(2, ping), 0)
+    assert _take(leader).pings == [(2, b"touched")]

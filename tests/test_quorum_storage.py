@@ -1,0 +1,139 @@
+"""A quorum member's disk and its wire framing: epochs, TRUNC, SNAP, split packets.
+
+Real files in a temporary directory (``zkpy.storage.quorum``) and the
+quorum-stream splitter (``zkpy.zab.messages.split_packet``), which must
+accept any split of the byte stream and reject garbage with one error type.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from zkpy.jute import schema as S
+from zkpy.proto import Op
+from zkpy.storage.formats import encode_txn
+from zkpy.storage.quorum import (
+    ACCEPTED_EPOCH,
+    CURRENT_EPOCH,
+    install_snapshot,
+    load_quorum_state,
+    logged_after,
+    truncate_log,
+    write_epoch,
+)
+from zkpy.storage.recovery import RecoveryError
+from zkpy.storage.snapshot import SnapshotInvalid, snapshot_bytes
+from zkpy.storage.txnlog import LogWriter
+from zkpy.tree import DataTree
+from zkpy.zab import messages as m
+
+
+def _create(zxid: int, path: str) -> bytes:
+    hdr = S.TxnHeader(7, 1, zxid, 0, Op.create)
+    acl = [S.ACL(31, S.Id("world", "anyone"))]
+    return encode_txn(hdr, S.CreateTxn(path, b"v", acl, False, 1))
+
+
+def _log(directory: str, zxids: list[int], roll_before: set[int] = frozenset()) -> None:
+    w = LogWriter(directory, 4096, True)
+    for z in zxids:
+        if z in roll_before:
+            w.roll()
+        w.append(z, _create(z, f"/n{z:x}"))
+    w.sync()
+    w.close()
+
+
+def test_epochs_round_trip_and_default_to_the_last_zxids_epoch(tmp_path) -> None:
+    d = str(tmp_path)
+    _log(d, [(2 << 32) + 1])
+    state = load_quorum_state(d, d)
+    assert (state.accepted_epoch, state.current_epoch) == (2, 2)
+    write_epoch(d, ACCEPTED_EPOCH, 5)
+    write_epoch(d, CURRENT_EPOCH, 4)
+    state = load_quorum_state(d, d)
+    assert (state.accepted_epoch, state.current_epoch) == (5, 4)
+    write_epoch(d, CURRENT_EPOCH, 6)
+    with pytest.raises(RecoveryError, match="currentEpoch 6 is above acceptedEpoch 5"):
+        load_quorum_state(d, d)
+    with open(os.path.join(d, ACCEPTED_EPOCH), "w") as f:
+        f.write("seven\n")
+    with pytest.raises(RecoveryError, match="acceptedEpoch: 'seven' is not an epoch"):
+        load_quorum_state(d, d)
+
+
+def test_logged_txns_are_returned_not_applied(tmp_path) -> None:
+    """Only the snapshot is loaded: the log is accepted history, which a leader
+    may yet truncate, so nothing of it may be in the tree at start."""
+    d = str(tmp_path)
+    zxids = [(1 << 32) + i for i in range(1, 6)]
+    _log(d, zxids)
+    state = load_quorum_state(d, d)
+    assert [z for z, _ in state.log] == zxids
+    assert state.tree.get("/n100000001") is None and state.snapshot_zxid == 0
+
+
+def test_truncate_drops_the_tail_across_files(tmp_path) -> None:
+    d = str(tmp_path)
+    e1 = [(1 << 32) + i for i in range(1, 6)]
+    e2 = [(2 << 32) + i for i in range(1, 4)]
+    _log(d, e1 + e2, roll_before={e1[3], e2[0]})  # three files: 1-3, 4-5, epoch 2
+    assert truncate_log(d, e1[3]) == 4
+    assert [z for z, _ in logged_after(d, 0)] == e1[:4]
+    assert truncate_log(d, e1[3]) == 0
+    assert truncate_log(d, 0) == 4
+    assert logged_after(d, 0) == []
+
+
+def test_a_stored_snap_is_the_start_state_and_garbage_is_refused(tmp_path) -> None:
+    d = str(tmp_path)
+    tree = DataTree()
+    z = (3 << 32) + 9
+    hdr = S.TxnHeader(0, 0, z, 0, Op.create)
+    tree.apply(hdr, S.CreateTxn("/snapped", b"x", [S.ACL(31, S.Id("world", "anyone"))], False, 1))
+    data = snapshot_bytes(tree, {0x1234: 6000})
+    install_snapshot(d, z, data)
+    _log(d, [z + 1])
+    state = load_quorum_state(d, d)
+    assert state.snapshot_zxid == z and state.tree.get("/snapped") is not None
+    assert state.sessions == {0x1234: 6000} and [e for e, _ in state.log] == [z + 1]
+    with pytest.raises(SnapshotInvalid):
+        install_snapshot(d, z + 5, data[:-20])
+    assert not os.path.exists(os.path.join(d, f"snapshot.{z + 5:x}"))
+
+
+# -- the quorum stream --------------------------------------------------------------
+
+
+def test_split_packet_takes_any_split_of_the_stream() -> None:
+    pkts = [m.packet(m.PROPOSAL, 5, b"abc"), m.packet(m.PING, 6),
+            m.QuorumPacket(m.REQUEST, -1, b"r", [S.Id("ip", "127.0.0.1")])]
+    stream = b"".join(p.encode() for p in pkts)
+    rng = random.Random(1)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(stream)), 3))
+        buf = bytearray()
+        got = []
+        for a, b in zip([0] + cuts, cuts + [len(stream)], strict=True):
+            buf += stream[a:b]
+            off = 0
+            while (found := m.split_packet(buf, off)) is not None:
+                pkt, off = found
+                got.append(pkt)
+            del buf[:off]
+        assert got == pkts and not buf
+
+
+def test_garbage_on_the_quorum_stream_raises_packet_error_only() -> None:
+    rng = random.Random(2)
+    for _ in range(2000):
+        blob = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))
+        try:
+            m.split_packet(blob)
+        except m.PacketError:
+            pass
+    with pytest.raises(m.PacketError, match="data length -5"):
+        m.split_packet(b"\x00" * 12 + b"\xff\xff\xff\xfb")
