@@ -62,6 +62,22 @@ write goes out as ``Forward``; its commit comes back through ``Ready.commit``.
 
 Safety rules and where they come from are quoted next to the code in
 ``leading.py`` and ``following.py``; this module keeps the state they share.
+
+Where zkpy's quorum traffic still differs from Apache ZooKeeper 3.8's (all
+records are ZooKeeper's; these are the conversations a mixed ensemble would
+trip over):
+    - SNAP carries the snapshot in its ``data``; ZooKeeper sends an empty
+      SNAP and streams the serialized tree and sessions after it, ending in
+      the "BenWasHere" signature.
+    - DIFF is followed by PROPOSALs only; ZooKeeper sends PROPOSAL+COMMIT
+      pairs for the committed part. zkpy's follower commits up to the zxid
+      of COMMIT/UPTODATE ("everything up to here"), ZooKeeper's the one
+      txn a COMMIT names, which is the same thing in zxid order.
+    - NEWLEADER carries no QuorumVerifier bytes in ``data``.
+    - Followers check a reconnecting session against their replicated
+      session table instead of asking the leader (REVALIDATE).
+    - No quorum SASL or TLS (``quorum.auth.*``, ``sslQuorum``), no observers
+      (OBSERVERINFO, INFORM).
 """
 
 from __future__ import annotations
