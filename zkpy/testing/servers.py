@@ -345,9 +345,11 @@ class BaseServer:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def start(self, timeout: float = 30) -> BaseServer:
+    def start(self, timeout: float = 30, *, wait: bool = True) -> BaseServer:
         """Write zoo.cfg, start the process, wait until ready (see
-        :meth:`ready_problem`: ``ruok`` -> ``imok``)."""
+        :meth:`ready_problem`: ``ruok`` -> ``imok``).  ``wait=False`` returns
+        once the process is spawned (an ensemble member cannot serve until
+        a quorum is up)."""
         if self._cleaned:
             raise ServerError("server already cleaned up")
         if self.running:
@@ -367,6 +369,8 @@ class BaseServer:
                 start_new_session=True,
             )
         self._paused = False
+        if not wait:
+            return self
         try:
             self.wait_ready(timeout)
         except BaseException:
