@@ -103,7 +103,16 @@ class Leading:
             self._drop(src)
 
     def on_lost(self, sid: int) -> None:
+        self._forget(sid)
+
+    def _forget(self, sid: int) -> None:
+        """A learner's connection is gone: so are the syncs it asked for (each
+        belongs to its LearnerHandler in ZooKeeper). Sending one later would
+        reach the learner's next connection and answer a sync it never sent."""
         self.learners.pop(sid, None)
+        for waiting in self.pending_syncs.values():
+            while sid in waiting:
+                waiting.remove(sid)
 
     def on_tick(self) -> None:
         p = self.peer
@@ -156,7 +165,7 @@ class Leading:
         if src not in p.voters or named != src or src == p.my_id:
             p.disconnect(src)
             return
-        self.learners.pop(src, None)  # a new connection replaces the old one
+        self._forget(src)  # a new connection replaces the old one
         learner = Learner(src, m.epoch_of(pkt.zxid), p.ticks)
         if 0 <= self.epoch < learner.accepted_epoch:
             # It promised a newer epoch (to a leader that then failed) and will
@@ -338,5 +347,5 @@ class Leading:
                     p.send(sid, m.packet(m.SYNC, 0))
 
     def _drop(self, sid: int) -> None:
-        self.learners.pop(sid, None)
+        self._forget(sid)
         self.peer.disconnect(sid)
