@@ -1,0 +1,274 @@
+"""Ensemble members (``zkpy.replica.Replica``) in one deterministic, in-memory world.
+
+``Sim(size)`` plays ``zkpy.net.ensemble.EnsembleServer`` for each member (a
+``ServerCore`` + ``Peer`` + ``Replica``), carrying its Ready out as
+``zkpy.zab.peer`` prescribes: quorum packets on one FIFO queue per (src, dst)
+(a ``disconnect``, cut or crash empties both directions, bumps the connection
+token and tells the other end ``ConnectionLost``); votes on their own queues;
+persist ops in batches that a member's disk syncs while the world settles
+(unless ``held``), then the batches' ``send_after_persist`` (only on the
+connection they were made for; to self stepped back at once), then
+``Persisted``; ``zkpy.testing.zabsim.MemDisk`` keeps what was synced, all a
+restart sees. A fake clock (ms): ``advance`` steps ``Tick`` (and the session
+ticker ``core.tick``) every tick and ``Wake`` at election deadlines.
+
+No sleeping, threads or sockets; the same calls replay exactly. It decides
+nothing about what a test expects.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from zkpy.core import CoreSettings, ServerCore
+from zkpy.replica import Replica
+from zkpy.storage.snapshot import parse_snapshot
+from zkpy.testing.zabsim import MemDisk
+from zkpy.zab import events as ev
+from zkpy.zab import messages as m
+from zkpy.zab.election import Notification
+from zkpy.zab.peer import Peer
+
+T0 = 1_700_000_000_000
+_After = list[tuple[int, m.QuorumPacket, int | None]]
+
+
+@dataclass
+class Member:
+    id: int
+    core: ServerCore
+    peer: Peer
+    replica: Replica
+    pending: list[tuple[list[ev.PersistOp], _After]] = field(default_factory=list)
+    up: bool = True
+    held: bool = False  # the disk does not sync until released
+
+
+class Sim:
+    def __init__(self, size: int = 3, *, tick_time: int = 100, sync_limit: int = 5,
+                 init_limit: int = 10, log_window: int = 500, now: int = T0) -> None:
+        self.ids = list(range(1, size + 1))
+        self.now = now
+        self.tick_time = tick_time
+        self.next_tick = now + tick_time
+        self.peer_args: dict[str, Any] = {"sync_limit": sync_limit, "init_limit": init_limit,
+                                          "log_window": log_window}
+        self.links: dict[tuple[int, int], deque[m.QuorumPacket]] = {}
+        self.ballots: dict[tuple[int, int], deque[Notification]] = {}
+        self.tokens: dict[frozenset[int], int] = {}
+        self.cut: set[frozenset[int]] = set()
+        self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
+        self.local: deque[tuple[int, ev.Event]] = deque()
+        self.delivered: list[tuple[int, int, m.QuorumPacket]] = []  # quorum packets, in order
+        self.disks = {i: MemDisk() for i in self.ids}
+        self.members: dict[int, Member] = {}
+        for i in self.ids:
+            self._boot(i)
+        for i in self.ids:
+            self.step(i, ev.Start())
+        self.settle()
+
+    # -- members ---------------------------------------------------------------------------
+
+    def _boot(self, i: int) -> None:
+        disk = self.disks[i]
+        core = ServerCore(CoreSettings(server_id=i, tick_time=self.tick_time), self.now)
+        zxid, data = disk.snapshot
+        if data:
+            tree, sessions = parse_snapshot(data, zxid)
+            core.restore(tree, sessions, self.now)
+        peer = Peer(i, frozenset(self.ids), disk.state(), **self.peer_args)
+        replica = Replica(core, peer, partial(self._carry_out, i))
+        self.members[i] = Member(i, core, peer, replica)
+
+    def step(self, i: int, event: ev.Event) -> None:
+        member = self.members[i]
+        if member.up:
+            member.replica.step(event, self.now)
+
+    def crash(self, i: int) -> None:
+        """Power off ``i``: its unsynced disk batches, queues and client connections die."""
+        member = self.members[i]
+        member.up = False
+        member.pending.clear()
+        for other in self.ids:
+            if other != i:
+                self._drop_link(i, other)
+                self.local.append((other, ev.ConnectionLost(i)))
+        for conn in list(member.core.connections.values()):
+            conn.closer()
+        self.settle()
+
+    def restart(self, i: int) -> None:
+        """Start ``i`` again from what its disk synced (tree: the snapshot, if any)."""
+        assert not self.members[i].up, f"member {i} is running"
+        self._boot(i)
+        self.step(i, ev.Start())
+        self.settle()
+
+    def hold(self, i: int) -> None:
+        self.members[i].held = True
+
+    def release(self, i: int) -> None:
+        self.members[i].held = False
+        self.sync(i)
+        self.settle()
+
+    # -- carrying a Ready out ----------------------------------------------------------------
+
+    def _carry_out(self, i: int, ready: ev.Ready) -> None:
+        for q in ready.disconnect:
+            self._drop_link(i, q)
+            self.local.append((q, ev.ConnectionLost(i)))
+        if ready.persist or ready.send_after_persist:
+            after = [(d, pkt, None if d == i else self.tokens.get(frozenset((i, d)), 0))
+                     for d, pkt in ready.send_after_persist]
+            self.members[i].pending.append((list(ready.persist), after))
+        for d, pkt in ready.send:
+            self._send(i, d, pkt)
+        for d, note in ready.votes:
+            if self._open(i, d):
+                self.ballots.setdefault((i, d), deque()).append(note)
+
+    def _open(self, a: int, b: int) -> bool:
+        return frozenset((a, b)) not in self.cut and self.members[b].up and self.members[a].up
+
+    def _send(self, i: int, d: int, pkt: m.QuorumPacket) -> None:
+        if d == i:
+            self.local.append((i, ev.Message(i, pkt)))
+        elif self._open(i, d):
+            self.links.setdefault((i, d), deque()).append(pkt)
+
+    def _drop_link(self, a: int, b: int) -> None:
+        key = frozenset((a, b))
+        self.tokens[key] = self.tokens.get(key, 0) + 1
+        for link in ((a, b), (b, a)):
+            self.links.pop(link, None)
+            self.ballots.pop(link, None)
+
+    def sync(self, i: int) -> None:
+        """The disk of ``i`` syncs everything handed to it so far (as QuorumDisk._written)."""
+        member = self.members[i]
+        if not member.pending or not member.up:
+            return
+        batches, member.pending = member.pending, []
+        disk = self.disks[i]
+        for op in (op for ops, _ in batches for op in ops):
+            disk.apply(op)
+        for d, pkt, token in (send for _, after in batches for send in after):
+            if d == i:
+                self.step(i, ev.Message(i, pkt))
+            elif token == self.tokens.get(frozenset((i, d)), 0):
+                self._send(i, d, pkt)
+        self.step(i, ev.Persisted(disk.last_zxid()))
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def break_link(self, a: int, b: int) -> None:
+        """Cut ``a`` from ``b`` (quorum and election) until ``heal``; both ends are told."""
+        self.cut.add(frozenset((a, b)))
+        self._drop_link(a, b)
+        self.local.append((a, ev.ConnectionLost(b)))
+        self.local.append((b, ev.ConnectionLost(a)))
+        self.settle()
+
+    def heal(self, a: int, b: int) -> None:
+        self.cut.discard(frozenset((a, b)))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def deliver(self, src: int, dst: int) -> m.QuorumPacket:
+        """Deliver the next packet on the link src -> dst (even a paused one), and only that."""
+        pkt = self.links[(src, dst)].popleft()
+        self.delivered.append((src, dst, pkt))
+        self.step(dst, ev.Message(src, pkt))
+        self._run_local()
+        return pkt
+
+    def _run_local(self) -> None:
+        while self.local:
+            i, event = self.local.popleft()
+            self.step(i, event)
+
+    def settle(self, limit: int = 100_000) -> None:
+        """Deliver (but on ``paused`` links), step and sync (unheld disks) until nothing
+        moves; time stands still."""
+        for _ in range(limit):
+            self._run_local()
+            moved = False
+            for i in self.ids:
+                member = self.members[i]
+                if member.pending and member.up and not member.held:
+                    self.sync(i)
+                    moved = True
+            for link in sorted(self.links):  # a delivery may drop links: look each up again
+                if self.links.get(link) and link not in self.paused:
+                    self.deliver(*link)
+                    moved = True
+            for src, dst in sorted(self.ballots):
+                if notes := self.ballots.get((src, dst)):
+                    self.step(dst, ev.Vote(src, notes.popleft()))
+                    moved = True
+            if not moved and not self.local:
+                return
+        raise AssertionError(f"the ensemble did not settle in {limit} rounds")
+
+    def _timer(self, member: Member) -> int | None:
+        """When a looking member's election wants a Wake (EnsembleServer._arm_election_timer)."""
+        if not member.up or member.peer.role != ev.LOOKING:
+            return None
+        return member.peer.election.next_deadline()
+
+    def advance(self, ms: int) -> None:
+        """Let ``ms`` of time pass: ticks (with the session ticker), election timers."""
+        end = self.now + ms
+        while True:
+            timers = {i: t for i, mb in self.members.items() if (t := self._timer(mb)) is not None}
+            at = min([self.next_tick, *(max(t, self.now) for t in timers.values())])
+            if at > end:
+                break
+            self.now = at
+            for i, t in timers.items():
+                if t <= at:
+                    self.step(i, ev.Wake())
+            self.settle()
+            if at >= self.next_tick:
+                self.next_tick += self.tick_time
+                for member in list(self.members.values()):
+                    if member.up:
+                        self.step(member.id, ev.Tick())
+                        member.core.tick(self.now)
+                self.settle()
+        self.now = end
+
+    def stable(self) -> bool:
+        """One established leader and every running member following it, synced."""
+        up = [mb for mb in self.members.values() if mb.up]
+        leaders = [mb for mb in up if mb.replica.mode == "leader"]
+        return (len(leaders) == 1 and all(mb.replica.mode == "follower"
+                                          and mb.replica.leader == leaders[0].id
+                                          for mb in up if mb is not leaders[0])
+                and len({mb.peer.applied for mb in up}) == 1)
+
+    def wait_for(self, done: Callable[[], bool], limit_ms: int = 10_000) -> None:
+        """Advance tick by tick until ``done()`` (an AssertionError after ``limit_ms``)."""
+        end = self.now + limit_ms
+        while not done():
+            modes = {i: mb.replica.mode if mb.up else "down" for i, mb in self.members.items()}
+            assert self.now < end, f"not reached after {limit_ms} ms: {modes}"
+            self.advance(self.tick_time)
+
+    def wait_stable(self, limit_ms: int = 10_000) -> Member:
+        self.wait_for(self.stable, limit_ms)
+        return self.leader()
+
+    def leader(self) -> Member:
+        (leader,) = [mb for mb in self.members.values() if mb.up and mb.replica.mode == "leader"]
+        return leader
+
+    def followers(self) -> list[Member]:
+        return [mb for mb in self.members.values() if mb.up and mb.replica.mode == "follower"]
