@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +22,10 @@ from twisted.python.threadpool import ThreadPool
 
 from zkpy.config import ServerConfig
 from zkpy.core import CoreSettings
+from zkpy.net.persist import FuzzySnapshots
 from zkpy.net.quorum import ElectionLinks, QuorumLinks, resolve
 from zkpy.net.server import ZkServer
 from zkpy.replica import Replica
-from zkpy.storage.formats import snapshot_name
 from zkpy.storage.purge import purge
 from zkpy.storage.quorum import (
     ACCEPTED_EPOCH,
@@ -36,7 +35,6 @@ from zkpy.storage.quorum import (
     truncate_log,
     write_epoch,
 )
-from zkpy.storage.snapshot import SnapshotMaker, write_snapshot
 from zkpy.storage.txnlog import LogWriter
 from zkpy.zab import messages as m
 from zkpy.zab.events import (
@@ -198,10 +196,9 @@ class EnsembleServer(ZkServer):
         self.links = QuorumLinks(reactor, self.my_id, quorum_addrs, self._on_packet,
                                  self._on_lost,
                                  connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
-        self.snap_count = max(cfg.snap_count, 2)
-        self._commits_at_snap = 0
-        self._snap_at = self._next_snap_threshold()
-        self._snapping = False
+        self.snapshots = FuzzySnapshots(reactor, self.core, snap_dir, cfg.snap_count,
+                                        cfg.force_sync, self.disk.snap_pool)
+        self._commits_seen = 0
         self._zab_ticker: task.LoopingCall | None = None
         self._wake: Any = None
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
@@ -281,41 +278,12 @@ class EnsembleServer(ZkServer):
 
     # -- snapshots ------------------------------------------------------------------------
 
-    def _next_snap_threshold(self) -> int:
-        half = self.snap_count // 2
-        return half + random.randrange(max(half, 1))
-
     def _maybe_snapshot(self) -> None:
         commits = self.core.stats.commits
-        if self._snapping or commits - self._commits_at_snap < self._snap_at:
-            return
-        self._commits_at_snap = commits
-        self._snap_at = self._next_snap_threshold()
-        self._snapping = True
-        self.disk.submit([_Roll()], [])
-        maker = SnapshotMaker(self.core.tree, self.core.session_timeouts())
-        path = os.path.join(self.disk.snap_dir, snapshot_name(maker.zxid))
-        log.info("Taking a fuzzy snapshot at zxid 0x%x", maker.zxid)
-
-        def steps() -> Any:
-            while not maker.step(2000):
-                yield None
-
-        d = task.cooperate(steps()).whenDone()
-        d.addCallback(lambda _: threads.deferToThreadPool(
-            self.reactor, self.disk.snap_pool, write_snapshot, path, maker.head(), maker.chunks,
-            self.cfg.force_sync))
-        d.addCallback(lambda _: self._snapshot_done(path, maker))
-        d.addErrback(self._snapshot_failed)
-
-    def _snapshot_done(self, path: str, maker: SnapshotMaker) -> None:
-        self._snapping = False
-        log.info("Snapshot %s written: %d znodes, %d sessions", os.path.basename(path),
-                 maker.count, len(maker.sessions))
-
-    def _snapshot_failed(self, failure: Any) -> None:
-        self._snapping = False
-        log.error("Snapshot failed: %s", failure.getErrorMessage())
+        new, self._commits_seen = commits - self._commits_seen, commits
+        if new and self.snapshots.counted(new):
+            self.disk.submit([_Roll()], [])  # the logs after the snapshot start a new file
+            self.snapshots.take()
 
     def purge(self) -> None:
         threads.deferToThreadPool(self.reactor, self.disk.snap_pool, purge, self.disk.snap_dir,

@@ -48,34 +48,24 @@ class LogCommitter:
         self._queue: list[tuple[Request, bytes]] = []
         self._busy = False
         self._roll = False
-        self._since_snap = 0
-        self._snap_at = self._next_snap_threshold()
-        self._snapping = False
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="zkpy-txnlog")
         self.snap_pool = ThreadPool(minthreads=0, maxthreads=1, name="zkpy-snapshot")
         self.pool.start()
         self.snap_pool.start()
+        self.snapshots = FuzzySnapshots(reactor, core, snap_dir, snap_count, force_sync,
+                                        self.snap_pool)
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
         self.batches = 0
         self.synced = 0
-
-    def _next_snap_threshold(self) -> int:
-        # Randomised, as in ZooKeeper, so servers do not all snapshot at once.
-        half = self.snap_count // 2
-        return half + random.randrange(max(half, 1))
 
     # -- the commit seam --------------------------------------------------------
 
     def propose(self, req: Request) -> None:
         self._queue.append((req, encode_txn(req.hdr, req.txn)))
-        self._since_snap += 1
-        if self._since_snap >= self._snap_at and not self._snapping:
-            self._since_snap = 0
-            self._snap_at = self._next_snap_threshold()
+        if self.snapshots.counted():
             self._roll = True
-            self._snapping = True
             # Snapshot once what is queued now has been applied: schedule after it.
-            self.reactor.callLater(0, self._start_snapshot)
+            self.reactor.callLater(0, self.snapshots.take)
         if not self._busy:
             self._kick()
 
@@ -108,9 +98,51 @@ class LogCommitter:
                      self.log_dir, failure.getErrorMessage())
         self.reactor.stop()
 
-    # -- snapshots -----------------------------------------------------------
+    def purge(self) -> None:
+        threads.deferToThreadPool(self.reactor, self.snap_pool, purge, self.snap_dir,
+                                  self.log_dir, self.retain)
 
-    def _start_snapshot(self) -> None:
+    def close(self) -> None:
+        """Reactor shutdown: finish the batch in flight (its replies are moot), close."""
+        self.pool.stop()
+        self.snap_pool.stop()
+        self.writer.close()
+
+
+class FuzzySnapshots:
+    """A fuzzy snapshot every ``snapCount/2 + rand(snapCount/2)`` transactions
+    (randomised, as in ZooKeeper, so servers do not all snapshot at once): the
+    tree is serialized a slice at a time between reactor events, the file
+    written by ``pool``. The owner rolls its log when ``counted`` says one is due,
+    then calls ``take``."""
+
+    def __init__(self, reactor: Any, core: Any, snap_dir: str, snap_count: int,
+                 force_sync: bool, pool: ThreadPool) -> None:
+        self.reactor = reactor
+        self.core = core
+        self.snap_dir = snap_dir
+        self.snap_count = max(snap_count, 2)
+        self.force_sync = force_sync
+        self.pool = pool
+        self.count = 0
+        self.due_at = self._threshold()
+        self.running = False
+
+    def _threshold(self) -> int:
+        half = self.snap_count // 2
+        return half + random.randrange(max(half, 1))
+
+    def counted(self, n: int = 1) -> bool:
+        """Count ``n`` more transactions; True when a snapshot is due now."""
+        self.count += n
+        if self.count < self.due_at or self.running:
+            return False
+        self.count = 0
+        self.due_at = self._threshold()
+        self.running = True
+        return True
+
+    def take(self) -> None:
         maker = SnapshotMaker(self.core.tree, self.core.session_timeouts())
         path = os.path.join(self.snap_dir, snapshot_name(maker.zxid))
         log.info("Taking a fuzzy snapshot at zxid 0x%x", maker.zxid)
@@ -121,26 +153,16 @@ class LogCommitter:
 
         d = task.cooperate(steps()).whenDone()
         d.addCallback(lambda _: threads.deferToThreadPool(
-            self.reactor, self.snap_pool, write_snapshot, path, maker.head(), maker.chunks,
+            self.reactor, self.pool, write_snapshot, path, maker.head(), maker.chunks,
             self.force_sync))
-        d.addCallback(lambda _: self._snapshot_done(path, maker))
-        d.addErrback(self._snapshot_failed)
+        d.addCallback(lambda _: self._done(path, maker))
+        d.addErrback(self._failed)
 
-    def _snapshot_done(self, path: str, maker: SnapshotMaker) -> None:
-        self._snapping = False
+    def _done(self, path: str, maker: SnapshotMaker) -> None:
+        self.running = False
         log.info("Snapshot %s written: %d znodes, %d sessions", os.path.basename(path),
                  maker.count, len(maker.sessions))
 
-    def _snapshot_failed(self, failure: Any) -> None:
-        self._snapping = False
+    def _failed(self, failure: Any) -> None:
+        self.running = False
         log.error("Snapshot failed: %s", failure.getErrorMessage())
-
-    def purge(self) -> None:
-        threads.deferToThreadPool(self.reactor, self.snap_pool, purge, self.snap_dir,
-                                  self.log_dir, self.retain)
-
-    def close(self) -> None:
-        """Reactor shutdown: finish the batch in flight (its replies are moot), close."""
-        self.pool.stop()
-        self.snap_pool.stop()
-        self.writer.close()

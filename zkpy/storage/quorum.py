@@ -55,16 +55,20 @@ def read_epoch(snap_dir: str, name: str) -> int | None:
 
 
 def write_epoch(snap_dir: str, name: str, value: int, fsync: bool = True) -> None:
-    path = os.path.join(snap_dir, name)
+    _write_atomically(os.path.join(snap_dir, name), f"{value}\n".encode(), fsync)
+
+
+def _write_atomically(path: str, data: bytes, fsync: bool) -> None:
+    """Through a temporary name, so a crash leaves the old file or the new one."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         if fsync:
             os.fsync(f.fileno())
     os.replace(tmp, path)
     if fsync:
-        _sync_dir(snap_dir)
+        _sync_dir(os.path.dirname(path))
 
 
 def _sync_dir(directory: str) -> None:
@@ -159,15 +163,7 @@ def install_snapshot(snap_dir: str, zxid: int, data: bytes, fsync: bool = True) 
     """Store a leader's SNAP as ``snapshot.<zxid>`` (checked before it is kept)."""
     parse_snapshot(data, zxid)  # SnapshotInvalid: never keep a snapshot we cannot load
     path = os.path.join(snap_dir, snapshot_name(zxid))
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _sync_dir(snap_dir)
+    _write_atomically(path, data, fsync)
     return path
 
 
