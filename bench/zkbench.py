@@ -203,18 +203,22 @@ def _parse_replies(buf: bytearray) -> tuple[int, dict[int, int] | None]:
 
 
 class Probe:
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-        self.proc = psutil.Process(pid) if pid else None
+    """CPU and RSS of a server process (or of every member of an ensemble)."""
+
+    def __init__(self, pid: int | list[int] | None) -> None:
+        pids = pid if isinstance(pid, list) else [pid] if pid else []
+        self.pid = pids[0] if pids else None
+        self.roots = [psutil.Process(p) for p in pids]
+        self.proc = self.roots[0] if self.roots else None
 
     def _procs(self) -> list[psutil.Process]:
-        if self.proc is None:
-            return []
-        procs = [self.proc]
-        try:
-            procs += self.proc.children(recursive=True)
-        except psutil.Error:
-            pass
+        procs = []
+        for root in self.roots:
+            procs.append(root)
+            try:
+                procs += root.children(recursive=True)
+            except psutil.Error:
+                pass
         return procs
 
     def cpu(self) -> float | None:
@@ -290,7 +294,7 @@ def _issue(c: Conn, plan: list[tuple[int, bytes]], k: int) -> None:
     c.out += k
 
 
-def _worker(wid: int, host: str, port: int, n_sessions: int, window: int,
+def _worker(wid: int, addrs: list[tuple[str, int]], n_sessions: int, window: int,
             keys: list[str], value: bytes, read_pct: float, seed: int,
             duration: float, budget: int, timeout: float,
             start_barrier, end_barrier, results) -> None:
@@ -299,8 +303,8 @@ def _worker(wid: int, host: str, port: int, n_sessions: int, window: int,
     conns: list[Conn] = []
     try:
         plan = _build_plan(keys, value, read_pct, seed)
-        for _ in range(n_sessions):
-            conns.append(Conn(host, port, timeout))
+        for i in range(n_sessions):  # an ensemble's members share the sessions
+            conns.append(Conn(*addrs[(wid + i) % len(addrs)], timeout))
     except Exception as exc:  # reported, not raised: the parent must not hang
         res["error"] = "connect: %s: %s" % (type(exc).__name__, exc)
     try:
@@ -382,7 +386,7 @@ def _run_load(conns: list[Conn], plan: list, window: int, duration: float,
                cpu=(ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
 
 
-def run_throughput(host: str, port: int, probe: Probe, args, keys: list[str],
+def run_throughput(addrs: list[tuple[str, int]], probe: Probe, args, keys: list[str],
                    read_pct: float, duration: float, seed: int) -> dict:
     ctx = mp.get_context("fork")
     nw = max(1, min(args.workers, args.sessions))
@@ -395,7 +399,7 @@ def run_throughput(host: str, port: int, probe: Probe, args, keys: list[str],
         sess = args.sessions // nw + (1 if w < args.sessions % nw else 0)
         budget = args.max_ops // nw + (1 if w < args.max_ops % nw else 0)
         p = ctx.Process(target=_worker, args=(
-            w, host, port, sess, args.window, keys, value, read_pct, seed * 100 + w,
+            w, addrs, sess, args.window, keys, value, read_pct, seed * 100 + w,
             duration, budget, args.timeout, start_b, end_b, results), daemon=True)
         p.start()
         procs.append(p)
@@ -546,10 +550,57 @@ def read_mix_name(pct: float) -> str:
     return "read%g" % pct
 
 
+OP_SYNC = 9
+
+
+class EnsembleTarget:
+    """An ensemble of --ensemble N members standing in for one server in the
+    round loop: the load is spread over every member, CPU and RSS are summed."""
+
+    def __init__(self, kind: str, size: int, settings: dict, server_options: dict) -> None:
+        from zkpy.testing.ensemble import Ensemble
+
+        self.ensemble = Ensemble(kind, size, settings, tick_time=int(settings.get("tickTime", 2000)),
+                                 server_options=server_options)
+        self.keep_workdir = False
+        self.workdir = self.ensemble.workdir
+        first = self.ensemble.members[0]
+        self.host, self.port = first.host, first.port
+
+    def start(self, timeout: float) -> None:
+        self.ensemble.start(timeout=timeout)
+
+    @property
+    def addrs(self) -> list[tuple[str, int]]:
+        return [(m.host, m.port) for m in self.ensemble.members]
+
+    @property
+    def pids(self) -> list[int]:
+        return [m.pid for m in self.ensemble.members if m.pid]
+
+    pid = property(lambda self: self.pids[0])
+    connect_string = property(lambda self: self.ensemble.connect_string)
+    running = property(lambda self: all(m.running for m in self.ensemble.members))
+    returncode = property(lambda self: [m.server.returncode for m in self.ensemble.members])
+    log_path = property(lambda self: self.workdir)
+
+    def log_text(self) -> str:
+        return "\n".join(m.server.log_text() for m in self.ensemble.members)
+
+    def log_tail(self, lines: int = 25) -> str:
+        return self.ensemble.log_tails(lines)
+
+    def cleanup(self) -> None:
+        self.ensemble.keep_workdir = self.keep_workdir
+        self.ensemble.cleanup()
+
+
 def run_suite(host: str, port: int, probe: Probe, args, root: str, label: str,
-              alive=lambda: None, log=print) -> dict:
-    """Run every phase against host:port; *alive* returns an error string when
-    the server died."""
+              alive=lambda: None, log=print, addrs: list[tuple[str, int]] | None = None) -> dict:
+    """Run every phase against host:port (the load spread over *addrs* when
+    given: an ensemble's members); *alive* returns an error string when the
+    server died."""
+    addrs = addrs or [(host, port)]
     res: dict = {"phases": {}, "memory": None, "latency": None, "errors": []}
     value = _value(args.value_size)
     conn = Conn(host, port, args.timeout)
@@ -557,10 +608,16 @@ def run_suite(host: str, port: int, probe: Probe, args, root: str, label: str,
         ensure_path(conn, root + "/kv")
         t0 = time.monotonic()
         keys = create_keys(conn, root + "/kv", args.keys, value)
+        for addr in addrs:  # every member has the keys before any is read from it
+            if addr != (host, port):
+                member = Conn(*addr, timeout=args.timeout)
+                path = (root + "/kv").encode()
+                member.call(OP_SYNC, struct.pack(">i", len(path)) + path)
+                member.close()
         log("  [%s] %d keys of %d B created in %.1f s" % (label, len(keys), len(value),
                                                           time.monotonic() - t0))
         if args.warmup > 0:
-            w = run_throughput(host, port, probe, args, keys, 50.0, args.warmup, args.seed + 999)
+            w = run_throughput(addrs, probe, args, keys, 50.0, args.warmup, args.seed + 999)
             log("  [%s] warm-up %.0f s (50%% reads): %s" % (label, args.warmup, _short(w)))
             if w.get("error"):
                 res["errors"].append("warm-up: " + w["error"])
@@ -576,7 +633,7 @@ def run_suite(host: str, port: int, probe: Probe, args, root: str, label: str,
                 log("  [%s] memory: %d znodes created (no server pid: RSS unknown)"
                     % (label, m["znodes"]))
         for pct in args.reads:
-            r = run_throughput(host, port, probe, args, keys, pct, args.duration, args.seed)
+            r = run_throughput(addrs, probe, args, keys, pct, args.duration, args.seed)
             res["phases"][read_mix_name(pct)] = r
             log("  [%s] %3g%% reads: %s" % (label, pct, _short(r)))
             dead = alive()
@@ -842,6 +899,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sequential ops per type for latency (0 to skip; default 2000)")
     p.add_argument("--force-sync", action="store_true",
                    help="leave forceSync=yes (both servers fsync their transaction log, group-committed)")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="run each kind as an ensemble of N servers (sessions spread over the "
+                        "members, CPU summed over them; the memory phase is skipped)")
     p.add_argument("--heap", default="1g", help="Apache ZooKeeper -Xmx (default 1g)")
     p.add_argument("--root", default=None, help="znode under which to work "
                    "(default /zkbench, or a unique name with --connect)")
@@ -903,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         pass
     settings = server_settings(args.force_sync)
+    if args.ensemble > 1:
+        args.znodes = 0  # RSS per znode means nothing summed over three copies
     runs: list[dict] = []
 
     if args.connect:
@@ -958,7 +1020,9 @@ def main(argv: list[str] | None = None) -> int:
                 if lab == "zookeeper":
                     kw["jvm_args"] = ["-Xmx%s" % args.heap]
                 try:
-                    srv = server_from_name(lab, **kw)
+                    srv = (EnsembleTarget(lab, args.ensemble, settings,
+                                          {k: v for k, v in kw.items() if k != "settings"})
+                           if args.ensemble > 1 else server_from_name(lab, **kw))
                 except Exception as exc:
                     log("round %d: %s: cannot create server: %s" % (rnd, lab, exc))
                     runs.append({"server": lab, "round": rnd,
@@ -971,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
                     log("round %d: %s pid %d on %s (ready in %.1f s, dir %s)" % (
                         rnd, lab, srv.pid, srv.connect_string, time.monotonic() - t0,
                         srv.workdir))
-                    probe = Probe(srv.pid)
+                    probe = Probe(srv.pids if args.ensemble > 1 else srv.pid)
 
                     def alive(srv=srv) -> str | None:
                         if srv.running:
@@ -979,7 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
                         return "server exited with status %s" % srv.returncode
 
                     res = run_suite(srv.host, srv.port, probe, args, args.root or "/zkbench",
-                                    lab, alive=alive, log=log)
+                                    lab, alive=alive, log=log,
+                                    addrs=srv.addrs if args.ensemble > 1 else None)
                 except Exception as exc:
                     res = {"errors": ["start: %s: %s" % (type(exc).__name__, exc)], "phases": {}}
                 entry["result"] = res
