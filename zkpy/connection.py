@@ -234,20 +234,17 @@ class Connection:
             self._queue(_REPLY.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))
             self.close_after_flush()
             return
-        if op in WRITE_OPS:
+        # A follower's sync waits for the leader's SYNC, like a write for its commit.
+        forward_sync = core.sync if op == Op.sync else None
+        if op in WRITE_OPS or forward_sync is not None:
             req = Request(self.session_id, xid, op, body, list(self.ids), self)
             req.created = now
             req.raw = frame
             self.pending.append(req)
-            core.submit(req, now)
-            return
-        if op == Op.sync and core.sync is not None:
-            # A follower's sync waits for the leader's SYNC (see zkpy.replica).
-            req = Request(self.session_id, xid, op, body, list(self.ids), self)
-            req.created = now
-            req.raw = frame
-            self.pending.append(req)
-            core.sync(req)
+            if forward_sync is not None:
+                forward_sync(req)
+            else:
+                core.submit(req, now)
             return
         if op == Op.auth:
             self._auth(xid, body, now)

@@ -215,8 +215,8 @@ class ServerCore:
 
     def submit(self, req: Request, now: int) -> None:
         """Prep a write and propose it (a follower forwards it to the leader)."""
+        self.outstanding_writes += 1
         if self.forward is not None:
-            self.outstanding_writes += 1
             self.forward(req)
             return
         zxid = self.next_zxid
@@ -226,7 +226,6 @@ class ServerCore:
             session = self.sessions.get(req.session_id)
             if session is not None:
                 session.closing = True
-        self.outstanding_writes += 1
         self.committer.propose(req)
 
     def commit(self, req: Request, ours: bool = True) -> None:

@@ -383,7 +383,7 @@ def _conf(core: ServerCore, conn: Any) -> str:
         ("serverId", 0 if core.quorum is None else s.server_id),
     ]
     if core.quorum is not None:
-        lines += core.quorum.conf_lines()
+        lines += core.quorum.conf
     # "membership: " heads the server list on a line of its own, as QuorumPeer prints it.
     return "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
 
@@ -548,6 +548,11 @@ def _stmk(core: ServerCore, conn: Any) -> str:
     return str(mask)
 
 
+def _isro(core: ServerCore) -> str:
+    """IsroCommand: "null" while no ZooKeeperServer runs (a member without quorum)."""
+    return "rw" if core.serving else "null"
+
+
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
 # The commands ZooKeeper answers with NOT_SERVING while a quorum member is not serving.
 _NEED_SERVING = frozenset({"srvr", "stat", "cons", "crst", "dump", "mntr", "wchs", "wchc",
@@ -555,7 +560,7 @@ _NEED_SERVING = frozenset({"srvr", "stat", "cons", "crst", "dump", "mntr", "wchs
 
 _COMMANDS: dict[str, Callable[[ServerCore, Any], str]] = {
     "ruok": lambda core, conn: "imok",
-    "isro": lambda core, conn: "rw" if getattr(core, "serving", True) else "null",
+    "isro": lambda core, conn: _isro(core),
     # hash prints one "<zxid hex>: <digest>" line per entry of the tree-digest log;
     # zkpy keeps no tree digests, so the log is empty.
     "hash": lambda core, conn: "",

@@ -69,9 +69,9 @@ class Replica:
         self.proposed: dict[int, Request] = {}  # leader: zxid -> its request
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
-        self.role_changes = 0
+        self.role_changes = 0  # how often the role changed (tests watch it for flaps)
         self.led_since = 0
-        self.conf: list[tuple[str, object]] = []
+        self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
         self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
         core.quorum = self
         core.committer = self
@@ -270,10 +270,6 @@ class Replica:
     @property
     def mode(self) -> str:
         return ROLE_NAMES.get(self.role, "looking") if self.established else "looking"
-
-    def conf_lines(self) -> list[tuple[str, object]]:
-        """QuorumPeerConfig's part of ``conf`` (filled in by the adapter's config)."""
-        return list(self.conf)
 
     def proposal_sizes(self) -> tuple[int, int, int]:
         return self._sizes

@@ -195,20 +195,18 @@ class EnsembleServer(ZkServer):
         self.disk.on_synced = self._synced
         self.replica = Replica(self.core, self.peer, self._carry_out)
         own = cfg.servers[self.my_id]
-        conf: list[tuple[str, object]] = [
+        # The membership as QuorumVerifier prints it: in ``conf`` and in every vote.
+        members = [(f"server.{sid}", a.to_config_value()) for sid, a in sorted(cfg.servers.items())]
+        self.replica.conf = [
             ("initLimit", cfg.init_limit), ("syncLimit", cfg.sync_limit), ("electionAlg", 3),
             ("electionPort", own.election_port), ("quorumPort", own.quorum_port),
             ("peerType", 0 if own.role == "participant" else 1),
-            ("membership: ", ""),
+            ("membership: ", ""), *members, ("version", 0),
         ]
-        conf += [(f"server.{sid}", a.to_config_value()) for sid, a in sorted(cfg.servers.items())]
-        conf.append(("version", 0))
-        self.replica.conf = conf
-        quorum_addrs = {sid: (resolve(a.host), a.quorum_port) for sid, a in cfg.servers.items()}
-        election_addrs = {sid: (resolve(a.host), a.election_port)
-                          for sid, a in cfg.servers.items()}
-        config_text = "".join(f"server.{sid}={a.to_config_value()}\n"
-                              for sid, a in sorted(cfg.servers.items())) + "version=0"
+        config_text = "".join(f"{k}={v}\n" for k, v in members) + "version=0"
+        hosts = {sid: resolve(a.host) for sid, a in cfg.servers.items()}
+        quorum_addrs = {sid: (hosts[sid], a.quorum_port) for sid, a in cfg.servers.items()}
+        election_addrs = {sid: (hosts[sid], a.election_port) for sid, a in cfg.servers.items()}
         self.election = ElectionLinks(reactor, self.my_id, election_addrs, self._on_vote,
                                       config_text.encode())
         self.links = QuorumLinks(reactor, self.my_id, quorum_addrs, self._on_packet,
