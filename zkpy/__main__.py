@@ -189,18 +189,22 @@ def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> A
              len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
              state.accepted_epoch, state.current_epoch, time.monotonic() - started)
     server = EnsembleServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    _autopurge(reactor, cfg, server.purge)
+    return server
+
+
+def _autopurge(reactor: Any, cfg: ServerConfig, purge: Any) -> None:
+    """autopurge.purgeInterval hours between purges (0: never), the first one now."""
     if cfg.autopurge_purge_interval > 0:
         from twisted.internet import task
 
-        purger = task.LoopingCall(server.purge)
+        purger = task.LoopingCall(purge)
         purger.clock = reactor
         purger.start(cfg.autopurge_purge_interval * 3600, now=True)
-    return server
 
 
 def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
     """Recover the tree and sessions, snapshot them, and log every commit from now on."""
-    from twisted.internet import task
 
     from zkpy.net.persist import LogCommitter
     from zkpy.net.server import wall_ms
@@ -233,10 +237,7 @@ def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
                              force_sync=cfg.force_sync, snap_count=cfg.snap_count,
                              retain=cfg.autopurge_snap_retain_count)
     server.core.committer = committer
-    if cfg.autopurge_purge_interval > 0:
-        purger = task.LoopingCall(committer.purge)
-        purger.clock = reactor
-        purger.start(cfg.autopurge_purge_interval * 3600, now=True)
+    _autopurge(reactor, cfg, committer.purge)
     return True
 
 
