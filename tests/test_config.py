@@ -617,3 +617,14 @@ def test_as_properties(data_dir: str) -> None:
     assert "ssl.keyStore.password" not in found
     assert "secureClientPort" not in found  # unset values are omitted
     assert all(isinstance(v, str) for _, v in pairs)
+
+
+def test_read_only_mode_and_local_sessions_reach_the_core(data_dir: str) -> None:
+    from zkpy.__main__ import settings_from
+
+    servers = "server.1=127.0.0.1:2888:3888\nserver.2=127.0.0.1:2889:3889\n"
+    plain = settings_from(quorum(data_dir, "1", servers))
+    assert not plain.readonly_mode and not plain.local_sessions
+    s = settings_from(cfg(data_dir, servers + "localSessionsEnabled=true\n",
+                          {"readonlymode.enabled": "true"}))
+    assert s.readonly_mode and s.local_sessions and "isro" in s.four_letter_words

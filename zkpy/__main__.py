@@ -52,6 +52,8 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         enforce_auth_schemes=_enforce_auth_schemes(cfg),
         allow_sasl_failed_clients=_java_bool(props.get("zookeeper.allowSaslFailedClients")),
         x509_enabled=_x509_enabled(cfg),
+        readonly_mode=cfg.readonly_mode_enabled,
+        local_sessions=cfg.local_sessions_enabled,
     )
 
 

@@ -70,6 +70,10 @@ class CoreSettings:
     enforce_auth_schemes: tuple[str, ...] = ()
     allow_sasl_failed_clients: bool = False  # zookeeper.allowSaslFailedClients
     x509_enabled: bool = False  # secureClientPort: x509 ids and ACLs exist
+    # A quorum member: readonlymode.enabled (serve read-only clients without a quorum, see
+    # zkpy.readonly) and localSessionsEnabled (which read-only mode needs for new sessions).
+    readonly_mode: bool = False
+    local_sessions: bool = False
 
 
 class Committer(Protocol):
