@@ -160,6 +160,14 @@ class Connection:
             # running (electing, syncing): the client tries another server.
             self.abort("ZooKeeperServer not running")
             return
+        read_only = core.read_only
+        if read_only is not None and not req.readOnly:
+            # ReadOnlyZooKeeperServer: only clients that allow read-only mode (old clients,
+            # without the flag, included) are refused.
+            log.info("Refusing session request for not-read-only client %s:%d", self.host,
+                     self.port)
+            self.abort("not a read-only client", quiet=True)
+            return
         if req.lastZxidSeen > core.last_zxid:
             self.abort(f"Refusing session request for client as it has seen zxid "
                        f"0x{req.lastZxidSeen:x} our last zxid is 0x{core.last_zxid:x} "
@@ -168,6 +176,9 @@ class Connection:
         timeout = min(max(req.timeOut, settings.min_session_timeout),
                       settings.max_session_timeout)
         self.timeout = timeout
+        if req.sessionId == 0 and read_only is not None:
+            self._open_read_only(read_only, timeout, now)
+            return
         if req.sessionId == 0:
             sid = core.sessions.new_id()
             self.session_id = sid
@@ -177,6 +188,11 @@ class Connection:
             core.submit(_marker, now)
             return
         sid = req.sessionId
+        if read_only is not None and read_only.is_replicated(sid):
+            log.info("Refusing global session reconnection in RO mode %s:%d", self.host,
+                     self.port)
+            self.abort("a global session in read-only mode", quiet=True)
+            return
         session = core.sessions.get(sid)
         if (session is None or session.closing or req.passwd != session_password(sid)):
             log.info("Invalid session %s for client %s:%d, probably expired", hex_sid(sid),
@@ -194,6 +210,17 @@ class Connection:
         log.info("Client %s:%d reconnected to session %s, timeout %dms", self.host, self.port,
                  hex_sid(sid), timeout)
 
+    def _open_read_only(self, read_only: Any, timeout: int, now: int) -> None:
+        sid = read_only.new_session(timeout, now, f"{self.host}:{self.port}")
+        if sid is None:
+            # ZooKeeper 3.8's answer to the createSession: a bare reply header.
+            self._queue(_REPLY.pack(16, 0, self.core.last_zxid, int(Err.NOTREADONLY)))
+            self.close_after_flush()
+            return
+        self._open(sid, timeout)
+        log.info("Established read-only session %s with negotiated timeout %dms for client "
+                 "%s:%d", hex_sid(sid), timeout, self.host, self.port)
+
     def _open(self, sid: int, timeout: int) -> None:
         session = self.core.sessions.get(sid)
         if session is not None:
@@ -203,7 +230,8 @@ class Connection:
         self._send_connect_response(timeout, sid, session_password(sid))
 
     def _send_connect_response(self, timeout: int, sid: int, passwd: bytes) -> None:
-        body = S.ConnectResponse(0, timeout, sid, passwd, False).encode()
+        read_only = self.core.read_only is not None
+        body = S.ConnectResponse(0, timeout, sid, passwd, read_only).encode()
         if self.old_client:
             body = body[:-1]
         self._queue(_LEN.pack(len(body)) + body)
@@ -379,6 +407,17 @@ class Connection:
         self._reply(req.cxid, self.core.last_zxid, 0, reads.answer(self.core, self, Op.sync,
                                                                       req.body),
                     now, "sync", req.created)
+        self._drain()
+
+    def answer_now(self, req: Request, err: int) -> None:
+        """Answer a write or sync that was never proposed (read-only mode) with ``err``
+        and the last zxid, and whatever was queued behind it."""
+        if self.state == "closed":
+            return
+        if self.pending and self.pending[0] is req:
+            self.pending.popleft()
+        self._reply(req.cxid, self.core.last_zxid, err, b"", self.core.now, _op_name(req.type),
+                    req.created)
         self._drain()
 
     def _drain(self) -> None:

@@ -126,6 +126,9 @@ class ServerCore:
         self.forward: Callable[[Request], None] | None = None
         self.sync: Callable[[Request], None] | None = None
         self.quorum: Any = None  # the Replica, for the four-letter words
+        # While a quorum member serves read-only (zkpy.readonly.ReadOnlyServer): it refuses
+        # writes, and ``sessions`` holds only the sessions it made itself.
+        self.read_only: Any = None
 
     def restore(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
         """Adopt a recovered tree and session list (before serving).
@@ -146,7 +149,9 @@ class ServerCore:
         self.restore(tree, sessions, now)
 
     def session_timeouts(self) -> dict[int, int]:
-        return {sid: s.timeout for sid, s in self.sessions.sessions.items()}
+        """The replicated sessions (never read-only mode's own)."""
+        table = self.sessions if self.read_only is None else self.read_only.replicated
+        return {sid: s.timeout for sid, s in table.sessions.items()}
 
     # -- connections ----------------------------------------------------------
 
@@ -193,7 +198,8 @@ class ServerCore:
             log.info("Expiring session 0x%x, timeout of %dms exceeded", session.id & (2**64 - 1),
                      session.timeout)
             self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
-        if now - self._last_container_check >= self.settings.container_check_ms:
+        if (self.read_only is None
+                and now - self._last_container_check >= self.settings.container_check_ms):
             self._last_container_check = now
             self._reap_containers(now)
         self.flush()
@@ -250,7 +256,7 @@ class ServerCore:
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
         if hdr.type == Op.closeSession:
-            self._session_closed(req.session_id)
+            self.session_closed(req.session_id)
         conn = req.conn
         if conn is not None:
             conn.committed(req, rc)
@@ -269,7 +275,7 @@ class ServerCore:
                         continue
                 conn.send_event(etype, path)
 
-    def _session_closed(self, sid: int) -> None:
+    def session_closed(self, sid: int) -> None:
         session = self.sessions.remove(sid)
         if session is None:
             return

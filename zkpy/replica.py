@@ -34,12 +34,14 @@ from zkpy.core import ServerCore
 from zkpy.jute.codec import JuteError
 from zkpy.prep import MALFORMED, Request
 from zkpy.proto import Op
+from zkpy.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_txn, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.events import (
     FOLLOWING,
     LEADING,
+    LOOKING,
     Event,
     Forward,
     NotLeader,
@@ -73,6 +75,7 @@ class Replica:
         self.led_since = 0
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
         self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
+        self.read_only = ReadOnlyServer(core)  # readonlymode.enabled: serves while LOOKING
         core.quorum = self
         core.committer = self
         peer.snapshot_source = self._snapshot
@@ -99,11 +102,14 @@ class Replica:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):
             self._synced()
+        self.read_only.poll(now)
         self.core.flush()
 
     # -- roles ------------------------------------------------------------------------
 
     def _role(self, change: RoleChange) -> None:
+        if self.read_only.role(change.role == LOOKING, self.now):
+            self._stand_down(f"read-only mode ends: {ROLE_NAMES.get(change.role, change.role)}")
         was_serving = self.established
         self.role = change.role
         self.leader = change.leader
@@ -269,6 +275,8 @@ class Replica:
 
     @property
     def mode(self) -> str:
+        if self.read_only.active:
+            return "read-only"
         return ROLE_NAMES.get(self.role, "looking") if self.established else "looking"
 
     def proposal_sizes(self) -> tuple[int, int, int]:

@@ -288,6 +288,9 @@ class EnsembleServer(ZkServer):
         if self.peer.role != LOOKING:
             return
         deadline = self.peer.election.next_deadline()
+        read_only = self.replica.read_only.due()  # when a looking member turns read-only
+        if read_only is not None:
+            deadline = read_only if deadline is None else min(deadline, read_only)
         if deadline is not None:
             delay = max(deadline - self.clock(), 0) / 1000.0
             self._wake = self.reactor.callLater(delay, self._step, Wake())

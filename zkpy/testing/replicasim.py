@@ -50,10 +50,12 @@ class Member:
 
 class Sim:
     def __init__(self, size: int = 3, *, tick_time: int = 100, sync_limit: int = 5,
-                 init_limit: int = 10, log_window: int = 500, now: int = T0) -> None:
+                 init_limit: int = 10, log_window: int = 500, now: int = T0,
+                 settings: dict[str, Any] | None = None) -> None:
         self.ids = list(range(1, size + 1))
         self.now = now
         self.tick_time = tick_time
+        self.settings = dict(settings or {})  # more CoreSettings for every member
         self.next_tick = now + tick_time
         self.peer_args: dict[str, Any] = {"sync_limit": sync_limit, "init_limit": init_limit,
                                           "log_window": log_window}
@@ -76,7 +78,8 @@ class Sim:
 
     def _boot(self, i: int) -> None:
         disk = self.disks[i]
-        core = ServerCore(CoreSettings(server_id=i, tick_time=self.tick_time), self.now)
+        core = ServerCore(CoreSettings(server_id=i, tick_time=self.tick_time, **self.settings),
+                          self.now)
         zxid, data = disk.snapshot
         if data:
             tree, sessions = parse_snapshot(data, zxid)
@@ -218,10 +221,13 @@ class Sim:
         raise AssertionError(f"the ensemble did not settle in {limit} rounds")
 
     def _timer(self, member: Member) -> int | None:
-        """When a looking member's election wants a Wake (EnsembleServer._arm_election_timer)."""
+        """When a looking member's election (or read-only mode) wants a Wake
+        (EnsembleServer._arm_election_timer)."""
         if not member.up or member.peer.role != ev.LOOKING:
             return None
-        return member.peer.election.next_deadline()
+        times = [t for t in (member.peer.election.next_deadline(),
+                             member.replica.read_only.due()) if t is not None]
+        return min(times) if times else None
 
     def advance(self, ms: int) -> None:
         """Let ``ms`` of time pass: ticks (with the session ticker), election timers."""
