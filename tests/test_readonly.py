@@ -15,8 +15,10 @@ from typing import Any
 from test_replica import SimClient, assert_converged, call, create, open_session, tree_state
 from zk_harness import OPEN, frame, make_core
 
+from zkpy import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
+from zkpy.net.admin import AdminContext, run_command
 from zkpy.proto import Err, Op
 from zkpy.readonly import ReadOnlyServer
 from zkpy.session import session_password
@@ -43,6 +45,10 @@ def connect(sim: Sim, member: Member, read_only: bool = True, session_id: int = 
 def response(frames: list[bytes]) -> Any:
     assert len(frames) == 1, frames
     return decode_all(S.ConnectResponse, frames[0])
+
+
+def isro(member: Member) -> str:
+    return fourletter.run(member.core, "isro", None)
 
 
 def alone(settings: dict[str, Any] | None = None) -> tuple[Sim, Member, SimClient, int]:
@@ -77,17 +83,36 @@ def test_a_member_turns_read_only_after_two_seconds_of_looking_not_before() -> N
     sim, lone, _, since = alone()
     sim.advance(1999)
     assert lone.replica.mode == "looking" and not lone.core.serving
-    assert lone.core.read_only is None
+    assert lone.core.read_only is None and isro(lone) == "null"
     sim.advance(1)
     assert sim.now == since + 2000
     assert lone.replica.mode == "read-only" and lone.core.serving
     assert lone.core.read_only is lone.replica.read_only
+    assert isro(lone) == "ro"
+    srvr = fourletter.run(lone.core, "srvr", None).splitlines()
+    assert srvr[1] == "READ-ONLY mode; serving only read-only clients"
+    assert "Mode: read-only" in srvr
+    mntr = dict(line.split("\t", 1) for line in
+                fourletter.run(lone.core, "mntr", None).splitlines())
+    assert mntr["zk_server_state"] == "read-only"
+    assert "zk_peer_state" not in mntr and "zk_quorum_size" not in mntr
+    assert list(mntr)[3:5] == ["zk_avg_latency", "zk_num_alive_connections"]  # measured
+    lone.replica.conf = [("peerType", 0), ("membership: ", ""), ("server.1", "h:1:2"),
+                         ("version", 0)]  # as the adapter sets it
+    conf = fourletter.run(lone.core, "conf", None)
+    assert conf.endswith("peerType=0\n") and "membership" not in conf
+    admin = AdminContext(lone.core, clock=lambda: sim.now)
+    assert run_command(admin, "is_read_only")["read_only"] is True
+    srvr_json = run_command(admin, "srvr")
+    assert srvr_json["read_only"] is True
+    assert srvr_json["server_stats"]["server_state"] == "read-only"
 
 
 def test_without_readonlymode_a_member_only_looks() -> None:
     sim, lone, _, _ = alone(WORDS)
     sim.advance(10_000)
     assert lone.replica.mode == "looking" and lone.core.read_only is None
+    assert isro(lone) == "null"
 
 
 def test_the_grace_period_is_at_least_a_tick() -> None:
@@ -228,7 +253,7 @@ def test_when_the_election_decides_read_only_ends_and_its_sessions_are_gone() ->
             sim.restart(i)
     sim.wait_stable()
     assert ro.closed  # every client connection closed when the election decided
-    assert lone.replica.mode in ("leader", "follower")
+    assert lone.replica.mode in ("leader", "follower") and isro(lone) == "rw"
     assert lone.core.read_only is None
     assert sid not in lone.core.sessions.sessions
     assert old.session_id in lone.core.sessions.sessions

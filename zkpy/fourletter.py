@@ -202,7 +202,8 @@ def _server_stats(core: ServerCore) -> str:
 
 
 def server_state(core: ServerCore) -> str:
-    """standalone, or a quorum member's role: leader, follower (looking: not serving)."""
+    """standalone, or a quorum member's role: leader, follower, read-only (looking: not
+    serving)."""
     return "standalone" if core.quorum is None else core.quorum.mode
 
 
@@ -219,13 +220,19 @@ def _build() -> str:
     return BUILD
 
 
+def _version_lines(core: ServerCore) -> str:
+    read_only = ("READ-ONLY mode; serving only read-only clients\n"
+                 if core.read_only is not None else "")
+    return f"Zookeeper version: {_build()}\n" + read_only
+
+
 def _srvr(core: ServerCore, conn: Any) -> str:
-    return f"Zookeeper version: {_build()}\n" + _server_stats(core)
+    return _version_lines(core) + _server_stats(core)
 
 
 def _stat(core: ServerCore, conn: Any) -> str:
     clients = "".join(_conn_info(c, conn, brief=True) + "\n" for c in list(core.connections.values()))
-    return f"Zookeeper version: {_build()}\n" + "Clients:\n" + clients + "\n" + _server_stats(core)
+    return _version_lines(core) + "Clients:\n" + clients + "\n" + _server_stats(core)
 
 
 # -- connections (stat, cons, crst) ------------------------------------------------
@@ -383,7 +390,11 @@ def _conf(core: ServerCore, conn: Any) -> str:
         ("serverId", 0 if core.quorum is None else s.server_id),
     ]
     if core.quorum is not None:
-        lines += core.quorum.conf
+        conf = list(core.quorum.conf)
+        if core.read_only is not None:  # ReadOnlyZooKeeperServer.dumpConf: up to peerType
+            keys = [k for k, _ in conf]
+            conf = conf[:keys.index("membership: ")] if "membership: " in keys else conf
+        lines += conf
     # "membership: " heads the server list on a line of its own, as QuorumPeer prints it.
     return "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
 
@@ -450,6 +461,12 @@ def approximate_data_size(core: ServerCore) -> int:
     return sum(len(path) + node.dataLength for path, node in core.tree.nodes.items())
 
 
+# A read-only server's metrics map iterates these two the other way round (measured).
+_MNTR_READ_ONLY = tuple(
+    {"num_alive_connections": "avg_latency", "avg_latency": "num_alive_connections"}.get(k, k)
+    for k in _MNTR_SIMPLE)
+
+
 def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     """mntr's (key, value) pairs without the ``zk_`` prefix, in ZooKeeper's order."""
     st = core.stats
@@ -462,7 +479,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "avg_latency": avg,
         "outstanding_requests": core.outstanding(),
         "znode_count": _node_count(core),
-        "global_sessions": len(core.sessions.sessions),
+        "global_sessions": len(core.session_timeouts()),
         "packets_sent": st.packets_sent,
         "packets_received": st.packets_received,
         "connection_drop_probability": 0.0,
@@ -472,11 +489,14 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "uptime": max(core.now - st.started_ms, 0),
         "max_latency": hi,
     }
+    if core.read_only is not None:  # its own sessions are local ones
+        real["local_sessions"] = len(core.sessions.sessions)
     fds = _fd_counts()
     if fds is not None:
         real["open_file_descriptor_count"], real["max_file_descriptor_count"] = fds
     out: list[tuple[str, Any]] = []
-    for key in _MNTR_SIMPLE:
+    order = _MNTR_SIMPLE if core.read_only is None else _MNTR_READ_ONLY
+    for key in order:
         if key.endswith("file_descriptor_count") and fds is None:
             continue
         out.append((key, real.get(key, 0)))
@@ -487,7 +507,8 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
                 (f"cnt_{name}", 0), (f"sum_{name}", 0)]
         if pct:
             out += [(f"{p}_{name}", 0) for p in ("p50", "p95", "p99", "p999")]
-    if core.quorum is not None:
+    if core.quorum is not None and core.read_only is None:
+        # (ReadOnlyZooKeeperServer is a plain ZooKeeperServer: no peer_state, quorum_size.)
         out = _with_quorum_values(core, out)
     return out
 
@@ -550,6 +571,8 @@ def _stmk(core: ServerCore, conn: Any) -> str:
 
 def _isro(core: ServerCore) -> str:
     """IsroCommand: "null" while no ZooKeeperServer runs (a member without quorum)."""
+    if core.read_only is not None:
+        return "ro"
     return "rw" if core.serving else "null"
 
 

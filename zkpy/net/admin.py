@@ -192,7 +192,7 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "log_dir_size": log_size,
         "last_processed_zxid": _signed64(core.last_zxid),
         "outstanding_requests": core.outstanding(),
-        "server_state": "standalone",
+        "server_state": fourletter.server_state(core),
         "avg_latency": avg,
         "max_latency": hi,
         "min_latency": lo,
@@ -203,7 +203,8 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "non_mtlsremote_conn_count": mv.get("non_mtls_remote_conn_count", 0),
         "non_mtlslocal_conn_count": mv.get("non_mtls_local_conn_count", 0),
     }
-    return {"version": fourletter._build(), "read_only": False, "server_stats": stats,
+    return {"version": fourletter._build(), "read_only": core.read_only is not None,
+            "server_stats": stats,
             "client_response": _buffer_stats(mv), "node_count": fourletter._node_count(core)}
 
 
@@ -331,7 +332,8 @@ COMMANDS: tuple[Command, ...] = (
                 ctx.core, fourletter.DEFAULT_TRACE_MASK)}),
     Command(("initial_configuration", "icfg"),
             lambda ctx, kw: {"initial_configuration": ctx.initial_config}),
-    Command(("is_read_only", "isro"), _const(read_only=False)),
+    Command(("is_read_only", "isro"),
+            lambda ctx, kw: {"read_only": ctx.core.read_only is not None}),
     Command(("last_snapshot", "lsnp"), _last_snapshot),
     # Standalone: LeaderCommand has no quorum peer to ask.
     Command(("leader", "lead"), _const(error="server is not initialized")),
