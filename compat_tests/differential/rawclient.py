@@ -31,11 +31,14 @@ class RawSessionExpired(Exception):
 
 class RawClient:
     def __init__(self, host: str, port: int, timeout_ms: int = 30000,
-                 session: tuple[int, bytes] | None = None, io_timeout: float = 15.0) -> None:
+                 session: tuple[int, bytes] | None = None, io_timeout: float = 15.0,
+                 read_only: bool = False) -> None:
         self.host = host
         self.port = port
         self.requested_timeout = timeout_ms
         self.io_timeout = io_timeout
+        self.read_only = read_only  # the handshake's readOnly: may a read-only server take us
+        self.server_read_only = False  # the last ConnectResponse's readOnly
         self.sock: socket.socket | None = None
         self.buf = bytearray()
         self.xid = 0
@@ -53,10 +56,12 @@ class RawClient:
         sid, passwd = session if session else (0, bytes(16))
         self.sock = socket.create_connection((self.host, self.port), timeout=self.io_timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        req = S.ConnectRequest(0, self.last_zxid, self.requested_timeout, sid, passwd, False)
+        req = S.ConnectRequest(0, self.last_zxid, self.requested_timeout, sid, passwd,
+                               self.read_only)
         self._send(encode(req))
         frame = self._read_frame()
         resp, _ = decode(S.ConnectResponse, frame, 0)
+        self.server_read_only = resp.readOnly
         if resp.sessionId == 0:
             self.close_socket()
             raise RawSessionExpired()
