@@ -47,6 +47,7 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         sasl_users=_sasl_users(cfg),
         global_outstanding_limit=cfg.global_outstanding_limit,
         reconfig_enabled=cfg.reconfig_enabled,
+        standalone_enabled=cfg.standalone_enabled,
         # Boolean.parseBoolean, as ZooKeeperServer reads it; zoo.cfg's enforceQuota lands here too.
         enforce_quota=props.get("zookeeper.enforceQuota", "false").lower() == "true",
         enforce_auth_schemes=_enforce_auth_schemes(cfg),
@@ -147,22 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.error("Cannot read configuration: %s", e)
         return 2
-    if not cfg.is_standalone and _observers(cfg):
-        log.error("%s: observers (%s) are not supported by zkpy %s yet; configure every "
-                  "server.N as a participant", cfg.source, _observers(cfg), VERSION)
-        return 2
     try:
         return _serve(cfg)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _observers(cfg: ServerConfig) -> str:
-    names = [f"server.{sid}" for sid, a in sorted(cfg.servers.items()) if a.role == "observer"]
-    if cfg.peer_type == "observer":
-        names.append("peerType=observer")
-    return ", ".join(names)
 
 
 def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:

@@ -63,6 +63,7 @@ class CoreSettings:
     sasl_users: dict[str, str] | None = None
     global_outstanding_limit: int = 1000
     reconfig_enabled: bool = False
+    standalone_enabled: bool = True  # reconfig keeps >= 2 voters unless this is false
     enforce_quota: bool = False  # zookeeper.enforceQuota: hard quota limits fail writes
     # zookeeper.enforce.auth.schemes when zookeeper.enforce.auth.enabled (or ("sasl",) under
     # zookeeper.sessionRequireClientSASLAuth): a connection holding no id of one of these
@@ -101,6 +102,7 @@ class ServerCore:
                      list(settings.enforce_auth_schemes))
         self.prep = Prep(self.tree, self.auth, settings.extended_types, settings.skip_acl)
         self.prep.reconfig_enabled = settings.reconfig_enabled
+        self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.stats = ServerStats(now_ms)
@@ -140,6 +142,17 @@ class ServerCore:
         self.sessions = SessionTable(self.settings.tick_time, self.settings.server_id, now)
         self.prep.forget_in_flight()
         self.restore(tree, sessions, now)
+
+    def set_config(self, text: str, version: int) -> None:
+        """Show a newly active membership in /zookeeper/config (no txn: every member
+        does this itself when the membership changes)."""
+        data = text.encode()
+        node = self.tree.get("/zookeeper/config")
+        if node is not None and node.data == data:
+            return
+        rc = self.tree.set_config(data, version, self.now)
+        if rc.triggers:
+            self._fire(rc.triggers)
 
     def session_timeouts(self) -> dict[int, int]:
         return {sid: s.timeout for sid, s in self.sessions.sessions.items()}

@@ -40,6 +40,7 @@ from zkpy.zab import messages as m
 from zkpy.zab.events import (
     FOLLOWING,
     LEADING,
+    OBSERVING,
     Event,
     Forward,
     NotLeader,
@@ -53,7 +54,7 @@ log = logging.getLogger("zkpy.quorum")
 
 _TOUCH = struct.Struct(">qi")  # Learner.ping: session id, timeout
 _INT = struct.Struct(">i")
-ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader"}
+ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader", OBSERVING: "observer"}
 
 
 class Replica:
@@ -99,6 +100,11 @@ class Replica:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):
             self._synced()
+        for config in ready.config:
+            # After the commits: a committed reconfig already set the node itself.
+            self.core.set_config(config.text(), config.version)
+            log.info("Membership 0x%x active: voters %s, observers %s", config.version,
+                     sorted(config.voters), sorted(config.observers))
         self.core.flush()
 
     # -- roles ------------------------------------------------------------------------
@@ -122,6 +128,7 @@ class Replica:
         if change.role == LEADING:
             core.forward = None
             core.sync = None
+            core.prep.membership = self._membership if self.peer.config is not None else None
             core.expiring = True
             core.sessions.touched = None
             core.next_zxid = m.make_zxid(change.epoch, 1)
@@ -133,11 +140,13 @@ class Replica:
                 core.sessions.touch(sid, self.now)
             log.info("LEADING - epoch %d established with a quorum; serving clients", change.epoch)
         else:
+            core.prep.membership = None
             core.forward = self._forward
             core.sync = self._forward_sync
             core.expiring = False
             core.sessions.touched = {}
-            log.info("FOLLOWING - leader %s, epoch %d; synced and serving clients",
+            log.info("%s - leader %s, epoch %d; synced and serving clients",
+                     "OBSERVING" if change.role == OBSERVING else "FOLLOWING",
                      change.leader, change.epoch)
 
     def _stand_down(self, why: str) -> None:
@@ -146,6 +155,7 @@ class Replica:
             log.info("Not serving clients any more (%s): closing %d client connections",
                      why, len(core.connections))
         core.serving = False
+        core.prep.membership = None
         core.forward = self._refuse
         core.sync = self._refuse
         core.expiring = False
@@ -179,6 +189,17 @@ class Replica:
             self.proposed.pop(zxid, None)
             log.warning("Cannot propose 0x%x: %s", zxid, e)
             self._refuse(req)
+
+    def _membership(self) -> tuple[Any, bool, set[int]]:
+        """For a reconfig's checks: the active membership, whether a reconfig is in
+        flight, and who is synced with us (Leader.isQuorumSynced's candidates)."""
+        peer = self.peer
+        lead = peer.leading
+        assert peer.config is not None and lead is not None
+        synced = {peer.my_id}
+        synced.update(sid for sid, lr in lead.learners.items()
+                      if lr.phase == "synced" and not lr.observer)
+        return peer.config, lead.pending_config is not None, synced
 
     def _learner_request(self, src: int, data: bytes, auth: list[Any] | None) -> None:
         try:
@@ -283,7 +304,8 @@ class Replica:
             return "leading - " + ("broadcast" if self.peer.leading.established
                                    else "synchronization")
         if self.peer.following is not None:
-            return "following - " + ("broadcast" if self.established else "synchronization")
+            role = "observing - " if self.peer.following.observer else "following - "
+            return role + ("broadcast" if self.established else "synchronization")
         return "looking - election"
 
     def learner_ids(self) -> list[int]:
