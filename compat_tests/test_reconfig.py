@@ -1,0 +1,248 @@
+"""Dynamic reconfiguration and observers on real ensembles, zkpy beside Apache ZooKeeper.
+
+    pytest compat_tests/test_reconfig.py                 # both kinds
+    pytest compat_tests/test_reconfig.py -k zookeeper    # the reference only
+
+Each test starts its own ensemble (``zkpy.testing.ensemble.Ensemble``,
+``reconfigEnabled=true``, the super user's digest as in Kazoo's harness) and
+checks ZooKeeper's contract, not timing: a reconfig changes who votes (shown
+by which failures the ensemble then survives), no acknowledged write is lost
+while the membership changes under a write load, the membership survives a
+restart, and an observer serves without a vote.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NewConfigNoQuorumError, NodeExistsError
+from kazoo.handlers.threading import KazooTimeoutError
+
+from zkpy.testing.ensemble import Ensemble, Member
+from zkpy.testing.servers import find_apache_zookeeper
+
+INSTALL, REASON = find_apache_zookeeper()
+
+KINDS = [
+    "zkpy",
+    pytest.param("zookeeper", marks=[
+        pytest.mark.reference,
+        pytest.mark.skipif(INSTALL is None, reason="Apache ZooKeeper unavailable: %s" % REASON),
+    ]),
+]
+
+SUPER = {"zookeeper.DigestAuthenticationProvider.superDigest":
+         "super:D/InIHSb7yEEbrWz8b9l71RjZJU="}  # the password is "test", as in Kazoo's tests
+RETRY = {"max_tries": -1, "delay": 0.05, "backoff": 1.5, "max_delay": 0.2}
+FAILED_WRITE = (KazooException, KazooTimeoutError)
+
+
+def joining_line(m: Member, role: str = "participant") -> str:
+    return "server.%d=127.0.0.1:%d:%d:%s;127.0.0.1:%d" % (
+        m.myid, m.quorum_port, m.election_port, role, m.port)
+
+
+def members_of(config: bytes) -> dict[int, str]:
+    """``{id: role}`` of a /zookeeper/config payload."""
+    out = {}
+    for line in config.decode().splitlines():
+        if line.startswith("server."):
+            key, _, value = line.partition("=")
+            out[int(key[len("server."):])] = value.split(";")[0].split(":")[3]
+    return out
+
+
+def version_of(config: bytes) -> int:
+    return int(config.decode().splitlines()[-1].split("=")[1], 16)
+
+
+def wait_for(what: str, check, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.1)
+
+
+class Writer(threading.Thread):
+    """Sequential creates of /load/N; remembers which ones were acknowledged."""
+
+    def __init__(self, hosts: str) -> None:
+        super().__init__(daemon=True)
+        self.client = KazooClient(hosts=hosts, timeout=10.0, connection_retry=dict(RETRY))
+        self.client.start(timeout=30)
+        self.client.ensure_path("/load")
+        self.acked: list[int] = []
+        self.failed = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            try:
+                self.client.create("/load/%d" % n)
+                self.acked.append(n)
+            except NodeExistsError:
+                self.acked.append(n)  # an earlier attempt whose answer was lost
+            except FAILED_WRITE:
+                self.failed += 1
+                time.sleep(0.05)
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(30)
+        self.client.stop()
+        self.client.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[KazooClient]]:
+    made: list[KazooClient] = []
+    yield made
+    for c in made:
+        try:
+            c.stop()
+            c.close()
+        except Exception:
+            pass
+
+
+def connect(made: list[KazooClient], hosts: str, **kw: object) -> KazooClient:
+    c = KazooClient(hosts=hosts, timeout=10.0, connection_retry=dict(RETRY), **kw)
+    c.start(timeout=30)
+    made.append(c)
+    return c
+
+
+def reconfig(admin: KazooClient, **kw: object) -> bytes:
+    """A reconfig, retried while the new voters are still syncing (NEWCONFIGNOQUORUM)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            data, _ = admin.reconfig(**kw)
+            return data
+        except NewConfigNoQuorumError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def config_on(m: Member, made: list[KazooClient]) -> bytes:
+    c = connect(made, m.connect_string)
+    c.sync("/")
+    data, _ = c.get("/zookeeper/config")
+    c.stop()
+    return data
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grow_to_five_and_shrink_back_under_write_load(kind: str,
+                                                         clients: list[KazooClient]) -> None:
+    ens = Ensemble(kind, 5, {"reconfigEnabled": "true"},
+                   server_options={"system_properties": SUPER})
+    ok = False
+    try:
+        for m in ens.members[:3]:  # the first three know only each other
+            m.server.settings.pop("server.4")
+            m.server.settings.pop("server.5")
+            m.start(wait=False)
+        ens.wait_for_quorum(60)
+        admin = connect(clients, ",".join(m.connect_string for m in ens.members[:3]),
+                        auth_data=[("digest", "super:test")])
+        assert set(members_of(admin.get("/zookeeper/config")[0])) == {1, 2, 3}
+        writer = Writer(ens.connect_string)
+        writer.start()
+
+        # 4 and 5 start knowing all five; without a vote they follow the leader.
+        for m in ens.members[3:]:
+            m.start(wait=False)
+        wait_for("4 and 5 to follow", lambda: all(m.mode() == "follower"
+                                                  for m in ens.members[3:]))
+        grown = reconfig(admin, joining=",".join(joining_line(m) for m in ens.members[3:]),
+                         leaving=None, new_members=None)
+        assert members_of(grown) == {i: "participant" for i in range(1, 6)}
+        time.sleep(1)
+
+        # Five voters survive losing two of the original three (three of five remain).
+        for m in ens.members[:2]:
+            m.kill()
+        ens.wait_for_quorum(60)
+        acked_then = len(writer.acked)
+        wait_for("writes with 3 of 5 up", lambda: len(writer.acked) > acked_then + 20)
+        # They come back with the membership they saw (zoo.cfg now names it).
+        for m in ens.members[:2]:
+            m.start(wait=False, keep_config=True)
+        ens.wait_for_quorum(60)
+        for m in ens.members[:2]:
+            assert "dynamicConfigFile=" in m.server.config_path.read_text()
+            assert config_on(m, clients) == grown
+
+        shrunk = reconfig(admin, joining=None, leaving="4,5", new_members=None)
+        assert members_of(shrunk) == {i: "participant" for i in range(1, 4)}
+        assert version_of(shrunk) > version_of(grown)
+        for m in ens.members[3:]:
+            m.stop()
+        # Three voters survive losing one; 4 and 5 no longer count.
+        ens.members[0].kill()
+        ens.wait_for_quorum(60)
+        acked_then = len(writer.acked)
+        wait_for("writes with 2 of 3 up", lambda: len(writer.acked) > acked_then + 20)
+        ens.members[0].start(wait=False, keep_config=True)
+        ens.wait_for_quorum(60)
+        writer.finish()
+        assert writer.acked, "the writer never got a write through"
+
+        for m in ens.members[:3]:
+            reader = connect(clients, m.connect_string)
+            reader.sync("/load")
+            present = {int(c) for c in reader.get_children("/load")}
+            lost = [n for n in writer.acked if n not in present]
+            assert not lost, "member %d lost acknowledged writes %s" % (m.myid, lost[:10])
+            assert reader.get("/zookeeper/config")[0] == shrunk
+        ok = True
+    finally:
+        ens.cleanup(failed=not ok)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_observer_serves_without_a_vote(kind: str, clients: list[KazooClient]) -> None:
+    ens = Ensemble(kind, 4)
+    ok = False
+    try:
+        for m in ens.members:
+            m.server.settings["server.4"] = "127.0.0.1:%d:%d:observer" % (
+                ens.members[3].quorum_port, ens.members[3].election_port)
+        ens.members[3].server.settings["peerType"] = "observer"
+        for m in ens.members:
+            m.start(wait=False)
+        wait_for("a leader, two followers and an observer",
+                 lambda: sorted(map(str, ens.modes().values()))
+                 == ["follower", "follower", "leader", "observer"])
+        observer = ens.members[3]
+        via_observer = connect(clients, observer.connect_string)
+        via_observer.create("/written-through-observer", b"x")
+        direct = connect(clients, ens.members[0].connect_string)
+        direct.sync("/")
+        assert direct.get("/written-through-observer")[0] == b"x"
+        direct.create("/seen-by-observer", b"y")
+        via_observer.sync("/")
+        assert via_observer.get("/seen-by-observer")[0] == b"y"
+        # With one voter down the other two are a quorum: the observer changes nothing.
+        leader = ens.leader()
+        assert leader is not None and leader is not observer
+        voters = [m for m in ens.members[:3] if m is not leader]
+        voters[0].kill()
+        via_observer.set("/seen-by-observer", b"z")
+        # With two voters down the leader is one of three voters: no quorum, and
+        # the observer cannot make one.
+        voters[1].kill()
+        wait_for("the observer to stop serving", lambda: observer.mode() is None, 30)
+        assert leader.mode() is None
+        ok = True
+    finally:
+        ens.cleanup(failed=not ok)
