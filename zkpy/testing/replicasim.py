@@ -19,7 +19,7 @@ nothing about what a test expects.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -31,6 +31,7 @@ from zkpy.testing.zabsim import MemDisk
 from zkpy.zab import events as ev
 from zkpy.zab import messages as m
 from zkpy.zab.election import Notification
+from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.peer import Peer
 
 T0 = 1_700_000_000_000
@@ -50,8 +51,15 @@ class Member:
 
 class Sim:
     def __init__(self, size: int = 3, *, tick_time: int = 100, sync_limit: int = 5,
-                 init_limit: int = 10, log_window: int = 500, now: int = T0) -> None:
-        self.ids = list(range(1, size + 1))
+                 init_limit: int = 10, log_window: int = 500, now: int = T0,
+                 configs: dict[int, QuorumConfig] | None = None, down: Iterable[int] = (),
+                 settings: dict[str, Any] | None = None) -> None:
+        # ``configs``: each member's own membership (as its zoo.cfg would give it);
+        # the sim keeps the newest one a member activated, as its dynamic config
+        # file would, for restarts. ``down``: members that start powered off.
+        self.configs = dict(configs or {})
+        self.settings = dict(settings or {})
+        self.ids = sorted(self.configs) if self.configs else list(range(1, size + 1))
         self.now = now
         self.tick_time = tick_time
         self.next_tick = now + tick_time
@@ -68,6 +76,7 @@ class Sim:
         self.members: dict[int, Member] = {}
         for i in self.ids:
             self._boot(i)
+            self.members[i].up = i not in down
         for i in self.ids:
             self.step(i, ev.Start())
         self.settle()
@@ -76,12 +85,16 @@ class Sim:
 
     def _boot(self, i: int) -> None:
         disk = self.disks[i]
-        core = ServerCore(CoreSettings(server_id=i, tick_time=self.tick_time), self.now)
+        core = ServerCore(CoreSettings(server_id=i, tick_time=self.tick_time, **self.settings),
+                          self.now)
         zxid, data = disk.snapshot
         if data:
             tree, sessions = parse_snapshot(data, zxid)
             core.restore(tree, sessions, self.now)
-        peer = Peer(i, frozenset(self.ids), disk.state(), **self.peer_args)
+        config = self.configs.get(i)
+        peer = Peer(i, frozenset(self.ids), disk.state(), config=config, **self.peer_args)
+        if config is not None:
+            core.set_config(config.text(), config.version)
         replica = Replica(core, peer, partial(self._carry_out, i))
         self.members[i] = Member(i, core, peer, replica)
 
@@ -121,6 +134,8 @@ class Sim:
     # -- carrying a Ready out ----------------------------------------------------------------
 
     def _carry_out(self, i: int, ready: ev.Ready) -> None:
+        for config in ready.config:
+            self.configs[i] = config
         for q in ready.disconnect:
             self._drop_link(i, q)
             self.local.append((q, ev.ConnectionLost(i)))
@@ -246,10 +261,11 @@ class Sim:
         self.now = end
 
     def stable(self) -> bool:
-        """One established leader and every running member following it, synced."""
+        """One established leader and every running member following (or
+        observing) it, synced."""
         up = [mb for mb in self.members.values() if mb.up]
         leaders = [mb for mb in up if mb.replica.mode == "leader"]
-        return (len(leaders) == 1 and all(mb.replica.mode == "follower"
+        return (len(leaders) == 1 and all(mb.replica.mode in ("follower", "observer")
                                           and mb.replica.leader == leaders[0].id
                                           for mb in up if mb is not leaders[0])
                 and len({mb.peer.applied for mb in up}) == 1)
