@@ -246,3 +246,41 @@ def test_observer_serves_without_a_vote(kind: str, clients: list[KazooClient]) -
         ok = True
     finally:
         ens.cleanup(failed=not ok)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_standalone_disabled_starts_alone_and_grows(kind: str,
+                                                    clients: list[KazooClient]) -> None:
+    ens = Ensemble(kind, 3, {"reconfigEnabled": "true", "standaloneEnabled": "false"},
+                   server_options={"system_properties": SUPER})
+    ok = False
+    try:
+        first = ens.members[0]
+        first.server.settings.pop("server.2")
+        first.server.settings.pop("server.3")
+        first.start(wait=False)
+        wait_for("an ensemble of one to lead", lambda: first.mode() == "leader")
+        admin = connect(clients, first.connect_string, auth_data=[("digest", "super:test")])
+        admin.create("/alone", b"1")
+        assert set(members_of(admin.get("/zookeeper/config")[0])) == {1}
+        for m in ens.members[1:]:
+            m.server.settings.pop("server.3" if m.myid == 2 else "server.2", None)
+            m.server.settings["server.%d" % m.myid] = "127.0.0.1:%d:%d" % (
+                m.quorum_port, m.election_port)
+            m.start(wait=False)
+        wait_for("2 and 3 to follow", lambda: all(m.mode() == "follower"
+                                                  for m in ens.members[1:]))
+        # One at a time: {1} -> {1, 2} -> {1, 2, 3}.
+        for m in ens.members[1:]:
+            reconfig(admin, joining=joining_line(m), leaving=None, new_members=None)
+        data, _ = admin.get("/zookeeper/config")
+        assert members_of(data) == {1: "participant", 2: "participant", 3: "participant"}
+        # Three voters now: the first server may go and the others carry on.
+        first.kill()
+        ens.wait_for_quorum(60)
+        survivor = connect(clients, ens.members[1].connect_string)
+        survivor.create("/together", b"3")
+        assert survivor.get("/alone")[0] == b"1"
+        ok = True
+    finally:
+        ens.cleanup(failed=not ok)

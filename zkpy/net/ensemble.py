@@ -286,9 +286,9 @@ class EnsembleServer(ZkServer):
         self.replica.step(event, self.clock())
         self._maybe_snapshot()
 
-    def _on_vote(self, sid: int, notification: Any) -> None:
+    def _on_vote(self, sid: int, notification: Any, config: bytes = b"") -> None:
         log.debug("Vote from %d: %s", sid, notification)
-        self._step(Vote(sid, notification))
+        self._step(Vote(sid, notification, config))
 
     def _on_packet(self, sid: int, pkt: m.QuorumPacket) -> None:
         self._step(Message(sid, pkt))

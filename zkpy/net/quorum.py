@@ -81,8 +81,8 @@ class _ElectionProtocol(protocol.Protocol):
                 if framed is None:
                     return
                 payload, self.buf = framed
-                notification, _config = wire.decode_notification(payload, self.sid)
-                self.links.on_vote(self.sid, notification)
+                notification, config = wire.decode_notification(payload, self.sid)
+                self.links.on_vote(self.sid, notification, config)
         except wire.WireError as e:
             log.warning("Closing an election connection%s: %s",
                         f" from server {self.sid}" if self.sid is not None else "", e)
@@ -112,7 +112,8 @@ class _ElectionConnector(protocol.ClientFactory):
 
 class ElectionLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
-                 on_vote: Callable[[int, Notification], None], config_text: bytes = b"") -> None:
+                 on_vote: Callable[[int, Notification, bytes], None],
+                 config_text: bytes = b"") -> None:
         self.reactor = reactor
         self.my_id = my_id
         self.peers = peers

@@ -66,7 +66,7 @@ class Sim:
         self.peer_args: dict[str, Any] = {"sync_limit": sync_limit, "init_limit": init_limit,
                                           "log_window": log_window}
         self.links: dict[tuple[int, int], deque[m.QuorumPacket]] = {}
-        self.ballots: dict[tuple[int, int], deque[Notification]] = {}
+        self.ballots: dict[tuple[int, int], deque[tuple[Notification, bytes]]] = {}
         self.tokens: dict[frozenset[int], int] = {}
         self.cut: set[frozenset[int]] = set()
         self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
@@ -145,9 +145,11 @@ class Sim:
             self.members[i].pending.append((list(ready.persist), after))
         for d, pkt in ready.send:
             self._send(i, d, pkt)
+        config = self.members[i].peer.config if i in self.members else None
+        carried = config.text().encode() if config is not None else b""
         for d, note in ready.votes:
             if self._open(i, d):
-                self.ballots.setdefault((i, d), deque()).append(note)
+                self.ballots.setdefault((i, d), deque()).append((note, carried))
 
     def _open(self, a: int, b: int) -> bool:
         return frozenset((a, b)) not in self.cut and self.members[b].up and self.members[a].up
@@ -226,7 +228,7 @@ class Sim:
                     moved = True
             for src, dst in sorted(self.ballots):
                 if notes := self.ballots.get((src, dst)):
-                    self.step(dst, ev.Vote(src, notes.popleft()))
+                    self.step(dst, ev.Vote(src, *notes.popleft()))
                     moved = True
             if not moved and not self.local:
                 return

@@ -49,10 +49,12 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Vote:
-    """An election notification from ``src`` (the election port)."""
+    """An election notification from ``src`` (the election port), with the
+    membership text it carried (b"" if none)."""
 
     src: int
     notification: Notification
+    config: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -353,9 +353,23 @@ class Peer:
             self._decided()
 
     def _on_vote(self, event: Vote) -> None:
+        if self.role == LOOKING and event.config and self.config is not None:
+            self._adopt_voted_config(event)
         self._ready.votes.extend(self.election.receive(event.notification, self.now))
         if self.role == LOOKING and self.election.state != E_LOOKING:
             self._decided()
+
+    def _adopt_voted_config(self, event: Vote) -> None:
+        """FastLeaderElection: a looking peer adopts a newer membership a vote
+        carries, which is how a server started with an older (or its own
+        guess of the) membership finds whom it may follow."""
+        try:
+            config = membership.parse_config_text(event.config.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return
+        assert self.config is not None
+        if config.version > self.config.version and self.activate(config):
+            self.last_reason = f"adopted membership 0x{config.version:x} from server {event.src}"
 
     def _on_propose(self, event: Propose) -> None:
         if self.leading is None or not self.leading.established:
