@@ -224,6 +224,15 @@ def test_observer_serves_without_a_vote(kind: str, clients: list[KazooClient]) -
                  lambda: sorted(map(str, ens.modes().values()))
                  == ["follower", "follower", "leader", "observer"])
         observer = ens.members[3]
+        leader = ens.leader()
+        assert leader is not None and leader is not observer
+        leader_mntr = dict(line.split("\t", 1) for line in
+                           leader.four_letter("mntr").splitlines() if "\t" in line)
+        assert (leader_mntr["zk_synced_followers"], leader_mntr["zk_synced_observers"],
+                leader_mntr["zk_quorum_size"]) == ("2", "1", "3")
+        observer_mntr = observer.four_letter("mntr")
+        assert "zk_observer_master_id\t%d\n" % leader.myid in observer_mntr
+        assert "zk_peer_state\tobserving - broadcast\n" in observer_mntr
         via_observer = connect(clients, observer.connect_string)
         via_observer.create("/written-through-observer", b"x")
         direct = connect(clients, ens.members[0].connect_string)
@@ -233,8 +242,6 @@ def test_observer_serves_without_a_vote(kind: str, clients: list[KazooClient]) -
         via_observer.sync("/")
         assert via_observer.get("/seen-by-observer")[0] == b"y"
         # With one voter down the other two are a quorum: the observer changes nothing.
-        leader = ens.leader()
-        assert leader is not None and leader is not observer
         voters = [m for m in ens.members[:3] if m is not leader]
         voters[0].kill()
         via_observer.set("/seen-by-observer", b"z")

@@ -500,13 +500,16 @@ def _with_quorum_values(core: ServerCore, out: list[tuple[str, Any]]) -> list[tu
         "server_state": [("peer_state", quorum.peer_state())],
         "non_mtls_local_conn_count": [("quorum_size", len(quorum.peer.voters))],
     }
+    if server_state(core) == "observer":
+        after["server_state"].append(("observer_master_id", quorum.leader))
     if server_state(core) == "leader":
-        learners, synced, pending = quorum.learners()
+        learners, synced, non_voting, observers, pending = quorum.learners()
         last, lo, hi = quorum.proposal_sizes()
         after["avg_latency"] = [("min_proposal_size", lo)]
         after["packets_received"] = [("max_proposal_size", hi)]
         after["max_client_response_size"] = [("synced_followers", synced)]
-        after["watch_count"] = [("synced_non_voting_followers", 0), ("synced_observers", 0)]
+        after["watch_count"] = [("synced_non_voting_followers", non_voting),
+                                ("synced_observers", observers)]
         after["open_file_descriptor_count"] = [("last_proposal_size", last),
                                                ("pending_syncs", pending),
                                                ("leader_uptime", quorum.leader_uptime())]

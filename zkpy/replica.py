@@ -312,11 +312,21 @@ class Replica:
         lead = self.peer.leading
         return sorted(lead.learners) if lead is not None else []
 
-    def learners(self) -> tuple[int, int, int]:
-        """(followers connected, followers synced, pending syncs) on a leader."""
+    def learners(self) -> tuple[int, int, int, int, int]:
+        """On a leader: (learners connected, synced voting followers, synced
+        non-voting followers, synced observers, pending syncs)."""
         lead = self.peer.leading
         if lead is None:
-            return 0, 0, 0
-        synced = sum(1 for lr in lead.learners.values() if lr.phase == "synced")
+            return 0, 0, 0, 0, 0
+        voting = non_voting = observers = 0
+        for sid, lr in lead.learners.items():
+            if lr.phase != "synced":
+                continue
+            if lr.observer:
+                observers += 1
+            elif sid in self.peer.voters:
+                voting += 1
+            else:
+                non_voting += 1
         pending = sum(len(v) for v in lead.pending_syncs.values())
-        return len(lead.learners), synced, pending
+        return len(lead.learners), voting, non_voting, observers, pending

@@ -193,6 +193,7 @@ class EnsembleServer(ZkServer):
         # costs a fraction of a second, not a whole resend interval.
         self.peer = Peer(self.my_id, config.voters, disk_state, sync_limit=cfg.sync_limit,
                          init_limit=cfg.init_limit, resend_interval=400, config=config)
+        self.peer.reconfig_enabled = cfg.reconfig_enabled
         last = state.log[-1][0] if state.log else state.snapshot_zxid
         self.disk = QuorumDisk(reactor, snap_dir, log_dir, last,
                                prealloc_bytes=cfg.pre_alloc_size * 1024,

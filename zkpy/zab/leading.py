@@ -247,7 +247,7 @@ class Leading:
         # NEWLEADER ack counts only once that (and our whole log) is on disk.
         p.current_epoch = self.epoch
         p.persist(SaveEpoch(current=self.epoch))
-        if p.config is not None and p.config.version == 0:
+        if p.config is not None and p.config.version == 0 and p.reconfig_enabled:
             # A membership read from zoo.cfg has no version yet: the first leader
             # stamps it with its NEWLEADER zxid (ZOOKEEPER-1783), for everyone.
             p.activate(p.config.with_version(self.newleader_zxid))

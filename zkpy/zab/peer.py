@@ -157,6 +157,8 @@ class Peer:
         self.started = False
         # What a follower puts in its PING replies (the adapter's session touches).
         self.ping_data: Callable[[], bytes | None] = lambda: None
+        # With reconfig disabled a membership keeps version 0 (conf says so).
+        self.reconfig_enabled = True
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
