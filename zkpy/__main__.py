@@ -48,6 +48,9 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         global_outstanding_limit=cfg.global_outstanding_limit,
         reconfig_enabled=cfg.reconfig_enabled,
         standalone_enabled=cfg.standalone_enabled,
+        # A standalone ZooKeeperServer has no local sessions.
+        local_sessions=cfg.local_sessions_enabled and not cfg.is_standalone,
+        local_sessions_upgrading=cfg.local_sessions_upgrading_enabled and not cfg.is_standalone,
         # Boolean.parseBoolean, as ZooKeeperServer reads it; zoo.cfg's enforceQuota lands here too.
         enforce_quota=props.get("zookeeper.enforceQuota", "false").lower() == "true",
         enforce_auth_schemes=_enforce_auth_schemes(cfg),

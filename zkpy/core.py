@@ -64,6 +64,9 @@ class CoreSettings:
     global_outstanding_limit: int = 1000
     reconfig_enabled: bool = False
     standalone_enabled: bool = True  # reconfig keeps >= 2 voters unless this is false
+    # localSessionsEnabled / localSessionsUpgradingEnabled (quorum members only).
+    local_sessions: bool = False
+    local_sessions_upgrading: bool = False
     enforce_quota: bool = False  # zookeeper.enforceQuota: hard quota limits fail writes
     # zookeeper.enforce.auth.schemes when zookeeper.enforce.auth.enabled (or ("sasl",) under
     # zookeeper.sessionRequireClientSASLAuth): a connection holding no id of one of these
@@ -155,7 +158,47 @@ class ServerCore:
             self._fire(rc.triggers)
 
     def session_timeouts(self) -> dict[int, int]:
-        return {sid: s.timeout for sid, s in self.sessions.sessions.items()}
+        """The global sessions (what a snapshot and a SNAP hold)."""
+        return {sid: s.timeout for sid, s in self.sessions.sessions.items() if not s.local}
+
+    # -- local sessions -------------------------------------------------------
+
+    def open_local_session(self, timeout: int, now: int) -> int:
+        sid = self.sessions.new_id()
+        self.sessions.add(sid, timeout, now).local = True
+        return sid
+
+    def close_local_session(self, sid: int, why: str) -> None:
+        """A local session ends here alone (it owns no ephemerals: creating one
+        would have made it global)."""
+        session = self.sessions.remove(sid)
+        if session is None:
+            return
+        log.info("Local session 0x%x %s", sid & 0xFFFFFFFFFFFFFFFF, why)
+        conn = session.conn
+        if conn is not None and conn.session_id == sid:
+            conn.close_after_flush()
+
+    def drop_local_sessions(self) -> int:
+        """Forget every local session (the server stopped serving: ZooKeeper's
+        LocalSessionTracker does not outlive its ZooKeeperServer)."""
+        ids = self.sessions.local_ids()
+        for sid in ids:
+            self.sessions.remove(sid)
+        return len(ids)
+
+    def upgrade_session(self, sid: int, now: int) -> bool:
+        """Make a local session global before its first ephemeral (ZooKeeper's
+        session upgrade): a createSession goes through the pipeline first."""
+        session = self.sessions.get(sid)
+        if session is None or not session.local:
+            return False
+        log.info("Upgrading local session 0x%x to a global session", sid & 0xFFFFFFFFFFFFFFFF)
+        session.local = False  # from now on the leader tracks it (once its commit lands)
+        req = Request(sid, 0, Op.createSession, session.timeout, [], None)
+        req.created = now
+        self.submit(req, now)
+        return True
 
     # -- connections ----------------------------------------------------------
 
@@ -196,9 +239,18 @@ class ServerCore:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
         if not self.expiring:
+            if self.settings.local_sessions:
+                for session in self.sessions.expire(now):
+                    if session.local:
+                        self.close_local_session(session.id, "expired")
+                    else:
+                        session.closing = False  # the leader's to expire, not ours
             self.flush()
             return
         for session in self.sessions.expire(now):
+            if session.local:
+                self.close_local_session(session.id, "expired")
+                continue
             log.info("Expiring session 0x%x, timeout of %dms exceeded", session.id & (2**64 - 1),
                      session.timeout)
             self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
@@ -249,7 +301,8 @@ class ServerCore:
         if ours:
             self.outstanding_writes -= 1
         if hdr.type == Op.createSession:
-            self.sessions.add(req.session_id, req.txn.timeOut, self.now)
+            # (An upgraded local session becomes global here, on every member.)
+            self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
             rc = None
         else:
             rc = self.tree.apply(hdr, req.txn)  # advances tree.last_zxid itself

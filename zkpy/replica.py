@@ -162,6 +162,9 @@ class Replica:
         for conn in list(core.connections.values()):
             conn.abort("the server is not serving (no quorum)", quiet=True)
         core.prep.forget_in_flight()
+        dropped = core.drop_local_sessions()
+        if dropped:
+            log.info("Dropped %d local sessions", dropped)
         core.outstanding_writes = 0
         self.proposed.clear()
         self.waiting.clear()
