@@ -291,3 +291,43 @@ def test_standalone_disabled_starts_alone_and_grows(kind: str,
         ok = True
     finally:
         ens.cleanup(failed=not ok)
+
+
+def mntr_of(m: Member) -> dict[str, str]:
+    return dict(line.split("\t", 1) for line in m.four_letter("mntr").splitlines()
+                if "\t" in line)
+
+
+@pytest.mark.parametrize("upgrading", [False, True], ids=["no-upgrade", "upgrade"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_local_sessions(kind: str, upgrading: bool, clients: list[KazooClient]) -> None:
+    from kazoo.exceptions import EphemeralOnLocalSessionError
+
+    ens = Ensemble(kind, 3, {"localSessionsEnabled": "true",
+                             "localSessionsUpgradingEnabled": str(upgrading).lower()})
+    ok = False
+    try:
+        ens.start(60)
+        follower = ens.followers()[0]
+        other = next(m for m in ens.members if m is not follower)
+        c = connect(clients, follower.connect_string)
+        c.create("/persistent", b"p")
+        assert mntr_of(follower)["zk_local_sessions"] == "1"
+        assert mntr_of(other)["zk_global_sessions"] == "0"  # nobody else knows it
+        if upgrading:
+            c.create("/ephemeral", b"e", ephemeral=True)
+            watcher = connect(clients, other.connect_string)
+            watcher.sync("/")
+            assert watcher.get("/ephemeral")[1].ephemeralOwner == c.client_id[0]
+            wait_for("the upgraded session to be global",
+                     lambda: mntr_of(follower)["zk_local_sessions"] == "0")
+            c.stop()
+            watcher.sync("/")
+            assert watcher.exists("/ephemeral") is None
+        else:
+            with pytest.raises(EphemeralOnLocalSessionError):
+                c.create("/ephemeral", b"e", ephemeral=True)
+            assert c.exists("/ephemeral") is None
+        ok = True
+    finally:
+        ens.cleanup(failed=not ok)
