@@ -384,8 +384,10 @@ def _conf(core: ServerCore, conn: Any) -> str:
     ]
     if core.quorum is not None:
         lines += core.quorum.conf
-    # "membership: " heads the server list on a line of its own, as QuorumPeer prints it.
-    return "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
+    # "membership: " heads the server list on a line of its own, as QuorumPeer prints it;
+    # the list ends with QuorumVerifier.toString's "version=..." and no newline after it.
+    text = "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
+    return text[:-1] if core.quorum is not None else text
 
 
 def _dirs(core: ServerCore, conn: Any) -> str:
