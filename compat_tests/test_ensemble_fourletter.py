@@ -49,9 +49,11 @@ def _values(text: str) -> dict[str, str]:
 
 def _conf(member: Member) -> list[tuple[str, str]]:
     out = []
-    for line in member.four_letter("conf").splitlines():
+    text = member.four_letter("conf")
+    for line in text.splitlines():
         key, _, value = line.partition("=")
         out.append((key, value))
+    out.append(("<ends with a newline>", str(text.endswith("\n"))))
     return out
 
 

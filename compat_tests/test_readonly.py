@@ -202,6 +202,8 @@ def _read_only_answers(kind: str) -> dict[str, Any]:
         for path, data in (("/ro", b"top"), ("/ro/a", b"a")):
             assert setup.call(Op.create, S.CreateRequest(path, data, OPEN, 0))[0] == 0
         setup.close_session()
+        earlier = RawClient(lone.host, lone.port, timeout_ms=30000, read_only=True)
+        earlier.close_socket()  # a (local) session of the read-write days
         leave_alone(ens, lone)
         zxid = last_zxid(lone)
 
@@ -217,9 +219,18 @@ def _read_only_answers(kind: str) -> dict[str, Any]:
                        if "_per_namespace" not in line]
         values = dict(line.split("\t", 1) for line in lone.four_letter("mntr").splitlines())
         out["mntr_state"] = values["zk_server_state"]
-        out["conf"] = [line.split("=", 1)[0] for line in lone.four_letter("conf").splitlines()]
+        conf = lone.four_letter("conf")
+        out["conf"] = [line.split("=", 1)[0] for line in conf.splitlines()]
+        out["conf end"] = conf[conf.rindex("peerType"):]
         out["isro"] = isro(lone)
         out["not_read_only_client"] = handshake(lone, read_only=False)
+        try:
+            earlier._connect((earlier.session_id, earlier.passwd))
+            out["earlier session"] = "accepted"
+        except RawSessionExpired:
+            out["earlier session"] = ("expired", earlier.server_read_only)
+        except RawConnectionLoss:
+            out["earlier session"] = "closed"
 
         raw = RawClient(lone.host, lone.port, timeout_ms=10000, read_only=True)
         out["session"] = (raw.server_read_only, raw.timeout, raw.session_id >> 56)
@@ -292,6 +303,8 @@ def test_read_only_answers_match_zookeeper():
     assert ref["srvr_mode"] == ["Mode: read-only"] and ref["mntr_state"] == "read-only"
     assert ref["not_read_only_client"] == (b"", True)
     assert ref["session"] == (True, 10000, 1)
+    assert ref["earlier session"] == ("expired", True)
+    assert ref["conf end"] == "peerType=0\n"
     assert ref["op create"] == (NOTREADONLY, "last", 0)
     assert ref["op sync"] == (NOTREADONLY, "last", 0)
     assert ref["op getData"] == (0, "last", "body")

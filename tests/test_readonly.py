@@ -1,16 +1,17 @@
 """Read-only mode (readonlymode.enabled) of ensemble members, on the in-memory ensemble.
 
 A member left without a quorum turns read-only after max(2000 ms, tickTime) of
-LOOKING, never before; it then takes only read-only clients, makes their sessions
-locally, answers reads from its tree and every write or sync with NOTREADONLY,
-expires only its own sessions, and goes back to the election's outcome (closing
-every connection, forgetting its sessions) as soon as the election decides.
+LOOKING, never before; it then takes only read-only clients, makes local sessions
+for them (with localSessionsEnabled; without it, none at all), refuses global
+sessions, answers reads from its tree and every write or sync with NOTREADONLY,
+expires only its local sessions, and goes back to the election's outcome (closing
+every connection, dropping its local sessions) as soon as the election decides.
 The behaviour each test pins was measured on Apache ZooKeeper 3.8.0.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from test_replica import SimClient, assert_converged, call, create, open_session, tree_state
 from zk_harness import OPEN, frame, make_core
@@ -25,7 +26,8 @@ from zkpy.session import session_password
 from zkpy.testing.replicasim import Member, Sim
 
 WORDS = {"four_letter_words": frozenset({"*"})}
-RO = {"readonly_mode": True, "local_sessions": True, **WORDS}
+RO = {"readonly_mode": True, "local_sessions": True, "local_sessions_upgrading": True, **WORDS}
+EPHEMERAL = 1
 NOTREADONLY = int(Err.NOTREADONLY)
 
 
@@ -51,36 +53,46 @@ def isro(member: Member) -> str:
     return fourletter.run(member.core, "isro", None)
 
 
-def alone(settings: dict[str, Any] | None = None) -> tuple[Sim, Member, SimClient, int]:
-    """Three members with data and a session on ``lone``; then the two others crash.
-    Returns the sim, the member left alone, its client's global session and when it
-    started looking."""
+class Alone(NamedTuple):
+    sim: Sim
+    lone: Member  # the member left without a quorum
+    old: SimClient  # a global session made on it (it owns /eph)
+    local: SimClient | None  # a local session made on it before (localSessionsEnabled)
+    since: int  # when it started looking
+
+
+def alone(settings: dict[str, Any] | None = None) -> Alone:
+    """Three members with data and sessions on ``lone``; then the two others crash."""
     sim = Sim(settings=dict(RO) if settings is None else settings)
     leader = sim.wait_stable()
     lone = sim.followers()[0]
     c = open_session(sim, lone)
     assert create(sim, c, "/a", b"hello")[0].err == 0
     assert create(sim, c, "/a/b", b"x")[0].err == 0
+    assert create(sim, c, "/eph", flags=EPHEMERAL)[0].err == 0  # (upgrades a local session)
+    assert c.session_id in lone.core.session_timeouts()
+    local = open_session(sim, lone) if sim.settings.get("local_sessions") else None
+    assert local is None or local.session_id not in lone.core.session_timeouts()
     for mb in list(sim.members.values()):
         if mb is not lone:
             sim.crash(mb.id)
     assert c.closed and not lone.core.serving  # lost its leader: not serving
     assert lone.replica.mode == "looking" and leader.id != lone.id
-    return sim, lone, c, sim.now
+    return Alone(sim, lone, c, local, sim.now)
 
 
-def read_only(settings: dict[str, Any] | None = None) -> tuple[Sim, Member, SimClient]:
-    sim, lone, c, _ = alone(settings)
-    sim.advance(2000)
-    assert lone.replica.mode == "read-only"
-    return sim, lone, c
+def read_only(settings: dict[str, Any] | None = None) -> Alone:
+    world = alone(settings)
+    world.sim.advance(2000)
+    assert world.lone.replica.mode == "read-only"
+    return world
 
 
 # -- when ------------------------------------------------------------------------------------
 
 
 def test_a_member_turns_read_only_after_two_seconds_of_looking_not_before() -> None:
-    sim, lone, _, since = alone()
+    sim, lone, _, _, since = alone()
     sim.advance(1999)
     assert lone.replica.mode == "looking" and not lone.core.serving
     assert lone.core.read_only is None and isro(lone) == "null"
@@ -109,7 +121,7 @@ def test_a_member_turns_read_only_after_two_seconds_of_looking_not_before() -> N
 
 
 def test_without_readonlymode_a_member_only_looks() -> None:
-    sim, lone, _, _ = alone(WORDS)
+    sim, lone, *_ = alone(WORDS)
     sim.advance(10_000)
     assert lone.replica.mode == "looking" and lone.core.read_only is None
     assert isro(lone) == "null"
@@ -129,7 +141,7 @@ def test_the_grace_period_is_at_least_a_tick() -> None:
 
 
 def test_an_election_that_decides_in_time_never_goes_read_only() -> None:
-    sim, lone, _, _ = alone()
+    sim, lone, *_ = alone()
     sim.advance(1500)
     back = next(i for i in sim.ids if i != lone.id)
     sim.restart(back)
@@ -143,7 +155,8 @@ def test_an_election_that_decides_in_time_never_goes_read_only() -> None:
 
 
 def test_only_read_only_clients_and_local_sessions_are_taken() -> None:
-    sim, lone, old = read_only()
+    sim, lone, old, local, _ = read_only()
+    assert local is not None
     # A client that does not allow read-only mode: closed without an answer.
     c, frames = connect(sim, lone, read_only=False)
     assert frames == [] and c.closed
@@ -151,13 +164,17 @@ def test_only_read_only_clients_and_local_sessions_are_taken() -> None:
     c, frames = connect(sim, lone, session_id=old.session_id, passwd=old.passwd)
     assert frames == [] and c.closed
     assert old.session_id in lone.core.session_timeouts()
+    # A local session of the read-write days was dropped with them: expired.
+    c, frames = connect(sim, lone, session_id=local.session_id, passwd=local.passwd)
+    resp = response(frames)
+    assert (resp.sessionId, resp.timeOut, resp.readOnly) == (0, 0, True) and c.closed
     # A new session is made here: readOnly in the answer, no txn, an id of this server.
     log_before = list(sim.disks[lone.id].log)
     c, frames = connect(sim, lone, timeout=6000)
     resp = response(frames)
     assert resp.readOnly and resp.timeOut == 6000 and not c.closed
     assert resp.sessionId >> 56 == lone.id and resp.passwd == session_password(resp.sessionId)
-    assert resp.sessionId in lone.core.sessions.sessions
+    assert lone.core.sessions.sessions[resp.sessionId].local
     assert resp.sessionId not in lone.core.session_timeouts()  # never replicated
     assert sim.disks[lone.id].log == log_before
     # It may reconnect to its session (here, the same server).
@@ -169,15 +186,18 @@ def test_only_read_only_clients_and_local_sessions_are_taken() -> None:
 
 
 def test_without_local_sessions_new_sessions_get_zookeepers_bare_notreadonly() -> None:
-    sim, lone, _ = read_only({"readonly_mode": True, **WORDS})
+    sim, lone, old, _, _ = read_only({"readonly_mode": True, **WORDS})
+    sessions = set(lone.core.sessions.sessions)
     c, frames = connect(sim, lone)
     # ZooKeeper 3.8: a ReplyHeader(0, last zxid, NOTREADONLY) where the ConnectResponse goes.
     assert frames == [S.ReplyHeader(0, lone.core.last_zxid, NOTREADONLY).encode()]
-    assert c.closed and not lone.core.sessions.sessions
+    assert c.closed and set(lone.core.sessions.sessions) == sessions
+    c, frames = connect(sim, lone, session_id=old.session_id, passwd=old.passwd)
+    assert frames == [] and c.closed  # a global session: refused as ever
 
 
 def test_reads_work_and_every_write_and_sync_is_answered_notreadonly() -> None:
-    sim, lone, _ = read_only()
+    sim, lone, *_ = read_only()
     before = tree_state(lone.core)
     zxid = lone.core.last_zxid
     c, frames = connect(sim, lone)
@@ -198,6 +218,8 @@ def test_reads_work_and_every_write_and_sync_is_answered_notreadonly() -> None:
     writes: list[tuple[int, Any]] = [
         (Op.create, S.CreateRequest("/c", b"", OPEN, 0)),
         (Op.create2, S.CreateRequest("/c", b"", OPEN, 0)),
+        # (not a session upgrade, nor EPHEMERALONLOCALSESSION: the read-only check is first)
+        (Op.create, S.CreateRequest("/e", b"", OPEN, EPHEMERAL)),
         (Op.createContainer, S.CreateRequest("/c", b"", OPEN, 4)),
         (Op.createTTL, S.CreateTTLRequest("/c", b"", OPEN, 5, 1000)),
         (Op.delete, S.DeleteRequest("/a/b", -1)),
@@ -205,6 +227,8 @@ def test_reads_work_and_every_write_and_sync_is_answered_notreadonly() -> None:
         (Op.setACL, S.SetACLRequest("/a", OPEN, -1)),
         (Op.check, S.CheckVersionRequest("/a", 0)),
         (Op.multi, multi),
+        (Op.multi, multi.replace(S.CreateRequest("/m", b"", OPEN, 0).encode(),
+                                 S.CreateRequest("/m", b"", OPEN, EPHEMERAL).encode())),
         (Op.reconfig, S.ReconfigRequest("", "", "", -1)),
         (Op.sync, S.SyncRequest("/a")),
     ]
@@ -217,7 +241,7 @@ def test_reads_work_and_every_write_and_sync_is_answered_notreadonly() -> None:
     sim.settle()
     assert [(h.xid, h.err) for h, _ in c.replies()] == [(x1, NOTREADONLY), (x2, 0)]
     assert tree_state(lone.core) == before and lone.core.last_zxid == zxid
-    assert lone.core.outstanding_writes == 0
+    assert lone.core.outstanding_writes == 0 and lone.core.sessions.get(c.session_id).local
     # Its own session's closeSession closes it here and is answered OK.
     hdr, _ = call(sim, c, Op.closeSession)
     assert (hdr.err, hdr.zxid) == (0, zxid) and c.closed
@@ -226,7 +250,7 @@ def test_reads_work_and_every_write_and_sync_is_answered_notreadonly() -> None:
 
 
 def test_read_only_sessions_expire_here_global_sessions_do_not() -> None:
-    sim, lone, old = read_only()
+    sim, lone, old, _, _ = read_only()
     quiet, _ = connect(sim, lone, timeout=4000)
     alive, _ = connect(sim, lone, timeout=4000)
     for _ in range(6):
@@ -237,14 +261,15 @@ def test_read_only_sessions_expire_here_global_sessions_do_not() -> None:
     sim.advance(60_000)  # far past the global session's timeout
     assert lone.replica.mode == "read-only"
     assert old.session_id in lone.core.session_timeouts()
-    assert lone.core.read_only.replicated.sessions[old.session_id].closing is False
+    assert not lone.core.sessions.sessions[old.session_id].closing
+    assert lone.core.tree.get("/eph") is not None
 
 
 # -- back to read-write ----------------------------------------------------------------------
 
 
 def test_when_the_election_decides_read_only_ends_and_its_sessions_are_gone() -> None:
-    sim, lone, old = read_only()
+    sim, lone, old, _, _ = read_only()
     ro, frames = connect(sim, lone)
     sid, passwd = ro.session_id, ro.passwd
     assert response(frames).readOnly
@@ -269,7 +294,7 @@ def test_when_the_election_decides_read_only_ends_and_its_sessions_are_gone() ->
 
 
 def test_read_only_mode_comes_back_when_the_quorum_goes_again() -> None:
-    sim, lone, _ = read_only()
+    sim, lone, *_ = read_only()
     for i in sim.ids:
         if i != lone.id:
             sim.restart(i)

@@ -47,13 +47,16 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         sasl_users=_sasl_users(cfg),
         global_outstanding_limit=cfg.global_outstanding_limit,
         reconfig_enabled=cfg.reconfig_enabled,
+        standalone_enabled=cfg.standalone_enabled,
+        # A standalone ZooKeeperServer has no local sessions.
+        local_sessions=cfg.local_sessions_enabled and not cfg.is_standalone,
+        local_sessions_upgrading=cfg.local_sessions_upgrading_enabled and not cfg.is_standalone,
         # Boolean.parseBoolean, as ZooKeeperServer reads it; zoo.cfg's enforceQuota lands here too.
         enforce_quota=props.get("zookeeper.enforceQuota", "false").lower() == "true",
         enforce_auth_schemes=_enforce_auth_schemes(cfg),
         allow_sasl_failed_clients=_java_bool(props.get("zookeeper.allowSaslFailedClients")),
         x509_enabled=_x509_enabled(cfg),
-        readonly_mode=cfg.readonly_mode_enabled,
-        local_sessions=cfg.local_sessions_enabled,
+        readonly_mode=cfg.readonly_mode_enabled and not cfg.is_standalone,
     )
 
 
@@ -149,22 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.error("Cannot read configuration: %s", e)
         return 2
-    if not cfg.is_standalone and _observers(cfg):
-        log.error("%s: observers (%s) are not supported by zkpy %s yet; configure every "
-                  "server.N as a participant", cfg.source, _observers(cfg), VERSION)
-        return 2
     try:
         return _serve(cfg)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _observers(cfg: ServerConfig) -> str:
-    names = [f"server.{sid}" for sid, a in sorted(cfg.servers.items()) if a.role == "observer"]
-    if cfg.peer_type == "observer":
-        names.append("peerType=observer")
-    return ", ".join(names)
 
 
 def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:

@@ -551,6 +551,8 @@ def _servers_from(s: _Settings, table: Mapping[str, tuple[str, int]],
     servers: dict[int, ServerAddress] = {}
     for key, (value, line) in table.items():
         where = s.where(key, line, source)
+        if key == "version" and source != s.source:
+            continue  # a dynamic config file's version (zkpy.storage.dynconfig reads it)
         if key.startswith(("group.", "weight.")):
             # zkpy: hierarchical quorums (QuorumHierarchical) are not implemented.
             raise ConfigError(f"{where}: hierarchical quorums (group/weight) are not supported")

@@ -23,6 +23,7 @@ from zkpy.proto import (
     NOTIFICATION_XID,
     REQUEST_RECORDS,
     WRITE_OPS,
+    CreateMode,
     Err,
     KeeperState,
     Op,
@@ -179,6 +180,13 @@ class Connection:
         if req.sessionId == 0 and read_only is not None:
             self._open_read_only(read_only, timeout, now)
             return
+        if req.sessionId == 0 and settings.local_sessions:
+            # localSessionsEnabled: the session lives here alone, no proposal.
+            sid = core.open_local_session(timeout, now)
+            self._open(sid, timeout)
+            log.info("Established local session %s with negotiated timeout %dms for client "
+                     "%s:%d", hex_sid(sid), timeout, self.host, self.port)
+            return
         if req.sessionId == 0:
             sid = core.sessions.new_id()
             self.session_id = sid
@@ -188,7 +196,7 @@ class Connection:
             core.submit(_marker, now)
             return
         sid = req.sessionId
-        if read_only is not None and read_only.is_replicated(sid):
+        if read_only is not None and read_only.is_global(sid):
             log.info("Refusing global session reconnection in RO mode %s:%d", self.host,
                      self.port)
             self.abort("a global session in read-only mode", quiet=True)
@@ -218,8 +226,8 @@ class Connection:
             self.close_after_flush()
             return
         self._open(sid, timeout)
-        log.info("Established read-only session %s with negotiated timeout %dms for client "
-                 "%s:%d", hex_sid(sid), timeout, self.host, self.port)
+        log.info("Established local session %s with negotiated timeout %dms for read-only "
+                 "client %s:%d", hex_sid(sid), timeout, self.host, self.port)
 
     def _open(self, sid: int, timeout: int) -> None:
         session = self.core.sessions.get(sid)
@@ -262,6 +270,11 @@ class Connection:
             self._queue(_REPLY.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))
             self.close_after_flush()
             return
+        if core.settings.local_sessions and op in _LOCAL_CHECKED:
+            session = core.sessions.get(self.session_id)
+            if session is not None and session.local and self._local_session(
+                    session, xid, op, body, now):
+                return
         # A follower's sync waits for the leader's SYNC, like a write for its commit.
         forward_sync = core.sync if op == Op.sync else None
         if op in WRITE_OPS or forward_sync is not None:
@@ -284,6 +297,21 @@ class Connection:
             self.pending.append((xid, op, body))
             return
         self._read(xid, op, body, now)
+
+    def _local_session(self, session: Any, xid: int, op: int, body: Any, now: int) -> bool:
+        """A local session's close or first ephemeral; True when answered here."""
+        core = self.core
+        if op == Op.closeSession:
+            self._reply_in_order(xid, 0, b"", now)
+            core.close_local_session(session.id, "closed by its client")
+            return True
+        if not _creates_ephemeral(op, body) or core.read_only is not None:
+            return False  # (read-only mode answers it NOTREADONLY, upgrading nothing)
+        if core.settings.local_sessions_upgrading:
+            core.upgrade_session(session.id, now)  # ahead of this request, in order
+            return False
+        self._reply_in_order(xid, Err.EPHEMERALONLOCALSESSION, b"", now)
+        return True
 
     def _authenticated_for_enforcement(self, xid: int) -> bool:
         """AuthenticationHelper.enforceAuthentication: False after answering and closing."""
@@ -515,6 +543,15 @@ class Connection:
 
 
 _OP_NAMES = {int(o): o.name for o in Op}
+_LOCAL_CHECKED = frozenset({Op.closeSession, Op.create, Op.create2, Op.multi})
+
+
+def _creates_ephemeral(op: int, body: Any) -> bool:
+    if op == Op.multi:
+        return isinstance(body, list) and any(
+            t in (Op.create, Op.create2) and rec.flags in CreateMode.EPHEMERAL_FLAGS
+            for t, rec in body)
+    return body is not MALFORMED and body.flags in CreateMode.EPHEMERAL_FLAGS
 
 
 def _op_name(op: int) -> str:

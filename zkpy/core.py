@@ -63,6 +63,10 @@ class CoreSettings:
     sasl_users: dict[str, str] | None = None
     global_outstanding_limit: int = 1000
     reconfig_enabled: bool = False
+    standalone_enabled: bool = True  # reconfig keeps >= 2 voters unless this is false
+    # localSessionsEnabled / localSessionsUpgradingEnabled (quorum members only).
+    local_sessions: bool = False
+    local_sessions_upgrading: bool = False
     enforce_quota: bool = False  # zookeeper.enforceQuota: hard quota limits fail writes
     # zookeeper.enforce.auth.schemes when zookeeper.enforce.auth.enabled (or ("sasl",) under
     # zookeeper.sessionRequireClientSASLAuth): a connection holding no id of one of these
@@ -70,10 +74,9 @@ class CoreSettings:
     enforce_auth_schemes: tuple[str, ...] = ()
     allow_sasl_failed_clients: bool = False  # zookeeper.allowSaslFailedClients
     x509_enabled: bool = False  # secureClientPort: x509 ids and ACLs exist
-    # A quorum member: readonlymode.enabled (serve read-only clients without a quorum, see
-    # zkpy.readonly) and localSessionsEnabled (which read-only mode needs for new sessions).
+    # readonlymode.enabled (quorum members): serve read-only clients without a quorum
+    # (zkpy.readonly); new sessions there need local_sessions, as in ZooKeeper 3.8.
     readonly_mode: bool = False
-    local_sessions: bool = False
 
 
 class Committer(Protocol):
@@ -105,6 +108,7 @@ class ServerCore:
                      list(settings.enforce_auth_schemes))
         self.prep = Prep(self.tree, self.auth, settings.extended_types, settings.skip_acl)
         self.prep.reconfig_enabled = settings.reconfig_enabled
+        self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.stats = ServerStats(now_ms)
@@ -126,8 +130,8 @@ class ServerCore:
         self.forward: Callable[[Request], None] | None = None
         self.sync: Callable[[Request], None] | None = None
         self.quorum: Any = None  # the Replica, for the four-letter words
-        # While a quorum member serves read-only (zkpy.readonly.ReadOnlyServer): it refuses
-        # writes, and ``sessions`` holds only the sessions it made itself.
+        # While a quorum member serves read-only (zkpy.readonly.ReadOnlyServer): it takes
+        # only read-only clients, makes local sessions and refuses writes.
         self.read_only: Any = None
 
     def restore(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
@@ -148,10 +152,59 @@ class ServerCore:
         self.prep.forget_in_flight()
         self.restore(tree, sessions, now)
 
+    def set_config(self, text: str, version: int) -> None:
+        """Show a newly active membership in /zookeeper/config (no txn: every member
+        does this itself when the membership changes)."""
+        data = text.encode()
+        node = self.tree.get("/zookeeper/config")
+        if node is not None and node.data == data:
+            return
+        rc = self.tree.set_config(data, version, self.now)
+        if rc.triggers:
+            self._fire(rc.triggers)
+
     def session_timeouts(self) -> dict[int, int]:
-        """The replicated sessions (never read-only mode's own)."""
-        table = self.sessions if self.read_only is None else self.read_only.replicated
-        return {sid: s.timeout for sid, s in table.sessions.items()}
+        """The global sessions (what a snapshot and a SNAP hold)."""
+        return {sid: s.timeout for sid, s in self.sessions.sessions.items() if not s.local}
+
+    # -- local sessions -------------------------------------------------------
+
+    def open_local_session(self, timeout: int, now: int) -> int:
+        sid = self.sessions.new_id()
+        self.sessions.add(sid, timeout, now).local = True
+        return sid
+
+    def close_local_session(self, sid: int, why: str) -> None:
+        """A local session ends here alone (it owns no ephemerals: creating one
+        would have made it global)."""
+        session = self.sessions.remove(sid)
+        if session is None:
+            return
+        log.info("Local session 0x%x %s", sid & 0xFFFFFFFFFFFFFFFF, why)
+        conn = session.conn
+        if conn is not None and conn.session_id == sid:
+            conn.close_after_flush()
+
+    def drop_local_sessions(self) -> int:
+        """Forget every local session (the server stopped serving: ZooKeeper's
+        LocalSessionTracker does not outlive its ZooKeeperServer)."""
+        ids = self.sessions.local_ids()
+        for sid in ids:
+            self.sessions.remove(sid)
+        return len(ids)
+
+    def upgrade_session(self, sid: int, now: int) -> bool:
+        """Make a local session global before its first ephemeral (ZooKeeper's
+        session upgrade): a createSession goes through the pipeline first."""
+        session = self.sessions.get(sid)
+        if session is None or not session.local:
+            return False
+        log.info("Upgrading local session 0x%x to a global session", sid & 0xFFFFFFFFFFFFFFFF)
+        session.local = False  # from now on the leader tracks it (once its commit lands)
+        req = Request(sid, 0, Op.createSession, session.timeout, [], None)
+        req.created = now
+        self.submit(req, now)
+        return True
 
     # -- connections ----------------------------------------------------------
 
@@ -192,14 +245,22 @@ class ServerCore:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
         if not self.expiring:
+            if self.settings.local_sessions:
+                for session in self.sessions.expire(now):
+                    if session.local:
+                        self.close_local_session(session.id, "expired")
+                    else:
+                        session.closing = False  # the leader's to expire, not ours
             self.flush()
             return
         for session in self.sessions.expire(now):
+            if session.local:
+                self.close_local_session(session.id, "expired")
+                continue
             log.info("Expiring session 0x%x, timeout of %dms exceeded", session.id & (2**64 - 1),
                      session.timeout)
             self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
-        if (self.read_only is None
-                and now - self._last_container_check >= self.settings.container_check_ms):
+        if now - self._last_container_check >= self.settings.container_check_ms:
             self._last_container_check = now
             self._reap_containers(now)
         self.flush()
@@ -246,7 +307,8 @@ class ServerCore:
         if ours:
             self.outstanding_writes -= 1
         if hdr.type == Op.createSession:
-            self.sessions.add(req.session_id, req.txn.timeOut, self.now)
+            # (An upgraded local session becomes global here, on every member.)
+            self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
             rc = None
         else:
             rc = self.tree.apply(hdr, req.txn)  # advances tree.last_zxid itself
@@ -256,7 +318,7 @@ class ServerCore:
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
         if hdr.type == Op.closeSession:
-            self.session_closed(req.session_id)
+            self._session_closed(req.session_id)
         conn = req.conn
         if conn is not None:
             conn.committed(req, rc)
@@ -275,7 +337,7 @@ class ServerCore:
                         continue
                 conn.send_event(etype, path)
 
-    def session_closed(self, sid: int) -> None:
+    def _session_closed(self, sid: int) -> None:
         session = self.sessions.remove(sid)
         if session is None:
             return

@@ -395,8 +395,11 @@ def _conf(core: ServerCore, conn: Any) -> str:
             keys = [k for k, _ in conf]
             conf = conf[:keys.index("membership: ")] if "membership: " in keys else conf
         lines += conf
-    # "membership: " heads the server list on a line of its own, as QuorumPeer prints it.
-    return "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
+    # "membership: " heads the server list on a line of its own, as QuorumPeer prints it;
+    # the list ends with QuorumVerifier.toString's "version=..." and no newline after it
+    # (a read-only server's ends with peerType and a newline).
+    text = "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
+    return text[:-1] if core.quorum is not None and core.read_only is None else text
 
 
 def _dirs(core: ServerCore, conn: Any) -> str:
@@ -479,7 +482,8 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "avg_latency": avg,
         "outstanding_requests": core.outstanding(),
         "znode_count": _node_count(core),
-        "global_sessions": len(core.session_timeouts()),
+        "global_sessions": len(core.sessions.sessions) - len(core.sessions.local_ids()),
+        "local_sessions": len(core.sessions.local_ids()),
         "packets_sent": st.packets_sent,
         "packets_received": st.packets_received,
         "connection_drop_probability": 0.0,
@@ -489,8 +493,6 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "uptime": max(core.now - st.started_ms, 0),
         "max_latency": hi,
     }
-    if core.read_only is not None:  # its own sessions are local ones
-        real["local_sessions"] = len(core.sessions.sessions)
     fds = _fd_counts()
     if fds is not None:
         real["open_file_descriptor_count"], real["max_file_descriptor_count"] = fds
@@ -521,13 +523,16 @@ def _with_quorum_values(core: ServerCore, out: list[tuple[str, Any]]) -> list[tu
         "server_state": [("peer_state", quorum.peer_state())],
         "non_mtls_local_conn_count": [("quorum_size", len(quorum.peer.voters))],
     }
+    if server_state(core) == "observer":
+        after["server_state"].append(("observer_master_id", quorum.leader))
     if server_state(core) == "leader":
-        learners, synced, pending = quorum.learners()
+        learners, synced, non_voting, observers, pending = quorum.learners()
         last, lo, hi = quorum.proposal_sizes()
         after["avg_latency"] = [("min_proposal_size", lo)]
         after["packets_received"] = [("max_proposal_size", hi)]
         after["max_client_response_size"] = [("synced_followers", synced)]
-        after["watch_count"] = [("synced_non_voting_followers", 0), ("synced_observers", 0)]
+        after["watch_count"] = [("synced_non_voting_followers", non_voting),
+                                ("synced_observers", observers)]
         after["open_file_descriptor_count"] = [("last_proposal_size", last),
                                                ("pending_syncs", pending),
                                                ("leader_uptime", quorum.leader_uptime())]

@@ -14,7 +14,9 @@ the transaction that made them has been applied (``Prep.applied``).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from zkpy.acl import AuthProviders
@@ -32,7 +34,10 @@ from zkpy.proto import (
     ZkError,
 )
 from zkpy.quota import QuotaGuard
-from zkpy.tree import DataTree, MultiTxnBody, ephemeral_kind, split_path
+from zkpy.tree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
+from zkpy.zab import membership
+
+log = logging.getLogger("zkpy.server")
 
 _INT_MAX = 0x7FFFFFFF
 # DataTree.isSpecialPath: never deleted, whatever the ACLs say.
@@ -121,6 +126,10 @@ class Prep:
         self.extended_types = extended_types
         self.skip_acl = skip_acl
         self.reconfig_enabled = False
+        self.standalone_enabled = True
+        # On an ensemble's leader: () -> (active membership, a reconfig in flight,
+        # the voters synced with us, ourselves included); None elsewhere.
+        self.membership: Callable[[], tuple[membership.QuorumConfig, bool, set[int]]] | None = None
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
@@ -205,9 +214,42 @@ class Prep:
         if type == Op.closeSession:
             return self._close_session(req, zxid)
         if type == Op.reconfig:
-            # A standalone ZooKeeper: disabled, or (when enabled) not supported.
-            raise ZkError(Err.UNIMPLEMENTED if self.reconfig_enabled else Err.RECONFIGDISABLED)
+            return self._reconfig(body, req, zxid)
         raise ZkError(Err.UNIMPLEMENTED)
+
+    def _reconfig(self, body: Any, req: Request, zxid: int) -> Any:
+        """PrepRequestProcessor's reconfig, in its order of checks (the ACL last)."""
+        if not self.reconfig_enabled:
+            raise ZkError(Err.RECONFIGDISABLED)
+        if self.membership is None:
+            raise ZkError(Err.UNIMPLEMENTED)  # standalone: reconfig is not supported
+        current, in_progress, synced = self.membership()
+        if in_progress:
+            raise ZkError(Err.RECONFIGINPROGRESS)
+        if body.curConfigId != -1 and body.curConfigId != current.version:
+            raise ZkError(Err.BADVERSION)
+        try:
+            wanted = membership.reconfigured(current, body.joiningServers, body.leavingServers,
+                                             body.newMembers)
+        except membership.ReconfigError as e:
+            log.info("Reconfig refused: %s", e)
+            raise ZkError(Err.BADARGUMENTS) from None
+        if self.standalone_enabled and len(wanted.voters) < 2:
+            log.info("Reconfig refused: the new configuration must include at least 2 "
+                     "participants (standaloneEnabled=true)")
+            raise ZkError(Err.BADARGUMENTS)
+        if not wanted.quorum(synced):
+            log.info("Reconfig refused: no connected and synced quorum of %s in the new "
+                     "configuration (synced: %s)", sorted(wanted.voters), sorted(synced))
+            raise ZkError(Err.NEWCONFIGNOQUORUM)
+        node = self.record(CONFIG_NODE)
+        self._check(node.acl, Perms.WRITE, req)
+        data = wanted.with_version(zxid).text().encode()
+        node = node.copy(zxid)
+        node.version = -1
+        node.data = data
+        self._add(node)
+        return S.SetDataTxn(CONFIG_NODE, data, -1)
 
     def _create(self, type: int, body: Any, req: Request, zxid: int) -> Any:
         flags = body.flags

@@ -11,19 +11,17 @@ laid over the member's ``ServerCore``:
   adapter arms a wake-up for ``due()``.
 - While it is active, ``core.serving`` is set and ``core.read_only`` is this
   object. The handshake (``zkpy.connection``) refuses clients that did not ask
-  for read-only and reconnections of replicated ("global") sessions, and asks
-  ``new_session`` for new ones. Those are made here, locally: no txn, an id
-  from a fresh id generator, kept in a session table of their own that stands
-  in for ``core.sessions`` while the replicated table waits in
-  ``replicated``. They expire here when not pinged; replicated sessions are
-  not expired at all (this mode never changes replicated state).
+  for read-only and reconnections of global sessions, and asks
+  ``new_session`` for new ones: local sessions (``ServerCore``'s, no txn), as
+  ZooKeeper's read-only server makes them. They expire here when not pinged
+  and their closeSession is answered here; global sessions are not expired at
+  all (this mode never changes replicated state, as the leader alone expires).
 - Every write and every sync is answered NOTREADONLY with the last zxid (as
-  ReadOnlyRequestProcessor), except the closeSession of one of our sessions,
-  which closes it locally and is answered OK.
-- When the mode ends, the replicated session table is back and the read-only
-  sessions are gone; the caller closes every client connection.
+  ReadOnlyRequestProcessor, ahead of any session upgrade or ephemeral check).
+- When the mode ends the caller stands down: every client connection is
+  closed and the local sessions are dropped.
 
-As in ZooKeeper 3.8 (ZOOKEEPER-3863), new sessions need ``localSessionsEnabled``:
+As in ZooKeeper 3.8 (ZOOKEEPER-3863), new sessions need localSessionsEnabled:
 without it ZooKeeper's read-only server answers a new session's createSession
 with a bare NOTREADONLY reply header where the ConnectResponse belongs, so no
 client can get a session there. zkpy sends the same bytes and closes.
@@ -37,7 +35,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from zkpy.proto import Err, Op
-from zkpy.session import SessionTable
 
 if TYPE_CHECKING:
     from zkpy.core import ServerCore
@@ -48,10 +45,6 @@ log = logging.getLogger("zkpy.quorum")
 GRACE_MS = 2000  # QuorumPeer: the read-only server waits at least 2 s of LOOKING
 
 
-def _hex(sid: int) -> str:
-    return f"0x{sid & 0xFFFFFFFFFFFFFFFF:x}"
-
-
 class ReadOnlyServer:
     def __init__(self, core: ServerCore) -> None:
         self.core = core
@@ -59,18 +52,14 @@ class ReadOnlyServer:
         self.grace = max(GRACE_MS, core.settings.tick_time)
         self.looking_since: int | None = None
         self.started_at = 0
-        # The replicated session table, set aside while read-only mode is active.
-        self.replicated: SessionTable | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.replicated is not None
+        self.active = False
 
     # -- when -------------------------------------------------------------------------
 
     def role(self, looking: bool, now: int) -> bool:
         """The member's role changed (``looking``: it starts an election). Ends read-only
-        mode if it was on; True then, and the caller must close every client connection."""
+        mode if it was on; True then, and the caller must stand down (close every client
+        connection, drop the local sessions)."""
         ended = self.active
         if ended:
             self._stop(now)
@@ -90,36 +79,31 @@ class ReadOnlyServer:
 
     def _start(self, now: int) -> None:
         core = self.core
-        settings = core.settings
         assert self.looking_since is not None
-        self.replicated = core.sessions
-        core.sessions = SessionTable(settings.tick_time, settings.server_id, now)
+        self.active = True
+        self.started_at = now
         core.read_only = self
         core.serving = True
         core.forward = self._write
         core.sync = self._refuse
-        core.expiring = True  # only our own sessions are in ``core.sessions`` now
-        self.started_at = now
+        core.expiring = False  # local sessions expire in ServerCore.tick all the same
         log.info("Read-only server started: no quorum for %d ms; serving read-only clients "
                  "at zxid 0x%x%s", now - self.looking_since, core.last_zxid,
-                 "" if settings.local_sessions else
+                 "" if core.settings.local_sessions else
                  " (localSessionsEnabled=false: no new sessions, as ZooKeeper 3.8)")
 
     def _stop(self, now: int) -> None:
-        core = self.core
-        assert self.replicated is not None
-        dropped = len(core.sessions.sessions)
-        core.sessions, self.replicated = self.replicated, None
-        core.read_only = None
-        log.info("Read-only server stopped after %d ms: the election decided; dropping %d "
-                 "read-only sessions", now - self.started_at, dropped)
+        self.active = False
+        self.core.read_only = None
+        log.info("Read-only server stopped after %d ms: the election decided",
+                 now - self.started_at)
 
     # -- sessions -----------------------------------------------------------------------
 
-    def is_replicated(self, sid: int) -> bool:
-        """A global session: known to the ensemble, not made by this read-only server."""
-        return (self.replicated is not None and sid in self.replicated.sessions
-                and sid not in self.core.sessions.sessions)
+    def is_global(self, sid: int) -> bool:
+        """A session known to the ensemble, which may not reconnect in read-only mode."""
+        session = self.core.sessions.get(sid)
+        return session is not None and not session.local
 
     def new_session(self, timeout: int, now: int, client: str) -> int | None:
         """A local session for a read-only client; None when new sessions are refused."""
@@ -128,24 +112,17 @@ class ReadOnlyServer:
             log.info("Refusing a new session from read-only client %s: localSessionsEnabled "
                      "is false (ZooKeeper 3.8 answers NOTREADONLY)", client)
             return None
-        sid = core.sessions.new_id()
-        core.sessions.add(sid, timeout, now)
-        return sid
+        return core.open_local_session(timeout, now)
 
     # -- writes and syncs ----------------------------------------------------------------
 
     def _write(self, req: Request) -> None:
-        """ServerCore's forward seam: nothing is prepared or proposed here."""
-        core = self.core
-        core.outstanding_writes -= 1  # counted by ServerCore.submit; never proposed
+        """ServerCore's forward seam: nothing is prepared or proposed here. (A local
+        session's closeSession never comes here: the connection answers it.)"""
+        self.core.outstanding_writes -= 1  # counted by ServerCore.submit; never proposed
         if req.type == Op.closeSession:
-            if req.session_id in core.sessions.sessions:
-                core.session_closed(req.session_id)
-                if req.conn is not None:
-                    req.conn.answer_now(req, 0)
-                return
-            log.warning("Refusing the closeSession of global session %s in read-only mode",
-                        _hex(req.session_id))
+            log.warning("Refusing the closeSession of global session 0x%x in read-only mode",
+                        req.session_id & 0xFFFFFFFFFFFFFFFF)
         self._refuse(req)
 
     def _refuse(self, req: Request) -> None:

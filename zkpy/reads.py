@@ -263,6 +263,8 @@ def write_reply(req: Any, rc: TxnResult) -> tuple[int, bytes]:
         return 0, encode(S.Create2Response(rc.path, rc.stat))
     if t == Op.setData:
         return 0, encode(S.SetDataResponse(rc.stat))
+    if t == Op.reconfig:  # the new membership as /zookeeper/config now holds it
+        return 0, encode(S.GetDataResponse(rc.stat.data, rc.stat))
     if t == Op.setACL:
         return 0, encode(S.SetACLResponse(rc.stat))
     return 0, b""

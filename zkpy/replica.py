@@ -42,6 +42,7 @@ from zkpy.zab.events import (
     FOLLOWING,
     LEADING,
     LOOKING,
+    OBSERVING,
     Event,
     Forward,
     NotLeader,
@@ -55,7 +56,7 @@ log = logging.getLogger("zkpy.quorum")
 
 _TOUCH = struct.Struct(">qi")  # Learner.ping: session id, timeout
 _INT = struct.Struct(">i")
-ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader"}
+ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader", OBSERVING: "observer"}
 
 
 class Replica:
@@ -102,6 +103,11 @@ class Replica:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):
             self._synced()
+        for config in ready.config:
+            # After the commits: a committed reconfig already set the node itself.
+            self.core.set_config(config.text(), config.version)
+            log.info("Membership 0x%x active: voters %s, observers %s", config.version,
+                     sorted(config.voters), sorted(config.observers))
         self.read_only.poll(now)
         self.core.flush()
 
@@ -128,6 +134,7 @@ class Replica:
         if change.role == LEADING:
             core.forward = None
             core.sync = None
+            core.prep.membership = self._membership if self.peer.config is not None else None
             core.expiring = True
             core.sessions.touched = None
             core.next_zxid = m.make_zxid(change.epoch, 1)
@@ -139,11 +146,13 @@ class Replica:
                 core.sessions.touch(sid, self.now)
             log.info("LEADING - epoch %d established with a quorum; serving clients", change.epoch)
         else:
+            core.prep.membership = None
             core.forward = self._forward
             core.sync = self._forward_sync
             core.expiring = False
             core.sessions.touched = {}
-            log.info("FOLLOWING - leader %s, epoch %d; synced and serving clients",
+            log.info("%s - leader %s, epoch %d; synced and serving clients",
+                     "OBSERVING" if change.role == OBSERVING else "FOLLOWING",
                      change.leader, change.epoch)
 
     def _stand_down(self, why: str) -> None:
@@ -152,12 +161,16 @@ class Replica:
             log.info("Not serving clients any more (%s): closing %d client connections",
                      why, len(core.connections))
         core.serving = False
+        core.prep.membership = None
         core.forward = self._refuse
         core.sync = self._refuse
         core.expiring = False
         for conn in list(core.connections.values()):
             conn.abort("the server is not serving (no quorum)", quiet=True)
         core.prep.forget_in_flight()
+        dropped = core.drop_local_sessions()
+        if dropped:
+            log.info("Dropped %d local sessions", dropped)
         core.outstanding_writes = 0
         self.proposed.clear()
         self.waiting.clear()
@@ -185,6 +198,17 @@ class Replica:
             self.proposed.pop(zxid, None)
             log.warning("Cannot propose 0x%x: %s", zxid, e)
             self._refuse(req)
+
+    def _membership(self) -> tuple[Any, bool, set[int]]:
+        """For a reconfig's checks: the active membership, whether a reconfig is in
+        flight, and who is synced with us (Leader.isQuorumSynced's candidates)."""
+        peer = self.peer
+        lead = peer.leading
+        assert peer.config is not None and lead is not None
+        synced = {peer.my_id}
+        synced.update(sid for sid, lr in lead.learners.items()
+                      if lr.phase == "synced" and not lr.observer)
+        return peer.config, lead.pending_config is not None, synced
 
     def _learner_request(self, src: int, data: bytes, auth: list[Any] | None) -> None:
         try:
@@ -291,18 +315,29 @@ class Replica:
             return "leading - " + ("broadcast" if self.peer.leading.established
                                    else "synchronization")
         if self.peer.following is not None:
-            return "following - " + ("broadcast" if self.established else "synchronization")
+            role = "observing - " if self.peer.following.observer else "following - "
+            return role + ("broadcast" if self.established else "synchronization")
         return "looking - election"
 
     def learner_ids(self) -> list[int]:
         lead = self.peer.leading
         return sorted(lead.learners) if lead is not None else []
 
-    def learners(self) -> tuple[int, int, int]:
-        """(followers connected, followers synced, pending syncs) on a leader."""
+    def learners(self) -> tuple[int, int, int, int, int]:
+        """On a leader: (learners connected, synced voting followers, synced
+        non-voting followers, synced observers, pending syncs)."""
         lead = self.peer.leading
         if lead is None:
-            return 0, 0, 0
-        synced = sum(1 for lr in lead.learners.values() if lr.phase == "synced")
+            return 0, 0, 0, 0, 0
+        voting = non_voting = observers = 0
+        for sid, lr in lead.learners.items():
+            if lr.phase != "synced":
+                continue
+            if lr.observer:
+                observers += 1
+            elif sid in self.peer.voters:
+                voting += 1
+            else:
+                non_voting += 1
         pending = sum(len(v) for v in lead.pending_syncs.values())
-        return len(lead.learners), synced, pending
+        return len(lead.learners), voting, non_voting, observers, pending

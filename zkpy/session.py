@@ -54,7 +54,7 @@ def first_session_id(server_id: int, now_ms: int) -> int:
 
 
 class Session:
-    __slots__ = ("id", "timeout", "deadline", "closing", "conn")
+    __slots__ = ("id", "timeout", "deadline", "closing", "conn", "local")
 
     def __init__(self, sid: int, timeout: int) -> None:
         self.id = sid
@@ -62,6 +62,9 @@ class Session:
         self.deadline = 0
         self.closing = False
         self.conn: Any = None
+        # A local session (localSessionsEnabled) lives on this server alone: never
+        # proposed, reported to the leader or snapshotted, until it is upgraded.
+        self.local = False
 
 
 class SessionTable:
@@ -100,7 +103,7 @@ class SessionTable:
         session = self.sessions.get(sid)
         if session is None or session.closing:
             return False
-        if self.touched is not None:
+        if self.touched is not None and not session.local:
             self.touched[sid] = session.timeout
         deadline = self._round_up(now + session.timeout)
         if deadline != session.deadline:
@@ -135,6 +138,9 @@ class SessionTable:
                     due.append(session)
             self._next_sweep += self.tick
         return due
+
+    def local_ids(self) -> list[int]:
+        return [sid for sid, s in self.sessions.items() if s.local]
 
     def next_sweep(self) -> int:
         return self._next_sweep

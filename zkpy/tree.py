@@ -147,6 +147,12 @@ class DataTree:
         tree.quota = QuotaIndex()
         return tree
 
+    def set_config(self, data: bytes, version: int, time: int) -> TxnResult:
+        """ZKDatabase.initConfigInZKDatabase: /zookeeper/config holds the active
+        membership, its mzxid the membership's version (watches fire as for setData)."""
+        return self._apply_one(Op.reconfig, S.SetDataTxn(CONFIG_NODE, data, -1), version, time,
+                               0, 0)
+
     def _add_system_node(self, path: str, acl: tuple[Any, ...]) -> None:
         parent, name = split_path(path)
         self.nodes[path] = Node(b"", self.intern_acl(acl), 0, 0, 0)
@@ -215,7 +221,7 @@ class DataTree:
             elif type in (Op.delete, Op.deleteContainer):
                 rc.path = txn.path
                 self._delete(rc, txn.path, zxid)
-            elif type == Op.setData:
+            elif type == Op.setData or type == Op.reconfig:  # reconfig: /zookeeper/config
                 rc.path = txn.path
                 rc.stat = self._set_data(rc, txn, zxid, time)
             elif type == Op.setACL:

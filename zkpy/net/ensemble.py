@@ -27,6 +27,7 @@ from zkpy.net.persist import FuzzySnapshots
 from zkpy.net.quorum import ElectionLinks, QuorumLinks, resolve
 from zkpy.net.server import ZkServer
 from zkpy.replica import Replica
+from zkpy.storage import dynconfig
 from zkpy.storage.purge import purge
 from zkpy.storage.quorum import (
     ACCEPTED_EPOCH,
@@ -37,6 +38,7 @@ from zkpy.storage.quorum import (
     write_epoch,
 )
 from zkpy.storage.txnlog import LogWriter
+from zkpy.tree import CONFIG_NODE
 from zkpy.zab import messages as m
 from zkpy.zab.events import (
     LOOKING,
@@ -55,6 +57,7 @@ from zkpy.zab.events import (
     Vote,
     Wake,
 )
+from zkpy.zab.membership import QuorumConfig, parse_config_text
 from zkpy.zab.peer import Peer
 
 log = logging.getLogger("zkpy.quorum")
@@ -179,45 +182,86 @@ class EnsembleServer(ZkServer):
         assert cfg.my_id is not None
         self.cfg = cfg
         self.my_id = cfg.my_id
+        self._hosts: dict[str, str] = {}
         self.core.restore(state.tree, state.sessions, self.clock())
-        voters = {sid for sid, a in cfg.servers.items() if a.role == "participant"}
+        self.static_path = os.path.abspath(cfg.source) if os.path.isfile(cfg.source) else None
+        config = self._starting_config(cfg, state)
         disk_state = DiskState(state.accepted_epoch, state.current_epoch, state.snapshot_zxid,
                                state.log)
         # Votes are re-sent every 400 ms while looking: FastLeaderElection
         # re-sends after 200 ms of silence (doubling), so one lost notification
         # costs a fraction of a second, not a whole resend interval.
-        self.peer = Peer(self.my_id, voters, disk_state, sync_limit=cfg.sync_limit,
-                         init_limit=cfg.init_limit, resend_interval=400)
+        self.peer = Peer(self.my_id, config.voters, disk_state, sync_limit=cfg.sync_limit,
+                         init_limit=cfg.init_limit, resend_interval=400, config=config)
+        self.peer.reconfig_enabled = cfg.reconfig_enabled
         last = state.log[-1][0] if state.log else state.snapshot_zxid
         self.disk = QuorumDisk(reactor, snap_dir, log_dir, last,
                                prealloc_bytes=cfg.pre_alloc_size * 1024,
                                force_sync=cfg.force_sync)
         self.disk.on_synced = self._synced
         self.replica = Replica(self.core, self.peer, self._carry_out)
-        own = cfg.servers[self.my_id]
-        # The membership as QuorumVerifier prints it: in ``conf`` and in every vote.
-        members = [(f"server.{sid}", a.to_config_value()) for sid, a in sorted(cfg.servers.items())]
-        self.replica.conf = [
-            ("initLimit", cfg.init_limit), ("syncLimit", cfg.sync_limit), ("electionAlg", 3),
-            ("electionPort", own.election_port), ("quorumPort", own.quorum_port),
-            ("peerType", 0 if own.role == "participant" else 1),
-            ("membership: ", ""), *members, ("version", 0),
-        ]
-        config_text = "".join(f"{k}={v}\n" for k, v in members) + "version=0"
-        hosts = {sid: resolve(a.host) for sid, a in cfg.servers.items()}
-        quorum_addrs = {sid: (hosts[sid], a.quorum_port) for sid, a in cfg.servers.items()}
-        election_addrs = {sid: (hosts[sid], a.election_port) for sid, a in cfg.servers.items()}
-        self.election = ElectionLinks(reactor, self.my_id, election_addrs, self._on_vote,
-                                      config_text.encode())
-        self.links = QuorumLinks(reactor, self.my_id, quorum_addrs, self._on_packet,
-                                 self._on_lost,
+        self.core.set_config(config.text(), config.version)
+        self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
+        self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packet, self._on_lost,
                                  connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
+        self._use_config(config)
         self.snapshots = FuzzySnapshots(reactor, self.core, snap_dir, cfg.snap_count,
                                         cfg.force_sync, self.disk.snap_pool)
         self._commits_seen = 0
         self._zab_ticker: task.LoopingCall | None = None
         self._wake: Any = None
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
+
+    # -- the membership ------------------------------------------------------------------
+
+    def _starting_config(self, cfg: ServerConfig, state: QuorumState) -> QuorumConfig:
+        """The membership from zoo.cfg / the dynamic file, unless the snapshot's
+        /zookeeper/config holds a newer one (a reconfig committed just before a
+        crash, before its dynamic file was written)."""
+        config = QuorumConfig(dict(cfg.servers), dynconfig.version_of(cfg.dynamic_config_file))
+        node = state.tree.get(CONFIG_NODE)
+        if node is not None and node.data:
+            try:
+                seen = parse_config_text(node.data.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                seen = None
+            if seen is not None and seen.version > config.version:
+                log.info("The snapshot holds membership 0x%x, newer than the configured 0x%x: "
+                         "using it", seen.version, config.version)
+                config = seen
+        return config
+
+    def _use_config(self, config: QuorumConfig) -> None:
+        """Addresses, ``conf`` and the config our votes carry follow the membership."""
+        own = config.servers.get(self.my_id) or self.cfg.servers[self.my_id]
+        for sid, a in config.servers.items():
+            if sid == self.my_id and sid in self.links.peers:
+                if (a.quorum_port, a.election_port) != (own.quorum_port, own.election_port):
+                    log.warning("Membership 0x%x moves this server's ports; they change when "
+                                "it restarts", config.version)
+                continue
+            host = self._hosts.get(a.host) or self._hosts.setdefault(a.host, resolve(a.host))
+            self.links.peers[sid] = (host, a.quorum_port)
+            self.election.peers[sid] = (host, a.election_port)
+        if self.election.initial_message is None:
+            self.election.set_own_address()
+        self.election.config = config.text().encode()
+        # QuorumPeerConfig's lines, as ``conf`` prints them.
+        self.replica.conf = [
+            ("initLimit", self.cfg.init_limit), ("syncLimit", self.cfg.sync_limit),
+            ("electionAlg", 3), ("electionPort", own.election_port),
+            ("quorumPort", own.quorum_port),
+            ("peerType", 0 if own.role == "participant" else 1),
+            ("membership: ", ""), *config.lines(), ("version", f"{config.version:x}"),
+        ]
+        if self.cfg.reconfig_enabled and config.version and self.static_path is not None:
+            try:
+                path = dynconfig.write_dynamic_config(self.static_path, config)
+                log.info("Wrote membership 0x%x to %s", config.version, path)
+            except OSError as e:
+                log.error("Cannot write the dynamic config file beside %s: %s (membership "
+                          "0x%x is active but will not survive a restart)", self.static_path,
+                          e, config.version)
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -243,9 +287,9 @@ class EnsembleServer(ZkServer):
         self.replica.step(event, self.clock())
         self._maybe_snapshot()
 
-    def _on_vote(self, sid: int, notification: Any) -> None:
+    def _on_vote(self, sid: int, notification: Any, config: bytes = b"") -> None:
         log.debug("Vote from %d: %s", sid, notification)
-        self._step(Vote(sid, notification))
+        self._step(Vote(sid, notification, config))
 
     def _on_packet(self, sid: int, pkt: m.QuorumPacket) -> None:
         self._step(Message(sid, pkt))
@@ -264,6 +308,8 @@ class EnsembleServer(ZkServer):
     # -- a Ready, carried out --------------------------------------------------------------
 
     def _carry_out(self, ready: Ready) -> None:
+        for config in ready.config:
+            self._use_config(config)
         links = self.links
         for sid in ready.disconnect:
             links.disconnect(sid)

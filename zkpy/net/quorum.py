@@ -61,6 +61,7 @@ class _ElectionProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         if self.outbound:
             assert self.sid is not None
+            assert self.links.initial_message is not None
             self.transport.write(self.links.initial_message)
             self.links.made(self.sid, self)
 
@@ -73,15 +74,15 @@ class _ElectionProtocol(protocol.Protocol):
                     return
                 msg, self.buf = found
                 self.sid = msg.sid
-                if not self.links.accepted(msg.sid, self):
+                if not self.links.accepted(msg.sid, self, msg.addresses):
                     return
             while True:
                 framed = wire.split_frame(self.buf)
                 if framed is None:
                     return
                 payload, self.buf = framed
-                notification, _config = wire.decode_notification(payload, self.sid)
-                self.links.on_vote(self.sid, notification)
+                notification, config = wire.decode_notification(payload, self.sid)
+                self.links.on_vote(self.sid, notification, config)
         except wire.WireError as e:
             log.warning("Closing an election connection%s: %s",
                         f" from server {self.sid}" if self.sid is not None else "", e)
@@ -111,17 +112,23 @@ class _ElectionConnector(protocol.ClientFactory):
 
 class ElectionLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
-                 on_vote: Callable[[int, Notification], None], config_text: bytes = b"") -> None:
+                 on_vote: Callable[[int, Notification, bytes], None],
+                 config_text: bytes = b"") -> None:
         self.reactor = reactor
         self.my_id = my_id
         self.peers = peers
         self.on_vote = on_vote
         self.config = config_text
-        self.initial_message = wire.encode_initial_message(my_id, [peers[my_id]])
+        self.initial_message: bytes | None = None
+        if my_id in peers:
+            self.set_own_address()
         self.conns: dict[int, _ElectionProtocol] = {}
         self.held: dict[int, bytes] = {}
         self.connecting: set[int] = set()
         self.port: Any = None
+
+    def set_own_address(self) -> None:
+        self.initial_message = wire.encode_initial_message(self.my_id, [self.peers[self.my_id]])
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
@@ -133,13 +140,13 @@ class ElectionLinks(protocol.ServerFactory):
         return _ElectionProtocol(self, None)
 
     def send(self, sid: int, n: Notification) -> None:
-        if sid not in self.peers:
-            return
         data = wire.frame(wire.encode_notification(n, self.config))
         conn = self.conns.get(sid)
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
             return
+        if sid not in self.peers:
+            return  # a server outside our membership that is not connected to us
         self.held[sid] = data
         self._connect(sid)
 
@@ -159,12 +166,23 @@ class ElectionLinks(protocol.ServerFactory):
             return
         self._adopt(sid, proto)
 
-    def accepted(self, sid: int, proto: _ElectionProtocol) -> bool:
+    def accepted(self, sid: int, proto: _ElectionProtocol,
+                 addresses: tuple[tuple[str, int], ...] = ()) -> bool:
         """A server connected to us and said who it is; False if we dropped it."""
-        if sid not in self.peers or sid == self.my_id:
-            log.warning("Election connection from unknown server id %d; closing", sid)
+        if sid == self.my_id:
+            log.warning("Election connection claiming our own server id %d; closing", sid)
             proto.transport.abortConnection()
             return False
+        if sid not in self.peers:
+            # Not in our membership (joining by reconfig, an observer, or removed):
+            # it gets answers on this connection; connecting back needs its address.
+            if sid < self.my_id and addresses:
+                log.info("Election connection from server %d, not in our membership, at "
+                         "%s:%d", sid, *addresses[0])
+                self.peers[sid] = addresses[0]
+            else:
+                self._adopt(sid, proto)
+                return True
         if sid < self.my_id:
             proto.sid = None  # not ours to keep
             proto.transport.loseConnection()
@@ -239,7 +257,7 @@ class _QuorumProtocol(protocol.Protocol):
             sid = m.learner_id(pkt) if pkt.type in (m.FOLLOWERINFO, m.OBSERVERINFO) else None
         except JuteError:
             sid = None
-        if sid is None or sid not in self.links.peers or sid == self.links.my_id:
+        if sid is None or sid == self.links.my_id:
             log.warning("Quorum connection did not open with a valid FOLLOWERINFO (%s); "
                         "closing", m.describe(pkt))
             self.abort()

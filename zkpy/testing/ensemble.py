@@ -121,13 +121,15 @@ class Member:
         except OSError:
             return None
 
-    def start(self, timeout: float = 60, *, wait: bool = True) -> Member:
+    def start(self, timeout: float = 60, *, wait: bool = True,
+              keep_config: bool = False) -> Member:
         """Write ``myid``, start the process; with ``wait``, until it serves
-        (which needs a quorum)."""
+        (which needs a quorum).  ``keep_config``: reuse the zoo.cfg the
+        member left (see :meth:`BaseServer.start`)."""
         self.server.data_dir.mkdir(parents=True, exist_ok=True)
         (self.server.data_dir / "myid").write_text("%d\n" % self.myid)
         self.wanted, self.paused = True, False
-        self.server.start(timeout=timeout, wait=wait)
+        self.server.start(timeout=timeout, wait=wait, keep_config=keep_config)
         return self
 
     def stop(self, timeout: float = 10) -> int | None:
@@ -150,10 +152,11 @@ class Member:
         self.server.resume()
         self.paused = False
 
-    def restart(self, timeout: float = 60, *, wait: bool = True) -> Member:
+    def restart(self, timeout: float = 60, *, wait: bool = True,
+                keep_config: bool = False) -> Member:
         """Stop (if running) and start again with the same ports and data."""
         self.stop()
-        return self.start(timeout=timeout, wait=wait)
+        return self.start(timeout=timeout, wait=wait, keep_config=keep_config)
 
     def __repr__(self) -> str:
         return "<Member %d %s pid=%s%s>" % (self.myid, self.connect_string, self.pid,

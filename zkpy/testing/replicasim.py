@@ -19,7 +19,7 @@ nothing about what a test expects.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -31,6 +31,7 @@ from zkpy.testing.zabsim import MemDisk
 from zkpy.zab import events as ev
 from zkpy.zab import messages as m
 from zkpy.zab.election import Notification
+from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.peer import Peer
 
 T0 = 1_700_000_000_000
@@ -51,16 +52,21 @@ class Member:
 class Sim:
     def __init__(self, size: int = 3, *, tick_time: int = 100, sync_limit: int = 5,
                  init_limit: int = 10, log_window: int = 500, now: int = T0,
+                 configs: dict[int, QuorumConfig] | None = None, down: Iterable[int] = (),
                  settings: dict[str, Any] | None = None) -> None:
-        self.ids = list(range(1, size + 1))
+        # ``configs``: each member's own membership (as its zoo.cfg would give it);
+        # the sim keeps the newest one a member activated, as its dynamic config
+        # file would, for restarts. ``down``: members that start powered off.
+        self.configs = dict(configs or {})
+        self.settings = dict(settings or {})
+        self.ids = sorted(self.configs) if self.configs else list(range(1, size + 1))
         self.now = now
         self.tick_time = tick_time
-        self.settings = dict(settings or {})  # more CoreSettings for every member
         self.next_tick = now + tick_time
         self.peer_args: dict[str, Any] = {"sync_limit": sync_limit, "init_limit": init_limit,
                                           "log_window": log_window}
         self.links: dict[tuple[int, int], deque[m.QuorumPacket]] = {}
-        self.ballots: dict[tuple[int, int], deque[Notification]] = {}
+        self.ballots: dict[tuple[int, int], deque[tuple[Notification, bytes]]] = {}
         self.tokens: dict[frozenset[int], int] = {}
         self.cut: set[frozenset[int]] = set()
         self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
@@ -70,6 +76,7 @@ class Sim:
         self.members: dict[int, Member] = {}
         for i in self.ids:
             self._boot(i)
+            self.members[i].up = i not in down
         for i in self.ids:
             self.step(i, ev.Start())
         self.settle()
@@ -84,7 +91,10 @@ class Sim:
         if data:
             tree, sessions = parse_snapshot(data, zxid)
             core.restore(tree, sessions, self.now)
-        peer = Peer(i, frozenset(self.ids), disk.state(), **self.peer_args)
+        config = self.configs.get(i)
+        peer = Peer(i, frozenset(self.ids), disk.state(), config=config, **self.peer_args)
+        if config is not None:
+            core.set_config(config.text(), config.version)
         replica = Replica(core, peer, partial(self._carry_out, i))
         self.members[i] = Member(i, core, peer, replica)
 
@@ -124,6 +134,8 @@ class Sim:
     # -- carrying a Ready out ----------------------------------------------------------------
 
     def _carry_out(self, i: int, ready: ev.Ready) -> None:
+        for config in ready.config:
+            self.configs[i] = config
         for q in ready.disconnect:
             self._drop_link(i, q)
             self.local.append((q, ev.ConnectionLost(i)))
@@ -133,9 +145,11 @@ class Sim:
             self.members[i].pending.append((list(ready.persist), after))
         for d, pkt in ready.send:
             self._send(i, d, pkt)
+        config = self.members[i].peer.config if i in self.members else None
+        carried = config.text().encode() if config is not None else b""
         for d, note in ready.votes:
             if self._open(i, d):
-                self.ballots.setdefault((i, d), deque()).append(note)
+                self.ballots.setdefault((i, d), deque()).append((note, carried))
 
     def _open(self, a: int, b: int) -> bool:
         return frozenset((a, b)) not in self.cut and self.members[b].up and self.members[a].up
@@ -214,7 +228,7 @@ class Sim:
                     moved = True
             for src, dst in sorted(self.ballots):
                 if notes := self.ballots.get((src, dst)):
-                    self.step(dst, ev.Vote(src, notes.popleft()))
+                    self.step(dst, ev.Vote(src, *notes.popleft()))
                     moved = True
             if not moved and not self.local:
                 return
@@ -252,10 +266,11 @@ class Sim:
         self.now = end
 
     def stable(self) -> bool:
-        """One established leader and every running member following it, synced."""
+        """One established leader and every running member following (or
+        observing) it, synced."""
         up = [mb for mb in self.members.values() if mb.up]
         leaders = [mb for mb in up if mb.replica.mode == "leader"]
-        return (len(leaders) == 1 and all(mb.replica.mode == "follower"
+        return (len(leaders) == 1 and all(mb.replica.mode in ("follower", "observer")
                                           and mb.replica.leader == leaders[0].id
                                           for mb in up if mb is not leaders[0])
                 and len({mb.peer.applied for mb in up}) == 1)

@@ -345,16 +345,20 @@ class BaseServer:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def start(self, timeout: float = 30, *, wait: bool = True) -> BaseServer:
+    def start(self, timeout: float = 30, *, wait: bool = True,
+              keep_config: bool = False) -> BaseServer:
         """Write zoo.cfg, start the process, wait until ready (see
         :meth:`ready_problem`: ``ruok`` -> ``imok``).  ``wait=False`` returns
         once the process is spawned (an ensemble member cannot serve until
-        a quorum is up)."""
+        a quorum is up).  ``keep_config``: start from the zoo.cfg already
+        there (as the server itself may have rewritten it, e.g. after a
+        reconfig pointed it at a new dynamic config file)."""
         if self._cleaned:
             raise ServerError("server already cleaned up")
         if self.running:
             return self
-        self.write_config()
+        if not (keep_config and self.config_path.exists()):
+            self.write_config()
         argv = self.command()
         with open(self.log_path, "ab") as log:
             log.write(("\n=== %s start: %s\n" % (time.strftime("%H:%M:%S"), " ".join(argv))).encode())

@@ -80,8 +80,8 @@ class Election:
 
     def _agreeing(self, votes: dict[int, Notification], leader: int, zxid: int,
                   round_: int, peer_epoch: int) -> int:
-        return sum(1 for v in votes.values()
-                   if (v.leader, v.zxid, v.round, v.peer_epoch) == (leader, zxid, round_, peer_epoch))
+        return sum(1 for s, v in votes.items() if s in self.voters
+                   and (v.leader, v.zxid, v.round, v.peer_epoch) == (leader, zxid, round_, peer_epoch))
 
     # -- inputs -------------------------------------------------------------------
 
@@ -94,14 +94,17 @@ class Election:
         self.received = {self.my_id: self._my_vote()}
         self.settled = {}
         self._finalize_at = None
-        if self._quorum(len(self.received)):  # an ensemble of one: our vote is a quorum
+        if self._quorum(len(self.received.keys() & self.voters)):  # an ensemble of one
             self._finalize_at = now + self.finalize_wait
         self._resend_at = now + self.resend_interval
         return self._broadcast()
 
     def receive(self, n: Notification, now: int) -> Send:
         if n.sender not in self.voters:
-            return []
+            # An observer, a server joining by reconfig or one removed from the
+            # membership: it has no vote, but learns whom we follow from our
+            # answer (FastLeaderElection answers a non-voter with its current vote).
+            return [(n.sender, self._my_vote())] if n.state == LOOKING else []
         if self.state != LOOKING:
             # Tell a looking peer whom we follow, so a returning server finds the leader.
             return [(n.sender, self._my_vote())] if n.state == LOOKING else []
@@ -120,7 +123,9 @@ class Election:
             self._finalize_at = None
             out = self._broadcast()
         elif n.round < self.round:
-            return [(n.sender, self._my_vote())]  # bring the laggard to our round
+            # Bring the laggard to our round (a non-voter's round matters to no one,
+            # and answering the answers of voters would ping-pong).
+            return [(n.sender, self._my_vote())] if self.my_id in self.voters else []
         elif better((n.peer_epoch, n.zxid, n.leader), self.proposal):
             self.proposal = (n.peer_epoch, n.zxid, n.leader)
             self._finalize_at = None
@@ -147,7 +152,7 @@ class Election:
         return []
 
     def _agreeing_leader(self, votes: dict[int, Notification], leader: int) -> int:
-        return sum(1 for v in votes.values() if v.leader == leader)
+        return sum(1 for s, v in votes.items() if s in self.voters and v.leader == leader)
 
     def _leader_known(self, n: Notification) -> bool:
         """checkLeader: follow only a leader that says it leads; lead on others'
@@ -169,6 +174,10 @@ class Election:
 
     def _decide(self) -> Send:
         epoch, zxid, leader = self.proposal
+        if leader == self.my_id and self.my_id not in self.voters:
+            # Without a vote we may follow, never lead: keep looking.
+            self._finalize_at = None
+            return []
         self.state = LEADING if leader == self.my_id else FOLLOWING
         self.decided = Notification(self.my_id, self.state, leader, zxid, self.round, epoch)
         self._finalize_at = None

@@ -18,6 +18,7 @@ from zkpy.zab.messages import QuorumPacket
 LOOKING = 0
 FOLLOWING = 1
 LEADING = 2
+OBSERVING = 3
 
 # -- events -------------------------------------------------------------------------
 
@@ -48,10 +49,12 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Vote:
-    """An election notification from ``src`` (the election port)."""
+    """An election notification from ``src`` (the election port), with the
+    membership text it carried (b"" if none)."""
 
     src: int
     notification: Notification
+    config: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +158,15 @@ class Ready:
     syncs: int = 0
     disconnect: list[int] = field(default_factory=list)
     roles: list[RoleChange] = field(default_factory=list)
+    # Memberships that became active (a committed reconfig, the leader's
+    # NEWLEADER, the first leader stamping its version), oldest first: the
+    # adapter updates its addresses and config files before sending anything.
+    config: list[Any] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.persist or self.send or self.send_after_persist or self.votes
                     or self.install or self.commit or self.requests or self.disconnect
-                    or self.roles or self.pings or self.syncs)
+                    or self.roles or self.pings or self.syncs or self.config)
 
 
 @dataclass

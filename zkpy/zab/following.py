@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from zkpy.zab import membership
 from zkpy.zab import messages as m
 from zkpy.zab.events import Append, InstallSnapshot, SafetyError, SaveEpoch, Truncate
 
@@ -34,9 +35,12 @@ BROADCAST = "broadcast"
 
 
 class Following:
-    def __init__(self, peer: Peer, leader: int) -> None:
+    def __init__(self, peer: Peer, leader: int, observer: bool = False) -> None:
         self.peer = peer
         self.leader = leader
+        # An observer (Observer.observeLeader): registers with OBSERVERINFO,
+        # syncs like a follower, then applies each INFORM; it never ACKs.
+        self.observer = observer
         self.phase = DISCOVERY
         self.epoch = -1
         self.watermark = 0  # highest zxid the leader said is committed
@@ -44,7 +48,10 @@ class Following:
 
     def begin(self) -> None:
         p = self.peer
-        p.send(self.leader, m.follower_info(p.my_id, p.accepted_epoch))
+        info = m.follower_info(p.my_id, p.accepted_epoch)
+        if self.observer:
+            info.type = m.OBSERVERINFO
+        p.send(self.leader, info)
 
     def on_tick(self) -> None:
         # Learner: the socket's read timeout is initLimit ticks while syncing and
@@ -121,7 +128,7 @@ class Following:
             return
         p.history.append(pkt.zxid, pkt.data or b"")
         p.persist(Append(pkt.zxid, pkt.data or b""))
-        if self.phase != SYNCING:
+        if self.phase != SYNCING and not self.observer:
             # Follower -> SyncRequestProcessor -> SendAckRequestProcessor: the ACK
             # leaves only after the txn is flushed to the log.
             p.send_durable(self.leader, m.packet(m.ACK, pkt.zxid))
@@ -141,6 +148,15 @@ class Following:
         # the ACK waits for all of it to be synced.
         p.current_epoch = self.epoch
         p.persist(SaveEpoch(current=self.epoch))
+        if pkt.data:
+            # The leader's membership (QuorumVerifier bytes, as ZooKeeper sends):
+            # how a server that missed a reconfig learns it.
+            try:
+                config = membership.parse_config_text(pkt.data.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                p.become_looking("NEWLEADER with a malformed membership")
+                return
+            p.activate(config)
         p.send_durable(self.leader, m.packet(m.ACK, pkt.zxid))
         self.phase = NEWLEADER_ACKED
 
@@ -159,6 +175,16 @@ class Following:
 
     def _sync(self, pkt: m.QuorumPacket) -> None:
         self.peer.ready().syncs += 1
+
+    def _inform(self, pkt: m.QuorumPacket) -> None:
+        """Observer.processPacket INFORM: a committed txn, logged and applied at once
+        (or only applied, when the sync already brought its PROPOSAL)."""
+        p = self.peer
+        if pkt.zxid > p.history.last_zxid:
+            p.history.append(pkt.zxid, pkt.data or b"")
+            p.persist(Append(pkt.zxid, pkt.data or b""))
+        self.watermark = max(self.watermark, pkt.zxid)
+        self._commit(self.watermark)
 
     def _commit(self, zxid: int) -> None:
         p = self.peer
@@ -183,4 +209,5 @@ _HANDLERS = {
     (BROADCAST, m.PROPOSAL): Following._proposal,
     (BROADCAST, m.COMMIT): Following._broadcast_commit,
     (BROADCAST, m.SYNC): Following._sync,
+    (BROADCAST, m.INFORM): Following._inform,
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from zkpy.jute.codec import JuteError
+from zkpy.zab import membership
 from zkpy.zab import messages as m
 from zkpy.zab.events import Append, NotLeader, SaveEpoch
 
@@ -36,8 +37,11 @@ _MAX_COUNTER = 0xFFFFFFFF
 
 
 class Learner:
-    def __init__(self, sid: int, accepted_epoch: int, now: int) -> None:
+    def __init__(self, sid: int, accepted_epoch: int, now: int, observer: bool = False) -> None:
         self.sid = sid
+        # An observer (OBSERVERINFO) gets each commit as one INFORM once synced,
+        # never PROPOSALs to acknowledge.
+        self.observer = observer
         self.phase = INFO
         self.accepted_epoch = accepted_epoch
         self.last_zxid = 0
@@ -62,6 +66,9 @@ class Leading:
         self.committed = 0
         # Leader.pendingSyncs: learners' sync requests waiting for a proposal's commit.
         self.pending_syncs: dict[int, list[int]] = {}
+        # The reconfig in flight (its zxid and membership): from it on, every
+        # proposal needs a quorum of the new voters too, until it commits.
+        self.pending_config: tuple[int, membership.QuorumConfig] | None = None
 
     @property
     def newleader_zxid(self) -> int:
@@ -76,7 +83,7 @@ class Leading:
     # -- inputs ---------------------------------------------------------------------------
 
     def on_packet(self, src: int, pkt: m.QuorumPacket) -> None:
-        if pkt.type == m.FOLLOWERINFO:
+        if pkt.type == m.FOLLOWERINFO or pkt.type == m.OBSERVERINFO:
             self._follower_info(src, pkt)
             return
         if src == self.peer.my_id:
@@ -143,13 +150,18 @@ class Leading:
             # Leader.propose: "zxid lower 32 bits have rolled over, forcing re-election".
             p.become_looking("zxid counter rolled over")
             raise NotLeader("zxid counter rolled over; re-electing")
+        config = membership.reconfig_of(txn)
+        if config is not None:
+            if self.pending_config is not None:
+                raise NotLeader("a reconfig is already in progress")
+            self.pending_config = (nz, config.with_version(nz))
         self.counter += 1
         p.history.append(nz, txn)
         p.persist(Append(nz, txn))
         self.outstanding[nz] = set()
         proposal = m.packet(m.PROPOSAL, nz, txn)
         for learner in self.learners.values():
-            if learner.phase in _FORWARDING:
+            if learner.phase in _FORWARDING and not (learner.observer and learner.phase == SYNCED):
                 p.send(learner.sid, proposal)
         p.send_durable(p.my_id, m.packet(m.ACK, nz))  # AckRequestProcessor, after the sync
         return nz
@@ -162,12 +174,14 @@ class Leading:
             named = m.learner_id(pkt)
         except JuteError:
             named = -1
-        if src not in p.voters or named != src or src == p.my_id:
+        if named != src or src == p.my_id:
             p.disconnect(src)
             return
+        # Anyone may learn from us (LearnerHandler takes any sid): a server
+        # outside the voters follows without a vote until a reconfig adds it.
         self._forget(src)  # a new connection replaces the old one
-        learner = Learner(src, m.epoch_of(pkt.zxid), p.ticks)
-        if 0 <= self.epoch < learner.accepted_epoch:
+        learner = Learner(src, m.epoch_of(pkt.zxid), p.ticks, pkt.type == m.OBSERVERINFO)
+        if 0 <= self.epoch < learner.accepted_epoch and src in p.voters:
             # It promised a newer epoch (to a leader that then failed) and will
             # refuse ours ("Leaders epoch is less than accepted epoch") for as
             # long as we lead. ZooKeeper leaves it retrying; we re-elect so the
@@ -233,6 +247,10 @@ class Leading:
         # NEWLEADER ack counts only once that (and our whole log) is on disk.
         p.current_epoch = self.epoch
         p.persist(SaveEpoch(current=self.epoch))
+        if p.config is not None and p.config.version == 0 and p.reconfig_enabled:
+            # A membership read from zoo.cfg has no version yet: the first leader
+            # stamps it with its NEWLEADER zxid (ZOOKEEPER-1783), for everyone.
+            p.activate(p.config.with_version(self.newleader_zxid))
         p.send_durable(p.my_id, m.packet(m.ACK, self.newleader_zxid))
         for learner in list(self.learners.values()):
             if learner.phase == EPOCH_ACKED:
@@ -242,7 +260,8 @@ class Leading:
         p = self.peer
         for pkt in self._sync_stream(learner.last_zxid):
             p.send(learner.sid, pkt)
-        p.send(learner.sid, m.packet(m.NEWLEADER, self.newleader_zxid))
+        config = p.config.text().encode() if p.config is not None else None
+        p.send(learner.sid, m.packet(m.NEWLEADER, self.newleader_zxid, config))
         learner.sync_zxid = p.history.last_zxid
         learner.phase = SYNCING
 
@@ -335,12 +354,22 @@ class Leading:
             zxid, ackers = next(iter(self.outstanding.items()))
             if not p.quorum(ackers):
                 return
+            pending = self.pending_config
+            if pending is not None and zxid >= pending[0] and not pending[1].quorum(ackers):
+                return  # Leader.tryToCommit: the new voters must hold it too
             del self.outstanding[zxid]
             self.committed = zxid
             commit = m.packet(m.COMMIT, zxid)
+            inform = None
             for learner in self.learners.values():
-                if learner.phase in _FORWARDING:
+                if learner.observer and learner.phase == SYNCED:
+                    if inform is None:
+                        inform = m.packet(m.INFORM, zxid, p.history.txn(zxid))
+                    p.send(learner.sid, inform)
+                elif learner.phase in _FORWARDING:
                     p.send(learner.sid, commit)
+            if pending is not None and zxid == pending[0]:
+                self.pending_config = None
             p.commit_upto(zxid)
             for sid in self.pending_syncs.pop(zxid, ()):
                 if sid in self.learners:

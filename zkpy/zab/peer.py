@@ -76,14 +76,25 @@ trip over):
     - NEWLEADER carries no QuorumVerifier bytes in ``data``.
     - Followers check a reconnecting session against their replicated
       session table instead of asking the leader (REVALIDATE).
-    - No quorum SASL or TLS (``quorum.auth.*``, ``sslQuorum``), no observers
-      (OBSERVERINFO, INFORM).
+    - No quorum SASL or TLS (``quorum.auth.*``, ``sslQuorum``).
+    - A committed reconfig is activated when its COMMIT (INFORM for
+      observers) is applied; ZooKeeper sends COMMITANDACTIVATE /
+      INFORMANDACTIVATE and lets a removed leader name its successor.
+      A zkpy leader that a reconfig removes steps down after the commit,
+      and the new voters elect a leader.
+
+Membership (``config``, a ``zkpy.zab.membership.QuorumConfig``): the voters
+count for elections and quorums; anyone else may still follow (a server
+joining by reconfig, or one removed by it) or observe (OBSERVERINFO, then
+INFORM for each commit). A reconfig proposal, and every proposal after it
+until it commits, needs a quorum of the old voters and of the new ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from zkpy.zab import membership
 from zkpy.zab import messages as m
 from zkpy.zab.election import LEADING as E_LEADING
 from zkpy.zab.election import LOOKING as E_LOOKING
@@ -92,6 +103,7 @@ from zkpy.zab.events import (
     FOLLOWING,
     LEADING,
     LOOKING,
+    OBSERVING,
     ConnectionLost,
     DiskState,
     Event,
@@ -123,9 +135,11 @@ class Peer:
     def __init__(self, my_id: int, voters: frozenset[int] | set[int], disk: DiskState,
                  snapshot_source: Callable[[], bytes] = _no_snapshot, *,
                  sync_limit: int = 5, init_limit: int = 10, log_window: int = 500,
-                 finalize_wait: int = 200, resend_interval: int = 2000) -> None:
+                 finalize_wait: int = 200, resend_interval: int = 2000,
+                 config: membership.QuorumConfig | None = None) -> None:
         self.my_id = my_id
-        self.voters = frozenset(voters)
+        self.config = config
+        self.voters = config.voters if config is not None else frozenset(voters)
         self.snapshot_source = snapshot_source
         self.sync_limit = sync_limit
         self.init_limit = init_limit
@@ -143,9 +157,12 @@ class Peer:
         self.started = False
         # What a follower puts in its PING replies (the adapter's session touches).
         self.ping_data: Callable[[], bytes | None] = lambda: None
+        # With reconfig disabled a membership keeps version 0 (conf says so).
+        self.reconfig_enabled = True
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
+        self._leave_role: str | None = None  # why our role must end after this step
 
     # -- the API --------------------------------------------------------------------
 
@@ -154,6 +171,12 @@ class Peer:
         if not self.started:
             self.started = True
             self.become_looking("start")
+        if self._leave_role is not None:
+            # Left for the step after the one that decided it, so that the COMMITs
+            # already handed out leave before our connections close.
+            reason, self._leave_role = self._leave_role, None
+            if self.role != LOOKING:
+                self.become_looking(reason)
         if isinstance(event, Message):
             self._on_message(event.src, event.packet)
         elif isinstance(event, Tick):
@@ -207,6 +230,35 @@ class Peer:
     def quorum(self, members: set[int]) -> bool:
         return len(members & self.voters) * 2 > len(self.voters)
 
+    @property
+    def is_observer(self) -> bool:
+        return self.config is not None and self.my_id in self.config.observers
+
+    # -- membership -----------------------------------------------------------------
+
+    def activate(self, config: membership.QuorumConfig) -> bool:
+        """Adopt a newer membership; False if it is not newer than ours."""
+        old = self.config
+        if old is not None and config.version <= old.version:
+            return False
+        self.config = config
+        self.voters = config.voters
+        self.election.voters = self.voters
+        self._ready.config.append(config)
+        if old is None:
+            return True
+        is_voter = self.my_id in config.voters
+        if self.leading is not None and not is_voter:
+            # Leading needs a vote: hand over by stepping down once this step's
+            # COMMITs are out (at the next event); the new voters elect a leader.
+            self._leave_role = f"removed from the voters by the reconfig of 0x{config.version:x}"
+        elif self.following is not None and self.following.observer != self.is_observer:
+            self._leave_role = ("now an observer" if self.is_observer else
+                                "now a follower") + f" (config 0x{config.version:x})"
+        # Otherwise a follower keeps following: whether its ACKs count is the
+        # leader's business (``quorum`` intersects with the voters).
+        return True
+
     # -- effects the roles use ------------------------------------------------------
 
     def send(self, dest: int, pkt: m.QuorumPacket) -> None:
@@ -236,6 +288,9 @@ class Peer:
         for entry in self.history.after(self.applied, zxid):
             self._ready.commit.append(entry)
             self.applied = entry[0]
+            config = membership.reconfig_of(entry[1])
+            if config is not None:
+                self.activate(config.with_version(entry[0]))
         self.history.trim(self.applied, self.log_window)
 
     def announce(self, established: bool) -> None:
@@ -270,8 +325,8 @@ class Peer:
             self.announce(False)
             self.leading.begin()
         else:
-            self.role = FOLLOWING
-            self.following = Following(self, decided.leader)
+            self.role = OBSERVING if self.is_observer else FOLLOWING
+            self.following = Following(self, decided.leader, observer=self.is_observer)
             self.announce(False)
             self.following.begin()
 
@@ -300,9 +355,23 @@ class Peer:
             self._decided()
 
     def _on_vote(self, event: Vote) -> None:
+        if self.role == LOOKING and event.config and self.config is not None:
+            self._adopt_voted_config(event)
         self._ready.votes.extend(self.election.receive(event.notification, self.now))
         if self.role == LOOKING and self.election.state != E_LOOKING:
             self._decided()
+
+    def _adopt_voted_config(self, event: Vote) -> None:
+        """FastLeaderElection: a looking peer adopts a newer membership a vote
+        carries, which is how a server started with an older (or its own
+        guess of the) membership finds whom it may follow."""
+        try:
+            config = membership.parse_config_text(event.config.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return
+        assert self.config is not None
+        if config.version > self.config.version and self.activate(config):
+            self.last_reason = f"adopted membership 0x{config.version:x} from server {event.src}"
 
     def _on_propose(self, event: Propose) -> None:
         if self.leading is None or not self.leading.established:
