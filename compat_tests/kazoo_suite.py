@@ -250,25 +250,11 @@ def load_reference(path: str, modules: list[str]) -> dict:
             "returncode": None, "reused": True}
 
 
-# Kazoo's tests of dynamic reconfiguration need zkpy's ensemble operations
-# (issue 7, after Zab): on an ensemble they are compared and reported, but not
-# (yet) required. Standalone runs require them as before. (Read-only mode,
-# TestReadOnlyMode, is required now.)
-DEFERRED_CLASSES = ("kazoo.tests.test_client.TestReconfig",)
-
-
-def deferred_test(test: str, size: int) -> bool:
-    return size > 1 and test.split("::", 1)[0] in DEFERRED_CLASSES
-
-
-def compare(ref: dict, cand: dict, size: int = 1) -> dict:
+def compare(ref: dict, cand: dict) -> dict:
     ref_pass = {t for t, s in ref["results"].items() if s == "passed"}
     cand_pass = {t for t, s in cand["results"].items() if s == "passed"}
-    deferred = sorted(t for t in ref_pass - cand_pass if deferred_test(t, size))
-    missing = sorted(ref_pass - cand_pass - set(deferred))
+    missing = sorted(ref_pass - cand_pass)
     return {
-        "deferred_to_issue_7": [{"test": t, "zkpy": cand["results"].get(t, "not run")}
-                                for t in deferred],
         "reference_passed": len(ref_pass),
         "zkpy_passed_of_those": len(ref_pass & cand_pass),
         "missing_on_zkpy": [{"test": t, "zkpy": cand["results"].get(t, "not run")} for t in missing],
@@ -331,14 +317,10 @@ def main(argv=None) -> int:
 
     status: int
     if args.server == "both":
-        cmp = compare(runs["zookeeper"], runs["zkpy"], args.size)
+        cmp = compare(runs["zookeeper"], runs["zkpy"])
         summary["comparison"] = cmp
         print("zkpy passes %d of the %d tests that pass on Apache ZooKeeper"
               % (cmp["zkpy_passed_of_those"], cmp["reference_passed"]))
-        if cmp["deferred_to_issue_7"]:
-            print("not yet required on an ensemble (reconfig, issue 7):")
-            for item in cmp["deferred_to_issue_7"]:
-                print("  %s  [zkpy: %s]" % (item["test"], item["zkpy"]))
         if cmp["missing_on_zkpy"]:
             print("passing on Apache ZooKeeper but not on zkpy:")
             for item in cmp["missing_on_zkpy"]:
