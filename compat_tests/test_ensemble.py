@@ -26,41 +26,19 @@ from kazoo.exceptions import KazooException, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from compat_tests.differential.rawclient import RawClient, RawConnectionLoss
+from compat_tests.ensembles import KINDS, RETRY, started, stop_all, wait_until
 from zkpy.jute import schema as S
 from zkpy.proto import Op
 from zkpy.testing.ensemble import Ensemble, Member
-from zkpy.testing.servers import find_apache_zookeeper
 
-INSTALL, REASON = find_apache_zookeeper()
-
-KINDS = [
-    "zkpy",
-    pytest.param("zookeeper", marks=[
-        pytest.mark.reference,
-        pytest.mark.skipif(INSTALL is None, reason="Apache ZooKeeper unavailable: %s" % REASON),
-    ]),
-]
-
-#: reconnect promptly to another member (the default back-off reaches seconds)
 #: what a write that cannot be served raises (Kazoo's timeout is no KazooException)
 FAILED_WRITE = (KazooException, KazooTimeoutError)
-RETRY = {"max_tries": -1, "delay": 0.05, "backoff": 1.5, "max_delay": 0.2}
 SESSION_TIMEOUT = 10.0
 
 
 @pytest.fixture(params=KINDS)
 def ensemble(request: pytest.FixtureRequest) -> Iterator[Ensemble]:
-    failed_before = request.session.testsfailed
-    ens = Ensemble(request.param, 3)
-    try:
-        ens.start(timeout=60)
-    except BaseException:
-        ens.cleanup(failed=True)
-        raise
-    try:
-        yield ens
-    finally:
-        ens.cleanup(failed=request.session.testsfailed > failed_before)
+    yield from started(request, Ensemble(request.param, 3))
 
 
 @pytest.fixture
@@ -76,24 +54,11 @@ def connect() -> Iterator[Callable[..., KazooClient]]:
         return client
 
     yield make
-    for client in made:
-        try:
-            client.stop()
-            client.close()
-        except Exception:
-            pass
+    stop_all(made)
 
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 def on_member(ens: Ensemble, client: KazooClient) -> Member | None:

@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,18 +28,13 @@ from kazoo.exceptions import NotReadOnlyCallError
 from kazoo.protocol.states import KeeperState
 
 from compat_tests.differential.rawclient import RawClient, RawConnectionLoss, RawSessionExpired
+from compat_tests.ensembles import KINDS, REFERENCE, RETRY, started, stop_all, wait_until
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
 from zkpy.proto import Op
 from zkpy.testing.ensemble import Ensemble, Member
-from zkpy.testing.servers import find_apache_zookeeper
 
-INSTALL, REASON = find_apache_zookeeper()
-REFERENCE = pytest.mark.skipif(INSTALL is None,
-                               reason="Apache ZooKeeper unavailable: %s" % REASON)
-KINDS = ["zkpy", pytest.param("zookeeper", marks=[pytest.mark.reference, REFERENCE])]
 LOCAL_SESSIONS = {"localSessionsEnabled": "true", "localSessionsUpgradingEnabled": "true"}
-RETRY = {"max_tries": -1, "delay": 0.05, "backoff": 1.5, "max_delay": 0.2}
 OPEN = [S.ACL(31, S.Id("world", "anyone"))]
 NOTREADONLY = -119
 _LEN = struct.Struct(">i")
@@ -48,14 +43,6 @@ _LEN = struct.Struct(">i")
 def read_only_ensemble(kind: str, local_sessions: bool = True) -> Ensemble:
     return Ensemble(kind, 3, settings=LOCAL_SESSIONS if local_sessions else None,
                     server_options={"system_properties": {"readonlymode.enabled": "true"}})
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.05)
 
 
 def isro(member: Member) -> str:
@@ -113,17 +100,7 @@ def last_zxid(member: Member) -> int:
 
 @pytest.fixture(params=KINDS)
 def ensemble(request: pytest.FixtureRequest) -> Iterator[Ensemble]:
-    failed_before = request.session.testsfailed
-    ens = read_only_ensemble(request.param)
-    try:
-        ens.start(timeout=60)
-    except BaseException:
-        ens.cleanup(failed=True)
-        raise
-    try:
-        yield ens
-    finally:
-        ens.cleanup(failed=request.session.testsfailed > failed_before)
+    yield from started(request, read_only_ensemble(request.param))
 
 
 def test_kazoo_reads_in_read_only_mode_and_writes_after_the_quorum_returns(ensemble):
@@ -179,12 +156,7 @@ def test_kazoo_reads_in_read_only_mode_and_writes_after_the_quorum_returns(ensem
             other.sync("/ro")
             assert sorted(other.get_children("/ro")) == ["a", "b", "c", "d"], m.myid
     finally:
-        for c in made:
-            try:
-                c.stop()
-                c.close()
-            except Exception:
-                pass
+        stop_all(made)
 
 
 # --------------------------------------------------------------------------

@@ -15,29 +15,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NewConfigNoQuorumError, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 
+from compat_tests.ensembles import KINDS, RETRY, stop_all, wait_until
 from zkpy.testing.ensemble import Ensemble, Member
-from zkpy.testing.servers import find_apache_zookeeper
-
-INSTALL, REASON = find_apache_zookeeper()
-
-KINDS = [
-    "zkpy",
-    pytest.param("zookeeper", marks=[
-        pytest.mark.reference,
-        pytest.mark.skipif(INSTALL is None, reason="Apache ZooKeeper unavailable: %s" % REASON),
-    ]),
-]
 
 SUPER = {"zookeeper.DigestAuthenticationProvider.superDigest":
          "super:D/InIHSb7yEEbrWz8b9l71RjZJU="}  # the password is "test", as in Kazoo's tests
-RETRY = {"max_tries": -1, "delay": 0.05, "backoff": 1.5, "max_delay": 0.2}
 FAILED_WRITE = (KazooException, KazooTimeoutError)
 
 
@@ -60,12 +49,8 @@ def version_of(config: bytes) -> int:
     return int(config.decode().splitlines()[-1].split("=")[1], 16)
 
 
-def wait_for(what: str, check, timeout: float = 60.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.1)
+def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0) -> None:
+    wait_until(check, timeout, what)
 
 
 class Writer(threading.Thread):
@@ -104,12 +89,7 @@ class Writer(threading.Thread):
 def clients() -> Iterator[list[KazooClient]]:
     made: list[KazooClient] = []
     yield made
-    for c in made:
-        try:
-            c.stop()
-            c.close()
-        except Exception:
-            pass
+    stop_all(made)
 
 
 def connect(made: list[KazooClient], hosts: str, **kw: object) -> KazooClient:

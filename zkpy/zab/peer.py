@@ -73,7 +73,6 @@ trip over):
       pairs for the committed part. zkpy's follower commits up to the zxid
       of COMMIT/UPTODATE ("everything up to here"), ZooKeeper's the one
       txn a COMMIT names, which is the same thing in zxid order.
-    - NEWLEADER carries no QuorumVerifier bytes in ``data``.
     - Followers check a reconnecting session against their replicated
       session table instead of asking the leader (REVALIDATE).
     - No quorum SASL or TLS (``quorum.auth.*``, ``sslQuorum``).
