@@ -139,14 +139,15 @@ def _ids(spec: str | None) -> list[int]:
     return out
 
 
-_TXN_TYPE_AT = 28  # TxnHeader: clientId (8), cxid (4), zxid (8), time (8), type (4)
+# TxnHeader: clientId (8), cxid (4), zxid (8), time (8), then the type (4) at 28.
 _RECONFIG = 16  # OpCode.reconfig
 _SET_DATA_PATH_AT = 32
 
 
 def reconfig_of(txn: bytes) -> QuorumConfig | None:
     """The membership a logged reconfig txn (header + SetDataTxn) installs, else None."""
-    if len(txn) < _SET_DATA_PATH_AT + 4 or int.from_bytes(txn[28:32], "big") != _RECONFIG:
+    # On every proposal and commit: one byte decides for all but reconfigs.
+    if len(txn) < _SET_DATA_PATH_AT + 4 or txn[31] != _RECONFIG or txn[28:31] != b"\0\0\0":
         return None
     off = _SET_DATA_PATH_AT
     path_len = int.from_bytes(txn[off:off + 4], "big", signed=True)
