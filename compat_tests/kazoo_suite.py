@@ -88,9 +88,24 @@ def kazoo_parent() -> str:
     return str(Path(kazoo.__file__).resolve().parent.parent)
 
 
-def server_env(kind: str, size: int) -> dict[str, str]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``"3"``: three participants; ``"3+1"``: three participants and one observer."""
+    voters, _, observers = text.partition("+")
+    try:
+        parsed = int(voters), int(observers or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not N or N+M" % text) from None
+    if parsed[0] < 1 or parsed[1] < 0:
+        raise argparse.ArgumentTypeError("%r: at least one participant" % text)
+    return parsed
+
+
+def server_env(kind: str, size: tuple[int, int] | int) -> dict[str, str]:
+    voters, observers = (size, 0) if isinstance(size, int) else size
     env = dict(os.environ)
-    env["ZOOKEEPER_CLUSTER_SIZE"] = str(size)
+    env["ZOOKEEPER_CLUSTER_SIZE"] = str(voters + observers)
+    # Kazoo's harness: servers numbered from this id on are observers.
+    env["ZOOKEEPER_OBSERVER_START_ID"] = str(voters + 1 if observers else -1)
     env["ZOOKEEPER_PORT_OFFSET"] = str(PORT_OFFSETS[kind])
     env["ZOOKEEPER_VERSION"] = ZOOKEEPER_VERSION
     env["ZOOKEEPER_CLASSPATH"] = default_zookeeper_classpath()
@@ -182,8 +197,9 @@ def run_suite(kind: str, args, out_dir: Path) -> dict:
     if kind == "zkpy":
         env["ZKPY_JAVA_SHIM_LOG"] = str(out_dir / "java-shim.log")
     record = {"server": kind, "command": cmd, "junit": str(junit), "log": str(log_path),
-              "env": {k: env[k] for k in ("ZOOKEEPER_CLUSTER_SIZE", "ZOOKEEPER_PORT_OFFSET",
-                                          "ZOOKEEPER_VERSION", "ZOOKEEPER_CLASSPATH")}}
+              "env": {k: env[k] for k in ("ZOOKEEPER_CLUSTER_SIZE", "ZOOKEEPER_OBSERVER_START_ID",
+                                          "ZOOKEEPER_PORT_OFFSET", "ZOOKEEPER_VERSION",
+                                          "ZOOKEEPER_CLASSPATH")}}
 
     if kind == "zkpy" and not args.no_preflight:
         reason = preflight_zkpy(out_dir)
@@ -268,7 +284,8 @@ def main(argv=None) -> int:
         prog="python -m compat_tests.kazoo_suite",
         description="Run Kazoo's shipped tests against Apache ZooKeeper and/or zkpy.")
     ap.add_argument("--server", choices=("zookeeper", "zkpy", "both"), default="both")
-    ap.add_argument("--size", type=int, default=1, help="ZOOKEEPER_CLUSTER_SIZE (default 1)")
+    ap.add_argument("--size", type=parse_size, default=(1, 0),
+                    help="servers: N participants, or N+M with M observers (default 1)")
     ap.add_argument("--tests", help="comma-separated kazoo test modules (default: %s)"
                     % ",".join(DEFAULT_TESTS))
     ap.add_argument("-k", help="pytest -k expression")
@@ -302,7 +319,8 @@ def main(argv=None) -> int:
         runs["zkpy"] = run_suite("zkpy", args, out_dir)
 
     summary: dict = {
-        "tests": test_modules(args.tests), "k": args.k, "size": args.size,
+        "tests": test_modules(args.tests), "k": args.k,
+        "size": "%d+%d" % args.size if args.size[1] else str(args.size[0]),
         "out_dir": str(out_dir),
         "counts": {k: v["counts"] for k, v in runs.items()},
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "results"} for k, v in runs.items()},

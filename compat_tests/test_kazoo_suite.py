@@ -8,7 +8,8 @@ The selection comes from ``KAZOO_SUITE_TESTS`` (comma-separated module
 names, or ``all`` for every module Kazoo ships; default: the list in
 ``compat_tests.kazoo_suite.DEFAULT_TESTS``);
 ``KAZOO_SUITE_SIZE`` sets the cluster sizes, comma-separated (default 1; CI
-runs "1,3": a standalone server and a 3-server ensemble of each kind).  Each test runs the
+runs "1,3": a standalone server and a 3-server ensemble of each kind; "3+1"
+adds an observer to three participants).  Each test runs the
 module on Apache ZooKeeper (the reference) and then on zkpy via
 ``python -m compat_tests.kazoo_suite --server both`` and asserts that zkpy
 passes every test the reference passes.  Slow: minutes per module.
