@@ -133,7 +133,13 @@ class Election:
         self.received[n.sender] = n
         self.received[self.my_id] = self._my_vote()
         epoch, zxid, leader = self.proposal
-        if self._quorum(self._agreeing(self.received, leader, zxid, self.round, epoch)):
+        agreeing = self._agreeing(self.received, leader, zxid, self.round, epoch)
+        if agreeing == len(self.voters):
+            # zkpy: every voter holds this vote, so no better one can come (each
+            # voted for the best it had seen, itself included): decide without the
+            # finalize wait, which only guards a quorum against a late better vote.
+            return out + self._decide()
+        if self._quorum(agreeing):
             if self._finalize_at is None:
                 self._finalize_at = now + self.finalize_wait
         else:

@@ -162,6 +162,10 @@ class Peer:
                                  finalize_wait, resend_interval)
         self._ready = Ready()
         self._leave_role: str | None = None  # why our role must end after this step
+        # Learners that decided for us before we did (their FOLLOWERINFO came
+        # while we were still looking): they are heard once we lead, as
+        # Learner.connectToLeader keeps trying until the leader listens.
+        self._early: dict[int, m.QuorumPacket] = {}
 
     # -- the API --------------------------------------------------------------------
 
@@ -318,12 +322,18 @@ class Peer:
     def _decided(self) -> None:
         decided = self.election.decided
         assert decided is not None
+        early, self._early = self._early, {}
         if self.election.state == E_LEADING:
             self.role = LEADING
             self.leading = Leading(self)
             self.announce(False)
             self.leading.begin()
+            for src, pkt in early.items():
+                if self.leading is not None:
+                    self.leading.on_packet(src, pkt)
         else:
+            for src in early:
+                self.disconnect(src)
             self.role = OBSERVING if self.is_observer else FOLLOWING
             self.following = Following(self, decided.leader, observer=self.is_observer)
             self.announce(False)
@@ -337,7 +347,10 @@ class Peer:
         elif self.following is not None and src == self.following.leader:
             self.following.on_packet(pkt)
         elif pkt.type in (m.FOLLOWERINFO, m.OBSERVERINFO):
-            self.disconnect(src)  # nobody listens for learners here: refuse
+            if self.role == LOOKING:
+                self._early[src] = pkt
+            else:
+                self.disconnect(src)  # we follow someone else: refuse
 
     def _on_tick(self) -> None:
         self.ticks += 1
@@ -383,6 +396,7 @@ class Peer:
         self.send(self.following.leader, m.QuorumPacket(m.REQUEST, -1, event.data, event.auth))
 
     def _on_lost(self, peer: int) -> None:
+        self._early.pop(peer, None)
         if self.leading is not None:
             self.leading.on_lost(peer)
         elif self.following is not None and peer == self.following.leader:
