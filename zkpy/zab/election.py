@@ -3,7 +3,11 @@
 Every peer votes for the best candidate it has heard of, best meaning the
 largest (peer epoch, last zxid, server id); it broadcasts its vote whenever it
 changes, and adopts a vote when a majority of the voters hold the same one
-(and nothing better arrives within ``finalize_wait``). Votes carry the
+(and nothing better arrives within ``finalize_wait``; zkpy skips that wait
+when every voter holds it, since nothing better can come). Servers outside
+the voters (observers, servers joining or removed by a reconfig) have no
+vote: they are answered with ours and follow what the voters settle on,
+never lead. Votes carry the
 election round ("logical clock"): a peer seeing a newer round drops what it
 had collected and joins it. A peer that comes back while the others already
 follow a leader learns it from their replies: a peer that is not looking
