@@ -87,6 +87,17 @@ def handshake(member: Member, read_only: bool, session: tuple[int, bytes] = (0, 
         return data, True
 
 
+def reconnect(client: RawClient, session: tuple[int, bytes]) -> Any:
+    """What the server makes of ``client`` reopening ``session``."""
+    try:
+        client._connect(session)
+        return "accepted"
+    except RawSessionExpired:
+        return ("expired", client.server_read_only)
+    except RawConnectionLoss:
+        return "closed"
+
+
 def last_zxid(member: Member) -> int:
     for line in member.four_letter("srvr").splitlines():
         if line.startswith("Zxid: "):
@@ -187,22 +198,17 @@ def _read_only_answers(kind: str) -> dict[str, Any]:
         out["srvr_mode"] = [line for line in srvr if line.startswith("Mode:")]
         out["stat"] = [line.split(":", 1)[0] for line in lone.four_letter("stat").splitlines()
                        if not line.startswith(" /")]
-        out["mntr"] = [line.split("\t", 1)[0] for line in lone.four_letter("mntr").splitlines()
+        mntr = lone.four_letter("mntr")
+        out["mntr"] = [line.split("\t", 1)[0] for line in mntr.splitlines()
                        if "_per_namespace" not in line]
-        values = dict(line.split("\t", 1) for line in lone.four_letter("mntr").splitlines())
+        values = dict(line.split("\t", 1) for line in mntr.splitlines())
         out["mntr_state"] = values["zk_server_state"]
         conf = lone.four_letter("conf")
         out["conf"] = [line.split("=", 1)[0] for line in conf.splitlines()]
         out["conf end"] = conf[conf.rindex("peerType"):]
         out["isro"] = isro(lone)
         out["not_read_only_client"] = handshake(lone, read_only=False)
-        try:
-            earlier._connect((earlier.session_id, earlier.passwd))
-            out["earlier session"] = "accepted"
-        except RawSessionExpired:
-            out["earlier session"] = ("expired", earlier.server_read_only)
-        except RawConnectionLoss:
-            out["earlier session"] = "closed"
+        out["earlier session"] = reconnect(earlier, (earlier.session_id, earlier.passwd))
 
         raw = RawClient(lone.host, lone.port, timeout_ms=10000, read_only=True)
         out["session"] = (raw.server_read_only, raw.timeout, raw.session_id >> 56)
@@ -237,11 +243,7 @@ def _read_only_answers(kind: str) -> dict[str, Any]:
         quiet_session = (quiet.session_id, quiet.passwd)
         quiet.close_socket()
         time.sleep(3.5)  # past its timeout, unpinged
-        try:
-            quiet._connect(quiet_session)
-            out["expired reconnect"] = "accepted"
-        except RawSessionExpired:
-            out["expired reconnect"] = ("expired", quiet.server_read_only)
+        out["expired reconnect"] = reconnect(quiet, quiet_session)
 
         live = RawClient(lone.host, lone.port, timeout_ms=30000, read_only=True)
         bring_back(ens, lone)
@@ -251,13 +253,7 @@ def _read_only_answers(kind: str) -> dict[str, Any]:
             out["connection after"] = "open"
         except RawConnectionLoss:
             out["connection after"] = "closed"
-        try:
-            live._connect((live.session_id, live.passwd))
-            out["session after"] = "accepted"
-        except RawSessionExpired:
-            out["session after"] = ("expired", live.server_read_only)
-        except RawConnectionLoss:
-            out["session after"] = "closed"
+        out["session after"] = reconnect(live, (live.session_id, live.passwd))
         failed = False
         return out
     finally:

@@ -28,7 +28,7 @@ from zkpy.prep import Prep, Request
 from zkpy.proto import Op, Perms, ZkError
 from zkpy.session import SessionTable
 from zkpy.stats import ServerStats
-from zkpy.tree import DataTree
+from zkpy.tree import CONFIG_NODE, DataTree
 from zkpy.watches import WatchManager
 
 log = logging.getLogger("zkpy.server")
@@ -156,7 +156,7 @@ class ServerCore:
         """Show a newly active membership in /zookeeper/config (no txn: every member
         does this itself when the membership changes)."""
         data = text.encode()
-        node = self.tree.get("/zookeeper/config")
+        node = self.tree.get(CONFIG_NODE)
         if node is not None and node.data == data:
             return
         rc = self.tree.set_config(data, version, self.now)
@@ -244,22 +244,20 @@ class ServerCore:
     def tick(self, now: int) -> None:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
+        # Local sessions expire where they live; global ones only on the leader.
+        if self.expiring or self.settings.local_sessions:
+            for session in self.sessions.expire(now):
+                if session.local:
+                    self.close_local_session(session.id, "expired")
+                elif not self.expiring:
+                    session.closing = False  # the leader's to expire, not ours
+                else:
+                    log.info("Expiring session 0x%x, timeout of %dms exceeded",
+                             session.id & (2**64 - 1), session.timeout)
+                    self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
         if not self.expiring:
-            if self.settings.local_sessions:
-                for session in self.sessions.expire(now):
-                    if session.local:
-                        self.close_local_session(session.id, "expired")
-                    else:
-                        session.closing = False  # the leader's to expire, not ours
             self.flush()
             return
-        for session in self.sessions.expire(now):
-            if session.local:
-                self.close_local_session(session.id, "expired")
-                continue
-            log.info("Expiring session 0x%x, timeout of %dms exceeded", session.id & (2**64 - 1),
-                     session.timeout)
-            self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
         if now - self._last_container_check >= self.settings.container_check_ms:
             self._last_container_check = now
             self._reap_containers(now)

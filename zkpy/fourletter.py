@@ -474,6 +474,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     """mntr's (key, value) pairs without the ``zk_`` prefix, in ZooKeeper's order."""
     st = core.stats
     lo, avg, hi = _lat(core)
+    local = len(core.sessions.local_ids())
     real: dict[str, Any] = {
         "version": _build(),
         "server_state": server_state(core),
@@ -482,8 +483,8 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "avg_latency": avg,
         "outstanding_requests": core.outstanding(),
         "znode_count": _node_count(core),
-        "global_sessions": len(core.sessions.sessions) - len(core.sessions.local_ids()),
-        "local_sessions": len(core.sessions.local_ids()),
+        "global_sessions": len(core.sessions.sessions) - local,
+        "local_sessions": local,
         "packets_sent": st.packets_sent,
         "packets_received": st.packets_received,
         "connection_drop_probability": 0.0,

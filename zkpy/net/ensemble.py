@@ -183,6 +183,8 @@ class EnsembleServer(ZkServer):
         self.cfg = cfg
         self.my_id = cfg.my_id
         self._hosts: dict[str, str] = {}
+        # The membership the dynamic config file already holds (none written yet).
+        self._saved_version = dynconfig.version_of(cfg.dynamic_config_file)
         self.core.restore(state.tree, state.sessions, self.clock())
         self.static_path = os.path.abspath(cfg.source) if os.path.isfile(cfg.source) else None
         config = self._starting_config(cfg, state)
@@ -254,9 +256,11 @@ class EnsembleServer(ZkServer):
             ("peerType", 0 if own.role == "participant" else 1),
             ("membership: ", ""), *config.lines(), ("version", f"{config.version:x}"),
         ]
-        if self.cfg.reconfig_enabled and config.version and self.static_path is not None:
+        if (self.cfg.reconfig_enabled and config.version != self._saved_version
+                and self.static_path is not None):
             try:
                 path = dynconfig.write_dynamic_config(self.static_path, config)
+                self._saved_version = config.version
                 log.info("Wrote membership 0x%x to %s", config.version, path)
             except OSError as e:
                 log.error("Cannot write the dynamic config file beside %s: %s (membership "

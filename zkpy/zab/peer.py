@@ -381,8 +381,7 @@ class Peer:
             config = membership.parse_config_text(event.config.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             return
-        assert self.config is not None
-        if config.version > self.config.version and self.activate(config):
+        if self.activate(config):
             self.last_reason = f"adopted membership 0x{config.version:x} from server {event.src}"
 
     def _on_propose(self, event: Propose) -> None:
