@@ -24,8 +24,8 @@ import time
 from zkpy.jute import schema as S
 from zkpy.storage.formats import VERSION_DIR, snapshot_name
 from zkpy.storage.snapshot import write_tree
-from zkpy.testing.servers import ApacheZooKeeperServer, ZkpyServer, find_apache_zookeeper
-from zkpy.tree import DataTree, Node
+from zkpy.testing.launchers import ApacheZooKeeperServer, ZkpyServer, find_apache_zookeeper
+from zkpy.tree.datatree import DataTree, Node
 
 
 def build_tree(n: int, data_size: int) -> DataTree:

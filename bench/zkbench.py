@@ -39,7 +39,7 @@ import psutil
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode, encode
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
 
 # --------------------------------------------------------------------------
 # wire protocol
@@ -721,7 +721,7 @@ def machine_info() -> dict:
         pass
     info["mem_total_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     try:
-        from zkpy.testing.servers import find_real_java
+        from zkpy.testing.launchers import find_real_java
         java = find_real_java()
         if java:
             out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
@@ -989,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
                 log("  [%s] FAILED: %s" % (args.connect, e))
             runs.append({"server": args.connect, "round": rnd, "result": res})
     else:
-        from zkpy.testing.servers import server_from_name
+        from zkpy.testing.launchers import server_from_name
         labels = []
         for name in args.servers.split(","):
             name = name.strip().lower()

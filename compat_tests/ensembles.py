@@ -10,7 +10,7 @@ import pytest
 from kazoo.client import KazooClient
 
 from zkpy.testing.ensemble import Ensemble
-from zkpy.testing.servers import find_apache_zookeeper
+from zkpy.testing.launchers import find_apache_zookeeper
 
 INSTALL, REASON = find_apache_zookeeper()
 

@@ -40,7 +40,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from zkpy.testing.servers import ZkpyServer, find_real_java  # noqa: E402
+from zkpy.testing.launchers import ZkpyServer, find_real_java  # noqa: E402
 
 SHIM_DIR = HERE / "java_shim"
 RUNS_DIR = HERE / ".runs"

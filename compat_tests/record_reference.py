@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 from kazoo.client import KazooClient  # noqa: E402
 from kazoo.security import make_digest_acl  # noqa: E402
 
-from zkpy.testing.servers import LOCALHOST, server_from_name  # noqa: E402
+from zkpy.testing.launchers import LOCALHOST, server_from_name  # noqa: E402
 
 DATA_DIR = ROOT / "tests" / "data"
 
@@ -656,7 +656,7 @@ def main(argv=None) -> int:
         frames = record_frames(srv)
     with server_from_name(args.server) as srv:
         facts = record_behaviour(srv)
-    facts["settings"] = "standalone, zoo.cfg from zkpy.testing.servers.DEFAULT_SETTINGS; Kazoo timeout 10s"
+    facts["settings"] = "standalone, zoo.cfg from zkpy.testing.launchers.DEFAULT_SETTINGS; Kazoo timeout 10s"
     facts["conclusions"] = summarise(frames, facts)
 
     (out_dir / "reference_frames.json").write_text(json.dumps(frames, indent=1) + "\n")

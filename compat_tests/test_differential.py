@@ -21,7 +21,7 @@ from compat_tests.differential.machine import OPS, Context, Mismatch, env_seed, 
 from compat_tests.differential.proxy import CorruptingProxy
 from compat_tests.differential.rawclient import RawClient, RawConnectionLoss
 from zkpy.jute import schema as S
-from zkpy.testing.servers import find_apache_zookeeper, server_from_name
+from zkpy.testing.launchers import find_apache_zookeeper, server_from_name
 
 pytestmark = pytest.mark.reference
 

@@ -25,10 +25,10 @@ from kazoo.security import make_acl, make_digest_acl
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode, encode
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
 from zkpy.storage.formats import files_by_zxid
 from zkpy.storage.snapshot import load_snapshot
-from zkpy.testing.servers import (
+from zkpy.testing.launchers import (
     ApacheZooKeeperServer,
     ServerError,
     ZkpyServer,

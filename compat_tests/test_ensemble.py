@@ -28,7 +28,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from compat_tests.differential.rawclient import RawClient, RawConnectionLoss
 from compat_tests.ensembles import KINDS, RETRY, started, stop_all, wait_until
 from zkpy.jute import schema as S
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
 from zkpy.testing.ensemble import Ensemble, Member
 
 #: what a write that cannot be served raises (Kazoo's timeout is no KazooException)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from zkpy.testing.ensemble import Ensemble, Member
-from zkpy.testing.servers import find_apache_zookeeper
+from zkpy.testing.launchers import find_apache_zookeeper
 
 INSTALL, REASON = find_apache_zookeeper()
 pytestmark = pytest.mark.skipif(INSTALL is None, reason="Apache ZooKeeper unavailable: %s" % REASON)

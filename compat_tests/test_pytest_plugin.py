@@ -4,7 +4,7 @@ scratch directory by pytester)."""
 
 import pytest
 
-from zkpy.testing.servers import find_apache_zookeeper
+from zkpy.testing.launchers import find_apache_zookeeper
 
 pytest_plugins = ["pytester"]
 

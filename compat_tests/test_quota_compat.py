@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from zkpy.testing.servers import (
+from zkpy.testing.launchers import (
     ApacheZooKeeperServer,
     BaseServer,
     ZkpyServer,

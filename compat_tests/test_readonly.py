@@ -31,7 +31,7 @@ from compat_tests.differential.rawclient import RawClient, RawConnectionLoss, Ra
 from compat_tests.ensembles import KINDS, REFERENCE, RETRY, started, stop_all, wait_until
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
 from zkpy.testing.ensemble import Ensemble, Member
 
 LOCAL_SESSIONS = {"localSessionsEnabled": "true", "localSessionsUpgradingEnabled": "true"}

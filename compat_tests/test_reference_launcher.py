@@ -1,11 +1,11 @@
-"""The launchers in zkpy.testing.servers, exercised against Apache ZooKeeper."""
+"""The launchers in zkpy.testing.launchers, exercised against Apache ZooKeeper."""
 
 import os
 import signal
 
 import pytest
 
-from zkpy.testing.servers import (
+from zkpy.testing.launchers import (
     ApacheZooKeeperServer,
     ServerError,
     find_apache_zookeeper,

@@ -24,9 +24,9 @@ from tests.test_security import (
     raw_request_without_auth,
     tls_client,
 )
-from zkpy.acl import digest
-from zkpy.proto import Err
-from zkpy.testing.servers import find_apache_zookeeper, free_port, server_from_name
+from zkpy.auth.acl import digest
+from zkpy.jute.protocol import Err
+from zkpy.testing.launchers import find_apache_zookeeper, free_port, server_from_name
 
 KINDS = ["zkpy", pytest.param("zookeeper", marks=pytest.mark.reference)]
 SASL_PROVIDER = "org.apache.zookeeper.server.auth.SASLAuthenticationProvider"

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     if args.hosts:
         print(format_table(herd_table({args.hosts: args.hosts}, ns)))
         return 0
-    from zkpy.testing.servers import ServerError, server_from_name
+    from zkpy.testing.launchers import ServerError, server_from_name
 
     rows = []
     for name in [s for s in args.servers.split(",") if s]:

@@ -8,9 +8,9 @@ import hashlib
 import pytest
 from zk_harness import OPEN, Client, connected, make_core
 
-from zkpy.acl import AuthProviders, digest, mask_digests
+from zkpy.auth.acl import AuthProviders, digest, mask_digests
 from zkpy.jute import schema as S
-from zkpy.proto import Err, Op, Perms, ZkError
+from zkpy.jute.protocol import Err, Op, Perms, ZkError
 
 
 def _independent_digest(user_pw: str) -> str:

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from zk_harness import T0, connected, make_core
 
-from zkpy import fourletter
-from zkpy.metrics import PROMETHEUS_PROVIDER, make_registry
-from zkpy.net.admin import (
+from zkpy.admin import fourletter
+from zkpy.admin.metrics import PROMETHEUS_PROVIDER, make_registry
+from zkpy.net.adminserver import (
     BY_NAME,
     COMMANDS,
     AdminContext,
@@ -29,7 +29,7 @@ from zkpy.net.admin import (
     jackson_json,
     run_command,
 )
-from zkpy.testing.servers import ServerError, ZkpyServer, free_port
+from zkpy.testing.launchers import ServerError, ZkpyServer, free_port
 
 parser = pytest.importorskip("prometheus_client.parser")
 

@@ -14,7 +14,7 @@ from zk_harness import OPEN, Client, connected, frame, make_core
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
-from zkpy.proto import Err, Op
+from zkpy.jute.protocol import Err, Op
 
 GOOD_CONNECT = frame(S.ConnectRequest(0, 0, 10000, 0, bytes(16), False))
 PING = bytes.fromhex("00000008fffffffe0000000b")
@@ -144,7 +144,7 @@ def test_many_requests_split_anywhere() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    from zkpy.testing.servers import ZkpyServer
+    from zkpy.testing.launchers import ZkpyServer
 
     srv = ZkpyServer()
     srv.start(timeout=30)

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from zkpy import fourletter
+from zkpy.admin import fourletter
 from zkpy.config import ALL_FOUR_LETTER_WORDS
-from zkpy.core import BUILD, CoreSettings, ServerCore
 from zkpy.jute import schema as S
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
+from zkpy.server.core import BUILD, CoreSettings, ServerCore
 
 REF = json.loads((Path(__file__).parent / "data" / "reference_behaviour.json").read_text())
 OUT = REF["f_four_letter_words"]["outputs"]
@@ -383,7 +383,7 @@ def test_every_known_word_answers() -> None:
 
 @pytest.fixture(scope="module")
 def zkpy_server():
-    from zkpy.testing.servers import ZkpyServer
+    from zkpy.testing.launchers import ZkpyServer
 
     srv = ZkpyServer(settings={"4lw.commands.whitelist": "ruok,mntr,stat,envi"})
     try:

@@ -32,7 +32,7 @@ from zkpy.jute.codec import (
     decode_all,
     encode,
 )
-from zkpy.proto import REQUEST_RECORDS, Op
+from zkpy.jute.protocol import REQUEST_RECORDS, Op
 
 FRAMES = json.loads((Path(__file__).parent / "data" / "reference_frames.json").read_text())
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from test_replica import SimClient, call, create, open_session, txns
 from zk_harness import frame
 
-from zkpy import fourletter
+from zkpy.admin import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
-from zkpy.proto import Err, Op
+from zkpy.jute.protocol import Err, Op
 from zkpy.testing.replicasim import Sim
 
 EPHEMERAL = 1

@@ -1,6 +1,6 @@
 """A quorum member's disk and its wire framing: epochs, TRUNC, SNAP, split packets.
 
-Real files in a temporary directory (``zkpy.storage.quorum``) and the
+Real files in a temporary directory (``zkpy.storage.zabdisk``) and the
 quorum-stream splitter (``zkpy.zab.messages.split_packet``), which must
 accept any split of the byte stream and reject garbage with one error type.
 """
@@ -13,9 +13,12 @@ import random
 import pytest
 
 from zkpy.jute import schema as S
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
 from zkpy.storage.formats import encode_txn
-from zkpy.storage.quorum import (
+from zkpy.storage.recovery import RecoveryError
+from zkpy.storage.snapshot import SnapshotInvalid, snapshot_bytes
+from zkpy.storage.txnlog import LogWriter
+from zkpy.storage.zabdisk import (
     ACCEPTED_EPOCH,
     CURRENT_EPOCH,
     install_snapshot,
@@ -24,10 +27,7 @@ from zkpy.storage.quorum import (
     truncate_log,
     write_epoch,
 )
-from zkpy.storage.recovery import RecoveryError
-from zkpy.storage.snapshot import SnapshotInvalid, snapshot_bytes
-from zkpy.storage.txnlog import LogWriter
-from zkpy.tree import DataTree
+from zkpy.tree.datatree import DataTree
 from zkpy.zab import messages as m
 
 

@@ -1,4 +1,4 @@
-"""Quotas (zkpy.quota) through Prep + DataTree and ServerCore, as ZooKeeper 3.8 keeps them."""
+"""Quotas (zkpy.tree.quota) through Prep + DataTree and ServerCore, as ZooKeeper 3.8 keeps them."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from zkpy.acl import AuthProviders
+from zkpy.auth.acl import AuthProviders
 from zkpy.config import parse_config_text
-from zkpy.core import CoreSettings, ServerCore
 from zkpy.jute import schema as S
-from zkpy.prep import Prep, Request
-from zkpy.proto import Err, Op, Perms
-from zkpy.quota import QuotaGuard, StatsTrack, limit_path, stat_path
+from zkpy.jute.protocol import Err, Op, Perms
+from zkpy.server.core import CoreSettings, ServerCore
+from zkpy.server.prep import Prep, Request
 from zkpy.storage.snapshot import load_snapshot, write_tree
-from zkpy.tree import DataTree
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.quota import QuotaGuard, StatsTrack, limit_path, stat_path
 
 OPEN = [S.ACL(Perms.ALL, S.Id("world", "anyone"))]
 

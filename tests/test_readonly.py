@@ -16,13 +16,13 @@ from typing import Any, NamedTuple
 from test_replica import SimClient, assert_converged, call, create, open_session, tree_state
 from zk_harness import OPEN, frame, make_core
 
-from zkpy import fourletter
+from zkpy.admin import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
-from zkpy.net.admin import AdminContext, run_command
-from zkpy.proto import Err, Op
-from zkpy.readonly import ReadOnlyServer
-from zkpy.session import session_password
+from zkpy.jute.protocol import Err, Op
+from zkpy.net.adminserver import AdminContext, run_command
+from zkpy.server.readonly import ReadOnlyServer
+from zkpy.server.sessions import session_password
 from zkpy.testing.replicasim import Member, Sim
 
 WORDS = {"four_letter_words": frozenset({"*"})}

@@ -19,7 +19,7 @@ from test_replica import SimClient, call, create, open_session
 from zkpy.config import parse_server_address
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
-from zkpy.proto import Err, Op
+from zkpy.jute.protocol import Err, Op
 from zkpy.storage.formats import encode_txn
 from zkpy.testing.replicasim import Member, Sim
 from zkpy.zab import messages as m

@@ -1,4 +1,4 @@
-"""zkpy.replica end to end, on the in-memory ensemble of ``zkpy.testing.replicasim``.
+"""zkpy.server.replica end to end, on the in-memory ensemble of ``zkpy.testing.replicasim``.
 
 Three members (ServerCore + Zab Peer + Replica), real jute client frames in
 and out (``zk_harness.Client``), a fake clock and disks that sync only when
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from zk_harness import OPEN, Client, frame
 
-from zkpy.core import ServerCore
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
+from zkpy.server.core import ServerCore
 from zkpy.storage.formats import decode_txn
 from zkpy.testing.replicasim import Member, Sim
 from zkpy.zab import messages as m

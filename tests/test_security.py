@@ -23,11 +23,11 @@ import pytest
 from puresasl.client import SASLClient
 
 from tests.zk_harness import connected, frame, make_core
-from zkpy.acl import digest
+from zkpy.auth.acl import digest
 from zkpy.config import ConfigError, parse_config_text
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode, decode_all
-from zkpy.proto import Err, Op
+from zkpy.jute.protocol import Err, Op
 
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 
@@ -356,7 +356,7 @@ def test_x509_id_is_rfc2253_as_x500principal(pki: Pki) -> None:
 
 
 def zkpy_server(settings: dict[str, object] | None = None, **kw: Any) -> Any:
-    from zkpy.testing.servers import ZkpyServer
+    from zkpy.testing.launchers import ZkpyServer
 
     return ZkpyServer(settings, **kw)
 
@@ -385,7 +385,7 @@ def kazoo(hosts: str, **kw: Any) -> Any:
 
 
 def tls_settings(pki: Pki, kind: str, client_auth: str | None) -> dict[str, object]:
-    from zkpy.testing.servers import free_port
+    from zkpy.testing.launchers import free_port
 
     stores = {
         "PEM": (pki.path("server.pem"), pki.path("ca.pem")),
@@ -499,7 +499,7 @@ def test_x509_acl_lets_the_certificate_holder_in(pki: Pki, servers: Any) -> None
     ("ssl.enabledProtocols", "SSLv1"),
 ])
 def test_bad_ssl_setting_stops_start_up_naming_the_key(key: str, value: str, pki: Pki) -> None:
-    from zkpy.testing.servers import ServerError
+    from zkpy.testing.launchers import ServerError
 
     settings = tls_settings(pki, "PKCS12", "need")
     settings[key] = value
@@ -744,7 +744,7 @@ def test_jaas_and_super_digest_arrive_through_java_tool_options(tmp_path: Path) 
     from kazoo.exceptions import NoAuthError
     from kazoo.security import make_acl
 
-    from zkpy.testing.servers import ZkpyServer
+    from zkpy.testing.launchers import ZkpyServer
 
     jaas = tmp_path / "jaas.conf"
     jaas.write_text('Server {\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n'

@@ -12,8 +12,8 @@ from zk_harness import T0, Client, connected, frame, make_core
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
-from zkpy.proto import AddWatchMode, CreateMode, Err, EventType, Op, WatcherType
-from zkpy.session import SessionTable, first_session_id, java_random_bytes, session_password
+from zkpy.jute.protocol import AddWatchMode, CreateMode, Err, EventType, Op, WatcherType
+from zkpy.server.sessions import SessionTable, first_session_id, java_random_bytes, session_password
 
 FRAMES = json.loads((Path(__file__).parent / "data" / "reference_frames.json").read_text())
 REF = json.loads((Path(__file__).parent / "data" / "reference_behaviour.json").read_text())

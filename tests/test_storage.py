@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zkpy.acl import AuthProviders
+from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
-from zkpy.prep import Prep, Request
-from zkpy.proto import CreateMode, Op, Perms
+from zkpy.jute.protocol import CreateMode, Op, Perms
+from zkpy.server.prep import Prep, Request
 from zkpy.storage.formats import (
     decode_txn,
     encode_txn,
@@ -39,7 +39,7 @@ from zkpy.storage.snapshot import (
     write_tree,
 )
 from zkpy.storage.txnlog import LogDamaged, LogWriter, read_log
-from zkpy.tree import DataTree, MultiTxnBody
+from zkpy.tree.datatree import DataTree, MultiTxnBody
 
 OPEN = [S.ACL(Perms.ALL, S.Id("world", "anyone"))]
 READ_ONLY = [S.ACL(Perms.READ, S.Id("world", "anyone"))]

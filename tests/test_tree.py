@@ -10,11 +10,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from zkpy.acl import AuthProviders, digest
+from zkpy.auth.acl import AuthProviders, digest
 from zkpy.jute import schema as S
-from zkpy.prep import Prep, Request
-from zkpy.proto import CreateMode, Err, EventType, Op, Perms
-from zkpy.tree import DataTree
+from zkpy.jute.protocol import CreateMode, Err, EventType, Op, Perms
+from zkpy.server.prep import Prep, Request
+from zkpy.tree.datatree import DataTree
 
 REF = json.loads((Path(__file__).parent / "data" / "reference_behaviour.json").read_text())
 OPEN = [S.ACL(Perms.ALL, S.Id("world", "anyone"))]

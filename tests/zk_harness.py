@@ -5,10 +5,10 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from zkpy.core import CoreSettings, ServerCore
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode, decode_all
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
+from zkpy.server.core import CoreSettings, ServerCore
 
 T0 = 1_700_000_000_000
 OPEN = [S.ACL(31, S.Id("world", "anyone"))]

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from zkpy.config import ConfigError, ServerConfig, default_config, load_config, system_properties
-from zkpy.core import VERSION, CoreSettings
+from zkpy.server.core import VERSION, CoreSettings
 
 log = logging.getLogger("zkpy")
 
@@ -101,7 +101,7 @@ def _enforce_auth_schemes(cfg: ServerConfig) -> tuple[str, ...]:
 
 
 def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
-    from zkpy.sasl import load_jaas_users
+    from zkpy.auth.sasl import load_jaas_users
 
     if not cfg.jaas_config_path:
         return None
@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
 def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
     """Load the data directory as a quorum member does (tree from the snapshot,
     the log as accepted history) and build the server; None if it cannot start."""
-    from zkpy.net.ensemble import EnsembleServer
-    from zkpy.storage.quorum import load_quorum_state
+    from zkpy.net.member import EnsembleServer
     from zkpy.storage.recovery import RecoveryError, data_dirs
+    from zkpy.storage.zabdisk import load_quorum_state
 
     snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
     try:
@@ -200,8 +200,8 @@ def _autopurge(reactor: Any, cfg: ServerConfig, purge: Any) -> None:
 def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
     """Recover the tree and sessions, snapshot them, and log every commit from now on."""
 
+    from zkpy.net.clientport import wall_ms
     from zkpy.net.persist import LogCommitter
-    from zkpy.net.server import wall_ms
     from zkpy.storage.formats import snapshot_name
     from zkpy.storage.recovery import RecoveryError, data_dirs, recover
     from zkpy.storage.snapshot import write_tree
@@ -245,7 +245,7 @@ def _serve(cfg: ServerConfig) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 
-    from zkpy.net.server import ZkServer
+    from zkpy.net.clientport import ZkServer
 
     reactor: Any = _reactor
     try:
@@ -281,7 +281,7 @@ def _serve(cfg: ServerConfig) -> int:
     except CannotListenError as e:
         log.error("Cannot bind a port: %s", e)
         return _abandon(reactor, 1)
-    from zkpy.net.admin import EndpointError, start_admin_server, start_metrics_provider
+    from zkpy.net.adminserver import EndpointError, start_admin_server, start_metrics_provider
 
     try:  # ZooKeeper exits 4 when the AdminServer cannot start, 1 for the metrics provider
         start_metrics_provider(reactor, server.core, cfg, server.clock)

@@ -36,7 +36,7 @@ from compat_tests.differential.rawclient import (
 )
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode
-from zkpy.proto import Err
+from zkpy.jute.protocol import Err
 
 MAX_BUFFER = 0xFFFFF  # jute.maxbuffer default on both servers
 

@@ -11,7 +11,7 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.protocol.states import KazooState
 
-from zkpy.testing.servers import find_apache_zookeeper, server_from_name
+from zkpy.testing.launchers import find_apache_zookeeper, server_from_name
 
 from .proxy import FaultProxy
 

@@ -33,7 +33,7 @@ ClientInfo = record("ClientInfo", [("authScheme", USTRING), ("user", USTRING)])
 # -- org.apache.zookeeper.proto ------------------------------------------------
 
 # The trailing readOnly flag is absent from pre-3.4 clients' handshakes; the
-# decoder for it lives in zkpy.proto, which knows to tolerate its absence.
+# decoder for it lives in zkpy.jute.protocol, which knows to tolerate its absence.
 ConnectRequest = record("ConnectRequest", [
     ("protocolVersion", INT), ("lastZxidSeen", LONG), ("timeOut", INT),
     ("sessionId", LONG), ("passwd", BUFFER), ("readOnly", BOOL),

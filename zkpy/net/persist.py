@@ -24,7 +24,7 @@ from typing import Any
 from twisted.internet import task, threads
 from twisted.python.threadpool import ThreadPool
 
-from zkpy.prep import Request
+from zkpy.server.prep import Request
 from zkpy.storage.formats import encode_txn, snapshot_name
 from zkpy.storage.purge import purge
 from zkpy.storage.snapshot import SnapshotMaker, write_snapshot

@@ -14,8 +14,8 @@ from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
-from zkpy.proto import Op
-from zkpy.tree import MultiTxnBody
+from zkpy.jute.protocol import Op
+from zkpy.tree.datatree import MultiTxnBody
 
 TXNLOG_MAGIC = 0x5A4B4C47  # "ZKLG"
 SNAP_MAGIC = 0x5A4B534E  # "ZKSN"

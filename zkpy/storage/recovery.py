@@ -14,11 +14,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from zkpy.proto import Op
+from zkpy.jute.protocol import Op
 from zkpy.storage.formats import VERSION_DIR, decode_txn, files_by_zxid
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
-from zkpy.tree import DataTree
+from zkpy.tree.datatree import DataTree
 
 log = logging.getLogger("zkpy.storage")
 

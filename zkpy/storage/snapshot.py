@@ -27,9 +27,9 @@ from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
-from zkpy.quota import setup_quota
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
-from zkpy.tree import DataTree, Node, ephemeral_kind
+from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
+from zkpy.tree.quota import setup_quota
 
 log = logging.getLogger("zkpy.storage")
 

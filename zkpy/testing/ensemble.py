@@ -2,8 +2,8 @@
 
 Contract:
 
-* Builds on :mod:`zkpy.testing.servers`: every member is a
-  :class:`~zkpy.testing.servers.BaseServer` (``ZkpyServer`` or
+* Builds on :mod:`zkpy.testing.launchers`: every member is a
+  :class:`~zkpy.testing.launchers.BaseServer` (``ZkpyServer`` or
   ``ApacheZooKeeperServer``) wrapped in a :class:`Member` that knows its
   ``myid`` and its quorum/election ports.  No Twisted, no client library:
   readiness and roles are read from the four-letter word ``srvr``
@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zkpy.testing.servers import (
+from zkpy.testing.launchers import (
     LOCALHOST,
     BaseServer,
     ServerError,
@@ -168,7 +168,7 @@ class Ensemble:
     ensemble; nothing runs until :meth:`start`.
 
     :param settings: extra zoo.cfg entries for every member (``None`` drops a
-        default, as in :class:`~zkpy.testing.servers.BaseServer`).
+        default, as in :class:`~zkpy.testing.launchers.BaseServer`).
     :param tick_time, init_limit, sync_limit: the usual quorum timing.
     :param server_options: extra keyword arguments for each launcher
         (e.g. ``jvm_args`` for Apache ZooKeeper).

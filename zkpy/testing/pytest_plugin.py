@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from zkpy.testing.servers import BaseServer, server_from_name
+from zkpy.testing.launchers import BaseServer, server_from_name
 
 
 class ZooKeeperHandle(str):

@@ -1,6 +1,6 @@
-"""Ensemble members (``zkpy.replica.Replica``) in one deterministic, in-memory world.
+"""Ensemble members (``zkpy.server.replica.Replica``) in one deterministic, in-memory world.
 
-``Sim(size)`` plays ``zkpy.net.ensemble.EnsembleServer`` for each member (a
+``Sim(size)`` plays ``zkpy.net.member.EnsembleServer`` for each member (a
 ``ServerCore`` + ``Peer`` + ``Replica``), carrying its Ready out as
 ``zkpy.zab.peer`` prescribes: quorum packets on one FIFO queue per (src, dst)
 (a ``disconnect``, cut or crash empties both directions, bumps the connection
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from zkpy.core import CoreSettings, ServerCore
-from zkpy.replica import Replica
+from zkpy.server.core import CoreSettings, ServerCore
+from zkpy.server.replica import Replica
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.testing.zabsim import MemDisk
 from zkpy.zab import events as ev

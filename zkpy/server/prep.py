@@ -19,10 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zkpy.acl import AuthProviders
+from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
-from zkpy.paths import path_error
-from zkpy.proto import (
+from zkpy.jute.protocol import (
     CONTAINER_EPHEMERAL_OWNER,
     MAX_TTL,
     MULTI_READ_OPS,
@@ -33,8 +32,9 @@ from zkpy.proto import (
     Perms,
     ZkError,
 )
-from zkpy.quota import QuotaGuard
-from zkpy.tree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
+from zkpy.tree.datatree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
+from zkpy.tree.paths import path_error
+from zkpy.tree.quota import QuotaGuard
 from zkpy.zab import membership
 
 log = logging.getLogger("zkpy.server")

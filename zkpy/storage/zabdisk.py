@@ -23,7 +23,7 @@ from zkpy.storage.formats import files_by_zxid, snapshot_name
 from zkpy.storage.recovery import RecoveryError, _load_newest_snapshot
 from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
 from zkpy.storage.txnlog import LogDamaged, LogWriter, read_log, zero_tail
-from zkpy.tree import DataTree
+from zkpy.tree.datatree import DataTree
 
 log = logging.getLogger("zkpy.storage")
 

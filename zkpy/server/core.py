@@ -1,6 +1,6 @@
 """ServerCore: the request pipeline of one server, with no I/O.
 
-Bytes come in through ``Connection.receive`` (see ``zkpy.connection``); what
+Bytes come in through ``Connection.receive`` (see ``zkpy.server.connection``); what
 goes out is appended to each connection's outbox and handed to the adapter by
 ``flush()``. Time comes in as ``now`` (wall-clock milliseconds) on every call.
 
@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from zkpy.acl import AuthProviders
+from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
-from zkpy.prep import Prep, Request
-from zkpy.proto import Op, Perms, ZkError
-from zkpy.session import SessionTable
-from zkpy.stats import ServerStats
-from zkpy.tree import CONFIG_NODE, DataTree
-from zkpy.watches import WatchManager
+from zkpy.jute.protocol import Op, Perms, ZkError
+from zkpy.server.prep import Prep, Request
+from zkpy.server.sessions import SessionTable
+from zkpy.server.stats import ServerStats
+from zkpy.tree.datatree import CONFIG_NODE, DataTree
+from zkpy.tree.watches import WatchManager
 
 log = logging.getLogger("zkpy.server")
 
@@ -75,7 +75,7 @@ class CoreSettings:
     allow_sasl_failed_clients: bool = False  # zookeeper.allowSaslFailedClients
     x509_enabled: bool = False  # secureClientPort: x509 ids and ACLs exist
     # readonlymode.enabled (quorum members): serve read-only clients without a quorum
-    # (zkpy.readonly); new sessions there need local_sessions, as in ZooKeeper 3.8.
+    # (zkpy.server.readonly); new sessions there need local_sessions, as in ZooKeeper 3.8.
     readonly_mode: bool = False
 
 
@@ -121,7 +121,7 @@ class ServerCore:
         self._conn_ids = 0
         self.outstanding_writes = 0  # proposed, not yet committed
         self.after_flush: Callable[[], None] | None = None
-        # In an ensemble (zkpy.replica): clients are served only while the
+        # In an ensemble (zkpy.server.replica): clients are served only while the
         # member is synced with an established leader; a follower hands writes
         # and syncs to ``forward``/``sync`` instead of preparing them, and only
         # the leader (``expiring``) expires sessions and reaps containers.
@@ -130,7 +130,7 @@ class ServerCore:
         self.forward: Callable[[Request], None] | None = None
         self.sync: Callable[[Request], None] | None = None
         self.quorum: Any = None  # the Replica, for the four-letter words
-        # While a quorum member serves read-only (zkpy.readonly.ReadOnlyServer): it takes
+        # While a quorum member serves read-only (zkpy.server.readonly.ReadOnlyServer): it takes
         # only read-only clients, makes local sessions and refuses writes.
         self.read_only: Any = None
 
@@ -210,7 +210,7 @@ class ServerCore:
 
     def connect(self, remote_host: str, remote_port: int, sink: Callable[[bytes], None],
                 closer: Callable[[], None], now: int) -> Any:
-        from zkpy.connection import Connection
+        from zkpy.server.connection import Connection
 
         self._conn_ids += 1
         conn = Connection(self, self._conn_ids, remote_host, remote_port, sink, closer, now)

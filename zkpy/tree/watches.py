@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from zkpy.proto import EventType, WatcherType
+from zkpy.jute.protocol import EventType, WatcherType
 
 STANDARD = 0
 PERSISTENT = 1

@@ -1,6 +1,6 @@
 """One ensemble member: a Zab ``Peer`` and the ``ServerCore`` it feeds, with no I/O.
 
-The adapter (``zkpy.net.ensemble``) steps events in through ``Replica.step``
+The adapter (``zkpy.net.member``) steps events in through ``Replica.step``
 and receives, through ``carry_out``, the part of each Ready that needs the
 outside world (disk, quorum and election connections). Everything that
 touches the server's state happens here, in the order ``zkpy.zab.peer``
@@ -29,12 +29,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zkpy.connection import decode_body
-from zkpy.core import ServerCore
 from zkpy.jute.codec import JuteError
-from zkpy.prep import MALFORMED, Request
-from zkpy.proto import Op
-from zkpy.readonly import ReadOnlyServer
+from zkpy.jute.protocol import Op
+from zkpy.server.connection import decode_body
+from zkpy.server.core import ServerCore
+from zkpy.server.prep import MALFORMED, Request
+from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_txn, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.zab import messages as m

@@ -5,7 +5,7 @@ be used from pytest, from benchmarks and from ad-hoc scripts alike.
 
 Typical use::
 
-    from zkpy.testing.servers import server_from_name
+    from zkpy.testing.launchers import server_from_name
 
     with server_from_name("zookeeper", settings={"maxClientCnxns": 0}) as srv:
         client = KazooClient(srv.connect_string)
@@ -323,7 +323,7 @@ class BaseServer:
     # -- configuration --------------------------------------------------------
 
     def config_text(self) -> str:
-        lines = ["# written by zkpy.testing.servers (%s)" % self.kind]
+        lines = ["# written by zkpy.testing.launchers (%s)" % self.kind]
         for key, value in self.settings.items():
             if key in ("dataDir", "clientPort", "clientPortAddress"):
                 continue

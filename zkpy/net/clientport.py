@@ -16,7 +16,7 @@ from twisted.internet import protocol, task
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from zkpy.core import CoreSettings, ServerCore
+from zkpy.server.core import CoreSettings, ServerCore
 
 log = logging.getLogger("zkpy.net")
 

@@ -6,11 +6,11 @@ shuts it down as soon as its election decides (it then follows or leads, and
 serves again once synced with the leader). ``ReadOnlyServer`` is that server,
 laid over the member's ``ServerCore``:
 
-- ``zkpy.replica.Replica`` reports every role change (``role``) and, after
+- ``zkpy.server.replica.Replica`` reports every role change (``role``) and, after
   each step, lets it start once the grace period is over (``poll``); the
   adapter arms a wake-up for ``due()``.
 - While it is active, ``core.serving`` is set and ``core.read_only`` is this
-  object. The handshake (``zkpy.connection``) refuses clients that did not ask
+  object. The handshake (``zkpy.server.connection``) refuses clients that did not ask
   for read-only and reconnections of global sessions, and asks
   ``new_session`` for new ones: local sessions (``ServerCore``'s, no txn), as
   ZooKeeper's read-only server makes them. They expire here when not pinged
@@ -34,11 +34,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from zkpy.proto import Err, Op
+from zkpy.jute.protocol import Err, Op
 
 if TYPE_CHECKING:
-    from zkpy.core import ServerCore
-    from zkpy.prep import Request
+    from zkpy.server.core import ServerCore
+    from zkpy.server.prep import Request
 
 log = logging.getLogger("zkpy.quorum")
 

@@ -31,13 +31,13 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from zkpy.proto import Err, ZkError
+from zkpy.jute.protocol import Err, ZkError
 
 if TYPE_CHECKING:
-    from zkpy.prep import Prep
-    from zkpy.tree import DataTree
+    from zkpy.server.prep import Prep
+    from zkpy.tree.datatree import DataTree
 
-log = logging.getLogger("zkpy.quota")
+log = logging.getLogger("zkpy.tree.quota")
 
 PROC_ZOOKEEPER = "/zookeeper"
 QUOTA_ZOOKEEPER = "/zookeeper/quota"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from zkpy.jute import schema as S
-from zkpy.proto import Err, ZkError
+from zkpy.jute.protocol import Err, ZkError
 
 
 def digest(user_password: str) -> str:

@@ -14,13 +14,13 @@ AdminServer, as ZooKeeper 3.8's ``JettyAdminServer`` + ``Commands``:
   HTTP 200, in Jackson's pretty-printed layout: the command's fields, then
   ``command`` (the primary name) and ``error`` (null, or the message).
 * Numbers come from the same functions as the four-letter words
-  (``zkpy.fourletter``), so ``mntr`` and ``monitor``, ``srvr`` and
+  (``zkpy.admin.fourletter``), so ``mntr`` and ``monitor``, ``srvr`` and
   ``server_stats``, ``cons`` and ``connections`` agree.
 
 Metrics: with ``metricsProvider.className`` set to ZooKeeper's
 ``PrometheusMetricsProvider``, ``GET /metrics`` on ``metricsProvider.httpHost``
 (0.0.0.0) : ``metricsProvider.httpPort`` (7000) serves the text exposition of
-``zkpy.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
+``zkpy.admin.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.web import resource, server
 
-from zkpy import fourletter
+from zkpy.admin import fourletter
 from zkpy.storage.formats import VERSION_DIR, files_by_zxid
 
 if TYPE_CHECKING:
     from zkpy.config import ServerConfig
-    from zkpy.core import ServerCore
+    from zkpy.server.core import ServerCore
 
 log = logging.getLogger("zkpy.admin")
 
@@ -494,7 +494,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     from twisted.internet.error import CannotListenError
 
     # prometheus_client is only needed when metrics are wanted.
-    from zkpy.metrics import (
+    from zkpy.admin.metrics import (
         PASSIVE_PROVIDERS,
         PROMETHEUS_PROVIDER,
         make_registry,

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zkpy.acl import mask_digests
+from zkpy.auth.acl import mask_digests
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
-from zkpy.proto import AddWatchMode, Err, EventType, Op, Perms, WatcherType, ZkError
-from zkpy.tree import TxnResult
+from zkpy.jute.protocol import AddWatchMode, Err, EventType, Op, Perms, WatcherType, ZkError
+from zkpy.tree.datatree import TxnResult
 
 if TYPE_CHECKING:
-    from zkpy.connection import Connection
-    from zkpy.core import ServerCore
+    from zkpy.server.connection import Connection
+    from zkpy.server.core import ServerCore
 
 
 def _lookup(core: ServerCore, path: str) -> Any:

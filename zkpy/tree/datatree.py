@@ -1,7 +1,7 @@
 """The data tree: znodes, their Stats and ACLs, and applying transactions.
 
 ``DataTree.apply(hdr, txn)`` is the only way the tree changes. It takes a
-transaction already checked by ``zkpy.prep`` and applies it exactly as Apache
+transaction already checked by ``zkpy.server.prep`` and applies it exactly as Apache
 ZooKeeper's ``DataTree.processTxn`` does, including the idempotence that
 replaying a log over a fuzzy snapshot needs (a parent's cversion and pzxid only
 move forward). It returns a ``TxnResult`` with the outcome and the watch
@@ -18,8 +18,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
-from zkpy.proto import CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK, EventType, Op, Perms
-from zkpy.quota import QuotaIndex, on_create, on_delete, on_set_data
+from zkpy.jute.protocol import (
+    CONTAINER_EPHEMERAL_OWNER,
+    TTL_EPHEMERAL_OWNER_MASK,
+    EventType,
+    Op,
+    Perms,
+)
+from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
 
@@ -125,7 +131,7 @@ class DataTree:
         self.ttls: set[str] = set()
         self.last_zxid = 0
         self._acls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        self.quota = QuotaIndex()  # the paths with a quota (see zkpy.quota)
+        self.quota = QuotaIndex()  # the paths with a quota (see zkpy.tree.quota)
         root = Node(b"", self.intern_acl(OPEN_ACL_UNSAFE), 0, 0, 0)
         self.nodes["/"] = root
         self._add_system_node(ZOOKEEPER_NODE, OPEN_ACL_UNSAFE)

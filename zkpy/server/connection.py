@@ -15,11 +15,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zkpy import fourletter, reads
+from zkpy.admin import fourletter
+from zkpy.auth.sasl import DigestMD5Server, SaslError
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, decode_all
-from zkpy.prep import MALFORMED, Request
-from zkpy.proto import (
+from zkpy.jute.protocol import (
     NOTIFICATION_XID,
     REQUEST_RECORDS,
     WRITE_OPS,
@@ -29,12 +29,13 @@ from zkpy.proto import (
     Op,
     ZkError,
 )
-from zkpy.sasl import DigestMD5Server, SaslError
-from zkpy.session import session_password
+from zkpy.server import reads
+from zkpy.server.prep import MALFORMED, Request
+from zkpy.server.sessions import session_password
 
 if TYPE_CHECKING:
-    from zkpy.core import ServerCore
-    from zkpy.tree import TxnResult
+    from zkpy.server.core import ServerCore
+    from zkpy.tree.datatree import TxnResult
 
 log = logging.getLogger("zkpy.server")
 

@@ -1,4 +1,4 @@
-"""A quorum member on Twisted: carries out what ``zkpy.replica`` / ``zkpy.zab`` ask.
+"""A quorum member on Twisted: carries out what ``zkpy.server.replica`` / ``zkpy.zab`` ask.
 
 ``EnsembleServer`` adds to the standalone ``ZkServer`` (client ports, session
 ticker) the election and quorum ports, a Zab tick every tickTime, timers for
@@ -22,14 +22,15 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from zkpy.config import ServerConfig
-from zkpy.core import CoreSettings
+from zkpy.net.clientport import ZkServer
+from zkpy.net.peerlinks import ElectionLinks, QuorumLinks, resolve
 from zkpy.net.persist import FuzzySnapshots
-from zkpy.net.quorum import ElectionLinks, QuorumLinks, resolve
-from zkpy.net.server import ZkServer
-from zkpy.replica import Replica
+from zkpy.server.core import CoreSettings
+from zkpy.server.replica import Replica
 from zkpy.storage import dynconfig
 from zkpy.storage.purge import purge
-from zkpy.storage.quorum import (
+from zkpy.storage.txnlog import LogWriter
+from zkpy.storage.zabdisk import (
     ACCEPTED_EPOCH,
     CURRENT_EPOCH,
     QuorumState,
@@ -37,8 +38,7 @@ from zkpy.storage.quorum import (
     truncate_log,
     write_epoch,
 )
-from zkpy.storage.txnlog import LogWriter
-from zkpy.tree import CONFIG_NODE
+from zkpy.tree.datatree import CONFIG_NODE
 from zkpy.zab import messages as m
 from zkpy.zab.events import (
     LOOKING,

@@ -5,10 +5,10 @@ ZooKeeper metric: the gauges of ``ZooKeeperServer.registerMetrics`` (callbacks
 sampled on scrape), the counters and summaries of ``ServerMetrics``, and some
 labelled (``key``) gauge, counter and summary sets. This module describes the
 same families and fills them from the numbers ``mntr`` reports
-(``zkpy.fourletter.monitor_values``), so that the four-letter word, the
+(``zkpy.admin.fourletter.monitor_values``), so that the four-letter word, the
 AdminServer's ``monitor`` command and ``/metrics`` never disagree.
 
-Pure: no Twisted and no sockets; ``zkpy.net.admin`` serves the text.
+Pure: no Twisted and no sockets; ``zkpy.net.adminserver`` serves the text.
 
 Known differences from ZooKeeper's exposition (prometheus simpleclient 0.9.0):
 
@@ -34,10 +34,10 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from zkpy import fourletter
+from zkpy.admin import fourletter
 
 if TYPE_CHECKING:
-    from zkpy.core import ServerCore
+    from zkpy.server.core import ServerCore
 
 PROMETHEUS_PROVIDER = "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider"
 #: Providers that export nothing over HTTP (zkpy computes mntr itself either way).

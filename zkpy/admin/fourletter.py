@@ -29,7 +29,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from zkpy.core import ServerCore
+    from zkpy.server.core import ServerCore
 
 COMMANDS = frozenset({
     "ruok", "srvr", "stat", "conf", "cons", "crst", "dump", "envi", "mntr", "wchs",
@@ -215,7 +215,7 @@ def _proposal_sizes(core: ServerCore) -> str:
 
 
 def _build() -> str:
-    from zkpy.core import BUILD
+    from zkpy.server.core import BUILD
 
     return BUILD
 
