@@ -40,6 +40,7 @@ from zkpy.storage.zabdisk import (
 )
 from zkpy.tree.datatree import CONFIG_NODE
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Durable
 from zkpy.zab.events import (
     LOOKING,
     Append,
@@ -47,9 +48,7 @@ from zkpy.zab.events import (
     DiskState,
     InstallSnapshot,
     Message,
-    Persisted,
     PersistOp,
-    Ready,
     SaveEpoch,
     Start,
     Tick,
@@ -66,6 +65,29 @@ log = logging.getLogger("zkpy.quorum")
 @dataclass(frozen=True)
 class _Roll:
     """Start a new log file (before a snapshot, so the logs after it are separate)."""
+
+
+class _MemberLinks:
+    """The Driver's ``Links``: the quorum and election ports of this member."""
+
+    def __init__(self, server: EnsembleServer) -> None:
+        self.server = server
+
+    def send(self, dest: int, pkt: m.QuorumPacket, token: Any = None) -> None:
+        self.server.links.send(dest, pkt, token)
+
+    def token(self, dest: int) -> Any:
+        return self.server.links.token(dest)
+
+    def disconnect(self, dest: int) -> None:
+        self.server.links.disconnect(dest)
+
+    def vote(self, dest: int, notification: Any) -> None:
+        log.debug("Vote to %d: %s", dest, notification)
+        self.server.election.send(dest, notification)
+
+    def configure(self, config: QuorumConfig) -> None:
+        self.server._use_config(config)
 
 
 class QuorumDisk:
@@ -183,6 +205,7 @@ class EnsembleServer(ZkServer):
         self.cfg = cfg
         self.my_id = cfg.my_id
         self._hosts: dict[str, str] = {}
+        self._wake: Any = None  # the election's next timer
         # The membership the dynamic config file already holds (none written yet).
         self._saved_version = dynconfig.version_of(cfg.dynamic_config_file)
         self.core.restore(state.tree, state.sessions, self.clock())
@@ -200,18 +223,18 @@ class EnsembleServer(ZkServer):
         self.disk = QuorumDisk(reactor, snap_dir, log_dir, last,
                                prealloc_bytes=cfg.pre_alloc_size * 1024,
                                force_sync=cfg.force_sync)
-        self.disk.on_synced = self._synced
-        self.replica = Replica(self.core, self.peer, self._carry_out)
-        self.core.set_config(config.text(), config.version)
         self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
         self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packet, self._on_lost,
                                  connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
+        self.replica = Replica(self.core, self.peer, _MemberLinks(self), self.disk,
+                               self._arm_election_timer)
+        self.disk.on_synced = self._persisted
+        self.core.set_config(config.text(), config.version)
         self._use_config(config)
         self.snapshots = FuzzySnapshots(reactor, self.core, snap_dir, cfg.snap_count,
                                         cfg.force_sync, self.disk.snap_pool)
         self._commits_seen = 0
         self._zab_ticker: task.LoopingCall | None = None
-        self._wake: Any = None
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
     # -- the membership ------------------------------------------------------------------
@@ -291,6 +314,10 @@ class EnsembleServer(ZkServer):
         self.replica.step(event, self.clock())
         self._maybe_snapshot()
 
+    def _persisted(self, after: list[Durable], last: int) -> None:
+        self.replica.persisted(after, last, self.clock())
+        self._maybe_snapshot()
+
     def _on_vote(self, sid: int, notification: Any, config: bytes = b"") -> None:
         log.debug("Vote from %d: %s", sid, notification)
         self._step(Vote(sid, notification, config))
@@ -300,36 +327,6 @@ class EnsembleServer(ZkServer):
 
     def _on_lost(self, sid: int) -> None:
         self._step(ConnectionLost(sid))
-
-    def _synced(self, after: list[tuple[int, m.QuorumPacket, Any]], last: int) -> None:
-        for dest, pkt, token in after:
-            if dest == self.my_id:
-                self.replica.step(Message(dest, pkt), self.clock())
-            else:
-                self.links.send(dest, pkt, token)
-        self._step(Persisted(last))
-
-    # -- a Ready, carried out --------------------------------------------------------------
-
-    def _carry_out(self, ready: Ready) -> None:
-        for config in ready.config:
-            self._use_config(config)
-        links = self.links
-        for sid in ready.disconnect:
-            links.disconnect(sid)
-        if ready.persist or ready.send_after_persist:
-            after = [(dest, pkt, None if dest == self.my_id else links.token(dest))
-                     for dest, pkt in ready.send_after_persist]
-            self.disk.submit(list(ready.persist), after)
-        for dest, pkt in ready.send:
-            if dest == self.my_id:
-                self.reactor.callLater(0, self._step, Message(dest, pkt))
-            else:
-                links.send(dest, pkt)
-        for dest, notification in ready.votes:
-            log.debug("Vote to %d: %s", dest, notification)
-            self.election.send(dest, notification)
-        self._arm_election_timer()
 
     def _arm_election_timer(self) -> None:
         if self._wake is not None and self._wake.active():

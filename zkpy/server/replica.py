@@ -38,6 +38,7 @@ from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_txn, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Disk, Driver, Durable, Links
 from zkpy.zab.events import (
     FOLLOWING,
     LEADING,
@@ -60,11 +61,11 @@ ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader", OBSERVING:
 
 
 class Replica:
-    def __init__(self, core: ServerCore, peer: Peer,
-                 carry_out: Callable[[Ready], None] = lambda ready: None) -> None:
+    def __init__(self, core: ServerCore, peer: Peer, links: Links, disk: Disk,
+                 after_ready: Callable[[], None] | None = None) -> None:
         self.core = core
         self.peer = peer
-        self.carry_out = carry_out
+        self.driver = Driver(peer, links, disk, self, after_ready)
         self.now = core.now
         self.role = 0
         self.established = False
@@ -88,11 +89,27 @@ class Replica:
     def step(self, event: Event, now: int) -> None:
         self.now = now
         self.core.now = max(self.core.now, now)
-        ready = self.peer.step(event, now)
-        self.peer.advance()
-        for change in ready.roles:
+        self.driver.step(event, now)
+        self._settle(now)
+
+    def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
+        """The disk synced everything handed to it so far (``Disk``'s callback)."""
+        self.now = now
+        self.core.now = max(self.core.now, now)
+        self.driver.persisted(after, last_zxid, now)
+        self._settle(now)
+
+    def _settle(self, now: int) -> None:
+        self.read_only.poll(now)
+        self.core.flush()
+
+    # -- what the driver hands us ----------------------------------------------------
+
+    def on_roles(self, changes: list[RoleChange]) -> None:
+        for change in changes:
             self._role(change)
-        self.carry_out(ready)
+
+    def on_ready(self, ready: Ready) -> None:
         for zxid, data in ready.install:
             self._install(zxid, data)
         for zxid, txn in ready.commit:
@@ -108,8 +125,6 @@ class Replica:
             self.core.set_config(config.text(), config.version)
             log.info("Membership 0x%x active: voters %s, observers %s", config.version,
                      sorted(config.voters), sorted(config.observers))
-        self.read_only.poll(now)
-        self.core.flush()
 
     # -- roles ------------------------------------------------------------------------
 
@@ -193,7 +208,7 @@ class Replica:
         _, lo, hi = self._sizes
         self._sizes = (size, size if lo < 0 else min(lo, size), max(hi, size))
         try:
-            self.step(Propose(txn, zxid), self.now)
+            self.driver.step(Propose(txn, zxid), self.now)
         except NotLeader as e:
             self.proposed.pop(zxid, None)
             log.warning("Cannot propose 0x%x: %s", zxid, e)
@@ -250,7 +265,7 @@ class Replica:
     def _send_request(self, req: Request, body: bytes) -> None:
         data = m.request_data(req.session_id, req.cxid, req.type, body)
         try:
-            self.step(Forward(data, req.ids), self.now)
+            self.driver.step(Forward(data, req.ids), self.now)
         except NotLeader:
             self._refuse(req)
 
