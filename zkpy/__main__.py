@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from zkpy.config import ConfigError, ServerConfig, default_config, load_config, system_properties
-from zkpy.server.core import VERSION, CoreSettings
+from zkpy.server.core import CoreSettings
+from zkpy.version import VERSION
 
 log = logging.getLogger("zkpy")
 

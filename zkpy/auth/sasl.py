@@ -12,7 +12,6 @@ Pure: a ``DigestMD5Server`` per connection, bytes in, bytes out.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 REALM = "zk-sasl-md5"
@@ -58,9 +57,9 @@ def _parse_directives(text: str) -> dict[str, str]:
 class DigestMD5Server:
     """One DIGEST-MD5 exchange: challenge, then verify the response and send rspauth."""
 
-    def __init__(self, users: dict[str, str], nonce: str | None = None) -> None:
+    def __init__(self, users: dict[str, str], nonce: str) -> None:
         self.users = users
-        self.nonce = nonce or os.urandom(16).hex()
+        self.nonce = nonce  # fresh for each exchange: the caller's randomness
         self.stage = 0
         self.user: str | None = None
 

@@ -16,6 +16,7 @@ from twisted.internet import protocol, task
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from zkpy.net.host import SystemHost
 from zkpy.server.core import CoreSettings, ServerCore
 
 log = logging.getLogger("zkpy.net")
@@ -152,7 +153,7 @@ class ZkServer:
     def __init__(self, reactor: Any, settings: CoreSettings, clock: Any = wall_ms) -> None:
         self.reactor = reactor
         self.clock = clock
-        self.core = ServerCore(settings, clock())
+        self.core = ServerCore(settings, clock(), SystemHost())
         self.core.after_flush = self._release_throttled
         self.throttled: set[ClientProtocol] = set()
         self.port: Any = None

@@ -35,7 +35,7 @@ from typing import Any
 
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
-from zkpy.server.connection import decode_body
+from zkpy.jute.requests import decode_body
 from zkpy.server.core import ServerCore
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
