@@ -20,7 +20,6 @@ import pytest
 from zk_harness import T0, connected, make_core
 
 from zkpy.admin import fourletter, monitor
-from zkpy.admin.metrics import PROMETHEUS_PROVIDER, make_registry
 from zkpy.net.adminserver import (
     BY_NAME,
     COMMANDS,
@@ -29,6 +28,7 @@ from zkpy.net.adminserver import (
     jackson_json,
     run_command,
 )
+from zkpy.net.metrics import PROMETHEUS_PROVIDER, make_registry
 from zkpy.testing.launchers import ServerError, ZkpyServer, free_port
 
 parser = pytest.importorskip("prometheus_client.parser")

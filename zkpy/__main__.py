@@ -102,12 +102,13 @@ def _enforce_auth_schemes(cfg: ServerConfig) -> tuple[str, ...]:
 
 
 def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
-    from zkpy.auth.sasl import load_jaas_users
+    from zkpy.auth.sasl import parse_jaas_users
 
     if not cfg.jaas_config_path:
         return None
     try:
-        users = load_jaas_users(cfg.jaas_config_path)
+        with open(cfg.jaas_config_path, encoding="utf-8") as f:
+            users = parse_jaas_users(f.read())
     except OSError as e:
         raise ConfigError(f"java.security.auth.login.config: cannot read "
                           f"{cfg.jaas_config_path}: {e}") from e

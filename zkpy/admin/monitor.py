@@ -2,7 +2,7 @@
 
 The four-letter words (``zkpy.admin.fourletter``), the AdminServer
 (``zkpy.net.adminserver``) and the Prometheus collector
-(``zkpy.admin.metrics``) all take their values from here, so the three never
+(``zkpy.net.metrics``) all take their values from here, so the three never
 disagree: ``monitor_values`` (mntr's keys, in Apache ZooKeeper 3.8's order),
 latencies, node counts, the server's state, data directory sizes, the
 environment, trace masks, and Java-compatible renderings of numbers, dates
@@ -171,7 +171,7 @@ def setting(core: ServerCore, key: str, default: str) -> str:
 
 def snap_dir(path: str) -> str:
     """ZooKeeper keeps its files in ``<dir>/version-2`` and prints that path."""
-    return posixpath.join(posixpath.abspath(path), "version-2") if path else ""
+    return posixpath.join(path, "version-2") if path else ""  # (config made it absolute)
 
 
 def data_dirs(core: ServerCore) -> tuple[str, str]:

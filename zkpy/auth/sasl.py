@@ -32,13 +32,6 @@ def parse_jaas_users(text: str, section: str = "Server") -> dict[str, str]:
     return {name: pw for name, pw in re.findall(r'user_([^\s=]+)\s*=\s*"([^"]*)"', body)}
 
 
-def load_jaas_users(path: str | None) -> dict[str, str]:
-    if not path:
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return parse_jaas_users(f.read())
-
-
 def _h(data: bytes) -> bytes:
     return hashlib.md5(data).digest()
 

@@ -20,7 +20,7 @@ AdminServer, as ZooKeeper 3.8's ``JettyAdminServer`` + ``Commands``:
 Metrics: with ``metricsProvider.className`` set to ZooKeeper's
 ``PrometheusMetricsProvider``, ``GET /metrics`` on ``metricsProvider.httpHost``
 (0.0.0.0) : ``metricsProvider.httpPort`` (7000) serves the text exposition of
-``zkpy.admin.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
+``zkpy.net.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
 """
 
 from __future__ import annotations
@@ -488,7 +488,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     from twisted.internet.error import CannotListenError
 
     # prometheus_client is only needed when metrics are wanted.
-    from zkpy.admin.metrics import (
+    from zkpy.net.metrics import (
         PASSIVE_PROVIDERS,
         PROMETHEUS_PROVIDER,
         make_registry,
