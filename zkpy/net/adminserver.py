@@ -357,7 +357,7 @@ def run_command(ctx: AdminContext, name: str, kwargs: dict[str, str] | None = No
         return {"command": name, "error": f"Unknown command: {name}"}
     core = ctx.core
     # What a four-letter word's arrival does: time moves on (uptime, expiry buckets).
-    core.now = max(core.now, ctx.clock())
+    core.at(ctx.clock())
     data = cmd.run(ctx, dict(kwargs or {}))
     out = dict(data)
     out["command"] = cmd.primary

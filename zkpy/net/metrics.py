@@ -137,7 +137,7 @@ class ZooKeeperCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         if self.clock is not None:
-            self.core.now = max(self.core.now, self.clock())
+            self.core.at(self.clock())
         values = dict(monitor.monitor_values(self.core))
         for name in GAUGES:
             if name not in values:  # e.g. no file descriptor counts on this platform

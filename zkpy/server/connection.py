@@ -87,7 +87,7 @@ class Connection:
 
     def receive(self, data: bytes, now: int) -> None:
         core = self.core
-        core.now = now
+        core.at(now)
         if self.state in ("closing", "closed"):
             return
         buf = self.buf
@@ -116,7 +116,7 @@ class Connection:
             if self.state in ("closing", "closed"):
                 break
         del buf[:off]
-        core.dirty[self] = None
+        core.mark_dirty(self)
 
     def _frame(self, frame: bytes, now: int) -> None:
         self.packets_received += 1
@@ -189,7 +189,7 @@ class Connection:
             early, self.early = self.early, []
             for frame in early:
                 routing.route(self.core, self, frame, self.core.now)
-            self.core.dirty[self] = None
+            self.core.mark_dirty(self)
             return
         assert rc is not None
         err, payload = write_reply(req, rc)
@@ -267,7 +267,7 @@ class Connection:
             self.max_latency = latency
         self.total_latency += latency
         self.latency_count += 1
-        self.core.dirty[self] = None
+        self.core.mark_dirty(self)
 
     def send_event(self, etype: int, path: str) -> None:
         body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()
@@ -281,7 +281,7 @@ class Connection:
         self.out_bytes += len(frame)
         self.packets_sent += 1
         self.core.stats.packets_sent += 1
-        self.core.dirty[self] = None
+        self.core.mark_dirty(self)
 
     def flush(self) -> None:
         if self.out and self.state != "closed":
@@ -296,7 +296,7 @@ class Connection:
         self.close_pending = True
         if self.state != "closed":
             self.state = "closing"
-        self.core.dirty[self] = None
+        self.core.mark_dirty(self)
 
     def abort(self, reason: str, quiet: bool = False) -> None:
         """Close this connection at once (after writing what is already queued)."""
@@ -308,6 +308,17 @@ class Connection:
         self.state = "closed"
         self.core.connection_lost(self)
         self.closer()
+
+    def lost(self) -> None:
+        """The transport is gone: nothing more is read or written here, and the
+        replies still on their way (writes being committed) are dropped."""
+        if self.state != "closed":  # not closed by us: the client went away
+            log.info("Client %s:%d closed the connection%s", self.host, self.port,
+                     f" with {len(self.buf)} bytes of an incomplete frame unread"
+                     if self.buf else "")
+            self.state = "closed"
+            self.out.clear()
+        self.core.connection_lost(self)
 
     def _four_letter(self, cmd: str) -> None:
         self.state = "closing"

@@ -94,7 +94,8 @@ class Upstream(Protocol):
 
 
 class ServerCore:
-    def __init__(self, settings: CoreSettings, now_ms: int, host: Host | None = None) -> None:
+    def __init__(self, settings: CoreSettings, now_ms: int, host: Host | None = None,
+                 after_flush: Callable[[], None] | None = None) -> None:
         self.settings = settings
         # The machine, for the few facts the core reports or needs (zkpy.server.host).
         self.host: Host = host if host is not None else PlainHost()
@@ -122,7 +123,8 @@ class ServerCore:
         self._last_container_check = now_ms
         self._conn_ids = 0
         self.outstanding_writes = 0  # proposed or forwarded, not yet committed
-        self.after_flush: Callable[[], None] | None = None
+        # The adapter's hook once the output is handed over (it lifts the throttle).
+        self.after_flush = after_flush
         # The replica this core is joined to (``attach``): it replicates our writes
         # (standalone too, as an ensemble of one) and says which mode we are in.
         self.replica: Any = None
@@ -220,18 +222,24 @@ class ServerCore:
         self.connections[conn.id] = conn
         return conn
 
-    def connection_lost(self, conn: Any) -> None:
+    def connection_lost(self, conn: Connection) -> None:
+        """Forget a connection that is gone (``Connection.lost``)."""
         if self.connections.pop(conn.id, None) is None:
             return
-        if conn.state != "closed":  # not closed by us: the client went away
-            log.info("Client %s:%d closed the connection%s", conn.host, conn.port,
-                     f" with {len(conn.buf)} bytes of an incomplete frame unread"
-                     if conn.buf else "")
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
         if session is not None and session.conn is conn:
             session.conn = None
+
+    def at(self, now: int) -> None:
+        """Time has reached ``now`` (ms): what the next commit or reply is stamped with."""
+        if now > self.now:
+            self.now = now
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """``conn`` has output for the next ``flush``."""
+        self.dirty[conn] = None
 
     def flush(self) -> None:
         """Hand every connection's queued output to its transport."""

@@ -91,14 +91,14 @@ class Replica:
 
     def step(self, event: Event, now: int) -> None:
         self.now = now
-        self.core.now = max(self.core.now, now)
+        self.core.at(now)
         self.driver.step(event, now)
         self._settle(now)
 
     def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
         """The disk synced everything handed to it so far (``Disk``'s callback)."""
         self.now = now
-        self.core.now = max(self.core.now, now)
+        self.core.at(now)
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 
