@@ -73,12 +73,10 @@ class LeaderAcksBeforePersist(Peer):
     """Planted bug: the leader counts its own ACK of a proposal before the
     proposal is synced to its own log (so it may commit on one follower's ACK)."""
 
-    def send_durable(self, dest: int, pkt: m.QuorumPacket) -> None:
-        if (pkt.type == m.ACK and dest == self.my_id and self.leading is not None
-                and m.counter_of(pkt.zxid) != 0):
-            self.send(dest, pkt)
-        else:
-            super().send_durable(dest, pkt)
+    def _on_propose(self, event: Propose) -> None:
+        super()._on_propose(event)
+        assert self.leading is not None
+        self.leading.logged = self.history.last_zxid  # "on disk" before the sync
 
 
 class AckNewLeaderBeforeSync(Peer):

@@ -92,6 +92,9 @@ class Upstream(Protocol):
     def forward(self, req: Request) -> None:
         """Following: hand a write or sync to the leader; its commit (or SYNC) follows."""
 
+    def flush(self) -> None:
+        """The end of a turn: hand what was proposed in it to Zab."""
+
 
 class ServerCore:
     def __init__(self, settings: CoreSettings, now_ms: int, host: Host | None = None,
@@ -242,11 +245,14 @@ class ServerCore:
         self.dirty[conn] = None
 
     def flush(self) -> None:
-        """Hand every connection's queued output to its transport."""
+        """The end of a turn: the writes prepared in it go to the replica, then every
+        connection's queued output to its transport."""
+        if self.replica is not None:
+            self.replica.flush()
         while self.dirty:
-            conn = next(iter(self.dirty))
-            del self.dirty[conn]
-            conn.flush()
+            dirty, self.dirty = self.dirty, {}
+            for conn in dirty:
+                conn.flush()
         if self.after_flush is not None:
             self.after_flush()
 

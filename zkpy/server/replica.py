@@ -52,7 +52,7 @@ from zkpy.zab.events import (
     Event,
     Forward,
     NotLeader,
-    Propose,
+    ProposeMany,
     Ready,
     RoleChange,
 )
@@ -76,6 +76,7 @@ class Replica:
         self.established = False
         self.leader: int | None = None
         self.proposed: dict[int, Request] = {}  # leader: zxid -> its request
+        self._to_propose: list[Request] = []  # prepared this turn, for ``flush``
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
         self.role_changes = 0  # how often the role changed (tests watch it for flaps)
@@ -164,6 +165,7 @@ class Replica:
 
     def _stand_down(self, why: str) -> None:
         self.core.become(Mode.NOT_SERVING, why)
+        self._to_propose.clear()
         self.proposed.clear()
         self.waiting.clear()
         self.syncs.clear()
@@ -177,19 +179,34 @@ class Replica:
     # -- the leader's side -------------------------------------------------------------
 
     def propose(self, req: Request) -> None:
-        """ServerCore's commit seam on the leader: Zab broadcasts the prepared txn."""
-        zxid = req.hdr.zxid
-        self.proposed[zxid] = req
-        txn = encode_txn(req.hdr, req.txn)
-        size = len(txn)
+        """ServerCore's commit seam on the leader: the prepared write goes to Zab with
+        the others of this turn (``flush``)."""
+        self._to_propose.append(req)
+
+    def flush(self) -> None:
+        """The end of a turn (ServerCore.flush): every write prepared in it is
+        proposed in one Zab step, so they share one disk batch."""
+        if not self._to_propose:
+            return
+        reqs, self._to_propose = self._to_propose, []
+        entries: list[tuple[int | None, bytes]] = []
         _, lo, hi = self._sizes
-        self._sizes = (size, size if lo < 0 else min(lo, size), max(hi, size))
+        size = 0
+        for req in reqs:
+            zxid = req.hdr.zxid
+            self.proposed[zxid] = req
+            txn = encode_txn(req.hdr, req.txn)
+            size = len(txn)
+            lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
+            entries.append((zxid, txn))
+        self._sizes = (size, lo, hi)
         try:
-            self.driver.step(Propose(txn, zxid), self.now)
+            self.driver.step(ProposeMany(entries), self.now)
         except NotLeader as e:
-            self.proposed.pop(zxid, None)
-            log.warning("Cannot propose 0x%x: %s", zxid, e)
-            self._refuse(req)
+            log.warning("Cannot propose 0x%x: %s", reqs[e.accepted].hdr.zxid, e)
+            for req in reqs[e.accepted:]:
+                self.proposed.pop(req.hdr.zxid, None)
+                self._refuse(req)
 
     def _membership(self) -> tuple[Any, bool, set[int]]:
         """For a reconfig's checks: the active membership, whether a reconfig is in

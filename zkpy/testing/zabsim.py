@@ -80,8 +80,8 @@ def report_leader_progress(check: Any, tree: list[Any], i: int, peer: Any) -> No
     lead = peer.leading
     if lead is None:
         return
-    for zxid, ackers in lead.outstanding.items():
-        if peer.quorum(ackers):
+    for zxid in lead.outstanding:
+        if peer.quorum(lead.ackers(zxid)):
             txn = peer.history.txn(zxid)
             assert txn is not None
             check.on_quorum_acked(zxid, txn)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from zkpy.zab.election import Notification
-from zkpy.zab.events import Event, Message, Persisted, PersistOp, Ready, RoleChange
+from zkpy.zab.events import Event, Message, NotLeader, Persisted, PersistOp, Ready, RoleChange
 from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.messages import QuorumPacket
 from zkpy.zab.peer import Peer
@@ -120,7 +120,15 @@ class Driver:
         self.now = max(self.now, now)
         self._depth += 1
         try:
-            ready = self.peer.step(event, self.now)
+            try:
+                ready = self.peer.step(event, self.now)
+            except NotLeader:
+                # Refused (part of) a proposal: what it decided before refusing
+                # (the entries it did propose) is carried out all the same.
+                ready = self.peer.ready()
+                self.peer.advance()
+                self._carry_out(ready)
+                raise
             self.peer.advance()
             self._carry_out(ready)
         finally:

@@ -118,6 +118,7 @@ from zkpy.zab.events import (
     Persisted,
     PersistOp,
     Propose,
+    ProposeMany,
     Ready,
     RoleChange,
     Start,
@@ -203,10 +204,14 @@ class Peer:
                 self._election_timer()
         elif isinstance(event, Propose):
             self._on_propose(event)
+        elif isinstance(event, ProposeMany):
+            self._on_propose_many(event)
         elif isinstance(event, Forward):
             self._on_forward(event)
         elif isinstance(event, Persisted):
             self.durable_zxid = event.zxid
+            if self.leading is not None:
+                self.leading.on_persisted(event.zxid)
         elif isinstance(event, ConnectionLost):
             self._on_lost(event.peer)
         elif not isinstance(event, Start):
@@ -405,6 +410,11 @@ class Peer:
         if self.leading is None or not self.leading.established:
             raise NotLeader("only an established leader takes proposals")
         self.leading.propose(event.txn, event.zxid)
+
+    def _on_propose_many(self, event: ProposeMany) -> None:
+        if self.leading is None or not self.leading.established:
+            raise NotLeader("only an established leader takes proposals")
+        self.leading.propose_many(event.entries)
 
     def _on_forward(self, event: Forward) -> None:
         if self.following is None:
