@@ -80,8 +80,9 @@ class MemberServer(ZkServer):
         super().__init__(reactor, settings, clock)
         self.cfg = cfg
         self.standalone = cfg.is_standalone
-        self.my_id = settings.server_id if self.standalone else cfg.my_id
-        assert self.my_id is not None
+        my_id = settings.server_id if self.standalone else cfg.my_id
+        assert my_id is not None
+        self.my_id: int = my_id
         self._hosts: dict[str, str] = {}
         self._wake: Any = None  # the election's next timer
         self.core.restore(state.tree, state.sessions, self.clock())

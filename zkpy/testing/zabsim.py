@@ -26,6 +26,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from zkpy.testing.simnet import SimNet
@@ -168,7 +169,7 @@ class Cluster:
         self.peers[i] = peer
         self.drivers[i] = Driver(peer, _ClusterLinks(self, i), _ClusterDisk(self, i),
                                  TreeApp(self.check, self.trees, i, peer),
-                                 lambda i=i: self._after_step(i))
+                                 partial(self._after_step, i))
         self.step(i, Start())
 
     def live(self) -> list[int]:

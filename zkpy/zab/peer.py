@@ -98,6 +98,7 @@ until it commits, needs a quorum of the old voters and of the new ones.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from zkpy.zab import membership
 from zkpy.zab import messages as m
@@ -296,7 +297,7 @@ class Peer:
         if peer not in self._ready.disconnect:
             self._ready.disconnect.append(peer)
 
-    def request(self, src: int, data: bytes, auth: list | None = None) -> None:
+    def request(self, src: int, data: bytes, auth: list[Any] | None = None) -> None:
         self._ready.requests.append((src, data, auth))
 
     def install(self, zxid: int, data: bytes) -> None:
