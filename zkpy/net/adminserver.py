@@ -441,11 +441,40 @@ class MetricsResource(resource.Resource):
 
 
 class EndpointError(Exception):
-    """An HTTP endpoint could not start; ``exit_code`` is ZooKeeper's for the case."""
+    """An HTTP endpoint could not start; ``exit_code`` is ZooKeeper's for the case;
+    ``port_taken`` when only its port could not be bound."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, port_taken: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.port_taken = port_taken
+
+
+def start_endpoints(reactor: Any, core: ServerCore, cfg: ServerConfig,
+                    clock: Callable[[], int] = _wall_ms) -> int | None:
+    """Start the metrics provider and the AdminServer; an exit code if start-up must stop.
+
+    Measured on ZooKeeper 3.8: an ensemble member whose AdminServer port is taken
+    logs "Problem starting AdminServer" (WARN) and serves on; a standalone server
+    exits 4; a metrics provider that cannot start (its port taken) exits 1 either way.
+    zkpy: a member, and the zero-config server, keep serving without the endpoint
+    whose port is taken (metrics included: a monitoring port must not cost the
+    ensemble a voter); a standalone server from a zoo.cfg exits as ZooKeeper does.
+    """
+    from zkpy.config import DEFAULT_SOURCE
+
+    survive = not cfg.is_standalone or cfg.source == DEFAULT_SOURCE
+    for start in (start_metrics_provider, start_admin_server):
+        try:
+            start(reactor, core, cfg, clock)
+        except EndpointError as e:
+            if not (e.port_taken and survive):
+                log.error("%s; exiting abnormally", e)
+                return e.exit_code
+            log.warning("%s; serving without it (set %s to move it)", e,
+                        "metricsProvider.httpPort" if start is start_metrics_provider
+                        else "admin.serverPort, or admin.enableServer=false,")
+    return None
 
 
 def _idle_timeout_s(props: Mapping[str, str]) -> float | None:
@@ -481,7 +510,8 @@ def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
         port = reactor.listenTCP(cfg.admin_server_port, site, interface=host)
     except CannotListenError as e:
         raise EndpointError(f"Problem starting AdminServer on address {host}, port "
-                            f"{cfg.admin_server_port} and command URL {url}: {e}", 4) from e
+                            f"{cfg.admin_server_port} and command URL {url}: {e}", 4,
+                            port_taken=True) from e
     bound = port.getHost()
     log.info("Started AdminServer on address %s, port %d and command URL %s", host, bound.port,
              url)
@@ -505,8 +535,9 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     if cls in PASSIVE_PROVIDERS:
         return None
     if cls != PROMETHEUS_PROVIDER:
+        # ZooKeeper: "metrics provider class was not found", an invalid config (exit 2).
         raise EndpointError(f"Cannot boot MetricsProvider {cls}: zkpy provides "
-                            f"{PROMETHEUS_PROVIDER} and the built-in ones only", 1)
+                            f"{PROMETHEUS_PROVIDER} and the built-in ones only", 2)
     conf = dict(cfg.metrics_provider_config)
     conf["httpPort"] = str(cfg.metrics_provider_http_port)
     try:
@@ -520,7 +551,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
         port = reactor.listenTCP(port_no, site, interface=host)
     except CannotListenError as e:
         raise EndpointError(f"Cannot boot MetricsProvider {cls}: cannot start /metrics server "
-                            f"on {host}:{port_no}: {e}", 1) from e
+                            f"on {host}:{port_no}: {e}", 1, port_taken=True) from e
     log.info("Started /metrics HTTP endpoint at host: %s, port: %d, exportJvmInfo: %s", host,
              port.getHost().port, export)
     return port
@@ -529,5 +560,5 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
 __all__ = [
     "AdminContext", "COMMANDS", "Command", "CommandResource", "EndpointError", "MetricsResource",
     "command_links", "connection_info", "jackson_json", "run_command", "start_admin_server",
-    "start_metrics_provider",
+    "start_endpoints", "start_metrics_provider",
 ]
