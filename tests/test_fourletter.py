@@ -20,6 +20,7 @@ from zkpy.config import ALL_FOUR_LETTER_WORDS
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
 from zkpy.server.core import BUILD, CoreSettings, ServerCore
+from zkpy.testing.standalone import standalone
 
 REF = json.loads((Path(__file__).parent / "data" / "reference_behaviour.json").read_text())
 OUT = REF["f_four_letter_words"]["outputs"]
@@ -63,7 +64,7 @@ def make_core(tmp_path: Path | None = None, **kw: Any) -> ServerCore:
     kw.setdefault("four_letter_words", ALL_FOUR_LETTER_WORDS)
     if tmp_path is not None:
         kw.setdefault("data_dir", str(tmp_path / "data"))
-    return ServerCore(CoreSettings(**kw), T0)
+    return standalone(CoreSettings(**kw), T0).core
 
 
 _ports = iter(range(40000, 60000))

@@ -103,8 +103,8 @@ def test_three_members_elect_one_leader() -> None:
     assert modes == ["follower", "follower", "leader"]
     assert all(mb.core.serving for mb in sim.members.values())
     assert all(mb.replica.leader == leader.id for mb in sim.members.values())
-    assert leader.core.expiring
-    assert not any(f.core.expiring for f in sim.followers())
+    assert leader.core.rules.expires
+    assert not any(f.core.rules.expires for f in sim.followers())
     assert leader.peer.current_epoch == 1
     assert all(mb.peer.current_epoch == 1 for mb in sim.members.values())
 

@@ -122,19 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(argv)
 
 
-def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
-    """Load the data directory as a quorum member does (tree from the snapshot,
-    the log as accepted history) and build the server; None if it cannot start."""
-    from zkpy.net.member import EnsembleServer
-    from zkpy.storage.recovery import RecoveryError, data_dirs
-    from zkpy.storage.zabdisk import load_quorum_state
+def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
+    """Load the data directory and build the server (standalone or ensemble member:
+    the same pipeline); None if it cannot start."""
+    from zkpy.net.member import MemberServer
+    from zkpy.storage.recovery import RecoveryError, data_dirs, load
 
     snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
     try:
         os.makedirs(snap_dir, exist_ok=True)
         os.makedirs(log_dir, exist_ok=True)
         started = time.monotonic()
-        state = load_quorum_state(snap_dir, log_dir)
+        state = load(snap_dir, log_dir)
     except RecoveryError as e:
         log.error("Cannot recover the data directory: %s", e)
         return None
@@ -142,10 +141,12 @@ def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> A
         log.error("Cannot use the data directory %s: %s", cfg.data_dir, e)
         return None
     log.info("Loaded %d znodes and %d sessions from the snapshot at zxid 0x%x, %d logged "
-             "transactions after it, acceptedEpoch %d, currentEpoch %d, in %.2fs",
-             len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
-             state.accepted_epoch, state.current_epoch, time.monotonic() - started)
-    server = EnsembleServer(reactor, settings, cfg, state, snap_dir, log_dir)
+             "transactions after it%s, in %.2fs from %s", len(state.tree), len(state.sessions),
+             state.snapshot_zxid, len(state.log),
+             "" if cfg.is_standalone else f", acceptedEpoch {state.accepted_epoch}, "
+                                          f"currentEpoch {state.current_epoch}",
+             time.monotonic() - started, cfg.data_dir)
+    server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
     _autopurge(reactor, cfg, server.purge)
     return server
 
@@ -160,44 +161,6 @@ def _autopurge(reactor: Any, cfg: ServerConfig, purge: Any) -> None:
         purger.start(cfg.autopurge_purge_interval * 3600, now=True)
 
 
-def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
-    """Recover the tree and sessions, snapshot them, and log every commit from now on."""
-
-    from zkpy.net.clientport import wall_ms
-    from zkpy.net.persist import LogCommitter
-    from zkpy.storage.formats import snapshot_name
-    from zkpy.storage.recovery import RecoveryError, data_dirs, recover
-    from zkpy.storage.snapshot import write_tree
-
-    snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
-    try:
-        os.makedirs(snap_dir, exist_ok=True)
-        os.makedirs(log_dir, exist_ok=True)
-        started = time.monotonic()
-        rec = recover(snap_dir, log_dir)
-        server.core.restore(rec.tree, rec.sessions, wall_ms())
-        snap = os.path.join(snap_dir, snapshot_name(rec.last_zxid))
-        if not os.path.exists(snap):
-            # As ZooKeeper does after loading: a clean snapshot of what was recovered.
-            write_tree(snap, rec.tree, rec.sessions, cfg.force_sync)
-        log.info("Loaded %d znodes and %d sessions at zxid 0x%x in %.2fs from %s",
-                 len(rec.tree), len(rec.sessions), rec.last_zxid, time.monotonic() - started,
-                 cfg.data_dir)
-    except RecoveryError as e:
-        log.error("Cannot recover the data directory: %s", e)
-        return False
-    except OSError as e:
-        log.error("Cannot use the data directory %s: %s", cfg.data_dir, e)
-        return False
-    committer = LogCommitter(reactor, server.core, snap_dir, log_dir,
-                             prealloc_bytes=cfg.pre_alloc_size * 1024,
-                             force_sync=cfg.force_sync, snap_count=cfg.snap_count,
-                             retain=cfg.autopurge_snap_retain_count)
-    server.core.committer = committer
-    _autopurge(reactor, cfg, committer.purge)
-    return True
-
-
 def _abandon(reactor: Any, code: int) -> int:
     """Exit before serving: stop the transaction log's threads first, or exit would hang."""
     reactor.fireSystemEvent("shutdown")
@@ -208,8 +171,6 @@ def _serve(cfg: ServerConfig) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 
-    from zkpy.net.clientport import ZkServer
-
     reactor: Any = _reactor
     try:
         settings = settings_from(cfg)
@@ -219,18 +180,11 @@ def _serve(cfg: ServerConfig) -> int:
     if cfg.client_port is None and cfg.secure_client_port is None:
         log.error("%s: clientPort is not set (nor secureClientPort)", cfg.source)
         return 2
-    server: Any
-    if cfg.is_standalone:
-        server = ZkServer(reactor, settings)
-        if not _open_data_dir(server, cfg, reactor):
-            return 1
-    else:
-        server = _quorum_member(cfg, settings, reactor)
-        if server is None:
-            return 1
+    server = _build_server(cfg, settings, reactor)
+    if server is None:
+        return 1
     try:
-        if not cfg.is_standalone:
-            server.start_quorum()
+        server.start()
         server.listen(plain=cfg.client_port is not None)
         if cfg.secure_client_port is not None:
             from zkpy.net.tls import ServerTLS, TLSConfigError

@@ -204,13 +204,13 @@ def _server_stats(core: ServerCore) -> str:
 def server_state(core: ServerCore) -> str:
     """standalone, or a quorum member's role: leader, follower, read-only (looking: not
     serving)."""
-    return "standalone" if core.quorum is None else core.quorum.mode
+    return core.mode.value
 
 
 def _proposal_sizes(core: ServerCore) -> str:
     if server_state(core) != "leader":
         return ""
-    last, lo, hi = core.quorum.proposal_sizes()
+    last, lo, hi = core.replica.proposal_sizes()
     return f"Proposal sizes last/min/max: {last}/{lo}/{hi}\n"
 
 
@@ -222,7 +222,7 @@ def _build() -> str:
 
 def _version_lines(core: ServerCore) -> str:
     read_only = ("READ-ONLY mode; serving only read-only clients\n"
-                 if core.read_only is not None else "")
+                 if core.read_only else "")
     return f"Zookeeper version: {_build()}\n" + read_only
 
 
@@ -387,11 +387,11 @@ def _conf(core: ServerCore, conn: Any) -> str:
         ("maxSessionTimeout", s.max_session_timeout),
         ("clientPortListenBacklog", _setting(core, "clientPortListenBacklog", "-1")),
         # A standalone ZooKeeperServer reports server id 0; a quorum member its myid.
-        ("serverId", 0 if core.quorum is None else s.server_id),
+        ("serverId", s.server_id if core.rules.in_ensemble else 0),
     ]
-    if core.quorum is not None:
-        conf = list(core.quorum.conf)
-        if core.read_only is not None:  # ReadOnlyZooKeeperServer.dumpConf: up to peerType
+    if core.rules.in_ensemble:
+        conf = list(core.replica.conf)
+        if core.read_only:  # ReadOnlyZooKeeperServer.dumpConf: up to peerType
             keys = [k for k, _ in conf]
             conf = conf[:keys.index("membership: ")] if "membership: " in keys else conf
         lines += conf
@@ -399,7 +399,7 @@ def _conf(core: ServerCore, conn: Any) -> str:
     # the list ends with QuorumVerifier.toString's "version=..." and no newline after it
     # (a read-only server's ends with peerType and a newline).
     text = "".join(f"{k}\n" if k.endswith(": ") else f"{k}={v}\n" for k, v in lines)
-    return text[:-1] if core.quorum is not None and core.read_only is None else text
+    return text[:-1] if core.rules.in_ensemble and not core.read_only else text
 
 
 def _dirs(core: ServerCore, conn: Any) -> str:
@@ -498,7 +498,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     if fds is not None:
         real["open_file_descriptor_count"], real["max_file_descriptor_count"] = fds
     out: list[tuple[str, Any]] = []
-    order = _MNTR_SIMPLE if core.read_only is None else _MNTR_READ_ONLY
+    order = _MNTR_READ_ONLY if core.read_only else _MNTR_SIMPLE
     for key in order:
         if key.endswith("file_descriptor_count") and fds is None:
             continue
@@ -510,7 +510,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
                 (f"cnt_{name}", 0), (f"sum_{name}", 0)]
         if pct:
             out += [(f"{p}_{name}", 0) for p in ("p50", "p95", "p99", "p999")]
-    if core.quorum is not None and core.read_only is None:
+    if core.rules.in_ensemble and not core.read_only:
         # (ReadOnlyZooKeeperServer is a plain ZooKeeperServer: no peer_state, quorum_size.)
         out = _with_quorum_values(core, out)
     return out
@@ -519,7 +519,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
 def _with_quorum_values(core: ServerCore, out: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """A quorum member's extra mntr keys, each placed after the key ZooKeeper 3.8
     prints it after (its metrics map order, measured on a 3-server ensemble)."""
-    quorum = core.quorum
+    quorum = core.replica
     after: dict[str, list[tuple[str, Any]]] = {
         "server_state": [("peer_state", quorum.peer_state())],
         "non_mtls_local_conn_count": [("quorum_size", len(quorum.peer.voters))],
@@ -577,7 +577,7 @@ def _stmk(core: ServerCore, conn: Any) -> str:
 
 def _isro(core: ServerCore) -> str:
     """IsroCommand: "null" while no ZooKeeperServer runs (a member without quorum)."""
-    if core.read_only is not None:
+    if core.read_only:
         return "ro"
     return "rw" if core.serving else "null"
 

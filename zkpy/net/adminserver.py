@@ -203,7 +203,7 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "non_mtlsremote_conn_count": mv.get("non_mtls_remote_conn_count", 0),
         "non_mtlslocal_conn_count": mv.get("non_mtls_local_conn_count", 0),
     }
-    return {"version": fourletter._build(), "read_only": core.read_only is not None,
+    return {"version": fourletter._build(), "read_only": core.read_only,
             "server_stats": stats,
             "client_response": _buffer_stats(mv), "node_count": fourletter._node_count(core)}
 
@@ -333,7 +333,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("initial_configuration", "icfg"),
             lambda ctx, kw: {"initial_configuration": ctx.initial_config}),
     Command(("is_read_only", "isro"),
-            lambda ctx, kw: {"read_only": ctx.core.read_only is not None}),
+            lambda ctx, kw: {"read_only": ctx.core.read_only}),
     Command(("last_snapshot", "lsnp"), _last_snapshot),
     # Standalone: LeaderCommand has no quorum peer to ask.
     Command(("leader", "lead"), _const(error="server is not initialized")),

@@ -163,7 +163,7 @@ class Connection:
             self.abort("ZooKeeperServer not running")
             return
         read_only = core.read_only
-        if read_only is not None and not req.readOnly:
+        if read_only and not req.readOnly:
             # ReadOnlyZooKeeperServer: only clients that allow read-only mode (old clients,
             # without the flag, included) are refused.
             log.info("Refusing session request for not-read-only client %s:%d", self.host,
@@ -178,8 +178,8 @@ class Connection:
         timeout = min(max(req.timeOut, settings.min_session_timeout),
                       settings.max_session_timeout)
         self.timeout = timeout
-        if req.sessionId == 0 and read_only is not None:
-            self._open_read_only(read_only, timeout, now)
+        if req.sessionId == 0 and read_only:
+            self._open_read_only(timeout, now)
             return
         if req.sessionId == 0 and settings.local_sessions:
             # localSessionsEnabled: the session lives here alone, no proposal.
@@ -197,7 +197,7 @@ class Connection:
             core.submit(_marker, now)
             return
         sid = req.sessionId
-        if read_only is not None and read_only.is_global(sid):
+        if read_only and core.is_global_session(sid):
             log.info("Refusing global session reconnection in RO mode %s:%d", self.host,
                      self.port)
             self.abort("a global session in read-only mode", quiet=True)
@@ -219,8 +219,8 @@ class Connection:
         log.info("Client %s:%d reconnected to session %s, timeout %dms", self.host, self.port,
                  hex_sid(sid), timeout)
 
-    def _open_read_only(self, read_only: Any, timeout: int, now: int) -> None:
-        sid = read_only.new_session(timeout, now, f"{self.host}:{self.port}")
+    def _open_read_only(self, timeout: int, now: int) -> None:
+        sid = self.core.read_only_session(timeout, now, f"{self.host}:{self.port}")
         if sid is None:
             # ZooKeeper 3.8's answer to the createSession: a bare reply header.
             self._queue(_REPLY.pack(16, 0, self.core.last_zxid, int(Err.NOTREADONLY)))
@@ -239,8 +239,7 @@ class Connection:
         self._send_connect_response(timeout, sid, session_password(sid))
 
     def _send_connect_response(self, timeout: int, sid: int, passwd: bytes) -> None:
-        read_only = self.core.read_only is not None
-        body = S.ConnectResponse(0, timeout, sid, passwd, read_only).encode()
+        body = S.ConnectResponse(0, timeout, sid, passwd, self.core.read_only).encode()
         if self.old_client:
             body = body[:-1]
         self._queue(_LEN.pack(len(body)) + body)
@@ -277,16 +276,12 @@ class Connection:
                     session, xid, op, body, now):
                 return
         # A follower's sync waits for the leader's SYNC, like a write for its commit.
-        forward_sync = core.sync if op == Op.sync else None
-        if op in WRITE_OPS or forward_sync is not None:
+        if op in WRITE_OPS or (op == Op.sync and not core.sync_is_local()):
             req = Request(self.session_id, xid, op, body, list(self.ids), self)
             req.created = now
             req.raw = frame
             self.pending.append(req)
-            if forward_sync is not None:
-                forward_sync(req)
-            else:
-                core.submit(req, now)
+            core.submit(req, now)
             return
         if op == Op.auth:
             self._auth(xid, body, now)
@@ -306,7 +301,7 @@ class Connection:
             self._reply_in_order(xid, 0, b"", now)
             core.close_local_session(session.id, "closed by its client")
             return True
-        if not _creates_ephemeral(op, body) or core.read_only is not None:
+        if not _creates_ephemeral(op, body) or core.read_only:
             return False  # (read-only mode answers it NOTREADONLY, upgrading nothing)
         if core.settings.local_sessions_upgrading:
             core.upgrade_session(session.id, now)  # ahead of this request, in order

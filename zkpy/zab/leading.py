@@ -75,10 +75,24 @@ class Leading:
         return m.make_zxid(self.epoch, 0)
 
     def next_zxid(self) -> int:
+        if self.peer.standalone:
+            # ZooKeeperServer's zxid is a plain counter: it carries into the epoch.
+            return self.peer.history.last_zxid + 1
         return m.make_zxid(self.epoch, self.counter + 1)
 
     def begin(self) -> None:
         self._maybe_choose_epoch()  # an ensemble of one needs nobody else
+
+    def begin_standalone(self) -> None:
+        """A standalone server: established at once in the epoch of its last
+        zxid, with everything it logged committed (it was the whole quorum)."""
+        p = self.peer
+        last = p.history.last_zxid
+        self.epoch, self.counter = m.epoch_of(last), m.counter_of(last)
+        self.sync_started = self.established = True
+        self.committed = last
+        p.commit_upto(last)
+        p.announce(True)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -146,7 +160,7 @@ class Leading:
         nz = self.next_zxid()
         if zxid is not None and zxid != nz:
             raise ValueError(f"proposal carries zxid 0x{zxid:x}, the next is 0x{nz:x}")
-        if m.counter_of(nz) == _MAX_COUNTER:
+        if m.counter_of(nz) == _MAX_COUNTER and not p.standalone:
             # Leader.propose: "zxid lower 32 bits have rolled over, forcing re-election".
             p.become_looking("zxid counter rolled over")
             raise NotLeader("zxid counter rolled over; re-electing")
@@ -284,7 +298,7 @@ class Leading:
         return [head] + [m.packet(m.PROPOSAL, z, t) for z, t in h.after(start)]
 
     def _self_ack(self, zxid: int) -> None:
-        if zxid == self.newleader_zxid and self.sync_started:
+        if zxid == self.newleader_zxid and self.sync_started and not self.peer.standalone:
             self.newleader_acks.add(self.peer.my_id)
             self._maybe_establish()
         else:

@@ -17,6 +17,12 @@ API
     be exactly at ``peer.applied`` (true when every Ready's ``install`` and
     ``commit`` were applied before the next ``step``).
 
+``Peer(..., standalone=True)`` is ZooKeeper's standalone server as an
+    ensemble of one: it leads at once, in the epoch of its last zxid (no
+    election, no epoch files), commits everything it logged (a quorum of one
+    acknowledged it), and its zxids simply count up. Writes go through the
+    same Propose -> persist -> own ACK -> commit path as a leader's.
+
 ``peer.step(event, now) -> Ready``
     ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
     ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
@@ -135,8 +141,11 @@ class Peer:
                  snapshot_source: Callable[[], bytes] = _no_snapshot, *,
                  sync_limit: int = 5, init_limit: int = 10, log_window: int = 500,
                  finalize_wait: int = 200, resend_interval: int = 2000,
-                 config: membership.QuorumConfig | None = None) -> None:
+                 config: membership.QuorumConfig | None = None, standalone: bool = False) -> None:
         self.my_id = my_id
+        # An ensemble of one that is not an ensemble (ZooKeeper's standalone server):
+        # it leads from the start, with no election, no new epoch and no epoch files.
+        self.standalone = standalone
         self.config = config
         self.voters = config.voters if config is not None else frozenset(voters)
         self.snapshot_source = snapshot_source
@@ -173,7 +182,10 @@ class Peer:
         self.now = now
         if not self.started:
             self.started = True
-            self.become_looking("start")
+            if self.standalone:
+                self._lead_alone()
+            else:
+                self.become_looking("start")
         if self._leave_role is not None:
             # Left for the step after the one that decided it, so that the COMMITs
             # already handed out leave before our connections close.
@@ -318,6 +330,11 @@ class Peer:
         self.election.epoch = self.current_epoch
         self._ready.votes.extend(self.election.start(self.now))
         self.announce(False)
+
+    def _lead_alone(self) -> None:
+        self.role = LEADING
+        self.leading = Leading(self)
+        self.leading.begin_standalone()
 
     def _decided(self) -> None:
         decided = self.election.decided
