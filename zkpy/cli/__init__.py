@@ -225,6 +225,8 @@ def _announce(cfg: ServerConfig, throwaway: bool) -> None:
     else:
         where = "kept across restarts"
     log.info("zkpy %s: data directory %s (%s)", __version__, cfg.data_dir, where)
+    log.debug("Effective configuration (%s): %s", cfg.source,
+              ", ".join(f"{k}={v}" for k, v in cfg.as_properties()))
 
 
 class PidFile:
