@@ -200,7 +200,7 @@ def _serve(cfg: ServerConfig) -> int:
         return _abandon(reactor, 1)
     from zkpy.net.adminserver import start_endpoints
 
-    code = start_endpoints(reactor, server.core, cfg, server.clock)
+    code = start_endpoints(reactor, server.core, cfg, server.clock, member=server)
     if code is not None:
         return _abandon(reactor, code)
     log.info("zkpy %s %s, tickTime=%d, dataDir=%s, sessions %d..%dms",

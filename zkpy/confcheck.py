@@ -47,7 +47,8 @@ KNOWN_KEYS = frozenset({
     # read as zookeeper.<key> system properties
     "4lw.commands.whitelist", "admin.enableServer", "admin.serverAddress", "admin.serverPort",
     "admin.idleTimeout", "admin.commandURL", "admin.portUnification",
-    "admin.forceHttps", "globalOutstandingLimit", "preAllocSize", "snapCount",
+    "admin.forceHttps", "admin.snapshot.enabled", "admin.restore.enabled",
+    "admin.rateLimiterIntervalInMS", "globalOutstandingLimit", "preAllocSize", "snapCount",
     "commitLogCount", "snapSizeLimitInKb", "txnLogSizeLimitInKb", "maxCnxns",
     "forceSync", "fsync.warningthresholdms", "skipACL", "extendedTypesEnabled",
     "emulate353TTLNodes", "serverCnxnFactory", "leaderServes", "cnxTimeout",

@@ -385,10 +385,24 @@ class CommandResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx: AdminContext, command_url: str = DEFAULT_COMMAND_URL) -> None:
+    def __init__(self, ctx: AdminContext, command_url: str = DEFAULT_COMMAND_URL,
+                 backups: Any = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.url = "/" + command_url.strip("/") if command_url.strip("/") else ""
+        self.backups = backups  # zkpy.net.backup.Backups: ZooKeeper 3.9's snapshot/restore
+
+    def render_POST(self, request: Any) -> Any:
+        """Only ``restore`` takes a POST (as ZooKeeper 3.9's PostCommands)."""
+        from zkpy.net.backup import RESTORE_NAMES
+
+        path = request.path.decode("utf-8", "replace")
+        name = path[len(self.url) + 1:] if path.startswith(self.url + "/") else ""
+        if name in RESTORE_NAMES and self.backups is not None:
+            return self.backups.render_restore(request, RESTORE_NAMES[0])
+        request.setResponseCode(405)
+        request.setHeader(b"Content-Type", b"text/plain;charset=utf-8")
+        return b"Method Not Allowed\n"
 
     def render_GET(self, request: Any) -> bytes:
         path = request.path.decode("utf-8", "replace")
@@ -402,6 +416,8 @@ class CommandResource(resource.Resource):
         name = path[len(self.url) + 1:]
         kwargs = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
                   for k, v in request.args.items() if v}
+        if self.backups is not None and name in ("snapshot", "snap"):
+            return self.backups.render_snapshot(request, kwargs, "snapshot")
         try:
             response = run_command(self.ctx, name, kwargs)
             body = jackson_json(response)
@@ -451,7 +467,7 @@ class EndpointError(Exception):
 
 
 def start_endpoints(reactor: Any, core: ServerCore, cfg: ServerConfig,
-                    clock: Callable[[], int] = _wall_ms) -> int | None:
+                    clock: Callable[[], int] = _wall_ms, member: Any = None) -> int | None:
     """Start the metrics provider and the AdminServer; an exit code if start-up must stop.
 
     Measured on ZooKeeper 3.8: an ensemble member whose AdminServer port is taken
@@ -466,7 +482,10 @@ def start_endpoints(reactor: Any, core: ServerCore, cfg: ServerConfig,
     survive = not cfg.is_standalone or cfg.source == DEFAULT_SOURCE
     for start in (start_metrics_provider, start_admin_server):
         try:
-            start(reactor, core, cfg, clock)
+            if start is start_admin_server:
+                start_admin_server(reactor, core, cfg, clock, member)
+            else:
+                start(reactor, core, cfg, clock)
         except EndpointError as e:
             if not (e.port_taken and survive):
                 log.error("%s; exiting abnormally", e)
@@ -494,7 +513,7 @@ def _read_initial_config(cfg: ServerConfig) -> str | None:
 
 
 def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
-                       clock: Callable[[], int] = _wall_ms) -> Any:
+                       clock: Callable[[], int] = _wall_ms, member: Any = None) -> Any:
     """Bind the AdminServer if ``admin.enableServer``; returns the listening port or None."""
     from twisted.internet.error import CannotListenError
 
@@ -503,7 +522,10 @@ def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
     props = cfg.properties
     url = props.get("zookeeper.admin.commandURL", DEFAULT_COMMAND_URL)
     ctx = AdminContext(core, dict(props), _read_initial_config(cfg), clock)
-    site = server.Site(CommandResource(ctx, url), timeout=_idle_timeout_s(props))
+    from zkpy.net.backup import Backups
+
+    backups = Backups(reactor, core, dict(props), clock, member)
+    site = server.Site(CommandResource(ctx, url, backups), timeout=_idle_timeout_s(props))
     site.displayTracebacks = False
     host = cfg.admin_server_address
     try:
