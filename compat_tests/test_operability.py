@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from compat_tests.netns_scenarios import ROOT, namespaces_available, run_isolated
-from zkpy.testing.launchers import find_apache_zookeeper, four_letter, free_port, server_from_name
+from zkpy.testing.launchers import (
+    ServerError,
+    find_apache_zookeeper,
+    four_letter,
+    free_port,
+    server_from_name,
+)
 
 NO_NAMESPACES = namespaces_available()
 isolated = pytest.mark.skipif(NO_NAMESPACES is not None,
@@ -250,3 +256,33 @@ def test_unknown_key_warning_and_debug_logging_to_a_file(tmp_path: Path) -> None
     assert "unknown key 'tickTme'" in text and "did you mean 'tickTime'?" in text
     stderr = (tmp_path / "server.log").read_text()
     assert "did you mean 'tickTime'?" in stderr and "[INFO]" not in stderr
+
+
+@pytest.mark.parametrize("kind", ["zkpy", "zookeeper"])
+def test_zoo_cfg_syntax_is_read_as_zookeeper_reads_it(kind: str) -> None:
+    """Separators, blanks around them, trailing blanks, a continuation line, a
+    \\u escape and a '#' after a value: both servers end up with the same settings;
+    an empty number (a continuation into a blank line) stops both with exit code 2."""
+    if kind == "zookeeper" and find_apache_zookeeper()[0] is None:
+        pytest.skip("Apache ZooKeeper (Java) is not installed")
+    srv = server_from_name(kind)
+    try:
+        base = srv.workdir / "d"
+        text = ("# a comment line\n! another\n"
+                f"tickTime : 700   \ndataDir = {base}/da\\\n      ta\\u0041 # kept\n"
+                f"clientPort {srv.port}\nclientPortAddress=127.0.0.1\n"
+                "4lw.commands.whitelist=*\nadmin.enableServer=false\n")
+        srv.config_path.write_text(text)
+        srv.start(timeout=60, keep_config=True)
+        conf = dict(line.split("=", 1) for line in srv.four_letter("conf").splitlines()
+                    if "=" in line)
+        assert conf["tickTime"] == "700"
+        assert conf["dataDir"] == f"{base}/dataA # kept/version-2"
+        assert conf["clientPort"] == str(srv.port)
+        srv.stop()
+        srv.config_path.write_text(text + "maxClientCnxns=\\\n\n")
+        with pytest.raises(ServerError):
+            srv.start(timeout=60, keep_config=True)
+        assert srv.returncode == 2
+    finally:
+        srv.cleanup()

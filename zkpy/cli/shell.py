@@ -122,10 +122,9 @@ class Shell(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
-    def default(self, line: str) -> bool:
+    def default(self, line: str) -> None:
         self.failures += 1
         say(f"unknown command: {line.split()[0]} (try help)")
-        return False
 
     def do_EOF(self, arg: str) -> bool:
         if self.interactive:

@@ -188,10 +188,9 @@ class Backups:
             conn.abort("the server's state was restored from a snapshot")
         snap_dir, _ = self._paths()
         path = os.path.join(snap_dir, snapshot_name(zxid))
-        d = threads.deferToThreadPool(self.reactor, member.disk.snap_pool, B.write_file,
-                                      path, blob)
-        d.addCallback(lambda _: zxid)
-        return d
+        written = threads.deferToThreadPool(self.reactor, member.disk.snap_pool, B.write_file,
+                                            path, blob)
+        return written.addCallback(lambda _: zxid)
 
 
 def _json(request: Any, command: str, status: int, error: str | None, **fields: Any) -> bytes:

@@ -174,7 +174,7 @@ def backup_from_data_dir(data_dir: str, data_log_dir: str | None = None) -> tupl
     transaction after it replayed.  (bytes, last zxid); nothing is changed."""
     snap_dir = os.path.join(data_dir, VERSION_DIR)
     log_dir = os.path.join(data_log_dir or data_dir, VERSION_DIR)
-    tree, sessions, zxid = DataTree(), {}, 0
+    tree, sessions, zxid = DataTree(), dict[int, int](), 0
     for candidate, path in reversed(files_by_zxid(snap_dir, "snapshot")):
         try:
             tree, sessions, _ = load_snapshot(path)
