@@ -201,6 +201,9 @@ def zero_config(workdir: str) -> dict[str, Any]:
         client.stop()
         result["first_exit"] = servers.stop(first)
         result["data_dir_entries"] = sorted(os.listdir(work / "zkpy-data"))
+        admin_port_taken = socket.socket()  # the restart finds 8080 taken: it serves anyway
+        admin_port_taken.bind(("127.0.0.1", 8080))
+        admin_port_taken.listen()
         second = servers.start(zkpy, "second.log")
         wait_for(lambda: four_letter(2181, "ruok") == "imok", 60, "restarted server")
         client = kazoo(2181)
@@ -228,6 +231,7 @@ def zero_config(workdir: str) -> dict[str, Any]:
         result["scratch_after_restart"] = client.exists("/scratch") is not None
         client.stop()
         servers.stop(again)
+        admin_port_taken.close()
         result["logs"] = {name: (work / name).read_text()
                           for name in ("first.log", "second.log", "in-memory.log")}
     return result

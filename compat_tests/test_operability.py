@@ -69,6 +69,10 @@ def test_zero_config_keeps_data_across_a_restart(tmp_path: Path) -> None:
     assert r["in_memory_sees"] is False and r["scratch_after_restart"] is False
     assert f"data directory {tmp_path}/zkpy-data (kept across restarts)" in r["logs"]["first.log"]
     assert "deleted at exit (--in-memory)" in r["logs"]["in-memory.log"]
+    assert "Started AdminServer on address 127.0.0.1, port 8080" in r["logs"]["first.log"]
+    assert "Problem starting AdminServer on address 127.0.0.1, port 8080" in \
+        r["logs"]["second.log"]
+    assert "serving without it" in r["logs"]["second.log"]
 
 
 def _server(tmp_path: Path, extra: str = "") -> tuple[Path, int]:
