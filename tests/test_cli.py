@@ -162,3 +162,11 @@ def test_inline_comment_stays_in_the_value_as_in_zookeeper(tmp_path: Path) -> No
     path.write_text(f"dataDir={tmp_path}\nclientPort=12185 # the port\n")
     with pytest.raises(ConfigError, match="zoo.cfg:2: clientPort: '12185 # the port'"):
         load_config(str(path))
+
+
+def test_pid_file_of_a_live_process_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / cli.PID_FILE
+    path.write_text(f"{os.getppid()}\n")  # our parent: alive, not us
+    with cli.PidFile(str(path)):
+        assert cli.read_pid(str(path)) == os.getppid()
+    assert cli.read_pid(str(path)) == os.getppid()

@@ -237,6 +237,11 @@ class PidFile:
         self.written = False
 
     def __enter__(self) -> PidFile:
+        other = read_pid(self.path)
+        if other is not None and other != os.getpid() and _alive(other):
+            log.warning("%s names process %d, still running: another server may be using "
+                        "this data directory; leaving the file as it is", self.path, other)
+            return self
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(self.path, "w", encoding="ascii") as f:
@@ -252,6 +257,16 @@ class PidFile:
                 os.unlink(self.path)
             except OSError:
                 pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_pid(path: str) -> int | None:

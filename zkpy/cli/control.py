@@ -142,6 +142,8 @@ def stop(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     pid_path = os.path.join(cfg.data_dir, PID_FILE)
     pid = read_pid(pid_path)
     print("Stopping zkpy ... ", end="", flush=True)
+    if pid is not None and os.path.exists("/proc/self") and not _is_zkpy(pid):
+        pid = None  # a stale file whose pid now belongs to another program
     if pid is None or not _alive(pid):
         _, port, _ = client_address(cfg)
         pids = [p for p in listening_pids(port) if _is_zkpy(p) and p != os.getpid()]
