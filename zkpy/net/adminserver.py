@@ -399,7 +399,7 @@ class CommandResource(resource.Resource):
         path = request.path.decode("utf-8", "replace")
         name = path[len(self.url) + 1:] if path.startswith(self.url + "/") else ""
         if name in RESTORE_NAMES and self.backups is not None:
-            return self.backups.render_restore(request, RESTORE_NAMES[0])
+            return self.backups.render_restore(request, name)
         request.setResponseCode(405)
         request.setHeader(b"Content-Type", b"text/plain;charset=utf-8")
         return b"Method Not Allowed\n"
@@ -417,7 +417,7 @@ class CommandResource(resource.Resource):
         kwargs = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
                   for k, v in request.args.items() if v}
         if self.backups is not None and name in ("snapshot", "snap"):
-            return self.backups.render_snapshot(request, kwargs, "snapshot")
+            return self.backups.render_snapshot(request, kwargs, name)
         try:
             response = run_command(self.ctx, name, kwargs)
             body = jackson_json(response)

@@ -70,14 +70,15 @@ class Backups:
     # -- shared ---------------------------------------------------------------------
     def _refusal(self, request: Any, enabled_key: str, limiter: B.RateLimiter
                  ) -> tuple[int, str | None] | None:
-        if not _flag(self.props, enabled_key):
-            return 503, None
+        # As Commands.runCommand, then the command: auth, the feature flag, the limit.
         header = request.getHeader(b"authorization")
         header = header.decode("utf-8", "replace") if isinstance(header, bytes) else header
         refused = B.authorize(header, request.getClientAddress().host, self.core.auth,
                               B.acl_of_root(self.core.tree), self.core.settings.skip_acl)
         if refused is not None:
             return refused
+        if not _flag(self.props, enabled_key):
+            return 503, None
         if not limiter.allow(self.reactor.seconds() * 1000):
             return 429, None
         return None
@@ -113,17 +114,26 @@ class Backups:
             return fuzzy, end
         _, log_dir = self._paths()
         entries = B.logged_between(log_dir, maker.zxid, end)
+        log.info("Snapshot walk from zxid 0x%x to 0x%x: replaying %d logged transactions",
+                 maker.zxid, end, len(entries))
         return B.consistent_snapshot(fuzzy, maker.zxid, entries, end), end
 
-    def render_snapshot(self, request: Any, kwargs: dict[str, str], command: str) -> Any:
+    def render_snapshot(self, request: Any, kwargs: dict[str, str], name: str) -> Any:
+        """``name`` as asked (auth refusals name it, as ZooKeeper's do); the
+        command's own answers name the primary."""
         refused = self._refusal(request, "zookeeper.admin.snapshot.enabled",
                                 self.snapshot_limit)
+        if refused is not None and refused[0] in (401, 403):
+            return _json(request, name, *refused)
+        command = SNAPSHOT_NAMES[0]
         if refused is not None:
             return _json(request, command, *refused)
         streaming = kwargs.get("streaming", "true").strip().lower() == "true"
 
         def done(result: tuple[bytes, int]) -> None:
             blob, zxid = result
+            if getattr(request, "_disconnected", False):
+                return  # the caller went away while the snapshot was made
             request.setResponseCode(200)
             request.setHeader(b"last_zxid", f"0x{zxid & 0xFFFFFFFFFFFFFFFF:016x}".encode())
             request.setHeader(b"snapshot_size", str(len(blob)).encode())
@@ -145,8 +155,11 @@ class Backups:
         return server.NOT_DONE_YET
 
     # -- restore --------------------------------------------------------------------
-    def render_restore(self, request: Any, command: str) -> Any:
+    def render_restore(self, request: Any, name: str) -> Any:
         refused = self._refusal(request, "zookeeper.admin.restore.enabled", self.restore_limit)
+        if refused is not None and refused[0] in (401, 403):
+            return _json(request, name, *refused)
+        command = RESTORE_NAMES[0]
         if refused is not None:
             return _json(request, command, *refused)
         body = request.content.read() if request.content is not None else b""
