@@ -364,5 +364,5 @@ def test_connection_close_drops_its_watches() -> None:
     w = connected(core)
     w.get("/zookeeper", watch=True)
     assert core.watches.count() == 1
-    core.connection_lost(w.conn)
+    w.conn.lost()
     assert core.watches.count() == 0

@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from zkpy.config import ConfigError, ServerConfig
-from zkpy.server.core import VERSION, CoreSettings
+from zkpy.server.core import CoreSettings
+from zkpy.version import VERSION
 
 log = logging.getLogger("zkpy")
 
@@ -100,12 +101,13 @@ def _enforce_auth_schemes(cfg: ServerConfig) -> tuple[str, ...]:
 
 
 def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
-    from zkpy.auth.sasl import load_jaas_users
+    from zkpy.auth.sasl import parse_jaas_users
 
     if not cfg.jaas_config_path:
         return None
     try:
-        users = load_jaas_users(cfg.jaas_config_path)
+        with open(cfg.jaas_config_path, encoding="utf-8") as f:
+            users = parse_jaas_users(f.read())
     except OSError as e:
         raise ConfigError(f"java.security.auth.login.config: cannot read "
                           f"{cfg.jaas_config_path}: {e}") from e
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     """The command line lives in zkpy.cli (argparse, logging, zero-config data dir)."""
     from zkpy.cli import main as cli_main
 
-    return cli_main(argv)
+    return cli_main(argv, run=_serve)
 
 
 def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:

@@ -36,23 +36,26 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from zkpy import __version__
-from zkpy.config import (
-    ConfigError,
-    ServerConfig,
-    default_config,
-    load_config,
-    parse_properties_text,
-    read_config_text,
-    system_properties,
+from zkpy.cli.options import (
+    DEFAULT_DATA_DIR,
+    PID_FILE,
+    PidFile,
+    UsageError,
+    load_server_config,
+    overrides_from,
+    parse_props,
+    read_pid,
 )
+from zkpy.config import ConfigError, ServerConfig, parse_properties_text, read_config_text
+
+__all__ = ["DEFAULT_DATA_DIR", "PID_FILE", "PidFile", "UsageError", "load_server_config",
+           "main", "overrides_from", "parse_level", "parse_props", "read_pid", "server_parser"]
 
 log = logging.getLogger("zkpy")
 
-DEFAULT_DATA_DIR = "zkpy-data"
-PID_FILE = "zookeeper_server.pid"
 LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 COMMANDS = ("status", "stop", "shell", "backup", "restore")
 # ZooKeeper's log4j level names that the logging package does not have.
@@ -68,10 +71,6 @@ other commands (zkpy COMMAND --help for each):
 
 Without a zoo.cfg, zkpy serves on 127.0.0.1:2181 and keeps its data in ./zkpy-data.
 """
-
-
-class UsageError(Exception):
-    """A bad command line or level name: the message is for the user."""
 
 
 def parse_level(name: str) -> int:
@@ -128,29 +127,6 @@ def _port(text: str) -> int:
     return port
 
 
-def parse_props(items: Sequence[str]) -> dict[str, str]:
-    """``-Dkey=value`` items (argparse gives ``key=value``) as a dict; a bare key is ''."""
-    props: dict[str, str] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not key:
-            raise UsageError(f"-D{item}: a property needs a name")
-        props[key] = value
-    return props
-
-
-def overrides_from(args: argparse.Namespace) -> dict[str, str]:
-    """The zoo.cfg keys the command line sets."""
-    out: dict[str, str] = {}
-    if args.port is not None:
-        out["clientPort"] = str(args.port)
-    if args.host:
-        out["clientPortAddress"] = args.host
-    if args.data_dir:
-        out["dataDir"] = os.path.abspath(args.data_dir)
-    return out
-
-
 def configure_logging(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     """Set up the root logger from the command line (or a logging.config file)."""
     if getattr(args, "log_config", None):
@@ -179,27 +155,16 @@ def configure_logging(args: argparse.Namespace, environ: Mapping[str, str]) -> N
     root.setLevel(level)
 
 
-def load_server_config(args: argparse.Namespace, environ: Mapping[str, str],
-                       data_dir: str | None = None) -> ServerConfig:
-    """The configuration the command line asks for; ``data_dir`` replaces dataDir
-    (the --in-memory temporary directory)."""
-    props = system_properties(environ, parse_props(args.props))
-    overrides = overrides_from(args)
-    if data_dir is not None:
-        overrides["dataDir"] = data_dir
-    if args.config is None:
-        directory = overrides.pop("dataDir", None) or os.path.abspath(DEFAULT_DATA_DIR)
-        return default_config(directory, props, overrides)
-    return load_config(args.config, props, overrides)
-
-
 def config_warnings(path: str) -> list[str]:
     from zkpy.confcheck import config_warnings as check
 
     return check(parse_properties_text(read_config_text(path), path), path)
 
 
-def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+ServeFn = Callable[[ServerConfig], int]
+
+
+def serve(args: argparse.Namespace, environ: Mapping[str, str], run: ServeFn) -> int:
     tmp = tempfile.mkdtemp(prefix="zkpy-in-memory-") if args.in_memory else None
     try:
         try:
@@ -210,10 +175,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             log.error("Invalid configuration, exiting abnormally: %s", e)
             return 2
         _announce(cfg, tmp is not None)
-        from zkpy.__main__ import _serve
-
         with PidFile(os.path.join(cfg.data_dir, PID_FILE)):
-            return _serve(cfg)
+            return run(cfg)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -229,56 +192,10 @@ def _announce(cfg: ServerConfig, throwaway: bool) -> None:
               ", ".join(f"{k}={v}" for k, v in cfg.as_properties()))
 
 
-class PidFile:
-    """``<dataDir>/zookeeper_server.pid`` while serving; removed at exit if still ours."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.written = False
-
-    def __enter__(self) -> PidFile:
-        other = read_pid(self.path)
-        if other is not None and other != os.getpid() and _alive(other):
-            log.warning("%s names process %d, still running: another server may be using "
-                        "this data directory; leaving the file as it is", self.path, other)
-            return self
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(self.path, "w", encoding="ascii") as f:
-                f.write(f"{os.getpid()}\n")
-            self.written = True
-        except OSError as e:  # the server itself reports an unusable data directory
-            log.debug("cannot write %s: %s", self.path, e)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.written and read_pid(self.path) == os.getpid():
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+         run: ServeFn | None = None) -> int:
+    """The whole command line; ``run`` builds and runs a server from its
+    configuration (zkpy.__main__ passes its ``_serve``: the entry point is there)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     if argv and argv[0] in COMMANDS:
@@ -291,7 +208,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (UsageError, OSError, ValueError, KeyError) as e:
         print(f"zkpy: cannot set up logging: {e}", file=sys.stderr)
         return 2
-    return serve(args, environ)
+    if run is None:
+        print("zkpy: start the server through zkpy.__main__ (python -m zkpy, or the zkpy "
+              "command)", file=sys.stderr)
+        return 2
+    return serve(args, environ, run)
 
 
 if __name__ == "__main__":

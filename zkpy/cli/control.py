@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from zkpy.cli import PID_FILE, UsageError, load_server_config, read_pid
+from zkpy.cli.options import PID_FILE, UsageError, load_server_config, read_pid
 from zkpy.config import ConfigError, ServerConfig
 
 _WILDCARDS = ("", "0.0.0.0", "::", "0:0:0:0:0:0:0:0")

@@ -14,13 +14,13 @@ AdminServer, as ZooKeeper 3.8's ``JettyAdminServer`` + ``Commands``:
   HTTP 200, in Jackson's pretty-printed layout: the command's fields, then
   ``command`` (the primary name) and ``error`` (null, or the message).
 * Numbers come from the same functions as the four-letter words
-  (``zkpy.admin.fourletter``), so ``mntr`` and ``monitor``, ``srvr`` and
+  (``zkpy.admin.monitor``), so ``mntr`` and ``monitor``, ``srvr`` and
   ``server_stats``, ``cons`` and ``connections`` agree.
 
 Metrics: with ``metricsProvider.className`` set to ZooKeeper's
 ``PrometheusMetricsProvider``, ``GET /metrics`` on ``metricsProvider.httpHost``
 (0.0.0.0) : ``metricsProvider.httpPort`` (7000) serves the text exposition of
-``zkpy.admin.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
+``zkpy.net.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.web import resource, server
 
-from zkpy.admin import fourletter
+from zkpy.admin import monitor
 from zkpy.storage.formats import VERSION_DIR, files_by_zxid
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def jackson_json(value: Any, level: int = 0) -> str:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             return json.dumps(str(value))  # Jackson quotes non-finite numbers
-        return fourletter.java_double(value)
+        return monitor.java_double(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, Mapping):
@@ -126,7 +126,7 @@ class Command:
 
 def _remote_address(host: str, port: int) -> str:
     """Jackson's InetSocketAddress: ``ip:port``, IPv6 in brackets (Java's long form)."""
-    text = fourletter.socket_address(host, port)[1:]  # "/ip:port" -> "ip:port"
+    text = monitor.socket_address(host, port)[1:]  # "/ip:port" -> "ip:port"
     addr, _, port_text = text.rpartition(":")
     return f"[{addr}]:{port_text}" if ":" in addr else text
 
@@ -144,7 +144,7 @@ def connection_info(c: Any, brief: bool) -> dict[str, Any]:
     if not brief:
         info.update({
             "session_id": _signed64(c.session_id),
-            "last_operation": fourletter._LAST_OP.get(c.last_op, c.last_op),
+            "last_operation": monitor.LAST_OP.get(c.last_op, c.last_op),
             "established": c.established,
             "session_timeout": c.timeout,
             "last_cxid": _signed64(c.last_cxid),
@@ -172,17 +172,12 @@ def _buffer_stats(mv: Mapping[str, Any]) -> dict[str, Any]:
             "max_buffer_size": mv.get("max_client_response_size", 0)}
 
 
-def _dirs_sizes(core: ServerCore) -> tuple[int, int]:
-    data_dir, log_dir = fourletter._dirs_of(core)
-    return fourletter.dir_size(data_dir), fourletter.dir_size(log_dir)
-
-
 def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     """SrvrCommand: version, read_only, the ServerStats bean, client_response, node_count."""
     core = ctx.core
-    mv = dict(fourletter.monitor_values(core))
-    lo, avg, hi = fourletter._lat(core)
-    data_size, log_size = _dirs_sizes(core)
+    mv = dict(monitor.monitor_values(core))
+    lo, avg, hi = monitor.latency(core)
+    data_size, log_size = monitor.dir_sizes(core)
     stats = {
         "packets_sent": core.stats.packets_sent,
         "packets_received": core.stats.packets_received,
@@ -192,7 +187,7 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "log_dir_size": log_size,
         "last_processed_zxid": _signed64(core.last_zxid),
         "outstanding_requests": core.outstanding(),
-        "server_state": fourletter.server_state(core),
+        "server_state": monitor.server_state(core),
         "avg_latency": avg,
         "max_latency": hi,
         "min_latency": lo,
@@ -203,9 +198,9 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "non_mtlsremote_conn_count": mv.get("non_mtls_remote_conn_count", 0),
         "non_mtlslocal_conn_count": mv.get("non_mtls_local_conn_count", 0),
     }
-    return {"version": fourletter._build(), "read_only": core.read_only,
+    return {"version": monitor.build(), "read_only": core.read_only,
             "server_stats": stats,
-            "client_response": _buffer_stats(mv), "node_count": fourletter._node_count(core)}
+            "client_response": _buffer_stats(mv), "node_count": monitor.node_count(core)}
 
 
 def _stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
@@ -218,17 +213,17 @@ def _configuration(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     """ZooKeeperServerConf.toMap: the values ``conf`` prints, under snake_case keys."""
     core = ctx.core
     s = core.settings
-    data_dir, log_dir = fourletter._dirs_of(core)
+    data_dir, log_dir = monitor.data_dirs(core)
     return {
         "client_port": s.client_port,
-        "data_dir": fourletter._snap_dir(data_dir),
-        "data_log_dir": fourletter._snap_dir(log_dir),
+        "data_dir": monitor.snap_dir(data_dir),
+        "data_log_dir": monitor.snap_dir(log_dir),
         "tick_time": s.tick_time,
         "max_client_cnxns": s.max_client_cnxns,
         "min_session_timeout": s.min_session_timeout,
         "max_session_timeout": s.max_session_timeout,
         "server_id": 0,  # as conf: a standalone ZooKeeperServer reports 0
-        "client_port_listen_backlog": int(fourletter._setting(core, "clientPortListenBacklog",
+        "client_port_listen_backlog": int(monitor.setting(core, "clientPortListenBacklog",
                                                               "-1")),
     }
 
@@ -265,13 +260,13 @@ def _watch_summary(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
 
 
 def _environment(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    return dict(fourletter.environment())
+    return dict(monitor.environment(ctx.core))
 
 
 def _system_properties(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     # Java's System.getProperties: zkpy's model of them (-D flags and zookeeper.* keys
     # from zoo.cfg) plus the environment's platform entries, sorted by name.
-    props = {k: v for k, v in fourletter.environment()
+    props = {k: v for k, v in monitor.environment(ctx.core)
              if k not in ("zookeeper.version", "host.name")}
     props.update(ctx.properties)
     return dict(sorted(props.items()))
@@ -300,17 +295,17 @@ def _set_trace_mask(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]
     except ValueError:
         return {"error": f"setTraceMask requires long traceMask argument, got "
                          f"{kwargs['traceMask']}"}
-    fourletter._trace_masks[ctx.core] = mask
+    monitor.set_trace_mask(ctx.core, mask)
     return {"tracemask": mask}
 
 
 def _crst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    fourletter._crst(ctx.core, None)
+    monitor.reset_connection_stats(ctx.core)
     return {}
 
 
 def _srst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    fourletter._srst(ctx.core, None)
+    ctx.core.stats.reset()
     return {}
 
 
@@ -324,12 +319,11 @@ COMMANDS: tuple[Command, ...] = (
     Command(("connections", "cons"), lambda ctx, kw: _connections(ctx, brief=False)),
     Command(("hash",), _const(digests=[])),  # zkpy keeps no tree digests (as the 4lw)
     Command(("dirs",), lambda ctx, kw: dict(zip(("datadir_size", "logdir_size"),
-                                                _dirs_sizes(ctx.core), strict=True))),
+                                                monitor.dir_sizes(ctx.core), strict=True))),
     Command(("dump",), _dump),
     Command(("environment", "env", "envi"), _environment),
     Command(("get_trace_mask", "gtmk"),
-            lambda ctx, kw: {"tracemask": fourletter._trace_masks.get(
-                ctx.core, fourletter.DEFAULT_TRACE_MASK)}),
+            lambda ctx, kw: {"tracemask": monitor.trace_mask(ctx.core)}),
     Command(("initial_configuration", "icfg"),
             lambda ctx, kw: {"initial_configuration": ctx.initial_config}),
     Command(("is_read_only", "isro"),
@@ -337,7 +331,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("last_snapshot", "lsnp"), _last_snapshot),
     # Standalone: LeaderCommand has no quorum peer to ask.
     Command(("leader", "lead"), _const(error="server is not initialized")),
-    Command(("monitor", "mntr"), lambda ctx, kw: dict(fourletter.monitor_values(ctx.core))),
+    Command(("monitor", "mntr"), lambda ctx, kw: dict(monitor.monitor_values(ctx.core))),
     Command(("observer_connection_stat_reset", "orst"), _const()),
     Command(("ruok",), _const()),
     Command(("set_trace_mask", "stmk"), _set_trace_mask),
@@ -363,7 +357,7 @@ def run_command(ctx: AdminContext, name: str, kwargs: dict[str, str] | None = No
         return {"command": name, "error": f"Unknown command: {name}"}
     core = ctx.core
     # What a four-letter word's arrival does: time moves on (uptime, expiry buckets).
-    core.now = max(core.now, ctx.clock())
+    core.at(ctx.clock())
     data = cmd.run(ctx, dict(kwargs or {}))
     out = dict(data)
     out["command"] = cmd.primary
@@ -524,7 +518,7 @@ def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
     ctx = AdminContext(core, dict(props), _read_initial_config(cfg), clock)
     from zkpy.net.backup import Backups
 
-    backups = Backups(reactor, core, dict(props), clock, member)
+    backups = Backups(reactor, core, dict(props), clock, member, jackson_json)
     site = server.Site(CommandResource(ctx, url, backups), timeout=_idle_timeout_s(props))
     site.displayTracebacks = False
     host = cfg.admin_server_address
@@ -546,7 +540,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     from twisted.internet.error import CannotListenError
 
     # prometheus_client is only needed when metrics are wanted.
-    from zkpy.admin.metrics import (
+    from zkpy.net.metrics import (
         PASSIVE_PROVIDERS,
         PROMETHEUS_PROVIDER,
         make_registry,

@@ -26,6 +26,7 @@ header (``digest user:password``, ``ip``), and are rate limited (429).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -51,8 +52,9 @@ class Backups:
     """What the AdminServer needs for the two commands: the server, limiters, flags."""
 
     def __init__(self, reactor: Any, core: Any, props: dict[str, str], clock: Any,
-                 member: Any = None) -> None:
+                 member: Any = None, to_json: Any = json.dumps) -> None:
         self.reactor = reactor
+        self.to_json = to_json  # the AdminServer's Jackson-style printer
         self.core = core
         self.member = member  # the MemberServer (restore needs its disk and snapshots)
         self.props = props
@@ -124,10 +126,10 @@ class Backups:
         refused = self._refusal(request, "zookeeper.admin.snapshot.enabled",
                                 self.snapshot_limit)
         if refused is not None and refused[0] in (401, 403):
-            return _json(request, name, *refused)
+            return self._json(request, name, *refused)
         command = SNAPSHOT_NAMES[0]
         if refused is not None:
-            return _json(request, command, *refused)
+            return self._json(request, command, *refused)
         streaming = kwargs.get("streaming", "true").strip().lower() == "true"
 
         def done(result: tuple[bytes, int]) -> None:
@@ -145,11 +147,11 @@ class Backups:
                 request.write(blob)
                 request.finish()
             else:
-                _finish_json(request, command, 200, None)
+                self._finish_json(request, command, 200, None)
 
         def failed(failure: Any) -> None:
             log.warning("Snapshot command failed: %s", failure.getErrorMessage())
-            _finish_json(request, command, 500, None)
+            self._finish_json(request, command, 500, None)
 
         self.take().addCallbacks(done, failed)
         return server.NOT_DONE_YET
@@ -158,24 +160,24 @@ class Backups:
     def render_restore(self, request: Any, name: str) -> Any:
         refused = self._refusal(request, "zookeeper.admin.restore.enabled", self.restore_limit)
         if refused is not None and refused[0] in (401, 403):
-            return _json(request, name, *refused)
+            return self._json(request, name, *refused)
         command = RESTORE_NAMES[0]
         if refused is not None:
-            return _json(request, command, *refused)
+            return self._json(request, command, *refused)
         body = request.content.read() if request.content is not None else b""
         if not body:
-            return _json(request, command, 400, None)
+            return self._json(request, command, 400, None)
         d = threads.deferToThread(self._prepare, body)
         d.addCallback(self._adopt)
 
         def done(zxid: int) -> None:
             log.info("Restored a snapshot for %s: the server is at zxid 0x%x",
                      request.getClientAddress().host, zxid)
-            _finish_json(request, command, 200, None, last_zxid=zxid)
+            self._finish_json(request, command, 200, None, last_zxid=zxid)
 
         def failed(failure: Any) -> None:
             log.warning("Restore command failed: %s", failure.getErrorMessage())
-            _finish_json(request, command, 500, failure.getErrorMessage()
+            self._finish_json(request, command, 500, failure.getErrorMessage()
                          if failure.check(B.BackupError) else None)
 
         d.addCallbacks(done, failed)
@@ -205,21 +207,19 @@ class Backups:
                                             path, blob)
         return written.addCallback(lambda _: zxid)
 
+    # -- JSON answers, in the AdminServer's layout ------------------------------------
+    def _json(self, request: Any, command: str, status: int, error: str | None,
+              **fields: Any) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        out = dict(fields)
+        out["command"] = command
+        out["error"] = error
+        return str(self.to_json(out)).encode("utf-8")
 
-def _json(request: Any, command: str, status: int, error: str | None, **fields: Any) -> bytes:
-    from zkpy.net.adminserver import jackson_json
-
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    out = dict(fields)
-    out["command"] = command
-    out["error"] = error
-    return jackson_json(out).encode("utf-8")
-
-
-def _finish_json(request: Any, command: str, status: int, error: str | None,
-                 **fields: Any) -> None:
-    if request.finished or getattr(request, "_disconnected", False):
-        return
-    request.write(_json(request, command, status, error, **fields))
-    request.finish()
+    def _finish_json(self, request: Any, command: str, status: int, error: str | None,
+                     **fields: Any) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        request.write(self._json(request, command, status, error, **fields))
+        request.finish()

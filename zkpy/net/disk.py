@@ -50,7 +50,8 @@ class DiskWriter:
     """The Driver's ``Disk``: persist ops in order, sync, then release what waited."""
 
     def __init__(self, reactor: Any, snap_dir: str, log_dir: str, last_zxid: int, *,
-                 prealloc_bytes: int, force_sync: bool) -> None:
+                 prealloc_bytes: int, force_sync: bool, pool: Any = None,
+                 snap_pool: Any = None) -> None:
         self.reactor = reactor
         self.snap_dir = snap_dir
         self.log_dir = log_dir
@@ -61,10 +62,15 @@ class DiskWriter:
         self._after: list[Durable] = []
         self._busy = False
         self.on_synced: Any = None  # (after sends, last zxid) -> None
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="zkpy-txnlog")
-        self.pool.start()
-        self.snap_pool = ThreadPool(minthreads=0, maxthreads=1, name="zkpy-snapshot")
-        self.snap_pool.start()
+        # One thread writes the log; another writes snapshots (tests pass their own).
+        if pool is None:
+            pool = ThreadPool(minthreads=1, maxthreads=1, name="zkpy-txnlog")
+            pool.start()
+        if snap_pool is None:
+            snap_pool = ThreadPool(minthreads=0, maxthreads=1, name="zkpy-snapshot")
+            snap_pool.start()
+        self.pool = pool
+        self.snap_pool = snap_pool
         self.batches = 0
 
     def submit(self, ops: list[Any], after: list[Durable]) -> None:

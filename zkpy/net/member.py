@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet import task, threads
 
 from zkpy.config import ServerConfig
-from zkpy.net.clientport import ZkServer
+from zkpy.net.clientport import ZkServer, wall_ms
 from zkpy.net.disk import DiskWriter, Roll
 from zkpy.net.peerlinks import ElectionLinks, QuorumLinks, resolve
 from zkpy.net.snapshots import FuzzySnapshots
@@ -75,8 +75,9 @@ class _MemberLinks:
 
 class MemberServer(ZkServer):
     def __init__(self, reactor: Any, settings: CoreSettings, cfg: ServerConfig,
-                 state: StartState, snap_dir: str, log_dir: str) -> None:
-        super().__init__(reactor, settings)
+                 state: StartState, snap_dir: str, log_dir: str, clock: Any = wall_ms,
+                 disk_pools: tuple[Any, Any] = (None, None)) -> None:
+        super().__init__(reactor, settings, clock)
         self.cfg = cfg
         self.standalone = cfg.is_standalone
         self.my_id = settings.server_id if self.standalone else cfg.my_id
@@ -88,7 +89,8 @@ class MemberServer(ZkServer):
                                state.log)
         self.disk = DiskWriter(reactor, snap_dir, log_dir, state.last_zxid,
                                prealloc_bytes=cfg.pre_alloc_size * 1024,
-                               force_sync=cfg.force_sync)
+                               force_sync=cfg.force_sync, pool=disk_pools[0],
+                               snap_pool=disk_pools[1])
         self.disk.on_synced = self._persisted
         links: Links
         if self.standalone:

@@ -29,6 +29,9 @@ from typing import Any, Protocol
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, Op, Perms, ZkError
+from zkpy.server.connection import Connection
+from zkpy.server.host import Host, PlainHost
+from zkpy.server.local_sessions import LocalSessions
 from zkpy.server.modes import RULES, Mode, Route
 from zkpy.server.prep import Prep, Request
 from zkpy.server.sessions import SessionTable
@@ -37,9 +40,6 @@ from zkpy.tree.datatree import CONFIG_NODE, DataTree
 from zkpy.tree.watches import WatchManager
 
 log = logging.getLogger("zkpy.server")
-
-VERSION = "3.8.0-zkpy-0.1.0"
-BUILD = f"{VERSION}, built on 2026-11-24 00:00 UTC"
 
 
 @dataclass
@@ -94,8 +94,11 @@ class Upstream(Protocol):
 
 
 class ServerCore:
-    def __init__(self, settings: CoreSettings, now_ms: int) -> None:
+    def __init__(self, settings: CoreSettings, now_ms: int, host: Host | None = None,
+                 after_flush: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        # The machine, for the few facts the core reports or needs (zkpy.server.host).
+        self.host: Host = host if host is not None else PlainHost()
         self.tree = DataTree()
         self.watches = WatchManager()
         self.auth = AuthProviders(settings.super_digest)
@@ -111,6 +114,7 @@ class ServerCore:
         self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
+        self.local_sessions = LocalSessions(self)
         self.stats = ServerStats(now_ms)
         self.next_zxid = 1
         self.connections: dict[int, Any] = {}
@@ -119,7 +123,8 @@ class ServerCore:
         self._last_container_check = now_ms
         self._conn_ids = 0
         self.outstanding_writes = 0  # proposed or forwarded, not yet committed
-        self.after_flush: Callable[[], None] | None = None
+        # The adapter's hook once the output is handed over (it lifts the throttle).
+        self.after_flush = after_flush
         # The replica this core is joined to (``attach``): it replicates our writes
         # (standalone too, as an ensemble of one) and says which mode we are in.
         self.replica: Any = None
@@ -162,7 +167,7 @@ class ServerCore:
         for conn in list(self.connections.values()):
             conn.abort("the server is not serving (no quorum)", quiet=True)
         self.prep.forget_in_flight()
-        dropped = self.drop_local_sessions()
+        dropped = self.local_sessions.drop_all()
         if dropped:
             log.info("Dropped %d local sessions", dropped)
         self.outstanding_writes = 0
@@ -208,83 +213,33 @@ class ServerCore:
         """The global sessions (what a snapshot and a SNAP hold)."""
         return {sid: s.timeout for sid, s in self.sessions.sessions.items() if not s.local}
 
-    # -- local sessions -------------------------------------------------------
-
-    def open_local_session(self, timeout: int, now: int) -> int:
-        sid = self.sessions.new_id()
-        self.sessions.add(sid, timeout, now).local = True
-        return sid
-
-    def close_local_session(self, sid: int, why: str) -> None:
-        """A local session ends here alone (it owns no ephemerals: creating one
-        would have made it global)."""
-        session = self.sessions.remove(sid)
-        if session is None:
-            return
-        log.info("Local session 0x%x %s", sid & 0xFFFFFFFFFFFFFFFF, why)
-        conn = session.conn
-        if conn is not None and conn.session_id == sid:
-            conn.close_after_flush()
-
-    def read_only_session(self, timeout: int, now: int, client: str) -> int | None:
-        """A new session in read-only mode: a local one (as ZooKeeper's read-only
-        server makes them); None when new sessions are refused (ZooKeeper 3.8
-        without localSessionsEnabled, ZOOKEEPER-3863)."""
-        if not self.settings.local_sessions:
-            log.info("Refusing a new session from read-only client %s: localSessionsEnabled "
-                     "is false (ZooKeeper 3.8 answers NOTREADONLY)", client)
-            return None
-        return self.open_local_session(timeout, now)
-
-    def is_global_session(self, sid: int) -> bool:
-        """A session the whole ensemble knows (not a local one of ours)."""
-        session = self.sessions.get(sid)
-        return session is not None and not session.local
-
-    def drop_local_sessions(self) -> int:
-        """Forget every local session (the server stopped serving: ZooKeeper's
-        LocalSessionTracker does not outlive its ZooKeeperServer)."""
-        ids = self.sessions.local_ids()
-        for sid in ids:
-            self.sessions.remove(sid)
-        return len(ids)
-
-    def upgrade_session(self, sid: int, now: int) -> bool:
-        """Make a local session global before its first ephemeral (ZooKeeper's
-        session upgrade): a createSession goes through the pipeline first."""
-        session = self.sessions.get(sid)
-        if session is None or not session.local:
-            return False
-        log.info("Upgrading local session 0x%x to a global session", sid & 0xFFFFFFFFFFFFFFFF)
-        session.local = False  # from now on the leader tracks it (once its commit lands)
-        req = Request(sid, 0, Op.createSession, session.timeout, [], None)
-        req.created = now
-        self.submit(req, now)
-        return True
-
     # -- connections ----------------------------------------------------------
 
     def connect(self, remote_host: str, remote_port: int, sink: Callable[[bytes], None],
-                closer: Callable[[], None], now: int) -> Any:
-        from zkpy.server.connection import Connection
-
+                closer: Callable[[], None], now: int) -> Connection:
         self._conn_ids += 1
         conn = Connection(self, self._conn_ids, remote_host, remote_port, sink, closer, now)
         self.connections[conn.id] = conn
         return conn
 
-    def connection_lost(self, conn: Any) -> None:
+    def connection_lost(self, conn: Connection) -> None:
+        """Forget a connection that is gone (``Connection.lost``)."""
         if self.connections.pop(conn.id, None) is None:
             return
-        if conn.state != "closed":  # not closed by us: the client went away
-            log.info("Client %s:%d closed the connection%s", conn.host, conn.port,
-                     f" with {len(conn.buf)} bytes of an incomplete frame unread"
-                     if conn.buf else "")
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
         if session is not None and session.conn is conn:
             session.conn = None
+
+    def at(self, now: int) -> None:
+        """Time has reached ``now`` (ms): what the next commit or reply is stamped with."""
+        if now > self.now:
+            self.now = now
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """``conn`` has output for the next ``flush``."""
+        self.dirty[conn] = None
 
     def flush(self) -> None:
         """Hand every connection's queued output to its transport."""
@@ -305,7 +260,7 @@ class ServerCore:
         if expiring or self.settings.local_sessions:
             for session in self.sessions.expire(now):
                 if session.local:
-                    self.close_local_session(session.id, "expired")
+                    self.local_sessions.close(session.id, "expired")
                 elif not expiring:
                     session.closing = False  # the leader's to expire, not ours
                 else:

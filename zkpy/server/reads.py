@@ -1,9 +1,9 @@
-"""Answers: read requests against the tree, and the replies of applied writes.
+"""Answers to read requests against the tree (ZooKeeper's FinalRequestProcessor).
 
-The read half is ZooKeeper's FinalRequestProcessor for requests that do not
-change the tree (getData, exists, getChildren, getACL, watches, ...): it
-returns the encoded response body or raises ``ZkError``. The write half turns
-a ``TxnResult`` into the response body a client expects for its opcode.
+Requests that do not change the tree (getData, exists, getChildren, getACL,
+the watch operations, whoAmI, multiRead, ...): each returns the encoded
+response body or raises ``ZkError``. Replies to writes are
+``zkpy.server.replies``'.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from zkpy.auth.acl import mask_digests
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
 from zkpy.jute.protocol import AddWatchMode, Err, EventType, Op, Perms, WatcherType, ZkError
-from zkpy.tree.datatree import TxnResult
 
 if TYPE_CHECKING:
     from zkpy.server.connection import Connection
@@ -231,40 +230,5 @@ def answer(core: ServerCore, conn: Connection, op: int, body: Any) -> bytes:
     return fn(core, conn, body)
 
 
-# -- replies to applied writes ---------------------------------------------------
-
-def _sub_result(rc: TxnResult) -> bytes:
-    t = rc.type
-    if t == Op.error:
-        return encode(S.MultiHeader(-1, False, rc.err)) + encode(S.ErrorResponse(rc.err))
-    if t == Op.create:
-        return encode(S.MultiHeader(t, False, 0)) + encode(S.CreateResponse(rc.path))
-    if t in (Op.create2, Op.createTTL, Op.createContainer):
-        return encode(S.MultiHeader(Op.create2, False, 0)) + encode(S.Create2Response(rc.path, rc.stat))
-    if t == Op.setData:
-        return encode(S.MultiHeader(t, False, 0)) + encode(S.SetDataResponse(rc.stat))
-    return encode(S.MultiHeader(t, False, 0))
 
 
-def write_reply(req: Any, rc: TxnResult) -> tuple[int, bytes]:
-    """(error code, response body) for a committed write request."""
-    t = req.type
-    if t == Op.multi:
-        if rc.multi is None:  # the whole multi failed in prep (not an op)
-            return rc.err, b""
-        parts = [_sub_result(sub) for sub in rc.multi]
-        parts.append(encode(S.MultiHeader(-1, True, -1)))
-        return 0, b"".join(parts)
-    if rc.err:
-        return rc.err, b""
-    if t == Op.create:
-        return 0, encode(S.CreateResponse(rc.path))
-    if t in (Op.create2, Op.createTTL, Op.createContainer):
-        return 0, encode(S.Create2Response(rc.path, rc.stat))
-    if t == Op.setData:
-        return 0, encode(S.SetDataResponse(rc.stat))
-    if t == Op.reconfig:  # the new membership as /zookeeper/config now holds it
-        return 0, encode(S.GetDataResponse(rc.stat.data, rc.stat))
-    if t == Op.setACL:
-        return 0, encode(S.SetACLResponse(rc.stat))
-    return 0, b""

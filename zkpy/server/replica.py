@@ -35,7 +35,7 @@ from typing import Any
 
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
-from zkpy.server.connection import decode_body
+from zkpy.jute.requests import decode_body
 from zkpy.server.core import ServerCore
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
@@ -91,14 +91,14 @@ class Replica:
 
     def step(self, event: Event, now: int) -> None:
         self.now = now
-        self.core.now = max(self.core.now, now)
+        self.core.at(now)
         self.driver.step(event, now)
         self._settle(now)
 
     def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
         """The disk synced everything handed to it so far (``Disk``'s callback)."""
         self.now = now
-        self.core.now = max(self.core.now, now)
+        self.core.at(now)
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 

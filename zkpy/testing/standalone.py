@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zkpy.server.core import CoreSettings, ServerCore
+from zkpy.server.host import Host
 from zkpy.server.replica import Replica
 from zkpy.storage.snapshot import parse_snapshot, snapshot_bytes
 from zkpy.testing.zabsim import MemDisk
@@ -61,10 +62,11 @@ class MemoryDisk:
         self.sync()
 
 
-def standalone(settings: CoreSettings, now: int, disk: MemoryDisk | None = None) -> Replica:
+def standalone(settings: CoreSettings, now: int, disk: MemoryDisk | None = None,
+               host: Host | None = None) -> Replica:
     """A started standalone server over ``disk`` (a new, empty one by default)."""
     disk = disk if disk is not None else MemoryDisk()
-    core = ServerCore(settings, now)
+    core = ServerCore(settings, now, host)
     zxid, data = disk.synced.snapshot
     if data:
         tree, sessions = parse_snapshot(data, zxid)
@@ -94,4 +96,4 @@ def restart(replica: Replica, now: int) -> Replica:
     assert isinstance(disk, MemoryDisk)
     disk.pending.clear()
     disk.held = False
-    return standalone(replica.core.settings, now, disk)
+    return standalone(replica.core.settings, now, disk, replica.core.host)
