@@ -1,23 +1,22 @@
-"""``python -m zkpy [-Dkey=value ...] [zoo.cfg]``: run one server in the foreground.
+"""``python -m zkpy``: the same command line as ``zkpy`` (zkpy.cli parses it).
 
-Without a config file zkpy starts a standalone server on 127.0.0.1:2181 with
-a temporary data directory, so a newcomer has one command to try it. -D
-properties come from the command line and, as for Apache ZooKeeper's scripts,
-from JVMFLAGS, SERVER_JVMFLAGS and JAVA_TOOL_OPTIONS.
+This module builds and runs one server from a ServerConfig (``_serve``);
+zkpy.cli chooses the configuration (zoo.cfg, or the zero-config server on
+127.0.0.1:2181 with its data in ./zkpy-data), sets up logging and the pid file.
+-D properties come from the command line and, as for Apache ZooKeeper's
+scripts, from JVMFLAGS, SERVER_JVMFLAGS and JAVA_TOOL_OPTIONS.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
-from zkpy.config import ConfigError, ServerConfig, default_config, load_config, system_properties
+from zkpy.config import ConfigError, ServerConfig
 from zkpy.server.core import CoreSettings
 from zkpy.version import VERSION
 
@@ -118,47 +117,11 @@ def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
     return users
 
 
-def parse_args(argv: list[str]) -> tuple[dict[str, str], str | None]:
-    props: dict[str, str] = {}
-    path = None
-    for arg in argv:
-        if arg.startswith("-D"):
-            key, _, value = arg[2:].partition("=")
-            props[key] = value
-        elif arg in ("-h", "--help"):
-            print(__doc__)
-            sys.exit(0)
-        elif path is None:
-            path = arg
-        else:
-            raise ConfigError(f"unexpected argument {arg!r} (usage: python -m zkpy [-Dk=v] [zoo.cfg])")
-    return props, path
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("ZKPY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
-                        stream=sys.stderr)
-    tmp = None
-    try:
-        argv_props, path = parse_args(sys.argv[1:] if argv is None else argv)
-        props = system_properties(os.environ, argv_props)
-        if path is None:
-            tmp = tempfile.mkdtemp(prefix="zkpy-")
-            cfg = default_config(tmp, props)
-        else:
-            cfg = load_config(path, props)
-    except ConfigError as e:
-        log.error("Invalid configuration, exiting abnormally: %s", e)
-        return 2
-    except OSError as e:
-        log.error("Cannot read configuration: %s", e)
-        return 2
-    try:
-        return _serve(cfg)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    """The command line lives in zkpy.cli (argparse, logging, zero-config data dir)."""
+    from zkpy.cli import main as cli_main
+
+    return cli_main(argv, run=_serve)
 
 
 def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
@@ -237,14 +200,11 @@ def _serve(cfg: ServerConfig) -> int:
     except CannotListenError as e:
         log.error("Cannot bind a port: %s", e)
         return _abandon(reactor, 1)
-    from zkpy.net.adminserver import EndpointError, start_admin_server, start_metrics_provider
+    from zkpy.net.adminserver import start_endpoints
 
-    try:  # ZooKeeper exits 4 when the AdminServer cannot start, 1 for the metrics provider
-        start_metrics_provider(reactor, server.core, cfg, server.clock)
-        start_admin_server(reactor, server.core, cfg, server.clock)
-    except EndpointError as e:
-        log.error("%s; exiting abnormally", e)
-        return _abandon(reactor, e.exit_code)
+    code = start_endpoints(reactor, server.core, cfg, server.clock, member=server)
+    if code is not None:
+        return _abandon(reactor, code)
     log.info("zkpy %s %s, tickTime=%d, dataDir=%s, sessions %d..%dms",
              VERSION, "standalone" if cfg.is_standalone
              else f"server {cfg.my_id} of an ensemble of {len(cfg.servers)} (initLimit="

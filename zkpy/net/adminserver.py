@@ -379,10 +379,24 @@ class CommandResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx: AdminContext, command_url: str = DEFAULT_COMMAND_URL) -> None:
+    def __init__(self, ctx: AdminContext, command_url: str = DEFAULT_COMMAND_URL,
+                 backups: Any = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.url = "/" + command_url.strip("/") if command_url.strip("/") else ""
+        self.backups = backups  # zkpy.net.backup.Backups: ZooKeeper 3.9's snapshot/restore
+
+    def render_POST(self, request: Any) -> Any:
+        """Only ``restore`` takes a POST (as ZooKeeper 3.9's PostCommands)."""
+        from zkpy.net.backup import RESTORE_NAMES
+
+        path = request.path.decode("utf-8", "replace")
+        name = path[len(self.url) + 1:] if path.startswith(self.url + "/") else ""
+        if name in RESTORE_NAMES and self.backups is not None:
+            return self.backups.render_restore(request, name)
+        request.setResponseCode(405)
+        request.setHeader(b"Content-Type", b"text/plain;charset=utf-8")
+        return b"Method Not Allowed\n"
 
     def render_GET(self, request: Any) -> bytes:
         path = request.path.decode("utf-8", "replace")
@@ -396,6 +410,8 @@ class CommandResource(resource.Resource):
         name = path[len(self.url) + 1:]
         kwargs = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
                   for k, v in request.args.items() if v}
+        if self.backups is not None and name in ("snapshot", "snap"):
+            return self.backups.render_snapshot(request, kwargs, name)
         try:
             response = run_command(self.ctx, name, kwargs)
             body = jackson_json(response)
@@ -435,11 +451,43 @@ class MetricsResource(resource.Resource):
 
 
 class EndpointError(Exception):
-    """An HTTP endpoint could not start; ``exit_code`` is ZooKeeper's for the case."""
+    """An HTTP endpoint could not start; ``exit_code`` is ZooKeeper's for the case;
+    ``port_taken`` when only its port could not be bound."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, port_taken: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.port_taken = port_taken
+
+
+def start_endpoints(reactor: Any, core: ServerCore, cfg: ServerConfig,
+                    clock: Callable[[], int] = _wall_ms, member: Any = None) -> int | None:
+    """Start the metrics provider and the AdminServer; an exit code if start-up must stop.
+
+    Measured on ZooKeeper 3.8: an ensemble member whose AdminServer port is taken
+    logs "Problem starting AdminServer" (WARN) and serves on; a standalone server
+    exits 4; a metrics provider that cannot start (its port taken) exits 1 either way.
+    zkpy: a member, and the zero-config server, keep serving without the endpoint
+    whose port is taken (metrics included: a monitoring port must not cost the
+    ensemble a voter); a standalone server from a zoo.cfg exits as ZooKeeper does.
+    """
+    from zkpy.config import DEFAULT_SOURCE
+
+    survive = not cfg.is_standalone or cfg.source == DEFAULT_SOURCE
+    for start in (start_metrics_provider, start_admin_server):
+        try:
+            if start is start_admin_server:
+                start_admin_server(reactor, core, cfg, clock, member)
+            else:
+                start(reactor, core, cfg, clock)
+        except EndpointError as e:
+            if not (e.port_taken and survive):
+                log.error("%s; exiting abnormally", e)
+                return e.exit_code
+            log.warning("%s; serving without it (set %s to move it)", e,
+                        "metricsProvider.httpPort" if start is start_metrics_provider
+                        else "admin.serverPort, or admin.enableServer=false,")
+    return None
 
 
 def _idle_timeout_s(props: Mapping[str, str]) -> float | None:
@@ -459,7 +507,7 @@ def _read_initial_config(cfg: ServerConfig) -> str | None:
 
 
 def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
-                       clock: Callable[[], int] = _wall_ms) -> Any:
+                       clock: Callable[[], int] = _wall_ms, member: Any = None) -> Any:
     """Bind the AdminServer if ``admin.enableServer``; returns the listening port or None."""
     from twisted.internet.error import CannotListenError
 
@@ -468,14 +516,18 @@ def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
     props = cfg.properties
     url = props.get("zookeeper.admin.commandURL", DEFAULT_COMMAND_URL)
     ctx = AdminContext(core, dict(props), _read_initial_config(cfg), clock)
-    site = server.Site(CommandResource(ctx, url), timeout=_idle_timeout_s(props))
+    from zkpy.net.backup import Backups
+
+    backups = Backups(reactor, core, dict(props), clock, member, jackson_json)
+    site = server.Site(CommandResource(ctx, url, backups), timeout=_idle_timeout_s(props))
     site.displayTracebacks = False
     host = cfg.admin_server_address
     try:
         port = reactor.listenTCP(cfg.admin_server_port, site, interface=host)
     except CannotListenError as e:
         raise EndpointError(f"Problem starting AdminServer on address {host}, port "
-                            f"{cfg.admin_server_port} and command URL {url}: {e}", 4) from e
+                            f"{cfg.admin_server_port} and command URL {url}: {e}", 4,
+                            port_taken=True) from e
     bound = port.getHost()
     log.info("Started AdminServer on address %s, port %d and command URL %s", host, bound.port,
              url)
@@ -499,8 +551,9 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     if cls in PASSIVE_PROVIDERS:
         return None
     if cls != PROMETHEUS_PROVIDER:
+        # ZooKeeper: "metrics provider class was not found", an invalid config (exit 2).
         raise EndpointError(f"Cannot boot MetricsProvider {cls}: zkpy provides "
-                            f"{PROMETHEUS_PROVIDER} and the built-in ones only", 1)
+                            f"{PROMETHEUS_PROVIDER} and the built-in ones only", 2)
     conf = dict(cfg.metrics_provider_config)
     conf["httpPort"] = str(cfg.metrics_provider_http_port)
     try:
@@ -514,7 +567,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
         port = reactor.listenTCP(port_no, site, interface=host)
     except CannotListenError as e:
         raise EndpointError(f"Cannot boot MetricsProvider {cls}: cannot start /metrics server "
-                            f"on {host}:{port_no}: {e}", 1) from e
+                            f"on {host}:{port_no}: {e}", 1, port_taken=True) from e
     log.info("Started /metrics HTTP endpoint at host: %s, port: %d, exportJvmInfo: %s", host,
              port.getHost().port, export)
     return port
@@ -523,5 +576,5 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
 __all__ = [
     "AdminContext", "COMMANDS", "Command", "CommandResource", "EndpointError", "MetricsResource",
     "command_links", "connection_info", "jackson_json", "run_command", "start_admin_server",
-    "start_metrics_provider",
+    "start_endpoints", "start_metrics_provider",
 ]
