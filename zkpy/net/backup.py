@@ -194,6 +194,10 @@ class Backups:
                                 "ensemble member it would diverge from the others)")
         if member.snapshots.running:
             raise B.BackupError("a snapshot is being written; try again")
+        if self.core.outstanding_writes or member.replica.proposed:
+            # Their txns were prepared against the tree being replaced: applying
+            # them over the restored one could not give what was acknowledged.
+            raise B.BackupError("writes are in flight; try again")
         tree, sessions, blob = prepared
         core = self.core
         zxid = core.last_zxid
