@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
-    from zkpy.net.member import MemberServer
+    from zkpy.net.member import MemberServer, record_startup
     from zkpy.storage.recovery import RecoveryError, data_dirs, load
 
     snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
@@ -149,6 +149,7 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
                                           f"currentEpoch {state.current_epoch}",
              time.monotonic() - started, cfg.data_dir)
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    record_startup(server.core.metrics, len(state.log), time.monotonic() - started)
     _autopurge(reactor, cfg, server.purge)
     return server
 

@@ -305,7 +305,7 @@ def _crst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
 
 
 def _srst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    ctx.core.stats.reset()
+    monitor.reset_server_stats(ctx.core)
     return {}
 
 

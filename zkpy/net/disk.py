@@ -14,13 +14,20 @@ With forceSync off a write only copies into the page cache: it is done on
 the reactor at the end of the turn, cheaper than two thread hops.
 A write that fails stops the server: one that cannot persist cannot
 acknowledge anything.
+
+Metrics (``metrics``: the core's ``ServerMetrics``, when set): each batch's
+fsync time, size and write time, and each transaction's time from being handed
+over to being written and to being synced, measured here with a monotonic
+clock and recorded on the reactor thread once the batch is done (ZooKeeper's
+SyncRequestProcessor and FileTxnLog figures; see ``DiskTimes``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import threads
@@ -46,6 +53,22 @@ class Roll:
     """Start a new log file (before a snapshot, so the logs after it are separate)."""
 
 
+@dataclass
+class DiskTimes:
+    """What one batch took, on the monotonic clock (seconds)."""
+
+    started: float = 0.0  # the write began
+    written: float = 0.0  # everything was written, before the fsync
+    synced: float = 0.0  # the fsync returned
+    # (time handed over, transactions) for each submit in the batch
+    queued: list[tuple[float, int]] = field(default_factory=list)
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, truncated (as TimeUnit.NANOSECONDS.toMillis)."""
+    return int(seconds * 1000) if seconds > 0 else 0
+
+
 class DiskWriter:
     """The Driver's ``Disk``: persist ops in order, sync, then release what waited."""
 
@@ -60,7 +83,9 @@ class DiskWriter:
         self.last_zxid = last_zxid
         self._ops: list[PersistOp | Roll] = []
         self._after: list[Durable] = []
+        self._queued: list[tuple[float, int]] = []  # (when, how many txns) per submit
         self._busy = False
+        self.metrics: Any = None  # the core's ServerMetrics, or None
         self.on_synced: Any = None  # (after sends, last zxid) -> None
         # One thread writes the log; another writes snapshots (tests pass their own).
         if pool is None:
@@ -76,6 +101,8 @@ class DiskWriter:
     def submit(self, ops: list[Any], after: list[Durable]) -> None:
         self._ops.extend(ops)
         self._after.extend(after)
+        if ops:
+            self._queued.append((time.monotonic(), len(ops)))
         if not self._busy:
             self._kick()
 
@@ -90,20 +117,26 @@ class DiskWriter:
             return
         ops, self._ops = self._ops, []
         after, self._after = self._after, []
-        d = threads.deferToThreadPool(self.reactor, self.pool, self._write, ops)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(after,))
+        times = DiskTimes(queued=self._queued)
+        self._queued = []
+        d = threads.deferToThreadPool(self.reactor, self.pool, self._write, ops, times)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(after, times))
 
     def _write_here(self) -> None:
         ops, self._ops = self._ops, []
         after, self._after = self._after, []
+        times = DiskTimes(queued=self._queued)
+        self._queued = []
         try:
-            last = self._write(ops)
+            last = self._write(ops, times)
         except Exception:
             self._failed(Failure())
             return
-        self._written(last, after)
+        self._written(last, after, times)
 
-    def _write(self, ops: list[Any]) -> int:
+    def _write(self, ops: list[Any], times: DiskTimes | None = None) -> int:
+        if times is not None:
+            times.started = time.monotonic()
         appends: list[tuple[int, bytes]] = []
         writer = self.writer
         last = self.last_zxid
@@ -135,13 +168,19 @@ class DiskWriter:
                 writer.roll()
         if appends:
             writer.append_many(appends)
+        if times is not None:
+            times.written = time.monotonic()
         writer.sync()
+        if times is not None:
+            times.synced = time.monotonic()
         self.last_zxid = last
         return last
 
-    def _written(self, last: int, after: list[Durable]) -> None:
+    def _written(self, last: int, after: list[Durable], times: DiskTimes | None = None) -> None:
         self._busy = False
         self.batches += 1
+        if self.metrics is not None and times is not None and times.queued:
+            record_batch(self.metrics, times, self.force_sync)
         if self.on_synced is not None:
             self.on_synced(after, last)
         if self._ops or self._after:
@@ -157,3 +196,23 @@ class DiskWriter:
         self.pool.stop()
         self.snap_pool.stop()
         self.writer.close()
+
+
+def record_batch(metrics: Any, times: DiskTimes, fsynced: bool) -> None:
+    """One synced batch in ZooKeeper's terms: FileTxnLog's fsync time (when it
+    fsyncs), SyncRequestProcessor's batch size, flush time, and per transaction
+    its queue time, queue-and-flush time, processing time and the queue behind it."""
+    s = metrics.summary
+    n = sum(count for _, count in times.queued)
+    if fsynced:
+        s["fsynctime"].add(_ms(times.synced - times.written))
+    s["sync_processor_batch_size"].add(n)
+    s["sync_processor_queue_flush_time_ms"].add(_ms(times.synced - times.started))
+    s["sync_process_time"].extend([_ms(times.written - times.started) // max(n, 1)] * n)
+    s["sync_processor_queue_size"].extend(range(n - 1, -1, -1))
+    queue_time, queue_and_flush = s["sync_processor_queue_time_ms"], s[
+        "sync_processor_queue_and_flush_time_ms"]
+    for handed, count in times.queued:
+        queue_time.extend([_ms(times.started - handed)] * count)
+        queue_and_flush.extend([_ms(times.synced - handed)] * count)
+    metrics.sync_processor_request_queued += n

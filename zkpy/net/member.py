@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from twisted.internet import task, threads
@@ -48,6 +49,20 @@ from zkpy.zab.membership import QuorumConfig, parse_config_text
 from zkpy.zab.peer import Peer
 
 log = logging.getLogger("zkpy.quorum")
+
+
+def record_startup(metrics: Any, txns: int, seconds: float) -> None:
+    """ZKDatabase.loadDataBase's figures for what ``recovery.load`` did: it reads the
+    newest snapshot and the log after it in one pass, so its time is the database's
+    init time, the snapshot's load time and (with logged transactions to replay,
+    as FileTxnSnapLog.fastForwardFromEdits) the transactions' load time."""
+    ms = int(seconds * 1000)
+    s = metrics.summary
+    s["dbinittime"].add(ms)
+    s["startup_snap_load_time"].add(ms)
+    if txns:
+        s["startup_txns_loaded"].add(txns)
+        s["startup_txns_load_time"].add(ms)
 
 
 class _MemberLinks:
@@ -93,6 +108,7 @@ class MemberServer(ZkServer):
                                force_sync=cfg.force_sync, pool=disk_pools[0],
                                snap_pool=disk_pools[1])
         self.disk.on_synced = self._persisted
+        self.disk.metrics = self.core.metrics
         links: Links
         if self.standalone:
             self.peer = Peer(self.my_id, {self.my_id}, disk_state, standalone=True)
@@ -193,7 +209,10 @@ class MemberServer(ZkServer):
         path = os.path.join(self.disk.snap_dir, snapshot_name(self.core.last_zxid))
         if self.standalone and not os.path.exists(path):
             # As ZooKeeperServer.loadData: a clean snapshot of what was recovered.
+            started = time.monotonic()
             write_tree(path, self.core.tree, self.core.session_timeouts(), self.cfg.force_sync)
+            self.core.metrics.summary["snapshottime"].add(
+                int((time.monotonic() - started) * 1000))
 
     def close(self) -> None:
         if self._zab_ticker is not None and self._zab_ticker.running:

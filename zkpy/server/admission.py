@@ -53,6 +53,10 @@ def handshake(core: ServerCore, conn: Connection, frame: bytes, now: int) -> Non
         # running (electing, syncing): the client tries another server.
         conn.abort("ZooKeeperServer not running")
         return
+    m = core.metrics
+    m.connection_request_count += 1
+    # ZooKeeper's connection throttle's token deficit: zkpy throttles no connections.
+    m.summary["connection_token_deficit"].add(0)
     read_only = core.read_only
     if read_only and not req.readOnly:
         # ReadOnlyZooKeeperServer: only clients that allow read-only mode (old clients,

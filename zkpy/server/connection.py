@@ -36,6 +36,7 @@ from zkpy.server.sessions import hex_sid, session_password
 if TYPE_CHECKING:
     from zkpy.auth.sasl import DigestMD5Server
     from zkpy.server.core import ServerCore
+    from zkpy.server.metrics import Summary
     from zkpy.tree.datatree import TxnResult
 
 log = logging.getLogger("zkpy.server")
@@ -64,8 +65,10 @@ class Connection:
         self.ids: list[Any] = [S.Id("ip", host)]
         self.state = "new"  # new -> connecting -> open -> closing -> closed
         self.old_client = False
-        self.pending: deque[Request | tuple[int, int, Any]] = deque()
-        self.early: list[bytes] = []
+        # Requests waiting behind a write of this session: writes, reads (xid, op,
+        # body, arrival ms) and queued reply frames.
+        self.pending: deque[Request | tuple[int, int, Any, int]] = deque()
+        self.early: list[tuple[bytes, int]] = []  # (frame, arrival ms) before the session
         self.close_pending = False
         self.out_bytes = 0
         self.backlogged = False
@@ -82,6 +85,7 @@ class Connection:
         self.max_latency = 0
         self.total_latency = 0
         self.latency_count = 0
+        self.metrics = core.metrics
 
     # -- bytes in -------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Connection:
             if self.state in ("closing", "closed"):
                 break
         del buf[:off]
+        self.metrics.bytes_received_count += off
         core.mark_dirty(self)
 
     def _frame(self, frame: bytes, now: int) -> None:
@@ -124,7 +129,7 @@ class Connection:
         if self.state == "new":
             admission.handshake(self.core, self, frame, now)
         elif self.state == "connecting":
-            self.early.append(frame)
+            self.early.append((frame, now))
         else:
             routing.route(self.core, self, frame, now)
 
@@ -157,14 +162,14 @@ class Connection:
     def read(self, xid: int, op: int, body: Any, now: int) -> None:
         """Answer a read now, or behind this connection's pending requests."""
         if self.pending:
-            self.pending.append((xid, op, body))
+            self.pending.append((xid, op, body, now))
         else:
-            self._read(xid, op, body, now)
+            self._read(xid, op, body, now, now)
 
-    def _read(self, xid: int, op: int, body: Any, now: int) -> None:
+    def _read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
         core = self.core
         if op == Op.ping:
-            self._reply(xid, core.last_zxid, 0, b"", now, "PING")
+            self._reply(xid, core.last_zxid, 0, b"", now, "PING", arrived)
             return
         try:
             payload = reads.answer(core, self, op, body)
@@ -172,7 +177,7 @@ class Connection:
         except ZkError as e:
             payload = e.payload
             err = int(e.code)
-        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op))
+        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
 
     # -- commits and ordered replies --------------------------------------------
 
@@ -184,11 +189,12 @@ class Connection:
             head = self.pending.popleft() if self.pending else None
             assert head is req
             self.open(req.session_id, req.txn.timeOut)
+            self.metrics.updatelatency.add(max(self.core.now - req.created, 0))
             log.info("Established session %s with negotiated timeout %dms for client %s:%d",
                      hex_sid(req.session_id), req.txn.timeOut, self.host, self.port)
             early, self.early = self.early, []
-            for frame in early:
-                routing.route(self.core, self, frame, self.core.now)
+            for frame, arrived in early:
+                routing.route(self.core, self, frame, arrived)
             self.core.mark_dirty(self)
             return
         assert rc is not None
@@ -196,7 +202,7 @@ class Connection:
         if self.pending and self.pending[0] is req:
             self.pending.popleft()
         self._reply(req.cxid, req.hdr.zxid, err, payload, self.core.now, routing.op_name(req.type),
-                    req.created)
+                    req.created, self.metrics.updatelatency)
         self._drain()
 
     def synced(self, req: Request) -> None:
@@ -232,10 +238,13 @@ class Connection:
             if isinstance(head, bytes):
                 self.queue(head)
             else:
-                xid, op, body = head
-                self._read(xid, op, body, self.core.now)
+                xid, op, body, arrived = head
+                self._read(xid, op, body, self.core.now, arrived)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
+        """A reply the final processor does not send (auth, refusals): in order."""
+        self.core.stats.response_size.add(16 + len(payload))
+        self.core.stats.other_response_bytes += 16 + len(payload)
         self.queue_in_order(_REPLY.pack(16 + len(payload), xid, self.core.last_zxid, err)
                              + payload)
 
@@ -246,15 +255,19 @@ class Connection:
             self.queue(frame)
 
     def _reply(self, xid: int, zxid: int, err: int, payload: bytes, now: int, op: str,
-               started: int | None = None) -> None:
-        self.out.append(_REPLY.pack(16 + len(payload), xid, zxid, err))
+               started: int | None = None, kind: Summary | None = None) -> None:
+        """Send a reply; its latency counts as ``kind`` (readlatency unless said)."""
+        size = 16 + len(payload)
+        self.out.append(_REPLY.pack(size, xid, zxid, err))
         if payload:
             self.out.append(payload)
-        self.out_bytes += 20 + len(payload)
+        self.out_bytes += size + 4
         self.packets_sent += 1
-        self.core.stats.packets_sent += 1
-        latency = now - started if started is not None else 0
-        self.core.stats.latency.add(latency)
+        stats = self.core.stats
+        stats.packets_sent += 1
+        stats.response_size.add(size)
+        latency = now - started if started is not None and now > started else 0
+        (kind or self.metrics.readlatency).add(latency)
         self.last_op = op
         if xid >= 0:  # pings, auth and watch re-registration do not count, as in ZooKeeper
             self.last_cxid = xid
@@ -272,7 +285,11 @@ class Connection:
     def send_event(self, etype: int, path: str) -> None:
         body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()
         self.queue(_REPLY.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
-        self.core.stats.watch_events += 1
+        stats = self.core.stats
+        stats.watch_events += 1
+        stats.response_size.add(16 + len(body))
+        stats.other_response_bytes += 16 + len(body)
+        self.metrics.watch_bytes += 16 + len(body)
 
     # -- output and closing -------------------------------------------------------
 

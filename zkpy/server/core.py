@@ -28,10 +28,11 @@ from typing import Any, Protocol
 
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
-from zkpy.jute.protocol import Err, Op, Perms, ZkError
+from zkpy.jute.protocol import Err, EventType, Op, Perms, ZkError
 from zkpy.server.connection import Connection
 from zkpy.server.host import Host, PlainHost
 from zkpy.server.local_sessions import LocalSessions
+from zkpy.server.metrics import ServerMetrics
 from zkpy.server.modes import RULES, Mode, Route
 from zkpy.server.prep import Prep, Request
 from zkpy.server.sessions import SessionTable
@@ -40,6 +41,14 @@ from zkpy.tree.datatree import CONFIG_NODE, DataTree
 from zkpy.tree.watches import WatchManager
 
 log = logging.getLogger("zkpy.server")
+
+#: WatchManager.triggerWatch's summaries of how many watchers an event reached.
+_WATCH_COUNTS: dict[int, str] = {
+    EventType.NodeCreated: "node_created_watch_count",
+    EventType.NodeDeleted: "node_deleted_watch_count",
+    EventType.NodeDataChanged: "node_changed_watch_count",
+    EventType.NodeChildrenChanged: "node_children_watch_count",
+}
 
 
 @dataclass
@@ -103,6 +112,9 @@ class ServerCore:
         # The machine, for the few facts the core reports or needs (zkpy.server.host).
         self.host: Host = host if host is not None else PlainHost()
         self.tree = DataTree()
+        # ZooKeeper's ServerMetrics: recorded by the pipeline, the replica and the adapter.
+        self.metrics = ServerMetrics()
+        self.tree.written = self.metrics.write_per_namespace.note
         self.watches = WatchManager()
         self.auth = AuthProviders(settings.super_digest)
         if settings.sasl_users is not None:
@@ -116,9 +128,10 @@ class ServerCore:
         self.prep.reconfig_enabled = settings.reconfig_enabled
         self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
+        self.prep.metrics = self.metrics
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.local_sessions = LocalSessions(self)
-        self.stats = ServerStats(now_ms)
+        self.stats = ServerStats(now_ms, self.metrics)
         self.next_zxid = 1
         self.connections: dict[int, Any] = {}
         self.dirty: dict[Any, None] = {}
@@ -191,6 +204,7 @@ class ServerCore:
         """
         self.tree = tree
         self.prep.tree = tree
+        tree.written = self.metrics.write_per_namespace.note
         for sid, timeout in sessions.items():
             self.sessions.add(sid, timeout, now)
         self.next_zxid = tree.last_zxid + 1
@@ -261,6 +275,7 @@ class ServerCore:
     def tick(self, now: int) -> None:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
+        self.metrics.fold_all()  # bounded memory whoever reads the numbers
         # Local sessions expire where they live; global ones only on the leader.
         expiring = self.rules.expires
         if expiring or self.settings.local_sessions:
@@ -313,6 +328,7 @@ class ServerCore:
                 session = self.sessions.get(req.session_id)
                 if session is not None:
                     session.closing = True
+                self.metrics.summary["close_session_prep_time"].add(0)  # within this turn
             self.replica.propose(req)
         elif route is Route.FORWARD:
             self.outstanding_writes += 1
@@ -346,6 +362,10 @@ class ServerCore:
         if hdr.zxid > self.tree.last_zxid:  # createSession does not touch the tree
             self.tree.last_zxid = hdr.zxid
         self.prep.applied(hdr.zxid)
+        # FinalRequestProcessor: from the leader stamping the txn to applying it here.
+        latency = self.now - hdr.time
+        if latency >= 0:
+            self.metrics.propagation_latency.add(latency)
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
         if hdr.type == Op.closeSession:
@@ -360,7 +380,12 @@ class ServerCore:
         # spent either way.
         check = None if self.settings.skip_acl else self.auth.check
         for path, etype, acl in triggers:
-            for conn in self.watches.trigger(path, etype):
+            watchers = self.watches.trigger(path, etype)
+            if watchers:
+                watch_count = _WATCH_COUNTS.get(etype)
+                if watch_count is not None:
+                    self.metrics.summary[watch_count].add(len(watchers))
+            for conn in watchers:
                 if check is not None:
                     try:
                         check(acl, Perms.READ, conn.ids)

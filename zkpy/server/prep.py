@@ -116,6 +116,13 @@ def _validate(path: str | None) -> str:
     return path
 
 
+class _NoMetrics:
+    """Counters nobody reads (a Prep outside a server)."""
+
+    outstanding_changes_queued = 0
+    outstanding_changes_removed = 0
+
+
 class Prep:
     """Checks write requests and builds their transactions."""
 
@@ -134,6 +141,8 @@ class Prep:
         self._by_path: dict[str, Change] = {}
         self._now = 0  # the time of the request being prepared
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
+        # Counts outstanding_changes_queued/removed (the core's ServerMetrics).
+        self.metrics: Any = _NoMetrics()
 
     # -- future state -------------------------------------------------------
 
@@ -152,12 +161,14 @@ class Prep:
     def _add(self, change: Change) -> None:
         self._changes.append(change)
         self._by_path[change.path] = change
+        self.metrics.outstanding_changes_queued += 1
 
     def applied(self, zxid: int) -> None:
         """Forget the change records of every transaction up to ``zxid``."""
         changes = self._changes
         while changes and changes[0].zxid <= zxid:
             c = changes.popleft()
+            self.metrics.outstanding_changes_removed += 1
             if self._by_path.get(c.path) is c:
                 del self._by_path[c.path]
 

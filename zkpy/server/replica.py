@@ -36,6 +36,7 @@ from typing import Any
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
 from zkpy.jute.requests import decode_body
+from zkpy.server import pipeline_metrics
 from zkpy.server.core import ServerCore
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
@@ -200,6 +201,7 @@ class Replica:
             lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
             entries.append((zxid, txn))
         self._sizes = (size, lo, hi)
+        pipeline_metrics.proposed(self.core.metrics, reqs, self.now, not self.peer.standalone)
         try:
             self.driver.step(ProposeMany(entries), self.now)
         except NotLeader as e:

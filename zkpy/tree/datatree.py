@@ -14,7 +14,7 @@ lookups are one dict access and the Stat is read straight off the node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
@@ -132,6 +132,9 @@ class DataTree:
         self.last_zxid = 0
         self._acls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.quota = QuotaIndex()  # the paths with a quota (see zkpy.tree.quota)
+        # Where (path, bytes) of each node created, deleted or changed is noted
+        # (DataTree.updateWriteStat; the server's write_per_namespace), or None.
+        self.written: Callable[[tuple[str, int]], None] | None = None
         root = Node(b"", self.intern_acl(OPEN_ACL_UNSAFE), 0, 0, 0)
         self.nodes["/"] = root
         self._add_system_node(ZOOKEEPER_NODE, OPEN_ACL_UNSAFE)
@@ -151,6 +154,7 @@ class DataTree:
         tree.last_zxid = 0
         tree._acls = {}
         tree.quota = QuotaIndex()
+        tree.written = None
         return tree
 
     def set_config(self, data: bytes, version: int, time: int) -> TxnResult:
@@ -281,6 +285,8 @@ class DataTree:
         elif kind == "ttl":
             self.ttls.add(path)
         on_create(self, path, parent_path, name, txn.data)
+        if self.written is not None:
+            self.written((path, len(txn.data) if txn.data else 0))
         rc.triggers.append((path, EventType.NodeCreated, node.acl))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
         return node
@@ -313,6 +319,8 @@ class DataTree:
             else:
                 self.ttls.discard(path)
         on_delete(self, path, parent_path, name, node.data)
+        if self.written is not None:
+            self.written((path, 0))
         rc.triggers.append((path, EventType.NodeDeleted, node.acl))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
 
@@ -325,6 +333,8 @@ class DataTree:
         node.mzxid = zxid
         node.version = txn.version
         on_set_data(self, txn.path, old, txn.data)
+        if self.written is not None:
+            self.written((txn.path, len(txn.data) if txn.data else 0))
         rc.triggers.append((txn.path, EventType.NodeDataChanged, node.acl))
         return node
 

@@ -1,0 +1,336 @@
+"""ServerMetrics: ZooKeeper 3.8's counters and summaries, recorded by zkpy's own pipeline.
+
+ZooKeeper's ``ServerMetrics`` holds counters (``SimpleCounter``), summaries
+(``AvgMinMaxCounter``: avg/min/max/cnt/sum; ``AvgMinMaxPercentileCounter``:
+the same plus p50/p95/p99/p999) and summary sets (one summary per key, e.g.
+per top-level namespace or per learner). This module keeps the same names
+with the same meanings; ``zkpy.admin.monitor`` prints them as ``mntr`` does
+and ``zkpy.net.metrics`` exports them to Prometheus.
+
+Cheap on the hot path: observing a value is one ``list.append`` (``Summary.add``
+is the bound ``append`` of a pending list). Pending values are folded into
+count/sum/min/max and a window of the latest ``WINDOW`` observations with
+builtins (``sum``, ``min``, ``max``, ``deque.extend``) when someone reads the
+numbers, or when ``fold_all`` runs on the server's tick, so memory stays bounded.
+
+Percentiles come from that window (the last ``WINDOW`` observations, sorted,
+interpolated as metrics-core's ``UniformSnapshot`` and rounded as ZooKeeper's
+``Math.round``). ZooKeeper samples a uniform reservoir of 4096 since the last
+reset, with randomness; a window of the latest values is the deterministic
+choice (the pure core reads no randomness) and shows the recent behaviour an
+operator looks for. Prometheus quantiles come from the same window.
+
+Values are what the pipeline hands in: whole milliseconds from the ``now``
+the adapter gives the core, or durations the adapter measured itself (fsync,
+snapshot, load times) with a monotonic clock. Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal
+
+#: How many of the latest observations each summary keeps for its percentiles.
+WINDOW = 4096
+
+#: ZooKeeper's summaries in ``ServerMetrics``: name -> ADVANCED (with percentiles).
+SUMMARIES: dict[str, bool] = {
+    **dict.fromkeys((
+        "fsynctime snapshottime dbinittime follower_sync_time observer_sync_time election_time "
+        "connection_token_deficit inflight_snap_count inflight_diff_count "
+        "node_created_watch_count node_deleted_watch_count node_changed_watch_count "
+        "node_children_watch_count prep_processor_queue_size prep_process_time "
+        "proposal_process_time unavailable_time leader_unavailable_time "
+        "requests_in_session_queue pending_session_queue_size "
+        "reads_after_write_in_session_queue reads_issued_from_session_queue "
+        "session_queues_drained time_waiting_empty_pool_in_commit_processor_read_ms "
+        "write_batch_time_in_commit_processor concurrent_request_processing_in_commit_processor "
+        "read_commit_proc_req_queued write_commit_proc_req_queued commit_commit_proc_req_queued "
+        "read_commit_proc_issued write_commit_proc_issued commit_process_time "
+        "startup_txns_loaded startup_txns_load_time startup_snap_load_time "
+        "sync_processor_queue_size sync_process_time sync_processor_batch_size "
+        "netty_queued_buffer_capacity learner_request_processor_queue_size socket_closing_time"
+    ).split(), False),
+    **dict.fromkeys((
+        "readlatency updatelatency propagation_latency dead_watchers_cleaner_latency "
+        "prep_processor_queue_time_ms close_session_prep_time read_commitproc_time_ms "
+        "write_commitproc_time_ms local_write_committed_time_ms server_write_committed_time_ms "
+        "om_proposal_process_time_ms om_commit_process_time_ms read_final_proc_time_ms "
+        "write_final_proc_time_ms proposal_latency proposal_ack_creation_latency "
+        "commit_propagation_latency sync_processor_queue_and_flush_time_ms "
+        "sync_processor_queue_time_ms sync_processor_queue_flush_time_ms quorum_ack_latency "
+        "jvm_pause_time_ms request_throttle_queue_time_ms"
+    ).split(), True),
+}
+
+#: ZooKeeper's summary sets: name -> ADVANCED.
+SUMMARY_SETS: dict[str, bool] = {
+    "write_per_namespace": False, "read_per_namespace": False,
+    "learner_handler_qp_size": False, "learner_handler_qp_time_ms": True, "ack_latency": True,
+}
+
+#: ZooKeeper's counters (``ServerMetrics``), all reset by ``srst``.
+COUNTERS = tuple("""
+    looking_count diff_count snap_count commit_count connection_request_count
+    connection_rejected bytes_received_count unrecoverable_error_count
+    add_dead_watcher_stall_time dead_watchers_queued dead_watchers_cleared
+    response_packet_cache_hits response_packet_cache_misses
+    response_packet_get_children_cache_hits response_packet_get_children_cache_misses
+    ensemble_auth_success ensemble_auth_fail ensemble_auth_skip prep_processor_request_queued
+    outstanding_changes_queued outstanding_changes_removed revalidate_count
+    connection_drop_count connection_revalidate_count sessionless_connections_expired
+    stale_sessions_expired request_commit_queued throttled_ops learner_proposal_received_count
+    learner_commit_received_count sync_processor_request_queued proposal_count
+    quit_leading_due_to_disloyal_voter stale_requests stale_requests_dropped stale_replies
+    request_throttle_wait_count large_requests_rejected digest_mismatches_count
+    unsuccessful_handshake insecure_admin_count tls_handshake_exceeded
+    cnxn_closed_without_zk_server_running skip_learner_request_to_next_processor_count
+    requests_not_forwarded_to_commit_processor response_bytes watch_bytes
+""".split())
+
+_PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999))
+
+
+def _quantile(ordered: list[int], q: float) -> float:
+    """metrics-core's UniformSnapshot.getValue over sorted values."""
+    n = len(ordered)
+    if not n:
+        return 0.0
+    pos = q * (n + 1)
+    index = int(pos)
+    if index < 1:
+        return float(ordered[0])
+    if index >= n:
+        return float(ordered[-1])
+    lower, upper = ordered[index - 1], ordered[index]
+    return lower + (pos - math.floor(pos)) * (upper - lower)
+
+
+def avg4(total: float, count: int) -> float:
+    """An average rounded half up to 4 decimals, as ``AvgMinMaxCounter.getAvg``
+    (``new BigDecimal(double).setScale(4, HALF_UP)``: the double's exact value)."""
+    if not count:
+        return 0.0
+    exact = Decimal(total / count)
+    return float(exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+
+
+def java_round(x: float) -> int:
+    """``Math.round``: half up."""
+    return math.floor(x + 0.5)
+
+
+class Summary:
+    """One ``AvgMinMaxCounter`` (``percentiles``: an ``AvgMinMaxPercentileCounter``)."""
+
+    __slots__ = ("name", "percentiles", "add", "extend", "_pending", "count", "total",
+                 "min", "max", "window")
+
+    def __init__(self, name: str, percentiles: bool = False) -> None:
+        self.name = name
+        self.percentiles = percentiles
+        self._pending: list[int] = []
+        #: Observe one value (the hot path: a bound ``list.append``).
+        self.add = self._pending.append
+        #: Observe several values at once.
+        self.extend = self._pending.extend
+        self.window: deque[int] = deque(maxlen=WINDOW)
+        self.count = self.total = 0
+        self.min = self.max = 0
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self.window.clear()
+        self.count = self.total = 0
+        self.min = self.max = 0
+
+    def fold(self) -> None:
+        """Take the pending observations into the totals and the window."""
+        pending = self._pending
+        if not pending:
+            return
+        lo, hi = min(pending), max(pending)
+        if not self.count or lo < self.min:
+            self.min = lo
+        if not self.count or hi > self.max:
+            self.max = hi
+        self.count += len(pending)
+        self.total += sum(pending)
+        self.window.extend(pending)
+        pending.clear()
+
+    def avg(self) -> float:
+        return avg4(self.total, self.count)
+
+    def quantiles(self, qs: Iterable[float]) -> list[float]:
+        """The window's quantiles (NaN for an empty window, as Prometheus' CKMS)."""
+        self.fold()
+        ordered = sorted(self.window)
+        if not ordered:
+            return [math.nan for _ in qs]
+        return [_quantile(ordered, q) for q in qs]
+
+    def values(self, prefix: str = "") -> list[tuple[str, int | float]]:
+        """mntr's keys and values for this summary, in ZooKeeper's order."""
+        self.fold()
+        name = prefix + self.name
+        out: list[tuple[str, int | float]] = [
+            (f"avg_{name}", self.avg()), (f"min_{name}", self.min), (f"max_{name}", self.max),
+            (f"cnt_{name}", self.count), (f"sum_{name}", self.total)]
+        if self.percentiles:
+            ordered = sorted(self.window)
+            out += [(f"{label}_{name}", java_round(_quantile(ordered, q)))
+                    for label, q in _PERCENTILES]
+        return out
+
+
+class SummarySet:
+    """``AvgMinMaxCounterSet`` (or its percentile form): one summary per key."""
+
+    __slots__ = ("name", "percentiles", "by_key")
+
+    def __init__(self, name: str, percentiles: bool = False) -> None:
+        self.name = name
+        self.percentiles = percentiles
+        self.by_key: dict[str, Summary] = {}
+
+    def get(self, key: str) -> Summary:
+        summary = self.by_key.get(key)
+        if summary is None:
+            summary = self.by_key[key] = Summary(f"{key}_{self.name}", self.percentiles)
+        return summary
+
+    def add(self, key: str, value: int) -> None:
+        self.get(key).add(value)
+
+    def fold(self) -> None:
+        for summary in self.by_key.values():
+            summary.fold()
+
+    def reset(self) -> None:
+        """As ZooKeeper: every key's summary is zeroed, the keys stay."""
+        for summary in self.by_key.values():
+            summary.reset()
+
+
+#: DataTree.STAT_OVERHEAD_BYTES: what a read's Stat adds to its bytes.
+STAT_OVERHEAD_BYTES = 6 * 8 + 5 * 4
+
+
+class NamespaceSet(SummarySet):
+    """``read_per_namespace``/``write_per_namespace``: bytes per top-level znode.
+
+    The hot path notes ``(path, bytes)`` (``note``, a bound ``append``); the
+    namespace (``PathUtils.getTopNamespace``) is worked out when folding.
+    ``overhead`` is added to each (a read's Stat; a write adds the path only).
+    """
+
+    __slots__ = ("note", "_pending", "overhead")
+
+    def __init__(self, name: str, overhead: int) -> None:
+        super().__init__(name)
+        self._pending: list[tuple[str, int]] = []
+        self.note = self._pending.append
+        self.overhead = overhead
+
+    def fold(self) -> None:
+        pending = self._pending
+        if pending:
+            overhead = self.overhead
+            adds: dict[str, list[int]] = {}
+            for path, size in pending:
+                parts = path.split("/", 2)
+                if len(parts) < 2 or not parts[1]:
+                    continue  # "/" has no namespace
+                ns = parts[1]
+                values = adds.get(ns)
+                if values is None:
+                    values = adds[ns] = []
+                values.append(len(path) + size + overhead)
+            pending.clear()
+            for ns, values in adds.items():
+                self.get(ns).extend(values)
+        super().fold()
+
+    def reset(self) -> None:
+        self._pending.clear()
+        super().reset()
+
+
+class ServerMetrics:
+    """Every counter, summary and summary set of ZooKeeper's ``ServerMetrics``.
+
+    Counters are plain attributes (``metrics.commit_count += 1``); summaries and
+    sets are reached by name (``metrics.summary["fsynctime"]``), and the ones the
+    hot path uses are also attributes named as ZooKeeper names them.
+    """
+
+    def __init__(self) -> None:
+        self.summary = {name: Summary(name, pct) for name, pct in SUMMARIES.items()}
+        self.sets = {name: SummarySet(name, pct) for name, pct in SUMMARY_SETS.items()}
+        self.write_per_namespace = self.sets["write_per_namespace"] = NamespaceSet(
+            "write_per_namespace", 0)
+        self.read_per_namespace = self.sets["read_per_namespace"] = NamespaceSet(
+            "read_per_namespace", STAT_OVERHEAD_BYTES)
+        s = self.summary
+        self.readlatency = s["readlatency"]
+        self.updatelatency = s["updatelatency"]
+        self.propagation_latency = s["propagation_latency"]
+        self.request_throttle_queue_time_ms = s["request_throttle_queue_time_ms"]
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        for name in COUNTERS:
+            setattr(self, name, 0)
+
+    def counter(self, name: str) -> int:
+        value: int = getattr(self, name)
+        return value
+
+    def fold_all(self) -> None:
+        """Fold every pending observation (bounded memory between reads)."""
+        for summary in self.summary.values():
+            summary.fold()
+        for summary_set in self.sets.values():
+            summary_set.fold()
+
+    def reset(self) -> None:
+        """``srst``: ServerMetrics.resetAll (counters, summaries, summary sets)."""
+        self.reset_counters()
+        for summary in self.summary.values():
+            summary.reset()
+        for summary_set in self.sets.values():
+            summary_set.reset()
+
+    # Counters are set in reset_counters; declared here for the type checker.
+    looking_count: int
+    diff_count: int
+    snap_count: int
+    commit_count: int
+    connection_request_count: int
+    connection_rejected: int
+    bytes_received_count: int
+    prep_processor_request_queued: int
+    outstanding_changes_queued: int
+    outstanding_changes_removed: int
+    request_commit_queued: int
+    learner_proposal_received_count: int
+    learner_commit_received_count: int
+    sync_processor_request_queued: int
+    proposal_count: int
+    response_bytes: int
+    watch_bytes: int
+    response_packet_cache_misses: int
+    response_packet_get_children_cache_misses: int
+    connection_drop_count: int
+    stale_sessions_expired: int
+    large_requests_rejected: int
+    throttled_ops: int
+    request_throttle_wait_count: int
+    unsuccessful_handshake: int
+    sessionless_connections_expired: int
+    dead_watchers_queued: int
+    dead_watchers_cleared: int
+    skip_learner_request_to_next_processor_count: int
