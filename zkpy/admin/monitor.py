@@ -237,6 +237,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     """mntr's (key, value) pairs without the ``zk_`` prefix, in ZooKeeper's order."""
     st = core.stats
     m = core.metrics
+    core.fold_metrics()
     lo, avg, hi = latency(core)
     local = len(core.sessions.local_ids())
     last_size, min_size, max_size = client_response_sizes(core)
@@ -344,8 +345,7 @@ def reset_connection_stats(core: ServerCore) -> None:
     """ServerCnxn.resetStats on every connection (crst)."""
     for c in list(core.connections.values()):
         c.packets_received = c.packets_sent = 0
-        c.min_latency = -1
-        c.max_latency = c.total_latency = c.latency_count = 0
+        c.latency.reset()
         c.last_op = "NA"
         c.last_cxid = c.last_zxid = -1
         c.last_response = c.last_latency = 0

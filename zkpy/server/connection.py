@@ -29,6 +29,7 @@ from zkpy.admin import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
 from zkpy.server import admission, reads, routing
+from zkpy.server.metrics import Summary
 from zkpy.server.prep import Request
 from zkpy.server.replies import write_reply
 from zkpy.server.sessions import hex_sid, session_password
@@ -36,7 +37,6 @@ from zkpy.server.sessions import hex_sid, session_password
 if TYPE_CHECKING:
     from zkpy.auth.sasl import DigestMD5Server
     from zkpy.server.core import ServerCore
-    from zkpy.server.metrics import Summary
     from zkpy.tree.datatree import TxnResult
 
 log = logging.getLogger("zkpy.server")
@@ -81,11 +81,15 @@ class Connection:
         self.last_zxid = -1
         self.last_response = 0
         self.last_latency = 0
-        self.min_latency = -1
-        self.max_latency = 0
-        self.total_latency = 0
-        self.latency_count = 0
+        # This connection's latencies (cons: min/avg/max), folded when read or on a tick.
+        self.latency = Summary("connection_latency", window=0)
+        self.conn_latency = self.latency.add
         self.metrics = core.metrics
+        # The hot path's observations, bound once.
+        self.read_latency = core.metrics.readlatency.add
+        self.update_latency = core.metrics.updatelatency.add
+        self.queued_time = core.metrics.request_throttle_queue_time_ms.add  # (early frames)
+        self.response_size = core.stats.response_size.add
 
     # -- bytes in -------------------------------------------------------------
 
@@ -127,9 +131,11 @@ class Connection:
         self.packets_received += 1
         self.core.stats.packets_received += 1
         if self.state == "new":
+            self.core.stats.not_routed += 1
             admission.handshake(self.core, self, frame, now)
         elif self.state == "connecting":
             self.early.append((frame, now))
+            self.core.stats.not_routed += 1
         else:
             routing.route(self.core, self, frame, now)
 
@@ -189,11 +195,12 @@ class Connection:
             head = self.pending.popleft() if self.pending else None
             assert head is req
             self.open(req.session_id, req.txn.timeOut)
-            self.metrics.updatelatency.add(max(self.core.now - req.created, 0))
+            self.update_latency(max(self.core.now - req.created, 0))
             log.info("Established session %s with negotiated timeout %dms for client %s:%d",
                      hex_sid(req.session_id), req.txn.timeOut, self.host, self.port)
             early, self.early = self.early, []
             for frame, arrived in early:
+                self.queued_time(self.core.now - arrived)  # it waited for its session
                 routing.route(self.core, self, frame, arrived)
             self.core.mark_dirty(self)
             return
@@ -202,7 +209,7 @@ class Connection:
         if self.pending and self.pending[0] is req:
             self.pending.popleft()
         self._reply(req.cxid, req.hdr.zxid, err, payload, self.core.now, routing.op_name(req.type),
-                    req.created, self.metrics.updatelatency)
+                    req.created, self.update_latency)
         self._drain()
 
     def synced(self, req: Request) -> None:
@@ -239,6 +246,7 @@ class Connection:
                 self.queue(head)
             else:
                 xid, op, body, arrived = head
+                self.metrics.released_reads += 1
                 self._read(xid, op, body, self.core.now, arrived)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
@@ -255,32 +263,49 @@ class Connection:
             self.queue(frame)
 
     def _reply(self, xid: int, zxid: int, err: int, payload: bytes, now: int, op: str,
-               started: int | None = None, kind: Summary | None = None) -> None:
-        """Send a reply; its latency counts as ``kind`` (readlatency unless said)."""
+               started: int | None = None,
+               observe: Callable[[int], None] | None = None) -> None:
+        """Send a reply; ``observe`` takes its latency (readlatency unless said)."""
         size = 16 + len(payload)
         self.out.append(_REPLY.pack(size, xid, zxid, err))
         if payload:
             self.out.append(payload)
         self.out_bytes += size + 4
         self.packets_sent += 1
-        stats = self.core.stats
-        stats.packets_sent += 1
-        stats.response_size.add(size)
+        self.core.stats.packets_sent += 1
+        self.response_size(size)
         latency = now - started if started is not None and now > started else 0
-        (kind or self.metrics.readlatency).add(latency)
+        (observe or self.read_latency)(latency)
         self.last_op = op
         if xid >= 0:  # pings, auth and watch re-registration do not count, as in ZooKeeper
             self.last_cxid = xid
         self.last_zxid = zxid
         self.last_response = now
         self.last_latency = latency
-        if self.min_latency < 0 or latency < self.min_latency:
-            self.min_latency = latency
-        if latency > self.max_latency:
-            self.max_latency = latency
-        self.total_latency += latency
-        self.latency_count += 1
+        self.conn_latency(latency)
         self.core.mark_dirty(self)
+
+    # ServerCnxn's latency figures for cons and the AdminServer's connections.
+    @property
+    def min_latency(self) -> int:
+        """-1 before the first reply, as ServerCnxn."""
+        self.latency.fold()
+        return self.latency.min if self.latency.count else -1
+
+    @property
+    def max_latency(self) -> int:
+        self.latency.fold()
+        return self.latency.max
+
+    @property
+    def total_latency(self) -> int:
+        self.latency.fold()
+        return self.latency.total
+
+    @property
+    def latency_count(self) -> int:
+        self.latency.fold()
+        return self.latency.count
 
     def send_event(self, etype: int, path: str) -> None:
         body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()

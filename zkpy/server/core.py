@@ -129,6 +129,7 @@ class ServerCore:
         self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
         self.prep.metrics = self.metrics
+        self._propagation = self.metrics.propagation_latency.add
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.local_sessions = LocalSessions(self)
         self.stats = ServerStats(now_ms, self.metrics)
@@ -254,6 +255,14 @@ class ServerCore:
         if now > self.now:
             self.now = now
 
+    def fold_metrics(self) -> None:
+        """Take every pending observation into the figures (what reading them, or a
+        tick, does): the server's, and each connection's latencies."""
+        self.stats.fold_routed()
+        self.metrics.fold_all()
+        for conn in self.connections.values():
+            conn.latency.fold()
+
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` has output for the next ``flush``."""
         self.dirty[conn] = None
@@ -275,7 +284,7 @@ class ServerCore:
     def tick(self, now: int) -> None:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
-        self.metrics.fold_all()  # bounded memory whoever reads the numbers
+        self.fold_metrics()  # bounded memory whoever reads the numbers
         # Local sessions expire where they live; global ones only on the leader.
         expiring = self.rules.expires
         if expiring or self.settings.local_sessions:
@@ -365,7 +374,7 @@ class ServerCore:
         # FinalRequestProcessor: from the leader stamping the txn to applying it here.
         latency = self.now - hdr.time
         if latency >= 0:
-            self.metrics.propagation_latency.add(latency)
+            self._propagation(latency)
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
         if hdr.type == Op.closeSession:

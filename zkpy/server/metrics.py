@@ -31,6 +31,8 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import repeat
+from operator import add, itemgetter
 
 #: How many of the latest observations each summary keeps for its percentiles.
 WINDOW = 4096
@@ -125,41 +127,61 @@ def java_round(x: float) -> int:
 class Summary:
     """One ``AvgMinMaxCounter`` (``percentiles``: an ``AvgMinMaxPercentileCounter``)."""
 
-    __slots__ = ("name", "percentiles", "add", "extend", "_pending", "count", "total",
-                 "min", "max", "window")
+    __slots__ = ("name", "percentiles", "add", "extend", "_pending", "_runs", "count",
+                 "total", "min", "max", "window", "last")
 
-    def __init__(self, name: str, percentiles: bool = False) -> None:
+    def __init__(self, name: str, percentiles: bool = False, window: int = WINDOW) -> None:
         self.name = name
         self.percentiles = percentiles
         self._pending: list[int] = []
+        self._runs: list[tuple[int, int]] = []  # (value, how many times), in bulk
         #: Observe one value (the hot path: a bound ``list.append``).
         self.add = self._pending.append
         #: Observe several values at once.
         self.extend = self._pending.extend
-        self.window: deque[int] = deque(maxlen=WINDOW)
+        #: The latest observations (for percentiles); none kept with ``window=0``.
+        self.window: deque[int] = deque(maxlen=window)
         self.count = self.total = 0
         self.min = self.max = 0
+        self.last = 0
+
+    def add_repeated(self, value: int, times: int) -> None:
+        """Observe ``value`` ``times`` times (cheap whatever ``times`` is)."""
+        if times > 0:
+            self._runs.append((value, times))
 
     def reset(self) -> None:
         self._pending.clear()
+        self._runs.clear()
         self.window.clear()
         self.count = self.total = 0
         self.min = self.max = 0
+        self.last = 0
 
     def fold(self) -> None:
-        """Take the pending observations into the totals and the window."""
+        """Take the pending observations into the totals and the window (those
+        added one by one first, then the runs)."""
         pending = self._pending
-        if not pending:
-            return
-        lo, hi = min(pending), max(pending)
+        if pending:
+            self._take(min(pending), max(pending), len(pending), sum(pending), pending[-1])
+            if self.window.maxlen:
+                self.window.extend(pending[-WINDOW:])
+            pending.clear()
+        if self._runs:
+            for value, times in self._runs:
+                self._take(value, value, times, value * times, value)
+                if self.window.maxlen:
+                    self.window.extend(repeat(value, min(times, WINDOW)))
+            self._runs.clear()
+
+    def _take(self, lo: int, hi: int, n: int, total: int, last: int) -> None:
         if not self.count or lo < self.min:
             self.min = lo
         if not self.count or hi > self.max:
             self.max = hi
-        self.count += len(pending)
-        self.total += sum(pending)
-        self.window.extend(pending)
-        pending.clear()
+        self.count += n
+        self.total += total
+        self.last = last
 
     def avg(self) -> float:
         return avg4(self.total, self.count)
@@ -219,43 +241,64 @@ class SummarySet:
 STAT_OVERHEAD_BYTES = 6 * 8 + 5 * 4
 
 
+def _top_namespaces(paths: Iterable[str]) -> map[str]:
+    """PathUtils.getTopNamespace of each path ("" for "/" and ""), without a
+    Python-level call per path: "/a/b" -> ("", "/", "a/b") -> ("a", "/", "b") -> "a"."""
+    second = map(_third, map(str.partition, paths, repeat("/")))
+    return map(_first, map(str.partition, second, repeat("/")))
+
+
+_first, _third = itemgetter(0), itemgetter(2)
+
+
 class NamespaceSet(SummarySet):
     """``read_per_namespace``/``write_per_namespace``: bytes per top-level znode.
 
     The hot path notes ``(path, bytes)`` (``note``, a bound ``append``); the
-    namespace (``PathUtils.getTopNamespace``) is worked out when folding.
-    ``overhead`` is added to each (a read's Stat; a write adds the path only).
+    namespace (``PathUtils.getTopNamespace``) is worked out when folding, with
+    builtins over the whole batch. ``overhead`` is added to each (a read's
+    Stat; a write adds the path only). ``note_cached``, for getData and
+    getChildren2 reads, also counts what ZooKeeper's response cache would
+    have looked up (``cache_lookups``).
     """
 
-    __slots__ = ("note", "_pending", "overhead")
+    __slots__ = ("note", "note_cached", "_pending", "_cached", "overhead", "cache_lookups")
 
     def __init__(self, name: str, overhead: int) -> None:
         super().__init__(name)
         self._pending: list[tuple[str, int]] = []
+        self._cached: list[tuple[str, int]] = []
         self.note = self._pending.append
+        self.note_cached = self._cached.append
         self.overhead = overhead
+        self.cache_lookups = 0
 
     def fold(self) -> None:
+        if self._cached:
+            self.cache_lookups += len(self._cached)
+            self._pending += self._cached
+            self._cached.clear()
         pending = self._pending
         if pending:
-            overhead = self.overhead
-            adds: dict[str, list[int]] = {}
-            for path, size in pending:
-                parts = path.split("/", 2)
-                if len(parts) < 2 or not parts[1]:
-                    continue  # "/" has no namespace
-                ns = parts[1]
-                values = adds.get(ns)
-                if values is None:
-                    values = adds[ns] = []
-                values.append(len(path) + size + overhead)
+            paths, sizes = zip(*pending, strict=True)
             pending.clear()
-            for ns, values in adds.items():
-                self.get(ns).extend(values)
+            values = list(map(add, map(add, map(len, paths), sizes), repeat(self.overhead)))
+            namespaces = list(_top_namespaces(paths))
+            distinct = set(namespaces)
+            if len(distinct) == 1:
+                ns = namespaces[0]
+                if ns:
+                    self.get(ns).extend(values)
+            else:
+                for ns, value in zip(namespaces, values, strict=True):
+                    if ns:  # "/" has no namespace
+                        self.get(ns).add(value)
         super().fold()
 
     def reset(self) -> None:
         self._pending.clear()
+        self._cached.clear()
+        self.cache_lookups = 0
         super().reset()
 
 
@@ -279,6 +322,12 @@ class ServerMetrics:
         self.updatelatency = s["updatelatency"]
         self.propagation_latency = s["propagation_latency"]
         self.request_throttle_queue_time_ms = s["request_throttle_queue_time_ms"]
+        # An ensemble member's reads pass its commit stage (CommitProcessor): each
+        # read's wait there is its latency (it waits only behind its session's
+        # writes), its final stage is within the turn. Copied from readlatency
+        # when folding, so reads pay nothing more for it.
+        self.mirror_reads = False
+        self.released_reads = 0  # reads answered once the writes before them committed
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -291,10 +340,17 @@ class ServerMetrics:
 
     def fold_all(self) -> None:
         """Fold every pending observation (bounded memory between reads)."""
+        if self.mirror_reads:
+            reads = self.readlatency._pending
+            self.summary["read_commitproc_time_ms"].extend(reads)
+            self.summary["read_final_proc_time_ms"].extend([0] * len(reads))
         for summary in self.summary.values():
             summary.fold()
         for summary_set in self.sets.values():
             summary_set.fold()
+        namespaces = self.read_per_namespace
+        self.response_packet_cache_misses += namespaces.cache_lookups
+        namespaces.cache_lookups = 0
 
     def reset(self) -> None:
         """``srst``: ServerMetrics.resetAll (counters, summaries, summary sets)."""

@@ -29,12 +29,15 @@ def proposed(metrics: ServerMetrics, reqs: Sequence[Any], now: int, leading: boo
     prep and proposal ran within the turn."""
     n = len(reqs)
     s = metrics.summary
-    s["prep_processor_queue_time_ms"].extend([now - req.created for req in reqs])
-    zeros = [0] * n
+    # Most were read in this turn (0 ms); those that waited for their session did not.
+    waited = [now - req.created for req in reqs if req.created != now]
+    queue_time = s["prep_processor_queue_time_ms"]
+    queue_time.add_repeated(0, n - len(waited))
+    queue_time.extend(waited)
     # zkpy prepares a write as it is read: nothing waits in a prep queue.
-    s["prep_processor_queue_size"].extend(zeros)
-    s["prep_process_time"].extend(zeros)
-    s["proposal_process_time"].extend(zeros)
+    s["prep_processor_queue_size"].add_repeated(0, n)
+    s["prep_process_time"].add_repeated(0, n)
+    s["proposal_process_time"].add_repeated(0, n)
     metrics.prep_processor_request_queued += n
     if leading:
         metrics.proposal_count += n

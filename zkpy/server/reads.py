@@ -58,9 +58,8 @@ def _get_data(core: ServerCore, conn: Connection, body: S.GetDataRequest) -> byt
     _check(core, node, Perms.READ, conn)
     if body.watch:
         core.watches.add_data(path, conn)
-    m = core.metrics
-    m.read_per_namespace.note((path, len(node.data) if node.data else 0))
-    m.response_packet_cache_misses += 1  # serialized afresh: zkpy keeps no response cache
+    # (also a response-cache miss: zkpy keeps no cache of serialized responses)
+    core.metrics.read_per_namespace.note_cached((path, len(node.data) if node.data else 0))
     return encode(S.GetDataResponse(node.data, _stat(node)))
 
 
@@ -93,9 +92,8 @@ def _get_children2(core: ServerCore, conn: Connection, body: S.GetChildren2Reque
     if body.watch:
         core.watches.add_child(path, conn)
     children = core.tree.children(node)
-    m = core.metrics
-    m.read_per_namespace.note((path, sum(map(len, children))))
-    m.response_packet_get_children_cache_misses += 1
+    core.metrics.read_per_namespace.note((path, sum(map(len, children))))
+    core.metrics.response_packet_get_children_cache_misses += 1
     return encode(S.GetChildren2Response(children, _stat(node)))
 
 

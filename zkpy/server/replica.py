@@ -40,6 +40,7 @@ from zkpy.server import pipeline_metrics
 from zkpy.server.core import ServerCore
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
+from zkpy.server.quorum_metrics import QuorumFigures
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_txn, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
@@ -52,6 +53,7 @@ from zkpy.zab.events import (
     OBSERVING,
     Event,
     Forward,
+    Message,
     NotLeader,
     ProposeMany,
     Ready,
@@ -85,6 +87,9 @@ class Replica:
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
         self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
         self.read_only = ReadOnlyServer(core)  # readonlymode.enabled: serves while LOOKING
+        # An ensemble member's election, sync, proposal and commit figures (none standalone).
+        self.figures = None if peer.standalone else QuorumFigures(core.metrics, core.now)
+        self._persisted_zxid = 0
         core.attach(self)
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
@@ -94,6 +99,8 @@ class Replica:
     def step(self, event: Event, now: int) -> None:
         self.now = now
         self.core.at(now)
+        if self.figures is not None and isinstance(event, Message) and self.role != LEADING:
+            self.figures.received(event.packet, now)
         self.driver.step(event, now)
         self._settle(now)
 
@@ -101,6 +108,10 @@ class Replica:
         """The disk synced everything handed to it so far (``Disk``'s callback)."""
         self.now = now
         self.core.at(now)
+        if self.figures is not None:
+            prev, self._persisted_zxid = self._persisted_zxid, last_zxid
+            self.figures.persisted(last_zxid, now, [r.hdr.time for z, r in self.proposed.items()
+                                                    if prev < z <= last_zxid])
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 
@@ -117,8 +128,10 @@ class Replica:
     def on_ready(self, ready: Ready) -> None:
         for zxid, data in ready.install:
             self._install(zxid, data)
-        for zxid, txn in ready.commit:
-            self._commit(zxid, txn)
+        if self.figures is not None and ready.send and self.peer.leading is not None:
+            self.figures.sent(ready.send, self.peer.leading.learners)
+        if ready.commit:
+            self._commit_batch(ready.commit)
         for src, data, auth in ready.requests:
             self._learner_request(src, data, auth)
         for src, data in ready.pings:
@@ -137,6 +150,8 @@ class Replica:
         if self.read_only.role(change.role == LOOKING, self.now):
             self._stand_down(f"read-only mode ends: {ROLE_NAMES.get(change.role, change.role)}")
         was_serving = self.established
+        if self.figures is not None:
+            self.figures.role(change, self.now)
         self.role = change.role
         self.leader = change.leader
         self.role_changes += 1
@@ -254,6 +269,8 @@ class Replica:
         else:
             body = _INT.pack(req.body) if req.type == Op.createSession else req.raw[8:]
             self.waiting[(req.session_id, req.cxid)] = req
+        if self.figures is not None:
+            self.figures.forwarded()
         self._send_request(req, body)
 
     def _send_request(self, req: Request, body: bytes) -> None:
@@ -281,7 +298,17 @@ class Replica:
 
     # -- every member --------------------------------------------------------------------
 
-    def _commit(self, zxid: int, txn: bytes) -> None:
+    def _commit_batch(self, commits: list[tuple[int, bytes]]) -> None:
+        if self.figures is None:
+            for zxid, txn in commits:
+                self._commit(zxid, txn)
+            return
+        outstanding = self.core.outstanding_writes
+        done = [self._commit(zxid, txn) for zxid, txn in commits]
+        self.figures.committed([r for r, _ in done], [o for _, o in done],
+                               self.role == LEADING, self.now, outstanding)
+
+    def _commit(self, zxid: int, txn: bytes) -> tuple[Request, bool]:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
@@ -292,6 +319,7 @@ class Replica:
                 req = Request(hdr.clientId, hdr.cxid, hdr.type, None, [], None)
             req.hdr, req.txn = hdr, body
         self.core.commit(req, ours)
+        return req, ours
 
     def _install(self, zxid: int, data: bytes) -> None:
         tree, sessions = parse_snapshot(data, zxid)

@@ -53,8 +53,6 @@ def op_name(op: int) -> str:
 def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
     """``now``: when the frame arrived (earlier than ``core.now`` for a request
     that waited for its session to be created)."""
-    # RequestThrottler's queue time: from arriving to being taken on.
-    core.metrics.request_throttle_queue_time_ms.add(core.now - now)
     if len(frame) < 8:
         conn.abort("request shorter than its header")
         return

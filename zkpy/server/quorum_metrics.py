@@ -1,0 +1,216 @@
+"""An ensemble member's figures in ZooKeeper's names: election, sync, proposals, commits.
+
+``QuorumFigures`` watches what its ``Replica`` sees (role changes, quorum
+packets in and out, the disk's syncs, commit batches) and records, into the
+core's ``ServerMetrics``, what ZooKeeper's QuorumPeer, Leader, LearnerHandler,
+Follower and CommitProcessor record:
+
+- looking_count, election_time (LOOKING until a leader is chosen),
+  follower_sync_time / observer_sync_time (chosen until synced),
+  unavailable_time / leader_unavailable_time (LOOKING until serving again);
+- the leader's commit_count, quorum_ack_latency, diff_count / snap_count and
+  inflight_diff_count / inflight_snap_count (learners syncing at the time),
+  learner_handler_qp_size (packets handed to a learner's connection ahead of
+  this one in the same turn) and learner_handler_qp_time_ms (a marker every
+  1000 packets, as LearnerHandler's, 0 ms: packets are written at the end of
+  the turn that queued them);
+- a learner's learner_proposal_received_count, learner_commit_received_count,
+  proposal_latency and commit_propagation_latency (from the leader's txn
+  stamp to the PROPOSAL / COMMIT arriving here);
+- every member's proposal_ack_creation_latency (txn stamp to our ACK, i.e. to
+  our disk syncing it) and the commit stage's queues and times
+  (``committed``).
+
+Latencies measured from a txn's stamp compare the leader's clock with ours,
+as ZooKeeper's do (negative ones are dropped, as there). Nothing here runs
+for a standalone server: ZooKeeper's standalone server has none of these.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from zkpy.server.metrics import ServerMetrics
+from zkpy.zab import messages as m
+from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, OBSERVING, RoleChange
+
+_TXN_TIME = struct.Struct(">q")  # TxnHeader: clientId, cxid, zxid, then time at byte 20
+#: LearnerHandler's markerPacketInterval: one queue-time marker per this many packets.
+MARKER_INTERVAL = 1000
+
+
+def txn_time(data: bytes) -> int | None:
+    if len(data) < 28:
+        return None
+    value: int = _TXN_TIME.unpack_from(data, 20)[0]
+    return value
+
+
+class QuorumFigures:
+    def __init__(self, metrics: ServerMetrics, now: int) -> None:
+        self.m = metrics
+        self.s = metrics.summary
+        self.looking_since: int | None = now  # a member starts by looking
+        metrics.looking_count += 1
+        metrics.mirror_reads = True  # reads pass a commit stage on a member
+        self.unavailable_since: int | None = now
+        self.sync_started: int | None = None
+        self.stamps: dict[int, int] = {}  # learner: zxid -> the leader's txn time
+        self.synced_zxid = 0
+        self.sent_to: dict[int, int] = {}  # leader: packets sent per learner (markers)
+        self.released_seen = metrics.released_reads
+        self.reads_seen = 0
+
+    # -- roles ------------------------------------------------------------------------
+
+    def role(self, change: RoleChange, now: int) -> None:
+        if change.role == LOOKING:
+            if self.looking_since is None:
+                self.m.looking_count += 1
+                self.looking_since = now
+            if self.unavailable_since is None:
+                self.unavailable_since = now
+            self.stamps.clear()
+            return
+        if self.looking_since is not None:
+            self.s["election_time"].add(now - self.looking_since)
+            self.looking_since = None
+            self.sync_started = now
+        if not change.established:
+            return
+        if self.sync_started is not None and change.role in (FOLLOWING, OBSERVING):
+            name = "follower_sync_time" if change.role == FOLLOWING else "observer_sync_time"
+            self.s[name].add(now - self.sync_started)
+        self.sync_started = None
+        if self.unavailable_since is not None:
+            self.s["unavailable_time"].add(now - self.unavailable_since)
+            if change.role == LEADING:
+                self.s["leader_unavailable_time"].add(now - self.unavailable_since)
+            self.unavailable_since = None
+
+    # -- packets --------------------------------------------------------------------
+
+    def received(self, pkt: Any, now: int) -> None:
+        """A quorum packet from the leader (a learner's view)."""
+        kind = pkt.type
+        if kind == m.PROPOSAL:
+            self.m.learner_proposal_received_count += 1
+            stamp = txn_time(pkt.data or b"")
+            if stamp is not None:
+                self.stamps[pkt.zxid] = stamp
+                if now >= stamp:
+                    self.s["proposal_latency"].add(now - stamp)
+        elif kind == m.COMMIT:
+            self.m.learner_commit_received_count += 1
+            stamp = self.stamps.get(pkt.zxid)
+            if stamp is not None and now >= stamp:
+                self.s["commit_propagation_latency"].add(now - stamp)
+
+    def sent(self, sends: Iterable[tuple[int, Any]], learners: dict[int, Any]) -> None:
+        """The leader's packets of one Ready, to its learners."""
+        queued: dict[int, int] = {}
+        qp_size = self.m.sets["learner_handler_qp_size"]
+        syncing = None
+        for dest, pkt in sends:
+            if dest not in learners:
+                continue
+            key = str(dest)
+            ahead = queued.get(dest, 0)
+            queued[dest] = ahead + 1
+            qp_size.add(key, ahead)
+            count = self.sent_to.get(dest, 0)
+            self.sent_to[dest] = count + 1
+            if count % MARKER_INTERVAL == 0:
+                self.m.sets["learner_handler_qp_time_ms"].add(key, 0)
+            kind = pkt.type
+            if kind == m.DIFF or kind == m.SNAP or kind == m.TRUNC:
+                if syncing is None:
+                    syncing = sum(1 for lr in learners.values() if lr.phase != "synced")
+                if kind == m.SNAP:
+                    self.m.snap_count += 1
+                    self.s["inflight_snap_count"].add(syncing)
+                else:  # TRUNC is a kind of DIFF for ZooKeeper's LearnerHandler
+                    self.m.diff_count += 1
+                    self.s["inflight_diff_count"].add(syncing)
+
+    # -- disk and commits -------------------------------------------------------------
+
+    def persisted(self, last_zxid: int, now: int, stamps: Sequence[int]) -> None:
+        """Our disk synced up to ``last_zxid``: the ACKs for those proposals are made
+        now. ``stamps``: the leader's txn times of what a leader proposed there."""
+        ack = self.s["proposal_ack_creation_latency"]
+        if stamps:
+            ack.extend([now - t for t in stamps if now >= t])
+            return
+        if self.stamps:
+            ack.extend([now - t for z, t in self.stamps.items()
+                        if self.synced_zxid < z <= last_zxid and now >= t])
+        self.synced_zxid = max(self.synced_zxid, last_zxid)
+
+    def committed(self, reqs: Sequence[Any], ours: Sequence[bool], leading: bool,
+                  now: int, outstanding: int) -> None:
+        """One batch of commits applied (Leader.commit and the CommitProcessor)."""
+        n = len(reqs)
+        metrics, s = self.m, self.s
+        metrics.request_commit_queued += n
+        s["commit_commit_proc_req_queued"].add(n)
+        s["write_commit_proc_req_queued"].add(outstanding + sum(ours))
+        s["write_commit_proc_issued"].add(n)
+        # zkpy's commit stage has no worker pool to wait for and applies a batch
+        # within the turn its commits arrived.
+        s["time_waiting_empty_pool_in_commit_processor_read_ms"].add(0)
+        s["write_batch_time_in_commit_processor"].add(0)
+        s["commit_process_time"].add(0)
+        s["write_final_proc_time_ms"].extend([0] * n)
+        commitproc, local, remote = (s["write_commitproc_time_ms"],
+                                     s["local_write_committed_time_ms"],
+                                     s["server_write_committed_time_ms"])
+        quorum_ack = s["quorum_ack_latency"] if leading else None
+        sessions: dict[int, Any] = {}
+        for req, mine in zip(reqs, ours, strict=True):
+            if mine:
+                commitproc.add(max(now - req.created, 0))
+                local.add(0)
+                sessions[req.session_id] = req.conn
+            else:
+                remote.add(0)
+            if quorum_ack is not None and now >= req.hdr.time:
+                quorum_ack.add(now - req.hdr.time)
+            self.stamps.pop(req.hdr.zxid, None)
+        if leading:
+            metrics.commit_count += n
+        self._session_queues(sessions)
+
+    def _session_queues(self, sessions: dict[int, Any]) -> None:
+        """CommitProcessor's per-session queues: the sessions whose writes committed
+        now (each queue held the committed write and what waits behind it; a
+        learner's session has only its write here), and the reads they released."""
+        s = self.s
+        released = self.m.released_reads - self.released_seen
+        self.released_seen = self.m.released_reads
+        # Reads the commit stage passed since the last batch: each read is one
+        # readlatency observation (answered at once, or released behind a write).
+        latency = self.m.readlatency
+        answered = latency.count + len(latency._pending)
+        reads, self.reads_seen = answered - self.reads_seen, answered
+        s["read_commit_proc_issued"].add(max(reads, 0))
+        s["read_commit_proc_req_queued"].add(max(reads, 0))
+        if not sessions:
+            return
+        s["pending_session_queue_size"].add(len(sessions))
+        drained = 0
+        for conn in sessions.values():
+            pending = conn.pending if conn is not None else ()
+            s["requests_in_session_queue"].add(len(pending) + 1)
+            if not pending:
+                drained += 1
+        s["session_queues_drained"].add(drained)
+        s["reads_after_write_in_session_queue"].add(released)
+        s["reads_issued_from_session_queue"].add(released)
+
+    def forwarded(self) -> None:
+        """FollowerRequestProcessor's queue when it takes a request: zkpy forwards a
+        write the moment it is read, with nothing queued ahead of it."""
+        self.s["learner_request_processor_queue_size"].add(0)
