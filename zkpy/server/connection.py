@@ -355,6 +355,7 @@ class Connection:
         """The transport is gone: nothing more is read or written here, and the
         replies still on their way (writes being committed) are dropped."""
         if self.state != "closed":  # not closed by us: the client went away
+            self.metrics.connection_drop_count += 1  # NIOServerCnxn.handleFailedRead
             log.info("Client %s:%d closed the connection%s", self.host, self.port,
                      f" with {len(self.buf)} bytes of an incomplete frame unread"
                      if self.buf else "")
