@@ -181,7 +181,7 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     stats = {
         "packets_sent": core.stats.packets_sent,
         "packets_received": core.stats.packets_received,
-        "fsync_threshold_exceed_count": 0,
+        "fsync_threshold_exceed_count": core.metrics.fsync_threshold_exceed_count,
         "client_response_stats": _buffer_stats(mv),
         "data_dir_size": data_size,
         "log_dir_size": log_size,

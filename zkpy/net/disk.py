@@ -64,6 +64,10 @@ class DiskTimes:
     queued: list[tuple[float, int]] = field(default_factory=list)
 
 
+#: FileTxnLog's fsync.warningthresholdms default: a slower fsync is counted (srvr).
+FSYNC_WARNING_MS = 1000
+
+
 def _ms(seconds: float) -> int:
     """Whole milliseconds, truncated (as TimeUnit.NANOSECONDS.toMillis)."""
     return int(seconds * 1000) if seconds > 0 else 0
@@ -205,7 +209,10 @@ def record_batch(metrics: Any, times: DiskTimes, fsynced: bool) -> None:
     s = metrics.summary
     n = sum(count for _, count in times.queued)
     if fsynced:
-        s["fsynctime"].add(_ms(times.synced - times.written))
+        fsync_ms = _ms(times.synced - times.written)
+        s["fsynctime"].add(fsync_ms)
+        if fsync_ms > FSYNC_WARNING_MS:
+            metrics.fsync_threshold_exceed_count += 1
     s["sync_processor_batch_size"].add(n)
     s["sync_processor_queue_flush_time_ms"].add(_ms(times.synced - times.started))
     s["sync_process_time"].extend([_ms(times.written - times.started) // max(n, 1)] * n)

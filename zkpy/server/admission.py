@@ -51,6 +51,7 @@ def handshake(core: ServerCore, conn: Connection, frame: bytes, now: int) -> Non
     if not core.serving:
         # As a quorum member's ServerCnxn while its ZooKeeperServer is not
         # running (electing, syncing): the client tries another server.
+        core.metrics.cnxn_closed_without_zk_server_running += 1
         conn.abort("ZooKeeperServer not running")
         return
     m = core.metrics

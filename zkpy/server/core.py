@@ -289,6 +289,8 @@ class ServerCore:
         expiring = self.rules.expires
         if expiring or self.settings.local_sessions:
             for session in self.sessions.expire(now):
+                if session.local or expiring:  # SessionTrackerImpl's expirer
+                    self.metrics.stale_sessions_expired += 1
                 if session.local:
                     self.local_sessions.close(session.id, "expired")
                 elif not expiring:

@@ -328,6 +328,8 @@ class ServerMetrics:
         # when folding, so reads pay nothing more for it.
         self.mirror_reads = False
         self.released_reads = 0  # reads answered once the writes before them committed
+        # ServerStats' fsyncThresholdExceedCount (not reset by srst, as there).
+        self.fsync_threshold_exceed_count = 0
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -390,3 +392,4 @@ class ServerMetrics:
     dead_watchers_queued: int
     dead_watchers_cleared: int
     skip_learner_request_to_next_processor_count: int
+    cnxn_closed_without_zk_server_running: int
