@@ -60,6 +60,13 @@ GAUGES = (
     "outstanding_tls_handshake", "auth_failed_count", "non_mtls_remote_conn_count",
     "non_mtls_local_conn_count",
 )
+#: Gauges a quorum member registers as it takes a role (LeaderZooKeeperServer's,
+#: QuorumZooKeeperServer's quorum_size): exported while mntr has them.
+ROLE_GAUGES = (
+    "learners", "synced_followers", "synced_non_voting_followers", "synced_observers",
+    "pending_syncs", "leader_uptime", "last_proposal_size", "max_proposal_size",
+    "min_proposal_size", "quorum_size",
+)
 #: Labelled gauge sets (label ``key``: the quota'd namespace); zkpy reports no quotas.
 GAUGE_SETS = (
     "quota_count_limit_per_namespace", "quota_bytes_limit_per_namespace",
@@ -91,7 +98,7 @@ class ZooKeeperCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples (registration and ``name[]`` filtering need names)."""
-        for names, mtype in ((GAUGES + GAUGE_SETS, "gauge"), (COUNTERS + COUNTER_SETS, "unknown"),
+        for names, mtype in ((GAUGES + ROLE_GAUGES + GAUGE_SETS, "gauge"), (COUNTERS + COUNTER_SETS, "unknown"),
                              (BASIC_SUMMARIES + ADVANCED_SUMMARIES
                               + tuple(n for n, _ in SUMMARY_SETS), "summary")):
             for name in names:
@@ -101,7 +108,7 @@ class ZooKeeperCollector(Collector):
         if self.clock is not None:
             self.core.at(self.clock())
         values = dict(monitor.monitor_values(self.core))
-        for name in GAUGES:
+        for name in GAUGES + ROLE_GAUGES:
             if name not in values:  # e.g. no file descriptor counts on this platform
                 continue
             metric = Metric(name, name, "gauge")
