@@ -141,6 +141,7 @@ def socket_address(host: str, port: int) -> str:
 
 def latency(core: ServerCore) -> tuple[int, float, int]:
     """min/avg/max of every request's latency (ZooKeeper's readlatency and updatelatency)."""
+    core.fold_metrics()
     lat = core.stats.latency
     return int(lat.min), avg4(lat.total, lat.count), int(lat.max)
 
@@ -337,6 +338,7 @@ def set_trace_mask(core: ServerCore, mask: int) -> None:
 def reset_server_stats(core: ServerCore) -> None:
     """srst: ServerStats.reset (latency, packets, response sizes) and
     ServerMetrics.resetAll (every counter and summary; not the gauges)."""
+    core.fold_metrics()  # what was noted before the reset goes with it
     core.stats.reset()
     core.metrics.reset()
 
@@ -345,6 +347,7 @@ def reset_connection_stats(core: ServerCore) -> None:
     """ServerCnxn.resetStats on every connection (crst)."""
     for c in list(core.connections.values()):
         c.packets_received = c.packets_sent = 0
+        c.fold_latencies()
         c.latency.reset()
         c.last_op = "NA"
         c.last_cxid = c.last_zxid = -1

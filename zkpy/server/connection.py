@@ -81,13 +81,16 @@ class Connection:
         self.last_zxid = -1
         self.last_response = 0
         self.last_latency = 0
-        # This connection's latencies (cons: min/avg/max), folded when read or on a tick.
+        # This connection's latencies (cons: min/avg/max). A reply's latency is noted
+        # once, here, by kind; ``fold_latencies`` hands them to the server's
+        # readlatency/updatelatency too (when read, on a tick, when the connection goes).
         self.latency = Summary("connection_latency", window=0)
-        self.conn_latency = self.latency.add
+        self._reads: list[int] = []
+        self._updates: list[int] = []
         self.metrics = core.metrics
         # The hot path's observations, bound once.
-        self.read_latency = core.metrics.readlatency.add
-        self.update_latency = core.metrics.updatelatency.add
+        self.read_latency = self._reads.append
+        self.update_latency = self._updates.append
         self.queued_time = core.metrics.request_throttle_queue_time_ms.add  # (early frames)
         self.response_size = core.stats.response_size.add
 
@@ -282,29 +285,44 @@ class Connection:
         self.last_zxid = zxid
         self.last_response = now
         self.last_latency = latency
-        self.conn_latency(latency)
         self.core.mark_dirty(self)
+
+    def fold_latencies(self) -> None:
+        """Hand the latencies noted since the last fold to this connection's figures
+        and to the server's readlatency and updatelatency."""
+        metrics = self.metrics
+        for values, summary in ((self._reads, metrics.readlatency),
+                                (self._updates, metrics.updatelatency)):
+            if values:
+                lo, hi, total = self.latency.take(values)
+                summary.take_known(values, lo, hi, total)
+                if summary is metrics.readlatency and metrics.mirror_reads:
+                    # A member's reads pass its commit stage: waiting there is their
+                    # latency (only behind their session's writes), the final stage 0.
+                    metrics.summary["read_commitproc_time_ms"].take_known(values, lo, hi, total)
+                    metrics.summary["read_final_proc_time_ms"].add_repeated(0, len(values))
+                values.clear()
 
     # ServerCnxn's latency figures for cons and the AdminServer's connections.
     @property
     def min_latency(self) -> int:
         """-1 before the first reply, as ServerCnxn."""
-        self.latency.fold()
+        self.fold_latencies()
         return self.latency.min if self.latency.count else -1
 
     @property
     def max_latency(self) -> int:
-        self.latency.fold()
+        self.fold_latencies()
         return self.latency.max
 
     @property
     def total_latency(self) -> int:
-        self.latency.fold()
+        self.fold_latencies()
         return self.latency.total
 
     @property
     def latency_count(self) -> int:
-        self.latency.fold()
+        self.fold_latencies()
         return self.latency.count
 
     def send_event(self, etype: int, path: str) -> None:

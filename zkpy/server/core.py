@@ -244,6 +244,7 @@ class ServerCore:
         """Forget a connection that is gone (``Connection.lost``)."""
         if self.connections.pop(conn.id, None) is None:
             return
+        conn.fold_latencies()  # its latencies stay in the server's figures
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
@@ -258,10 +259,10 @@ class ServerCore:
     def fold_metrics(self) -> None:
         """Take every pending observation into the figures (what reading them, or a
         tick, does): the server's, and each connection's latencies."""
+        for conn in self.connections.values():
+            conn.fold_latencies()
         self.stats.fold_routed()
         self.metrics.fold_all()
-        for conn in self.connections.values():
-            conn.latency.fold()
 
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` has output for the next ``flush``."""

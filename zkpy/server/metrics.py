@@ -174,6 +174,23 @@ class Summary:
                     self.window.extend(repeat(value, min(times, WINDOW)))
             self._runs.clear()
 
+    def take(self, values: list[int]) -> tuple[int, int, int]:
+        """Observe ``values`` at once (after any pending ones); returns their
+        (min, max, sum) for whoever else counts the same values."""
+        self.fold()
+        lo, hi, total = min(values), max(values), sum(values)
+        self._take(lo, hi, len(values), total, values[-1])
+        if self.window.maxlen:
+            self.window.extend(values[-WINDOW:])
+        return lo, hi, total
+
+    def take_known(self, values: list[int], lo: int, hi: int, total: int) -> None:
+        """``take`` for values whose min, max and sum are already known."""
+        self.fold()
+        self._take(lo, hi, len(values), total, values[-1])
+        if self.window.maxlen:
+            self.window.extend(values[-WINDOW:])
+
     def _take(self, lo: int, hi: int, n: int, total: int, last: int) -> None:
         if not self.count or lo < self.min:
             self.min = lo
@@ -241,14 +258,15 @@ class SummarySet:
 STAT_OVERHEAD_BYTES = 6 * 8 + 5 * 4
 
 
-def _top_namespaces(paths: Iterable[str]) -> map[str]:
-    """PathUtils.getTopNamespace of each path ("" for "/" and ""), without a
-    Python-level call per path: "/a/b" -> ("", "/", "a/b") -> ("a", "/", "b") -> "a"."""
-    second = map(_third, map(str.partition, paths, repeat("/")))
-    return map(_first, map(str.partition, second, repeat("/")))
+def top_namespace(path: str) -> str:
+    """PathUtils.getTopNamespace ("" for "/" and "", which have none)."""
+    return path.partition("/")[2].partition("/")[0]
 
 
-_first, _third = itemgetter(0), itemgetter(2)
+_PATH, _SIZE = itemgetter(0), itemgetter(1)
+
+#: How many paths' namespaces a NamespaceSet remembers (then it starts afresh).
+NAMESPACE_CACHE = 1 << 16
 
 
 class NamespaceSet(SummarySet):
@@ -262,7 +280,8 @@ class NamespaceSet(SummarySet):
     have looked up (``cache_lookups``).
     """
 
-    __slots__ = ("note", "note_cached", "_pending", "_cached", "overhead", "cache_lookups")
+    __slots__ = ("note", "note_cached", "_pending", "_cached", "overhead", "cache_lookups",
+                 "_namespace_of")
 
     def __init__(self, name: str, overhead: int) -> None:
         super().__init__(name)
@@ -272,6 +291,7 @@ class NamespaceSet(SummarySet):
         self.note_cached = self._cached.append
         self.overhead = overhead
         self.cache_lookups = 0
+        self._namespace_of: dict[str, str] = {}  # path -> its top namespace
 
     def fold(self) -> None:
         if self._cached:
@@ -280,10 +300,13 @@ class NamespaceSet(SummarySet):
             self._cached.clear()
         pending = self._pending
         if pending:
-            paths, sizes = zip(*pending, strict=True)
+            paths = list(map(_PATH, pending))  # (much cheaper than zip(*pending))
+            sizes = list(map(_SIZE, pending))
             pending.clear()
-            values = list(map(add, map(add, map(len, paths), sizes), repeat(self.overhead)))
-            namespaces = list(_top_namespaces(paths))
+            values = list(map(add, map(len, paths), sizes))
+            if self.overhead:
+                values = list(map(add, values, repeat(self.overhead)))
+            namespaces = self._namespaces(paths)
             distinct = set(namespaces)
             if len(distinct) == 1:
                 ns = namespaces[0]
@@ -294,6 +317,17 @@ class NamespaceSet(SummarySet):
                     if ns:  # "/" has no namespace
                         self.get(ns).add(value)
         super().fold()
+
+    def _namespaces(self, paths: list[str]) -> list[str]:
+        known = self._namespace_of
+        new = set(paths).difference(known)
+        if new:
+            if len(known) + len(new) > NAMESPACE_CACHE:
+                known.clear()
+                new = set(paths)
+            for path in new:
+                known[path] = top_namespace(path)
+        return list(map(known.__getitem__, paths))
 
     def reset(self) -> None:
         self._pending.clear()
@@ -342,10 +376,10 @@ class ServerMetrics:
 
     def fold_all(self) -> None:
         """Fold every pending observation (bounded memory between reads)."""
-        if self.mirror_reads:
+        if self.mirror_reads:  # (reads observed here directly, e.g. by tests)
             reads = self.readlatency._pending
             self.summary["read_commitproc_time_ms"].extend(reads)
-            self.summary["read_final_proc_time_ms"].extend([0] * len(reads))
+            self.summary["read_final_proc_time_ms"].add_repeated(0, len(reads))
         for summary in self.summary.values():
             summary.fold()
         for summary_set in self.sets.values():
