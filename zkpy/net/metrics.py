@@ -5,8 +5,11 @@ ZooKeeper metric: the gauges of ``ZooKeeperServer.registerMetrics`` (callbacks
 sampled on scrape), the counters and summaries of ``ServerMetrics``, and some
 labelled (``key``) gauge, counter and summary sets. This module describes the
 same families and fills them from the numbers ``mntr`` reports
-(``zkpy.admin.monitor.monitor_values``), so that the four-letter word, the
-AdminServer's ``monitor`` command and ``/metrics`` never disagree.
+(``zkpy.admin.monitor.monitor_values`` for gauges and counters, the core's
+``zkpy.server.metrics.ServerMetrics`` for summaries and summary sets, whose
+keys become the ``key`` label: a namespace, a learner's id), so that the
+four-letter word, the AdminServer's ``monitor`` command and ``/metrics``
+never disagree.
 
 Pure: no Twisted and no sockets; ``zkpy.net.adminserver`` serves the text.
 
