@@ -29,11 +29,8 @@ def run(args, log: Log) -> dict:
                     name = throughput.mix_name(pct)
                     pool.define(name, "mix", keys=keys, value_size=args.value_size,
                                 read_pct=pct, seed=args.seed)
-                    if args.settle > 0:
-                        window(target, target.probe(), pool, name, load.in_flight, args.settle,
-                               None)
                     r = window(target, target.probe(), pool, name, load.in_flight, args.window,
-                               None)
+                               None, ramp=args.settle)
                     r.update(load=load.name, mix=name)
                     rows.append(r)
                     if r.get("failed"):

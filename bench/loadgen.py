@@ -115,8 +115,12 @@ class _Worker:
         return {"requests": sum(len(p[0]) if not p[1] else 0 for p in self.plans[name])}
 
     def run(self, name: str, in_flight: int, seconds: float | None, budget: int | None,
-            start_at: float) -> dict:
-        """Drive plan *name*; see the module docstring."""
+            start_at: float, ramp: float = 0.0) -> dict:
+        """Drive plan *name* from *start_at*.  With *seconds*: *ramp* s of load
+        unmeasured, *seconds* s measured (replies and this process's CPU
+        counted between the two marks), then no more requests and a drain of
+        what is in flight (not measured).  Without: the whole (finite) plan,
+        all of it measured."""
         sel = selectors.DefaultSelector()
         for c, (plan, cyclic, first) in zip(self.conns, self.plans[name], strict=True):
             if c.outstanding:
@@ -127,22 +131,28 @@ class _Worker:
         bad = done = issued = 0
         budget = budget if budget is not None else 1 << 62
         time.sleep(max(0.0, start_at - time.monotonic()))
-        cpu0, t0 = self_cpu(), time.monotonic()
-        deadline = t0 + seconds if seconds is not None else float("inf")
+        t_start = time.monotonic()
+        mark_a = start_at + ramp if seconds is not None else t_start
+        mark_b = mark_a + seconds if seconds is not None else float("inf")
+        snap_a = snap_b = None  # (time, replies so far, CPU so far) at the marks
         for c in self.conns:
             issued += wire.issue(c, min(in_flight, budget - issued))
-        outstanding, last = issued, t0
+        outstanding, last, now = issued, t_start, t_start
         try:
             while outstanding > 0:
-                events = sel.select(timeout=1.0)
+                events = sel.select(timeout=0.02 if snap_b is None else 1.0)
                 now = time.monotonic()
+                if snap_a is None and now >= mark_a:
+                    snap_a = (now, done, self_cpu())
+                if snap_b is None and now >= mark_b:
+                    snap_b = (now, done, self_cpu())
                 if not events:
                     if now - last > self.timeout:
                         raise TimeoutError("no reply for %.0f s with %d requests outstanding"
                                            % (now - last, outstanding))
                     continue
                 last = now
-                stop = now >= deadline or issued >= budget
+                stop = snap_b is not None or issued >= budget
                 for key, _mask in events:
                     c = key.data
                     c.recv_into_buf()
@@ -156,9 +166,11 @@ class _Worker:
                         outstanding += k
         finally:
             sel.close()
-        t1 = time.monotonic()
-        return {"ops": done, "errors": dict(errors), "bad": bad, "t0": t0, "t1": t1,
-                "cpu": self_cpu() - cpu0}
+        end = (now, done, self_cpu())
+        a = snap_a or end
+        b = snap_b or end
+        return {"ops": b[1] - a[1], "errors": dict(errors), "bad": bad, "t0": a[0], "t1": b[0],
+                "cpu": b[2] - a[2], "all_ops": done, "drain_s": end[0] - b[0]}
 
     def await_events(self, expect: int, timeout: float) -> dict:
         """Read until every session has had *expect* watch notifications."""
@@ -381,18 +393,28 @@ class Pool:
                                                     name=name, builder=builder, kw=kw))
 
     def start_run(self, name: str, in_flight: int, seconds: float | None = None,
-                  budget: int | None = None, delay: float = 0.05) -> None:
+                  budget: int | None = None, ramp: float = 0.0,
+                  delay: float = 0.05) -> tuple[float, float | None]:
+        """Start plan *name* in every worker (see :meth:`_Worker.run`); returns
+        the monotonic times at which measuring starts and ends (``None``: at
+        the end of a finite plan)."""
         start_at = time.monotonic() + delay
         for w, pipe in enumerate(self.pipes):
             share = None if budget is None else budget // self.workers + (
                 1 if w < budget % self.workers else 0)
             pipe.send(("run", {"name": name, "in_flight": in_flight, "seconds": seconds,
-                               "budget": share, "start_at": start_at}))
+                               "budget": share, "start_at": start_at, "ramp": ramp}))
+        if seconds is None:
+            return start_at, None
+        return start_at + ramp, start_at + ramp + seconds
 
     def run(self, name: str, in_flight: int, seconds: float | None = None,
-            budget: int | None = None) -> dict:
-        self.start_run(name, in_flight, seconds, budget)
-        wait = (seconds or 0) + self.timeout + 30 if seconds is not None else 24 * 3600
+            budget: int | None = None, ramp: float = 0.0) -> dict:
+        self.start_run(name, in_flight, seconds, budget, ramp)
+        return self.collect_run(seconds, ramp)
+
+    def collect_run(self, seconds: float | None, ramp: float) -> dict:
+        wait = ramp + seconds + self.timeout + 30 if seconds is not None else 24 * 3600
         return merge_runs(self.collect(wait))
 
     def close(self) -> int:
@@ -416,17 +438,19 @@ class Pool:
 
 
 def merge_runs(results: list[dict]) -> dict:
-    """One figure for a window from every worker's report."""
+    """One figure for a window from every worker's report: replies between
+    the marks, each worker's rate over its own marks, summed."""
     errors: Counter = Counter()
     for r in results:
         errors.update({int(k): v for k, v in r["errors"].items()})
     ops = sum(r["ops"] for r in results)
-    t0, t1 = min(r["t0"] for r in results), max(r["t1"] for r in results)
-    elapsed = t1 - t0
     cpu = sum(r["cpu"] for r in results)
+    rates = [r["ops"] / (r["t1"] - r["t0"]) for r in results if r["t1"] > r["t0"]]
     return {
-        "ops": ops, "seconds": elapsed, "t0": t0, "t1": t1,
-        "ops_per_s": ops / elapsed if elapsed > 0 else None,
+        "ops": ops, "seconds": max(r["t1"] for r in results) - min(r["t0"] for r in results),
+        "ops_per_s": sum(rates) if rates else None,
+        "all_ops": sum(r["all_ops"] for r in results),
+        "drain_s": max(r["drain_s"] for r in results),
         "errors": {str(k): v for k, v in sorted(errors.items())},
         "bad_replies": sum(r["bad"] for r in results),
         "gen_cpu_s": cpu,

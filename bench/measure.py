@@ -46,21 +46,30 @@ def create_keys(target, count: int, value_size: int, timeout: float) -> list[str
 
 
 def window(target, probe, pool: Pool, plan: str, in_flight: int, seconds: float,
-           max_ops: int | None) -> dict:
-    """One timed window of *plan* on *pool*; the server CPU (summed over the
-    members, and each member's) is read around it."""
-    c0, w0 = probe.cpu_each(), time.monotonic()
+           max_ops: int | None, ramp: float = 0.0) -> dict:
+    """One window of *plan* on *pool*: *ramp* s of load, then *seconds* s
+    measured, then a drain.  The server CPU (summed over the members, and
+    each member's) is read at the two marks, as the workers count replies."""
     try:
-        res = pool.run(plan, in_flight, seconds=seconds, budget=max_ops)
+        mark_a, mark_b = pool.start_run(plan, in_flight, seconds, max_ops, ramp)
+        time.sleep(max(0.0, mark_a - time.monotonic()))
+        c0, w0 = probe.cpu_each(), time.monotonic()
+        time.sleep(max(0.0, (mark_b or 0.0) - time.monotonic()))
+        c1, w1 = probe.cpu_each(), time.monotonic()
+        res = pool.collect_run(seconds, ramp)
     except LoadError as exc:
-        res = {"failed": str(exc), "ops": 0}
-    c1, w1 = probe.cpu_each(), time.monotonic()
+        return _judge(target, {"failed": str(exc), "ops": 0})
     member_cpu = [b - a for a, b in zip(c0, c1, strict=False)]
     res["server_cpu_each_s"] = member_cpu
     res["server_cpu_s"] = sum(member_cpu) if member_cpu else None
     res["server_cpu_us_per_op"] = stats.per_op(res["server_cpu_s"], res["ops"])
     res["server_cores"] = (res["server_cpu_s"] / (w1 - w0)
                            if res["server_cpu_s"] is not None and w1 > w0 else None)
+    return _judge(target, res)
+
+
+def _judge(target, res: dict) -> dict:
+    """Mark the window failed (with every reason) when anything went wrong."""
     problems = []
     if res.get("failed"):
         problems.append(res["failed"])

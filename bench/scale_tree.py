@@ -196,7 +196,7 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
             time.sleep(0.05)
         t_synced = time.monotonic()
         rec["leader_cpu_s"] = leader_probe.cpu() - cpu_leader
-        time.sleep(1.0)
+        time.sleep(args.snap_baseline)
         stop.set()
         got = out.get(timeout=60)
         if got.get("error"):

@@ -73,7 +73,8 @@ def run(targets: list, keys: list[str], load: Load, args, log: Log, title: str) 
         for t in targets:
             def cycle(t=t) -> dict[str, dict]:
                 return {mix: window(t, probes[t.label], pools[t.label], mix, load.in_flight,
-                                    args.warmup_window, args.max_ops) for mix in mixes}
+                                    args.warmup_window, args.max_ops, ramp=args.settle)
+                        for mix in mixes}
             w = warm_up(t.label, cycle, args, log)
             out["warmup"][t.label] = w
             if w.get("failed"):
@@ -82,11 +83,8 @@ def run(targets: list, keys: list[str], load: Load, args, log: Log, title: str) 
         for rnd in range(1, args.rounds + 1):
             for mix in mixes:
                 for t in targets:
-                    if args.settle > 0:
-                        window(t, probes[t.label], pools[t.label], mix, load.in_flight,
-                               args.settle, args.max_ops)
                     r = window(t, probes[t.label], pools[t.label], mix, load.in_flight,
-                               args.window, args.max_ops)
+                               args.window, args.max_ops, ramp=args.settle)
                     r.update(server=t.label, round=rnd, mix=mix)
                     out["windows"].append(r)
                     log("  [%s] round %d %5s reads: %s" % (t.label, rnd, mix, short(r)))
@@ -151,9 +149,10 @@ def report(out: dict, labels: list[str], mixes: list[str], args, log: Log,
             log("%-6s %-*s ops/s %s; CPU/op %s" % (
                 mix, lw, "%s/%s" % (a, b), r_ops.text() if r_ops else "-",
                 r_cpu.text() if r_cpu else "-"))
-    log("ops/s: replies per second over a window (drain included); us/op: server CPU "
-        "(user+system, every member) per reply; gen: load generator CPU per reply and its "
-        "busiest process; cores: server CPU seconds per second; ratios are per round (A-B pairs).")
+    log("ops/s: replies per second between the window's marks (after %g s of load; the drain "
+        "after it not counted); us/op: server CPU (user+system, every member) per reply over the "
+        "same marks; gen: load generator CPU per reply and its busiest process; cores: server "
+        "CPU seconds per second; ratios are per round (A-B pairs)." % args.settle)
     return summary
 
 

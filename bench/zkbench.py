@@ -70,7 +70,7 @@ SCALE_PARTS = {  # part: (function, table columns: key, header, format, compared
 }
 ALL_PARTS = ("generator", *GROUP_PARTS, *SCALE_PARTS)
 SMOKE = dict(sizes="1,3", force_sync="on", loads="8x8", reads="0,90", rounds=2,
-             window=0.5, settle=0.0, warmup_window=0.3, warmup_min=0.0, warmup_max=1.0,
+             window=0.5, settle=0.1, warmup_window=0.3, warmup_min=0.0, warmup_max=1.0,
              steady_windows=2, steady_tolerance=10.0, latency_ops=30, latency_warm_ops=10,
              parts=",".join(ALL_PARTS), scale_znodes=2000, scale_rounds=1, watch_znodes=50,
              watch_sessions=10, ping_sessions=100, ping_seconds=1.5, ping_interval=0.5,
@@ -97,7 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--rounds", type=int, default=3, help="A-B-A-B rounds (default 3)")
     g.add_argument("--window", type=float, default=5.0, help="seconds per measured window")
     g.add_argument("--settle", type=float, default=1.0,
-                   help="unmeasured seconds of the same load before each window (default 1)")
+                   help="seconds of load before each window's measurement starts (default 1); "
+                        "the drain after it is not measured either")
     g.add_argument("--warmup-window", type=float, default=2.0, help="seconds per warm-up window")
     g.add_argument("--warmup-min", type=float, default=10.0, help="warm up at least this long (s)")
     g.add_argument("--warmup-max", type=float, default=180.0, help="warm-up cap (s)")
@@ -225,7 +226,7 @@ def header(args, log: Log, cmd: str, machine: dict) -> None:
     log("parts:   %s" % ", ".join(args.parts_list))
     if any(x in GROUP_PARTS for x in args.parts_list):
         log("groups:  sizes %s x forceSync %s; loads %s; reads %s %%; %d rounds A-B-A-B of %g s "
-            "windows (each after %g s unmeasured); warm-up: %g s windows cycling the mixes until "
+            "windows (each after %g s of unmeasured load; the drain after it unmeasured); warm-up: %g s windows cycling the mixes until "
             "the last %d of each agree within %.0f%% (at least %g s, at most %g s)" % (
                 ",".join(map(str, args.sizes_list)),
                 ",".join("yes" if f else "no" for f in args.fsync_list),
