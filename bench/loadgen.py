@@ -218,7 +218,7 @@ class _Worker:
                 now = time.monotonic()
                 while now < end and due[nxt] <= now:
                     c = self.conns[nxt]
-                    if id(c) in sent_at:
+                    if c.pings < c.pings_sent:
                         late += 1  # the previous ping is still unanswered
                     else:
                         c.send_ping()
@@ -233,10 +233,9 @@ class _Worker:
                                                                           self.timeout))
                 for key, _mask in sel.select(timeout=0.01):
                     c = key.data
-                    before = c.pings
                     c.recv_into_buf()
                     wire.consume_replies(c, errors)
-                    if c.pings != before and id(c) in sent_at:
+                    if c.pings >= c.pings_sent and id(c) in sent_at:
                         rtts.append(time.monotonic() - sent_at.pop(id(c)))
         finally:
             sel.close()
@@ -245,9 +244,9 @@ class _Worker:
                 "errors": dict(errors)}
 
     def keepalive(self) -> None:
-        """Ping every session once and read the answers (idle sessions expire)."""
+        """Ping every session once and read every ping answer owed (idle
+        sessions expire)."""
         errors: Counter = Counter()
-        want = {id(c): c.pings + 1 for c in self.conns}
         for c in self.conns:
             c.send_ping()
         sel = selectors.DefaultSelector()
@@ -255,7 +254,7 @@ class _Worker:
             sel.register(c.sock, selectors.EVENT_READ, c)
         deadline = time.monotonic() + self.timeout
         try:
-            while any(c.pings < want[id(c)] for c in self.conns):
+            while any(c.pings < c.pings_sent for c in self.conns):
                 if time.monotonic() > deadline:
                     raise TimeoutError("ping replies missing after %.0f s" % self.timeout)
                 for key, _mask in sel.select(timeout=1.0):
@@ -300,6 +299,11 @@ def _worker_main(pipe: Any, addrs: list[tuple[str, int]], indices: list[int], to
         pipe.send({"error": "opening sessions: %s: %s" % (type(exc).__name__, exc)})
         return
     w = _Worker(conns, indices, total, timeout)
+    try:
+        w.keepalive()  # and collect the answers to pings sent while opening
+    except Exception as exc:
+        pipe.send({"error": "first ping: %s: %s" % (type(exc).__name__, exc)})
+        return
     pipe.send({"ready": len(conns)})
     broken = None
     while True:
@@ -348,7 +352,7 @@ class Pool:
             self.pipes.append(parent)
             self.procs.append(p)
         try:
-            self._collect(timeout + 30 + sessions / 100)
+            self._collect(timeout + 30 + sessions / 10)
         except BaseException:
             self.kill()
             raise

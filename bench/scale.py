@@ -51,8 +51,9 @@ def make_target(kind: Kind, size: int, args, ctx: dict, workdir: Path | None = N
                   source_root=ctx["checkouts"].get(kind.label), workdir=workdir)
 
 
-def finish(target: Target, rec: dict, log: Log, label: str) -> None:
-    """Stop *target*; keep its logs (and say where) when the record failed."""
+def finish(target: Target, rec: dict, log: Log, label: str, keep: bool = False) -> None:
+    """Stop *target*; keep its logs (and say where) when the record failed or
+    *keep* (``--keep-logs``) asks for them."""
     problems = target.log_problems()
     if problems:
         rec["log_problems"] = problems
@@ -61,7 +62,9 @@ def finish(target: Target, rec: dict, log: Log, label: str) -> None:
         log("  [%s] FAILED: %s; logs kept in %s; tail:" % (label, rec["failed"], target.workdir))
         for ln in target.log_tails(15).splitlines():
             log("    | " + ln)
-    target.cleanup(failed=failed)
+    elif keep:
+        log("  [%s] logs kept in %s" % (label, target.workdir))
+    target.cleanup(failed=failed or keep)
 
 
 def run(name: str, part: Part, kinds: list[Kind], args, log: Log, ctx: dict,

@@ -100,7 +100,7 @@ def memory(kind: Kind, args, log: Log, ctx: dict) -> dict:
     except Exception as exc:
         rec["failed"] = "%s: %s" % (type(exc).__name__, exc)
     finally:
-        finish(t, rec, log, kind.label)
+        finish(t, rec, log, kind.label, args.keep_logs)
     return rec
 
 
@@ -130,8 +130,8 @@ def restart(kind: Kind, args, log: Log, ctx: dict) -> dict:
     except Exception as exc:
         rec["failed"] = "%s: %s" % (type(exc).__name__, exc)
     finally:
-        finish(t, rec, log, kind.label)
-        if not rec.get("failed"):
+        finish(t, rec, log, kind.label, args.keep_logs)
+        if not rec.get("failed") and not args.keep_logs:
             shutil.rmtree(wd, ignore_errors=True)
     return rec
 
@@ -223,5 +223,5 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
             prober.join(10)
             if prober.is_alive():
                 prober.terminate()
-        finish(t, rec, log, kind.label)
+        finish(t, rec, log, kind.label, args.keep_logs)
     return rec

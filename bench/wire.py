@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -84,6 +85,7 @@ class Conn:
         self.rxid = 0          # last xid answered
         self.events = 0        # watch notifications received
         self.pings = 0         # ping replies received
+        self.pings_sent = 0
         self.plan: Sequence[Request] = ()
         self.pos = 0           # next plan entry to issue
         self.rpos = 0          # plan entry the next reply answers
@@ -145,6 +147,7 @@ class Conn:
 
     def send_ping(self) -> None:
         self.sock.sendall(HDR.pack(8, XID_PING, OP_PING))
+        self.pings_sent += 1
 
     def close(self) -> None:
         """closeSession (best effort), then close the socket."""
@@ -163,14 +166,21 @@ class Conn:
 
 
 def open_sessions(addrs: Sequence[tuple[str, int]], timeout: float = 30.0,
-                  session_timeout_ms: int = 30000, batch: int = 200) -> list[Conn]:
+                  session_timeout_ms: int = 30000, batch: int = 100) -> list[Conn]:
     """One new session per address in *addrs* (repeat an address for several),
-    handshakes pipelined *batch* at a time; raises on any refusal."""
+    handshakes pipelined *batch* at a time; raises on any refusal.  While it
+    takes long (a server slow to accept), the sessions already open are
+    pinged every third of their timeout so that none expires meanwhile."""
     conns: list[Conn] = []
     req = encode(S.ConnectRequest(0, 0, session_timeout_ms, 0, b"\0" * 16, False))
     hello = LEN.pack(len(req)) + req
+    touched = time.monotonic()
     try:
         for start in range(0, len(addrs), batch):
+            if time.monotonic() - touched > session_timeout_ms / 3000.0:
+                for c in conns:
+                    c.send_ping()
+                touched = time.monotonic()
             chunk: list[Conn] = []
             for addr in addrs[start:start + batch]:
                 sock = socket.create_connection(addr, timeout=timeout)
