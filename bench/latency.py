@@ -64,21 +64,28 @@ def run(targets: list, args, log: Log, title: str) -> dict:
             i = t.follower_index() if t.size > 1 else 0
             if i is None:
                 raise RuntimeError("%s: no member reports Mode: follower" % t.label)
-            conns[t.label] = wire.Conn.open(t.addrs[i], args.timeout)
+            conns[t.label] = wire.Conn.open(t.addrs[i], args.timeout, session_timeout_ms=40000)
             out["through"][t.label] = "member %d (%s)" % (i + 1, "follower" if t.size > 1
                                                           else "standalone")
             err = conns[t.label].call(wire.create(ROOT + "/lat", b""))
             if err not in (0, wire.ERR_NODEEXISTS):
                 raise wire.ProtocolError("create %s/lat: error %d" % (ROOT, err))
         base = ROOT + "/lat"
+        def keep_others(label: str) -> None:  # the idle sessions must not expire
+            for other, c in conns.items():
+                if other != label:
+                    c.ping()
+
         for t in targets:
             def cycle(t=t) -> dict[str, dict]:
+                keep_others(t.label)
                 s = summarise(sequence(conns[t.label], base, args.latency_warm_ops, data))
                 failed = {"failed": "error replies %s" % s["errors"]} if s["errors"] else {}
                 return {op: {"p50_us": s[op]["p50_us"], **failed} for op in OPS}
             out["warmup"][t.label] = warm_up(t.label + " latency", cycle, args, log, "p50_us")
         for rnd in range(1, args.rounds + 1):
             for t in targets:
+                keep_others(t.label)
                 s = summarise(sequence(conns[t.label], base, args.latency_ops, data))
                 s.update(server=t.label, round=rnd)
                 out["rounds"].append(s)

@@ -17,7 +17,9 @@ Contract (each function measures one kind once; see :mod:`bench.scale`):
   (setData and getData in turn); a follower is stopped, its data wiped,
   and started again, so it must be sent the whole tree (SNAP).  Reported:
   the probe's p50/p99/max before and while the follower joins (start to
-  serving with the whole tree), the join time and the leader's CPU.
+  serving with the whole tree), the join time and the leader's CPU.  If the
+  leader drops the probe's connection, the probe counts it, retries the
+  request on a new session and the wait goes into that request's latency.
 """
 
 from __future__ import annotations
@@ -136,9 +138,13 @@ def restart(kind: Kind, args, log: Log, ctx: dict) -> dict:
     return rec
 
 
-def _probe_main(addr: tuple[str, int], path: str, stop, out) -> None:
-    """One session, one request at a time (setData, getData, ...) until *stop*."""
+def _probe_main(addr: tuple[str, int], path: str, stop, out, give_up: float) -> None:
+    """One session, one request at a time (setData, getData, ...) until *stop*.
+    A lost connection is counted and the request retried on a new session
+    (as a client would); its sample then runs from the first send to the
+    answer on the new session."""
     samples: list[tuple[float, float, int]] = []
+    disconnects = 0
     try:
         conn = wire.Conn.open(addr, 30.0)
         conn.call(wire.create(path, b""))
@@ -147,13 +153,31 @@ def _probe_main(addr: tuple[str, int], path: str, stop, out) -> None:
         i = 0
         while not stop.is_set():
             t0 = time.monotonic()
-            err = conn.call(reqs[i & 1])
+            while True:
+                try:
+                    err = conn.call(reqs[i & 1])
+                    break
+                except (OSError, ConnectionError, wire.ProtocolError):
+                    disconnects += 1
+                    conn.abort()
+                    conn = _reconnect(addr, t0 + give_up)
             samples.append((t0, (time.monotonic() - t0) * 1e6, err))
             i += 1
         conn.close()
-        out.put({"samples": samples})
+        out.put({"samples": samples, "disconnects": disconnects})
     except Exception as exc:
-        out.put({"samples": samples, "error": "%s: %s" % (type(exc).__name__, exc)})
+        out.put({"samples": samples, "disconnects": disconnects,
+                 "error": "%s: %s" % (type(exc).__name__, exc)})
+
+
+def _reconnect(addr: tuple[str, int], deadline: float) -> wire.Conn:
+    while True:
+        try:
+            return wire.Conn.open(addr, 10.0)
+        except (OSError, ConnectionError, wire.ProtocolError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _latency_of(samples: list, lo: float, hi: float) -> dict:
@@ -177,8 +201,8 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
         fi = next(i for i, m in enumerate(t.modes()) if m == "follower")
         assert li is not None and t.ensemble is not None
         leader, follower = t.ensemble.members[li], t.ensemble.members[fi]
-        prober = mpc.Process(target=_probe_main, args=(t.addrs[li], "/snapprobe", stop, out),
-                             daemon=True)
+        prober = mpc.Process(target=_probe_main, args=(
+            t.addrs[li], "/snapprobe", stop, out, max(args.timeout, 600)), daemon=True)
         prober.start()
         time.sleep(args.snap_baseline)
         follower.stop()
@@ -206,7 +230,8 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
             raise RuntimeError("probe got %d error replies" % errs)
         before = _latency_of(got["samples"], 0, t_start)
         during = _latency_of(got["samples"], t_start, t_synced)
-        rec.update(join_s=t_synced - t_start, before_p50_us=before["p50_us"],
+        rec.update(disconnects=got["disconnects"], join_s=t_synced - t_start,
+                   before_p50_us=before["p50_us"],
                    before_p99_us=before["p99_us"], during_p50_us=during["p50_us"],
                    during_p99_us=during["p99_us"], during_max_us=during["max_us"],
                    during_n=during["n"], leader=leader.myid, follower=follower.myid)
@@ -215,6 +240,9 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
                 kind.label, follower.myid, expect, rec["join_s"], leader.myid,
                 during["p50_us"] or 0, during["p99_us"] or 0, during["max_us"] or 0,
                 before["p50_us"] or 0, before["p99_us"] or 0, rec["leader_cpu_s"]))
+        if rec["disconnects"]:
+            log("  [%s] the leader closed the probe's connection %d time(s); each retried on a "
+                "new session, the wait counted in its sample" % (kind.label, rec["disconnects"]))
     except Exception as exc:
         rec["failed"] = "%s: %s" % (type(exc).__name__, exc)
     finally:

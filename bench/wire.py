@@ -145,6 +145,19 @@ class Conn:
                                     % (len(frame), op, exp))
             return err
 
+    def ping(self) -> None:
+        """Ping and wait for every ping answer owed (keeps an idle session alive)."""
+        self.send_ping()
+        while self.pings < self.pings_sent:
+            frame = self.read_frame()
+            xid = REPLY.unpack_from(frame, 0)[0]
+            if xid == XID_PING:
+                self.pings += 1
+            elif xid == XID_NOTIFICATION:
+                self.events += 1
+            else:
+                raise ProtocolError("reply for xid %d to a ping" % xid)
+
     def send_ping(self) -> None:
         self.sock.sendall(HDR.pack(8, XID_PING, OP_PING))
         self.pings_sent += 1

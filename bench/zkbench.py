@@ -56,7 +56,8 @@ SCALE_PARTS = {  # part: (function, table columns: key, header, format, compared
         ("during_p50_us", "p50 SNAP us", ",.0f", True),
         ("during_p99_us", "p99 SNAP us", ",.0f", True),
         ("during_max_us", "max SNAP us", ",.0f", True),
-        ("leader_cpu_s", "leader CPU s", ".2f", True)]),
+        ("leader_cpu_s", "leader CPU s", ".2f", True),
+        ("disconnects", "probe lost", ",.0f", False)]),
     "watches": (scale_watches, [
         ("watches", "watches", ",.0f", False), ("rss_per_watch", "RSS B/watch", ",.0f", True),
         ("heap_per_watch", "heap B/watch", ",.0f", True), ("fired_per_s", "fired/s", ",.0f", True),
