@@ -114,6 +114,16 @@ class _Worker:
         self.plans[name] = [BUILDERS[builder](i, self.total, **kw) for i in self.indices]
         return {"requests": sum(len(p[0]) if not p[1] else 0 for p in self.plans[name])}
 
+    def _arm(self, name: str) -> selectors.BaseSelector:
+        """Give every session its part of plan *name*; a selector over them."""
+        sel = selectors.DefaultSelector()
+        for c, (plan, cyclic, first) in zip(self.conns, self.plans[name], strict=True):
+            if c.outstanding:
+                raise LoadError("session 0x%x still has replies outstanding" % c.session_id)
+            c.plan, c.cyclic, c.pos, c.rpos = plan, cyclic, first, first
+            sel.register(c.sock, selectors.EVENT_READ, c)
+        return sel
+
     def run(self, name: str, in_flight: int, seconds: float | None, budget: int | None,
             start_at: float, ramp: float = 0.0) -> dict:
         """Drive plan *name* from *start_at*.  With *seconds*: *ramp* s of load
@@ -121,12 +131,7 @@ class _Worker:
         counted between the two marks), then no more requests and a drain of
         what is in flight (not measured).  Without: the whole (finite) plan,
         all of it measured."""
-        sel = selectors.DefaultSelector()
-        for c, (plan, cyclic, first) in zip(self.conns, self.plans[name], strict=True):
-            if c.outstanding:
-                raise LoadError("session 0x%x still has replies outstanding" % c.session_id)
-            c.plan, c.cyclic, c.pos, c.rpos = plan, cyclic, first, first
-            sel.register(c.sock, selectors.EVENT_READ, c)
+        sel = self._arm(name)
         errors: Counter = Counter()
         bad = done = issued = 0
         budget = budget if budget is not None else 1 << 62

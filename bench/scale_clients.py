@@ -49,67 +49,79 @@ def _create_paths(t, paths: list[str], timeout: float) -> None:
 def watches(kind: Kind, args, log: Log, ctx: dict) -> dict:
     t = make_target(kind, 1, args, ctx)
     rec: dict = {}
-    watchers = firer = None
+    watchers = None
     try:
         t.start(timeout=args.timeout)
-        probe, pid, is_jvm = t.probe(), t.pids[0], kind.kind == "zookeeper"
         paths = ["/watched/n%06d" % i for i in range(args.watch_znodes)]
         _create_paths(t, paths, args.timeout)
         watchers = Pool(t.addrs, args.watch_sessions, args.workers, args.timeout)
-        expect = args.watch_sessions * len(paths)
-        watchers.define("watch", "watch_all", paths=paths, value_len=WATCH_VALUE)
-        time.sleep(args.quiet)
-        heap0 = jvm_heap_after_gc(pid) if is_jvm else None
-        rss0 = probe.rss()
-        c0 = probe.cpu()
-        r = watchers.run("watch", 100)
-        c1 = probe.cpu()
-        _check(r)
-        time.sleep(args.quiet)
-        rss1 = probe.rss()
-        heap1 = jvm_heap_after_gc(pid) if is_jvm else None
-        counted = watch_total(t.servers[0])
-        rec.update(watches=expect, wchs=counted, rss_per_watch=(rss1 - rss0) / expect,
-                   set_cpu_us_per_watch=stats.per_op(c1 - c0, expect),
-                   set_rate=r["ops_per_s"])
-        if heap0 is not None and heap1 is not None:
-            rec["heap_per_watch"] = (heap1 - heap0) / expect
-        if counted != expect:
-            raise RuntimeError("wchs counts %s watches, expected %d" % (counted, expect))
-        firer = Pool(t.addrs, 4, 1, args.timeout)
-        firer.define("fire", "set_spread", paths=paths, value_size=WATCH_VALUE)
-        watchers.send("await_events", expect=len(paths), timeout=args.timeout + 600)
-        c0, t_fire = probe.cpu(), time.monotonic()
-        fr = firer.run("fire", 100)
-        got = watchers.collect(args.timeout + 660)
-        c1 = probe.cpu()
-        _check(fr)
-        events = sum(g["events"] for g in got)
-        t_last = max((g["t_last"] for g in got if g["t_last"] is not None), default=None)
-        if events != expect or any(g["short"] for g in got):
-            raise RuntimeError("%d notifications received, expected %d" % (events, expect))
-        left = watch_total(t.servers[0])
-        if left:
-            raise RuntimeError("wchs counts %s watches after every znode was set" % left)
-        assert t_last is not None
-        rec.update(fire_s=t_last - t_fire, fired_per_s=events / (t_last - t_fire),
-                   fire_cpu_us_per_watch=stats.per_op(c1 - c0, events),
-                   gen_cpu_us_per_event=stats.per_op(sum(g["cpu"] for g in got), events))
+        rec.update(_set_watches(t, kind, watchers, paths, args))
+        rec.update(_fire(t, watchers, paths, args))
         log("  [%s] %d watches (%d sessions x %d znodes): RSS +%.0f B/watch%s, set at %.0f/s; "
             "fired all in %.2f s = %.0f notifications/s, %.2f us server CPU each (generator "
             "%.2f us each)" % (
-                kind.label, expect, args.watch_sessions, len(paths), rec["rss_per_watch"],
+                kind.label, rec["watches"], args.watch_sessions, len(paths), rec["rss_per_watch"],
                 ", live heap +%.0f B/watch" % rec["heap_per_watch"] if "heap_per_watch" in rec
                 else "", rec["set_rate"] or 0, rec["fire_s"], rec["fired_per_s"],
                 rec["fire_cpu_us_per_watch"] or 0, rec["gen_cpu_us_per_event"] or 0))
     except Exception as exc:
         rec["failed"] = "%s: %s" % (type(exc).__name__, exc)
     finally:
-        for p in (firer, watchers):
-            if p is not None:
-                p.close()
+        if watchers is not None:
+            watchers.close()
         finish(t, rec, log, kind.label, args.keep_logs)
     return rec
+
+
+def _set_watches(t, kind: Kind, watchers: Pool, paths: list[str], args) -> dict:
+    """Every session watches every path; memory before and after, wchs checked."""
+    probe, pid, is_jvm = t.probe(), t.pids[0], kind.kind == "zookeeper"
+    expect = args.watch_sessions * len(paths)
+    watchers.define("watch", "watch_all", paths=paths, value_len=WATCH_VALUE)
+    time.sleep(args.quiet)
+    heap0 = jvm_heap_after_gc(pid) if is_jvm else None
+    rss0, c0 = probe.rss(), probe.cpu()
+    r = watchers.run("watch", 100)
+    c1 = probe.cpu()
+    _check(r)
+    time.sleep(args.quiet)
+    rss1 = probe.rss()
+    heap1 = jvm_heap_after_gc(pid) if is_jvm else None
+    counted = watch_total(t.servers[0])
+    if counted != expect:
+        raise RuntimeError("wchs counts %s watches, expected %d" % (counted, expect))
+    rec = {"watches": expect, "wchs": counted, "rss_per_watch": (rss1 - rss0) / expect,
+           "set_cpu_us_per_watch": stats.per_op(c1 - c0, expect), "set_rate": r["ops_per_s"]}
+    if heap0 is not None and heap1 is not None:
+        rec["heap_per_watch"] = (heap1 - heap0) / expect
+    return rec
+
+
+def _fire(t, watchers: Pool, paths: list[str], args) -> dict:
+    """Set every path once from another session; every watcher must hear each."""
+    probe = t.probe()
+    expect = args.watch_sessions * len(paths)
+    firer = Pool(t.addrs, 4, 1, args.timeout)
+    try:
+        firer.define("fire", "set_spread", paths=paths, value_size=WATCH_VALUE)
+        watchers.send("await_events", expect=len(paths), timeout=args.timeout + 600)
+        c0, t_fire = probe.cpu(), time.monotonic()
+        fr = firer.run("fire", 100)
+        got = watchers.collect(args.timeout + 660)
+        c1 = probe.cpu()
+    finally:
+        firer.close()
+    _check(fr)
+    events = sum(g["events"] for g in got)
+    t_last = max((g["t_last"] for g in got if g["t_last"] is not None), default=None)
+    if events != expect or any(g["short"] for g in got) or t_last is None:
+        raise RuntimeError("%d notifications received, expected %d" % (events, expect))
+    left = watch_total(t.servers[0])
+    if left:
+        raise RuntimeError("wchs counts %s watches after every znode was set" % left)
+    return {"fire_s": t_last - t_fire, "fired_per_s": events / (t_last - t_fire),
+            "fire_cpu_us_per_watch": stats.per_op(c1 - c0, events),
+            "gen_cpu_us_per_event": stats.per_op(sum(g["cpu"] for g in got), events)}
 
 
 def _check(r: dict) -> None:

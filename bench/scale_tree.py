@@ -57,34 +57,16 @@ def memory(kind: Kind, args, log: Log, ctx: dict) -> dict:
     rec: dict = {}
     try:
         t.start(timeout=args.timeout)
-        probe, pid = t.probe(), t.pids[0]
+        probe, pid, is_jvm = t.probe(), t.pids[0], kind.kind == "zookeeper"
         time.sleep(args.quiet)
-        is_jvm = kind.kind == "zookeeper"
         heap0 = jvm_heap_after_gc(pid) if is_jvm else None
         rss0 = probe.rss()
-        parents, per = seed.tree_shape(args.scale_znodes)
-        conn = wire.Conn.open(t.addrs[0], args.timeout)
-        if conn.call(wire.create(seed.PREFIX, b"")):
-            raise wire.ProtocolError("create %s failed" % seed.PREFIX)
-        conn.close()
-        pool = Pool(t.addrs, args.scale_sessions, args.workers, args.timeout)
-        try:
-            pool.define("parents", "tree_parents", prefix=seed.PREFIX, parents=parents)
-            n = pool.define("children", "tree_children", prefix=seed.PREFIX, parents=parents,
-                            per_parent=per, data_size=args.znode_size)
-            c0 = probe.cpu()
-            runs = [pool.run("parents", 100), pool.run("children", 100)]
-            c1 = probe.cpu()
-        finally:
-            pool.close()
-        _check_runs(runs)
-        total = n + parents
+        rec.update(_create_tree(t, args))
+        total = rec["znodes"]
         time.sleep(args.quiet)
         rss1 = probe.rss()
-        rec.update(znodes=total, rss_before_mib=rss0 / 2**20, rss_after_mib=rss1 / 2**20,
+        rec.update(rss_before_mib=rss0 / 2**20, rss_after_mib=rss1 / 2**20,
                    rss_per_znode=(rss1 - rss0) / total,
-                   create_ops_per_s=runs[1]["ops_per_s"],
-                   create_cpu_us_per_op=stats.per_op(c1 - c0, total),
                    node_count=srvr_number(t.servers[0], "Node count"))
         if is_jvm:
             heap1 = jvm_heap_after_gc(pid)
@@ -104,6 +86,31 @@ def memory(kind: Kind, args, log: Log, ctx: dict) -> dict:
     finally:
         finish(t, rec, log, kind.label, args.keep_logs)
     return rec
+
+
+def _create_tree(t, args) -> dict:
+    """``/scale/p<j>/c<k>`` through the client port, pipelined over a few sessions."""
+    probe = t.probe()
+    parents, per = seed.tree_shape(args.scale_znodes)
+    conn = wire.Conn.open(t.addrs[0], args.timeout)
+    try:
+        if conn.call(wire.create(seed.PREFIX, b"")):
+            raise wire.ProtocolError("create %s failed" % seed.PREFIX)
+    finally:
+        conn.close()
+    pool = Pool(t.addrs, args.scale_sessions, args.workers, args.timeout)
+    try:
+        pool.define("parents", "tree_parents", prefix=seed.PREFIX, parents=parents)
+        n = pool.define("children", "tree_children", prefix=seed.PREFIX, parents=parents,
+                        per_parent=per, data_size=args.znode_size)
+        c0 = probe.cpu()
+        runs = [pool.run("parents", 100), pool.run("children", 100)]
+        c1 = probe.cpu()
+    finally:
+        pool.close()
+    _check_runs(runs)
+    return {"znodes": n + parents, "create_ops_per_s": runs[1]["ops_per_s"],
+            "create_cpu_us_per_op": stats.per_op(c1 - c0, n + parents)}
 
 
 def _check_runs(runs: list[dict]) -> None:
@@ -205,20 +212,9 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
             t.addrs[li], "/snapprobe", stop, out, max(args.timeout, 600)), daemon=True)
         prober.start()
         time.sleep(args.snap_baseline)
-        follower.stop()
-        shutil.rmtree(follower.server.data_dir / VERSION_DIR, ignore_errors=True)
         leader_probe = Probe([leader.pid])
         cpu_leader = leader_probe.cpu()
-        t_start = time.monotonic()
-        follower.start(wait=False)
-        deadline = t_start + max(args.timeout, 600)
-        while not (follower.mode() == "follower"
-                   and (srvr_number(follower.server, "Node count") or 0) >= expect):
-            if time.monotonic() > deadline or not follower.running:
-                raise RuntimeError("follower %d did not rejoin with %d znodes" % (follower.myid,
-                                                                                 expect))
-            time.sleep(0.05)
-        t_synced = time.monotonic()
+        t_start, t_synced = _rejoin(follower, expect, max(args.timeout, 600))
         rec["leader_cpu_s"] = leader_probe.cpu() - cpu_leader
         time.sleep(args.snap_baseline)
         stop.set()
@@ -253,3 +249,20 @@ def snap(kind: Kind, args, log: Log, ctx: dict) -> dict:
                 prober.terminate()
         finish(t, rec, log, kind.label, args.keep_logs)
     return rec
+
+
+def _rejoin(follower, expect: int, timeout: float) -> tuple[float, float]:
+    """Stop *follower*, delete its data, start it; wait until it serves as a
+    follower with *expect* znodes.  Returns (start, serving) times."""
+    follower.stop()
+    shutil.rmtree(follower.server.data_dir / VERSION_DIR, ignore_errors=True)
+    t_start = time.monotonic()
+    follower.start(wait=False)
+    deadline = t_start + timeout
+    while not (follower.mode() == "follower"
+               and (srvr_number(follower.server, "Node count") or 0) >= expect):
+        if time.monotonic() > deadline or not follower.running:
+            raise RuntimeError("follower %d did not rejoin with %d znodes in %.0f s"
+                               % (follower.myid, expect, timeout))
+        time.sleep(0.05)
+    return t_start, time.monotonic()
