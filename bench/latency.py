@@ -82,7 +82,8 @@ def run(targets: list, args, log: Log, title: str) -> dict:
                 s = summarise(sequence(conns[t.label], base, args.latency_warm_ops, data))
                 failed = {"failed": "error replies %s" % s["errors"]} if s["errors"] else {}
                 return {op: {"p50_us": s[op]["p50_us"], **failed} for op in OPS}
-            out["warmup"][t.label] = warm_up(t.label + " latency", cycle, args, log, "p50_us")
+            out["warmup"][t.label] = warm_up(t.label + " latency", cycle, args, log, ("p50_us",),
+                                             cap=args.latency_warmup_max)
         for rnd in range(1, args.rounds + 1):
             for t in targets:
                 keep_others(t.label)

@@ -121,12 +121,14 @@ def ratio_pairs(labels: Sequence[str], wanted: str | None = None) -> list[tuple[
 
 
 def warm_up(label: str, run_cycle: Callable[[], dict[str, dict]], args, log: Log,
-            what: str = "ops_per_s") -> dict:
+            whats: Sequence[str] = ("ops_per_s",), cap: float | None = None) -> dict:
     """Run cycles (one window of every workload; *run_cycle* returns
-    {workload: window record}) until the last ``args.steady_windows`` values
-    of *what* of every workload agree within ``args.steady_tolerance`` (and at
-    least ``args.warmup_min`` s have passed), or ``args.warmup_max`` s are up.
-    Prints the trace, one line per cycle."""
+    {workload: window record}) until, for every workload and every figure in
+    *whats*, the last ``args.steady_windows`` values agree within
+    ``args.steady_tolerance`` (and at least ``args.warmup_min`` s have
+    passed), or *cap* (default ``args.warmup_max``) s are up.  Prints one
+    line per cycle."""
+    cap = args.warmup_max if cap is None else cap
     series: dict[str, list[float]] = {}
     trace = []
     start = time.monotonic()
@@ -140,8 +142,9 @@ def warm_up(label: str, run_cycle: Callable[[], dict[str, dict]], args, log: Log
             if r.get("failed"):
                 log("  [%s] warm-up %s FAILED: %s" % (label, w, r["failed"]))
                 return {"steady": False, "failed": r["failed"], "trace": trace}
-            series.setdefault(w, []).append(r[what])
-            parts.append("%s %s" % (w, _fmt_metric(r, what)))
+            for what in whats:
+                series.setdefault("%s %s" % (w, what), []).append(r[what])
+            parts.append("%s %s" % (w, _fmt_metric(r, whats[0])))
         elapsed = time.monotonic() - start
         spreads = [stats.relative_range(s[-args.steady_windows:])
                    for s in series.values() if len(s) >= args.steady_windows]
@@ -155,14 +158,14 @@ def warm_up(label: str, run_cycle: Callable[[], dict[str, dict]], args, log: Log
             log("  [%s] warm-up: steady after %.0f s (last %d windows of each workload within "
                 "%.0f%%)" % (label, elapsed, args.steady_windows, 100 * args.steady_tolerance))
             return {"steady": True, "seconds": elapsed, "trace": trace}
-        if elapsed >= args.warmup_max:
+        if elapsed >= cap:
             log("  [%s] warm-up: NOT steady after %.0f s (cap); measuring anyway, flagged"
                 % (label, elapsed))
             return {"steady": False, "seconds": elapsed, "trace": trace}
 
 
 def _fmt_metric(r: dict, what: str) -> str:
-    if what == "ops_per_s":
+    if r.get("ops_per_s") is not None:
         cpu = r.get("server_cpu_us_per_op")
         return "%.0f/s %s" % (r["ops_per_s"], "%.0fus" % cpu if cpu is not None else "")
     return "%.0f us" % r[what]

@@ -21,6 +21,8 @@ from bench.loadgen import LoadError, Pool
 from bench.measure import Log, fmt, ratio_pairs, short, warm_up, window
 
 LOAD_PRESETS = {"light": (32, 32), "heavy": (100, 100), "heavy250": (250, 100)}
+STEADY_FIGURES = {"ops": ("ops_per_s",), "cpu": ("server_cpu_us_per_op",),
+                  "both": ("ops_per_s", "server_cpu_us_per_op")}
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def run(targets: list, keys: list[str], load: Load, args, log: Log, title: str) 
                 return {mix: window(t, probes[t.label], pools[t.label], mix, load.in_flight,
                                     args.warmup_window, args.max_ops, ramp=args.settle)
                         for mix in mixes}
-            w = warm_up(t.label, cycle, args, log)
+            w = warm_up(t.label, cycle, args, log, STEADY_FIGURES[args.steady_on])
             out["warmup"][t.label] = w
             if w.get("failed"):
                 out["failures"].append("%s warm-up: %s" % (t.label, w["failed"]))

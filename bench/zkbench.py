@@ -72,7 +72,7 @@ SCALE_PARTS = {  # part: (function, table columns: key, header, format, compared
 ALL_PARTS = ("generator", *GROUP_PARTS, *SCALE_PARTS)
 SMOKE = dict(sizes="1,3", force_sync="on", loads="8x8", reads="0,90", rounds=2,
              window=0.5, settle=0.1, warmup_window=0.3, warmup_min=0.0, warmup_max=1.0,
-             steady_windows=2, steady_tolerance=10.0, latency_ops=30, latency_warm_ops=10,
+             steady_windows=2, steady_tolerance=10.0, latency_ops=30, latency_warm_ops=10, latency_warmup_max=1.0,
              parts=",".join(ALL_PARTS), scale_znodes=2000, scale_rounds=1, watch_znodes=50,
              watch_sessions=10, ping_sessions=100, ping_seconds=1.5, ping_interval=0.5,
              snap_baseline=0.3, scale_heap="512m", heap="512m", quiet=0.2)
@@ -107,14 +107,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="steady when the last N windows of every mix agree (default 3)")
     g.add_argument("--steady-tolerance", type=float, default=0.05,
                    help="... within this fraction: (max-min)/median (default 0.05)")
+    g.add_argument("--steady-on", choices=("ops", "cpu", "both"), default="ops",
+                   help="the figure that must be steady: ops/s, server CPU per op, or both "
+                        "(default ops)")
     g.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
     g.add_argument("--keys", type=int, default=1000, help="znodes the mixes use (default 1000)")
     g.add_argument("--value-size", type=int, default=1024, help="bytes per value (default 1024)")
     g.add_argument("--max-ops", type=int, default=None, help="request cap per window")
     g.add_argument("--latency-ops", type=int, default=1000,
                    help="sequential ops of each kind per latency round (default 1000)")
-    g.add_argument("--latency-warm-ops", type=int, default=200,
-                   help="ops of each kind per latency warm-up cycle (default 200)")
+    g.add_argument("--latency-warm-ops", type=int, default=500,
+                   help="ops of each kind per latency warm-up cycle (default 500)")
+    g.add_argument("--latency-warmup-max", type=float, default=60.0,
+                   help="cap of the latency warm-up in s (default 60; the servers have "
+                        "already been warmed by the throughput part when it runs)")
     g.add_argument("--heap", default="1g", help="Apache ZooKeeper -Xmx for groups (default 1g)")
     s = p.add_argument_group("scale parts")
     s.add_argument("--scale-znodes", type=int, default=1_000_000, help="znodes (default 1M)")
@@ -228,12 +234,13 @@ def header(args, log: Log, cmd: str, machine: dict) -> None:
     if any(x in GROUP_PARTS for x in args.parts_list):
         log("groups:  sizes %s x forceSync %s; loads %s; reads %s %%; %d rounds A-B-A-B of %g s "
             "windows (each after %g s of unmeasured load; the drain after it unmeasured); warm-up: %g s windows cycling the mixes until "
-            "the last %d of each agree within %.0f%% (at least %g s, at most %g s)" % (
+            "the last %d of each agree within %.0f%% on %s (at least %g s, at most %g s)" % (
                 ",".join(map(str, args.sizes_list)),
                 ",".join("yes" if f else "no" for f in args.fsync_list),
                 ", ".join("%s=%s" % (ld.name, ld.shape) for ld in args.loads_list),
                 ",".join("%g" % x for x in args.reads), args.rounds, args.window, args.settle,
                 args.warmup_window, args.steady_windows, 100 * args.steady_tolerance,
+                {"ops": "ops/s", "cpu": "CPU/op", "both": "ops/s and CPU/op"}[args.steady_on],
                 args.warmup_min, args.warmup_max))
     log("zoo.cfg: " + " ".join("%s=%s" % kv for kv in server_settings(True).items()
                                if kv[0] != "forceSync") + " forceSync=<per group>; "
