@@ -45,6 +45,17 @@ def create_keys(target, count: int, value_size: int, timeout: float) -> list[str
     return keys
 
 
+def remove_keys(target, keys: list[str], timeout: float) -> None:
+    """Delete what :func:`create_keys` and the latency part made (for a server
+    that is not ours)."""
+    conn = wire.Conn.open(target.addrs[0], timeout)
+    try:
+        paths = [*keys, ROOT + "/kv", ROOT + "/lat", ROOT]
+        wire.pipeline(conn, [wire.delete(p) for p in paths], ok=(0, -101))  # NONODE is fine
+    finally:
+        conn.close()
+
+
 def window(target, probe, pool: Pool, plan: str, in_flight: int, seconds: float,
            max_ops: int | None, ramp: float = 0.0) -> dict:
     """One window of *plan* on *pool*: *ramp* s of load, then *seconds* s

@@ -24,7 +24,7 @@ import sys
 import time
 
 from bench import gencheck, latency, throughput
-from bench.measure import Log, create_keys
+from bench.measure import Log, create_keys, remove_keys
 from bench.probe import find_listening_pid, machine_info, machine_lines
 from bench.scale import run as run_scale
 from bench.scale_clients import sessions as scale_sessions
@@ -207,6 +207,9 @@ def run_group(targets: list, args, log: Log, title: str) -> dict:
         if "latency" in args.parts_list:
             out["latency"] = latency.run(targets, args, log, title)
             out["failures"] += out["latency"]["failures"]
+        for t in targets:
+            if isinstance(t, ExternalTarget):  # not ours: leave it as we found it
+                remove_keys(t, keys[t.label], args.timeout)
     except Exception as exc:
         out["failures"].append("%s: %s: %s" % (title, type(exc).__name__, exc))
         log("  %s FAILED: %s: %s" % (title, type(exc).__name__, exc))
