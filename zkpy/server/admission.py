@@ -23,12 +23,11 @@ and the order, the core keeps the sessions.
 from __future__ import annotations
 
 import logging
-import struct
 from typing import TYPE_CHECKING
 
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Err, Op
-from zkpy.jute.requests import decode_connect
+from zkpy.jute.requests import REPLY_FRAME, decode_connect
 from zkpy.server.prep import Request
 from zkpy.server.sessions import hex_sid, session_password
 
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkpy.server")
 
-_REPLY = struct.Struct(">iiqi")  # frame length + ReplyHeader(xid, zxid, err)
 
 
 def handshake(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
@@ -81,7 +79,7 @@ def _new_session(core: ServerCore, conn: Connection, timeout: int, now: int) -> 
         sid = local.for_read_only(timeout, now, f"{conn.host}:{conn.port}")
         if sid is None:
             # ZooKeeper 3.8's answer to the createSession: a bare reply header.
-            conn.queue(_REPLY.pack(16, 0, core.last_zxid, int(Err.NOTREADONLY)))
+            conn.queue(REPLY_FRAME.pack(16, 0, core.last_zxid, int(Err.NOTREADONLY)))
             conn.close_after_flush()
             return
         conn.open(sid, timeout)

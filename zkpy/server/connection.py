@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zkpy.admin import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
+from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
 from zkpy.server.prep import Request
 from zkpy.server.replies import write_reply
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zkpy.server")
 
 _LEN = struct.Struct(">i")
-_REPLY = struct.Struct(">iiqi")
 # Bytes of replies a connection may queue before it stops taking requests from
 # its input buffer: a client pipelining reads of big znodes cannot make the
 # server queue gigabytes for it.
@@ -236,7 +236,7 @@ class Connection:
                 self._read(xid, op, body, self.core.now)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
-        self.queue_in_order(_REPLY.pack(16 + len(payload), xid, self.core.last_zxid, err)
+        self.queue_in_order(REPLY_FRAME.pack(16 + len(payload), xid, self.core.last_zxid, err)
                              + payload)
 
     def queue_in_order(self, frame: bytes) -> None:
@@ -247,7 +247,7 @@ class Connection:
 
     def _reply(self, xid: int, zxid: int, err: int, payload: bytes, now: int, op: str,
                started: int | None = None) -> None:
-        self.out.append(_REPLY.pack(16 + len(payload), xid, zxid, err))
+        self.out.append(REPLY_FRAME.pack(16 + len(payload), xid, zxid, err))
         if payload:
             self.out.append(payload)
         self.out_bytes += 20 + len(payload)
@@ -271,7 +271,7 @@ class Connection:
 
     def send_event(self, etype: int, path: str) -> None:
         body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()
-        self.queue(_REPLY.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
+        self.queue(REPLY_FRAME.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
         self.core.stats.watch_events += 1
 
     # -- output and closing -------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
-from zkpy.jute.codec import JuteError, decode, encode
+from zkpy.jute.codec import JuteError, decode, encode, layout
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
 from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
 from zkpy.tree.quota import setup_quota
@@ -36,8 +36,8 @@ log = logging.getLogger("zkpy.storage")
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
 _SESSION = struct.Struct(">qi")
-_STATP = struct.Struct(">qqqqiiiqq")
-_ACL_STATP = struct.Struct(">qqqqqiiiqq")  # a DataNode's ACL id, then its StatPersisted
+_STATP = layout(S.StatPersisted)
+_ACL_STATP = layout(S.StatPersisted, prefix="q")  # a DataNode's ACL id, then its StatPersisted
 _END_PATH = _INT.pack(1) + b"/"
 
 
