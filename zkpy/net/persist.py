@@ -61,7 +61,7 @@ class LogCommitter:
     # -- the commit seam --------------------------------------------------------
 
     def propose(self, req: Request) -> None:
-        self._queue.append((req, encode_txn(req.hdr, req.txn)))
+        self._queue.append((req, encode_txn(req.hdr, req.txn, req.digest)))
         if self.snapshots.counted():
             self._roll = True
             # Snapshot once what is queued now has been applied: schedule after it.
@@ -154,7 +154,7 @@ class FuzzySnapshots:
         d = task.cooperate(steps()).whenDone()
         d.addCallback(lambda _: threads.deferToThreadPool(
             self.reactor, self.pool, write_snapshot, path, maker.head(), maker.chunks,
-            self.force_sync))
+            self.force_sync, maker.digest))
         d.addCallback(lambda _: self._done(path, maker))
         d.addErrback(self._failed)
 

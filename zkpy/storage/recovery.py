@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from zkpy.jute.protocol import Op
-from zkpy.storage.formats import VERSION_DIR, decode_txn, files_by_zxid
+from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
 from zkpy.tree.datatree import DataTree
@@ -76,8 +76,8 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
                         f"0x{entry.zxid - 1:x} are missing before it (a log file in "
                         f"{log_dir} is missing?); refusing to start")
                 prev = entry.zxid
-                hdr, txn = decode_txn(entry.data)
-                tree.apply(hdr, txn)
+                hdr, txn, digest = decode_entry(entry.data)
+                tree.apply(hdr, txn, digest)
                 if hdr.type == Op.createSession:
                     sessions[hdr.clientId] = txn.timeOut
                 elif hdr.type == Op.closeSession:
@@ -86,6 +86,7 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
         except LogDamaged as e:
             raise RecoveryError(str(e)) from None
     state.last_zxid = tree.last_zxid
+    tree.digests.replayed(state.last_zxid)
     if state.replayed or state.snapshot:
         log.info("Recovered zxid 0x%x: snapshot %s, %d transactions replayed, %d sessions",
                  state.last_zxid, os.path.basename(state.snapshot or "(none)"), state.replayed,
