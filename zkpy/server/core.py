@@ -140,6 +140,7 @@ class ServerCore:
         Restored sessions get their full timeout from now, as in ZooKeeper:
         their clients have had no chance to ping while the server was down.
         """
+        tree.digests.carry_from(self.tree.digests)  # a server-wide count, as ServerMetrics
         self.tree = tree
         self.prep.tree = tree
         for sid, timeout in sessions.items():

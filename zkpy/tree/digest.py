@@ -124,6 +124,13 @@ class DigestChecks:
         self._first_logged = False
         self._passed = False
 
+    def carry_from(self, old: DigestChecks) -> None:
+        """A server replacing its tree keeps its mismatch count and watchers."""
+        if old is not self:
+            self.mismatches += old.mismatches
+            self._first_logged = self._first_logged or old._first_logged
+            self.on_mismatch = old.on_mismatch
+
     def applied(self, zxid: int, actual: int, expected: Any, hdr: Any, txn: Any) -> None:
         """After a transaction: ``actual`` the tree's digest, ``expected`` its TxnDigest."""
         if self.target is not None:
