@@ -152,11 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.error("Cannot read configuration: %s", e)
         return 2
+    _digests(cfg)
     try:
         return _serve(cfg)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _digests(cfg: ServerConfig) -> None:
+    """zookeeper.digest.enabled (or zoo.cfg's digest.enabled), read once before any
+    tree is built, as ZooKeeperServer's static initializer reads it."""
+    from zkpy.tree import digest
+
+    digest.set_enabled(digest.enabled_in(cfg.properties))
+    log.info("%s = %s", digest.PROPERTY, "true" if digest.enabled() else "false")
 
 
 def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
