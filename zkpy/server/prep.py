@@ -39,7 +39,7 @@ from zkpy.jute.protocol import (
     ZkError,
 )
 from zkpy.tree.datatree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
-from zkpy.tree.digest import DIGEST_VERSION, as_long, node_digest
+from zkpy.tree.digest import DIGEST_VERSION, as_long, change_digest
 from zkpy.tree.paths import path_error
 from zkpy.tree.quota import QuotaGuard
 from zkpy.zab import membership
@@ -119,14 +119,6 @@ class Change:
         c.ctime, c.mtime, c.dg = self.ctime, self.mtime, self.dg
         return c
 
-    def digest(self) -> int:
-        """The node's digest in this state (0 once deleted)."""
-        if not self.exists:
-            return 0
-        return node_digest(self.path, self.data, self.czxid, self.mzxid, self.pzxid,
-                           self.ctime, self.mtime, self.version, self.cversion, self.aversion,
-                           self.owner)
-
 
 def _next_version(current: int, expected: int, path: str) -> int:
     if expected != -1 and expected != current:
@@ -181,8 +173,10 @@ class Prep:
     def _add(self, change: Change, before: int) -> None:
         """Record ``change``; ``before`` is its node's digest before it (0: new node)."""
         if self.digest_on:
-            after = change.digest()
-            change.tree_dg = self._future_digest() - before + after
+            after = change_digest(change) if change.exists else 0
+            changes = self._changes
+            future = changes[-1].tree_dg if changes else self.tree.digest_sum
+            change.tree_dg = future - before + after
             change.dg = after
         self._changes.append(change)
         self._by_path[change.path] = change

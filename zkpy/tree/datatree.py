@@ -31,10 +31,11 @@ from zkpy.jute.protocol import (
     Perms,
 )
 from zkpy.tree import digest as tree_digest
-from zkpy.tree.digest import DigestChecks, digest_of
+from zkpy.tree.digest import DIGEST_VERSION, LOG_INTERVAL, MASK64, DigestChecks, digest_of
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
+_HISTORY_MASK = LOG_INTERVAL - 1
 
 OPEN_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.ALL, S.Id("world", "anyone")),)
 READ_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.READ, S.Id("world", "anyone")),)
@@ -270,7 +271,13 @@ class DataTree:
         if zxid > self.last_zxid:
             self.last_zxid = zxid
         if self.digest_on:
-            self.digests.applied(zxid, tree_digest.as_long(self.digest_sum), digest, hdr, txn)
+            checks = self.digests
+            # The common case, checked inline (this runs on every write): a matching
+            # digest, no snapshot digest awaited, no history entry to keep.
+            if (checks.target is not None or not zxid & _HISTORY_MASK or digest is None
+                    or digest.version != DIGEST_VERSION
+                    or (digest.treeDigest - self.digest_sum) & MASK64):
+                checks.applied(zxid, tree_digest.as_long(self.digest_sum), digest, hdr, txn)
         return rc
 
     def _apply_one(self, type: int, txn: Any, zxid: int, time: int, client: int,
