@@ -33,6 +33,7 @@ from zkpy.jute.codec import encode
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import files_by_zxid
 from zkpy.storage.snapshot import load_snapshot
+from zkpy.storage.txnlog import read_log
 from zkpy.testing.ensemble import Ensemble
 from zkpy.testing.launchers import ApacheZooKeeperServer, ZkpyServer, find_apache_zookeeper
 
@@ -220,6 +221,39 @@ def test_zookeeper_counts_a_wrong_digest_in_zkpys_log(tmp_path: Path) -> None:
         zk.start(timeout=60)
         assert "First digest mismatch" in zk.log_text()
         assert _mismatches(zk) == 1
+    finally:
+        z.kill()
+        zk.kill()
+        z.cleanup()
+
+
+def test_digests_off_on_both_write_and_expect_none(tmp_path: Path) -> None:
+    """digest.enabled=false in zoo.cfg: zkpy writes no TxnDigest and no trailer, and
+    ZooKeeper with the same zoo.cfg loads that without a word about digests."""
+    _needs_zookeeper()
+    wd = tmp_path / "off"
+    off = {"digest.enabled": "false"}
+    z = ZkpyServer(workdir=wd, extended_types=True, settings=off)
+    zk = ApacheZooKeeperServer(workdir=wd, extended_types=True, port=z.port, settings=off,
+                               log_level="info")
+    try:
+        z.start()
+        digest_workload.one_more(z.address, "/a", b"1")
+        want = dump(z)
+        z.stop()
+        z.start()  # a snapshot of the recovered tree
+        z.stop()
+        assert "zookeeper.digest.enabled = false" in z.log_text()
+        (_, log_path), = files_by_zxid(_vdir(z), "log")
+        sizes = [len(e.data) for e in read_log(log_path)]
+        assert sizes[:2] == [36, 75]  # createSession, create /a: ZooKeeper's sizes, no digest
+        _, newest = files_by_zxid(_vdir(z), "snapshot")[-1]
+        blob = Path(newest).read_bytes()
+        assert zlib.adler32(blob[:-13]) == struct.unpack_from(">q", blob, len(blob) - 13)[0]
+        zk.start(timeout=60)
+        assert "zookeeper.digest.enabled = false" in zk.log_text()
+        _assert_no_digest_trouble(zk)
+        assert_same_dump(dump(zk), want)
     finally:
         z.kill()
         zk.kill()

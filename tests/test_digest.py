@@ -28,6 +28,7 @@ from zk_harness import make_core
 from zkpy.admin import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
+from zkpy.net.adminserver import AdminContext, run_command
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.recovery import recover
 from zkpy.storage.snapshot import (
@@ -244,9 +245,38 @@ def test_mntr_and_hash_report_the_tree_digest() -> None:
     req = env.prepare(Op.setData, S.SetDataRequest("/n", b"z", -1))
     env.tree.apply(req.hdr, req.txn, S.TxnDigest(2, 12345))
     assert dict(fourletter.monitor_values(core))["digest_mismatches_count"] == 1
+    # The AdminServer's hash command, in ZooKeeper's JSON shape.
+    ctx = AdminContext(core, clock=lambda: core.now)
+    assert run_command(ctx, "hash") == {
+        "digests": [{"zxid": 128, "digest": env.tree.digests.history[0][1], "digest_version": 2}],
+        "command": "hash", "error": None}
     # A new tree (a SNAP, a restore) keeps the server's count, as ServerMetrics does.
     core.restore(DataTree(), {}, core.now)
     assert dict(fourletter.monitor_values(core))["digest_mismatches_count"] == 1
+    # Not serving (a quorum member without a leader): DigestCommand says so.
+    core.serving = False
+    assert fourletter.run(core, "hash", None) == fourletter.NOT_SERVING
+
+
+@pytest.mark.parametrize(("cfg", "props", "want"), [
+    ("", {}, True),
+    ("digest.enabled=false\n", {}, False),
+    ("", {"zookeeper.digest.enabled": "false"}, False),
+    ("digest.enabled=true\n", {"zookeeper.digest.enabled": "false"}, True),  # zoo.cfg wins
+])
+def test_start_up_reads_digest_enabled_as_zookeeper(tmp_path: Path, cfg: str, props: Any,
+                                                    want: bool) -> None:
+    from zkpy.__main__ import _digests
+    from zkpy.config import load_config
+
+    path = tmp_path / "zoo.cfg"
+    path.write_text(f"dataDir={tmp_path}\nclientPort=2181\n{cfg}")
+    try:
+        _digests(load_config(str(path), props))
+        assert digest.enabled() is want
+        assert DataTree().digest_on is want
+    finally:
+        digest.set_enabled(True)
 
 
 # -- snapshots and logs on disk ------------------------------------------------------------
