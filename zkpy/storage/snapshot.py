@@ -35,7 +35,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
 from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
-from zkpy.tree.digest import node_digest
+from zkpy.tree.digest import EXCLUDED_PREFIX, pack_stat
 from zkpy.tree.quota import setup_quota
 
 log = logging.getLogger("zkpy.storage")
@@ -260,11 +260,13 @@ def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]
     end = len(blob)
     digest_on = tree.digest_on
     total = 0
+    crc32 = zlib.crc32
     while True:
         (n,) = unpack_int(blob, off)
         if n < 0 or off + 4 + n > end:
             raise SnapshotInvalid(f"bad path length {n} at offset {off}")
-        path = blob[off + 4:off + 4 + n].decode("utf-8")
+        raw = blob[off + 4:off + 4 + n]
+        path = raw.decode("utf-8")
         off += 4 + n
         if path == "/":
             tree.digest_sum = total
@@ -283,10 +285,17 @@ def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]
         node = Node(data, acl, czxid, ctime, owner)
         node.mzxid, node.mtime, node.pzxid = mzxid, mtime, pzxid
         node.version, node.ccount, node.aversion = version, ccount, aversion
-        if digest_on:
-            # As DataTree.deserialize (NodeHashMap.put): the root counts as "".
-            node.dg = dg = node_digest(path, data, czxid, mzxid, pzxid, ctime, mtime, version,
-                                       ccount, aversion, owner)
+        if digest_on and not path.startswith(EXCLUDED_PREFIX):
+            # zkpy.tree.digest.node_digest, inlined for start-up time; the path's bytes
+            # are the file's (the root's are "", as DataTree.deserialize digests it).
+            stat = pack_stat(czxid, mzxid, pzxid, ctime, mtime, version, ccount, aversion, owner)
+            if not data:
+                dg = crc32(raw + stat)
+            elif len(data) <= 4096:
+                dg = crc32(raw + data + stat)
+            else:
+                dg = crc32(stat, crc32(data, crc32(raw)))
+            node.dg = dg
             total += dg
         _link(tree, path or "/", node)
         nodes[path or "/"] = node

@@ -50,8 +50,10 @@ PROPERTY = "zookeeper.digest.enabled"
 LOG_INTERVAL = 128
 LOG_LIMIT = 1024
 
-_EXCLUDED = "/zookeeper/"
-_STAT = struct.Struct(">qqqqqiiiq").pack
+EXCLUDED_PREFIX = _EXCLUDED = "/zookeeper/"
+#: The stat bytes of a node's digest: czxid, mzxid, pzxid, ctime, mtime, version,
+#: cversion, aversion, ephemeralOwner.
+pack_stat = _STAT = struct.Struct(">qqqqqiiiq").pack
 _crc = zlib.crc32
 MASK64 = (1 << 64) - 1
 
