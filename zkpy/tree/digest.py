@@ -30,7 +30,7 @@ Disabled, trees digest to 0, no ``TxnDigest`` is written or read, and
 snapshots have no trailer.
 
 Pure: no I/O, no clock. Logging is deterministic (the first mismatch at
-ERROR with its details, later ones when the count reaches a power of two).
+ERROR with its details; a warning whenever the count reaches a power of two).
 """
 
 from __future__ import annotations
@@ -215,9 +215,9 @@ class DigestChecks:
         n = self.mismatches
         if not self._first_logged:
             self._first_logged = True
-            log.error("First digest mismatch on txn 0x%x: %s %s, expected digest is %d, actual "
-                      "digest is %d", zxid, hdr, txn, expected, actual)
-        elif n & (n - 1) == 0:
+            log.error("First digest mismatch on txn 0x%x: %s %.300s, expected digest is %d, "
+                      "actual digest is %d", zxid, hdr, txn, expected, actual)
+        if n & (n - 1) == 0:  # ZooKeeper rate-limits this line by time; here by count
             log.warning("Digests are not matching at zxid 0x%x (%d mismatches so far)", zxid, n)
         for watcher in self.on_mismatch:
             watcher(zxid)
