@@ -66,8 +66,28 @@ def test_a_diverged_follower_reports_each_commit(caplog: Any) -> None:
     assert f.core.tree.get("/b2") is not None and f.replica.mode == "follower"
     assert "First digest mismatch" in caplog.text
     assert "zk_digest_mismatches_count\t3\n" in fourletter.run(f.core, "mntr", None)
-    bad = {d[3] for d in sim.digests.divergences}
-    assert bad == {f.id}
+    # The simulation saw both: f's tree apart from the others', and f's own count.
+    assert {member for _, member, _ in sim.digests.divergences} == {f.id}
+    assert any("counted 3 digest mismatches" in msg for _, _, msg in sim.digests.divergences)
+
+
+def test_the_simulation_reports_a_wrong_prediction_all_members_share() -> None:
+    """A leader whose prep predicts a wrong digest: every tree agrees, yet every
+    member (the leader too) counts the mismatch, and the simulation says so."""
+    sim = Sim()
+    leader = sim.wait_stable()
+    c = open_session(sim, leader)
+    prep = leader.core.prep
+    real = prep.prepare
+
+    def wrong(req: Any, zxid: int, time: int) -> None:
+        real(req, zxid, time)
+        if req.digest is not None and req.type == Op.create:
+            req.digest = S.TxnDigest(2, req.digest.treeDigest ^ 1)
+
+    prep.prepare = wrong  # type: ignore[method-assign]
+    with pytest.raises(DigestDivergence, match="counted 1 digest mismatches"):
+        create(sim, c, "/a")
 
 
 def test_digests_agree_after_snap_and_diff_catch_up() -> None:
