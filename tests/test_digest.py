@@ -25,10 +25,11 @@ from hypothesis import strategies as st
 from test_tree import OPEN, Env
 from zk_harness import make_core
 
-from zkpy.admin import fourletter
+from zkpy.admin import fourletter, monitor
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
 from zkpy.net.adminserver import AdminContext, run_command
+from zkpy.server.modes import Mode
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.recovery import recover
 from zkpy.storage.snapshot import (
@@ -240,11 +241,11 @@ def test_mntr_and_hash_report_the_tree_digest() -> None:
     for i in range(130):
         env.set("/n", b"%d" % i)
     assert fourletter.run(core, "hash", None) == f"80: {env.tree.digests.history[0][1]}\n"
-    values = dict(fourletter.monitor_values(core))
+    values = dict(monitor.monitor_values(core))
     assert values["digest_mismatches_count"] == 0
     req = env.prepare(Op.setData, S.SetDataRequest("/n", b"z", -1))
     env.tree.apply(req.hdr, req.txn, S.TxnDigest(2, 12345))
-    assert dict(fourletter.monitor_values(core))["digest_mismatches_count"] == 1
+    assert dict(monitor.monitor_values(core))["digest_mismatches_count"] == 1
     # The AdminServer's hash command, in ZooKeeper's JSON shape.
     ctx = AdminContext(core, clock=lambda: core.now)
     assert run_command(ctx, "hash") == {
@@ -252,9 +253,9 @@ def test_mntr_and_hash_report_the_tree_digest() -> None:
         "command": "hash", "error": None}
     # A new tree (a SNAP, a restore) keeps the server's count, as ServerMetrics does.
     core.restore(DataTree(), {}, core.now)
-    assert dict(fourletter.monitor_values(core))["digest_mismatches_count"] == 1
+    assert dict(monitor.monitor_values(core))["digest_mismatches_count"] == 1
     # Not serving (a quorum member without a leader): DigestCommand says so.
-    core.serving = False
+    core.become(Mode.NOT_SERVING, "a test")
     assert fourletter.run(core, "hash", None) == fourletter.NOT_SERVING
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from test_replica import create, open_session, other_followers
 
-from zkpy.admin import fourletter
+from zkpy.admin import fourletter, monitor
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import decode_entry
@@ -32,7 +32,7 @@ def _plant(member: Member, path: str) -> None:
 
 
 def _mismatches(member: Member) -> int:
-    return dict(fourletter.monitor_values(member.core))["digest_mismatches_count"]
+    return dict(monitor.monitor_values(member.core))["digest_mismatches_count"]
 
 
 def test_the_simulation_checks_every_member_agrees_at_every_zxid() -> None:

@@ -356,3 +356,12 @@ def test_mutated_encodings_decode_or_raise_jute_error(data: st.DataObject) -> No
             decode_all(cls, bytes(raw))
         except JuteError:
             pass
+
+
+def test_the_type_stub_is_generated_from_the_schema() -> None:
+    """mypy reads record fields from schema.pyi; it must say what schema.py declares."""
+    from zkpy.jute import stubs
+
+    assert stubs.STUB.read_text() == stubs.render(), (
+        "zkpy/jute/schema.pyi is stale: run python -m zkpy.jute.stubs")
+    assert "class QuorumPacket(Record):\n    type: int\n    zxid: int\n" in stubs.render()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "INT",
@@ -317,8 +317,11 @@ def encode(rec: Record) -> bytes:
     return b"".join(parts)
 
 
-def decode(cls: type[Record], buf: bytes | bytearray | memoryview, off: int = 0,
-           end: int | None = None) -> tuple[Any, int]:
+R = TypeVar("R", bound=Record)
+
+
+def decode(cls: type[R], buf: bytes | bytearray | memoryview, off: int = 0,
+           end: int | None = None) -> tuple[R, int]:
     """Deserialize one ``cls`` record from ``buf[off:end]``; returns (record, next offset)."""
     if end is None:
         end = len(buf)
@@ -333,7 +336,7 @@ def decode(cls: type[Record], buf: bytes | bytearray | memoryview, off: int = 0,
     return rec, off
 
 
-def decode_all(cls: type[Record], buf: bytes | bytearray | memoryview) -> Any:
+def decode_all(cls: type[R], buf: bytes | bytearray | memoryview) -> R:
     """Deserialize a record that must fill ``buf`` exactly (trailing bytes are an error)."""
     rec, off = decode(cls, buf, 0, len(buf))
     if off != len(buf):

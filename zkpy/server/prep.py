@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from zkpy.auth.acl import AuthProviders
@@ -38,10 +38,10 @@ from zkpy.jute.protocol import (
     Perms,
     ZkError,
 )
+from zkpy.server.quota_check import QuotaGuard
 from zkpy.tree.datatree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
 from zkpy.tree.digest import DIGEST_VERSION, as_long, change_digest
 from zkpy.tree.paths import path_error
-from zkpy.tree.quota import QuotaGuard
 from zkpy.zab import membership
 
 log = logging.getLogger("zkpy.server")
@@ -150,6 +150,7 @@ class Prep:
         self.membership: Callable[[], tuple[membership.QuorumConfig, bool, set[int]]] | None = None
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
+        self._now = 0  # the time of the request being prepared
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
         self.digest_on = tree.digest_on
 
@@ -196,6 +197,14 @@ class Prep:
     def outstanding(self) -> int:
         return len(self._changes)
 
+    def future(self, path: str) -> Change | None:
+        """The in-flight change of ``path`` (None: the tree says what it will be)."""
+        return self._by_path.get(path)
+
+    def in_flight(self) -> Iterable[tuple[str, Change]]:
+        """Every path an in-flight transaction changes, with its future state."""
+        return self._by_path.items()
+
     def forget_in_flight(self) -> None:
         """Drop the future state: the transactions in flight will never be
         applied (a leader lost its quorum)."""
@@ -217,6 +226,7 @@ class Prep:
     def prepare(self, req: Request, zxid: int, time: int) -> None:
         """Set ``req.hdr``, ``req.txn`` and ``req.digest``; a failed check yields an
         ErrorTxn (without a digest)."""
+        self._now = time
         req.hdr = S.TxnHeader(req.session_id, req.cxid, zxid, time, req.type)
         req.digest = None
         try:
@@ -326,7 +336,7 @@ class Prep:
                 raise
         if ephemeral_kind(parent.owner) == "ephemeral":
             raise ZkError(Err.NOCHILDRENFOREPHEMERALS, path)
-        self.quota.check(self, path, None, body.data, True)
+        self.quota.check(self, path, None, body.data, True, self._now)
         new_cversion = parent.cversion + 1
         data = body.data
         # As PrepRequestProcessor: the opcode, not the flags, picks the node type
@@ -380,7 +390,7 @@ class Prep:
         path = self._valid(body.path)
         node = self.record(path)
         self._check(node.acl, Perms.WRITE, req)
-        self.quota.check(self, path, node.data, body.data, False)
+        self.quota.check(self, path, node.data, body.data, False, self._now)
         version = _next_version(node.version, body.version, path)
         before = node.dg
         node = node.copy(zxid)

@@ -346,5 +346,10 @@ def snapshot_bytes(tree: DataTree, sessions: dict[int, int]) -> bytes:
     maker = SnapshotMaker(tree, sessions)
     while not maker.step(1 << 30):
         pass
+    return made_bytes(maker)
+
+
+def made_bytes(maker: SnapshotMaker) -> bytes:
+    """A finished SnapshotMaker's file bytes, seal included."""
     body = b"".join(_pieces(maker.head(), maker.chunks))
     return body + _seals(zlib.adler32(body), maker.digest)
