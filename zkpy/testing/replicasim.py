@@ -164,6 +164,7 @@ class Sim:
             disk.apply(op)
         after = [send for _, sends in batches for send in sends]
         member.replica.persisted(after, disk.last_zxid(), self.now)
+        self.digests.see(i, member.core.tree)  # a leader commits on its own Persisted
 
     # -- faults --------------------------------------------------------------------------------
 
