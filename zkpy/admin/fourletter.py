@@ -274,6 +274,7 @@ NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
 _NEED_SERVING = frozenset({"srvr", "stat", "cons", "crst", "dump", "mntr", "wchs", "wchc",
                            "wchp", "srst", "conf", "dirs", "hash"})
 
+
 def _hash(core: ServerCore, conn: Any) -> str:
     """DigestCommand: the tree digest at every 128th zxid (the last 1024 of them)."""
     history: Iterable[tuple[int, int]] = core.tree.digests.history
