@@ -124,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(argv, run=_serve)
 
 
+def _digests(cfg: ServerConfig) -> None:
+    """zookeeper.digest.enabled (or zoo.cfg's digest.enabled), read once before any
+    tree is built, as ZooKeeperServer's static initializer reads it."""
+    from zkpy.tree import digest
+
+    digest.set_enabled(digest.enabled_in(cfg.properties))
+    log.info("%s = %s", digest.PROPERTY, "true" if digest.enabled() else "false")
+
+
 def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
@@ -174,6 +183,7 @@ def _serve(cfg: ServerConfig) -> int:
     from twisted.internet.error import CannotListenError
 
     reactor: Any = _reactor
+    _digests(cfg)
     try:
         settings = settings_from(cfg)
     except ConfigError as e:

@@ -213,6 +213,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "approximate_data_size": approximate_data_size(core),
         "uptime": max(core.now - st.started_ms, 0),
         "max_latency": hi,
+        "digest_mismatches_count": core.tree.digests.mismatches,
     }
     fds = core.host.fd_counts()
     if fds is not None:

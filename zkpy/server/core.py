@@ -189,6 +189,7 @@ class ServerCore:
         Restored sessions get their full timeout from now, as in ZooKeeper:
         their clients have had no chance to ping while the server was down.
         """
+        tree.digests.carry_from(self.tree.digests)  # a server-wide count, as ServerMetrics
         self.tree = tree
         self.prep.tree = tree
         for sid, timeout in sessions.items():
@@ -340,9 +341,10 @@ class ServerCore:
         if hdr.type == Op.createSession:
             # (An upgraded local session becomes global here, on every member.)
             self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
+            self.tree.apply(hdr, req.txn, req.digest)  # no znode changes: checks the digest
             rc = None
         else:
-            rc = self.tree.apply(hdr, req.txn)  # advances tree.last_zxid itself
+            rc = self.tree.apply(hdr, req.txn, req.digest)  # advances tree.last_zxid itself
         if hdr.zxid > self.tree.last_zxid:  # createSession does not touch the tree
             self.tree.last_zxid = hdr.zxid
         self.prep.applied(hdr.zxid)

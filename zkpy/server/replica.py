@@ -40,7 +40,7 @@ from zkpy.server.core import ServerCore
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
-from zkpy.storage.formats import decode_txn, encode_txn
+from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
@@ -195,7 +195,7 @@ class Replica:
         for req in reqs:
             zxid = req.hdr.zxid
             self.proposed[zxid] = req
-            txn = encode_txn(req.hdr, req.txn)
+            txn = encode_txn(req.hdr, req.txn, req.digest)
             size = len(txn)
             lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
             entries.append((zxid, txn))
@@ -283,12 +283,12 @@ class Replica:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
-            hdr, body = decode_txn(txn)
+            hdr, body, digest = decode_entry(txn)
             req = self.waiting.pop((hdr.clientId, hdr.cxid), None)
             ours = req is not None
             if req is None:
                 req = Request(hdr.clientId, hdr.cxid, hdr.type, None, [], None)
-            req.hdr, req.txn = hdr, body
+            req.hdr, req.txn, req.digest = hdr, body, digest  # the leader's digest, checked
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
