@@ -58,3 +58,32 @@ def test_bad_setting_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("-q", "--zookeeper-setting", "novalue")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*KEY=VALUE*"])
+
+
+def test_client_port_can_be_chosen(pytester):
+    from zkpy.testing.launchers import free_port
+
+    port = free_port()
+    pytester.makepyfile(test_port=f"""
+from kazoo.client import KazooClient
+
+
+def test_on_the_chosen_port(zookeeper):
+    assert zookeeper == "127.0.0.1:{port}"
+    client = KazooClient(hosts="127.0.0.1:{port}")
+    client.start()
+    client.ensure_path("/here")
+    client.stop()
+
+
+def test_again_on_the_same_port(zookeeper):
+    assert zookeeper.endswith(":{port}")
+
+
+def test_both_fixtures_cannot_share_one_port(zookeeper_session, zookeeper):
+    pass
+""")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider",
+                                           f"--zookeeper-port={port}")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*serves one fixture server at a time*"])

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from zk_harness import T0, connected, make_core
 
-from zkpy.admin import fourletter
-from zkpy.admin.metrics import PROMETHEUS_PROVIDER, make_registry
+from zkpy.admin import fourletter, monitor
 from zkpy.net.adminserver import (
     BY_NAME,
     COMMANDS,
@@ -29,6 +28,7 @@ from zkpy.net.adminserver import (
     jackson_json,
     run_command,
 )
+from zkpy.net.metrics import PROMETHEUS_PROVIDER, make_registry
 from zkpy.testing.launchers import ServerError, ZkpyServer, free_port
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -110,16 +110,16 @@ def test_commands_agree_with_four_letter_words() -> None:
     b.get("/app", watch=True)
     ctx = AdminContext(core, clock=lambda: T0 + 5000)
 
-    monitor = run_command(ctx, "mntr")
-    assert monitor["command"] == "monitor"
-    expected = [(k, v) for k, v in fourletter.monitor_values(core) if k != "uptime"]
-    assert [(k, v) for k, v in monitor.items() if k not in ("command", "error", "uptime")] == \
+    mntr = run_command(ctx, "mntr")
+    assert mntr["command"] == "monitor"
+    expected = [(k, v) for k, v in monitor.monitor_values(core) if k != "uptime"]
+    assert [(k, v) for k, v in mntr.items() if k not in ("command", "error", "uptime")] == \
         expected
-    assert monitor["uptime"] == 5000
-    assert monitor["znode_count"] == 7 and monitor["ephemerals_count"] == 1
+    assert mntr["uptime"] == 5000
+    assert mntr["znode_count"] == 7 and mntr["ephemerals_count"] == 1
 
     srvr = run_command(ctx, "srvr")
-    assert srvr["node_count"] == fourletter._node_count(core) == 7
+    assert srvr["node_count"] == monitor.node_count(core) == 7
     assert srvr["server_stats"]["packets_received"] == core.stats.packets_received
     assert srvr["server_stats"]["num_alive_client_connections"] == 2
 
@@ -164,7 +164,7 @@ def test_prometheus_collector_reports_mntr_values() -> None:
     a.get("/m", watch=True)
     text = _exposition(make_registry(core, export_process_info=False))
     values = metric_values(text)
-    mntr = dict(fourletter.monitor_values(core))
+    mntr = dict(monitor.monitor_values(core))
     for name in ("znode_count", "watch_count", "ephemerals_count", "global_sessions",
                  "num_alive_connections", "packets_received", "packets_sent",
                  "approximate_data_size", "outstanding_requests"):

@@ -91,7 +91,7 @@ def test_truncated_frame_then_close(caplog: pytest.LogCaptureFixture) -> None:
     c.send(whole[:7])
     assert c.replies() == []
     with caplog.at_level(logging.INFO, logger="zkpy"):
-        core.connection_lost(c.conn)
+        c.conn.lost()
     assert "incomplete frame" in caplog.text
     core.flush()
     assert c.conn.id not in core.connections

@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
-from zkpy.admin import fourletter
+from zkpy.admin import fourletter, monitor
 from zkpy.config import ALL_FOUR_LETTER_WORDS
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
-from zkpy.server.core import BUILD, CoreSettings, ServerCore
+from zkpy.net.host import SystemHost
+from zkpy.server.core import CoreSettings, ServerCore
+from zkpy.testing.standalone import standalone
+from zkpy.version import BUILD
 
 REF = json.loads((Path(__file__).parent / "data" / "reference_behaviour.json").read_text())
 OUT = REF["f_four_letter_words"]["outputs"]
@@ -63,7 +66,7 @@ def make_core(tmp_path: Path | None = None, **kw: Any) -> ServerCore:
     kw.setdefault("four_letter_words", ALL_FOUR_LETTER_WORDS)
     if tmp_path is not None:
         kw.setdefault("data_dir", str(tmp_path / "data"))
-    return ServerCore(CoreSettings(**kw), T0)
+    return standalone(CoreSettings(**kw), T0, host=SystemHost()).core
 
 
 _ports = iter(range(40000, 60000))
@@ -257,7 +260,7 @@ def test_dump_sessions_ephemerals_connections() -> None:
 
 
 def test_java_date_format() -> None:
-    assert re.match("^" + _DATE + "$", fourletter.java_date(T0))
+    assert re.match("^" + _DATE + "$", monitor.java_date(T0))
 
 
 # -- mntr ------------------------------------------------------------------------------
@@ -295,15 +298,15 @@ def test_mntr_keys_order_and_real_values(tmp_path: Path) -> None:
 
 
 def test_latency_average_is_rounded_like_zookeeper() -> None:
-    assert fourletter.avg4(0, 0) == 0.0
-    assert fourletter.avg4(1, 3) == 0.3333
-    assert fourletter.avg4(11, 8) == 1.375
-    assert fourletter.avg4(1, 8) == 0.125
-    assert fourletter.avg4(5, 80000) == 0.0001  # 0.0000625 rounds half up
-    assert fourletter.java_double(1.1319) == "1.1319"
-    assert fourletter.java_double(16.0) == "16.0"
-    assert fourletter.java_double(0.0001) == "1.0E-4"
-    assert fourletter.java_double(12345678.0) == "1.2345678E7"
+    assert monitor.avg4(0, 0) == 0.0
+    assert monitor.avg4(1, 3) == 0.3333
+    assert monitor.avg4(11, 8) == 1.375
+    assert monitor.avg4(1, 8) == 0.125
+    assert monitor.avg4(5, 80000) == 0.0001  # 0.0000625 rounds half up
+    assert monitor.java_double(1.1319) == "1.1319"
+    assert monitor.java_double(16.0) == "16.0"
+    assert monitor.java_double(0.0001) == "1.0E-4"
+    assert monitor.java_double(12345678.0) == "1.2345678E7"
     core = make_core()
     for ms in (0, 2, 7):
         core.stats.latency.add(ms)

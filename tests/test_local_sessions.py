@@ -13,7 +13,7 @@ from __future__ import annotations
 from test_replica import SimClient, call, create, open_session, txns
 from zk_harness import frame
 
-from zkpy.admin import fourletter
+from zkpy.admin import monitor
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
 from zkpy.jute.protocol import Err, Op
@@ -47,7 +47,7 @@ def test_a_local_session_is_never_proposed() -> None:
     hdr, _ = create(sim, c, "/p", b"1")
     assert hdr.err == 0
     assert all(mb.core.tree.get("/p") is not None for mb in sim.members.values())
-    values = dict(fourletter.monitor_values(f.core))
+    values = dict(monitor.monitor_values(f.core))
     assert (values["local_sessions"], values["global_sessions"]) == (1, 0)
     assert c.session_id not in f.core.session_timeouts()  # snapshots hold global ones only
 

@@ -13,9 +13,10 @@ from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, Op, Perms
 from zkpy.server.core import CoreSettings, ServerCore
 from zkpy.server.prep import Prep, Request
+from zkpy.server.quota_check import QuotaGuard
 from zkpy.storage.snapshot import load_snapshot, write_tree
 from zkpy.tree.datatree import DataTree
-from zkpy.tree.quota import QuotaGuard, StatsTrack, limit_path, stat_path
+from zkpy.tree.quota import StatsTrack, limit_path, stat_path
 
 OPEN = [S.ACL(Perms.ALL, S.Id("world", "anyone"))]
 

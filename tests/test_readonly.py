@@ -95,11 +95,11 @@ def test_a_member_turns_read_only_after_two_seconds_of_looking_not_before() -> N
     sim, lone, _, _, since = alone()
     sim.advance(1999)
     assert lone.replica.mode == "looking" and not lone.core.serving
-    assert lone.core.read_only is None and isro(lone) == "null"
+    assert not lone.core.read_only and isro(lone) == "null"
     sim.advance(1)
     assert sim.now == since + 2000
     assert lone.replica.mode == "read-only" and lone.core.serving
-    assert lone.core.read_only is lone.replica.read_only
+    assert lone.core.read_only and lone.replica.read_only.active
     assert isro(lone) == "ro"
     srvr = fourletter.run(lone.core, "srvr", None).splitlines()
     assert srvr[1] == "READ-ONLY mode; serving only read-only clients"
@@ -123,7 +123,7 @@ def test_a_member_turns_read_only_after_two_seconds_of_looking_not_before() -> N
 def test_without_readonlymode_a_member_only_looks() -> None:
     sim, lone, *_ = alone(WORDS)
     sim.advance(10_000)
-    assert lone.replica.mode == "looking" and lone.core.read_only is None
+    assert lone.replica.mode == "looking" and not lone.core.read_only
     assert isro(lone) == "null"
 
 
@@ -279,7 +279,7 @@ def test_when_the_election_decides_read_only_ends_and_its_sessions_are_gone() ->
     sim.wait_stable()
     assert ro.closed  # every client connection closed when the election decided
     assert lone.replica.mode in ("leader", "follower") and isro(lone) == "rw"
-    assert lone.core.read_only is None
+    assert not lone.core.read_only
     assert sid not in lone.core.sessions.sessions
     assert old.session_id in lone.core.sessions.sessions
     # The read-only session is unknown now; a plain client writes through this member.

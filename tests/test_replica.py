@@ -103,8 +103,8 @@ def test_three_members_elect_one_leader() -> None:
     assert modes == ["follower", "follower", "leader"]
     assert all(mb.core.serving for mb in sim.members.values())
     assert all(mb.replica.leader == leader.id for mb in sim.members.values())
-    assert leader.core.expiring
-    assert not any(f.core.expiring for f in sim.followers())
+    assert leader.core.rules.expires
+    assert not any(f.core.rules.expires for f in sim.followers())
     assert leader.peer.current_epoch == 1
     assert all(mb.peer.current_epoch == 1 for mb in sim.members.values())
 
@@ -280,7 +280,8 @@ def test_follower_ack_waits_for_its_disk() -> None:
     (zxid,) = leader.peer.leading.outstanding
     sim.advance(3 * sim.tick_time)  # pings go on; f stays a synced learner
     assert leader.replica.mode == "leader" and f.replica.mode == "follower"
-    assert leader.peer.leading.outstanding == {zxid: {leader.id}}
+    assert list(leader.peer.leading.outstanding) == [zxid]
+    assert leader.peer.leading.ackers(zxid) == {leader.id}
     assert f.peer.history.txn(zxid) is not None  # f has the proposal...
     assert zxid not in [z for z, _ in sim.disks[f.id].log]  # ...not on its disk
     assert not any(pkt.type == m.ACK and pkt.zxid == zxid and src == f.id

@@ -446,6 +446,24 @@ def test_tls_key_store_formats_and_client_auth_need(kind: str, pki: Pki, servers
     assert raw_tls_connect(port, pki, None) == b""
     assert len(raw_tls_connect(port, pki, "client")) > 4
     assert srv.running
+    assert "Warning" not in srv.log_text()  # no LegacyContextFactoryWarning at start
+
+
+def test_server_tls_is_a_connection_creator_twisted_takes_without_warning(pki: Pki) -> None:
+    import warnings
+
+    from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+    from twisted.internet.protocol import Factory
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from zkpy.net.tls import ServerTLS
+
+    settings = tls_settings(pki, "PEM", "need")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tls = ServerTLS({k: str(v) for k, v in settings.items() if k.startswith("ssl.")})
+        assert IOpenSSLServerConnectionCreator.providedBy(tls)
+        TLSMemoryBIOFactory(tls, False, Factory())
 
 
 def test_tls_client_auth_want_and_none(pki: Pki, servers: Any) -> None:

@@ -333,34 +333,20 @@ def test_event_precedes_the_reply_on_the_writing_connection() -> None:
     assert [x for x, _ in _frames_of(bytes(c.stream[start:]))] == [-1, xid]
 
 
-class HoldingCommitter:
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.held: list[Any] = []
-
-    def propose(self, req: Any) -> None:
-        self.held.append(req)
-
-    def release(self) -> None:
-        held, self.held = self.held, []
-        for req in held:
-            self.core.commit(req)
-        self.core.flush()
-
-
 def test_event_before_any_later_reply_that_shows_the_change() -> None:
     core = make_core()
     a = connected(core)
     b = connected(core, port=40010)
     a.create("/x", b"old")
     b.get("/x", watch=True)
-    core.committer = HoldingCommitter(core)
+    disk = core.replica.driver.disk
+    disk.hold()  # writes stay in flight until the disk syncs them
     b_start = len(b.stream)
     b_create = b.submit(Op.create, S.CreateRequest("/y", b"", [S.ACL(31, S.Id("world", "anyone"))], 0))
     a.submit(Op.setData, S.SetDataRequest("/x", b"new", -1))
     b_read1 = b.submit(Op.getData, S.GetDataRequest("/x", False))
     assert bytes(b.stream[b_start:]) == b""  # the read waits behind b's own write
-    core.committer.release()
+    disk.release()
     b_read2 = b.submit(Op.getData, S.GetDataRequest("/x", False))
     order = _frames_of(bytes(b.stream[b_start:]))
     xids = [x for x, _ in order]
@@ -378,5 +364,5 @@ def test_connection_close_drops_its_watches() -> None:
     w = connected(core)
     w.get("/zookeeper", watch=True)
     assert core.watches.count() == 1
-    core.connection_lost(w.conn)
+    w.conn.lost()
     assert core.watches.count() == 0

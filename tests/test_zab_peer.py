@@ -19,6 +19,7 @@ from zkpy.zab.events import (
     DiskState,
     InstallSnapshot,
     Message,
+    Persisted,
     Propose,
     Ready,
     SaveEpoch,
@@ -238,15 +239,16 @@ def test_the_leader_counts_its_own_ack_only_after_its_disk_synced() -> None:
     r = _take(leader)
     assert r.persist == [Append(zxid, b"x")]
     assert _packets(r, 2) == [f"PROPOSAL(0x{zxid:x})"]
-    assert _packets(r, 1, durable=True) == [f"ACK(0x{zxid:x})"]
     # The follower's ACK alone is not a quorum of three; with ours, once our
-    # disk synced, it is.
+    # disk says it synced the proposal (Persisted), it is.
     _deliver(r, 1, f2, durable=False)
     rf = _take(f2)
     assert _packets(rf, 1) == [] and _packets(rf, 1, durable=True) == [f"ACK(0x{zxid:x})"]
     _deliver(rf, 2, leader)
     assert _take(leader).commit == []
-    _deliver(Ready(send_after_persist=r.send_after_persist), 1, leader)
+    leader.step(Persisted(zxid - 1), 0)  # a sync of what came before it: still not ours
+    assert _take(leader).commit == []
+    leader.step(Persisted(zxid), 0)
     assert _take(leader).commit == [(zxid, b"x")]
 
 
@@ -257,14 +259,17 @@ def test_commits_go_out_in_zxid_order() -> None:
     leader.step(Propose(b"1"), 0)
     z2 = leader.next_zxid
     leader.step(Propose(b"2"), 0)
-    r = _take(leader)
+    _take(leader)
+    leader.step(Persisted(z1), 0)
+    assert _take(leader).commit == []  # only we hold z1 so far
+    # A follower's ACK of z2 says its log holds everything up to z2 (logs are
+    # written in order): z1 is committed first, then z2 as soon as we hold it too.
     leader.step(Message(2, m.packet(m.ACK, z2)), 0)
-    leader.step(Message(1, m.packet(m.ACK, z2)), 0)
-    assert _take(leader).commit == []  # z2 has a quorum, z1 does not yet
-    leader.step(Message(1, m.packet(m.ACK, z1)), 0)
-    leader.step(Message(2, m.packet(m.ACK, z1)), 0)
-    assert _take(leader).commit == [(z1, b"1"), (z2, b"2")]
-    assert r.send_after_persist
+    r = _take(leader)
+    assert r.commit == [(z1, b"1")] and _packets(r, 2) == [f"COMMIT(0x{z1:x})"]
+    leader.step(Persisted(z2), 0)
+    r = _take(leader)
+    assert r.commit == [(z2, b"2")] and _packets(r, 2) == [f"COMMIT(0x{z2:x})"]
 
 
 # -- liveness ---------------------------------------------------------------------------------
@@ -305,8 +310,8 @@ def test_an_ensemble_of_one_leads_itself() -> None:
         p.step(Message(dest, pkt), 1000)
     assert p.can_propose
     p.step(Propose(b"solo"), 1000)
-    for dest, pkt in _take(p).send_after_persist:
-        p.step(Message(dest, pkt), 1000)
+    assert _take(p).persist == [Append(m.make_zxid(1, 1), b"solo")]
+    p.step(Persisted(m.make_zxid(1, 1)), 1000)  # its own disk is the quorum
     assert _take(p).commit == [(m.make_zxid(1, 1), b"solo")]
 
 

@@ -19,15 +19,22 @@ in-flight packets and every unsynced ``send_after_persist``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 import pytest
 
 from zkpy.testing.zabcheck import Checker, Entry, Violation
-from zkpy.testing.zabsim import MemDisk, decode_state, encode_state, report_leader_progress
+from zkpy.testing.zabsim import (
+    MemDisk,
+    TreeApp,
+    decode_state,
+    encode_state,
+    report_leader_progress,
+)
 from zkpy.zab import following as fl
 from zkpy.zab import leading as ld
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Driver, Durable
 from zkpy.zab.election import FOLLOWING as E_FOLLOWING
 from zkpy.zab.election import LEADING as E_LEADING
 from zkpy.zab.election import LOOKING as E_LOOKING
@@ -37,13 +44,13 @@ from zkpy.zab.events import (
     ConnectionLost,
     Event,
     Message,
-    Persisted,
     PersistOp,
     Propose,
     Start,
     Tick,
     Vote,
 )
+from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.peer import Peer
 
 A = b"A"
@@ -66,12 +73,10 @@ class LeaderAcksBeforePersist(Peer):
     """Planted bug: the leader counts its own ACK of a proposal before the
     proposal is synced to its own log (so it may commit on one follower's ACK)."""
 
-    def send_durable(self, dest: int, pkt: m.QuorumPacket) -> None:
-        if (pkt.type == m.ACK and dest == self.my_id and self.leading is not None
-                and m.counter_of(pkt.zxid) != 0):
-            self.send(dest, pkt)
-        else:
-            super().send_durable(dest, pkt)
+    def _on_propose(self, event: Propose) -> None:
+        super()._on_propose(event)
+        assert self.leading is not None
+        self.leading.logged = self.history.last_zxid  # "on disk" before the sync
 
 
 class AckNewLeaderBeforeSync(Peer):
@@ -130,11 +135,12 @@ class Script:
         self.disks = {i: MemDisk() for i in self.ids}
         self.trees: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.peers: dict[int, Peer] = {}
+        self.drivers: dict[int, Driver] = {}
         self.down: set[int] = set()
         self.links: dict[tuple[int, int], deque[m.QuorumPacket]] = {}
         self.conn: dict[frozenset[int], int] = {}
         # per peer: unsynced batches of (ops, [(dest, packet, connection id)])
-        self.pending: dict[int, list[tuple[list[PersistOp], list[tuple[int, m.QuorumPacket, int]]]]] = {
+        self.pending: dict[int, list[tuple[list[PersistOp], list[Durable]]]] = {
             i: [] for i in self.ids}
         self.votes: list[tuple[int, int, Notification]] = []
         self.local: deque[tuple[int, Event]] = deque()
@@ -151,49 +157,32 @@ class Script:
         def snapshot() -> bytes:
             return encode_state(self.trees[i])
 
-        self.peers[i] = self.factory(i, frozenset(self.ids), disk.state(), snapshot,
-                                     sync_limit=1000, init_limit=1000, log_window=8,
-                                     finalize_wait=50, resend_interval=10_000)
+        peer = self.factory(i, frozenset(self.ids), disk.state(), snapshot,
+                            sync_limit=1000, init_limit=1000, log_window=8,
+                            finalize_wait=50, resend_interval=10_000)
+        self.peers[i] = peer
+        self.drivers[i] = Driver(peer, _ScriptLinks(self, i), _ScriptDisk(self, i),
+                                 TreeApp(self.check, self.trees, i, peer),
+                                 lambda: report_leader_progress(self.check, self.trees[i], i,
+                                                                self.peers[i]))
         self.step(i, Start())
 
     def step(self, i: int, event: Event) -> None:
         self.local.append((i, event))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Step the events the world queued (connection losses), in order."""
         while self.local:
             node, ev = self.local.popleft()
-            if node in self.down:
-                continue
-            peer = self.peers[node]
-            ready = peer.step(ev, self.now)
-            for q in ready.disconnect:
-                self._close(node, q)
-            if ready.persist or ready.send_after_persist:
-                after = [(d, p, self._conn(node, d)) for d, p in ready.send_after_persist]
-                self.pending[node].append((list(ready.persist), after))
-            for dest, pkt in ready.send:
-                self._send(node, dest, pkt)
-            for dest, note in ready.votes:
-                self.votes.append((node, dest, note))
-            for _zxid, data in ready.install:
-                self.trees[node] = decode_state(data)
-                self.check.on_install(node, self.trees[node])
-            for zxid, txn in ready.commit:
-                if peer.leading is not None:
-                    self.check.on_quorum_acked(zxid, txn)
-                self.check.on_commit(node, zxid, txn)
-                self.trees[node].append((zxid, txn))
-            peer.advance()
-            self._after_step(node, peer)
-
-    def _after_step(self, i: int, peer: Peer) -> None:
-        report_leader_progress(self.check, self.trees[i], i, peer)
+            if node not in self.down:
+                self.drivers[node].step(ev, self.now)
 
     def _conn(self, a: int, b: int) -> int:
         return self.conn.get(frozenset((a, b)), 0)
 
     def _send(self, src: int, dest: int, pkt: m.QuorumPacket) -> None:
-        if dest == src:
-            self.local.append((src, Message(src, pkt)))
-        elif dest not in self.down:
+        if dest not in self.down:
             self.links.setdefault((src, dest), deque()).append(pkt)
 
     def _close(self, a: int, b: int) -> None:
@@ -216,14 +205,13 @@ class Script:
         """Peer i's disk syncs everything handed to it; the durable sends go out."""
         batches, self.pending[i] = self.pending[i], []
         disk = self.disks[i]
-        for ops, after in batches:
+        for ops, _after in batches:
             for op in ops:
                 disk.apply(op)
-            for dest, pkt, conn in after:
-                if dest == i or conn == self._conn(i, dest):
-                    self._send(i, dest, pkt)
         if batches:
-            self.step(i, Persisted(disk.last_zxid()))
+            after = [send for _ops, sends in batches for send in sends]
+            self.drivers[i].persisted(after, disk.last_zxid(), self.now)
+            self._drain()
         return bool(batches)
 
     def crash(self, i: int) -> None:
@@ -237,9 +225,7 @@ class Script:
                 self.conn[frozenset((i, other))] = self._conn(i, other) + 1
                 self.local.append((other, ConnectionLost(i)))
         self.votes = [v for v in self.votes if i not in v[:2]]
-        while self.local:
-            node, ev = self.local.popleft()
-            self.step(node, ev)
+        self._drain()
 
     def restart(self, i: int) -> None:
         self.down.discard(i)
@@ -307,6 +293,41 @@ class Script:
         leaders = [i for i in self.ids if self.peers[i].can_propose]
         assert leaders == [3], leaders  # FLE prefers the highest sid on a tie
         return 3
+
+
+class _ScriptLinks:
+    """Peer ``i``'s connections: packets wait on the script's links."""
+
+    def __init__(self, s: Script, i: int) -> None:
+        self.s = s
+        self.i = i
+
+    def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
+        if token is None or token == self.token(dest):
+            self.s._send(self.i, dest, pkt)
+
+    def token(self, dest: int) -> Hashable | None:
+        return self.s._conn(self.i, dest)
+
+    def disconnect(self, dest: int) -> None:
+        self.s._close(self.i, dest)
+
+    def vote(self, dest: int, notification: Notification) -> None:
+        self.s.votes.append((self.i, dest, notification))
+
+    def configure(self, config: QuorumConfig) -> None:
+        pass
+
+
+class _ScriptDisk:
+    """Peer ``i``'s disk: batches wait until the script says ``sync``."""
+
+    def __init__(self, s: Script, i: int) -> None:
+        self.s = s
+        self.i = i
+
+    def submit(self, ops: list[PersistOp], after: list[Durable]) -> None:
+        self.s.pending[self.i].append((list(ops), after))
 
 
 Scenario = Callable[[type[Peer]], Script]

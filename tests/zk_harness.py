@@ -9,13 +9,16 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import decode, decode_all
 from zkpy.jute.protocol import Op
 from zkpy.server.core import CoreSettings, ServerCore
+from zkpy.testing.standalone import standalone
 
 T0 = 1_700_000_000_000
 OPEN = [S.ACL(31, S.Id("world", "anyone"))]
 
 
 def make_core(now: int = T0, **kw: Any) -> ServerCore:
-    return ServerCore(CoreSettings(**kw), now)
+    """A started standalone server in memory (``zkpy.testing.standalone``): writes
+    commit through the production pipeline, on a disk that syncs at once."""
+    return standalone(CoreSettings(**kw), now).core
 
 
 def frame(*records: Any) -> bytes:

@@ -1,24 +1,24 @@
-"""``python -m zkpy [-Dkey=value ...] [zoo.cfg]``: run one server in the foreground.
+"""``python -m zkpy``: the same command line as ``zkpy`` (zkpy.cli parses it).
 
-Without a config file zkpy starts a standalone server on 127.0.0.1:2181 with
-a temporary data directory, so a newcomer has one command to try it. -D
-properties come from the command line and, as for Apache ZooKeeper's scripts,
-from JVMFLAGS, SERVER_JVMFLAGS and JAVA_TOOL_OPTIONS.
+This module builds and runs one server from a ServerConfig (``_serve``);
+zkpy.cli chooses the configuration (zoo.cfg, or the zero-config server on
+127.0.0.1:2181 with its data in ./zkpy-data), sets up logging and the pid file.
+-D properties come from the command line and, as for Apache ZooKeeper's
+scripts, from JVMFLAGS, SERVER_JVMFLAGS and JAVA_TOOL_OPTIONS.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
-from zkpy.config import ConfigError, ServerConfig, default_config, load_config, system_properties
-from zkpy.server.core import VERSION, CoreSettings
+from zkpy.config import ConfigError, ServerConfig
+from zkpy.server.core import CoreSettings
+from zkpy.version import VERSION
 
 log = logging.getLogger("zkpy")
 
@@ -101,12 +101,13 @@ def _enforce_auth_schemes(cfg: ServerConfig) -> tuple[str, ...]:
 
 
 def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
-    from zkpy.auth.sasl import load_jaas_users
+    from zkpy.auth.sasl import parse_jaas_users
 
     if not cfg.jaas_config_path:
         return None
     try:
-        users = load_jaas_users(cfg.jaas_config_path)
+        with open(cfg.jaas_config_path, encoding="utf-8") as f:
+            users = parse_jaas_users(f.read())
     except OSError as e:
         raise ConfigError(f"java.security.auth.login.config: cannot read "
                           f"{cfg.jaas_config_path}: {e}") from e
@@ -116,62 +117,34 @@ def _sasl_users(cfg: ServerConfig) -> dict[str, str] | None:
     return users
 
 
-def parse_args(argv: list[str]) -> tuple[dict[str, str], str | None]:
-    props: dict[str, str] = {}
-    path = None
-    for arg in argv:
-        if arg.startswith("-D"):
-            key, _, value = arg[2:].partition("=")
-            props[key] = value
-        elif arg in ("-h", "--help"):
-            print(__doc__)
-            sys.exit(0)
-        elif path is None:
-            path = arg
-        else:
-            raise ConfigError(f"unexpected argument {arg!r} (usage: python -m zkpy [-Dk=v] [zoo.cfg])")
-    return props, path
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("ZKPY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
-                        stream=sys.stderr)
-    tmp = None
-    try:
-        argv_props, path = parse_args(sys.argv[1:] if argv is None else argv)
-        props = system_properties(os.environ, argv_props)
-        if path is None:
-            tmp = tempfile.mkdtemp(prefix="zkpy-")
-            cfg = default_config(tmp, props)
-        else:
-            cfg = load_config(path, props)
-    except ConfigError as e:
-        log.error("Invalid configuration, exiting abnormally: %s", e)
-        return 2
-    except OSError as e:
-        log.error("Cannot read configuration: %s", e)
-        return 2
-    try:
-        return _serve(cfg)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    """The command line lives in zkpy.cli (argparse, logging, zero-config data dir)."""
+    from zkpy.cli import main as cli_main
+
+    return cli_main(argv, run=_serve)
 
 
-def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
-    """Load the data directory as a quorum member does (tree from the snapshot,
-    the log as accepted history) and build the server; None if it cannot start."""
-    from zkpy.net.member import EnsembleServer
-    from zkpy.storage.recovery import RecoveryError, data_dirs
-    from zkpy.storage.zabdisk import load_quorum_state
+def _digests(cfg: ServerConfig) -> None:
+    """zookeeper.digest.enabled (or zoo.cfg's digest.enabled), read once before any
+    tree is built, as ZooKeeperServer's static initializer reads it."""
+    from zkpy.tree import digest
+
+    digest.set_enabled(digest.enabled_in(cfg.properties))
+    log.info("%s = %s", digest.PROPERTY, "true" if digest.enabled() else "false")
+
+
+def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
+    """Load the data directory and build the server (standalone or ensemble member:
+    the same pipeline); None if it cannot start."""
+    from zkpy.net.member import MemberServer
+    from zkpy.storage.recovery import RecoveryError, data_dirs, load
 
     snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
     try:
         os.makedirs(snap_dir, exist_ok=True)
         os.makedirs(log_dir, exist_ok=True)
         started = time.monotonic()
-        state = load_quorum_state(snap_dir, log_dir)
+        state = load(snap_dir, log_dir)
     except RecoveryError as e:
         log.error("Cannot recover the data directory: %s", e)
         return None
@@ -179,10 +152,12 @@ def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> A
         log.error("Cannot use the data directory %s: %s", cfg.data_dir, e)
         return None
     log.info("Loaded %d znodes and %d sessions from the snapshot at zxid 0x%x, %d logged "
-             "transactions after it, acceptedEpoch %d, currentEpoch %d, in %.2fs",
-             len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
-             state.accepted_epoch, state.current_epoch, time.monotonic() - started)
-    server = EnsembleServer(reactor, settings, cfg, state, snap_dir, log_dir)
+             "transactions after it%s, in %.2fs from %s", len(state.tree), len(state.sessions),
+             state.snapshot_zxid, len(state.log),
+             "" if cfg.is_standalone else f", acceptedEpoch {state.accepted_epoch}, "
+                                          f"currentEpoch {state.current_epoch}",
+             time.monotonic() - started, cfg.data_dir)
+    server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
     _autopurge(reactor, cfg, server.purge)
     return server
 
@@ -197,44 +172,6 @@ def _autopurge(reactor: Any, cfg: ServerConfig, purge: Any) -> None:
         purger.start(cfg.autopurge_purge_interval * 3600, now=True)
 
 
-def _open_data_dir(server: Any, cfg: ServerConfig, reactor: Any) -> bool:
-    """Recover the tree and sessions, snapshot them, and log every commit from now on."""
-
-    from zkpy.net.clientport import wall_ms
-    from zkpy.net.persist import LogCommitter
-    from zkpy.storage.formats import snapshot_name
-    from zkpy.storage.recovery import RecoveryError, data_dirs, recover
-    from zkpy.storage.snapshot import write_tree
-
-    snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
-    try:
-        os.makedirs(snap_dir, exist_ok=True)
-        os.makedirs(log_dir, exist_ok=True)
-        started = time.monotonic()
-        rec = recover(snap_dir, log_dir)
-        server.core.restore(rec.tree, rec.sessions, wall_ms())
-        snap = os.path.join(snap_dir, snapshot_name(rec.last_zxid))
-        if not os.path.exists(snap):
-            # As ZooKeeper does after loading: a clean snapshot of what was recovered.
-            write_tree(snap, rec.tree, rec.sessions, cfg.force_sync)
-        log.info("Loaded %d znodes and %d sessions at zxid 0x%x in %.2fs from %s",
-                 len(rec.tree), len(rec.sessions), rec.last_zxid, time.monotonic() - started,
-                 cfg.data_dir)
-    except RecoveryError as e:
-        log.error("Cannot recover the data directory: %s", e)
-        return False
-    except OSError as e:
-        log.error("Cannot use the data directory %s: %s", cfg.data_dir, e)
-        return False
-    committer = LogCommitter(reactor, server.core, snap_dir, log_dir,
-                             prealloc_bytes=cfg.pre_alloc_size * 1024,
-                             force_sync=cfg.force_sync, snap_count=cfg.snap_count,
-                             retain=cfg.autopurge_snap_retain_count)
-    server.core.committer = committer
-    _autopurge(reactor, cfg, committer.purge)
-    return True
-
-
 def _abandon(reactor: Any, code: int) -> int:
     """Exit before serving: stop the transaction log's threads first, or exit would hang."""
     reactor.fireSystemEvent("shutdown")
@@ -245,9 +182,8 @@ def _serve(cfg: ServerConfig) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 
-    from zkpy.net.clientport import ZkServer
-
     reactor: Any = _reactor
+    _digests(cfg)
     try:
         settings = settings_from(cfg)
     except ConfigError as e:
@@ -256,18 +192,11 @@ def _serve(cfg: ServerConfig) -> int:
     if cfg.client_port is None and cfg.secure_client_port is None:
         log.error("%s: clientPort is not set (nor secureClientPort)", cfg.source)
         return 2
-    server: Any
-    if cfg.is_standalone:
-        server = ZkServer(reactor, settings)
-        if not _open_data_dir(server, cfg, reactor):
-            return 1
-    else:
-        server = _quorum_member(cfg, settings, reactor)
-        if server is None:
-            return 1
+    server = _build_server(cfg, settings, reactor)
+    if server is None:
+        return 1
     try:
-        if not cfg.is_standalone:
-            server.start_quorum()
+        server.start()
         server.listen(plain=cfg.client_port is not None)
         if cfg.secure_client_port is not None:
             from zkpy.net.tls import ServerTLS, TLSConfigError
@@ -281,14 +210,11 @@ def _serve(cfg: ServerConfig) -> int:
     except CannotListenError as e:
         log.error("Cannot bind a port: %s", e)
         return _abandon(reactor, 1)
-    from zkpy.net.adminserver import EndpointError, start_admin_server, start_metrics_provider
+    from zkpy.net.adminserver import start_endpoints
 
-    try:  # ZooKeeper exits 4 when the AdminServer cannot start, 1 for the metrics provider
-        start_metrics_provider(reactor, server.core, cfg, server.clock)
-        start_admin_server(reactor, server.core, cfg, server.clock)
-    except EndpointError as e:
-        log.error("%s; exiting abnormally", e)
-        return _abandon(reactor, e.exit_code)
+    code = start_endpoints(reactor, server.core, cfg, server.clock, member=server)
+    if code is not None:
+        return _abandon(reactor, code)
     log.info("zkpy %s %s, tickTime=%d, dataDir=%s, sessions %d..%dms",
              VERSION, "standalone" if cfg.is_standalone
              else f"server {cfg.my_id} of an ensemble of {len(cfg.servers)} (initLimit="

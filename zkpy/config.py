@@ -675,29 +675,47 @@ def _build(entries: list[_Entry], properties: Mapping[str, str], source: str) ->
 
 
 def parse_config_text(text: str, properties: Mapping[str, str] = _EMPTY,
-                      source_name: str = "zoo.cfg") -> ServerConfig:
-    """Parse zoo.cfg text; ``properties`` are the -D system properties."""
-    return _build(parse_properties_text(text, source_name), properties, source_name)
+                      source_name: str = "zoo.cfg",
+                      overrides: Mapping[str, str] = _EMPTY) -> ServerConfig:
+    """Parse zoo.cfg text; ``properties`` are the -D system properties and
+    ``overrides`` zoo.cfg keys given on the command line, which win over the file's."""
+    entries = parse_properties_text(text, source_name)
+    entries += [(key, value, 0) for key, value in overrides.items()]
+    return _build(entries, properties, source_name)
 
 
-def load_config(path: str | None, properties: Mapping[str, str] = _EMPTY) -> ServerConfig:
+def load_config(path: str | None, properties: Mapping[str, str] = _EMPTY,
+                overrides: Mapping[str, str] = _EMPTY) -> ServerConfig:
     """Read and parse a zoo.cfg file; ``None`` means no file (an empty configuration)."""
     if path is None:
-        return parse_config_text("", properties, "<no config file>")
+        return parse_config_text("", properties, "<no config file>", overrides)
+    return parse_config_text(read_config_text(path), properties, path, overrides)
+
+
+def read_config_text(path: str) -> str:
+    """A zoo.cfg's text, decoded as load_config decodes it."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from exc
-    return parse_config_text(_decode(raw), properties, path)
+    return _decode(raw)
 
 
-def default_config(data_dir: str, properties: Mapping[str, str] = _EMPTY) -> ServerConfig:
-    """The configuration for ``python -m zkpy`` without arguments: 127.0.0.1:2181."""
-    entries: list[_Entry] = [
-        ("tickTime", "2000", 0), ("dataDir", data_dir, 0), ("clientPort", "2181", 0),
-        ("clientPortAddress", "127.0.0.1", 0), ("4lw.commands.whitelist", "*", 0),
+#: ServerConfig.source of the configuration built without a zoo.cfg.
+DEFAULT_SOURCE = "<default>"
+
+
+def default_config(data_dir: str, properties: Mapping[str, str] = _EMPTY,
+                   overrides: Mapping[str, str] = _EMPTY) -> ServerConfig:
+    """The configuration for ``zkpy`` without a zoo.cfg: 127.0.0.1:2181, every
+    four-letter word, the AdminServer on loopback; ``overrides`` replace any of it."""
+    defaults = {
+        "tickTime": "2000", "dataDir": data_dir, "clientPort": "2181",
+        "clientPortAddress": "127.0.0.1", "4lw.commands.whitelist": "*",
         # The try-it-out server stays on loopback, AdminServer included.
-        ("admin.serverAddress", "127.0.0.1", 0),
-    ]
-    return _build(entries, properties, "<default>")
+        "admin.serverAddress": "127.0.0.1",
+    }
+    defaults.update(overrides)
+    entries: list[_Entry] = [(key, value, 0) for key, value in defaults.items()]
+    return _build(entries, properties, DEFAULT_SOURCE)

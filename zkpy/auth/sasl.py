@@ -12,7 +12,6 @@ Pure: a ``DigestMD5Server`` per connection, bytes in, bytes out.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 REALM = "zk-sasl-md5"
@@ -33,13 +32,6 @@ def parse_jaas_users(text: str, section: str = "Server") -> dict[str, str]:
     return {name: pw for name, pw in re.findall(r'user_([^\s=]+)\s*=\s*"([^"]*)"', body)}
 
 
-def load_jaas_users(path: str | None) -> dict[str, str]:
-    if not path:
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return parse_jaas_users(f.read())
-
-
 def _h(data: bytes) -> bytes:
     return hashlib.md5(data).digest()
 
@@ -58,9 +50,9 @@ def _parse_directives(text: str) -> dict[str, str]:
 class DigestMD5Server:
     """One DIGEST-MD5 exchange: challenge, then verify the response and send rspauth."""
 
-    def __init__(self, users: dict[str, str], nonce: str | None = None) -> None:
+    def __init__(self, users: dict[str, str], nonce: str) -> None:
         self.users = users
-        self.nonce = nonce or os.urandom(16).hex()
+        self.nonce = nonce  # fresh for each exchange: the caller's randomness
         self.stage = 0
         self.user: str | None = None
 

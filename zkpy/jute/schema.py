@@ -5,8 +5,11 @@ Names, field names and field order follow Apache ZooKeeper's ``zookeeper.jute``
 can hold this file beside that one. Encoders and decoders are generated from
 these declarations by ``zkpy.jute.codec``; nothing here is hand-serialized.
 
-Quorum and election records arrive with the Zab issue; persistence records
-(file headers) with the durability issue.
+The records of the quorum port (``org.apache.zookeeper.server.quorum``) are
+here too; what their fields hold per packet type is ``zkpy.zab.messages``'.
+
+mypy reads the fields from ``schema.pyi``, generated from these declarations
+by ``python -m zkpy.jute.stubs`` (a test fails when it is stale).
 """
 
 from __future__ import annotations
@@ -141,3 +144,12 @@ FileHeader = record("FileHeader", [("magic", INT), ("version", INT), ("dbid", LO
 # DataNode.serialize's layout in a snapshot (a Record in Java, not in zookeeper.jute).
 DataNodeRecord = record("DataNodeRecord", [("data", BUFFER), ("acl", LONG), ("stat", StatPersisted)])
 ZxidDigest = record("ZxidDigest", [("zxid", LONG), ("digestVersion", INT), ("digest", LONG)])
+
+# -- org.apache.zookeeper.server.quorum -------------------------------------------
+
+QuorumPacket = record("QuorumPacket", [
+    ("type", INT), ("zxid", LONG), ("data", BUFFER), ("authinfo", Vector(Id)),
+])
+LearnerInfo = record("LearnerInfo", [
+    ("serverid", LONG), ("protocolVersion", INT), ("configVersion", LONG),
+])

@@ -14,13 +14,13 @@ AdminServer, as ZooKeeper 3.8's ``JettyAdminServer`` + ``Commands``:
   HTTP 200, in Jackson's pretty-printed layout: the command's fields, then
   ``command`` (the primary name) and ``error`` (null, or the message).
 * Numbers come from the same functions as the four-letter words
-  (``zkpy.admin.fourletter``), so ``mntr`` and ``monitor``, ``srvr`` and
+  (``zkpy.admin.monitor``), so ``mntr`` and ``monitor``, ``srvr`` and
   ``server_stats``, ``cons`` and ``connections`` agree.
 
 Metrics: with ``metricsProvider.className`` set to ZooKeeper's
 ``PrometheusMetricsProvider``, ``GET /metrics`` on ``metricsProvider.httpHost``
 (0.0.0.0) : ``metricsProvider.httpPort`` (7000) serves the text exposition of
-``zkpy.admin.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
+``zkpy.net.metrics`` (``name[]=`` query parameters filter, as simpleclient's servlet).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.web import resource, server
 
-from zkpy.admin import fourletter
+from zkpy.admin import monitor
 from zkpy.storage.formats import VERSION_DIR, files_by_zxid
+from zkpy.tree.digest import DIGEST_VERSION
 
 if TYPE_CHECKING:
     from zkpy.config import ServerConfig
@@ -80,7 +81,7 @@ def jackson_json(value: Any, level: int = 0) -> str:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             return json.dumps(str(value))  # Jackson quotes non-finite numbers
-        return fourletter.java_double(value)
+        return monitor.java_double(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, Mapping):
@@ -126,7 +127,7 @@ class Command:
 
 def _remote_address(host: str, port: int) -> str:
     """Jackson's InetSocketAddress: ``ip:port``, IPv6 in brackets (Java's long form)."""
-    text = fourletter.socket_address(host, port)[1:]  # "/ip:port" -> "ip:port"
+    text = monitor.socket_address(host, port)[1:]  # "/ip:port" -> "ip:port"
     addr, _, port_text = text.rpartition(":")
     return f"[{addr}]:{port_text}" if ":" in addr else text
 
@@ -144,7 +145,7 @@ def connection_info(c: Any, brief: bool) -> dict[str, Any]:
     if not brief:
         info.update({
             "session_id": _signed64(c.session_id),
-            "last_operation": fourletter._LAST_OP.get(c.last_op, c.last_op),
+            "last_operation": monitor.LAST_OP.get(c.last_op, c.last_op),
             "established": c.established,
             "session_timeout": c.timeout,
             "last_cxid": _signed64(c.last_cxid),
@@ -172,17 +173,12 @@ def _buffer_stats(mv: Mapping[str, Any]) -> dict[str, Any]:
             "max_buffer_size": mv.get("max_client_response_size", 0)}
 
 
-def _dirs_sizes(core: ServerCore) -> tuple[int, int]:
-    data_dir, log_dir = fourletter._dirs_of(core)
-    return fourletter.dir_size(data_dir), fourletter.dir_size(log_dir)
-
-
 def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     """SrvrCommand: version, read_only, the ServerStats bean, client_response, node_count."""
     core = ctx.core
-    mv = dict(fourletter.monitor_values(core))
-    lo, avg, hi = fourletter._lat(core)
-    data_size, log_size = _dirs_sizes(core)
+    mv = dict(monitor.monitor_values(core))
+    lo, avg, hi = monitor.latency(core)
+    data_size, log_size = monitor.dir_sizes(core)
     stats = {
         "packets_sent": core.stats.packets_sent,
         "packets_received": core.stats.packets_received,
@@ -192,7 +188,7 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "log_dir_size": log_size,
         "last_processed_zxid": _signed64(core.last_zxid),
         "outstanding_requests": core.outstanding(),
-        "server_state": fourletter.server_state(core),
+        "server_state": monitor.server_state(core),
         "avg_latency": avg,
         "max_latency": hi,
         "min_latency": lo,
@@ -203,9 +199,9 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
         "non_mtlsremote_conn_count": mv.get("non_mtls_remote_conn_count", 0),
         "non_mtlslocal_conn_count": mv.get("non_mtls_local_conn_count", 0),
     }
-    return {"version": fourletter._build(), "read_only": core.read_only is not None,
+    return {"version": monitor.build(), "read_only": core.read_only,
             "server_stats": stats,
-            "client_response": _buffer_stats(mv), "node_count": fourletter._node_count(core)}
+            "client_response": _buffer_stats(mv), "node_count": monitor.node_count(core)}
 
 
 def _stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
@@ -218,17 +214,17 @@ def _configuration(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     """ZooKeeperServerConf.toMap: the values ``conf`` prints, under snake_case keys."""
     core = ctx.core
     s = core.settings
-    data_dir, log_dir = fourletter._dirs_of(core)
+    data_dir, log_dir = monitor.data_dirs(core)
     return {
         "client_port": s.client_port,
-        "data_dir": fourletter._snap_dir(data_dir),
-        "data_log_dir": fourletter._snap_dir(log_dir),
+        "data_dir": monitor.snap_dir(data_dir),
+        "data_log_dir": monitor.snap_dir(log_dir),
         "tick_time": s.tick_time,
         "max_client_cnxns": s.max_client_cnxns,
         "min_session_timeout": s.min_session_timeout,
         "max_session_timeout": s.max_session_timeout,
         "server_id": 0,  # as conf: a standalone ZooKeeperServer reports 0
-        "client_port_listen_backlog": int(fourletter._setting(core, "clientPortListenBacklog",
+        "client_port_listen_backlog": int(monitor.setting(core, "clientPortListenBacklog",
                                                               "-1")),
     }
 
@@ -265,13 +261,13 @@ def _watch_summary(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
 
 
 def _environment(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    return dict(fourletter.environment())
+    return dict(monitor.environment(ctx.core))
 
 
 def _system_properties(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     # Java's System.getProperties: zkpy's model of them (-D flags and zookeeper.* keys
     # from zoo.cfg) plus the environment's platform entries, sorted by name.
-    props = {k: v for k, v in fourletter.environment()
+    props = {k: v for k, v in monitor.environment(ctx.core)
              if k not in ("zookeeper.version", "host.name")}
     props.update(ctx.properties)
     return dict(sorted(props.items()))
@@ -300,17 +296,17 @@ def _set_trace_mask(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]
     except ValueError:
         return {"error": f"setTraceMask requires long traceMask argument, got "
                          f"{kwargs['traceMask']}"}
-    fourletter._trace_masks[ctx.core] = mask
+    monitor.set_trace_mask(ctx.core, mask)
     return {"tracemask": mask}
 
 
 def _crst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    fourletter._crst(ctx.core, None)
+    monitor.reset_connection_stats(ctx.core)
     return {}
 
 
 def _srst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    fourletter._srst(ctx.core, None)
+    ctx.core.stats.reset()
     return {}
 
 
@@ -322,22 +318,23 @@ COMMANDS: tuple[Command, ...] = (
     Command(("connection_stat_reset", "crst"), _crst),
     Command(("configuration", "conf", "config"), _configuration),
     Command(("connections", "cons"), lambda ctx, kw: _connections(ctx, brief=False)),
-    Command(("hash",), _const(digests=[])),  # zkpy keeps no tree digests (as the 4lw)
+    Command(("hash",), lambda ctx, kw: {"digests": [
+        {"zxid": zxid, "digest": digest, "digest_version": DIGEST_VERSION}
+        for zxid, digest in ctx.core.tree.digests.history]}),
     Command(("dirs",), lambda ctx, kw: dict(zip(("datadir_size", "logdir_size"),
-                                                _dirs_sizes(ctx.core), strict=True))),
+                                                monitor.dir_sizes(ctx.core), strict=True))),
     Command(("dump",), _dump),
     Command(("environment", "env", "envi"), _environment),
     Command(("get_trace_mask", "gtmk"),
-            lambda ctx, kw: {"tracemask": fourletter._trace_masks.get(
-                ctx.core, fourletter.DEFAULT_TRACE_MASK)}),
+            lambda ctx, kw: {"tracemask": monitor.trace_mask(ctx.core)}),
     Command(("initial_configuration", "icfg"),
             lambda ctx, kw: {"initial_configuration": ctx.initial_config}),
     Command(("is_read_only", "isro"),
-            lambda ctx, kw: {"read_only": ctx.core.read_only is not None}),
+            lambda ctx, kw: {"read_only": ctx.core.read_only}),
     Command(("last_snapshot", "lsnp"), _last_snapshot),
     # Standalone: LeaderCommand has no quorum peer to ask.
     Command(("leader", "lead"), _const(error="server is not initialized")),
-    Command(("monitor", "mntr"), lambda ctx, kw: dict(fourletter.monitor_values(ctx.core))),
+    Command(("monitor", "mntr"), lambda ctx, kw: dict(monitor.monitor_values(ctx.core))),
     Command(("observer_connection_stat_reset", "orst"), _const()),
     Command(("ruok",), _const()),
     Command(("set_trace_mask", "stmk"), _set_trace_mask),
@@ -363,7 +360,7 @@ def run_command(ctx: AdminContext, name: str, kwargs: dict[str, str] | None = No
         return {"command": name, "error": f"Unknown command: {name}"}
     core = ctx.core
     # What a four-letter word's arrival does: time moves on (uptime, expiry buckets).
-    core.now = max(core.now, ctx.clock())
+    core.at(ctx.clock())
     data = cmd.run(ctx, dict(kwargs or {}))
     out = dict(data)
     out["command"] = cmd.primary
@@ -385,10 +382,24 @@ class CommandResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx: AdminContext, command_url: str = DEFAULT_COMMAND_URL) -> None:
+    def __init__(self, ctx: AdminContext, command_url: str = DEFAULT_COMMAND_URL,
+                 backups: Any = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.url = "/" + command_url.strip("/") if command_url.strip("/") else ""
+        self.backups = backups  # zkpy.net.backup.Backups: ZooKeeper 3.9's snapshot/restore
+
+    def render_POST(self, request: Any) -> Any:
+        """Only ``restore`` takes a POST (as ZooKeeper 3.9's PostCommands)."""
+        from zkpy.net.backup import RESTORE_NAMES
+
+        path = request.path.decode("utf-8", "replace")
+        name = path[len(self.url) + 1:] if path.startswith(self.url + "/") else ""
+        if name in RESTORE_NAMES and self.backups is not None:
+            return self.backups.render_restore(request, name)
+        request.setResponseCode(405)
+        request.setHeader(b"Content-Type", b"text/plain;charset=utf-8")
+        return b"Method Not Allowed\n"
 
     def render_GET(self, request: Any) -> bytes:
         path = request.path.decode("utf-8", "replace")
@@ -402,6 +413,8 @@ class CommandResource(resource.Resource):
         name = path[len(self.url) + 1:]
         kwargs = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
                   for k, v in request.args.items() if v}
+        if self.backups is not None and name in ("snapshot", "snap"):
+            return self.backups.render_snapshot(request, kwargs, name)
         try:
             response = run_command(self.ctx, name, kwargs)
             body = jackson_json(response)
@@ -441,11 +454,43 @@ class MetricsResource(resource.Resource):
 
 
 class EndpointError(Exception):
-    """An HTTP endpoint could not start; ``exit_code`` is ZooKeeper's for the case."""
+    """An HTTP endpoint could not start; ``exit_code`` is ZooKeeper's for the case;
+    ``port_taken`` when only its port could not be bound."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, port_taken: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.port_taken = port_taken
+
+
+def start_endpoints(reactor: Any, core: ServerCore, cfg: ServerConfig,
+                    clock: Callable[[], int] = _wall_ms, member: Any = None) -> int | None:
+    """Start the metrics provider and the AdminServer; an exit code if start-up must stop.
+
+    Measured on ZooKeeper 3.8: an ensemble member whose AdminServer port is taken
+    logs "Problem starting AdminServer" (WARN) and serves on; a standalone server
+    exits 4; a metrics provider that cannot start (its port taken) exits 1 either way.
+    zkpy: a member, and the zero-config server, keep serving without the endpoint
+    whose port is taken (metrics included: a monitoring port must not cost the
+    ensemble a voter); a standalone server from a zoo.cfg exits as ZooKeeper does.
+    """
+    from zkpy.config import DEFAULT_SOURCE
+
+    survive = not cfg.is_standalone or cfg.source == DEFAULT_SOURCE
+    for start in (start_metrics_provider, start_admin_server):
+        try:
+            if start is start_admin_server:
+                start_admin_server(reactor, core, cfg, clock, member)
+            else:
+                start(reactor, core, cfg, clock)
+        except EndpointError as e:
+            if not (e.port_taken and survive):
+                log.error("%s; exiting abnormally", e)
+                return e.exit_code
+            log.warning("%s; serving without it (set %s to move it)", e,
+                        "metricsProvider.httpPort" if start is start_metrics_provider
+                        else "admin.serverPort, or admin.enableServer=false,")
+    return None
 
 
 def _idle_timeout_s(props: Mapping[str, str]) -> float | None:
@@ -465,7 +510,7 @@ def _read_initial_config(cfg: ServerConfig) -> str | None:
 
 
 def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
-                       clock: Callable[[], int] = _wall_ms) -> Any:
+                       clock: Callable[[], int] = _wall_ms, member: Any = None) -> Any:
     """Bind the AdminServer if ``admin.enableServer``; returns the listening port or None."""
     from twisted.internet.error import CannotListenError
 
@@ -474,14 +519,18 @@ def start_admin_server(reactor: Any, core: ServerCore, cfg: ServerConfig,
     props = cfg.properties
     url = props.get("zookeeper.admin.commandURL", DEFAULT_COMMAND_URL)
     ctx = AdminContext(core, dict(props), _read_initial_config(cfg), clock)
-    site = server.Site(CommandResource(ctx, url), timeout=_idle_timeout_s(props))
+    from zkpy.net.backup import Backups
+
+    backups = Backups(reactor, core, dict(props), clock, member, jackson_json)
+    site = server.Site(CommandResource(ctx, url, backups), timeout=_idle_timeout_s(props))
     site.displayTracebacks = False
     host = cfg.admin_server_address
     try:
         port = reactor.listenTCP(cfg.admin_server_port, site, interface=host)
     except CannotListenError as e:
         raise EndpointError(f"Problem starting AdminServer on address {host}, port "
-                            f"{cfg.admin_server_port} and command URL {url}: {e}", 4) from e
+                            f"{cfg.admin_server_port} and command URL {url}: {e}", 4,
+                            port_taken=True) from e
     bound = port.getHost()
     log.info("Started AdminServer on address %s, port %d and command URL %s", host, bound.port,
              url)
@@ -494,7 +543,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     from twisted.internet.error import CannotListenError
 
     # prometheus_client is only needed when metrics are wanted.
-    from zkpy.admin.metrics import (
+    from zkpy.net.metrics import (
         PASSIVE_PROVIDERS,
         PROMETHEUS_PROVIDER,
         make_registry,
@@ -505,8 +554,9 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
     if cls in PASSIVE_PROVIDERS:
         return None
     if cls != PROMETHEUS_PROVIDER:
+        # ZooKeeper: "metrics provider class was not found", an invalid config (exit 2).
         raise EndpointError(f"Cannot boot MetricsProvider {cls}: zkpy provides "
-                            f"{PROMETHEUS_PROVIDER} and the built-in ones only", 1)
+                            f"{PROMETHEUS_PROVIDER} and the built-in ones only", 2)
     conf = dict(cfg.metrics_provider_config)
     conf["httpPort"] = str(cfg.metrics_provider_http_port)
     try:
@@ -520,7 +570,7 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
         port = reactor.listenTCP(port_no, site, interface=host)
     except CannotListenError as e:
         raise EndpointError(f"Cannot boot MetricsProvider {cls}: cannot start /metrics server "
-                            f"on {host}:{port_no}: {e}", 1) from e
+                            f"on {host}:{port_no}: {e}", 1, port_taken=True) from e
     log.info("Started /metrics HTTP endpoint at host: %s, port: %d, exportJvmInfo: %s", host,
              port.getHost().port, export)
     return port
@@ -529,5 +579,5 @@ def start_metrics_provider(reactor: Any, core: ServerCore, cfg: ServerConfig,
 __all__ = [
     "AdminContext", "COMMANDS", "Command", "CommandResource", "EndpointError", "MetricsResource",
     "command_links", "connection_info", "jackson_json", "run_command", "start_admin_server",
-    "start_metrics_provider",
+    "start_endpoints", "start_metrics_provider",
 ]

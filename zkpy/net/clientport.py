@@ -16,6 +16,7 @@ from twisted.internet import protocol, task
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from zkpy.net.host import SystemHost
 from zkpy.server.core import CoreSettings, ServerCore
 
 log = logging.getLogger("zkpy.net")
@@ -132,7 +133,7 @@ class ClientProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.conn is not None:
-            self.server.core.connection_lost(self.conn)
+            self.conn.lost()
             self.server.core.flush()
             self.conn = None
 
@@ -147,13 +148,14 @@ class ClientFactory(protocol.ServerFactory):
 
 
 class ZkServer:
-    """A standalone zkpy server bound to a reactor."""
+    """The client side of a server on a reactor: client ports, the session ticker and
+    the global throttle (``zkpy.net.member.MemberServer`` adds Zab and the disk)."""
 
     def __init__(self, reactor: Any, settings: CoreSettings, clock: Any = wall_ms) -> None:
         self.reactor = reactor
         self.clock = clock
-        self.core = ServerCore(settings, clock())
-        self.core.after_flush = self._release_throttled
+        self.core = ServerCore(settings, clock(), SystemHost(),
+                               after_flush=self._release_throttled)
         self.throttled: set[ClientProtocol] = set()
         self.port: Any = None
         self._ticker: task.LoopingCall | None = None

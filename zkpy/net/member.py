@@ -1,59 +1,46 @@
-"""A quorum member on Twisted: carries out what ``zkpy.server.replica`` / ``zkpy.zab`` ask.
+"""One zkpy server on Twisted, standalone or ensemble member: the same pipeline.
 
-``EnsembleServer`` adds to the standalone ``ZkServer`` (client ports, session
-ticker) the election and quorum ports, a Zab tick every tickTime, timers for
-the election, and ``QuorumDisk``: one writer thread that carries out the
-persist ops in order (txn appends, epoch files, TRUNC, SNAP), syncs once per
-batch (group commit), and only then releases the messages that promise
-durability (``send_after_persist``: ACKs, ACKEPOCH, LEADERINFO, the leader's
-own ACKs). A fuzzy snapshot is taken every ``snapCount/2 + rand(snapCount/2)``
-commits, as standalone does.
+``MemberServer`` adds to ``ZkServer`` (client ports, session ticker,
+throttling) a Zab ``Peer`` joined to the core by a ``Replica``, the one disk
+writer (``zkpy.net.disk``), fuzzy snapshots every ``snapCount/2 +
+rand(snapCount/2)`` commits, and a Zab tick every tickTime. A standalone server
+is an ensemble of one (``Peer(standalone=True)``): it leads at once, has no
+election or quorum ports, and its writes reach the tree the way a leader's do,
+after its own disk synced them. An ensemble member also listens on its
+election and quorum ports (``zkpy.net.peerlinks``) and arms the election's
+timers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import task, threads
-from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from zkpy.config import ServerConfig
-from zkpy.net.clientport import ZkServer
+from zkpy.net.clientport import ZkServer, wall_ms
+from zkpy.net.disk import DiskWriter, Roll
 from zkpy.net.peerlinks import ElectionLinks, QuorumLinks, resolve
-from zkpy.net.persist import FuzzySnapshots
+from zkpy.net.snapshots import FuzzySnapshots
 from zkpy.server.core import CoreSettings
 from zkpy.server.replica import Replica
 from zkpy.storage import dynconfig
+from zkpy.storage.formats import snapshot_name
 from zkpy.storage.purge import purge
-from zkpy.storage.txnlog import LogWriter
-from zkpy.storage.zabdisk import (
-    ACCEPTED_EPOCH,
-    CURRENT_EPOCH,
-    QuorumState,
-    install_snapshot,
-    truncate_log,
-    write_epoch,
-)
+from zkpy.storage.recovery import StartState
+from zkpy.storage.snapshot import write_tree
 from zkpy.tree.datatree import CONFIG_NODE
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Durable, Links, NoLinks
 from zkpy.zab.events import (
     LOOKING,
-    Append,
     ConnectionLost,
     DiskState,
-    InstallSnapshot,
     Message,
-    Persisted,
-    PersistOp,
-    Ready,
-    SaveEpoch,
     Start,
     Tick,
-    Truncate,
     Vote,
     Wake,
 )
@@ -63,160 +50,83 @@ from zkpy.zab.peer import Peer
 log = logging.getLogger("zkpy.quorum")
 
 
-@dataclass(frozen=True)
-class _Roll:
-    """Start a new log file (before a snapshot, so the logs after it are separate)."""
+class _MemberLinks:
+    """The Driver's ``Links``: the quorum and election ports of this member."""
+
+    def __init__(self, server: MemberServer) -> None:
+        self.server = server
+
+    def send(self, dest: int, pkt: m.QuorumPacket, token: Any = None) -> None:
+        self.server.links.send(dest, pkt, token)
+
+    def token(self, dest: int) -> Any:
+        return self.server.links.token(dest)
+
+    def disconnect(self, dest: int) -> None:
+        self.server.links.disconnect(dest)
+
+    def vote(self, dest: int, notification: Any) -> None:
+        log.debug("Vote to %d: %s", dest, notification)
+        self.server.election.send(dest, notification)
+
+    def configure(self, config: QuorumConfig) -> None:
+        self.server._use_config(config)
 
 
-class QuorumDisk:
-    """Persist ops in order on one thread; a batch's durable sends after its sync."""
-
-    def __init__(self, reactor: Any, snap_dir: str, log_dir: str, last_zxid: int, *,
-                 prealloc_bytes: int, force_sync: bool) -> None:
-        self.reactor = reactor
-        self.snap_dir = snap_dir
-        self.log_dir = log_dir
-        self.force_sync = force_sync
-        self.writer = LogWriter(log_dir, prealloc_bytes, force_sync)
-        self.last_zxid = last_zxid
-        self._ops: list[PersistOp | _Roll] = []
-        self._after: list[tuple[int, m.QuorumPacket, Any]] = []
-        self._busy = False
-        self.on_synced: Any = None  # (after sends, last zxid) -> None
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="zkpy-txnlog")
-        self.pool.start()
-        self.snap_pool = ThreadPool(minthreads=0, maxthreads=1, name="zkpy-snapshot")
-        self.snap_pool.start()
-        self.batches = 0
-
-    def submit(self, ops: list[Any], after: list[tuple[int, m.QuorumPacket, Any]]) -> None:
-        self._ops.extend(ops)
-        self._after.extend(after)
-        if not self._busy:
-            self._kick()
-
-    def _kick(self) -> None:
-        self._busy = True
-        if not self.force_sync:
-            # Without fsync a write only copies into the page cache: cheaper than
-            # the two thread hops, which a write pays in series on the leader and
-            # on a follower. Done at the end of this reactor turn, so everything
-            # submitted in the turn shares one batch.
-            self.reactor.callLater(0, self._write_here)
-            return
-        ops, self._ops = self._ops, []
-        after, self._after = self._after, []
-        d = threads.deferToThreadPool(self.reactor, self.pool, self._write, ops)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(after,))
-
-    def _write_here(self) -> None:
-        ops, self._ops = self._ops, []
-        after, self._after = self._after, []
-        try:
-            last = self._write(ops)
-        except Exception:
-            self._failed(Failure())
-            return
-        self._written(last, after)
-
-    def _write(self, ops: list[Any]) -> int:
-        appends: list[tuple[int, bytes]] = []
-        writer = self.writer
-        last = self.last_zxid
-        for op in ops:
-            if isinstance(op, Append):
-                appends.append((op.zxid, op.txn))
-                last = op.zxid
-                continue
-            if appends:
-                writer.append_many(appends)
-                appends = []
-            if isinstance(op, SaveEpoch):
-                writer.sync()
-                if op.accepted is not None:
-                    write_epoch(self.snap_dir, ACCEPTED_EPOCH, op.accepted, self.force_sync)
-                if op.current is not None:
-                    write_epoch(self.snap_dir, CURRENT_EPOCH, op.current, self.force_sync)
-            elif isinstance(op, Truncate):
-                writer.roll()
-                dropped = truncate_log(self.log_dir, op.zxid, self.force_sync)
-                log.info("Truncated the log to 0x%x (%d transactions dropped)", op.zxid, dropped)
-                last = op.zxid
-            elif isinstance(op, InstallSnapshot):
-                writer.roll()
-                path = install_snapshot(self.snap_dir, op.zxid, op.data, self.force_sync)
-                log.info("Stored the leader's snapshot as %s", os.path.basename(path))
-                last = op.zxid
-            elif isinstance(op, _Roll):
-                writer.roll()
-        if appends:
-            writer.append_many(appends)
-        writer.sync()
-        self.last_zxid = last
-        return last
-
-    def _written(self, last: int, after: list[tuple[int, m.QuorumPacket, Any]]) -> None:
-        self._busy = False
-        self.batches += 1
-        if self.on_synced is not None:
-            self.on_synced(after, last)
-        if self._ops or self._after:
-            self._kick()
-
-    def _failed(self, failure: Any) -> None:
-        log.critical("Cannot write to %s: %s; stopping the server (a member that cannot "
-                     "persist cannot acknowledge anything)", self.log_dir,
-                     failure.getErrorMessage())
-        self.reactor.stop()
-
-    def close(self) -> None:
-        self.pool.stop()
-        self.snap_pool.stop()
-        self.writer.close()
-
-
-class EnsembleServer(ZkServer):
+class MemberServer(ZkServer):
     def __init__(self, reactor: Any, settings: CoreSettings, cfg: ServerConfig,
-                 state: QuorumState, snap_dir: str, log_dir: str) -> None:
-        super().__init__(reactor, settings)
-        assert cfg.my_id is not None
+                 state: StartState, snap_dir: str, log_dir: str, clock: Any = wall_ms,
+                 disk_pools: tuple[Any, Any] = (None, None)) -> None:
+        super().__init__(reactor, settings, clock)
         self.cfg = cfg
-        self.my_id = cfg.my_id
+        self.standalone = cfg.is_standalone
+        my_id = settings.server_id if self.standalone else cfg.my_id
+        assert my_id is not None
+        self.my_id: int = my_id
         self._hosts: dict[str, str] = {}
-        # The membership the dynamic config file already holds (none written yet).
-        self._saved_version = dynconfig.version_of(cfg.dynamic_config_file)
+        self._wake: Any = None  # the election's next timer
         self.core.restore(state.tree, state.sessions, self.clock())
-        self.static_path = os.path.abspath(cfg.source) if os.path.isfile(cfg.source) else None
-        config = self._starting_config(cfg, state)
         disk_state = DiskState(state.accepted_epoch, state.current_epoch, state.snapshot_zxid,
                                state.log)
-        # Votes are re-sent every 400 ms while looking: FastLeaderElection
-        # re-sends after 200 ms of silence (doubling), so one lost notification
-        # costs a fraction of a second, not a whole resend interval.
-        self.peer = Peer(self.my_id, config.voters, disk_state, sync_limit=cfg.sync_limit,
-                         init_limit=cfg.init_limit, resend_interval=400, config=config)
-        self.peer.reconfig_enabled = cfg.reconfig_enabled
-        last = state.log[-1][0] if state.log else state.snapshot_zxid
-        self.disk = QuorumDisk(reactor, snap_dir, log_dir, last,
+        self.disk = DiskWriter(reactor, snap_dir, log_dir, state.last_zxid,
                                prealloc_bytes=cfg.pre_alloc_size * 1024,
-                               force_sync=cfg.force_sync)
-        self.disk.on_synced = self._synced
-        self.replica = Replica(self.core, self.peer, self._carry_out)
-        self.core.set_config(config.text(), config.version)
-        self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
-        self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packet, self._on_lost,
-                                 connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
-        self._use_config(config)
+                               force_sync=cfg.force_sync, pool=disk_pools[0],
+                               snap_pool=disk_pools[1])
+        self.disk.on_synced = self._persisted
+        links: Links
+        if self.standalone:
+            self.peer = Peer(self.my_id, {self.my_id}, disk_state, standalone=True)
+            links = NoLinks()
+        else:
+            config = self._starting_config(cfg, state)
+            # Votes are re-sent every 400 ms while looking: FastLeaderElection
+            # re-sends after 200 ms of silence (doubling), so one lost notification
+            # costs a fraction of a second, not a whole resend interval.
+            self.peer = Peer(self.my_id, config.voters, disk_state, sync_limit=cfg.sync_limit,
+                             init_limit=cfg.init_limit, resend_interval=400, config=config)
+            self.peer.reconfig_enabled = cfg.reconfig_enabled
+            # The membership the dynamic config file already holds (none written yet).
+            self._saved_version = dynconfig.version_of(cfg.dynamic_config_file)
+            self.static_path = (os.path.abspath(cfg.source) if os.path.isfile(cfg.source)
+                                else None)
+            self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
+            self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packet, self._on_lost,
+                                     connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
+            links = _MemberLinks(self)
+        self.replica = Replica(self.core, self.peer, links, self.disk,
+                               self._arm_election_timer)
+        if not self.standalone:
+            self.core.set_config(config.text(), config.version)
+            self._use_config(config)
         self.snapshots = FuzzySnapshots(reactor, self.core, snap_dir, cfg.snap_count,
                                         cfg.force_sync, self.disk.snap_pool)
         self._commits_seen = 0
         self._zab_ticker: task.LoopingCall | None = None
-        self._wake: Any = None
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
     # -- the membership ------------------------------------------------------------------
 
-    def _starting_config(self, cfg: ServerConfig, state: QuorumState) -> QuorumConfig:
+    def _starting_config(self, cfg: ServerConfig, state: StartState) -> QuorumConfig:
         """The membership from zoo.cfg / the dynamic file, unless the snapshot's
         /zookeeper/config holds a newer one (a reconfig committed just before a
         crash, before its dynamic file was written)."""
@@ -269,26 +179,38 @@ class EnsembleServer(ZkServer):
 
     # -- start and stop ------------------------------------------------------------------
 
-    def start_quorum(self) -> None:
-        self.links.listen()
-        self.election.listen()
+    def start(self) -> None:
+        """Open the quorum ports (an ensemble member) and start Zab: a standalone
+        server leads at once, with everything it logged committed."""
+        if not self.standalone:
+            self.links.listen()
+            self.election.listen()
         ticker = task.LoopingCall(self._step, Tick())
         ticker.clock = self.reactor
         ticker.start(self.cfg.tick_time / 1000.0, now=False)
         self._zab_ticker = ticker
         self._step(Start())
+        path = os.path.join(self.disk.snap_dir, snapshot_name(self.core.last_zxid))
+        if self.standalone and not os.path.exists(path):
+            # As ZooKeeperServer.loadData: a clean snapshot of what was recovered.
+            write_tree(path, self.core.tree, self.core.session_timeouts(), self.cfg.force_sync)
 
     def close(self) -> None:
         if self._zab_ticker is not None and self._zab_ticker.running:
             self._zab_ticker.stop()
-        self.links.close()
-        self.election.close()
+        if not self.standalone:
+            self.links.close()
+            self.election.close()
         self.disk.close()
 
     # -- events in ------------------------------------------------------------------------
 
     def _step(self, event: Any) -> None:
         self.replica.step(event, self.clock())
+        self._maybe_snapshot()
+
+    def _persisted(self, after: list[Durable], last: int) -> None:
+        self.replica.persisted(after, last, self.clock())
         self._maybe_snapshot()
 
     def _on_vote(self, sid: int, notification: Any, config: bytes = b"") -> None:
@@ -300,36 +222,6 @@ class EnsembleServer(ZkServer):
 
     def _on_lost(self, sid: int) -> None:
         self._step(ConnectionLost(sid))
-
-    def _synced(self, after: list[tuple[int, m.QuorumPacket, Any]], last: int) -> None:
-        for dest, pkt, token in after:
-            if dest == self.my_id:
-                self.replica.step(Message(dest, pkt), self.clock())
-            else:
-                self.links.send(dest, pkt, token)
-        self._step(Persisted(last))
-
-    # -- a Ready, carried out --------------------------------------------------------------
-
-    def _carry_out(self, ready: Ready) -> None:
-        for config in ready.config:
-            self._use_config(config)
-        links = self.links
-        for sid in ready.disconnect:
-            links.disconnect(sid)
-        if ready.persist or ready.send_after_persist:
-            after = [(dest, pkt, None if dest == self.my_id else links.token(dest))
-                     for dest, pkt in ready.send_after_persist]
-            self.disk.submit(list(ready.persist), after)
-        for dest, pkt in ready.send:
-            if dest == self.my_id:
-                self.reactor.callLater(0, self._step, Message(dest, pkt))
-            else:
-                links.send(dest, pkt)
-        for dest, notification in ready.votes:
-            log.debug("Vote to %d: %s", dest, notification)
-            self.election.send(dest, notification)
-        self._arm_election_timer()
 
     def _arm_election_timer(self) -> None:
         if self._wake is not None and self._wake.active():
@@ -351,7 +243,7 @@ class EnsembleServer(ZkServer):
         commits = self.core.stats.commits
         new, self._commits_seen = commits - self._commits_seen, commits
         if new and self.snapshots.counted(new):
-            self.disk.submit([_Roll()], [])  # the logs after the snapshot start a new file
+            self.disk.submit([Roll()], [])  # the logs after the snapshot start a new file
             self.snapshots.take()
 
     def purge(self) -> None:

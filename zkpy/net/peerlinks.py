@@ -276,6 +276,22 @@ class _QuorumProtocol(protocol.Protocol):
             if self.transport is not None:
                 self.transport.abortConnection()
 
+    def close_after_sending(self, grace: float = 2.0) -> None:
+        """Close once what we already wrote is sent (a COMMIT handed out just
+        before a leader steps down must still reach its follower: the rest of
+        the stream is lost, never a piece in the middle); abort if the peer has
+        not taken it within ``grace`` seconds."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+            self.links.reactor.callLater(grace, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.transport.abortConnection()
+
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
         self.links.lost(self)
@@ -393,7 +409,7 @@ class QuorumLinks(protocol.ServerFactory):
         conn = self.conns.pop(sid, None)
         if conn is not None:
             conn.sid = None
-            conn.abort()
+            conn.close_after_sending()
         out = self.outbound.pop(sid, None)
         if out is not None:
             out.cancelled = True

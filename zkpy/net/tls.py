@@ -14,6 +14,8 @@ import logging
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 log = logging.getLogger("zkpy.net")
 
@@ -102,8 +104,22 @@ _PROTOCOL_OPTIONS = {
 }
 
 
+def _modern(setter: Any, legacy: Any, convert: Any) -> None:
+    """Hand pyOpenSSL the cryptography object (it deprecates its own PKey/X509
+    there since 24.3); older releases take only their own types."""
+    try:
+        setter(convert())
+    except TypeError:
+        setter(legacy)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
-    """A Twisted context factory built from zoo.cfg's ssl.* settings."""
+    """Twisted's server connection creator built from zoo.cfg's ssl.* settings.
+
+    (The IOpenSSLServerConnectionCreator interface, which TLSMemoryBIOFactory
+    takes as it is; a bare ``getContext`` object earns a LegacyContextFactoryWarning.)
+    """
 
     def __init__(self, cfg: dict[str, str]) -> None:
         key, chain, _ = _load_store(cfg, "ssl.keyStore")
@@ -130,10 +146,10 @@ class ServerTLS:
                 ctx.set_cipher_list(ciphers.replace(",", ":").encode())
             except SSL.Error as e:
                 raise TLSConfigError(f"ssl.ciphersuites: {e}") from e
-        ctx.use_privatekey(key)
-        ctx.use_certificate(chain[0])
+        _modern(ctx.use_privatekey, key, key.to_cryptography_key)
+        _modern(ctx.use_certificate, chain[0], chain[0].to_cryptography)
         for extra in chain[1:]:
-            ctx.add_extra_chain_cert(extra)
+            _modern(ctx.add_extra_chain_cert, extra, extra.to_cryptography)
         ctx.check_privatekey()
         store = ctx.get_cert_store()
         for cert in trusted:
@@ -149,6 +165,9 @@ class ServerTLS:
 
     def getContext(self) -> Any:
         return self.ctx
+
+    def serverConnectionForTLS(self, tls_protocol: Any) -> Any:
+        return SSL.Connection(self.ctx, None)
 
 
 # The keywords X500Principal.getName() (RFC 2253) writes; other types become dotted OIDs.

@@ -5,26 +5,34 @@ goes out is appended to each connection's outbox and handed to the adapter by
 ``flush()``. Time comes in as ``now`` (wall-clock milliseconds) on every call.
 
 The pipeline is ZooKeeper's, standalone being an ensemble of one:
-  write:  prep (check against the future state, make an idempotent txn)
-          -> ``committer.propose`` (the seam where the txn log and Zab plug in)
-          -> ``commit`` (apply to the tree, queue watch events, then the reply)
+  write:  routed as the mode says (``zkpy.server.modes``, set only through
+          ``become``): leading or standalone, prep (check against the future
+          state, make an idempotent txn) -> ``replica.propose`` (Zab: logged,
+          synced, acknowledged by a quorum) -> ``commit`` (apply to the tree,
+          queue watch events, then the reply); following, ``replica.forward``
+          to the leader, and ``commit`` when it comes back.
   read:   answered from the tree, but never ahead of an earlier request of the
           same connection that is still waiting for its commit.
 Watch events are queued before the reply to the write that fired them, so a
 client never sees a reply that follows a change before the change's events.
+The core owns its state: other objects change it only through its methods
+(``attach``, ``become``, ``restore``, ``replace_state``, ``commit``...).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
-from zkpy.jute.protocol import Op, Perms, ZkError
+from zkpy.jute.protocol import Err, Op, Perms, ZkError
+from zkpy.server.connection import Connection
+from zkpy.server.host import Host, PlainHost
+from zkpy.server.local_sessions import LocalSessions
+from zkpy.server.modes import RULES, Mode, Route
 from zkpy.server.prep import Prep, Request
 from zkpy.server.sessions import SessionTable
 from zkpy.server.stats import ServerStats
@@ -32,11 +40,6 @@ from zkpy.tree.datatree import CONFIG_NODE, DataTree
 from zkpy.tree.watches import WatchManager
 
 log = logging.getLogger("zkpy.server")
-
-VERSION = "3.8.0-zkpy-0.1.0"
-BUILD = f"{VERSION}, built on 2026-11-24 00:00 UTC"
-
-_REPLY_HDR = struct.Struct(">iiqi")  # frame length + ReplyHeader(xid, zxid, err)
 
 
 @dataclass
@@ -79,23 +82,26 @@ class CoreSettings:
     readonly_mode: bool = False
 
 
-class Committer(Protocol):
-    """The commit seam: standalone applies at once; durability and Zab queue."""
-
-    def propose(self, req: Request) -> None: ...
-
-
-class ImmediateCommitter:
-    def __init__(self, core: ServerCore) -> None:
-        self.core = core
+class Upstream(Protocol):
+    """Where writes go once prepared, or to be prepared: the replica that joins
+    this core to Zab (``zkpy.server.replica``)."""
 
     def propose(self, req: Request) -> None:
-        self.core.commit(req)
+        """Leading or standalone: replicate a prepared write; ``commit`` follows."""
+
+    def forward(self, req: Request) -> None:
+        """Following: hand a write or sync to the leader; its commit (or SYNC) follows."""
+
+    def flush(self) -> None:
+        """The end of a turn: hand what was proposed in it to Zab."""
 
 
 class ServerCore:
-    def __init__(self, settings: CoreSettings, now_ms: int) -> None:
+    def __init__(self, settings: CoreSettings, now_ms: int, host: Host | None = None,
+                 after_flush: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        # The machine, for the few facts the core reports or needs (zkpy.server.host).
+        self.host: Host = host if host is not None else PlainHost()
         self.tree = DataTree()
         self.watches = WatchManager()
         self.auth = AuthProviders(settings.super_digest)
@@ -111,28 +117,71 @@ class ServerCore:
         self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
+        self.local_sessions = LocalSessions(self)
         self.stats = ServerStats(now_ms)
-        self.committer: Committer = ImmediateCommitter(self)
         self.next_zxid = 1
         self.connections: dict[int, Any] = {}
         self.dirty: dict[Any, None] = {}
         self.now = now_ms
         self._last_container_check = now_ms
         self._conn_ids = 0
-        self.outstanding_writes = 0  # proposed, not yet committed
-        self.after_flush: Callable[[], None] | None = None
-        # In an ensemble (zkpy.server.replica): clients are served only while the
-        # member is synced with an established leader; a follower hands writes
-        # and syncs to ``forward``/``sync`` instead of preparing them, and only
-        # the leader (``expiring``) expires sessions and reaps containers.
-        self.serving = True
-        self.expiring = True
-        self.forward: Callable[[Request], None] | None = None
-        self.sync: Callable[[Request], None] | None = None
-        self.quorum: Any = None  # the Replica, for the four-letter words
-        # While a quorum member serves read-only (zkpy.server.readonly.ReadOnlyServer): it takes
-        # only read-only clients, makes local sessions and refuses writes.
-        self.read_only: Any = None
+        self.outstanding_writes = 0  # proposed or forwarded, not yet committed
+        # The adapter's hook once the output is handed over (it lifts the throttle).
+        self.after_flush = after_flush
+        # The replica this core is joined to (``attach``): it replicates our writes
+        # (standalone too, as an ensemble of one) and says which mode we are in.
+        self.replica: Any = None
+        self.mode = Mode.NOT_SERVING
+        self.rules = RULES[self.mode]
+
+    def attach(self, replica: Upstream) -> None:
+        """Join the replica that replicates our writes (and that the four-letter
+        words ask about the ensemble). It serves nobody until the replica says how."""
+        self.replica = replica
+
+    # -- the mode ---------------------------------------------------------------
+
+    def become(self, mode: Mode, why: str = "", *, next_zxid: int = 0,
+               membership: Callable[[], Any] | None = None) -> None:
+        """Switch to ``mode`` (``zkpy.server.modes``). Leading and standalone take
+        the zxid their next proposal carries; a leader with a membership, the
+        function that tells reconfig checks about it."""
+        old, self.mode, self.rules = self.mode, mode, RULES[mode]
+        self.prep.membership = membership
+        if mode is Mode.NOT_SERVING:
+            self._stop_serving(old, why)
+            return
+        if self.rules.writes is Route.PROPOSE:
+            self.next_zxid = next_zxid
+            self.sessions.touched = None
+            # A new leader gives every session a full timeout (as ZooKeeper's
+            # LeaderSessionTracker starts afresh): their clients could not ping it.
+            for sid in list(self.sessions.sessions):
+                self.sessions.touch(sid, self.now)
+        else:
+            self.sessions.touched = {} if self.rules.reports_touches else None
+
+    def _stop_serving(self, old: Mode, why: str) -> None:
+        """Not serving any more: what is in flight will never be answered here.
+        Clients reconnect (to any member) with their sessions."""
+        if old is not Mode.NOT_SERVING or self.connections:
+            log.info("Not serving clients any more (%s): closing %d client connections",
+                     why, len(self.connections))
+        for conn in list(self.connections.values()):
+            conn.abort("the server is not serving (no quorum)", quiet=True)
+        self.prep.forget_in_flight()
+        dropped = self.local_sessions.drop_all()
+        if dropped:
+            log.info("Dropped %d local sessions", dropped)
+        self.outstanding_writes = 0
+
+    @property
+    def serving(self) -> bool:
+        return self.rules.serving
+
+    @property
+    def read_only(self) -> bool:
+        return self.mode is Mode.READ_ONLY
 
     def restore(self, tree: DataTree, sessions: dict[int, int], now: int) -> None:
         """Adopt a recovered tree and session list (before serving).
@@ -140,6 +189,7 @@ class ServerCore:
         Restored sessions get their full timeout from now, as in ZooKeeper:
         their clients have had no chance to ping while the server was down.
         """
+        tree.digests.carry_from(self.tree.digests)  # a server-wide count, as ServerMetrics
         self.tree = tree
         self.prep.tree = tree
         for sid, timeout in sessions.items():
@@ -167,75 +217,43 @@ class ServerCore:
         """The global sessions (what a snapshot and a SNAP hold)."""
         return {sid: s.timeout for sid, s in self.sessions.sessions.items() if not s.local}
 
-    # -- local sessions -------------------------------------------------------
-
-    def open_local_session(self, timeout: int, now: int) -> int:
-        sid = self.sessions.new_id()
-        self.sessions.add(sid, timeout, now).local = True
-        return sid
-
-    def close_local_session(self, sid: int, why: str) -> None:
-        """A local session ends here alone (it owns no ephemerals: creating one
-        would have made it global)."""
-        session = self.sessions.remove(sid)
-        if session is None:
-            return
-        log.info("Local session 0x%x %s", sid & 0xFFFFFFFFFFFFFFFF, why)
-        conn = session.conn
-        if conn is not None and conn.session_id == sid:
-            conn.close_after_flush()
-
-    def drop_local_sessions(self) -> int:
-        """Forget every local session (the server stopped serving: ZooKeeper's
-        LocalSessionTracker does not outlive its ZooKeeperServer)."""
-        ids = self.sessions.local_ids()
-        for sid in ids:
-            self.sessions.remove(sid)
-        return len(ids)
-
-    def upgrade_session(self, sid: int, now: int) -> bool:
-        """Make a local session global before its first ephemeral (ZooKeeper's
-        session upgrade): a createSession goes through the pipeline first."""
-        session = self.sessions.get(sid)
-        if session is None or not session.local:
-            return False
-        log.info("Upgrading local session 0x%x to a global session", sid & 0xFFFFFFFFFFFFFFFF)
-        session.local = False  # from now on the leader tracks it (once its commit lands)
-        req = Request(sid, 0, Op.createSession, session.timeout, [], None)
-        req.created = now
-        self.submit(req, now)
-        return True
-
     # -- connections ----------------------------------------------------------
 
     def connect(self, remote_host: str, remote_port: int, sink: Callable[[bytes], None],
-                closer: Callable[[], None], now: int) -> Any:
-        from zkpy.server.connection import Connection
-
+                closer: Callable[[], None], now: int) -> Connection:
         self._conn_ids += 1
         conn = Connection(self, self._conn_ids, remote_host, remote_port, sink, closer, now)
         self.connections[conn.id] = conn
         return conn
 
-    def connection_lost(self, conn: Any) -> None:
+    def connection_lost(self, conn: Connection) -> None:
+        """Forget a connection that is gone (``Connection.lost``)."""
         if self.connections.pop(conn.id, None) is None:
             return
-        if conn.state != "closed":  # not closed by us: the client went away
-            log.info("Client %s:%d closed the connection%s", conn.host, conn.port,
-                     f" with {len(conn.buf)} bytes of an incomplete frame unread"
-                     if conn.buf else "")
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
         if session is not None and session.conn is conn:
             session.conn = None
 
+    def at(self, now: int) -> None:
+        """Time has reached ``now`` (ms): what the next commit or reply is stamped with."""
+        if now > self.now:
+            self.now = now
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """``conn`` has output for the next ``flush``."""
+        self.dirty[conn] = None
+
     def flush(self) -> None:
-        """Hand every connection's queued output to its transport."""
+        """The end of a turn: the writes prepared in it go to the replica, then every
+        connection's queued output to its transport."""
+        if self.replica is not None:
+            self.replica.flush()
         while self.dirty:
-            conn = next(iter(self.dirty))
-            del self.dirty[conn]
-            conn.flush()
+            dirty, self.dirty = self.dirty, {}
+            for conn in dirty:
+                conn.flush()
         if self.after_flush is not None:
             self.after_flush()
 
@@ -245,17 +263,18 @@ class ServerCore:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
         # Local sessions expire where they live; global ones only on the leader.
-        if self.expiring or self.settings.local_sessions:
+        expiring = self.rules.expires
+        if expiring or self.settings.local_sessions:
             for session in self.sessions.expire(now):
                 if session.local:
-                    self.close_local_session(session.id, "expired")
-                elif not self.expiring:
+                    self.local_sessions.close(session.id, "expired")
+                elif not expiring:
                     session.closing = False  # the leader's to expire, not ours
                 else:
                     log.info("Expiring session 0x%x, timeout of %dms exceeded",
                              session.id & (2**64 - 1), session.timeout)
                     self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
-        if not self.expiring:
+        if not expiring:
             self.flush()
             return
         if now - self._last_container_check >= self.settings.container_check_ms:
@@ -283,19 +302,34 @@ class ServerCore:
     # -- the write pipeline ------------------------------------------------------
 
     def submit(self, req: Request, now: int) -> None:
-        """Prep a write and propose it (a follower forwards it to the leader)."""
-        self.outstanding_writes += 1
-        if self.forward is not None:
-            self.forward(req)
-            return
-        zxid = self.next_zxid
-        self.next_zxid += 1
-        self.prep.prepare(req, zxid, now)
-        if req.type == Op.closeSession:
-            session = self.sessions.get(req.session_id)
-            if session is not None:
-                session.closing = True
-        self.committer.propose(req)
+        """A write (or a sync that goes to the leader): route it as the mode says."""
+        rules = self.rules
+        route = rules.syncs if req.type == Op.sync else rules.writes
+        if route is Route.PROPOSE:
+            self.outstanding_writes += 1
+            zxid = self.next_zxid
+            self.next_zxid += 1
+            self.prep.prepare(req, zxid, now)
+            if req.type == Op.closeSession:
+                session = self.sessions.get(req.session_id)
+                if session is not None:
+                    session.closing = True
+            self.replica.propose(req)
+        elif route is Route.FORWARD:
+            self.outstanding_writes += 1
+            self.replica.forward(req)
+        elif route is Route.READ_ONLY:
+            # ReadOnlyRequestProcessor: nothing is prepared or proposed, ahead of any
+            # session upgrade or ephemeral check. (A local session's closeSession never
+            # comes here: the connection answers it.)
+            if req.type == Op.closeSession:
+                log.warning("Refusing the closeSession of global session 0x%x in read-only "
+                            "mode", req.session_id & 0xFFFFFFFFFFFFFFFF)
+            if req.conn is not None:
+                req.conn.answer_now(req, int(Err.NOTREADONLY))
+        else:
+            if req.conn is not None:
+                req.conn.abort("the server is not serving (no quorum)")
 
     def commit(self, req: Request, ours: bool = True) -> None:
         """Apply a committed transaction and answer it (called in zxid order).
@@ -307,9 +341,10 @@ class ServerCore:
         if hdr.type == Op.createSession:
             # (An upgraded local session becomes global here, on every member.)
             self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
+            self.tree.apply(hdr, req.txn, req.digest)  # no znode changes: checks the digest
             rc = None
         else:
-            rc = self.tree.apply(hdr, req.txn)  # advances tree.last_zxid itself
+            rc = self.tree.apply(hdr, req.txn, req.digest)  # advances tree.last_zxid itself
         if hdr.zxid > self.tree.last_zxid:  # createSession does not touch the tree
             self.tree.last_zxid = hdr.zxid
         self.prep.applied(hdr.zxid)
@@ -350,6 +385,10 @@ class ServerCore:
     @property
     def last_zxid(self) -> int:
         return self.tree.last_zxid
+
+    def sync_is_local(self) -> bool:
+        """A sync is answered here, in session order (nobody is ahead of us)."""
+        return self.rules.syncs is Route.LOCAL
 
     def outstanding(self) -> int:
         return sum(len(c.pending) for c in self.connections.values())

@@ -9,14 +9,14 @@ laid over the member's ``ServerCore``:
 - ``zkpy.server.replica.Replica`` reports every role change (``role``) and, after
   each step, lets it start once the grace period is over (``poll``); the
   adapter arms a wake-up for ``due()``.
-- While it is active, ``core.serving`` is set and ``core.read_only`` is this
-  object. The handshake (``zkpy.server.connection``) refuses clients that did not ask
-  for read-only and reconnections of global sessions, and asks
-  ``new_session`` for new ones: local sessions (``ServerCore``'s, no txn), as
-  ZooKeeper's read-only server makes them. They expire here when not pinged
-  and their closeSession is answered here; global sessions are not expired at
-  all (this mode never changes replicated state, as the leader alone expires).
-- Every write and every sync is answered NOTREADONLY with the last zxid (as
+- While it is active the core is in ``Mode.READ_ONLY`` (``zkpy.server.modes``):
+  the handshake (``zkpy.server.connection``) refuses clients that did not ask
+  for read-only and reconnections of global sessions; new sessions are local
+  sessions (``ServerCore.read_only_session``, no txn), as ZooKeeper's
+  read-only server makes them. They expire here when not pinged and their
+  closeSession is answered here; global sessions are not expired at all (this
+  mode never changes replicated state, as the leader alone expires). Every
+  write and every sync is answered NOTREADONLY with the last zxid (as
   ReadOnlyRequestProcessor, ahead of any session upgrade or ephemeral check).
 - When the mode ends the caller stands down: every client connection is
   closed and the local sessions are dropped.
@@ -34,11 +34,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from zkpy.jute.protocol import Err, Op
+from zkpy.server.modes import Mode
 
 if TYPE_CHECKING:
     from zkpy.server.core import ServerCore
-    from zkpy.server.prep import Request
 
 log = logging.getLogger("zkpy.quorum")
 
@@ -82,11 +81,7 @@ class ReadOnlyServer:
         assert self.looking_since is not None
         self.active = True
         self.started_at = now
-        core.read_only = self
-        core.serving = True
-        core.forward = self._write
-        core.sync = self._refuse
-        core.expiring = False  # local sessions expire in ServerCore.tick all the same
+        core.become(Mode.READ_ONLY, "no quorum")
         log.info("Read-only server started: no quorum for %d ms; serving read-only clients "
                  "at zxid 0x%x%s", now - self.looking_since, core.last_zxid,
                  "" if core.settings.local_sessions else
@@ -94,37 +89,5 @@ class ReadOnlyServer:
 
     def _stop(self, now: int) -> None:
         self.active = False
-        self.core.read_only = None
         log.info("Read-only server stopped after %d ms: the election decided",
                  now - self.started_at)
-
-    # -- sessions -----------------------------------------------------------------------
-
-    def is_global(self, sid: int) -> bool:
-        """A session known to the ensemble, which may not reconnect in read-only mode."""
-        session = self.core.sessions.get(sid)
-        return session is not None and not session.local
-
-    def new_session(self, timeout: int, now: int, client: str) -> int | None:
-        """A local session for a read-only client; None when new sessions are refused."""
-        core = self.core
-        if not core.settings.local_sessions:
-            log.info("Refusing a new session from read-only client %s: localSessionsEnabled "
-                     "is false (ZooKeeper 3.8 answers NOTREADONLY)", client)
-            return None
-        return core.open_local_session(timeout, now)
-
-    # -- writes and syncs ----------------------------------------------------------------
-
-    def _write(self, req: Request) -> None:
-        """ServerCore's forward seam: nothing is prepared or proposed here. (A local
-        session's closeSession never comes here: the connection answers it.)"""
-        self.core.outstanding_writes -= 1  # counted by ServerCore.submit; never proposed
-        if req.type == Op.closeSession:
-            log.warning("Refusing the closeSession of global session 0x%x in read-only mode",
-                        req.session_id & 0xFFFFFFFFFFFFFFFF)
-        self._refuse(req)
-
-    def _refuse(self, req: Request) -> None:
-        if req.conn is not None:
-            req.conn.answer_now(req, int(Err.NOTREADONLY))

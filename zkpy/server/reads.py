@@ -1,20 +1,20 @@
-"""Answers: read requests against the tree, and the replies of applied writes.
+"""Answers to read requests against the tree (ZooKeeper's FinalRequestProcessor).
 
-The read half is ZooKeeper's FinalRequestProcessor for requests that do not
-change the tree (getData, exists, getChildren, getACL, watches, ...): it
-returns the encoded response body or raises ``ZkError``. The write half turns
-a ``TxnResult`` into the response body a client expects for its opcode.
+Requests that do not change the tree (getData, exists, getChildren, getACL,
+the watch operations, whoAmI, multiRead, ...): each returns the encoded
+response body or raises ``ZkError``. Replies to writes are
+``zkpy.server.replies``'.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from zkpy.auth.acl import mask_digests
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
 from zkpy.jute.protocol import AddWatchMode, Err, EventType, Op, Perms, WatcherType, ZkError
-from zkpy.tree.datatree import TxnResult
+from zkpy.tree.datatree import Node
 
 if TYPE_CHECKING:
     from zkpy.server.connection import Connection
@@ -27,27 +27,41 @@ def _lookup(core: ServerCore, path: str) -> Any:
     return core.tree.get("/" if path == "" else path)
 
 
-def _node(core: ServerCore, path: str | None) -> Any:
+def _node(core: ServerCore, path: str | None) -> tuple[str, Node]:
+    """The path (never null past here) and its node; NONODE if there is none."""
     node = _lookup(core, path) if path is not None else None
-    if node is None:
+    if node is None or path is None:
         raise ZkError(Err.NONODE, path)
-    return node
+    return path, node
 
 
-def _check(core: ServerCore, node: Any, perm: int, conn: Connection) -> None:
+def _watched_path(path: str | None) -> str:
+    """A watch operation's path; a null one is no path anybody watches."""
+    if path is None:
+        raise ZkError(Err.NOWATCHER, path)
+    return path
+
+
+def _stat(node: Node) -> S.Stat:
+    # A Node carries Stat's fields under Stat's names, and the codec reads a
+    # nested record's fields by name: the node is encoded as its Stat, no copy.
+    return cast(S.Stat, node)
+
+
+def _check(core: ServerCore, node: Node, perm: int, conn: Connection) -> None:
     if not core.settings.skip_acl:
         core.auth.check(node.acl, perm, conn.ids)
 
 
-def _get_data(core: ServerCore, conn: Connection, body: Any) -> bytes:
-    node = _node(core, body.path)
+def _get_data(core: ServerCore, conn: Connection, body: S.GetDataRequest) -> bytes:
+    path, node = _node(core, body.path)
     _check(core, node, Perms.READ, conn)
     if body.watch:
-        core.watches.add_data(body.path, conn)
-    return encode(S.GetDataResponse(node.data, node))
+        core.watches.add_data(path, conn)
+    return encode(S.GetDataResponse(node.data, _stat(node)))
 
 
-def _exists(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _exists(core: ServerCore, conn: Connection, body: S.ExistsRequest) -> bytes:
     path = body.path
     if path is None or "\0" in path:
         raise ZkError(Err.BADARGUMENTS, path)
@@ -59,43 +73,43 @@ def _exists(core: ServerCore, conn: Connection, body: Any) -> bytes:
     return encode(S.ExistsResponse(node))
 
 
-def _get_children(core: ServerCore, conn: Connection, body: Any) -> bytes:
-    node = _node(core, body.path)
+def _get_children(core: ServerCore, conn: Connection, body: S.GetChildrenRequest) -> bytes:
+    path, node = _node(core, body.path)
     _check(core, node, Perms.READ, conn)
     if body.watch:
-        core.watches.add_child(body.path, conn)
+        core.watches.add_child(path, conn)
     return encode(S.GetChildrenResponse(core.tree.children(node)))
 
 
-def _get_children2(core: ServerCore, conn: Connection, body: Any) -> bytes:
-    node = _node(core, body.path)
+def _get_children2(core: ServerCore, conn: Connection, body: S.GetChildren2Request) -> bytes:
+    path, node = _node(core, body.path)
     _check(core, node, Perms.READ, conn)
     if body.watch:
-        core.watches.add_child(body.path, conn)
-    return encode(S.GetChildren2Response(core.tree.children(node), node))
+        core.watches.add_child(path, conn)
+    return encode(S.GetChildren2Response(core.tree.children(node), _stat(node)))
 
 
-def _get_acl(core: ServerCore, conn: Connection, body: Any) -> bytes:
-    node = _node(core, body.path)
+def _get_acl(core: ServerCore, conn: Connection, body: S.GetACLRequest) -> bytes:
+    _, node = _node(core, body.path)
     _check(core, node, Perms.READ | Perms.ADMIN, conn)
     acl: Any = node.acl
     try:
         _check(core, node, Perms.ADMIN, conn)
     except ZkError:
         acl = mask_digests(acl)
-    return encode(S.GetACLResponse(list(acl), node))
+    return encode(S.GetACLResponse(list(acl), _stat(node)))
 
 
-def _all_children_number(core: ServerCore, conn: Connection, body: Any) -> bytes:
-    node = _node(core, body.path)
+def _all_children_number(core: ServerCore, conn: Connection, body: S.GetAllChildrenNumberRequest) -> bytes:
+    path, node = _node(core, body.path)
     _check(core, node, Perms.READ, conn)
-    return encode(S.GetAllChildrenNumberResponse(core.tree.all_children_number(body.path)))
+    return encode(S.GetAllChildrenNumberResponse(core.tree.all_children_number(path)))
 
 
 _JAVA_TRIM = "".join(map(chr, range(0x21)))  # String.trim() strips chars <= U+0020
 
 
-def _get_ephemerals(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _get_ephemerals(core: ServerCore, conn: Connection, body: S.GetEphemeralsRequest) -> bytes:
     prefix = body.prefixPath or "/"
     paths = core.tree.ephemerals_of(conn.session_id)
     # ZooKeeper: a blank prefix or "/" after Java's trim() means all of them.
@@ -104,7 +118,7 @@ def _get_ephemerals(core: ServerCore, conn: Connection, body: Any) -> bytes:
     return encode(S.GetEphemeralsResponse(sorted(paths)))
 
 
-def _sync(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _sync(core: ServerCore, conn: Connection, body: S.SyncRequest) -> bytes:
     return encode(S.SyncResponse(body.path))
 
 
@@ -115,29 +129,31 @@ def _watcher_type(body: Any) -> None:
         raise ZkError(Err.MARSHALLINGERROR, body.path)
 
 
-def _check_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _check_watches(core: ServerCore, conn: Connection, body: S.CheckWatchesRequest) -> bytes:
     _watcher_type(body)
-    if not core.watches.contains(body.path, conn, body.type):
+    if not core.watches.contains(_watched_path(body.path), conn, body.type):
         raise ZkError(Err.NOWATCHER, body.path)
     return b""
 
 
-def _remove_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _remove_watches(core: ServerCore, conn: Connection, body: S.RemoveWatchesRequest) -> bytes:
     _watcher_type(body)
-    if not core.watches.remove(body.path, conn, body.type):
+    if not core.watches.remove(_watched_path(body.path), conn, body.type):
         raise ZkError(Err.NOWATCHER, body.path)
     return b""
 
 
-def _add_watch(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _add_watch(core: ServerCore, conn: Connection, body: S.AddWatchRequest) -> bytes:
     if body.mode not in (AddWatchMode.PERSISTENT, AddWatchMode.PERSISTENT_RECURSIVE):
         # WatcherMode.fromZooDef throws; FinalRequestProcessor answers MARSHALLINGERROR.
         raise ZkError(Err.MARSHALLINGERROR, body.path)
+    if body.path is None:
+        raise ZkError(Err.BADARGUMENTS, body.path)
     core.watches.add_persistent(body.path, conn, body.mode == AddWatchMode.PERSISTENT_RECURSIVE)
     return encode(S.ErrorResponse(0))
 
 
-def _set_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _set_watches(core: ServerCore, conn: Connection, body: S.SetWatches | S.SetWatches2) -> bytes:
     """Re-register a reconnecting client's watches, firing what it missed."""
     tree = core.tree
     rel = body.relativeZxid
@@ -170,7 +186,7 @@ def _set_watches(core: ServerCore, conn: Connection, body: Any) -> bytes:
     return b""
 
 
-def _who_am_i(core: ServerCore, conn: Connection, body: Any) -> bytes:
+def _who_am_i(core: ServerCore, conn: Connection, body: None) -> bytes:
     infos = [S.ClientInfo(i.scheme, i.id.split(":", 1)[0] if i.scheme == "digest" else i.id)
              for i in conn.ids]
     return encode(S.WhoAmIResponse(infos))
@@ -228,43 +244,9 @@ def answer(core: ServerCore, conn: Connection, op: int, body: Any) -> bytes:
     fn = _READS.get(op)
     if fn is None:
         raise ZkError(Err.UNIMPLEMENTED)
-    return fn(core, conn, body)
+    payload: bytes = fn(core, conn, body)
+    return payload
 
 
-# -- replies to applied writes ---------------------------------------------------
-
-def _sub_result(rc: TxnResult) -> bytes:
-    t = rc.type
-    if t == Op.error:
-        return encode(S.MultiHeader(-1, False, rc.err)) + encode(S.ErrorResponse(rc.err))
-    if t == Op.create:
-        return encode(S.MultiHeader(t, False, 0)) + encode(S.CreateResponse(rc.path))
-    if t in (Op.create2, Op.createTTL, Op.createContainer):
-        return encode(S.MultiHeader(Op.create2, False, 0)) + encode(S.Create2Response(rc.path, rc.stat))
-    if t == Op.setData:
-        return encode(S.MultiHeader(t, False, 0)) + encode(S.SetDataResponse(rc.stat))
-    return encode(S.MultiHeader(t, False, 0))
 
 
-def write_reply(req: Any, rc: TxnResult) -> tuple[int, bytes]:
-    """(error code, response body) for a committed write request."""
-    t = req.type
-    if t == Op.multi:
-        if rc.multi is None:  # the whole multi failed in prep (not an op)
-            return rc.err, b""
-        parts = [_sub_result(sub) for sub in rc.multi]
-        parts.append(encode(S.MultiHeader(-1, True, -1)))
-        return 0, b"".join(parts)
-    if rc.err:
-        return rc.err, b""
-    if t == Op.create:
-        return 0, encode(S.CreateResponse(rc.path))
-    if t in (Op.create2, Op.createTTL, Op.createContainer):
-        return 0, encode(S.Create2Response(rc.path, rc.stat))
-    if t == Op.setData:
-        return 0, encode(S.SetDataResponse(rc.stat))
-    if t == Op.reconfig:  # the new membership as /zookeeper/config now holds it
-        return 0, encode(S.GetDataResponse(rc.stat.data, rc.stat))
-    if t == Op.setACL:
-        return 0, encode(S.SetACLResponse(rc.stat))
-    return 0, b""

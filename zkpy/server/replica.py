@@ -1,19 +1,23 @@
-"""One ensemble member: a Zab ``Peer`` and the ``ServerCore`` it feeds, with no I/O.
+"""One server's Zab ``Peer`` joined to its ``ServerCore``, with no I/O.
 
-The adapter (``zkpy.net.member``) steps events in through ``Replica.step``
-and receives, through ``carry_out``, the part of each Ready that needs the
-outside world (disk, quorum and election connections). Everything that
-touches the server's state happens here, in the order ``zkpy.zab.peer``
-prescribes:
+Every server is a replica: an ensemble member, or a standalone server as an
+ensemble of one (``Peer(standalone=True)``). The adapter (``zkpy.net.member``,
+or a simulator) steps events in through ``Replica.step`` and tells it when its
+disk synced (``persisted``); a ``zkpy.zab.driver.Driver`` carries each Ready
+out through the adapter's links and disk and hands the rest back here
+(``on_roles``, ``on_ready``). Everything that touches the server's state
+happens here, in the order ``zkpy.zab.peer`` prescribes:
 
-- roles: a member serves clients only while it is synced with an
-  established leader. Losing that closes every client connection and
-  forgets what was in flight, as ZooKeeper shuts its ZooKeeperServer down;
-  clients reconnect (to any member) with their session.
-- a leader prepares every write, its own clients' and those its learners
-  forward (REQUEST), and proposes it with the zxid Zab expects; it alone
-  expires sessions (touched by its clients and by learners' PING reports)
-  and reaps containers.
+- modes: the core serves clients only while the peer is established (a
+  standalone server at once; a member synced with an established leader).
+  The replica tells the core its mode (``ServerCore.become``); losing it
+  closes every client connection and forgets what was in flight, as
+  ZooKeeper shuts its ZooKeeperServer down; clients reconnect (to any
+  member) with their session.
+- a leader (or standalone server) prepares every write, its own clients' and
+  those its learners forward (REQUEST), and proposes it with the zxid Zab
+  expects; it alone expires sessions (touched by its clients and by
+  learners' PING reports) and reaps containers.
 - a follower forwards writes and syncs to the leader and answers its client
   when the commit (or the leader's SYNC) comes back, matching it by
   (session id, cxid) as ZooKeeper's CommitProcessor does.
@@ -31,13 +35,15 @@ from typing import Any
 
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
-from zkpy.server.connection import decode_body
+from zkpy.jute.requests import decode_body
 from zkpy.server.core import ServerCore
+from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
-from zkpy.storage.formats import decode_txn, encode_txn
+from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Disk, Driver, Durable, Links
 from zkpy.zab.events import (
     FOLLOWING,
     LEADING,
@@ -46,7 +52,7 @@ from zkpy.zab.events import (
     Event,
     Forward,
     NotLeader,
-    Propose,
+    ProposeMany,
     Ready,
     RoleChange,
 )
@@ -60,16 +66,17 @@ ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader", OBSERVING:
 
 
 class Replica:
-    def __init__(self, core: ServerCore, peer: Peer,
-                 carry_out: Callable[[Ready], None] = lambda ready: None) -> None:
+    def __init__(self, core: ServerCore, peer: Peer, links: Links, disk: Disk,
+                 after_ready: Callable[[], None] | None = None) -> None:
         self.core = core
         self.peer = peer
-        self.carry_out = carry_out
+        self.driver = Driver(peer, links, disk, self, after_ready)
         self.now = core.now
         self.role = 0
         self.established = False
         self.leader: int | None = None
         self.proposed: dict[int, Request] = {}  # leader: zxid -> its request
+        self._to_propose: list[Request] = []  # prepared this turn, for ``flush``
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
         self.role_changes = 0  # how often the role changed (tests watch it for flaps)
@@ -77,22 +84,36 @@ class Replica:
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
         self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
         self.read_only = ReadOnlyServer(core)  # readonlymode.enabled: serves while LOOKING
-        core.quorum = self
-        core.committer = self
+        core.attach(self)
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
-        self._stand_down("starting")
 
     # -- stepping ---------------------------------------------------------------------
 
     def step(self, event: Event, now: int) -> None:
         self.now = now
-        self.core.now = max(self.core.now, now)
-        ready = self.peer.step(event, now)
-        self.peer.advance()
-        for change in ready.roles:
+        self.core.at(now)
+        self.driver.step(event, now)
+        self._settle(now)
+
+    def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
+        """The disk synced everything handed to it so far (``Disk``'s callback)."""
+        self.now = now
+        self.core.at(now)
+        self.driver.persisted(after, last_zxid, now)
+        self._settle(now)
+
+    def _settle(self, now: int) -> None:
+        self.read_only.poll(now)
+        self.core.flush()
+
+    # -- what the driver hands us ----------------------------------------------------
+
+    def on_roles(self, changes: list[RoleChange]) -> None:
+        for change in changes:
             self._role(change)
-        self.carry_out(ready)
+
+    def on_ready(self, ready: Ready) -> None:
         for zxid, data in ready.install:
             self._install(zxid, data)
         for zxid, txn in ready.commit:
@@ -108,8 +129,6 @@ class Replica:
             self.core.set_config(config.text(), config.version)
             log.info("Membership 0x%x active: voters %s, observers %s", config.version,
                      sorted(config.voters), sorted(config.observers))
-        self.read_only.poll(now)
-        self.core.flush()
 
     # -- roles ------------------------------------------------------------------------
 
@@ -128,50 +147,25 @@ class Replica:
                          ROLE_NAMES.get(change.role, change.role), change.leader, change.epoch)
             self.established = False
             return
-        core = self.core
         self.established = True
-        core.serving = True
-        if change.role == LEADING:
-            core.forward = None
-            core.sync = None
-            core.prep.membership = self._membership if self.peer.config is not None else None
-            core.expiring = True
-            core.sessions.touched = None
-            core.next_zxid = m.make_zxid(change.epoch, 1)
+        if change.role == LEADING and self.peer.standalone:
+            self.core.become(Mode.STANDALONE, next_zxid=self.peer.next_zxid)
+            log.info("Serving clients as a standalone server at zxid 0x%x", self.core.last_zxid)
+        elif change.role == LEADING:
             self.led_since = self.now
             self._sizes = (-1, -1, -1)
-            # A new leader gives every session a full timeout (as ZooKeeper's
-            # LeaderSessionTracker starts afresh): their clients could not ping it.
-            for sid in list(core.sessions.sessions):
-                core.sessions.touch(sid, self.now)
+            membership = self._membership if self.peer.config is not None else None
+            self.core.become(Mode.LEADING, next_zxid=self.peer.next_zxid, membership=membership)
             log.info("LEADING - epoch %d established with a quorum; serving clients", change.epoch)
         else:
-            core.prep.membership = None
-            core.forward = self._forward
-            core.sync = self._forward_sync
-            core.expiring = False
-            core.sessions.touched = {}
+            observing = change.role == OBSERVING
+            self.core.become(Mode.OBSERVING if observing else Mode.FOLLOWING)
             log.info("%s - leader %s, epoch %d; synced and serving clients",
-                     "OBSERVING" if change.role == OBSERVING else "FOLLOWING",
-                     change.leader, change.epoch)
+                     "OBSERVING" if observing else "FOLLOWING", change.leader, change.epoch)
 
     def _stand_down(self, why: str) -> None:
-        core = self.core
-        if self.established or core.connections:
-            log.info("Not serving clients any more (%s): closing %d client connections",
-                     why, len(core.connections))
-        core.serving = False
-        core.prep.membership = None
-        core.forward = self._refuse
-        core.sync = self._refuse
-        core.expiring = False
-        for conn in list(core.connections.values()):
-            conn.abort("the server is not serving (no quorum)", quiet=True)
-        core.prep.forget_in_flight()
-        dropped = core.drop_local_sessions()
-        if dropped:
-            log.info("Dropped %d local sessions", dropped)
-        core.outstanding_writes = 0
+        self.core.become(Mode.NOT_SERVING, why)
+        self._to_propose.clear()
         self.proposed.clear()
         self.waiting.clear()
         self.syncs.clear()
@@ -185,19 +179,34 @@ class Replica:
     # -- the leader's side -------------------------------------------------------------
 
     def propose(self, req: Request) -> None:
-        """ServerCore's commit seam on the leader: Zab broadcasts the prepared txn."""
-        zxid = req.hdr.zxid
-        self.proposed[zxid] = req
-        txn = encode_txn(req.hdr, req.txn)
-        size = len(txn)
+        """ServerCore's commit seam on the leader: the prepared write goes to Zab with
+        the others of this turn (``flush``)."""
+        self._to_propose.append(req)
+
+    def flush(self) -> None:
+        """The end of a turn (ServerCore.flush): every write prepared in it is
+        proposed in one Zab step, so they share one disk batch."""
+        if not self._to_propose:
+            return
+        reqs, self._to_propose = self._to_propose, []
+        entries: list[tuple[int | None, bytes]] = []
         _, lo, hi = self._sizes
-        self._sizes = (size, size if lo < 0 else min(lo, size), max(hi, size))
+        size = 0
+        for req in reqs:
+            zxid = req.hdr.zxid
+            self.proposed[zxid] = req
+            txn = encode_txn(req.hdr, req.txn, req.digest)
+            size = len(txn)
+            lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
+            entries.append((zxid, txn))
+        self._sizes = (size, lo, hi)
         try:
-            self.step(Propose(txn, zxid), self.now)
+            self.driver.step(ProposeMany(entries), self.now)
         except NotLeader as e:
-            self.proposed.pop(zxid, None)
-            log.warning("Cannot propose 0x%x: %s", zxid, e)
-            self._refuse(req)
+            log.warning("Cannot propose 0x%x: %s", reqs[e.accepted].hdr.zxid, e)
+            for req in reqs[e.accepted:]:
+                self.proposed.pop(req.hdr.zxid, None)
+                self._refuse(req)
 
     def _membership(self) -> tuple[Any, bool, set[int]]:
         """For a reconfig's checks: the active membership, whether a reconfig is in
@@ -235,22 +244,20 @@ class Replica:
 
     # -- the follower's side -----------------------------------------------------------
 
-    def _forward(self, req: Request) -> None:
-        if req.type == Op.createSession:
-            body = _INT.pack(req.body)
-        else:
+    def forward(self, req: Request) -> None:
+        """ServerCore's seam on a follower: a write (or a sync) for the leader."""
+        if req.type == Op.sync:
+            self.syncs.append(req)
             body = req.raw[8:]
-        self.waiting[(req.session_id, req.cxid)] = req
+        else:
+            body = _INT.pack(req.body) if req.type == Op.createSession else req.raw[8:]
+            self.waiting[(req.session_id, req.cxid)] = req
         self._send_request(req, body)
-
-    def _forward_sync(self, req: Request) -> None:
-        self.syncs.append(req)
-        self._send_request(req, req.raw[8:])
 
     def _send_request(self, req: Request, body: bytes) -> None:
         data = m.request_data(req.session_id, req.cxid, req.type, body)
         try:
-            self.step(Forward(data, req.ids), self.now)
+            self.driver.step(Forward(data, req.ids), self.now)
         except NotLeader:
             self._refuse(req)
 
@@ -276,12 +283,12 @@ class Replica:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
-            hdr, body = decode_txn(txn)
+            hdr, body, digest = decode_entry(txn)
             req = self.waiting.pop((hdr.clientId, hdr.cxid), None)
             ours = req is not None
             if req is None:
                 req = Request(hdr.clientId, hdr.cxid, hdr.type, None, [], None)
-            req.hdr, req.txn = hdr, body
+            req.hdr, req.txn, req.digest = hdr, body, digest  # the leader's digest, checked
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
@@ -299,9 +306,8 @@ class Replica:
 
     @property
     def mode(self) -> str:
-        if self.read_only.active:
-            return "read-only"
-        return ROLE_NAMES.get(self.role, "looking") if self.established else "looking"
+        """What ``srvr`` says after ``Mode:`` ("looking" while not serving)."""
+        return self.core.mode.value
 
     def proposal_sizes(self) -> tuple[int, int, int]:
         return self._sizes

@@ -27,6 +27,11 @@ def _to_signed64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+def hex_sid(sid: int) -> str:
+    """A session id as ZooKeeper logs it: 0x and the unsigned 64-bit hex."""
+    return f"0x{sid & _MASK64:x}"
+
+
 def java_random_bytes(seed: int, n: int) -> bytes:
     """``new java.util.Random(seed).nextBytes(new byte[n])``."""
     state = (seed ^ 0x5DEECE66D) & _MASK48
@@ -138,6 +143,11 @@ class SessionTable:
                     due.append(session)
             self._next_sweep += self.tick
         return due
+
+    def is_global(self, sid: int) -> bool:
+        """A session the whole ensemble knows (not a local one of this server's)."""
+        session = self.sessions.get(sid)
+        return session is not None and not session.local
 
     def local_ids(self) -> list[int]:
         return [sid for sid, s in self.sessions.items() if s.local]

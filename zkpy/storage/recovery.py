@@ -1,11 +1,21 @@
-"""Start-up recovery: the newest valid snapshot plus the log replayed over it.
+"""Start-up: what a data directory holds, read once, the same way for every server.
 
 ZooKeeper's rule (FileTxnSnapLog.restore): load the newest snapshot whose
-checksum holds (older ones are tried when the newest is damaged), then apply
+checksum holds (older ones are tried when the newest is damaged), then take
 every logged transaction with a zxid above the snapshot's, from the last log
-file that starts at or before that zxid onwards. Applying is idempotent, so
-the overlap with a fuzzy snapshot is harmless. Sessions are rebuilt the same
-way: from the snapshot's session list, then createSession/closeSession txns.
+file that starts at or before that zxid onwards. A torn tail of the newest log
+is cut off (zeroed); damage anywhere else, or a hole in the zxids of an epoch
+(a lost log file), refuses to start.
+
+``load`` returns that as a ``StartState``: the snapshot's tree and sessions,
+the logged transactions after it *unapplied*, and the epoch files. Zab decides
+what the log means: a standalone server (an ensemble of one) commits all of it
+at once; an ensemble member holds it as accepted history until a leader says
+what is committed (``zkpy.zab.peer``). ``recover`` is ``load`` with the whole
+log applied, for tools and tests that want the state a standalone server
+would serve.
+
+Blocking file I/O, meant for start-up; no reactor.
 """
 
 from __future__ import annotations
@@ -15,9 +25,10 @@ import os
 from dataclasses import dataclass, field
 
 from zkpy.jute.protocol import Op
-from zkpy.storage.formats import VERSION_DIR, decode_txn, files_by_zxid
+from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
+from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
 from zkpy.tree.datatree import DataTree
 
 log = logging.getLogger("zkpy.storage")
@@ -28,12 +39,29 @@ class RecoveryError(Exception):
 
 
 @dataclass
+class StartState:
+    tree: DataTree  # the snapshot's, nothing logged applied
+    sessions: dict[int, int]  # session id -> timeout, the snapshot's
+    snapshot_zxid: int = 0
+    snapshot: str | None = None  # its path (None: no valid snapshot)
+    log: list[tuple[int, bytes]] = field(default_factory=list)  # (zxid, txn) after it
+    accepted_epoch: int = 0
+    current_epoch: int = 0
+
+    @property
+    def last_zxid(self) -> int:
+        return self.log[-1][0] if self.log else self.snapshot_zxid
+
+
+@dataclass
 class Recovered:
+    """A data directory with its whole log applied (``recover``)."""
+
     tree: DataTree
-    sessions: dict[int, int] = field(default_factory=dict)
-    snapshot: str | None = None
-    replayed: int = 0
-    last_zxid: int = 0
+    sessions: dict[int, int]
+    snapshot: str | None
+    replayed: int
+    last_zxid: int
 
 
 def data_dirs(data_dir: str, data_log_dir: str | None = None) -> tuple[str, str]:
@@ -42,31 +70,59 @@ def data_dirs(data_dir: str, data_log_dir: str | None = None) -> tuple[str, str]
             os.path.join(data_log_dir or data_dir, VERSION_DIR))
 
 
-def recover(snap_dir: str, log_dir: str) -> Recovered:
+def load(snap_dir: str, log_dir: str) -> StartState:
     state = _load_newest_snapshot(snap_dir)
-    snap_zxid = state.last_zxid
-    logs = files_by_zxid(log_dir, "log")
-    if state.snapshot is None and logs and logs[0][0] > 1:
+    state.log = logged_after(log_dir, state.snapshot_zxid)
+    if state.snapshot is None and state.log and state.log[0][0] & 0xFFFFFFFF > 1:
         raise RecoveryError(
-            f"no valid snapshot in {snap_dir}, and the oldest log in {log_dir} starts at "
-            f"zxid 0x{logs[0][0]:x}: the transactions before it are missing")
-    start = 0
-    for i, (zxid, _) in enumerate(logs):
-        if zxid <= snap_zxid + 1:
-            start = i
-    tree = state.tree
-    sessions = state.sessions
-    chosen = logs[start:]
-    prev = snap_zxid
-    for i, (_, path) in enumerate(chosen):
-        is_last = i == len(chosen) - 1
+            f"no valid snapshot in {snap_dir}, and the oldest logged transaction is "
+            f"0x{state.log[0][0]:x}: the transactions before it are missing")
+    last = state.last_zxid
+    accepted = read_epoch(snap_dir, ACCEPTED_EPOCH)
+    current = read_epoch(snap_dir, CURRENT_EPOCH)
+    if current is None:
+        # QuorumPeer.loadDataBase: no currentEpoch file yet (a standalone data
+        # directory, or a first start): the epoch of the last zxid.
+        current = last >> 32
+    if accepted is None:
+        accepted = current
+    if current > accepted:
+        raise RecoveryError(f"{snap_dir}: currentEpoch {current} is above acceptedEpoch "
+                            f"{accepted}; the epoch files are damaged")
+    state.accepted_epoch, state.current_epoch = accepted, current
+    return state
 
+
+def read_epoch(snap_dir: str, name: str) -> int | None:
+    path = os.path.join(snap_dir, name)
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise RecoveryError(f"{path}: {text!r} is not an epoch number") from None
+
+
+def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
+    """Every logged (zxid, txn) after ``zxid``, in order; a torn tail is cut off."""
+    logs = files_by_zxid(log_dir, "log")
+    start = 0
+    for i, (first, _) in enumerate(logs):
+        if first <= zxid + 1:
+            start = i
+    out: list[tuple[int, bytes]] = []
+    chosen = logs[start:]
+    prev = zxid
+    for i, (_, path) in enumerate(chosen):
         def torn(offset: int, path: str = path) -> None:
             zero_tail(path, offset)
 
         try:
-            for entry in read_log(path, is_last, torn):
-                if entry.zxid <= snap_zxid:
+            for entry in read_log(path, i == len(chosen) - 1, torn):
+                if entry.zxid <= prev:
                     continue
                 if prev and entry.zxid > prev + 1 and entry.zxid >> 32 == prev >> 32:
                     # Within an epoch zxids follow one another: a hole is lost txns
@@ -75,25 +131,36 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
                         f"{os.path.basename(path)}: transactions 0x{prev + 1:x} to "
                         f"0x{entry.zxid - 1:x} are missing before it (a log file in "
                         f"{log_dir} is missing?); refusing to start")
+                out.append((entry.zxid, entry.data))
                 prev = entry.zxid
-                hdr, txn = decode_txn(entry.data)
-                tree.apply(hdr, txn)
-                if hdr.type == Op.createSession:
-                    sessions[hdr.clientId] = txn.timeOut
-                elif hdr.type == Op.closeSession:
-                    sessions.pop(hdr.clientId, None)
-                state.replayed += 1
         except LogDamaged as e:
             raise RecoveryError(str(e)) from None
-    state.last_zxid = tree.last_zxid
-    if state.replayed or state.snapshot:
+    return out
+
+
+def recover(snap_dir: str, log_dir: str) -> Recovered:
+    """The state a standalone server serves after start-up: ``load`` with every
+    logged transaction applied (sessions follow createSession/closeSession)."""
+    state = load(snap_dir, log_dir)
+    tree, sessions = state.tree, state.sessions
+    for _zxid, data in state.log:
+        hdr, txn, digest = decode_entry(data)
+        tree.apply(hdr, txn, digest)
+        if hdr.type == Op.createSession:
+            sessions[hdr.clientId] = txn.timeOut
+        elif hdr.type == Op.closeSession:
+            sessions.pop(hdr.clientId, None)
+    if state.log:
+        tree.last_zxid = max(tree.last_zxid, state.log[-1][0])
+    tree.digests.replayed(tree.last_zxid)
+    if state.log or state.snapshot:
         log.info("Recovered zxid 0x%x: snapshot %s, %d transactions replayed, %d sessions",
-                 state.last_zxid, os.path.basename(state.snapshot or "(none)"), state.replayed,
+                 tree.last_zxid, os.path.basename(state.snapshot or "(none)"), len(state.log),
                  len(sessions))
-    return state
+    return Recovered(tree, sessions, state.snapshot, len(state.log), tree.last_zxid)
 
 
-def _load_newest_snapshot(snap_dir: str) -> Recovered:
+def _load_newest_snapshot(snap_dir: str) -> StartState:
     snaps = files_by_zxid(snap_dir, "snapshot")
     for zxid, path in reversed(snaps):
         try:
@@ -105,8 +172,8 @@ def _load_newest_snapshot(snap_dir: str) -> Recovered:
             log.warning("Cannot read snapshot %s (%s); trying an older one", path, e)
             continue
         tree.last_zxid = zxid
-        return Recovered(tree, dict(sessions), path, 0, zxid)
+        return StartState(tree, dict(sessions), zxid, path)
     if snaps:
         log.warning("No valid snapshot among %d in %s; starting from an empty tree and "
                     "the logs", len(snaps), snap_dir)
-    return Recovered(DataTree())
+    return StartState(DataTree(), {})

@@ -452,11 +452,25 @@ class BaseServer:
         self._paused = False
         return proc.returncode
 
-    def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets but stops answering."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the process keeps its sockets but stops answering. Returns once
+        the kernel reports it stopped (a group stop reaches every thread of a
+        busy JVM only as each comes back from the kernel)."""
         self._require_running()
         self._signal(signal.SIGSTOP)
         self._paused = True
+        assert self.process is not None
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return  # no /proc here: the signal is all we can do
+            if state in ("T", "t"):
+                return
+            time.sleep(0.01)
+        raise ServerError(f"{self!r} did not stop within {timeout}s of SIGSTOP")
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""

@@ -15,6 +15,10 @@ Installed with zkpy (entry point ``pytest11``), it provides:
 or the environment variable ``ZKPY_TEST_SERVER``) runs the same fixtures
 against Apache ZooKeeper instead, for suites that want to test both.
 ``--zookeeper-setting key=value`` (repeatable) adds zoo.cfg lines.
+``--zookeeper-port=N`` (or the ini option ``zookeeper_port``, or
+``ZKPY_TEST_PORT``) chooses the client port; by default a free one is picked.
+A fixed port serves one server at a time: a test that holds both fixtures
+while a port is fixed fails with a usage error naming the option.
 """
 
 from __future__ import annotations
@@ -63,7 +67,10 @@ def pytest_addoption(parser: Any) -> None:
                     help="server kind behind the zookeeper fixtures (default: zkpy)")
     group.addoption("--zookeeper-setting", action="append", default=[], metavar="KEY=VALUE",
                     help="extra zoo.cfg line for the fixture servers (repeatable)")
+    group.addoption("--zookeeper-port", default=None, type=int, metavar="PORT",
+                    help="client port of the fixture servers (default: a free port)")
     parser.addini("zookeeper_server", "server kind behind the zookeeper fixtures", default="")
+    parser.addini("zookeeper_port", "client port of the fixture servers", default="")
 
 
 def _kind(config: Any) -> str:
@@ -81,8 +88,28 @@ def _settings(config: Any) -> dict[str, str]:
     return out
 
 
+def _port(config: Any) -> int | None:
+    raw = (config.getoption("--zookeeper-port") or config.getini("zookeeper_port")
+           or os.environ.get("ZKPY_TEST_PORT"))
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise pytest.UsageError(f"zookeeper port {raw!r} is not a number") from None
+
+
+_fixed_port_holders: list[BaseServer] = []
+
+
 def _start(config: Any) -> BaseServer:
-    server = server_from_name(_kind(config), settings=_settings(config))
+    port = _port(config)
+    if port is not None and any(s.running for s in _fixed_port_holders):
+        raise pytest.UsageError(f"--zookeeper-port={port} serves one fixture server at a "
+                                "time; this test holds both zookeeper and zookeeper_session")
+    server = server_from_name(_kind(config), settings=_settings(config), port=port)
+    if port is not None:
+        _fixed_port_holders[:] = [s for s in _fixed_port_holders if s.running] + [server]
     server.start()
     return server
 

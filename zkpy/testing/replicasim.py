@@ -13,29 +13,31 @@ restart sees. A fake clock (ms): ``advance`` steps ``Tick`` (and the session
 ticker ``core.tick``) every tick and ``Wake`` at election deadlines.
 
 No sleeping, threads or sockets; the same calls replay exactly. It decides
-nothing about what a test expects.
+nothing about what a test expects, but for one invariant: after every step the
+stepped member's tree digest must equal every other member's at the same zxid
+(``self.digests``, a ``zkpy.testing.digestcheck.DigestWitness``).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from zkpy.server.core import CoreSettings, ServerCore
 from zkpy.server.replica import Replica
 from zkpy.storage.snapshot import parse_snapshot
+from zkpy.testing.digestcheck import DigestWitness
 from zkpy.testing.zabsim import MemDisk
 from zkpy.zab import events as ev
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Durable
 from zkpy.zab.election import Notification
 from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.peer import Peer
 
 T0 = 1_700_000_000_000
-_After = list[tuple[int, m.QuorumPacket, int | None]]
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Member:
     core: ServerCore
     peer: Peer
     replica: Replica
-    pending: list[tuple[list[ev.PersistOp], _After]] = field(default_factory=list)
+    pending: list[tuple[list[ev.PersistOp], list[Durable]]] = field(default_factory=list)
     up: bool = True
     held: bool = False  # the disk does not sync until released
 
@@ -72,6 +74,7 @@ class Sim:
         self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
         self.local: deque[tuple[int, ev.Event]] = deque()
         self.delivered: list[tuple[int, int, m.QuorumPacket]] = []  # quorum packets, in order
+        self.digests = DigestWitness()
         self.disks = {i: MemDisk() for i in self.ids}
         self.members: dict[int, Member] = {}
         for i in self.ids:
@@ -95,13 +98,14 @@ class Sim:
         peer = Peer(i, frozenset(self.ids), disk.state(), config=config, **self.peer_args)
         if config is not None:
             core.set_config(config.text(), config.version)
-        replica = Replica(core, peer, partial(self._carry_out, i))
+        replica = Replica(core, peer, _SimLinks(self, i), _SimDisk(self, i))
         self.members[i] = Member(i, core, peer, replica)
 
     def step(self, i: int, event: ev.Event) -> None:
         member = self.members[i]
         if member.up:
             member.replica.step(event, self.now)
+            self.digests.see(i, member.core.tree)
 
     def crash(self, i: int) -> None:
         """Power off ``i``: its unsynced disk batches, queues and client connections die."""
@@ -131,25 +135,7 @@ class Sim:
         self.sync(i)
         self.settle()
 
-    # -- carrying a Ready out ----------------------------------------------------------------
-
-    def _carry_out(self, i: int, ready: ev.Ready) -> None:
-        for config in ready.config:
-            self.configs[i] = config
-        for q in ready.disconnect:
-            self._drop_link(i, q)
-            self.local.append((q, ev.ConnectionLost(i)))
-        if ready.persist or ready.send_after_persist:
-            after = [(d, pkt, None if d == i else self.tokens.get(frozenset((i, d)), 0))
-                     for d, pkt in ready.send_after_persist]
-            self.members[i].pending.append((list(ready.persist), after))
-        for d, pkt in ready.send:
-            self._send(i, d, pkt)
-        config = self.members[i].peer.config if i in self.members else None
-        carried = config.text().encode() if config is not None else b""
-        for d, note in ready.votes:
-            if self._open(i, d):
-                self.ballots.setdefault((i, d), deque()).append((note, carried))
+    # -- what the members' links and disks do ---------------------------------------------
 
     def _open(self, a: int, b: int) -> bool:
         return frozenset((a, b)) not in self.cut and self.members[b].up and self.members[a].up
@@ -176,12 +162,9 @@ class Sim:
         disk = self.disks[i]
         for op in (op for ops, _ in batches for op in ops):
             disk.apply(op)
-        for d, pkt, token in (send for _, after in batches for send in after):
-            if d == i:
-                self.step(i, ev.Message(i, pkt))
-            elif token == self.tokens.get(frozenset((i, d)), 0):
-                self._send(i, d, pkt)
-        self.step(i, ev.Persisted(disk.last_zxid()))
+        after = [send for _, sends in batches for send in sends]
+        member.replica.persisted(after, disk.last_zxid(), self.now)
+        self.digests.see(i, member.core.tree)  # a leader commits on its own Persisted
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -293,3 +276,43 @@ class Sim:
 
     def followers(self) -> list[Member]:
         return [mb for mb in self.members.values() if mb.up and mb.replica.mode == "follower"]
+
+
+class _SimLinks:
+    """Member ``i``'s quorum and election connections: the sim's queues."""
+
+    def __init__(self, sim: Sim, i: int) -> None:
+        self.sim = sim
+        self.i = i
+
+    def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
+        if token is None or token == self.token(dest):
+            self.sim._send(self.i, dest, pkt)
+
+    def token(self, dest: int) -> Hashable | None:
+        return self.sim.tokens.get(frozenset((self.i, dest)), 0)
+
+    def disconnect(self, dest: int) -> None:
+        self.sim._drop_link(self.i, dest)
+        self.sim.local.append((dest, ev.ConnectionLost(self.i)))
+
+    def vote(self, dest: int, notification: Notification) -> None:
+        sim, i = self.sim, self.i
+        if sim._open(i, dest):
+            config = sim.members[i].peer.config if i in sim.members else None
+            carried = config.text().encode() if config is not None else b""
+            sim.ballots.setdefault((i, dest), deque()).append((notification, carried))
+
+    def configure(self, config: QuorumConfig) -> None:
+        self.sim.configs[self.i] = config  # what its dynamic config file would keep
+
+
+class _SimDisk:
+    """Member ``i``'s disk: batches wait until the sim syncs them (``Sim.sync``)."""
+
+    def __init__(self, sim: Sim, i: int) -> None:
+        self.sim = sim
+        self.i = i
+
+    def submit(self, ops: list[ev.PersistOp], after: list[Durable]) -> None:
+        self.sim.members[self.i].pending.append((list(ops), after))

@@ -24,13 +24,16 @@ from __future__ import annotations
 import random
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from zkpy.testing.simnet import SimNet
 from zkpy.testing.zabcheck import Checker, Entry
 from zkpy.zab import messages as m
+from zkpy.zab.driver import Driver, Durable
+from zkpy.zab.election import Notification
 from zkpy.zab.events import (
     LEADING,
     Append,
@@ -39,16 +42,17 @@ from zkpy.zab.events import (
     Event,
     InstallSnapshot,
     Message,
-    Persisted,
     PersistOp,
     Propose,
     Ready,
+    RoleChange,
     SaveEpoch,
     Start,
     Tick,
     Truncate,
     Vote,
 )
+from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.peer import Peer
 
 ELECTION = 1000  # election endpoint of peer i is ELECTION + i
@@ -77,8 +81,8 @@ def report_leader_progress(check: Any, tree: list[Any], i: int, peer: Any) -> No
     lead = peer.leading
     if lead is None:
         return
-    for zxid, ackers in lead.outstanding.items():
-        if peer.quorum(ackers):
+    for zxid in lead.outstanding:
+        if peer.quorum(lead.ackers(zxid)):
             txn = peer.history.txn(zxid)
             assert txn is not None
             check.on_quorum_acked(zxid, txn)
@@ -92,7 +96,7 @@ def report_leader_progress(check: Any, tree: list[Any], i: int, peer: Any) -> No
 class _Batch:
     ready_at: int
     ops: list[PersistOp]
-    after: list[tuple[int, m.QuorumPacket, int]]  # (dest, packet, connection id)
+    after: list[Durable]  # (dest, packet, connection id)
 
 
 @dataclass
@@ -144,6 +148,7 @@ class Cluster:
         self.disk_speed = {i: self.rng.randint(5, disk_delay) for i in self.ids}
         self.trees: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.peers: dict[int, Peer] = {}
+        self.drivers: dict[int, Driver] = {}
         self.conn: dict[frozenset[int], int] = {}
         self.local: deque[tuple[int, Event]] = deque()
         self.proposed = 0
@@ -157,51 +162,30 @@ class Cluster:
         disk = self.disks[i]
         self.trees[i] = decode_state(disk.snapshot[1])
         self.check.on_restart(i, self.trees[i])
-        self.peers[i] = self.factory(
+        peer = self.factory(
             i, frozenset(self.ids), disk.state(), lambda i=i: encode_state(self.trees[i]),
             sync_limit=10, init_limit=40, log_window=self.log_window,
             finalize_wait=50, resend_interval=400)
+        self.peers[i] = peer
+        self.drivers[i] = Driver(peer, _ClusterLinks(self, i), _ClusterDisk(self, i),
+                                 TreeApp(self.check, self.trees, i, peer),
+                                 partial(self._after_step, i))
         self.step(i, Start())
 
     def live(self) -> list[int]:
         return [i for i in self.ids if i not in self.net.down]
 
     def step(self, i: int, event: Event) -> None:
-        """Step peer i, carry its Ready out, check, then run queued local events."""
+        """Step peer i (its driver carries the Ready out), then run queued local events."""
         self.local.append((i, event))
         while self.local:
             node, ev = self.local.popleft()
             if node in self.net.down:
                 continue
-            peer = self.peers[node]
-            ready = peer.step(ev, self.net.now)
-            self._carry_out(node, peer, ready)
-            peer.advance()
-            self._after_step(node, peer)
+            self.drivers[node].step(ev, self.net.now)
 
-    def _carry_out(self, i: int, peer: Peer, ready: Ready) -> None:
-        for q in ready.disconnect:
-            self._close(i, q)
-        if ready.persist or ready.send_after_persist:
-            at = self.net.now + self.rng.randint(0, self.disk_speed[i])
-            after = [(d, p, self._conn_id(i, d)) for d, p in ready.send_after_persist]
-            self.disks[i].pending.append(_Batch(at, list(ready.persist), after))
-        for dest, pkt in ready.send:
-            self._send(i, dest, pkt)
-        for dest, note in ready.votes:
-            self.net.send(ELECTION + i, ELECTION + dest, note)
-        for zxid, data in ready.install:
-            self.trees[i] = decode_state(data)
-            assert self.trees[i][-1:] == [] or self.trees[i][-1][0] == zxid
-            self.check.on_install(i, self.trees[i])
-        for zxid, txn in ready.commit:
-            if peer.leading is not None:
-                self.check.on_quorum_acked(zxid, txn)  # a leader commits on a quorum
-            self.check.on_commit(i, zxid, txn)
-            self.trees[i].append((zxid, txn))
-
-    def _after_step(self, i: int, peer: Peer) -> None:
-        report_leader_progress(self.check, self.trees[i], i, peer)
+    def _after_step(self, i: int) -> None:
+        report_leader_progress(self.check, self.trees[i], i, self.peers[i])
 
     # -- connections ---------------------------------------------------------------------
 
@@ -244,17 +228,17 @@ class Cluster:
 
     def _sync_disk(self, i: int) -> None:
         disk = self.disks[i]
+        after: list[Durable] = []
         synced = False
         while disk.pending and disk.pending[0].ready_at <= self.net.now:
             batch = disk.pending.popleft()
             for op in batch.ops:
                 disk.apply(op)
-            for dest, pkt, conn in batch.after:
-                if dest == i or conn == self._conn_id(i, dest):
-                    self._send(i, dest, pkt)
+            after.extend(batch.after)
             synced = True
         if synced:
-            self.step(i, Persisted(disk.last_zxid()))
+            self.drivers[i].persisted(after, disk.last_zxid(), self.net.now)
+            self._drain()
 
     proposing = True
     propose_rate = 0.08
@@ -343,6 +327,70 @@ class Cluster:
                 tag = "*" if p.role == LEADING and p.can_propose else ""
                 out[i] = names[p.role] + tag
         return out
+
+
+class TreeApp:
+    """A simulated peer's application: its "tree" is the list of applied (zxid,
+    txn) pairs (``trees[i]``), and every install and commit is shown to the checker."""
+
+    def __init__(self, check: Checker, trees: dict[int, list[Entry]], i: int,
+                 peer: Peer) -> None:
+        self.check = check
+        self.trees = trees
+        self.i = i
+        self.peer = peer
+
+    def on_roles(self, changes: list[RoleChange]) -> None:
+        pass
+
+    def on_ready(self, ready: Ready) -> None:
+        i = self.i
+        for zxid, data in ready.install:
+            self.trees[i] = decode_state(data)
+            assert self.trees[i][-1:] == [] or self.trees[i][-1][0] == zxid
+            self.check.on_install(i, self.trees[i])
+        for zxid, txn in ready.commit:
+            if self.peer.leading is not None:
+                self.check.on_quorum_acked(zxid, txn)  # a leader commits on a quorum
+            self.check.on_commit(i, zxid, txn)
+            self.trees[i].append((zxid, txn))
+
+
+class _ClusterLinks:
+    """Peer ``i``'s connections: the SimNet, with a connection id per pair."""
+
+    def __init__(self, c: Cluster, i: int) -> None:
+        self.c = c
+        self.i = i
+
+    def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
+        if token is None or token == self.token(dest):
+            self.c._send(self.i, dest, pkt)
+
+    def token(self, dest: int) -> Hashable | None:
+        return self.c._conn_id(self.i, dest)
+
+    def disconnect(self, dest: int) -> None:
+        self.c._close(self.i, dest)
+
+    def vote(self, dest: int, notification: Notification) -> None:
+        self.c.net.send(ELECTION + self.i, ELECTION + dest, notification)
+
+    def configure(self, config: QuorumConfig) -> None:
+        pass
+
+
+class _ClusterDisk:
+    """Peer ``i``'s disk: a batch becomes durable after a random delay, in order."""
+
+    def __init__(self, c: Cluster, i: int) -> None:
+        self.c = c
+        self.i = i
+
+    def submit(self, ops: list[PersistOp], after: list[Durable]) -> None:
+        c = self.c
+        at = c.net.now + c.rng.randint(0, c.disk_speed[self.i])
+        c.disks[self.i].pending.append(_Batch(at, list(ops), after))
 
 
 # -- the randomized scenario -----------------------------------------------------------------

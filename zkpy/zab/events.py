@@ -66,6 +66,14 @@ class Propose:
 
 
 @dataclass(frozen=True, slots=True)
+class ProposeMany:
+    """Leader only: broadcast these (zxid, txn) in order, as ``Propose`` each
+    (a zxid of None: the next one). One step for all the writes of a turn."""
+
+    entries: list[tuple[int | None, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
     """Follower only: hand a client write to the leader (a REQUEST packet:
     Learner.request's sessionId, cxid, type and request bytes, with the
@@ -89,7 +97,8 @@ class ConnectionLost:
     peer: int
 
 
-Event = Start | Tick | Wake | Message | Vote | Propose | Forward | Persisted | ConnectionLost
+Event = (Start | Tick | Wake | Message | Vote | Propose | ProposeMany | Forward | Persisted
+         | ConnectionLost)
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -182,7 +191,13 @@ class DiskState:
 
 class NotLeader(Exception):
     """``Propose`` reached a peer that is not an established leader (or
-    ``Forward`` one that follows nobody)."""
+    ``Forward`` one that follows nobody), or a proposal was refused. For
+    ``ProposeMany``, ``accepted`` says how many entries before the refused one
+    were proposed (their effects are in the Ready all the same)."""
+
+    def __init__(self, message: str, accepted: int = 0) -> None:
+        super().__init__(message)
+        self.accepted = accepted
 
 
 class SafetyError(Exception):

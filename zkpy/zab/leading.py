@@ -17,6 +17,7 @@ come back to it (as messages to ``my_id``) only after its disk synced them.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from zkpy.jute.codec import JuteError
@@ -61,7 +62,13 @@ class Leading:
         self.newleader_acks: set[int] = set()
         self.established = False
         self.started = peer.ticks
-        self.outstanding: dict[int, set[int]] = {}  # zxid -> ackers, in zxid order
+        # Proposals not committed yet, in zxid order. Who holds each is kept as a
+        # watermark per voter (ACKs come in zxid order and a log is written in
+        # order, so an ACK of z says everything up to z is logged there): the
+        # learners' in ``acked``, ours in ``logged`` (the disk's Persisted).
+        self.outstanding: deque[int] = deque()
+        self.acked: dict[int, int] = {}
+        self.logged = 0
         self.counter = 0
         self.committed = 0
         # Leader.pendingSyncs: learners' sync requests waiting for a proposal's commit.
@@ -75,10 +82,24 @@ class Leading:
         return m.make_zxid(self.epoch, 0)
 
     def next_zxid(self) -> int:
+        if self.peer.standalone:
+            # ZooKeeperServer's zxid is a plain counter: it carries into the epoch.
+            return self.peer.history.last_zxid + 1
         return m.make_zxid(self.epoch, self.counter + 1)
 
     def begin(self) -> None:
         self._maybe_choose_epoch()  # an ensemble of one needs nobody else
+
+    def begin_standalone(self) -> None:
+        """A standalone server: established at once in the epoch of its last
+        zxid, with everything it logged committed (it was the whole quorum)."""
+        p = self.peer
+        last = p.history.last_zxid
+        self.epoch, self.counter = m.epoch_of(last), m.counter_of(last)
+        self.sync_started = self.established = True
+        self.committed = last
+        p.commit_upto(last)
+        p.announce(True)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -142,29 +163,46 @@ class Leading:
                 p.become_looking("not sufficient followers synced")
 
     def propose(self, txn: bytes, zxid: int | None) -> int:
+        return self.propose_many([(zxid, txn)])
+
+    def propose_many(self, entries: list[tuple[int | None, bytes]]) -> int:
+        """Broadcast txns in order (each zxid, if given, must be the next one); the
+        last zxid proposed. Our own ACK is the disk's ``Persisted`` of them."""
         p = self.peer
-        nz = self.next_zxid()
-        if zxid is not None and zxid != nz:
-            raise ValueError(f"proposal carries zxid 0x{zxid:x}, the next is 0x{nz:x}")
-        if m.counter_of(nz) == _MAX_COUNTER:
-            # Leader.propose: "zxid lower 32 bits have rolled over, forcing re-election".
-            p.become_looking("zxid counter rolled over")
-            raise NotLeader("zxid counter rolled over; re-electing")
-        config = membership.reconfig_of(txn)
-        if config is not None:
-            if self.pending_config is not None:
-                raise NotLeader("a reconfig is already in progress")
-            self.pending_config = (nz, config.with_version(nz))
-        self.counter += 1
-        p.history.append(nz, txn)
-        p.persist(Append(nz, txn))
-        self.outstanding[nz] = set()
-        proposal = m.packet(m.PROPOSAL, nz, txn)
-        for learner in self.learners.values():
-            if learner.phase in _FORWARDING and not (learner.observer and learner.phase == SYNCED):
-                p.send(learner.sid, proposal)
-        p.send_durable(p.my_id, m.packet(m.ACK, nz))  # AckRequestProcessor, after the sync
+        nz = 0
+        for accepted, (zxid, txn) in enumerate(entries):
+            nz = self.next_zxid()
+            if zxid is not None and zxid != nz:
+                raise ValueError(f"proposal carries zxid 0x{zxid:x}, the next is 0x{nz:x}")
+            if m.counter_of(nz) == _MAX_COUNTER and not p.standalone:
+                # Leader.propose: "zxid lower 32 bits have rolled over, forcing re-election".
+                p.become_looking("zxid counter rolled over")
+                raise NotLeader("zxid counter rolled over; re-electing", accepted)
+            config = membership.reconfig_of(txn)
+            if config is not None:
+                if self.pending_config is not None:
+                    raise NotLeader("a reconfig is already in progress", accepted)
+                self.pending_config = (nz, config.with_version(nz))
+            self.counter += 1
+            p.history.append(nz, txn)
+            p.persist(Append(nz, txn))
+            self.outstanding.append(nz)
+            proposal = None
+            for learner in self.learners.values():
+                if learner.phase in _FORWARDING and not (learner.observer
+                                                         and learner.phase == SYNCED):
+                    if proposal is None:
+                        proposal = m.packet(m.PROPOSAL, nz, txn)
+                    p.send(learner.sid, proposal)
         return nz
+
+    def on_persisted(self, zxid: int) -> None:
+        """Our disk synced its log up to ``zxid``: that is our ACK of every
+        proposal up to it (AckRequestProcessor, after the sync)."""
+        if zxid > self.logged:
+            self.logged = zxid
+            if self.established:
+                self._advance_commits()
 
     # -- discovery ------------------------------------------------------------------------
 
@@ -284,7 +322,7 @@ class Leading:
         return [head] + [m.packet(m.PROPOSAL, z, t) for z, t in h.after(start)]
 
     def _self_ack(self, zxid: int) -> None:
-        if zxid == self.newleader_zxid and self.sync_started:
+        if zxid == self.newleader_zxid and self.sync_started and not self.peer.standalone:
             self.newleader_acks.add(self.peer.my_id)
             self._maybe_establish()
         else:
@@ -299,9 +337,7 @@ class Leading:
             self.newleader_acks.add(learner.sid)
             # It persisted its whole sync stream before this ACK: that acks
             # every outstanding proposal the stream carried.
-            for z, ackers in self.outstanding.items():
-                if z <= learner.sync_zxid:
-                    ackers.add(learner.sid)
+            self._acked_upto(learner.sid, learner.sync_zxid)
             if self.established:
                 self.peer.send(learner.sid, m.packet(m.UPTODATE, self.committed))
                 self._advance_commits()
@@ -335,45 +371,75 @@ class Leading:
         proposal in flight, so the learner answers its client only once it has
         applied everything the leader had proposed when the sync arrived."""
         if self.outstanding:
-            last = next(reversed(self.outstanding))
-            self.pending_syncs.setdefault(last, []).append(sid)
+            self.pending_syncs.setdefault(self.outstanding[-1], []).append(sid)
         else:
             self.peer.send(sid, m.packet(m.SYNC, 0))
 
     def _ack(self, sid: int, zxid: int) -> None:
-        ackers = self.outstanding.get(zxid)
-        if ackers is None:
-            return  # already committed, or not ours
-        ackers.add(sid)
+        self._acked_upto(sid, zxid)
         self._advance_commits()
+
+    def _acked_upto(self, sid: int, zxid: int) -> None:
+        if zxid > self.acked.get(sid, 0):
+            self.acked[sid] = zxid
+
+    def ackers(self, zxid: int) -> set[int]:
+        """The voters (and others) known to hold ``zxid`` in their log."""
+        holders = {sid for sid, upto in self.acked.items() if upto >= zxid}
+        if self.logged >= zxid:
+            holders.add(self.peer.my_id)
+        return holders
+
+    def quorum_holds(self, zxid: int) -> bool:
+        """Leader.tryToCommit's test: a quorum holds it (the new voters too, while a
+        reconfig is in flight)."""
+        ackers = self.ackers(zxid)
+        if not self.peer.quorum(ackers):
+            return False
+        pending = self.pending_config
+        return pending is None or zxid < pending[0] or pending[1].quorum(ackers)
 
     def _advance_commits(self) -> None:
         """Leader.tryToCommit: commit in zxid order, each once a quorum acked it."""
         p = self.peer
-        while self.outstanding:
-            zxid, ackers = next(iter(self.outstanding.items()))
-            if not p.quorum(ackers):
-                return
-            pending = self.pending_config
-            if pending is not None and zxid >= pending[0] and not pending[1].quorum(ackers):
-                return  # Leader.tryToCommit: the new voters must hold it too
-            del self.outstanding[zxid]
+        outstanding = self.outstanding
+        done = 0  # committed here, not yet handed to the tree
+        while outstanding:
+            zxid = outstanding[0]
+            if not self.quorum_holds(zxid):
+                break
+            outstanding.popleft()
             self.committed = zxid
-            commit = m.packet(m.COMMIT, zxid)
-            inform = None
-            for learner in self.learners.values():
-                if learner.observer and learner.phase == SYNCED:
-                    if inform is None:
-                        inform = m.packet(m.INFORM, zxid, p.history.txn(zxid))
-                    p.send(learner.sid, inform)
-                elif learner.phase in _FORWARDING:
-                    p.send(learner.sid, commit)
+            self._announce_commit(zxid)
+            pending = self.pending_config
             if pending is not None and zxid == pending[0]:
+                # A reconfig takes effect as it is applied: later proposals are
+                # judged by the new membership, so apply it before going on.
                 self.pending_config = None
-            p.commit_upto(zxid)
-            for sid in self.pending_syncs.pop(zxid, ()):
-                if sid in self.learners:
-                    p.send(sid, m.packet(m.SYNC, 0))
+                p.commit_upto(zxid)
+                done = 0
+            else:
+                done = zxid
+        if done:
+            p.commit_upto(done)
+
+    def _announce_commit(self, zxid: int) -> None:
+        """COMMIT to the followers (INFORM with the txn to observers), then the
+        SYNCs that waited for this proposal."""
+        p = self.peer
+        commit = inform = None
+        for learner in self.learners.values():
+            if learner.observer and learner.phase == SYNCED:
+                if inform is None:
+                    inform = m.packet(m.INFORM, zxid, p.history.txn(zxid))
+                p.send(learner.sid, inform)
+            elif learner.phase in _FORWARDING:
+                if commit is None:
+                    commit = m.packet(m.COMMIT, zxid)
+                p.send(learner.sid, commit)
+        for sid in self.pending_syncs.pop(zxid, ()):
+            if sid in self.learners:
+                p.send(sid, m.packet(m.SYNC, 0))
 
     def _drop(self, sid: int) -> None:
         self._forget(sid)

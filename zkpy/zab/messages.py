@@ -1,8 +1,8 @@
 """Quorum packets: what Zab peers say to each other on the quorum port.
 
 The records are ZooKeeper's (``zookeeper.jute``, module
-``org.apache.zookeeper.server.quorum``), declared with ``zkpy.jute.codec``'s
-``record()`` so ``packet.encode()`` gives the bytes a ZooKeeper peer writes::
+``org.apache.zookeeper.server.quorum``), declared in ``zkpy.jute.schema`` with
+the others, so ``packet.encode()`` gives the bytes a ZooKeeper peer writes::
 
     class QuorumPacket { int type; long zxid; buffer data; vector<org.apache.zookeeper.data.Id> authinfo; }
     class LearnerInfo { long serverid; int protocolVersion; long configVersion; }
@@ -21,10 +21,10 @@ This module owns the wire vocabulary and zxid arithmetic; it decides nothing.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
 
-from zkpy.jute.codec import BUFFER, INT, LONG, JuteError, Record, Vector, decode, decode_all, record
-from zkpy.jute.schema import Id
+from zkpy.jute.codec import JuteError, decode, decode_all
+from zkpy.jute.schema import LearnerInfo as LearnerInfo  # re-exported: the quorum vocabulary
+from zkpy.jute.schema import QuorumPacket as QuorumPacket
 
 REQUEST = 1
 PROPOSAL = 2
@@ -54,23 +54,6 @@ TYPE_NAMES = {
 # Leader.java: "This value is used to indicate that the leader/follower speak
 # the Zab 1.0 protocol" (0x10000).
 PROTOCOL_VERSION = 0x10000
-
-if TYPE_CHECKING:
-    class QuorumPacket(Record):  # what record() generates, spelled out for mypy
-        type: int
-        zxid: int
-        data: bytes | None
-        authinfo: list[Any] | None
-
-        def __init__(self, type: int = 0, zxid: int = 0, data: bytes | None = b"",
-                     authinfo: list[Any] | None = None) -> None: ...
-else:
-    QuorumPacket = record("QuorumPacket", [
-        ("type", INT), ("zxid", LONG), ("data", BUFFER), ("authinfo", Vector(Id)),
-    ])
-LearnerInfo = record("LearnerInfo", [
-    ("serverid", LONG), ("protocolVersion", INT), ("configVersion", LONG),
-])
 
 _INT = struct.Struct(">i")
 

@@ -17,6 +17,12 @@ API
     be exactly at ``peer.applied`` (true when every Ready's ``install`` and
     ``commit`` were applied before the next ``step``).
 
+``Peer(..., standalone=True)`` is ZooKeeper's standalone server as an
+    ensemble of one: it leads at once, in the epoch of its last zxid (no
+    election, no epoch files), commits everything it logged (a quorum of one
+    acknowledged it), and its zxids simply count up. Writes go through the
+    same Propose -> persist -> own ACK -> commit path as a leader's.
+
 ``peer.step(event, now) -> Ready``
     ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
     ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
@@ -92,6 +98,7 @@ until it commits, needs a quorum of the old voters and of the new ones.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from zkpy.zab import membership
 from zkpy.zab import messages as m
@@ -112,6 +119,7 @@ from zkpy.zab.events import (
     Persisted,
     PersistOp,
     Propose,
+    ProposeMany,
     Ready,
     RoleChange,
     Start,
@@ -135,8 +143,11 @@ class Peer:
                  snapshot_source: Callable[[], bytes] = _no_snapshot, *,
                  sync_limit: int = 5, init_limit: int = 10, log_window: int = 500,
                  finalize_wait: int = 200, resend_interval: int = 2000,
-                 config: membership.QuorumConfig | None = None) -> None:
+                 config: membership.QuorumConfig | None = None, standalone: bool = False) -> None:
         self.my_id = my_id
+        # An ensemble of one that is not an ensemble (ZooKeeper's standalone server):
+        # it leads from the start, with no election, no new epoch and no epoch files.
+        self.standalone = standalone
         self.config = config
         self.voters = config.voters if config is not None else frozenset(voters)
         self.snapshot_source = snapshot_source
@@ -173,7 +184,10 @@ class Peer:
         self.now = now
         if not self.started:
             self.started = True
-            self.become_looking("start")
+            if self.standalone:
+                self._lead_alone()
+            else:
+                self.become_looking("start")
         if self._leave_role is not None:
             # Left for the step after the one that decided it, so that the COMMITs
             # already handed out leave before our connections close.
@@ -191,10 +205,14 @@ class Peer:
                 self._election_timer()
         elif isinstance(event, Propose):
             self._on_propose(event)
+        elif isinstance(event, ProposeMany):
+            self._on_propose_many(event)
         elif isinstance(event, Forward):
             self._on_forward(event)
         elif isinstance(event, Persisted):
             self.durable_zxid = event.zxid
+            if self.leading is not None:
+                self.leading.on_persisted(event.zxid)
         elif isinstance(event, ConnectionLost):
             self._on_lost(event.peer)
         elif not isinstance(event, Start):
@@ -279,7 +297,7 @@ class Peer:
         if peer not in self._ready.disconnect:
             self._ready.disconnect.append(peer)
 
-    def request(self, src: int, data: bytes, auth: list | None = None) -> None:
+    def request(self, src: int, data: bytes, auth: list[Any] | None = None) -> None:
         self._ready.requests.append((src, data, auth))
 
     def install(self, zxid: int, data: bytes) -> None:
@@ -318,6 +336,11 @@ class Peer:
         self.election.epoch = self.current_epoch
         self._ready.votes.extend(self.election.start(self.now))
         self.announce(False)
+
+    def _lead_alone(self) -> None:
+        self.role = LEADING
+        self.leading = Leading(self)
+        self.leading.begin_standalone()
 
     def _decided(self) -> None:
         decided = self.election.decided
@@ -388,6 +411,11 @@ class Peer:
         if self.leading is None or not self.leading.established:
             raise NotLeader("only an established leader takes proposals")
         self.leading.propose(event.txn, event.zxid)
+
+    def _on_propose_many(self, event: ProposeMany) -> None:
+        if self.leading is None or not self.leading.established:
+            raise NotLeader("only an established leader takes proposals")
+        self.leading.propose_many(event.entries)
 
     def _on_forward(self, event: Forward) -> None:
         if self.following is None:

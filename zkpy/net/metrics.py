@@ -5,7 +5,7 @@ ZooKeeper metric: the gauges of ``ZooKeeperServer.registerMetrics`` (callbacks
 sampled on scrape), the counters and summaries of ``ServerMetrics``, and some
 labelled (``key``) gauge, counter and summary sets. This module describes the
 same families and fills them from the numbers ``mntr`` reports
-(``zkpy.admin.fourletter.monitor_values``), so that the four-letter word, the
+(``zkpy.admin.monitor.monitor_values``), so that the four-letter word, the
 AdminServer's ``monitor`` command and ``/metrics`` never disagree.
 
 Pure: no Twisted and no sockets; ``zkpy.net.adminserver`` serves the text.
@@ -34,7 +34,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from zkpy.admin import fourletter
+from zkpy.admin import monitor
 
 if TYPE_CHECKING:
     from zkpy.server.core import ServerCore
@@ -137,8 +137,8 @@ class ZooKeeperCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         if self.clock is not None:
-            self.core.now = max(self.core.now, self.clock())
-        values = dict(fourletter.monitor_values(self.core))
+            self.core.at(self.clock())
+        values = dict(monitor.monitor_values(self.core))
         for name in GAUGES:
             if name not in values:  # e.g. no file descriptor counts on this platform
                 continue

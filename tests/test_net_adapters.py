@@ -1,0 +1,293 @@
+"""The Twisted adapters, with Twisted's own fakes: no sockets, no threads, no sleeping.
+
+``task.Clock`` is the reactor's time, ``StringTransport`` each connection, and the
+disk thread is a pool whose jobs run only when a test says so (``StepPool``), so
+each test decides exactly when the disk finishes a write. What is held here:
+
+- the disk writer (``zkpy.net.disk``): what waits for durability (ACKs) is released
+  only after the batch holding it is synced; writes that arrive meanwhile share the
+  next batch and its one fsync; a failed write stops the server;
+- a server (``zkpy.net.member.MemberServer``, standalone) answers a write only after
+  its disk synced it; a client that goes away while its write is being synced costs
+  nothing (the write still commits, nothing is written to the dead connection);
+- back-pressure on the client port: with more writes waiting for the disk than
+  ``globalOutstandingLimit`` a connection with writes of its own in flight is not
+  read, and reading resumes once the disk catches up; a transport whose buffer is
+  full stops the protocol reading;
+- quorum links: a packet released after a sync goes out only on the connection it
+  was meant for.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from zkpy.config import default_config
+from zkpy.jute import schema as S
+from zkpy.jute.codec import decode_all
+from zkpy.jute.protocol import Op
+from zkpy.net.clientport import ClientFactory
+from zkpy.net.disk import DiskWriter
+from zkpy.net.member import MemberServer
+from zkpy.net.peerlinks import QuorumLinks
+from zkpy.server.core import CoreSettings
+from zkpy.storage.formats import encode_txn, files_by_zxid
+from zkpy.storage.recovery import data_dirs, load
+from zkpy.storage.txnlog import read_log
+from zkpy.zab import messages as m
+from zkpy.zab.events import Append
+
+OPEN = [S.ACL(31, S.Id("world", "anyone"))]
+
+
+class StepPool:
+    """A thread pool whose jobs wait until ``run`` (Twisted's deferToThreadPool API)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *a: Any, **kw: Any) -> None:
+        self.jobs.append((on_result, f, a, kw))
+
+    def run(self) -> None:
+        """The disk thread finishes the oldest job."""
+        on_result, f, a, kw = self.jobs.pop(0)
+        try:
+            result = f(*a, **kw)
+        except Exception:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+    def stop(self) -> None:
+        pass
+
+
+class FakeReactor(task.Clock):
+    """Time is ``task.Clock``'s; work from the pool's thread runs at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = False
+        self.triggers: list[Any] = []
+
+    def callFromThread(self, f: Any, *a: Any, **kw: Any) -> None:
+        f(*a, **kw)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def addSystemEventTrigger(self, *args: Any) -> None:
+        self.triggers.append(args)
+
+
+class TCPTransport(StringTransport):
+    """A StringTransport that also takes the TCP options the adapters set."""
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+def _txn(zxid: int, path: str) -> bytes:
+    return encode_txn(S.TxnHeader(1, 1, zxid, 0, Op.create), S.CreateTxn(path, b"", OPEN, False, 1))
+
+
+def _disk(tmp_path: Any, force_sync: bool = True) -> tuple[DiskWriter, StepPool, FakeReactor,
+                                                           list[Any]]:
+    reactor, pool = FakeReactor(), StepPool()
+    disk = DiskWriter(reactor, str(tmp_path), str(tmp_path), 0, prealloc_bytes=4096,
+                      force_sync=force_sync, pool=pool, snap_pool=StepPool())
+    synced: list[Any] = []
+    disk.on_synced = lambda after, last: synced.append((after, last))
+    return disk, pool, reactor, synced
+
+
+def _logged(directory: Any) -> list[int]:
+    return [e.zxid for _, path in files_by_zxid(str(directory), "log")
+            for e in read_log(path, True)]
+
+
+# -- the disk writer -------------------------------------------------------------------
+
+
+def test_acks_wait_until_their_batch_is_synced(tmp_path: Any) -> None:
+    disk, pool, _, synced = _disk(tmp_path)
+    ack = (2, m.packet(m.ACK, 1), "token")
+    disk.submit([Append(1, _txn(1, "/a"))], [ack])
+    assert synced == [] and len(pool.jobs) == 1  # on its way to the disk, not synced
+    pool.run()
+    assert synced == [([ack], 1)] and _logged(tmp_path) == [1]
+
+
+def test_writes_that_arrive_during_a_sync_share_the_next_one(tmp_path: Any) -> None:
+    disk, pool, _, synced = _disk(tmp_path)
+    syncs = []
+    real_sync = disk.writer.sync
+    disk.writer.sync = lambda: (syncs.append(1), real_sync())[1]  # type: ignore[method-assign]
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    for z in (2, 3, 4):
+        disk.submit([Append(z, _txn(z, f"/n{z}"))], [(2, m.packet(m.ACK, z), None)])
+    assert len(pool.jobs) == 1  # the first batch is still being written
+    pool.run()
+    assert len(pool.jobs) == 1 and [last for _, last in synced] == [1]
+    pool.run()
+    assert [last for _, last in synced] == [1, 4]
+    assert [p.zxid for _, p, _ in synced[1][0]] == [2, 3, 4]
+    assert len(syncs) == 2 and disk.batches == 2 and _logged(tmp_path) == [1, 2, 3, 4]
+
+
+def test_a_failed_write_stops_the_server_and_releases_nothing(tmp_path: Any) -> None:
+    disk, pool, reactor, synced = _disk(tmp_path)
+
+    def broken(entries: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    disk.writer.append_many = broken  # type: ignore[method-assign]
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    pool.run()
+    assert reactor.stopped and synced == []
+
+
+def test_without_force_sync_the_write_happens_at_the_end_of_the_turn(tmp_path: Any) -> None:
+    disk, pool, reactor, synced = _disk(tmp_path, force_sync=False)
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    disk.submit([Append(2, _txn(2, "/b"))], [(2, m.packet(m.ACK, 2), None)])
+    assert synced == [] and pool.jobs == []
+    reactor.advance(0)
+    assert [last for _, last in synced] == [2] and _logged(tmp_path) == [1, 2]
+
+
+# -- a standalone server on fakes ------------------------------------------------------
+
+
+class Rig:
+    """A standalone MemberServer on a fake reactor, disk pool and client transports."""
+
+    def __init__(self, tmp_path: Any, **settings: Any) -> None:
+        self.reactor = FakeReactor()
+        self.pool = StepPool()
+        cfg = default_config(str(tmp_path / "data"))
+        snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
+        os.makedirs(snap_dir)
+        self.dir = log_dir
+        clock = lambda: 1_700_000_000_000 + int(self.reactor.seconds() * 1000)  # noqa: E731
+        self.server = MemberServer(self.reactor, CoreSettings(**settings), cfg,
+                                   load(snap_dir, log_dir), snap_dir, log_dir, clock=clock,
+                                   disk_pools=(self.pool, StepPool()))
+        self.server.start()
+        self.factory = ClientFactory(self.server)
+        self.ports = iter(range(40000, 50000))
+
+    def sync(self) -> None:
+        while self.pool.jobs:
+            self.pool.run()
+
+    def client(self) -> Any:
+        proto = self.factory.buildProtocol(None)
+        transport = TCPTransport(peerAddress=IPv4Address("TCP", "127.0.0.1",
+                                                         next(self.ports)))
+        proto.makeConnection(transport)
+        return proto, transport
+
+
+def _frame(*records: Any) -> bytes:
+    body = b"".join(r.encode() for r in records)
+    return struct.pack(">i", len(body)) + body
+
+
+def _replies(data: bytes) -> list[tuple[int, int, int]]:
+    """(xid, zxid, err) of every reply frame after the ConnectResponse."""
+    out, off = [], 0
+    while off < len(data):
+        (n,) = struct.unpack_from(">i", data, off)
+        body = data[off + 4:off + 4 + n]
+        off += 4 + n
+        if n >= 16 and len(body) != 36:  # 36 bytes: the ConnectResponse
+            out.append(struct.unpack_from(">iqi", body, 0))
+    return out
+
+
+def _session(rig: Rig) -> tuple[Any, TCPTransport]:
+    proto, transport = rig.client()
+    proto.dataReceived(_frame(S.ConnectRequest(0, 0, 10000, 0, bytes(16), False)))
+    assert transport.value() == b""  # the createSession waits for the disk too
+    rig.sync()
+    decode_all(S.ConnectResponse, transport.value()[4:])
+    transport.clear()
+    return proto, transport
+
+
+def _create(proto: Any, xid: int, path: str) -> None:
+    proto.dataReceived(_frame(S.RequestHeader(xid, Op.create),
+                              S.CreateRequest(path, b"v", OPEN, 0)))
+
+
+def test_a_write_is_answered_only_after_its_sync(tmp_path: Any) -> None:
+    rig = Rig(tmp_path)
+    proto, transport = _session(rig)
+    _create(proto, 1, "/a")
+    assert transport.value() == b"" and rig.server.core.tree.get("/a") is None
+    rig.sync()
+    (xid, zxid, err), = _replies(transport.value())
+    assert (xid, err) == (1, 0) and rig.server.core.tree.get("/a") is not None
+    assert zxid in _logged(rig.dir)  # on disk before it was answered
+
+
+def test_a_client_gone_during_the_sync_costs_nothing(tmp_path: Any) -> None:
+    rig = Rig(tmp_path)
+    proto, transport = _session(rig)
+    _create(proto, 1, "/a")
+    proto.connectionLost(None)
+    transport.clear()
+    rig.sync()
+    assert rig.server.core.tree.get("/a") is not None  # committed all the same
+    assert transport.value() == b"" and rig.server.core.connections == {}
+
+
+def test_back_pressure_while_the_disk_is_behind(tmp_path: Any) -> None:
+    rig = Rig(tmp_path, global_outstanding_limit=2)
+    proto, transport = _session(rig)
+    other, other_transport = _session(rig)
+    for xid in (1, 2, 3):
+        _create(proto, xid, f"/n{xid}")
+    assert transport.producerState == "paused"  # 3 writes wait for the disk, limit 2
+    assert other_transport.producerState == "producing"  # nothing of its own in flight
+    rig.sync()
+    assert transport.producerState == "producing"
+    assert [x for x, _, _ in _replies(transport.value())] == [1, 2, 3]
+
+
+def test_a_full_transport_stops_the_protocol_reading(tmp_path: Any) -> None:
+    rig = Rig(tmp_path)
+    proto, transport = _session(rig)
+    proto.pauseProducing()  # what the transport says when its write buffer is full
+    assert transport.producerState == "paused"
+    proto.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+# -- quorum links ----------------------------------------------------------------------
+
+
+def test_a_durable_send_rides_only_the_connection_it_was_made_for() -> None:
+    links = QuorumLinks(FakeReactor(), 1, {}, lambda sid, pkt: None, lambda sid: None)
+    first = links.buildProtocol(None)
+    first.makeConnection(TCPTransport())
+    first.dataReceived(m.follower_info(2, 1).encode())
+    token = links.token(2)
+    links.send(2, m.packet(m.UPTODATE, 5), token)
+    assert first.transport.value() == m.packet(m.UPTODATE, 5).encode()
+    second = links.buildProtocol(None)  # server 2 reconnects: a new connection
+    second.makeConnection(TCPTransport())
+    second.dataReceived(m.follower_info(2, 1).encode())
+    links.send(2, m.packet(m.ACK, 6), token)  # released by a sync made for the old one
+    assert second.transport.value() == b""
+    links.send(2, m.packet(m.ACK, 6), links.token(2))
+    assert second.transport.value() == m.packet(m.ACK, 6).encode()
