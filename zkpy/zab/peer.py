@@ -27,7 +27,8 @@ API
     ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
     ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
     below count ticks); ``Wake`` (let the election's ms timers fire between
-    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``; ``Vote(src,
+    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``
+    (or ``Messages(src, packets)``: what one read of a connection brought, in one step); ``Vote(src,
     Notification)`` from the election port; ``Propose(txn, zxid=None)``
     (leader only, once ``can_propose``; the txn's header carries
     ``peer.next_zxid``); ``Forward(data, auth)`` (follower: a client write or
@@ -115,6 +116,7 @@ from zkpy.zab.events import (
     Event,
     Forward,
     Message,
+    Messages,
     NotLeader,
     Persisted,
     PersistOp,
@@ -196,6 +198,12 @@ class Peer:
                 self.become_looking(reason)
         if isinstance(event, Message):
             self._on_message(event.src, event.packet)
+        elif isinstance(event, Messages):
+            disconnected = self._ready.disconnect
+            for pkt in event.packets:
+                if event.src in disconnected:
+                    break  # we dropped the connection: what followed on it is lost
+                self._on_message(event.src, pkt)
         elif isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Vote):
