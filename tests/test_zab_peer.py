@@ -394,3 +394,16 @@ def test_packets_read_together_are_one_step_and_stop_where_the_connection_was_dr
     leader.step(Messages(2, [m.packet(m.COMMIT, 0), m.packet(m.ACK, z3)]), 0)
     r = _take(leader)
     assert r.disconnect == [2] and r.commit == []
+
+
+def test_a_follower_applies_the_commits_of_one_read_together() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    z1, z2 = leader.next_zxid, leader.next_zxid + 1
+    batch = [m.packet(m.PROPOSAL, z1, b"1"), m.packet(m.PROPOSAL, z2, b"2"),
+             m.packet(m.COMMIT, z1), m.packet(m.COMMIT, z2)]
+    f2.step(Messages(1, batch), 0)
+    r = _take(f2)
+    assert r.commit == [(z1, b"1"), (z2, b"2")]
+    assert [op.zxid for op in r.persist] == [z1, z2]
+    assert _packets(r, 1, durable=True) == [f"ACK(0x{z1:x})", f"ACK(0x{z2:x})"]

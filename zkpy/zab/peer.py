@@ -199,11 +199,7 @@ class Peer:
         if isinstance(event, Message):
             self._on_message(event.src, event.packet)
         elif isinstance(event, Messages):
-            disconnected = self._ready.disconnect
-            for pkt in event.packets:
-                if event.src in disconnected:
-                    break  # we dropped the connection: what followed on it is lost
-                self._on_message(event.src, pkt)
+            self._on_messages(event.src, event.packets)
         elif isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Vote):
@@ -371,6 +367,18 @@ class Peer:
             self.following.begin()
 
     # -- dispatch ------------------------------------------------------------------------
+
+    def _on_messages(self, src: int, packets: list[m.QuorumPacket]) -> None:
+        following = self.following
+        if following is not None:
+            following.deferring = True
+        disconnected = self._ready.disconnect
+        for pkt in packets:
+            if src in disconnected:
+                break  # we dropped the connection: what followed on it is lost
+            self._on_message(src, pkt)
+        if following is not None and self.following is following:
+            following.catch_up()
 
     def _on_message(self, src: int, pkt: m.QuorumPacket) -> None:
         if self.leading is not None:
