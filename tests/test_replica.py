@@ -431,12 +431,17 @@ def test_stale_sync_does_not_answer_a_new_sync() -> None:
     sim.release(g.id)
     hdr, _ = create(sim, writer, "/q", b"q")
     assert hdr.err == 0
-    # ...then a sync and a read on f: the read must see /q.
-    again = open_session(sim, f, session_id=reader.session_id, passwd=reader.passwd)
+    # ...then a sync and a read on f: the read must see /q. The client reconnects
+    # and pipelines both; f asks the leader about the session (REVALIDATE) first.
+    again = SimClient(sim, f)
+    again.send(frame(S.ConnectRequest(0, 0, 30000, reader.session_id, reader.passwd, False)))
     sxid = again.submit(Op.sync, S.SyncRequest("/q"))
     gxid = again.submit(Op.getData, S.GetDataRequest("/q", False))
     sim.paused.clear()
     sim.release(f.id)
+    frames = again.frames()
+    assert decode_all(S.ConnectResponse, frames[0]).sessionId == reader.session_id
+    again.unread[:0] = b"".join(struct.pack(">i", len(fr)) + fr for fr in frames[1:])
     replies = again.replies()
     assert [hdr.xid for hdr, _ in replies] == [sxid, gxid]
     assert replies[1][0].err == 0, "a read after sync missed an acknowledged write"

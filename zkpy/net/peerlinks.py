@@ -14,9 +14,14 @@ ZooKeeper's queue of capacity one) and sent when it connects.
 Quorum port (Leader / Learner): every participant listens; a follower
 connects to its leader and opens with FOLLOWERINFO, which names it. The
 stream is a sequence of QuorumPackets with no framing of its own
-(``zkpy.zab.messages.split_packet``). A connection is identified by an
-object (``token``) so that a message released after a disk sync goes out
-only on the connection it was meant for.
+(``zkpy.zab.messages.split_packet``), except after a SNAP: as ZooKeeper's
+LearnerHandler does, the leader writes an empty SNAP packet and then the
+serialized tree and sessions and the "BenWasHere" signature
+(``zkpy.storage.snapstream``); the learner's side reads that stream and hands
+the core one SNAP packet carrying the snapshot's bytes, which is what the
+core sends too. A connection is identified by an object (``token``) so that
+a message released after a disk sync goes out only on the connection it was
+meant for.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 from twisted.internet import protocol
 
 from zkpy.jute.codec import JuteError
+from zkpy.storage import snapstream
 from zkpy.zab import messages as m
 from zkpy.zab import wire
 from zkpy.zab.election import Notification
@@ -225,6 +231,8 @@ class _QuorumProtocol(protocol.Protocol):
         self.outbound = sid is not None
         self.buf = bytearray()
         self.closed = False
+        # Reading the stream after a SNAP from the leader: the packet and the reader.
+        self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -237,20 +245,39 @@ class _QuorumProtocol(protocol.Protocol):
         off = 0
         try:
             while not self.closed:
-                found = m.split_packet(buf, off)
+                if self.snap is not None:
+                    del buf[:off]  # the stream starts at 0 while its reader walks it
+                    off = 0
+                    found = self._snapshot(buf)
+                else:
+                    found = m.split_packet(buf, off)
                 if found is None:
                     break
                 pkt, off = found
                 if self.sid is None and not self._identify(pkt):
                     return
                 assert self.sid is not None
+                if pkt.type == m.SNAP and self.outbound and not pkt.data:
+                    self.snap = (pkt, snapstream.SnapStreamReader())
+                    continue
                 self.links.on_packet(self.sid, pkt, self)
-        except m.PacketError as e:
+        except (m.PacketError, snapstream.SnapStreamError) as e:
             log.warning("Closing the quorum connection %s: %s",
                         f"of server {self.sid}" if self.sid is not None else "", e)
             self.abort()
             return
         del buf[:off]
+
+    def _snapshot(self, buf: bytearray) -> tuple[m.QuorumPacket, int] | None:
+        """The SNAP packet with the snapshot that followed it, once all of it is in."""
+        assert self.snap is not None
+        head, reader = self.snap
+        end = reader.feed(buf)
+        if end is None:
+            return None
+        self.snap = None
+        snap = m.QuorumPacket(m.SNAP, head.zxid, snapstream.snapshot_of(buf[:end]), None)
+        return snap, end
 
     def _identify(self, pkt: m.QuorumPacket) -> bool:
         try:
@@ -267,8 +294,14 @@ class _QuorumProtocol(protocol.Protocol):
         return True
 
     def write(self, pkt: m.QuorumPacket) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(pkt.encode())
+        if self.closed or self.transport is None:
+            return
+        if pkt.type == m.SNAP and pkt.data:
+            # LearnerHandler: SNAP(zxid) with no data, then the tree streamed after it.
+            self.transport.write(m.packet(m.SNAP, pkt.zxid).encode())
+            self.transport.write(snapstream.stream_of(pkt.data))
+            return
+        self.transport.write(pkt.encode())
 
     def abort(self) -> None:
         if not self.closed:

@@ -209,12 +209,40 @@ class Connection:
             self._send_connect_response(0, 0, bytes(16))
             self.close_after_flush()
             return
+        if core.revalidate is not None and not session.local:
+            # LearnerZooKeeperServer.revalidateSession: the leader decides (and
+            # makes us the session's owner); requests wait until it answers.
+            self.session_id = sid
+            self.state = "connecting"
+            core.revalidate(self, sid, timeout)
+            return
+        self._reopen(session, timeout, now)
+
+    def revalidated(self, valid: bool, now: int) -> None:
+        """The leader's answer to the REVALIDATE of our reconnecting session."""
+        if self.state != "connecting":
+            return
+        session = self.core.sessions.get(self.session_id)
+        if not valid or session is None or session.closing:
+            log.info("Invalid session %s for client %s:%d, probably expired",
+                     hex_sid(self.session_id), self.host, self.port)
+            self._send_connect_response(0, 0, bytes(16))
+            self.close_after_flush()
+            return
+        self._reopen(session, self.timeout, now)
+        early, self.early = self.early, []
+        for frame in early:
+            self._request(frame, now)
+        self.core.dirty[self] = None
+
+    def _reopen(self, session: Any, timeout: int, now: int) -> None:
+        sid = session.id
         old = session.conn
         if old is not None and old is not self:
             log.info("Closing previous connection of session %s on reconnect", hex_sid(sid))
             old.abort("session reconnected elsewhere", quiet=True)
         session.timeout = timeout
-        core.sessions.touch(sid, now)
+        self.core.sessions.touch(sid, now)
         self._open(sid, timeout)
         log.info("Client %s:%d reconnected to session %s, timeout %dms", self.host, self.port,
                  hex_sid(sid), timeout)

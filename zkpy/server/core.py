@@ -129,6 +129,10 @@ class ServerCore:
         self.expiring = True
         self.forward: Callable[[Request], None] | None = None
         self.sync: Callable[[Request], None] | None = None
+        # A learner asks its leader about a reconnecting global session
+        # (REVALIDATE): ``revalidate(conn, session_id, timeout)``, answered by
+        # ``conn.revalidated(valid, now)``.
+        self.revalidate: Callable[[Any, int, int], None] | None = None
         self.quorum: Any = None  # the Replica, for the four-letter words
         # While a quorum member serves read-only (zkpy.server.readonly.ReadOnlyServer): it takes
         # only read-only clients, makes local sessions and refuses writes.

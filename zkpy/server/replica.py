@@ -48,6 +48,7 @@ from zkpy.zab.events import (
     NotLeader,
     Propose,
     Ready,
+    Revalidate,
     RoleChange,
 )
 from zkpy.zab.peer import Peer
@@ -72,6 +73,7 @@ class Replica:
         self.proposed: dict[int, Request] = {}  # leader: zxid -> its request
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
+        self.revalidating: deque[Any] = deque()  # learner: connections awaiting REVALIDATE
         self.role_changes = 0  # how often the role changed (tests watch it for flaps)
         self.led_since = 0
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
@@ -81,6 +83,7 @@ class Replica:
         core.committer = self
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
+        peer.revalidate = self._revalidate
         self._stand_down("starting")
 
     # -- stepping ---------------------------------------------------------------------
@@ -103,6 +106,8 @@ class Replica:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):
             self._synced()
+        for session_id, valid in ready.revalidated:
+            self._revalidated(session_id, valid)
         for config in ready.config:
             # After the commits: a committed reconfig already set the node itself.
             self.core.set_config(config.text(), config.version)
@@ -134,6 +139,7 @@ class Replica:
         if change.role == LEADING:
             core.forward = None
             core.sync = None
+            core.revalidate = None
             core.prep.membership = self._membership if self.peer.config is not None else None
             core.expiring = True
             core.sessions.touched = None
@@ -149,6 +155,7 @@ class Replica:
             core.prep.membership = None
             core.forward = self._forward
             core.sync = self._forward_sync
+            core.revalidate = self._ask_leader
             core.expiring = False
             core.sessions.touched = {}
             log.info("%s - leader %s, epoch %d; synced and serving clients",
@@ -164,6 +171,7 @@ class Replica:
         core.prep.membership = None
         core.forward = self._refuse
         core.sync = self._refuse
+        core.revalidate = None
         core.expiring = False
         for conn in list(core.connections.values()):
             conn.abort("the server is not serving (no quorum)", quiet=True)
@@ -175,6 +183,7 @@ class Replica:
         self.proposed.clear()
         self.waiting.clear()
         self.syncs.clear()
+        self.revalidating.clear()
         self.established = False
 
     def _refuse(self, req: Request) -> None:
@@ -227,6 +236,14 @@ class Replica:
         req.created = self.now
         self.core.submit(req, self.now)
 
+    def _revalidate(self, learner: int, session_id: int, timeout: int) -> bool:
+        """Leader.revalidateSession: a global session that is alive, touched."""
+        session = self.core.sessions.get(session_id)
+        if session is None or session.closing or session.local:
+            return False
+        self.core.sessions.touch(session_id, self.now)
+        return True
+
     def _learner_touches(self, src: int, data: bytes) -> None:
         sessions = self.core.sessions
         for off in range(0, len(data) - _TOUCH.size + 1, _TOUCH.size):
@@ -253,6 +270,24 @@ class Replica:
             self.step(Forward(data, req.ids), self.now)
         except NotLeader:
             self._refuse(req)
+
+    def _ask_leader(self, conn: Any, session_id: int, timeout: int) -> None:
+        self.revalidating.append(conn)
+        try:
+            self.step(Revalidate(session_id, timeout), self.now)
+        except NotLeader:
+            self.revalidating.remove(conn)
+            conn.abort("the server is not serving (no quorum)")
+
+    def _revalidated(self, session_id: int, valid: bool) -> None:
+        """Learner.revalidate: the answer goes to the connection that asked."""
+        for conn in self.revalidating:
+            if conn.session_id == session_id:
+                self.revalidating.remove(conn)
+                conn.revalidated(valid, self.now)
+                return
+        log.warning("REVALIDATE answer for session 0x%x, which no client is waiting on",
+                    session_id)
 
     def _synced(self) -> None:
         if not self.syncs:

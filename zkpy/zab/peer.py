@@ -113,6 +113,7 @@ from zkpy.zab.events import (
     PersistOp,
     Propose,
     Ready,
+    Revalidate,
     RoleChange,
     Start,
     Tick,
@@ -156,6 +157,9 @@ class Peer:
         self.started = False
         # What a follower puts in its PING replies (the adapter's session touches).
         self.ping_data: Callable[[], bytes | None] = lambda: None
+        # A leader's answer to a learner's REVALIDATE: (learner, session id,
+        # timeout) -> is the session alive (and now owned by that learner)?
+        self.revalidate: Callable[[int, int, int], bool] = lambda learner, sid, timeout: False
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
@@ -193,6 +197,8 @@ class Peer:
             self._on_propose(event)
         elif isinstance(event, Forward):
             self._on_forward(event)
+        elif isinstance(event, Revalidate):
+            self._on_revalidate(event)
         elif isinstance(event, Persisted):
             self.durable_zxid = event.zxid
         elif isinstance(event, ConnectionLost):
@@ -296,9 +302,20 @@ class Peer:
                 self.activate(config.with_version(entry[0]))
         self.history.trim(self.applied, self.log_window)
 
+    def leave_after_step(self, reason: str) -> None:
+        """End our role at the next event (what this step sends leaves first)."""
+        self._leave_role = reason
+
     def announce(self, established: bool) -> None:
         leader = self.leader_id
         epoch = self.current_epoch
+        if established:
+            # QuorumPeer.updateElectionVote (ZOOKEEPER-1732): once synced, the vote
+            # we answer looking servers with carries the new epoch, so every
+            # member reports the same (leader, peerEpoch), which is what
+            # FastLeaderElection compares in the votes of servers that settled.
+            _, zxid, voted = self.election.proposal
+            self.election.proposal = (epoch, zxid, voted)
         self._ready.roles.append(RoleChange(self.role, leader, epoch, established))
 
     # -- role transitions -------------------------------------------------------------
@@ -393,6 +410,11 @@ class Peer:
         if self.following is None:
             raise NotLeader("no leader to forward to")
         self.send(self.following.leader, m.QuorumPacket(m.REQUEST, -1, event.data, event.auth))
+
+    def _on_revalidate(self, event: Revalidate) -> None:
+        if self.following is None:
+            raise NotLeader("no leader to revalidate the session with")
+        self.send(self.following.leader, m.revalidate_request(event.session_id, event.timeout))
 
     def _on_lost(self, peer: int) -> None:
         self._early.pop(peer, None)
