@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from kazoo.client import KazooClient, KazooState
 
+from compat_tests.differential.rawclient import RawClient
 from compat_tests.ensembles import (
     INSTALL,
     REASON,
@@ -39,7 +40,11 @@ from compat_tests.ensembles import (
     view,
     wait_until,
 )
-from zkpy.testing.ensemble import Ensemble
+from zkpy.jute import schema as S
+from zkpy.jute.protocol import Op
+from zkpy.storage.formats import decode_txn, files_by_zxid
+from zkpy.storage.txnlog import read_log
+from zkpy.testing.ensemble import Ensemble, Member
 
 pytestmark = [pytest.mark.reference,
               pytest.mark.skipif(INSTALL is None,
@@ -78,9 +83,11 @@ def start_led_by(ens: Ensemble, leader: int, timeout: float = 60) -> None:
     assert got is not None and got.myid == leader, ens.modes()
 
 
-def mixed(kinds: Sequence[str], observers: Sequence[int] = (), **kw: object) -> Ensemble:
+def mixed(kinds: Sequence[str], observers: Sequence[int] = (),
+          zookeeper_properties: dict[str, str] | None = None, **kw: object) -> Ensemble:
     """Use in a ``with`` block: a failing test keeps the members' logs."""
-    return Ensemble(kinds, observers=observers, kind_options=OPTIONS, **kw)  # type: ignore[arg-type]
+    options = {ZK: dict(OPTIONS[ZK], system_properties=zookeeper_properties or {})}
+    return Ensemble(kinds, observers=observers, kind_options=options, **kw)  # type: ignore[arg-type]
 
 
 def same_everywhere(connect: Callable[..., KazooClient], ens: Ensemble, path: str,
@@ -135,3 +142,158 @@ def test_leader_kill_under_load(kinds: list[str], observers: tuple[int, ...],
         assert owner.exists(eph) is not None
         for i, load in enumerate(loads, 1):
             same_everywhere(connect, ens, "/load-%d" % i, load.names())
+
+
+# --------------------------------------------------------------------------
+# the three ways to sync, each way round
+
+
+def server_log(member: Member) -> str:
+    return member.server.log_text()
+
+
+#: what each kind logs when it takes a SNAP / a TRUNC from its leader
+TOOK_SNAP = {ZK: "Getting a snapshot from leader", PY: "Installed the leader's snapshot"}
+TOOK_TRUNC = {ZK: "Truncating log to get in sync with the leader",
+              PY: "Truncated the log to"}
+
+
+@pytest.mark.parametrize("kinds", [
+    pytest.param([ZK, ZK, PY], id="zkpy-snaps-zookeeper"),
+    pytest.param([PY, PY, ZK], id="zookeeper-snaps-zkpy"),
+])
+def test_snap_to_the_other_kind(kinds: list[str], connect: Callable[..., KazooClient]) -> None:
+    """Member 1 misses more writes than its leader (member 3, the other kind)
+    keeps in its log window (zkpy: 500 txns; ZooKeeper: 500 committed, and no
+    sync from its txn log files: snapshotSizeFactor=-1): it comes back by
+    SNAP, the tree streamed after an empty SNAP packet."""
+    with mixed(kinds, zookeeper_properties={"zookeeper.snapshotSizeFactor": "-1"}) as ens:
+        start_led_by(ens, 3)
+        client = connect(ens.member(3).connect_string)
+        client.create("/big", b"")
+        for i in range(20):
+            client.create("/big/n-%02d" % i, b"x" * 100)
+        behind = ens.member(1)
+        behind.stop()
+        value = b"v" * 1024
+        for batch in range(12):
+            ops = [client.set_async("/big/n-%02d" % (i % 20), value + b"%d" % batch)
+                   for i in range(100)]
+            for op in ops:
+                op.get(timeout=30)
+        client.create("/big/last", b"after the gap")
+        log_before = len(server_log(behind))
+        behind.start(timeout=60, wait=False)
+        ens.wait_for_quorum(60)
+        assert TOOK_SNAP[behind.kind] in server_log(behind)[log_before:], ens.log_tails()
+        same_everywhere(connect, ens, "/big", set(client.get_children("/big")))
+        reader = connect(behind.connect_string)
+        assert reader.get("/big/last")[0] == b"after the gap"
+        assert reader.get("/big/n-07")[0] == value + b"11"
+        # and it goes on from there: a write through it, seen by all
+        reader.create("/big/through-the-snapped", b"y")
+        same_everywhere(connect, ens, "/big", set(client.get_children("/big")))
+
+
+def logged_paths(member: Member) -> set[str]:
+    """Paths of the creates in a member's txn logs (read-only: nothing repaired)."""
+    log_dir = member.server.data_dir / "version-2"
+    paths = set()
+    for _, path in files_by_zxid(str(log_dir), "log"):
+        for entry in read_log(path, True):
+            hdr, body = decode_txn(entry.data)
+            if hdr.type == 1:  # OpCode.create
+                paths.add(body.path)
+    return paths
+
+
+@pytest.mark.parametrize("kinds", [
+    pytest.param([ZK, PY, ZK], id="zkpy-truncates-zookeeper"),
+    pytest.param([PY, ZK, PY], id="zookeeper-truncates-zkpy"),
+])
+def test_trunc_to_the_other_kind(kinds: list[str], connect: Callable[..., KazooClient]) -> None:
+    """The leader (3) logs a proposal nobody else has and dies: the followers
+    are paused while it is proposed and killed before they read it (SIGKILL
+    drops what waits in their sockets). They come back and elect 2 (the other
+    kind); 3 comes back with that uncommitted tail and is told to TRUNC it;
+    the write never appears."""
+    with mixed(kinds) as ens:
+        start_led_by(ens, 3)
+        client = connect(ens.connect_string)
+        client.create("/t", b"")
+        for i in range(5):
+            client.create("/t/committed-%d" % i)
+        acked = set(client.get_children("/t"))
+        old = ens.member(3)
+        writer = connect(old.connect_string, randomize_hosts=False)
+        followers = [ens.member(1), ens.member(2)]
+        for f in followers:
+            f.pause()
+        writer.create_async("/t/uncommitted")  # never acknowledged: no quorum
+        wait_until(lambda: "/t/uncommitted" in logged_paths(old), 20,
+                   "the leader to log the proposal")
+        old.kill()
+        for f in followers:
+            f.kill()
+        for f in followers:
+            f.start(timeout=60, wait=False)
+        new = ens.wait_for_quorum(60)
+        assert new.myid == 2, ens.modes()
+        log_before = len(server_log(old))
+        old.start(timeout=60, wait=False)
+        ens.wait_for_quorum(60)
+        assert TOOK_TRUNC[old.kind] in server_log(old)[log_before:], ens.log_tails()
+        same_everywhere(connect, ens, "/t", acked)
+        assert not any(connect(m.connect_string).exists("/t/uncommitted") for m in ens.members)
+        client.create("/t/after")
+        same_everywhere(connect, ens, "/t", acked | {"after"})
+
+
+# --------------------------------------------------------------------------
+# a session moving between kinds
+
+CHANGED = 3  # EventType.NodeDataChanged
+OPEN_ACL = [S.ACL(31, S.Id("world", "anyone"))]
+
+
+def move(raw: RawClient, target: Member) -> None:
+    """Reconnect the raw client's session to *target*, re-registering its data
+    watch on /s as the Java client does after a reconnect (SetWatches)."""
+    raw.close_socket()
+    raw.host, raw.port = target.host, target.port
+    raw._connect((raw.session_id, raw.passwd))
+    err, _ = raw.call(Op.setWatches, S.SetWatches(raw.last_zxid, ["/s"], [], []), xid=-8)
+    assert err == 0
+
+
+@pytest.mark.parametrize("leader_kind", [ZK, PY])
+def test_a_session_moves_between_kinds(leader_kind: str,
+                                       connect: Callable[..., KazooClient]) -> None:
+    """One session hops ZooKeeper follower -> zkpy follower -> back -> again,
+    under a leader of either kind. After each hop its ephemeral is there, its
+    writes go through (the follower revalidated the session with the leader,
+    which now routes it there: no SESSIONMOVED), its watch fires, and a sync
+    through that member shows the latest write."""
+    with mixed([ZK, PY, leader_kind]) as ens:
+        start_led_by(ens, 3)
+        writer = connect(ens.member(3).connect_string)
+        writer.create("/s", b"0")
+        home = ens.member(1)
+        raw = RawClient(home.host, home.port, timeout_ms=int(SESSION_TIMEOUT * 1000))
+        err, _ = raw.call(Op.create, S.CreateRequest("/s/eph", b"", OPEN_ACL, 1))  # ephemeral
+        assert err == 0
+        assert raw.call(Op.getData, S.GetDataRequest("/s", True))[0] == 0
+        for hop, target in enumerate([ens.member(2), ens.member(1), ens.member(2)], 1):
+            move(raw, target)
+            err, _ = raw.call(Op.setData, S.SetDataRequest("/s/eph", b"hop %d" % hop, -1))
+            assert err == 0, "write after moving to member %d (%s): error %d" % (
+                target.myid, target.kind, err)
+            writer.set("/s", b"%d" % hop)
+            err, _ = raw.call(Op.sync, S.SyncRequest("/s"))
+            assert err == 0
+            err, body = raw.call(Op.getData, S.GetDataRequest("/s", True))
+            assert err == 0 and body[4:4 + len(b"%d" % hop)] == b"%d" % hop
+            assert raw.events.count((CHANGED, "/s")) == hop, raw.events
+        assert writer.get("/s/eph")[0] == b"hop 3"
+        assert raw.close_session() == 0
+        wait_until(lambda: writer.exists("/s/eph") is None, 10, "the ephemeral to go")
