@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from kazoo.client import KazooClient, KazooState
 
-from compat_tests.differential.rawclient import RawClient
+from compat_tests.differential.rawclient import RawClient, RawConnectionLoss
 from compat_tests.ensembles import (
     INSTALL,
     REASON,
@@ -227,6 +227,8 @@ def test_trunc_to_the_other_kind(kinds: list[str], connect: Callable[..., KazooC
         old = ens.member(3)
         writer = connect(old.connect_string, randomize_hosts=False)
         followers = [ens.member(1), ens.member(2)]
+        for f in followers:  # both hold all of it: the larger myid wins the election
+            assert view(connect, f, "/t") == acked
         for f in followers:
             f.pause()
         writer.create_async("/t/uncommitted")  # never acknowledged: no quorum
@@ -261,7 +263,16 @@ def move(raw: RawClient, target: Member) -> None:
     watch on /s as the Java client does after a reconnect (SetWatches)."""
     raw.close_socket()
     raw.host, raw.port = target.host, target.port
-    raw._connect((raw.session_id, raw.passwd))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            raw._connect((raw.session_id, raw.passwd))
+            break
+        except (RawConnectionLoss, OSError):
+            # A member that has not seen the client's last zxid yet turns it away
+            # ("client must try another server"): it tries again.
+            assert time.monotonic() < deadline, "member %d never took the session" % target.myid
+            time.sleep(0.05)
     err, _ = raw.call(Op.setWatches, S.SetWatches(raw.last_zxid, ["/s"], [], []), xid=-8)
     assert err == 0
 

@@ -54,7 +54,7 @@ class Request:
     """A client (or server-internal) request on its way through the pipeline."""
 
     __slots__ = ("session_id", "cxid", "type", "body", "ids", "conn", "hdr", "txn", "created",
-                 "raw")
+                 "raw", "origin")
 
     def __init__(self, session_id: int, cxid: int, type: int, body: Any, ids: list[Any],
                  conn: Any = None) -> None:
@@ -68,6 +68,7 @@ class Request:
         self.txn: Any = None
         self.created = 0
         self.raw = b""  # the client's request frame (xid, op, body): what a follower forwards
+        self.origin: int | None = None  # on a leader: the learner that forwarded it
 
 
 class Change:
@@ -130,6 +131,9 @@ class Prep:
         # On an ensemble's leader: () -> (active membership, a reconfig in flight,
         # the voters synced with us, ourselves included); None elsewhere.
         self.membership: Callable[[], tuple[membership.QuorumConfig, bool, set[int]]] | None = None
+        # On an ensemble's leader: SessionTracker.checkSession for every write
+        # (raises ZkError SESSIONEXPIRED / SESSIONMOVED); None elsewhere.
+        self.check_session: Callable[[Request], None] | None = None
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
@@ -187,6 +191,8 @@ class Prep:
         try:
             if req.body is MALFORMED:
                 raise ZkError(Err.MARSHALLINGERROR)
+            if self.check_session is not None:
+                self.check_session(req)
             if req.type == Op.multi:
                 req.txn = self._multi(req, zxid, time)
             else:

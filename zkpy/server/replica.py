@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zkpy.jute.codec import JuteError
-from zkpy.jute.protocol import Op
+from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.server.connection import decode_body
 from zkpy.server.core import ServerCore
 from zkpy.server.prep import MALFORMED, Request
@@ -74,6 +74,7 @@ class Replica:
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
         self.revalidating: deque[Any] = deque()  # learner: connections awaiting REVALIDATE
+        self.owners: dict[int, int] = {}  # leader: session id -> the member serving it
         self.role_changes = 0  # how often the role changed (tests watch it for flaps)
         self.led_since = 0
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
@@ -139,7 +140,9 @@ class Replica:
         if change.role == LEADING:
             core.forward = None
             core.sync = None
-            core.revalidate = None
+            core.revalidate = self._reconnected_here
+            core.prep.check_session = self._check_session
+            self.owners = {}  # SessionTrackerImpl starts with no owners
             core.prep.membership = self._membership if self.peer.config is not None else None
             core.expiring = True
             core.sessions.touched = None
@@ -153,6 +156,7 @@ class Replica:
             log.info("LEADING - epoch %d established with a quorum; serving clients", change.epoch)
         else:
             core.prep.membership = None
+            core.prep.check_session = None
             core.forward = self._forward
             core.sync = self._forward_sync
             core.revalidate = self._ask_leader
@@ -169,6 +173,7 @@ class Replica:
                      why, len(core.connections))
         core.serving = False
         core.prep.membership = None
+        core.prep.check_session = None
         core.forward = self._refuse
         core.sync = self._refuse
         core.revalidate = None
@@ -233,16 +238,48 @@ class Replica:
             log.warning("Dropping a malformed request forwarded by server %d: %s", src, e)
             return
         req = Request(sid, cxid, op, body, list(auth or []), None)
+        req.origin = src
         req.created = self.now
         self.core.submit(req, self.now)
 
     def _revalidate(self, learner: int, session_id: int, timeout: int) -> bool:
-        """Leader.revalidateSession: a global session that is alive, touched."""
+        """Leader.revalidateSession: a global session that is alive is touched and
+        from now on owned by the learner that asked (its client reconnected there)."""
         session = self.core.sessions.get(session_id)
         if session is None or session.closing or session.local:
             return False
         self.core.sessions.touch(session_id, self.now)
+        self.owners[session_id] = learner
         return True
+
+    def _reconnected_here(self, conn: Any, session_id: int, timeout: int) -> None:
+        """LeaderZooKeeperServer.revalidateSession: a session reconnecting to the
+        leader itself is ours now (its validity was checked on the spot)."""
+        self.owners[session_id] = self.peer.my_id
+        conn.revalidated(True, self.now)
+
+    def _check_session(self, req: Request) -> None:
+        """PrepRequestProcessor's checkSession, on the leader: a write of a session
+        that is gone is SESSIONEXPIRED; one that arrives through a member other
+        than the one the session last (re)connected to is SESSIONMOVED (a request
+        left behind on its old connection)."""
+        owner = self.peer.my_id if req.origin is None else req.origin
+        if req.type == Op.createSession:
+            self.owners[req.session_id] = owner
+            return
+        if req.type == Op.closeSession:
+            return  # not checked: "the session is being closed anyway"
+        session = self.core.sessions.get(req.session_id)
+        if session is None:
+            if self.core.settings.local_sessions:
+                return  # another member's local session: it alone knows it
+            raise ZkError(Err.SESSIONEXPIRED)
+        if session.closing:
+            raise ZkError(Err.SESSIONEXPIRED)
+        if session.local:
+            return
+        if self.owners.setdefault(req.session_id, owner) != owner:
+            raise ZkError(Err.SESSIONMOVED)
 
     def _learner_touches(self, src: int, data: bytes) -> None:
         sessions = self.core.sessions
