@@ -25,6 +25,7 @@ The pairings (myid 3 leads first; after the kill myid 2 leads):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -308,3 +309,114 @@ def test_a_session_moves_between_kinds(leader_kind: str,
         assert writer.get("/s/eph")[0] == b"hop 3"
         assert raw.close_session() == 0
         wait_until(lambda: writer.exists("/s/eph") is None, 10, "the ephemeral to go")
+
+
+# --------------------------------------------------------------------------
+# rolling migration, there and back
+
+
+class VersionWatcher(threading.Thread):
+    """Reads /v again and again through a client on every member and fails if
+    a read ever shows an older version than one seen before (state going
+    backwards), while another client keeps setting it."""
+
+    def __init__(self, client: KazooClient) -> None:
+        super().__init__(name="version-watcher", daemon=True)
+        self.client, self.seen, self.reads = client, -1, 0
+        self.backwards: list[tuple[int, int]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                _, stat = self.client.get("/v")
+            except Exception:
+                time.sleep(0.05)
+                continue
+            if stat.version < self.seen:
+                self.backwards.append((self.seen, stat.version))
+            self.seen = max(self.seen, stat.version)
+            self.reads += 1
+            self.halt.wait(0.01)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(10)
+
+
+def roll(ens: Ensemble, kind: str, loads: list[Loader], owner: KazooClient,
+         connect: Callable[..., KazooClient]) -> None:
+    """Restart every member as *kind*, one at a time, followers first and the
+    leader last, each only once the ensemble is whole again and the restarted
+    member holds every write acknowledged so far."""
+    order = sorted(ens.members, key=lambda m: m.mode() == "leader")
+    for m in order:
+        before = [len(ld.acked) for ld in loads]
+        m.become(kind, wait=False)
+        ens.wait_for_quorum(60)
+        wait_until(lambda b=before: all(len(ld.acked) > n + 10 for ld, n in zip(loads, b, strict=True)),
+                   60, "writes after member %d became %s\n%s" % (m.myid, kind, ens.log_tails()))
+        for i, load in enumerate(loads, 1):
+            missing = load.names() - view(connect, m, "/load-%d" % i)
+            assert not missing, "member %d lost writes after becoming %s" % (m.myid, kind)
+        assert owner.exists("/eph") is not None
+
+
+def test_rolling_migration_from_zookeeper_to_zkpy_and_back(
+        connect: Callable[..., KazooClient]) -> None:
+    """A loaded 3-server ZooKeeper ensemble becomes all zkpy, one member at a
+    time on the same dataDir and myid, and then all ZooKeeper again: no
+    acknowledged write is lost, the session (and its ephemeral) never
+    expires, and no client read goes backwards."""
+    with mixed([ZK, ZK, ZK]) as ens:
+        ens.start(60)
+        owner = connect(ens.connect_string, timeout=30.0)
+        states: list[str] = []
+        owner.add_listener(states.append)
+        session = owner.client_id
+        owner.create("/eph", b"mine", ephemeral=True)
+        owner.create("/v", b"0")
+        loads = [Loader(connect(ens.connect_string), "/load-%d" % i) for i in (1, 2)]
+        watcher = VersionWatcher(connect(ens.connect_string))
+        setter = Setter(owner)
+        for t in (*loads, watcher, setter):
+            t.start()
+        wait_until(lambda: all(len(ld.acked) >= 20 for ld in loads), 30, "writes to start")
+
+        roll(ens, PY, loads, owner, connect)
+        assert [m.kind for m in ens.members] == [PY, PY, PY]
+        roll(ens, ZK, loads, owner, connect)
+        assert [m.kind for m in ens.members] == [ZK, ZK, ZK]
+
+        for t in (*loads, setter):
+            t.stop()
+        watcher.stop()
+        assert owner.client_id == session
+        assert KazooState.LOST not in states
+        assert owner.exists("/eph") is not None
+        assert watcher.reads > 100 and not watcher.backwards, watcher.backwards[:5]
+        for i, load in enumerate(loads, 1):
+            same_everywhere(connect, ens, "/load-%d" % i, load.names())
+
+
+class Setter(threading.Thread):
+    """Keeps setting /v (its version is what VersionWatcher follows)."""
+
+    def __init__(self, client: KazooClient) -> None:
+        super().__init__(name="setter", daemon=True)
+        self.client = client
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.is_set():
+            n += 1
+            try:
+                self.client.set("/v", b"%d" % n)
+            except Exception:
+                time.sleep(0.05)
+            self.halt.wait(0.01)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(10)
