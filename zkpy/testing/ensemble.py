@@ -179,6 +179,19 @@ class Member:
         self.stop()
         return self.start(timeout=timeout, wait=wait, keep_config=keep_config)
 
+    def become(self, kind: str, timeout: float = 60, *, wait: bool = True) -> Member:
+        """Stop this member (SIGTERM) and start it again as *kind* on the same
+        dataDir, myid, ports and zoo.cfg settings: one step of a rolling
+        migration.  Its log goes on in the same ``server.log``."""
+        self.stop()
+        old = self.server
+        new = server_from_name(kind, settings=old.settings, port=old.port,
+                               workdir=old.workdir, **dict(self._options.get(kind, {})))
+        new.system_properties.update(old.system_properties)
+        old.cleanup()  # its directory is the ensemble's: left in place
+        self.server = new
+        return self.start(timeout=timeout, wait=wait)
+
     def __repr__(self) -> str:
         return "<Member %d %s %s pid=%s%s>" % (self.myid, self.kind, self.connect_string,
                                                self.pid, " paused" if self.paused else "")
