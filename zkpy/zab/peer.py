@@ -25,7 +25,10 @@ API
     Notification)`` from the election port; ``Propose(txn, zxid=None)``
     (leader only, once ``can_propose``; the txn's header carries
     ``peer.next_zxid``); ``Forward(data, auth)`` (follower: a client write or
-    sync for the leader, sent as REQUEST with the session's auth ids); ``Persisted(zxid)`` (the adapter's word that all
+    sync for the leader, sent as REQUEST with the session's auth ids);
+    ``Revalidate(session_id, timeout)`` (learner: a client reconnects with
+    this session; the leader's answer comes back in ``Ready.revalidated``);
+    ``Persisted(zxid)`` (the adapter's word that all
     persist ops handed out so far are synced and the log ends at ``zxid``);
     ``ConnectionLost(peer)``. The returned Ready accumulates until ``advance()``.
 
@@ -51,8 +54,14 @@ Carrying out a Ready, in this order:
        prepare and propose (a sync is answered by Zab itself: SYNC after the
        COMMIT of the newest proposal); ``pings``: learners' PING payloads,
        the sessions they kept alive; ``syncs``: how many SYNCs a follower got,
-       each answering its oldest waiting sync.
+       each answering its oldest waiting sync; ``revalidated``: the leader's
+       (session id, valid) answers to our REVALIDATEs.
     7. ``advance()``.
+
+Callbacks the adapter sets: ``peer.ping_data()`` (a follower's PING reply:
+the sessions its clients touched) and ``peer.revalidate(learner, session_id,
+timeout)`` (a leader's answer to a learner's REVALIDATE: is the session alive;
+it is now routed through that learner).
 
 ServerCore's seam: on the leader, ``committer.propose(req)`` becomes
 ``step(Propose(encode_txn(req.hdr, req.txn)))`` with ``req.hdr.zxid ==
@@ -63,24 +72,28 @@ write goes out as ``Forward``; its commit comes back through ``Ready.commit``.
 Safety rules and where they come from are quoted next to the code in
 ``leading.py`` and ``following.py``; this module keeps the state they share.
 
-Where zkpy's quorum traffic still differs from Apache ZooKeeper 3.8's (all
-records are ZooKeeper's; these are the conversations a mixed ensemble would
-trip over):
-    - SNAP carries the snapshot in its ``data``; ZooKeeper sends an empty
-      SNAP and streams the serialized tree and sessions after it, ending in
-      the "BenWasHere" signature.
-    - DIFF is followed by PROPOSALs only; ZooKeeper sends PROPOSAL+COMMIT
-      pairs for the committed part. zkpy's follower commits up to the zxid
-      of COMMIT/UPTODATE ("everything up to here"), ZooKeeper's the one
-      txn a COMMIT names, which is the same thing in zxid order.
-    - Followers check a reconnecting session against their replicated
-      session table instead of asking the leader (REVALIDATE).
-    - No quorum SASL or TLS (``quorum.auth.*``, ``sslQuorum``).
-    - A committed reconfig is activated when its COMMIT (INFORM for
-      observers) is applied; ZooKeeper sends COMMITANDACTIVATE /
-      INFORMANDACTIVATE and lets a removed leader name its successor.
-      A zkpy leader that a reconfig removes steps down after the commit,
-      and the new voters elect a leader.
+The quorum conversations are Apache ZooKeeper 3.8's, packet for packet, in
+both roles and for observers (``leading.py``, ``following.py``, the
+election's ``wire.py``; ``tests/test_zab_conversation.py`` holds them to it,
+``compat_tests/test_mixed.py`` runs mixed ensembles). What remains different
+is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
+    - A follower commits everything up to the zxid of COMMIT (and of DIFF,
+      TRUNC), where ZooKeeper's commits the one txn a COMMIT names: the same
+      thing in zxid order. It answers no PING until UPTODATE, as Learner.
+    - A leader that is not established yet (its tree lags its log until a
+      quorum acks NEWLEADER) answers a learner whose uncommitted tail crosses
+      an epoch with TRUNC, where ZooKeeper's leader (whose tree holds its
+      whole log) sends SNAP; once established it sends SNAP as ZooKeeper does.
+    - A learner told by COMMITANDACTIVATE / INFORMANDACTIVATE to follow
+      another leader goes through an election, where ZooKeeper's goes to that
+      leader directly; a zkpy leader removed by a reconfig names a successor
+      in its COMMITANDACTIVATE, then steps down once its COMMIT is out.
+    - A zkpy leader's session owners are member ids (ZooKeeper's are learner
+      connections): a learner that reconnects to the same leader keeps its
+      sessions routed to it (ZooKeeper's learner restarts and its clients
+      reconnect, which amounts to the same).
+    - No quorum SASL or TLS yet (``quorum.auth.*``, ``sslQuorum``): an
+      ensemble that uses them cannot take a zkpy member.
 
 Membership (``config``, a ``zkpy.zab.membership.QuorumConfig``): the voters
 count for elections and quorums; anyone else may still follow (a server
