@@ -154,6 +154,38 @@ def test_a_reconfig_commits_as_commit_and_activate_naming_the_leader() -> None:
     assert leader.config.voters == {1, 2} and f2.config.voters == {1, 2}
 
 
+def test_removing_the_leader_hands_over_to_the_designated_one_without_an_election() -> None:
+    """Leader.getDesignatedLeader / QuorumPeer.updateServerState: the removed
+    leader names a voter of the new membership; everyone goes to it directly."""
+    servers = {i: membership.parse_server_address(f"127.0.0.1:{2000 + i}:{3000 + i}")
+               for i in (1, 2, 3)}
+    peers = [Peer(i, VOTERS, DiskState(), lambda: b"",
+                  config=membership.QuorumConfig(dict(servers), 0x100000000)) for i in (1, 2, 3)]
+    leader, f2, f3 = peers
+    for p in peers:
+        _elect(p, 1)
+    _establish(leader, f2, f3)
+    text = membership.QuorumConfig({2: servers[2], 3: servers[3]}, 0).text().encode()
+    z = leader.next_zxid
+    leader.step(Propose(_reconfig_txn(z, text), z), 0)
+    activate = None
+    for _ in range(3):
+        rl = _take(leader)
+        _deliver(rl, 1, leader)
+        for f in (f2, f3):
+            _deliver(rl, 1, f)
+            _deliver(_take(f), f.my_id, leader)
+        activate = activate or next((p for p in _to(rl, 2) if p.type == m.COMMITANDACTIVATE),
+                                    None)
+    assert activate is not None and m.designated_leader(activate)[0] == 3
+    for p in peers:
+        p.step(Tick(), 0)  # the step after: the handover
+    assert f3.leading is not None
+    assert f2.following is not None and f2.following.leader == 3
+    assert leader.following is not None and leader.following.leader == 3
+    assert all(not _take(p).votes for p in peers)  # no election
+
+
 def _reconfig_txn(zxid: int, data: bytes) -> bytes:
     hdr = S.TxnHeader(0, 1, zxid, 0, 16)  # OpCode.reconfig
     return hdr.encode() + S.SetDataTxn("/zookeeper/config", data, 1).encode()

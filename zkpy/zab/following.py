@@ -24,7 +24,8 @@ without a COMMIT; after UPTODATE, an ACK of the new epoch's zxid
 sessions, ACKs of proposals (followers), REQUESTs and REVALIDATEs. COMMIT
 and COMMITANDACTIVATE, INFORM and INFORMANDACTIVATE commit in zxid order
 (COMMIT names one txn; in zxid order that is "everything up to here"); a
-COMMITANDACTIVATE naming another leader sends us back to the election.
+COMMITANDACTIVATE naming another leader makes us follow it (or lead, if it
+names us) without an election, as QuorumPeer.updateServerState does.
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ class Following:
         designated, _ = m.designated_leader(pkt)
         self._broadcast_commit(pkt)
         if designated != self.leader and self.peer.following is self:
-            self.peer.leave_after_step(f"reconfig 0x{pkt.zxid:x} designates leader {designated}")
+            self.peer.leave_after_step(f"reconfig 0x{pkt.zxid:x} designates leader {designated}",
+                                       designated)
 
     def _inform(self, pkt: m.QuorumPacket) -> None:
         """Observer.processPacket INFORM: a committed txn, logged and applied at once
@@ -231,7 +233,8 @@ class Following:
         self._hold_inform(pkt.zxid, txn)
         self._commit(self.watermark)
         if designated != self.leader and self.peer.following is self:
-            self.peer.leave_after_step(f"reconfig 0x{pkt.zxid:x} designates leader {designated}")
+            self.peer.leave_after_step(f"reconfig 0x{pkt.zxid:x} designates leader {designated}",
+                                       designated)
 
     def _sync_inform(self, pkt: m.QuorumPacket) -> None:
         """An INFORM during the sync (ZooKeeper informs an observer from the moment

@@ -396,6 +396,7 @@ class Leading:
             del self.outstanding[zxid]
             self.committed = zxid
             txn = p.history.txn(zxid) or b""
+            designated = p.my_id
             if pending is not None and zxid == pending[0]:
                 # Leader.tryToCommit: a reconfig's COMMIT names who leads after it.
                 designated = self._designated_leader(pending[1], ackers)
@@ -412,6 +413,13 @@ class Leading:
             for sid in self.pending_syncs.pop(zxid, ()):
                 if sid in self.learners:
                     p.send(sid, m.packet(m.SYNC, 0))
+            if commit.type == m.COMMITANDACTIVATE and designated != p.my_id:
+                # Leader.tryToCommit: "this leader is not the designated leader
+                # anymore, setting allowedToCommit=false"; we follow it (or
+                # observe it) once this step's COMMITs are out.
+                p.leave_after_step(f"reconfig 0x{zxid:x} designates leader {designated}",
+                                   designated)
+                return
 
     def _designated_leader(self, config: membership.QuorumConfig, ackers: set[int]) -> int:
         """Leader.getDesignatedLeader: we stay if the new membership keeps us as a

@@ -179,6 +179,7 @@ class Peer:
                                  finalize_wait, resend_interval)
         self._ready = Ready()
         self._leave_role: str | None = None  # why our role must end after this step
+        self._designated: int | None = None  # ...and whom to go to then (no election)
         # Learners that decided for us before we did (their FOLLOWERINFO came
         # while we were still looking): they are heard once we lead, as
         # Learner.connectToLeader keeps trying until the leader listens.
@@ -195,7 +196,10 @@ class Peer:
             # Left for the step after the one that decided it, so that the COMMITs
             # already handed out leave before our connections close.
             reason, self._leave_role = self._leave_role, None
-            if self.role != LOOKING:
+            designated, self._designated = self._designated, None
+            if designated is not None and self.role != LOOKING:
+                self._go_to_designated(designated, reason)
+            elif self.role != LOOKING:
                 self.become_looking(reason)
         if isinstance(event, Message):
             self._on_message(event.src, event.packet)
@@ -315,9 +319,11 @@ class Peer:
                 self.activate(config.with_version(entry[0]))
         self.history.trim(self.applied, self.log_window)
 
-    def leave_after_step(self, reason: str) -> None:
-        """End our role at the next event (what this step sends leaves first)."""
+    def leave_after_step(self, reason: str, designated: int | None = None) -> None:
+        """End our role at the next event (what this step sends leaves first),
+        for an election, or to go straight to a ``designated`` leader."""
         self._leave_role = reason
+        self._designated = designated
 
     def announce(self, established: bool) -> None:
         leader = self.leader_id
@@ -348,6 +354,27 @@ class Peer:
         self.election.epoch = self.current_epoch
         self._ready.votes.extend(self.election.start(self.now))
         self.announce(False)
+
+    def _go_to_designated(self, leader: int, reason: str) -> None:
+        """QuorumPeer.updateServerState after a COMMITANDACTIVATE named another
+        leader: lead if it is us, follow it otherwise, without an election (the
+        others named in it do the same)."""
+        if leader == self.my_id and self.my_id not in self.voters:
+            self.become_looking(reason)
+            return
+        if self.leading is not None:
+            for sid in self.leading.learners:
+                self.disconnect(sid)
+        if self.following is not None:
+            self.disconnect(self.following.leader)
+        self.leading = None
+        self.following = None
+        self.role = LOOKING
+        self.last_reason = reason
+        self.election.last_zxid = self.history.last_zxid
+        self.election.epoch = self.current_epoch
+        self.election.settle(leader)
+        self._decided()
 
     def _decided(self) -> None:
         decided = self.election.decided
