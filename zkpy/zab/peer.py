@@ -84,10 +84,10 @@ is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
       quorum acks NEWLEADER) answers a learner whose uncommitted tail crosses
       an epoch with TRUNC, where ZooKeeper's leader (whose tree holds its
       whole log) sends SNAP; once established it sends SNAP as ZooKeeper does.
-    - A learner told by COMMITANDACTIVATE / INFORMANDACTIVATE to follow
-      another leader goes through an election, where ZooKeeper's goes to that
-      leader directly; a zkpy leader removed by a reconfig names a successor
-      in its COMMITANDACTIVATE, then steps down once its COMMIT is out.
+    - A leader removed by a reconfig names its successor as ZooKeeper does
+      (a voter of the new membership that acked the most), and then follows
+      it at once, where ZooKeeper's keeps leading, committing nothing, until
+      its followers have left for the successor.
     - A zkpy leader's session owners are member ids (ZooKeeper's are learner
       connections): a learner that reconnects to the same leader keeps its
       sessions routed to it (ZooKeeper's learner restarts and its clients
