@@ -281,7 +281,8 @@ def run_suite(kind: str, args, out_dir: Path) -> dict:
 
 def load_reference(path: str, modules: list[str]) -> dict:
     """An earlier reference junit report, restricted to *modules*."""
-    prefixes = tuple(m + "." for m in modules)
+    # kazoo.tests.test_x.TestY::test_z, or kazoo.tests.test_x::test_z for a module-level test
+    prefixes = tuple(m + sep for m in modules for sep in (".", "::"))
     results = {t: s for t, s in parse_junit(Path(path)).items() if t.startswith(prefixes)}
     return {"server": "zookeeper", "junit": path, "results": results, "counts": counts(results),
             "returncode": None, "reused": True}

@@ -71,23 +71,32 @@ def connect() -> Iterator[Callable[..., KazooClient]]:
     yield from clients(SESSION_TIMEOUT)
 
 
-def start_led_by(ens: Ensemble, leader: int, timeout: float = 60) -> None:
+def start_led_by(ens: Ensemble, leader: int, timeout: float = 60,
+                 only: Sequence[int] | None = None) -> None:
     """Start ``leader`` with the smallest other voter first (it wins their
-    election: same zxid, larger myid), then everyone else."""
+    election: same zxid, larger myid), then everyone else (or the ``only``)."""
     first = [leader, min(m.myid for m in ens.members if m.myid != leader and not m.observer)]
     for myid in first:
         ens.member(myid).start(timeout=timeout, wait=False)
     wait_until(lambda: ens.member(leader).mode() == "leader", timeout,
                "member %d to lead\n%s" % (leader, ens.log_tails()))
-    ens.start(timeout)
+    for m in ens.members:
+        if not m.running and (only is None or m.myid in only):
+            m.start(timeout=timeout, wait=False)
+    ens.wait_for_quorum(timeout)
     got = ens.leader()
     assert got is not None and got.myid == leader, ens.modes()
 
 
 def mixed(kinds: Sequence[str], observers: Sequence[int] = (),
-          zookeeper_properties: dict[str, str] | None = None, **kw: object) -> Ensemble:
-    """Use in a ``with`` block: a failing test keeps the members' logs."""
-    options = {ZK: dict(OPTIONS[ZK], system_properties=zookeeper_properties or {})}
+          zookeeper_properties: dict[str, str] | None = None,
+          properties: dict[str, str] | None = None, **kw: object) -> Ensemble:
+    """Use in a ``with`` block: a failing test keeps the members' logs.
+    ``properties``: -D settings for both kinds; ``zookeeper_properties``: for
+    Apache ZooKeeper only."""
+    options = {ZK: dict(OPTIONS[ZK], system_properties={**(properties or {}),
+                                                        **(zookeeper_properties or {})}),
+               PY: {"system_properties": dict(properties or {})}}
     return Ensemble(kinds, observers=observers, kind_options=options, **kw)  # type: ignore[arg-type]
 
 
@@ -420,3 +429,62 @@ class Setter(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(10)
+
+
+# --------------------------------------------------------------------------
+# reconfig in a mixed ensemble
+
+SUPER = {"zookeeper.DigestAuthenticationProvider.superDigest":
+         "super:D/InIHSb7yEEbrWz8b9l71RjZJU="}  # password "test", as in Kazoo's tests
+
+
+def voters_in(config: bytes) -> set[int]:
+    return {int(line.split("=")[0][len("server."):]) for line in config.decode().splitlines()
+            if line.startswith("server.") and ":participant" in line}
+
+
+@pytest.mark.parametrize("kinds", [
+    pytest.param([ZK, PY, PY, ZK], id="zkpy-leader-removed"),
+    pytest.param([PY, ZK, ZK, PY], id="zookeeper-leader-removed"),
+])
+def test_reconfig_adds_a_server_then_removes_the_leader(
+        kinds: list[str], connect: Callable[..., KazooClient]) -> None:
+    """Server 4 (the leader's other kind) follows without a vote, a reconfig adds
+    it; then a reconfig removes the leader (3): it names a successor and every
+    server, of either kind, goes to it. Writes go on through both changes and
+    none that was acknowledged is lost; every member ends with the same
+    membership."""
+    with mixed(kinds, properties=SUPER, settings={"reconfigEnabled": "true"}) as ens:
+        joiner = ens.member(4)
+        line = "server.4=127.0.0.1:%d:%d:participant;127.0.0.1:%d" % (
+            joiner.quorum_port, joiner.election_port, joiner.port)
+        for m in ens.members[:3]:
+            m.server.settings.pop("server.4")
+        start_led_by(ens, 3, only=(1, 2, 3))
+        admin = connect(ens.member(1).connect_string, auth_data=[("digest", "super:test")])
+        load = Loader(connect(",".join(m.connect_string for m in ens.members[:3])), "/load")
+        load.start()
+        wait_until(lambda: len(load.acked) >= 20, 30, "writes before the reconfig")
+
+        joiner.start(timeout=60, wait=False)
+        wait_until(lambda: joiner.mode() == "follower", 60,
+                   "server 4 to follow without a vote\n%s" % ens.log_tails())
+        grown, _ = admin.reconfig(joining=line, leaving=None, new_members=None)
+        assert voters_in(grown) == {1, 2, 3, 4}
+        before = len(load.acked)
+        wait_until(lambda: len(load.acked) > before + 20, 30, "writes after growing")
+
+        shrunk, _ = admin.reconfig(joining=None, leaving="3", new_members=None)
+        assert voters_in(shrunk) == {1, 2, 4}
+        wait_until(lambda: (ens.leader() is not None and ens.leader().myid != 3
+                            and ens.member(3).mode() == "follower"), 60,
+                   "a new leader, with 3 following it\n%s" % ens.log_tails())
+        before = len(load.acked)
+        wait_until(lambda: len(load.acked) > before + 20, 60,
+                   "writes after the leader left\n%s" % ens.log_tails())
+        load.stop()
+        for m in ens.members:
+            reader = connect(m.connect_string)
+            reader.sync("/")
+            assert reader.get("/zookeeper/config")[0] == shrunk, "member %d" % m.myid
+        same_everywhere(connect, ens, "/load", load.names())
