@@ -488,3 +488,70 @@ def test_reconfig_adds_a_server_then_removes_the_leader(
             reader.sync("/")
             assert reader.get("/zookeeper/config")[0] == shrunk, "member %d" % m.myid
         same_everywhere(connect, ens, "/load", load.names())
+
+
+# --------------------------------------------------------------------------
+# quorum SASL
+
+QUORUM_JAAS = """
+QuorumServer {
+       org.apache.zookeeper.server.auth.DigestLoginModule required
+       user_quorum="%s";
+};
+QuorumLearner {
+       org.apache.zookeeper.server.auth.DigestLoginModule required
+       username="quorum"
+       password="%s";
+};
+"""
+QUORUM_SASL = {"quorum.auth.enableSasl": "true", "quorum.auth.learnerRequireSasl": "true",
+               "quorum.auth.serverRequireSasl": "true"}
+REFUSED = {ZK: "Failed to authenticate using SASL", PY: "Quorum SASL: refusing"}
+JAAS_PROPERTY = "java.security.auth.login.config"
+
+
+@pytest.mark.parametrize("kinds", [
+    pytest.param([ZK, PY, PY], id="zookeeper-among-zkpy"),
+    pytest.param([PY, ZK, ZK], id="zkpy-among-zookeeper"),
+])
+def test_quorum_sasl_in_a_mixed_ensemble(kinds: list[str],
+                                         connect: Callable[..., KazooClient]) -> None:
+    """With quorum SASL required everywhere, the mixed ensemble elects, syncs
+    and survives a leader kill; then member 1 comes back with a wrong
+    password: the others (the other kind) refuse it and it never serves,
+    until it has the right one again."""
+    with mixed(kinds, settings=QUORUM_SASL) as ens:
+        good = ens.workdir / "jaas.conf"
+        good.write_text(QUORUM_JAAS % ("s3cret", "s3cret"))
+        bad = ens.workdir / "jaas-bad.conf"
+        bad.write_text(QUORUM_JAAS % ("s3cret", "guessed"))
+        for m in ens.members:
+            m.server.system_properties[JAAS_PROPERTY] = str(good)
+        start_led_by(ens, 3)
+        load = Loader(connect(ens.connect_string), "/load")
+        load.start()
+        wait_until(lambda: len(load.acked) >= 20, 30, "writes with quorum SASL")
+        old = ens.member(3)
+        old.kill()
+        assert ens.wait_for_quorum(60).myid == 2
+        old.start(timeout=60, wait=False)
+        ens.wait_for_quorum(60)
+
+        intruder = ens.member(1)
+        intruder.stop()
+        judges = [m for m in ens.members if m is not intruder]
+        marks = {m.myid: len(server_log(m)) for m in judges}
+        intruder.server.system_properties[JAAS_PROPERTY] = str(bad)
+        intruder.start(timeout=60, wait=False)
+        wait_until(lambda: any(REFUSED[m.kind] in server_log(m)[marks[m.myid]:] for m in judges),
+                   60, "the others to refuse member 1's password\n%s" % ens.log_tails())
+        before = len(load.acked)
+        wait_until(lambda: len(load.acked) > before + 20, 30, "writes without member 1")
+        assert intruder.running and intruder.mode() is None  # it never got in
+
+        intruder.stop()
+        intruder.server.system_properties[JAAS_PROPERTY] = str(good)
+        intruder.start(timeout=60, wait=False)
+        ens.wait_for_quorum(60)
+        load.stop()
+        same_everywhere(connect, ens, "/load", load.names())

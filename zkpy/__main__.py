@@ -182,7 +182,14 @@ def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> A
              "transactions after it, acceptedEpoch %d, currentEpoch %d, in %.2fs",
              len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
              state.accepted_epoch, state.current_epoch, time.monotonic() - started)
+    from zkpy.net.peerlinks import quorum_sasl
+    try:
+        auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)
+    except ValueError as e:
+        log.error("Invalid configuration, exiting abnormally: %s", e)
+        return None
     server = EnsembleServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    server.use_quorum_auth(auth)
     _autopurge(reactor, cfg, server.purge)
     return server
 
