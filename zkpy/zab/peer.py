@@ -92,8 +92,9 @@ is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
       connections): a learner that reconnects to the same leader keeps its
       sessions routed to it (ZooKeeper's learner restarts and its clients
       reconnect, which amounts to the same).
-    - No quorum SASL or TLS yet (``quorum.auth.*``, ``sslQuorum``): an
-      ensemble that uses them cannot take a zkpy member.
+    - Quorum SASL is DIGEST-MD5 only (no Kerberos); quorum TLS
+      (``sslQuorum``) is not supported yet: an ensemble that uses it cannot
+      take a zkpy member.
 
 Membership (``config``, a ``zkpy.zab.membership.QuorumConfig``): the voters
 count for elections and quorums; anyone else may still follow (a server
