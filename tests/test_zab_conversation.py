@@ -223,6 +223,24 @@ def test_learner_is_silent_during_sync_then_acks_as_zookeeper_does() -> None:
     assert [p.type for p in _to(_take(f), 1)] == [m.PING]
 
 
+def test_txns_the_snapshot_already_holds_may_come_again_after_it() -> None:
+    """LearnerHandler forwards from before it reads the SNAP's zxid: a txn
+    committed in between comes both in the tree and as PROPOSAL+COMMIT."""
+    f = _syncing_follower()
+    snap_zxid = m.make_zxid(1, 5)
+    for pkt in (m.packet(m.SNAP, snap_zxid, b"tree"),
+                m.packet(m.PROPOSAL, m.make_zxid(1, 5), b"e"),
+                m.packet(m.COMMIT, m.make_zxid(1, 5)),
+                m.packet(m.PROPOSAL, m.make_zxid(1, 6), b"f"),
+                m.packet(m.COMMIT, m.make_zxid(1, 6)),
+                m.packet(m.NEWLEADER, m.make_zxid(2, 0)), m.packet(m.UPTODATE, -1)):
+        f.step(Message(1, pkt), 0)
+    r = _take(f)
+    assert f.following is not None and f.following.phase == "broadcast"
+    assert r.install == [(snap_zxid, b"tree")]
+    assert r.commit == [(m.make_zxid(1, 6), b"f")]
+
+
 def test_a_diff_commits_the_learners_own_logged_txns() -> None:
     """A restarted follower holds logged txns it does not know are committed;
     DIFF's zxid (the leader's lastProcessedZxid) says they are."""

@@ -141,6 +141,11 @@ class Following:
     def _proposal(self, pkt: m.QuorumPacket) -> None:
         p = self.peer
         if pkt.zxid <= p.history.last_zxid:
+            if self.phase != BROADCAST and pkt.zxid <= p.history.base:
+                # ZooKeeper's LearnerHandler starts forwarding before it reads the
+                # SNAP's zxid and streams its tree: txns committed in between come
+                # again after the snapshot that already holds them.
+                return
             p.become_looking(f"proposal 0x{pkt.zxid:x} out of order")
             return
         p.history.append(pkt.zxid, pkt.data or b"")
