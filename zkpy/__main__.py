@@ -157,7 +157,18 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
              "" if cfg.is_standalone else f", acceptedEpoch {state.accepted_epoch}, "
                                           f"currentEpoch {state.current_epoch}",
              time.monotonic() - started, cfg.data_dir)
+    auth = None
+    if not cfg.is_standalone:
+        from zkpy.net.peerlinks import quorum_sasl
+
+        try:
+            auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)
+        except ValueError as e:
+            log.error("Invalid configuration, exiting abnormally: %s", e)
+            return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    if auth is not None:
+        server.use_quorum_auth(auth)
     _autopurge(reactor, cfg, server.purge)
     return server
 

@@ -178,6 +178,12 @@ class MemberServer(ZkServer):
                           "0x%x is active but will not survive a restart)", self.static_path,
                           e, config.version)
 
+    def use_quorum_auth(self, auth: Any) -> None:
+        """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports; we authenticate
+        to voters when we connect to their election port."""
+        self.election.auth = self.links.auth = auth
+        self.election.wants_auth = lambda sid: sid in self.peer.voters
+
     # -- start and stop ------------------------------------------------------------------
 
     def start(self) -> None:

@@ -139,6 +139,24 @@ class Connection:
         self.state = "open"
         self.send_connect_response(timeout, sid, session_password(sid))
 
+    def await_revalidation(self, sid: int) -> None:
+        """A reconnecting session waits for the leader's word (REVALIDATE);
+        requests that arrive meanwhile wait in ``early``."""
+        self.session_id = sid
+        self.state = "connecting"
+
+    def revalidated(self, valid: bool, now: int) -> None:
+        """The leader's answer to the REVALIDATE of our reconnecting session."""
+        if self.state == "connecting":
+            admission.revalidated(self.core, self, valid, now)
+
+    def replay_early(self, now: int) -> None:
+        """The session is open: the requests that came while it was not, in order."""
+        early, self.early = self.early, []
+        for frame in early:
+            routing.route(self.core, self, frame, now)
+        self.core.mark_dirty(self)
+
     def await_session(self, create: Request) -> None:
         """A new global session waits for its createSession to commit; requests
         that arrive meanwhile wait in ``early``."""
@@ -186,10 +204,7 @@ class Connection:
             self.open(req.session_id, req.txn.timeOut)
             log.info("Established session %s with negotiated timeout %dms for client %s:%d",
                      hex_sid(req.session_id), req.txn.timeOut, self.host, self.port)
-            early, self.early = self.early, []
-            for frame in early:
-                routing.route(self.core, self, frame, self.core.now)
-            self.core.mark_dirty(self)
+            self.replay_early(self.core.now)
             return
         assert rc is not None
         err, payload = write_reply(req, rc)

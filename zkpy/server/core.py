@@ -92,6 +92,10 @@ class Upstream(Protocol):
     def forward(self, req: Request) -> None:
         """Following: hand a write or sync to the leader; its commit (or SYNC) follows."""
 
+    def revalidate(self, conn: Any, session_id: int, timeout: int) -> bool:
+        """A global session reconnects here: True to reopen it now, False when the
+        answer comes later through ``conn.revalidated``."""
+
     def flush(self) -> None:
         """The end of a turn: hand what was proposed in it to Zab."""
 
@@ -142,12 +146,15 @@ class ServerCore:
     # -- the mode ---------------------------------------------------------------
 
     def become(self, mode: Mode, why: str = "", *, next_zxid: int = 0,
-               membership: Callable[[], Any] | None = None) -> None:
+               membership: Callable[[], Any] | None = None,
+               check_session: Callable[[Request], None] | None = None) -> None:
         """Switch to ``mode`` (``zkpy.server.modes``). Leading and standalone take
         the zxid their next proposal carries; a leader with a membership, the
-        function that tells reconfig checks about it."""
+        function that tells reconfig checks about it, and the session check its
+        writes pass in prep (SessionTracker.checkSession)."""
         old, self.mode, self.rules = self.mode, mode, RULES[mode]
         self.prep.membership = membership
+        self.prep.check_session = check_session
         if mode is Mode.NOT_SERVING:
             self._stop_serving(old, why)
             return

@@ -61,7 +61,7 @@ class Request:
     """A client (or server-internal) request on its way through the pipeline."""
 
     __slots__ = ("session_id", "cxid", "type", "body", "ids", "conn", "hdr", "txn", "created",
-                 "raw", "digest")
+                 "raw", "digest", "origin")
 
     def __init__(self, session_id: int, cxid: int, type: int, body: Any, ids: list[Any],
                  conn: Any = None) -> None:
@@ -76,6 +76,7 @@ class Request:
         self.created = 0
         self.raw = b""  # the client's request frame (xid, op, body): what a follower forwards
         self.digest: Any = None  # the TxnDigest the txn carries (see zkpy.tree.digest)
+        self.origin: int | None = None  # on a leader: the learner that forwarded it
 
 
 class Change:
@@ -148,6 +149,9 @@ class Prep:
         # On an ensemble's leader: () -> (active membership, a reconfig in flight,
         # the voters synced with us, ourselves included); None elsewhere.
         self.membership: Callable[[], tuple[membership.QuorumConfig, bool, set[int]]] | None = None
+        # On an ensemble's leader: SessionTracker.checkSession for every write
+        # (raises ZkError SESSIONEXPIRED / SESSIONMOVED); None elsewhere.
+        self.check_session: Callable[[Request], None] | None = None
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
         self._now = 0  # the time of the request being prepared
@@ -232,6 +236,8 @@ class Prep:
         try:
             if req.body is MALFORMED:
                 raise ZkError(Err.MARSHALLINGERROR)
+            if self.check_session is not None:
+                self.check_session(req)
             if req.type == Op.multi:
                 req.txn = self._multi(req, zxid, time)
             else:

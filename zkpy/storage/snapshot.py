@@ -171,18 +171,21 @@ def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
-def parse_snapshot(blob: bytes, zxid: int) -> tuple[DataTree, dict[int, int]]:
-    """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions)."""
+def parse_snapshot(blob: bytes, zxid: int,
+                   trailer: bool = True) -> tuple[DataTree, dict[int, int]]:
+    """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions).
+    ``trailer=False``: the bytes came from a SNAP stream, which carries no digest
+    trailer (ZooKeeper's serializeSnapshot writes none), so none is looked for."""
     name = snapshot_name(zxid)
     try:
-        tree, sessions, _ = _parse(blob, name)
+        tree, sessions, _ = _parse(blob, name, trailer)
     except (JuteError, struct.error, IndexError, KeyError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
     tree.last_zxid = zxid
     return tree, sessions
 
 
-def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
+def _parse(blob: bytes, name: str, trailer: bool = True) -> tuple[DataTree, dict[int, int], int]:
     hdr, off = decode(S.FileHeader, blob, 0)
     if hdr.magic != SNAP_MAGIC:
         raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
@@ -210,10 +213,10 @@ def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
     off = _check_seal(blob, off, name)
     zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
     setup_quota(tree)  # as DataTree.deserialize: register the quotas, recompute their stats
-    if tree.digest_on:
-        trailer = _read_digest(blob, off, name)
-        if trailer is not None:
-            tree.digests.loaded(*trailer, zxid, tree.digest)
+    if tree.digest_on and trailer:
+        found = _read_digest(blob, off, name)
+        if found is not None:
+            tree.digests.loaded(*found, zxid, tree.digest)
     return tree, sessions, zxid
 
 

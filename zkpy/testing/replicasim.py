@@ -1,6 +1,6 @@
 """Ensemble members (``zkpy.server.replica.Replica``) in one deterministic, in-memory world.
 
-``Sim(size)`` plays ``zkpy.net.member.EnsembleServer`` for each member (a
+``Sim(size)`` plays ``zkpy.net.member.MemberServer`` for each member (a
 ``ServerCore`` + ``Peer`` + ``Replica``), carrying its Ready out as
 ``zkpy.zab.peer`` prescribes: quorum packets on one FIFO queue per (src, dst)
 (a ``disconnect``, cut or crash empties both directions, bumps the connection
@@ -219,7 +219,7 @@ class Sim:
 
     def _timer(self, member: Member) -> int | None:
         """When a looking member's election (or read-only mode) wants a Wake
-        (EnsembleServer._arm_election_timer)."""
+        (MemberServer._arm_election_timer)."""
         if not member.up or member.peer.role != ev.LOOKING:
             return None
         times = [t for t in (member.peer.election.next_deadline(),
