@@ -138,7 +138,9 @@ def test_leader_kill_under_load(kinds: list[str], observers: tuple[int, ...],
         killed_at = time.monotonic()
         old.kill()
         new = ens.wait_for_quorum(60)
-        assert new.myid == 2, ens.modes()
+        # Whichever survivor logged more of the stream leads (FastLeaderElection:
+        # the highest zxid, then the larger id); under load that varies by run.
+        assert new.myid in (1, 2), ens.modes()
         wait_until(lambda: all(ld.acks_since(killed_at) >= 20 for ld in loads[:2]), 60,
                    "writes after the kill\n%s" % ens.log_tails())
         old.start(timeout=60, wait=False)
