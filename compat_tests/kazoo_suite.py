@@ -2,6 +2,7 @@
 
     python -m compat_tests.kazoo_suite --server zookeeper|zkpy|both --size 1 \\
         [--tests test_client,test_lock,...] [-k EXPR] [--json summary.json]
+    python -m compat_tests.kazoo_suite --server both --size 3 --kinds zookeeper,zkpy,zkpy
 
 The test files are Kazoo's, unchanged (``pytest --pyargs kazoo.tests.X``).
 Kazoo's harness (``kazoo/testing/common.py``) starts its servers itself as
@@ -11,6 +12,11 @@ Kazoo's harness (``kazoo/testing/common.py``) starts its servers itself as
 * for ``zkpy`` we prepend ``compat_tests/java_shim`` to ``PATH``; its
   ``java`` execs ``python -m zkpy -D... zoo.cfg`` for QuorumPeerMain and the
   real java otherwise.
+* ``--kinds zookeeper,zkpy,zkpy`` makes the zkpy run a mixed ensemble: the
+  shim reads each server's myid and runs Apache ZooKeeper for the ones whose
+  kind is ``zookeeper`` (``ZKPY_SHIM_KINDS``). The reference run is then an
+  all-ZooKeeper ensemble of the same size, and the summary says how many of
+  its passing tests pass on the mixed one.
 
 With ``--server both`` the reference runs first, then zkpy, then a summary
 ("zkpy passes X of the Y tests that pass on Apache ZooKeeper") is printed
@@ -100,7 +106,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return parsed
 
 
-def server_env(kind: str, size: tuple[int, int] | int) -> dict[str, str]:
+def parse_kinds(text: str) -> list[str]:
+    """``"zookeeper,zkpy,zkpy"``: each server's kind, by myid."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("zookeeper", "zkpy")]
+    if not kinds or bad:
+        raise argparse.ArgumentTypeError("%r: a comma-separated list of zookeeper and zkpy"
+                                         % text)
+    return kinds
+
+
+def server_env(kind: str, size: tuple[int, int] | int,
+               kinds: list[str] | None = None) -> dict[str, str]:
     voters, observers = (size, 0) if isinstance(size, int) else size
     env = dict(os.environ)
     env["ZOOKEEPER_CLUSTER_SIZE"] = str(voters + observers)
@@ -118,6 +135,8 @@ def server_env(kind: str, size: tuple[int, int] | int) -> dict[str, str]:
         # ZKPY_SUITE_PYTHON lets the shim path be exercised with a stand-in.
         env["ZKPY_PYTHON"] = os.environ.get("ZKPY_SUITE_PYTHON", sys.executable)
         env["PATH"] = str(SHIM_DIR) + os.pathsep + env.get("PATH", "")
+        if kinds:
+            env["ZKPY_SHIM_KINDS"] = ",".join(kinds)
         pp = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
     return env
@@ -193,13 +212,15 @@ def run_suite(kind: str, args, out_dir: Path) -> dict:
     if args.k:
         cmd += ["-k", args.k]
     cmd += list(args.pytest_args or [])
-    env = server_env(kind, args.size)
+    env = server_env(kind, args.size, args.kinds if kind == "zkpy" else None)
     if kind == "zkpy":
         env["ZKPY_JAVA_SHIM_LOG"] = str(out_dir / "java-shim.log")
     record = {"server": kind, "command": cmd, "junit": str(junit), "log": str(log_path),
               "env": {k: env[k] for k in ("ZOOKEEPER_CLUSTER_SIZE", "ZOOKEEPER_OBSERVER_START_ID",
                                           "ZOOKEEPER_PORT_OFFSET", "ZOOKEEPER_VERSION",
                                           "ZOOKEEPER_CLASSPATH")}}
+    if kind == "zkpy" and args.kinds:
+        record["kinds"] = args.kinds
 
     if kind == "zkpy" and not args.no_preflight:
         reason = preflight_zkpy(out_dir)
@@ -260,7 +281,8 @@ def run_suite(kind: str, args, out_dir: Path) -> dict:
 
 def load_reference(path: str, modules: list[str]) -> dict:
     """An earlier reference junit report, restricted to *modules*."""
-    prefixes = tuple(m + "." for m in modules)
+    # kazoo.tests.test_x.TestY::test_z, or kazoo.tests.test_x::test_z for a module-level test
+    prefixes = tuple(m + sep for m in modules for sep in (".", "::"))
     results = {t: s for t, s in parse_junit(Path(path)).items() if t.startswith(prefixes)}
     return {"server": "zookeeper", "junit": path, "results": results, "counts": counts(results),
             "returncode": None, "reused": True}
@@ -286,6 +308,9 @@ def main(argv=None) -> int:
     ap.add_argument("--server", choices=("zookeeper", "zkpy", "both"), default="both")
     ap.add_argument("--size", type=parse_size, default=(1, 0),
                     help="servers: N participants, or N+M with M observers (default 1)")
+    ap.add_argument("--kinds", type=parse_kinds,
+                    help="a mixed ensemble for the zkpy run: each server's kind by myid, "
+                         "e.g. zookeeper,zkpy,zkpy (as many as --size counts)")
     ap.add_argument("--tests", help="comma-separated kazoo test modules (default: %s)"
                     % ",".join(DEFAULT_TESTS))
     ap.add_argument("-k", help="pytest -k expression")
@@ -302,6 +327,8 @@ def main(argv=None) -> int:
                          "(a reference baseline: its own failures are recorded, not judged)")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest args (after --)")
     args = ap.parse_args(argv)
+    if args.kinds and len(args.kinds) != sum(args.size):
+        ap.error("--kinds names %d servers, --size %d" % (len(args.kinds), sum(args.size)))
 
     if args.out_dir:
         out_dir = Path(args.out_dir)
@@ -321,6 +348,7 @@ def main(argv=None) -> int:
     summary: dict = {
         "tests": test_modules(args.tests), "k": args.k,
         "size": "%d+%d" % args.size if args.size[1] else str(args.size[0]),
+        "kinds": args.kinds,
         "out_dir": str(out_dir),
         "counts": {k: v["counts"] for k, v in runs.items()},
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "results"} for k, v in runs.items()},
@@ -337,8 +365,9 @@ def main(argv=None) -> int:
     if args.server == "both":
         cmp = compare(runs["zookeeper"], runs["zkpy"])
         summary["comparison"] = cmp
-        print("zkpy passes %d of the %d tests that pass on Apache ZooKeeper"
-              % (cmp["zkpy_passed_of_those"], cmp["reference_passed"]))
+        label = "the mixed ensemble (%s)" % ",".join(args.kinds) if args.kinds else "zkpy"
+        print("%s passes %d of the %d tests that pass on Apache ZooKeeper"
+              % (label, cmp["zkpy_passed_of_those"], cmp["reference_passed"]))
         if cmp["missing_on_zkpy"]:
             print("passing on Apache ZooKeeper but not on zkpy:")
             for item in cmp["missing_on_zkpy"]:

@@ -15,24 +15,30 @@ the session.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException, NodeExistsError
-from kazoo.handlers.threading import KazooTimeoutError
 
 from compat_tests.differential.rawclient import RawClient, RawConnectionLoss
-from compat_tests.ensembles import KINDS, RETRY, started, stop_all, wait_until
+from compat_tests.ensembles import (
+    FAILED_WRITE,
+    KINDS,
+    Loader,
+    clients,
+    drop_connection,
+    on_member,
+    started,
+    view,
+    wait_until,
+    write,
+)
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
-from zkpy.testing.ensemble import Ensemble, Member
+from zkpy.testing.ensemble import Ensemble
 
-#: what a write that cannot be served raises (Kazoo's timeout is no KazooException)
-FAILED_WRITE = (KazooException, KazooTimeoutError)
 SESSION_TIMEOUT = 10.0
 
 
@@ -44,105 +50,7 @@ def ensemble(request: pytest.FixtureRequest) -> Iterator[Ensemble]:
 @pytest.fixture
 def connect() -> Iterator[Callable[..., KazooClient]]:
     """``connect(hosts, **kw)``: a started Kazoo client, stopped at teardown."""
-    made: list[KazooClient] = []
-
-    def make(hosts: str, **kw: object) -> KazooClient:
-        kw.setdefault("timeout", SESSION_TIMEOUT)
-        client = KazooClient(hosts=hosts, connection_retry=dict(RETRY), **kw)
-        made.append(client)
-        client.start(timeout=30)
-        return client
-
-    yield make
-    stop_all(made)
-
-
-# --------------------------------------------------------------------------
-# helpers
-
-
-def on_member(ens: Ensemble, client: KazooClient) -> Member | None:
-    """The member *client* is connected to right now."""
-    if not client.connected:
-        return None
-    try:
-        host, port = client._connection._socket.getpeername()[:2]
-    except (AttributeError, OSError):
-        return None
-    return ens.member_at(host, port)
-
-
-def drop_connection(client: KazooClient) -> None:
-    """Break the client's TCP connection (the session lives on)."""
-    try:
-        client._connection._socket.shutdown(socket.SHUT_RDWR)
-    except (AttributeError, OSError):
-        pass
-
-
-def view(connect: Callable[..., KazooClient], member: Member, path: str) -> set[str]:
-    """Children of *path* as *member* alone serves them after ``sync``."""
-    client = connect(member.connect_string)
-    try:
-        client.sync(path)
-        return set(client.get_children(path))
-    finally:
-        client.stop()
-
-
-def write(client: KazooClient, path: str, timeout: float = 30.0) -> None:
-    """Create *path*, retrying through connection loss until *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create_async(path).get(timeout=max(0.1, deadline - time.monotonic()))
-            return
-        except NodeExistsError:  # an earlier attempt of ours went through
-            return
-        except FAILED_WRITE:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-class Loader(threading.Thread):
-    """Sequential creates under *path*; remembers every acknowledged one."""
-
-    def __init__(self, client: KazooClient, path: str = "/load") -> None:
-        super().__init__(name="ensemble-load", daemon=True)
-        self.client, self.path = client, path
-        self.acked: list[tuple[float, str]] = []
-        self.errors = 0
-        self.halt = threading.Event()
-        client.ensure_path(path)
-
-    def run(self) -> None:
-        n = 0
-        while not self.halt.is_set():
-            n += 1
-            try:
-                made = self.client.create_async(self.path + "/w-", b"%d" % n,
-                                                sequence=True).get(timeout=5)
-            except Exception:
-                self.errors += 1
-                time.sleep(0.02)
-                continue
-            self.acked.append((time.monotonic(), made.rsplit("/", 1)[1]))
-            self.halt.wait(0.005)
-
-    def names(self) -> set[str]:
-        return {name for _, name in self.acked}
-
-    def acks_since(self, t: float) -> int:
-        return sum(1 for when, _ in self.acked if when >= t)
-
-    def max_gap(self, t0: float, t1: float) -> float:
-        times = [t0] + [w for w, _ in self.acked if t0 <= w <= t1] + [t1]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(10)
+    yield from clients(SESSION_TIMEOUT)
 
 
 # --------------------------------------------------------------------------

@@ -13,6 +13,11 @@ adds an observer to three participants).  Each test runs the
 module on Apache ZooKeeper (the reference) and then on zkpy via
 ``python -m compat_tests.kazoo_suite --server both`` and asserts that zkpy
 passes every test the reference passes.  Slow: minutes per module.
+
+``KAZOO_SUITE_KINDS`` adds mixed ensembles, semicolon-separated, each a
+server kind per myid (``zookeeper,zkpy,zkpy;zookeeper,zookeeper,zkpy``): the
+module runs on an all-ZooKeeper ensemble of that size and on the mixed one,
+which must pass every test the former passes.
 """
 
 import json
@@ -39,16 +44,29 @@ SELECTION = _all_kazoo_modules() if _WANTED.strip() == "all" else [
     t.strip() for t in _WANTED.split(",") if t.strip()
 ]
 SIZES = [s.strip() for s in os.environ.get("KAZOO_SUITE_SIZE", "1").split(",") if s.strip()]
+MIXES = [k.strip() for k in os.environ.get("KAZOO_SUITE_KINDS", "").split(";") if k.strip()]
 
 
 @pytest.mark.kazoo_suite
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("module", SELECTION)
 def test_kazoo_module_matches_reference(module, size, tmp_path):
+    run_and_compare(module, ["--size", size], tmp_path)
+
+
+@pytest.mark.kazoo_suite
+@pytest.mark.parametrize("kinds", MIXES)
+@pytest.mark.parametrize("module", SELECTION)
+def test_kazoo_module_on_a_mixed_ensemble(module, kinds, tmp_path):
+    size = str(len(kinds.split(",")))
+    run_and_compare(module, ["--size", size, "--kinds", kinds], tmp_path)
+
+
+def run_and_compare(module, options, tmp_path):
     summary_path = tmp_path / "summary.json"
     cmd = [
         sys.executable, "-m", "compat_tests.kazoo_suite",
-        "--server", "both", "--size", size, "--tests", module,
+        "--server", "both", *options, "--tests", module,
         "--json", str(summary_path), "--out-dir", str(tmp_path), "--quiet",
     ]
     proc = subprocess.run(cmd, cwd=str(ROOT), stdout=subprocess.PIPE,

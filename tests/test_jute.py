@@ -365,3 +365,16 @@ def test_the_type_stub_is_generated_from_the_schema() -> None:
     assert stubs.STUB.read_text() == stubs.render(), (
         "zkpy/jute/schema.pyi is stale: run python -m zkpy.jute.stubs")
     assert "class QuorumPacket(Record):\n    type: int\n    zxid: int\n" in stubs.render()
+
+
+def test_fixed_width_records_expose_their_layout() -> None:
+    from zkpy.jute.codec import layout
+
+    assert S.ReplyHeader.STRUCT is not None and S.ReplyHeader.STRUCT.format == ">iqi"
+    assert S.ConnectRequest.STRUCT is None  # a buffer inside: no fixed layout
+    framed = layout(S.ReplyHeader, prefix="i")
+    assert framed.pack(16, 7, 9, -101) == struct.pack(">i", 16) + S.ReplyHeader(7, 9, -101).encode()
+    stat = S.StatPersisted(1, 2, 3, 4, 5, 6, 7, 8, 9)
+    assert layout(S.StatPersisted).pack(1, 2, 3, 4, 5, 6, 7, 8, 9) == stat.encode()
+    with pytest.raises(TypeError):
+        layout(S.GetDataRequest)

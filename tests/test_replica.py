@@ -432,13 +432,62 @@ def test_stale_sync_does_not_answer_a_new_sync() -> None:
     sim.release(g.id)
     hdr, _ = create(sim, writer, "/q", b"q")
     assert hdr.err == 0
-    # ...then a sync and a read on f: the read must see /q.
-    again = open_session(sim, f, session_id=reader.session_id, passwd=reader.passwd)
+    # ...then a sync and a read on f: the read must see /q. The client reconnects
+    # and pipelines both; f asks the leader about the session (REVALIDATE) first.
+    again = SimClient(sim, f)
+    again.send(frame(S.ConnectRequest(0, 0, 30000, reader.session_id, reader.passwd, False)))
     sxid = again.submit(Op.sync, S.SyncRequest("/q"))
     gxid = again.submit(Op.getData, S.GetDataRequest("/q", False))
     sim.paused.clear()
     sim.release(f.id)
+    frames = again.frames()
+    assert decode_all(S.ConnectResponse, frames[0]).sessionId == reader.session_id
+    again.unread[:0] = b"".join(struct.pack(">i", len(fr)) + fr for fr in frames[1:])
     replies = again.replies()
     assert [hdr.xid for hdr, _ in replies] == [sxid, gxid]
     assert replies[1][0].err == 0, "a read after sync missed an acknowledged write"
     assert p_zxid < replies[1][0].zxid
+
+
+# -- 9. a session that moved: REVALIDATE and SESSIONMOVED ---------------------------------
+
+
+def test_a_write_left_behind_by_a_moved_session_is_session_moved() -> None:
+    """Learner.validateSession / Leader.revalidateSession / checkSession: a client
+    reconnects to another follower, which asks the leader (REVALIDATE); the
+    leader now routes the session there, so a write still on its way from the
+    old follower fails with SESSIONMOVED instead of being applied behind the
+    client's back."""
+    sim = Sim()
+    leader = sim.wait_stable()
+    f, g = other_followers(sim)
+    old = open_session(sim, f)
+    sim.paused.add((f.id, leader.id))  # f's REQUEST waits on its way
+    stale = old.submit(Op.create, S.CreateRequest("/left-behind", b"", OPEN, 0))
+    sim.settle()
+    moved = open_session(sim, g, session_id=old.session_id, passwd=old.passwd)
+    moved.xid = old.xid  # a client's xids go on counting after it reconnects
+    assert leader.replica.owners[old.session_id] == g.id
+    hdr, _ = create(sim, moved, "/through-g")
+    assert hdr.err == 0
+    sim.paused.clear()
+    sim.settle()
+    ((reply, _),) = old.replies()
+    assert (reply.xid, reply.err) == (stale, -118)  # SESSIONMOVED
+    assert all(mb.core.tree.get("/left-behind") is None for mb in sim.members.values())
+    assert_converged(sim)
+
+
+def test_a_follower_refuses_a_session_the_leader_expired() -> None:
+    """The follower asks the leader: a session the leader is closing is refused
+    even if the follower still holds it."""
+    sim = Sim()
+    leader = sim.wait_stable()
+    f, _ = other_followers(sim)
+    c = open_session(sim, f)
+    leader.core.sessions.get(c.session_id).closing = True  # its closeSession is on its way
+    again = SimClient(sim, f)
+    again.send(frame(S.ConnectRequest(0, 0, 30000, c.session_id, c.passwd, False)))
+    sim.settle()
+    (resp,) = again.frames()
+    assert decode_all(S.ConnectResponse, resp).sessionId == 0

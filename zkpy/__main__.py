@@ -124,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(argv, run=_serve)
 
 
+def _digests(cfg: ServerConfig) -> None:
+    """zookeeper.digest.enabled (or zoo.cfg's digest.enabled), read once before any
+    tree is built, as ZooKeeperServer's static initializer reads it."""
+    from zkpy.tree import digest
+
+    digest.set_enabled(digest.enabled_in(cfg.properties))
+    log.info("%s = %s", digest.PROPERTY, "true" if digest.enabled() else "false")
+
+
 def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
@@ -148,8 +157,19 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
              "" if cfg.is_standalone else f", acceptedEpoch {state.accepted_epoch}, "
                                           f"currentEpoch {state.current_epoch}",
              time.monotonic() - started, cfg.data_dir)
+    auth = None
+    if not cfg.is_standalone:
+        from zkpy.net.peerlinks import quorum_sasl
+
+        try:
+            auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)
+        except ValueError as e:
+            log.error("Invalid configuration, exiting abnormally: %s", e)
+            return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
     record_startup(server.core.metrics, len(state.log), time.monotonic() - started)
+    if auth is not None:
+        server.use_quorum_auth(auth)
     _autopurge(reactor, cfg, server.purge)
     return server
 
@@ -175,6 +195,7 @@ def _serve(cfg: ServerConfig) -> int:
     from twisted.internet.error import CannotListenError
 
     reactor: Any = _reactor
+    _digests(cfg)
     try:
         settings = settings_from(cfg)
     except ConfigError as e:

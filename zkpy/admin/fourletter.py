@@ -274,14 +274,19 @@ def _isro(core: ServerCore) -> str:
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
 # The commands ZooKeeper answers with NOT_SERVING while a quorum member is not serving.
 _NEED_SERVING = frozenset({"srvr", "stat", "cons", "crst", "dump", "mntr", "wchs", "wchc",
-                           "wchp", "srst", "conf", "dirs"})
+                           "wchp", "srst", "conf", "dirs", "hash"})
+
+
+def _hash(core: ServerCore, conn: Any) -> str:
+    """DigestCommand: the tree digest at every 128th zxid (the last 1024 of them)."""
+    history: Iterable[tuple[int, int]] = core.tree.digests.history
+    return "".join(f"{zxid:x}: {digest}\n" for zxid, digest in history)
+
 
 _COMMANDS: dict[str, Callable[[ServerCore, Any], str]] = {
     "ruok": lambda core, conn: "imok",
     "isro": lambda core, conn: _isro(core),
-    # hash prints one "<zxid hex>: <digest>" line per entry of the tree-digest log;
-    # zkpy keeps no tree digests, so the log is empty.
-    "hash": lambda core, conn: "",
+    "hash": _hash,
     "srvr": _srvr, "stat": _stat, "conf": _conf, "cons": _cons,
     "crst": _crst, "dump": _dump, "envi": _envi, "mntr": _mntr, "wchs": _wchs,
     "wchc": _wchc, "wchp": _wchp, "srst": _srst, "dirs": _dirs, "gtmk": _gtmk, "stmk": _stmk,

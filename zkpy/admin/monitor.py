@@ -264,6 +264,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "min_client_response_size": min_size,
         "max_client_response_size": max_size,
         "response_bytes": st.response_bytes(),
+        "digest_mismatches_count": core.tree.digests.mismatches,
     }
     fds = core.host.fd_counts()
     if fds is not None:

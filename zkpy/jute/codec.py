@@ -38,6 +38,7 @@ __all__ = [
     "JuteError",
     "Record",
     "record",
+    "layout",
     "encode",
     "decode",
 ]
@@ -88,6 +89,10 @@ class Record:
 
     __slots__ = ()
     FIELDS: tuple[tuple[str, Any], ...] = ()
+    # For a record of fixed-width fields only (RequestHeader, ReplyHeader, StatPersisted,
+    # ...), the precompiled struct of its whole layout, for fast paths that pack or
+    # unpack it beside other bytes; None for any other record.
+    STRUCT: struct.Struct | None = None
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -305,9 +310,23 @@ def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> Any:
         "_encode_into": ns_enc["_encode_into"],
         "_decode_from": classmethod(ns_dec["_decode_from"]),
         "FIELDS": fields,
+        "STRUCT": (struct.Struct(">" + "".join(t.fmt for _, t in fields))
+                   if fields and all(t in (INT, LONG, BOOL) for _, t in fields) else None),
         "__doc__": doc or f"jute record {name}",
     }
     return type(name, (Record,), attrs)
+
+
+def layout(*records: type[Record], prefix: str = "") -> struct.Struct:
+    """One struct for fixed-width records laid end to end after ``prefix`` (struct
+    codes, e.g. "i" for a frame length): ``layout(ReplyHeader, prefix="i")`` packs a
+    framed reply header in one call, from the records' own declarations."""
+    fmts = []
+    for rec in records:
+        if rec.STRUCT is None:
+            raise TypeError(f"{rec.__name__} has fields of variable width")
+        fmts.append(rec.STRUCT.format.lstrip(">"))
+    return struct.Struct(">" + prefix + "".join(fmts))
 
 
 def encode(rec: Record) -> bytes:

@@ -8,7 +8,8 @@ decodes them here too. ConnectRequest has two layouts: the one every client
 since 3.4 sends (with ``readOnly``) and the older one without it.
 
 Decoding raises ``JuteError`` for malformed bytes and ``KeyError`` for an
-unknown op; it decides nothing else.
+unknown op; it decides nothing else. ``REQUEST_HEADER`` and ``REPLY_FRAME``
+are the headers' layouts for the fast paths, made from the schema.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import struct
 from typing import Any
 
 from zkpy.jute import schema as S
-from zkpy.jute.codec import JuteError, decode, decode_all
+from zkpy.jute.codec import JuteError, decode, decode_all, layout
 from zkpy.jute.protocol import REQUEST_RECORDS, Op
 
 _LEN = struct.Struct(">i")
 _OLD_CONNECT = struct.Struct(">iqiq")  # protocolVersion, lastZxidSeen, timeOut, sessionId
+
+#: A request's RequestHeader (xid, type), at the start of its frame.
+REQUEST_HEADER = layout(S.RequestHeader)
+#: A reply's frame length and ReplyHeader (xid, zxid, err), packed in one call.
+REPLY_FRAME = layout(S.ReplyHeader, prefix="i")
 
 # Multi-op request records by op type (MultiOperationRecord).
 MULTI_RECORDS: dict[int, Any] = {

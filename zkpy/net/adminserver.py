@@ -37,6 +37,7 @@ from twisted.web import resource, server
 
 from zkpy.admin import monitor
 from zkpy.storage.formats import VERSION_DIR, files_by_zxid
+from zkpy.tree.digest import DIGEST_VERSION
 
 if TYPE_CHECKING:
     from zkpy.config import ServerConfig
@@ -317,7 +318,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(("connection_stat_reset", "crst"), _crst),
     Command(("configuration", "conf", "config"), _configuration),
     Command(("connections", "cons"), lambda ctx, kw: _connections(ctx, brief=False)),
-    Command(("hash",), _const(digests=[])),  # zkpy keeps no tree digests (as the 4lw)
+    Command(("hash",), lambda ctx, kw: {"digests": [
+        {"zxid": zxid, "digest": digest, "digest_version": DIGEST_VERSION}
+        for zxid, digest in ctx.core.tree.digests.history]}),
     Command(("dirs",), lambda ctx, kw: dict(zip(("datadir_size", "logdir_size"),
                                                 monitor.dir_sizes(ctx.core), strict=True))),
     Command(("dump",), _dump),

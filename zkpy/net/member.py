@@ -40,6 +40,7 @@ from zkpy.zab.events import (
     ConnectionLost,
     DiskState,
     Message,
+    Messages,
     Start,
     Tick,
     Vote,
@@ -126,7 +127,7 @@ class MemberServer(ZkServer):
             self.static_path = (os.path.abspath(cfg.source) if os.path.isfile(cfg.source)
                                 else None)
             self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
-            self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packet, self._on_lost,
+            self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
                                      connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
@@ -193,6 +194,12 @@ class MemberServer(ZkServer):
                           "0x%x is active but will not survive a restart)", self.static_path,
                           e, config.version)
 
+    def use_quorum_auth(self, auth: Any) -> None:
+        """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports; we authenticate
+        to voters when we connect to their election port."""
+        self.election.auth = self.links.auth = auth
+        self.election.wants_auth = lambda sid: sid in self.peer.voters
+
     # -- start and stop ------------------------------------------------------------------
 
     def start(self) -> None:
@@ -236,8 +243,8 @@ class MemberServer(ZkServer):
         log.debug("Vote from %d: %s", sid, notification)
         self._step(Vote(sid, notification, config))
 
-    def _on_packet(self, sid: int, pkt: m.QuorumPacket) -> None:
-        self._step(Message(sid, pkt))
+    def _on_packets(self, sid: int, pkts: list[m.QuorumPacket]) -> None:
+        self._step(Messages(sid, pkts) if len(pkts) > 1 else Message(sid, pkts[0]))
 
     def _on_lost(self, sid: int) -> None:
         self._step(ConnectionLost(sid))

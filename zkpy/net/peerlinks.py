@@ -14,21 +14,37 @@ ZooKeeper's queue of capacity one) and sent when it connects.
 Quorum port (Leader / Learner): every participant listens; a follower
 connects to its leader and opens with FOLLOWERINFO, which names it. The
 stream is a sequence of QuorumPackets with no framing of its own
-(``zkpy.zab.messages.split_packet``). A connection is identified by an
-object (``token``) so that a message released after a disk sync goes out
-only on the connection it was meant for.
+(``zkpy.zab.messages.split_packet``), except after a SNAP: as ZooKeeper's
+LearnerHandler does, the leader writes an empty SNAP packet and then the
+serialized tree and sessions and the "BenWasHere" signature
+(``zkpy.storage.snapstream``); the learner's side reads that stream and hands
+the core one SNAP packet carrying the snapshot's bytes, which is what the
+core sends too. A connection is identified by an object (``token``) so that
+a message released after a disk sync goes out only on the connection it was
+meant for.
+
+Quorum SASL (``zkpy.auth.quorum_sasl``, ``auth`` on both link sets): with
+``quorum.auth.enableSasl`` a connection first runs the DIGEST-MD5 handshake
+(the election port: right after the initial message), the connecting side as
+the learner when ``learnerRequireSasl`` (on the election port only towards
+voters, as QuorumCnxManager), the accepting side as the server; with
+``serverRequireSasl`` a connection that does not authenticate is refused
+and logged. Nothing else is read or sent on it before the handshake is done.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
 
+from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
+from zkpy.storage import snapstream
 from zkpy.zab import messages as m
 from zkpy.zab import wire
 from zkpy.zab.election import Notification
@@ -38,12 +54,114 @@ log = logging.getLogger("zkpy.quorum")
 Address = tuple[str, int]
 
 
+def quorum_sasl(settings: dict[str, str], jaas_path: str | None) -> qsasl.QuorumSasl:
+    """The quorum SASL settings of zoo.cfg's quorum.auth.* keys and the JAAS file
+    (ValueError naming what is missing or unreadable)."""
+    text = None
+    if jaas_path:
+        try:
+            with open(jaas_path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ValueError(f"java.security.auth.login.config: cannot read {jaas_path}: "
+                             f"{e}") from None
+    return qsasl.QuorumSasl.from_settings(settings, text)
+
+
 def resolve(host: str) -> str:
     """An IPv4/IPv6 literal for a zoo.cfg host name (resolved once, at start-up)."""
     try:
         return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
     except OSError:
         return host
+
+
+# -- quorum SASL, before anything else on a connection -----------------------------------
+
+
+class _Sasl:
+    """One connection's quorum SASL handshake (``zkpy.auth.quorum_sasl``): started
+    by ``connect`` (we connected) or ``accept`` (they did), fed the bytes that
+    arrive until it is over; then the connection's ``authenticated()`` goes on."""
+
+    def __init__(self, auth: qsasl.QuorumSasl | None, conn: Any) -> None:
+        self.auth = auth if auth is not None and auth.enabled else None
+        self.conn = conn
+        self.handshake: qsasl.LearnerHandshake | qsasl.ServerHandshake | None = None
+        self.peeking = False  # accepted: waiting to see whether the peer authenticates
+        self.what = ""
+        self.buf = b""
+
+    @property
+    def active(self) -> bool:
+        return self.peeking or self.handshake is not None
+
+    def connect(self, wanted: bool) -> bool:
+        """We connected: authenticate if learnerRequireSasl (and ``wanted``); True
+        if a handshake began (the connection waits for it)."""
+        auth = self.auth
+        if auth is None or not auth.learner_required or not wanted or auth.login is None:
+            return False
+        self.what = f"server {self.conn.sid}"
+        self.handshake = qsasl.LearnerHandshake(*auth.login, os.urandom(16).hex())
+        self.conn.transport.write(self.handshake.first())
+        return True
+
+    def accept(self, what: str) -> bool:
+        """They connected: with quorum SASL on, see first whether they authenticate."""
+        if self.auth is None:
+            return False
+        self.what, self.peeking = what, True
+        return True
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Run the handshake on the bytes that arrived: the bytes after it once it
+        is over and the connection goes on; None while it is not over (the part
+        of a packet that is not all here yet is kept), or when the connection
+        ended."""
+        assert self.auth is not None
+        buf, self.buf = self.buf + data, b""
+        try:
+            if self.peeking:
+                first = qsasl.starts_with_auth(buf)
+                if first is None:
+                    self.buf = buf
+                    return None
+                self.peeking = False
+                if first:
+                    self.handshake = qsasl.ServerHandshake(self.auth.users,
+                                                           os.urandom(16).hex())
+                elif self.auth.server_required:
+                    self._fail("it did not authenticate (quorum.auth.serverRequireSasl)")
+                    return None
+                else:
+                    return buf if self.conn.authenticated() else None
+            off = 0
+            while self.handshake is not None:
+                step = self.handshake.feed(buf, off)
+                if step is None:
+                    self.buf = buf[off:]
+                    return None
+                out, off = step
+                if out:
+                    self.conn.transport.write(out)
+                if self.handshake.done:
+                    if isinstance(self.handshake, qsasl.ServerHandshake):
+                        log.info("Quorum SASL: %s authenticated as %r", self.what,
+                                 self.handshake.user)
+                    self.handshake = None
+                    return buf[off:] if self.conn.authenticated() else None
+        except qsasl.QuorumAuthError as e:
+            if e.reply:
+                self.conn.transport.write(e.reply)
+            self._fail(str(e))
+        return None
+
+    def _fail(self, reason: str) -> None:
+        log.warning("Quorum SASL: refusing %s: %s", self.what, reason)
+        self.handshake, self.peeking = None, False
+        self.conn.abort()
+        return None
 
 
 # -- the election port ---------------------------------------------------------------------
@@ -57,25 +175,48 @@ class _ElectionProtocol(protocol.Protocol):
         self.sid = sid  # known when we connected; learned from the initial message otherwise
         self.outbound = sid is not None
         self.buf = b""
+        self.addresses: tuple[tuple[str, int], ...] = ()
+        self.sasl = _Sasl(links.auth, self)
 
     def connectionMade(self) -> None:
         if self.outbound:
             assert self.sid is not None
             assert self.links.initial_message is not None
             self.transport.write(self.links.initial_message)
+            if not self.sasl.connect(self.links.wants_auth(self.sid)):
+                self.links.made(self.sid, self)
+
+    def authenticated(self) -> bool:
+        """The handshake is over (or there was none): go on; False if dropped."""
+        assert self.sid is not None
+        if self.outbound:
             self.links.made(self.sid, self)
+            return True
+        return self.links.accepted(self.sid, self, self.addresses)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.sasl.active:
+            rest = self.sasl.feed(data)
+            if rest is None:
+                return
+            data = rest
         self.buf += data
         try:
             if self.sid is None:
                 found = wire.split_initial_message(self.buf)
                 if found is None:
                     return
-                msg, self.buf = found
-                self.sid = msg.sid
-                if not self.links.accepted(msg.sid, self, msg.addresses):
+                msg, rest = found
+                self.buf = b""
+                self.sid, self.addresses = msg.sid, msg.addresses
+                if self.sasl.accept(f"the election connection of server {msg.sid}"):
+                    after = self.sasl.feed(rest)
+                    if after is None:
+                        return
+                    rest = after
+                elif not self.links.accepted(msg.sid, self, msg.addresses):
                     return
+                self.buf = rest
             while True:
                 framed = wire.split_frame(self.buf)
                 if framed is None:
@@ -87,6 +228,9 @@ class _ElectionProtocol(protocol.Protocol):
             log.warning("Closing an election connection%s: %s",
                         f" from server {self.sid}" if self.sid is not None else "", e)
             self.transport.abortConnection()
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.sid is not None:
@@ -119,6 +263,9 @@ class ElectionLinks(protocol.ServerFactory):
         self.peers = peers
         self.on_vote = on_vote
         self.config = config_text
+        self.auth: qsasl.QuorumSasl | None = None
+        # Whom we authenticate to when we connect (QuorumCnxManager: the voters).
+        self.wants_auth: Callable[[int], bool] = lambda sid: True
         self.initial_message: bytes | None = None
         if my_id in peers:
             self.set_own_address()
@@ -225,32 +372,71 @@ class _QuorumProtocol(protocol.Protocol):
         self.outbound = sid is not None
         self.buf = bytearray()
         self.closed = False
+        # Reading the stream after a SNAP from the leader: the packet and the reader.
+        self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
+        self.sasl = _Sasl(links.auth, self)
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         if self.outbound:
+            if not self.sasl.connect(True):
+                self.links.leader_connected(self)
+        else:
+            self.sasl.accept("quorum connection")
+
+    def authenticated(self) -> bool:
+        if self.outbound:
             self.links.leader_connected(self)
+        return not self.closed
 
     def dataReceived(self, data: bytes) -> None:
         buf = self.buf
         buf += data
+        if self.sasl.active:
+            rest = self.sasl.feed(bytes(buf))
+            buf.clear()
+            if rest is None:
+                return
+            buf += rest
         off = 0
+        packets: list[m.QuorumPacket] = []
         try:
             while not self.closed:
-                found = m.split_packet(buf, off)
+                if self.snap is not None:
+                    del buf[:off]  # the stream starts at 0 while its reader walks it
+                    off = 0
+                    found = self._snapshot(buf)
+                else:
+                    found = m.split_packet(buf, off)
                 if found is None:
                     break
                 pkt, off = found
                 if self.sid is None and not self._identify(pkt):
                     return
-                assert self.sid is not None
-                self.links.on_packet(self.sid, pkt, self)
-        except m.PacketError as e:
+                if pkt.type == m.SNAP and self.outbound and not pkt.data:
+                    self.snap = (pkt, snapstream.SnapStreamReader())
+                    continue
+                packets.append(pkt)
+        except (m.PacketError, snapstream.SnapStreamError) as e:
             log.warning("Closing the quorum connection %s: %s",
                         f"of server {self.sid}" if self.sid is not None else "", e)
             self.abort()
-            return
-        del buf[:off]
+        # What came before bad bytes was sent all the same: the core gets it.
+        if packets and self.sid is not None:
+            self.links.on_packets(self.sid, packets, self)
+        if not self.closed:
+            del buf[:off]
+
+    def _snapshot(self, buf: bytearray) -> tuple[m.QuorumPacket, int] | None:
+        """The SNAP packet with the snapshot that followed it, once all of it is in."""
+        assert self.snap is not None
+        head, reader = self.snap
+        end = reader.feed(buf)
+        if end is None:
+            return None
+        self.snap = None
+        snap = m.QuorumPacket(m.SNAP, head.zxid, snapstream.snapshot_of(buf[:end]), None)
+        return snap, end
 
     def _identify(self, pkt: m.QuorumPacket) -> bool:
         try:
@@ -267,8 +453,14 @@ class _QuorumProtocol(protocol.Protocol):
         return True
 
     def write(self, pkt: m.QuorumPacket) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(pkt.encode())
+        if self.closed or self.transport is None:
+            return
+        if pkt.type == m.SNAP and pkt.data:
+            # LearnerHandler: SNAP(zxid) with no data, then the tree streamed after it.
+            self.transport.write(m.packet(m.SNAP, pkt.zxid).encode())
+            self.transport.write(snapstream.stream_of(pkt.data))
+            return
+        self.transport.write(m.encode_packet(pkt))
 
     def abort(self) -> None:
         if not self.closed:
@@ -330,14 +522,15 @@ class _Outbound(protocol.ClientFactory):
 
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
-                 on_packet: Callable[[int, m.QuorumPacket], None],
+                 on_packets: Callable[[int, list[m.QuorumPacket]], None],
                  on_lost: Callable[[int], None], connect_window: float = 10.0) -> None:
         self.reactor = reactor
         self.my_id = my_id
         self.peers = peers
-        self._on_packet = on_packet
+        self._on_packets = on_packets
         self._on_lost = on_lost
         self.connect_window = connect_window
+        self.auth: qsasl.QuorumSasl | None = None
         self.conns: dict[int, _QuorumProtocol] = {}
         self.outbound: dict[int, _Outbound] = {}
         self.port: Any = None
@@ -390,9 +583,10 @@ class QuorumLinks(protocol.ServerFactory):
         self.conns[sid] = proto
         log.info("Server %d connected to our quorum port", sid)
 
-    def on_packet(self, sid: int, pkt: m.QuorumPacket, proto: _QuorumProtocol) -> None:
+    def on_packets(self, sid: int, pkts: list[m.QuorumPacket], proto: _QuorumProtocol) -> None:
+        """What one read of ``sid``'s current connection brought, in order."""
         if self.conns.get(sid) is proto:
-            self._on_packet(sid, pkt)
+            self._on_packets(sid, pkts)
 
     def outbound_failed(self, out: _Outbound) -> None:
         if self.outbound.get(out.sid) is out:

@@ -71,7 +71,7 @@ class FuzzySnapshots:
         d = task.cooperate(steps()).whenDone()
         d.addCallback(lambda _: threads.deferToThreadPool(
             self.reactor, self.pool, write_snapshot, path, maker.head(), maker.chunks,
-            self.force_sync))
+            self.force_sync, maker.digest))
         d.addCallback(lambda _: self._done(path, maker, started))
         d.addErrback(self._failed)
 

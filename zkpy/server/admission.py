@@ -13,8 +13,9 @@
    the write pipeline and the connection waits for its commit;
 6. a reconnecting session: refused for a global session in read-only mode,
    answered with an empty ConnectResponse (then closed) when it is unknown,
-   closing or its password is wrong, and otherwise moved to this connection
-   (closing the one it had) with a fresh timeout.
+   closing or its password is wrong; a learner then asks its leader about a
+   global session (REVALIDATE, ``revalidated`` brings the answer); otherwise
+   it moves to this connection (closing the one it had) with a fresh timeout.
 
 It only decides; the connection (``zkpy.server.connection``) keeps the bytes
 and the order, the core keeps the sessions.
@@ -23,14 +24,13 @@ and the order, the core keeps the sessions.
 from __future__ import annotations
 
 import logging
-import struct
 from typing import TYPE_CHECKING
 
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Err, Op
-from zkpy.jute.requests import decode_connect
+from zkpy.jute.requests import REPLY_FRAME, decode_connect
 from zkpy.server.prep import Request
-from zkpy.server.sessions import hex_sid, session_password
+from zkpy.server.sessions import Session, hex_sid, session_password
 
 if TYPE_CHECKING:
     from zkpy.server.connection import Connection
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkpy.server")
 
-_REPLY = struct.Struct(">iiqi")  # frame length + ReplyHeader(xid, zxid, err)
 
 
 def handshake(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
@@ -86,7 +85,7 @@ def _new_session(core: ServerCore, conn: Connection, timeout: int, now: int) -> 
         sid = local.for_read_only(timeout, now, f"{conn.host}:{conn.port}")
         if sid is None:
             # ZooKeeper 3.8's answer to the createSession: a bare reply header.
-            conn.queue(_REPLY.pack(16, 0, core.last_zxid, int(Err.NOTREADONLY)))
+            conn.queue(REPLY_FRAME.pack(16, 0, core.last_zxid, int(Err.NOTREADONLY)))
             conn.close_after_flush()
             return
         conn.open(sid, timeout)
@@ -119,6 +118,30 @@ def _reconnect(core: ServerCore, conn: Connection, sid: int, passwd: bytes, time
         conn.send_connect_response(0, 0, bytes(16))
         conn.close_after_flush()
         return
+    if not session.local and not core.replica.revalidate(conn, sid, timeout):
+        # LearnerZooKeeperServer.revalidateSession: the leader decides (and makes
+        # us the session's owner); requests wait until it answers.
+        conn.await_revalidation(sid)
+        return
+    _reopen(core, conn, session, timeout, now)
+
+
+def revalidated(core: ServerCore, conn: Connection, valid: bool, now: int) -> None:
+    """The leader's answer to the REVALIDATE of ``conn``'s reconnecting session."""
+    session = core.sessions.get(conn.session_id)
+    if not valid or session is None or session.closing:
+        log.info("Invalid session %s for client %s:%d, probably expired",
+                 hex_sid(conn.session_id), conn.host, conn.port)
+        conn.send_connect_response(0, 0, bytes(16))
+        conn.close_after_flush()
+        return
+    _reopen(core, conn, session, conn.timeout, now)
+    conn.replay_early(now)
+
+
+def _reopen(core: ServerCore, conn: Connection, session: Session, timeout: int,
+            now: int) -> None:
+    sid = session.id
     old = session.conn
     if old is not None and old is not conn:
         log.info("Closing previous connection of session %s on reconnect", hex_sid(sid))

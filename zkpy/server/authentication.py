@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zkpy.auth.sasl import DigestMD5Server, SaslError
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, ZkError
+from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server.sessions import hex_sid
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkpy.server")
 
-_REPLY = struct.Struct(">iiqi")  # frame length + ReplyHeader(xid, zxid, err)
 _NULL_BUFFER = struct.pack(">i", -1)  # a jute buffer field holding null
 
 
@@ -47,7 +47,7 @@ def enforced(core: ServerCore, conn: Connection, xid: int) -> bool:
               "with any of the expected authentication scheme %s, closing session.",
               [i.scheme for i in conn.ids], hex_sid(conn.session_id), conn.host, conn.port,
               list(schemes))
-    conn.queue_in_order(_REPLY.pack(16, xid, 0, int(Err.SESSIONCLOSEDREQUIRESASLAUTH)))
+    conn.queue_in_order(REPLY_FRAME.pack(16, xid, 0, int(Err.SESSIONCLOSEDREQUIRESASLAUTH)))
     conn.close_after_flush()
     return False
 
@@ -58,13 +58,13 @@ def auth(core: ServerCore, conn: Connection, xid: int, body: Any) -> None:
     except ZkError:
         log.warning("Authentication failed for scheme %s from %s:%d", body.scheme,
                     conn.host, conn.port)
-        conn.queue_in_order(_REPLY.pack(16, xid, 0, int(Err.AUTHFAILED)))
+        conn.queue_in_order(REPLY_FRAME.pack(16, xid, 0, int(Err.AUTHFAILED)))
         conn.close_after_flush()
         return
     for ident in granted:
         if ident not in conn.ids:
             conn.ids.append(ident)
-    conn.queue_in_order(_REPLY.pack(16, xid, 0, 0))
+    conn.queue_in_order(REPLY_FRAME.pack(16, xid, 0, 0))
 
 
 def sasl(core: ServerCore, conn: Connection, xid: int, body: Any) -> None:
@@ -84,7 +84,7 @@ def sasl(core: ServerCore, conn: Connection, xid: int, body: Any) -> None:
         required = "sasl" in settings.enforce_auth_schemes
         if settings.allow_sasl_failed_clients and not required:
             log.warning("Maintaining client connection despite SASL authentication failure.")
-            conn.queue_in_order(_REPLY.pack(20, xid, 0, 0) + _NULL_BUFFER)
+            conn.queue_in_order(REPLY_FRAME.pack(20, xid, 0, 0) + _NULL_BUFFER)
             return
         # ZooKeeper 3.8 answers the token (SetSASLResponse with a null token) with
         # SESSIONCLOSEDREQUIRESASLAUTH when SASL is required, else AUTHFAILED, then closes.
@@ -96,7 +96,7 @@ def sasl(core: ServerCore, conn: Connection, xid: int, body: Any) -> None:
         else:
             log.warning("Closing client connection due to SASL authentication failure.")
             err = Err.AUTHFAILED
-        conn.queue_in_order(_REPLY.pack(20, xid, 0, int(err)) + _NULL_BUFFER)
+        conn.queue_in_order(REPLY_FRAME.pack(20, xid, 0, int(err)) + _NULL_BUFFER)
         conn.close_after_flush()
         return
     if conn.sasl.complete and conn.sasl.user is not None:
@@ -107,4 +107,4 @@ def sasl(core: ServerCore, conn: Connection, xid: int, body: Any) -> None:
                      conn.sasl.user)
     payload = S.SetSASLResponse(token).encode()
     # zxid 0, as ZooKeeperServer.processSasl answers.
-    conn.queue_in_order(_REPLY.pack(16 + len(payload), xid, 0, 0) + payload)
+    conn.queue_in_order(REPLY_FRAME.pack(16 + len(payload), xid, 0, 0) + payload)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zkpy.admin import fourletter
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
+from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
 from zkpy.server.metrics import Summary
 from zkpy.server.prep import Request
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zkpy.server")
 
 _LEN = struct.Struct(">i")
-_REPLY = struct.Struct(">iiqi")
 # Bytes of replies a connection may queue before it stops taking requests from
 # its input buffer: a client pipelining reads of big znodes cannot make the
 # server queue gigabytes for it.
@@ -153,6 +153,25 @@ class Connection:
         self.state = "open"
         self.send_connect_response(timeout, sid, session_password(sid))
 
+    def await_revalidation(self, sid: int) -> None:
+        """A reconnecting session waits for the leader's word (REVALIDATE);
+        requests that arrive meanwhile wait in ``early``."""
+        self.session_id = sid
+        self.state = "connecting"
+
+    def revalidated(self, valid: bool, now: int) -> None:
+        """The leader's answer to the REVALIDATE of our reconnecting session."""
+        if self.state == "connecting":
+            admission.revalidated(self.core, self, valid, now)
+
+    def replay_early(self, now: int) -> None:
+        """The session is open: the requests that came while it was not, in order."""
+        early, self.early = self.early, []
+        for frame, arrived in early:
+            self.queued_time(now - arrived)  # it waited for its session
+            routing.route(self.core, self, frame, arrived)
+        self.core.mark_dirty(self)
+
     def await_session(self, create: Request) -> None:
         """A new global session waits for its createSession to commit; requests
         that arrive meanwhile wait in ``early``."""
@@ -201,11 +220,7 @@ class Connection:
             self.update_latency(max(self.core.now - req.created, 0))
             log.info("Established session %s with negotiated timeout %dms for client %s:%d",
                      hex_sid(req.session_id), req.txn.timeOut, self.host, self.port)
-            early, self.early = self.early, []
-            for frame, arrived in early:
-                self.queued_time(self.core.now - arrived)  # it waited for its session
-                routing.route(self.core, self, frame, arrived)
-            self.core.mark_dirty(self)
+            self.replay_early(self.core.now)
             return
         assert rc is not None
         err, payload = write_reply(req, rc)
@@ -256,7 +271,7 @@ class Connection:
         """A reply the final processor does not send (auth, refusals): in order."""
         self.core.stats.response_size.add(16 + len(payload))
         self.core.stats.other_response_bytes += 16 + len(payload)
-        self.queue_in_order(_REPLY.pack(16 + len(payload), xid, self.core.last_zxid, err)
+        self.queue_in_order(REPLY_FRAME.pack(16 + len(payload), xid, self.core.last_zxid, err)
                              + payload)
 
     def queue_in_order(self, frame: bytes) -> None:
@@ -270,7 +285,7 @@ class Connection:
                observe: Callable[[int], None] | None = None) -> None:
         """Send a reply; ``observe`` takes its latency (readlatency unless said)."""
         size = 16 + len(payload)
-        self.out.append(_REPLY.pack(size, xid, zxid, err))
+        self.out.append(REPLY_FRAME.pack(size, xid, zxid, err))
         if payload:
             self.out.append(payload)
         self.out_bytes += size + 4
@@ -327,7 +342,7 @@ class Connection:
 
     def send_event(self, etype: int, path: str) -> None:
         body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()
-        self.queue(_REPLY.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
+        self.queue(REPLY_FRAME.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
         stats = self.core.stats
         stats.watch_events += 1
         stats.response_size.add(16 + len(body))

@@ -101,6 +101,10 @@ class Upstream(Protocol):
     def forward(self, req: Request) -> None:
         """Following: hand a write or sync to the leader; its commit (or SYNC) follows."""
 
+    def revalidate(self, conn: Any, session_id: int, timeout: int) -> bool:
+        """A global session reconnects here: True to reopen it now, False when the
+        answer comes later through ``conn.revalidated``."""
+
     def flush(self) -> None:
         """The end of a turn: hand what was proposed in it to Zab."""
 
@@ -156,12 +160,15 @@ class ServerCore:
     # -- the mode ---------------------------------------------------------------
 
     def become(self, mode: Mode, why: str = "", *, next_zxid: int = 0,
-               membership: Callable[[], Any] | None = None) -> None:
+               membership: Callable[[], Any] | None = None,
+               check_session: Callable[[Request], None] | None = None) -> None:
         """Switch to ``mode`` (``zkpy.server.modes``). Leading and standalone take
         the zxid their next proposal carries; a leader with a membership, the
-        function that tells reconfig checks about it."""
+        function that tells reconfig checks about it, and the session check its
+        writes pass in prep (SessionTracker.checkSession)."""
         old, self.mode, self.rules = self.mode, mode, RULES[mode]
         self.prep.membership = membership
+        self.prep.check_session = check_session
         if mode is Mode.NOT_SERVING:
             self._stop_serving(old, why)
             return
@@ -203,6 +210,7 @@ class ServerCore:
         Restored sessions get their full timeout from now, as in ZooKeeper:
         their clients have had no chance to ping while the server was down.
         """
+        tree.digests.carry_from(self.tree.digests)  # a server-wide count, as ServerMetrics
         self.tree = tree
         self.prep.tree = tree
         tree.written = self.metrics.write_per_namespace.note
@@ -368,9 +376,10 @@ class ServerCore:
         if hdr.type == Op.createSession:
             # (An upgraded local session becomes global here, on every member.)
             self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
+            self.tree.apply(hdr, req.txn, req.digest)  # no znode changes: checks the digest
             rc = None
         else:
-            rc = self.tree.apply(hdr, req.txn)  # advances tree.last_zxid itself
+            rc = self.tree.apply(hdr, req.txn, req.digest)  # advances tree.last_zxid itself
         if hdr.zxid > self.tree.last_zxid:  # createSession does not touch the tree
             self.tree.last_zxid = hdr.zxid
         self.prep.applied(hdr.zxid)

@@ -10,6 +10,12 @@ ZooKeeper, so failed writes are logged and ordered too.
 
 In-flight state is a set of change records, one per touched path, dropped once
 the transaction that made them has been applied (``Prep.applied``).
+
+Each change record also carries its node's digest and the tree digest once
+it applies, as ZooKeeper's PrecalculatedDigest does, so that a transaction
+leaves here with the TxnDigest of the state it will make (``req.digest``,
+written into the log entry and the PROPOSAL; None for a failed write, as in
+ZooKeeper, and with digests disabled).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from zkpy.jute.protocol import (
 )
 from zkpy.server.quota_check import QuotaGuard
 from zkpy.tree.datatree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
+from zkpy.tree.digest import DIGEST_VERSION, as_long, change_digest
 from zkpy.tree.paths import path_error
 from zkpy.zab import membership
 
@@ -54,7 +61,7 @@ class Request:
     """A client (or server-internal) request on its way through the pipeline."""
 
     __slots__ = ("session_id", "cxid", "type", "body", "ids", "conn", "hdr", "txn", "created",
-                 "raw")
+                 "raw", "digest", "origin")
 
     def __init__(self, session_id: int, cxid: int, type: int, body: Any, ids: list[Any],
                  conn: Any = None) -> None:
@@ -68,16 +75,21 @@ class Request:
         self.txn: Any = None
         self.created = 0
         self.raw = b""  # the client's request frame (xid, op, body): what a follower forwards
+        self.digest: Any = None  # the TxnDigest the txn carries (see zkpy.tree.digest)
+        self.origin: int | None = None  # on a leader: the learner that forwarded it
 
 
 class Change:
     """The future state of one path: what it will be once in-flight txns apply.
 
     ``cversion`` here is the stored count of child creations (see tree.Node).
+    ``dg`` is the node's digest in that state, ``tree_dg`` the tree's digest
+    (a running sum, see ``zkpy.tree.digest``) once this change has applied.
     """
 
     __slots__ = ("zxid", "path", "exists", "data", "acl", "version", "cversion",
-                 "aversion", "owner", "child_count")
+                 "aversion", "owner", "child_count", "czxid", "mzxid", "pzxid", "ctime",
+                 "mtime", "dg", "tree_dg")
 
     def __init__(self, zxid: int, path: str, exists: bool, data: bytes | None = None,
                  acl: Any = (), version: int = 0, cversion: int = 0, aversion: int = 0,
@@ -92,14 +104,21 @@ class Change:
         self.aversion = aversion
         self.owner = owner
         self.child_count = child_count
+        # A new node's stat: DataTree.createStat (the creator sets the times).
+        self.czxid = self.mzxid = self.pzxid = zxid
+        self.ctime = self.mtime = 0
+        self.dg = self.tree_dg = 0
 
     def copy(self, zxid: int) -> Change:
         if self.zxid == -1:
             # Made fresh from the tree by Prep.record: nobody else holds it.
             self.zxid = zxid
             return self
-        return Change(zxid, self.path, self.exists, self.data, self.acl, self.version,
-                      self.cversion, self.aversion, self.owner, self.child_count)
+        c = Change(zxid, self.path, self.exists, self.data, self.acl, self.version,
+                   self.cversion, self.aversion, self.owner, self.child_count)
+        c.czxid, c.mzxid, c.pzxid = self.czxid, self.mzxid, self.pzxid
+        c.ctime, c.mtime, c.dg = self.ctime, self.mtime, self.dg
+        return c
 
 
 def _next_version(current: int, expected: int, path: str) -> int:
@@ -137,12 +156,16 @@ class Prep:
         # On an ensemble's leader: () -> (active membership, a reconfig in flight,
         # the voters synced with us, ourselves included); None elsewhere.
         self.membership: Callable[[], tuple[membership.QuorumConfig, bool, set[int]]] | None = None
+        # On an ensemble's leader: SessionTracker.checkSession for every write
+        # (raises ZkError SESSIONEXPIRED / SESSIONMOVED); None elsewhere.
+        self.check_session: Callable[[Request], None] | None = None
         self._changes: deque[Change] = deque()
         self._by_path: dict[str, Change] = {}
         self._now = 0  # the time of the request being prepared
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
         # Counts outstanding_changes_queued/removed (the core's ServerMetrics).
         self.metrics: Any = _NoMetrics()
+        self.digest_on = tree.digest_on
 
     # -- future state -------------------------------------------------------
 
@@ -155,13 +178,27 @@ class Prep:
         node = self.tree.get(path)
         if node is None:
             raise ZkError(Err.NONODE, path)
-        return Change(-1, path, True, node.data, node.acl, node.version, node.ccount,
-                      node.aversion, node.owner, node.numChildren)
+        c = Change(-1, path, True, node.data, node.acl, node.version, node.ccount,
+                   node.aversion, node.owner, node.numChildren)
+        c.czxid, c.mzxid, c.pzxid = node.czxid, node.mzxid, node.pzxid
+        c.ctime, c.mtime, c.dg = node.ctime, node.mtime, node.dg
+        return c
 
-    def _add(self, change: Change) -> None:
+    def _add(self, change: Change, before: int) -> None:
+        """Record ``change``; ``before`` is its node's digest before it (0: new node)."""
+        if self.digest_on:
+            after = change_digest(change) if change.exists else 0
+            changes = self._changes
+            future = changes[-1].tree_dg if changes else self.tree.digest_sum
+            change.tree_dg = future - before + after
+            change.dg = after
         self._changes.append(change)
         self._by_path[change.path] = change
         self.metrics.outstanding_changes_queued += 1
+
+    def _future_digest(self) -> int:
+        """PrepRequestProcessor.getCurrentTreeDigest: the last change's, or the tree's."""
+        return self._changes[-1].tree_dg if self._changes else self.tree.digest_sum
 
     def applied(self, zxid: int) -> None:
         """Forget the change records of every transaction up to ``zxid``."""
@@ -202,12 +239,16 @@ class Prep:
     # -- entry point ----------------------------------------------------------
 
     def prepare(self, req: Request, zxid: int, time: int) -> None:
-        """Set ``req.hdr`` and ``req.txn``; a failed check yields an ErrorTxn."""
+        """Set ``req.hdr``, ``req.txn`` and ``req.digest``; a failed check yields an
+        ErrorTxn (without a digest)."""
         self._now = time
         req.hdr = S.TxnHeader(req.session_id, req.cxid, zxid, time, req.type)
+        req.digest = None
         try:
             if req.body is MALFORMED:
                 raise ZkError(Err.MARSHALLINGERROR)
+            if self.check_session is not None:
+                self.check_session(req)
             if req.type == Op.multi:
                 req.txn = self._multi(req, zxid, time)
             else:
@@ -215,10 +256,13 @@ class Prep:
         except ZkError as e:
             req.hdr.type = Op.error
             req.txn = S.ErrorTxn(int(e.code))
+            return
+        if self.digest_on:
+            req.digest = S.TxnDigest(DIGEST_VERSION, as_long(self._future_digest()))
 
     def _one(self, type: int, body: Any, req: Request, zxid: int, time: int) -> Any:
         if type in (Op.create, Op.create2, Op.createTTL, Op.createContainer):
-            return self._create(type, body, req, zxid)
+            return self._create(type, body, req, zxid, time)
         if type == Op.delete or type == Op.deleteContainer:
             return self._delete(type, body, req, zxid)
         if type == Op.setData:
@@ -266,13 +310,16 @@ class Prep:
         node = self.record(CONFIG_NODE)
         self._check(node.acl, Perms.WRITE, req)
         data = wanted.with_version(zxid).text().encode()
+        before = node.dg
         node = node.copy(zxid)
         node.version = -1
         node.data = data
-        self._add(node)
+        node.mzxid = zxid
+        node.mtime = req.hdr.time
+        self._add(node, before)
         return S.SetDataTxn(CONFIG_NODE, data, -1)
 
-    def _create(self, type: int, body: Any, req: Request, zxid: int) -> Any:
+    def _create(self, type: int, body: Any, req: Request, zxid: int, time: int) -> Any:
         flags = body.flags
         if flags not in CreateMode.ALL:
             raise ZkError(Err.BADARGUMENTS, body.path)
@@ -321,11 +368,15 @@ class Prep:
             ephemeral = flags in CreateMode.EPHEMERAL_FLAGS
             txn = S.CreateTxn(path, data, acl, ephemeral, new_cversion)
             owner = req.session_id if ephemeral else 0
+        before = parent.dg
         parent = parent.copy(zxid)
         parent.child_count += 1
         parent.cversion = new_cversion
-        self._add(parent)
-        self._add(Change(zxid, path, True, data, acl, owner=owner))
+        parent.pzxid = zxid
+        self._add(parent, before)
+        node = Change(zxid, path, True, data, acl, owner=owner)
+        node.ctime = node.mtime = time
+        self._add(node, 0)
         return txn
 
     def _delete(self, type: int, body: Any, req: Request, zxid: int) -> Any:
@@ -341,11 +392,16 @@ class Prep:
             _next_version(node.version, body.version, path)
         if node.child_count > 0:
             raise ZkError(Err.NOTEMPTY, path)
+        self._remove(parent, node, zxid)
+        return S.DeleteTxn(path)
+
+    def _remove(self, parent: Change, node: Change, zxid: int) -> None:
+        before = parent.dg
         parent = parent.copy(zxid)
         parent.child_count -= 1
-        self._add(parent)
-        self._add(Change(zxid, path, False))
-        return S.DeleteTxn(path)
+        parent.pzxid = zxid
+        self._add(parent, before)
+        self._add(Change(zxid, node.path, False), node.dg)
 
     def _set_data(self, body: Any, req: Request, zxid: int, time: int) -> Any:
         path = self._valid(body.path)
@@ -353,10 +409,13 @@ class Prep:
         self._check(node.acl, Perms.WRITE, req)
         self.quota.check(self, path, node.data, body.data, False, self._now)
         version = _next_version(node.version, body.version, path)
+        before = node.dg
         node = node.copy(zxid)
         node.version = version
         node.data = body.data
-        self._add(node)
+        node.mzxid = zxid
+        node.mtime = time
+        self._add(node, before)
         return S.SetDataTxn(path, body.data, version)
 
     def _set_acl(self, body: Any, req: Request, zxid: int) -> Any:
@@ -365,10 +424,11 @@ class Prep:
         node = self.record(path)
         self._check(node.acl, Perms.ADMIN, req)
         version = _next_version(node.aversion, body.version, path)
+        before = node.dg
         node = node.copy(zxid)
         node.aversion = version
         node.acl = tuple(acl)
-        self._add(node)
+        self._add(node, before)
         return S.SetACLTxn(path, acl, version)
 
     def _close_session(self, req: Request, zxid: int) -> Any:
@@ -380,14 +440,14 @@ class Prep:
                 paths.add(c.path)
         doomed = sorted(paths, reverse=True)
         for path in doomed:
-            parent_path = split_path(path)[0]
             try:
-                parent = self.record(parent_path).copy(zxid)
-                parent.child_count -= 1
-                self._add(parent)
+                node = self.record(path)
             except ZkError:
-                pass
-            self._add(Change(zxid, path, False))
+                node = Change(zxid, path, False)
+            try:
+                self._remove(self.record(split_path(path)[0]), node, zxid)
+            except ZkError:
+                self._add(Change(zxid, path, False), node.dg)
         return S.CloseSessionTxn(doomed)
 
     def _multi(self, req: Request, zxid: int, time: int) -> Any:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zkpy.jute.codec import JuteError
-from zkpy.jute.protocol import Op
+from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.jute.requests import decode_body
 from zkpy.server import pipeline_metrics
 from zkpy.server.core import ServerCore
@@ -42,7 +42,7 @@ from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.quorum_metrics import QuorumFigures
 from zkpy.server.readonly import ReadOnlyServer
-from zkpy.storage.formats import decode_txn, encode_txn
+from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
@@ -57,6 +57,7 @@ from zkpy.zab.events import (
     NotLeader,
     ProposeMany,
     Ready,
+    Revalidate,
     RoleChange,
 )
 from zkpy.zab.peer import Peer
@@ -82,6 +83,8 @@ class Replica:
         self._to_propose: list[Request] = []  # prepared this turn, for ``flush``
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
+        self.revalidating: deque[Any] = deque()  # learner: connections awaiting REVALIDATE
+        self.owners: dict[int, int] = {}  # leader: session id -> the member serving it
         self.role_changes = 0  # how often the role changed (tests watch it for flaps)
         self.led_since = 0
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
@@ -93,6 +96,7 @@ class Replica:
         core.attach(self)
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
+        peer.revalidate = self._revalidate
 
     # -- stepping ---------------------------------------------------------------------
 
@@ -138,6 +142,8 @@ class Replica:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):
             self._synced()
+        for session_id, valid in ready.revalidated:
+            self._revalidated(session_id, valid)
         for config in ready.config:
             # After the commits: a committed reconfig already set the node itself.
             self.core.set_config(config.text(), config.version)
@@ -168,10 +174,12 @@ class Replica:
             self.core.become(Mode.STANDALONE, next_zxid=self.peer.next_zxid)
             log.info("Serving clients as a standalone server at zxid 0x%x", self.core.last_zxid)
         elif change.role == LEADING:
+            self.owners = {}  # SessionTrackerImpl starts with no owners
             self.led_since = self.now
             self._sizes = (-1, -1, -1)
             membership = self._membership if self.peer.config is not None else None
-            self.core.become(Mode.LEADING, next_zxid=self.peer.next_zxid, membership=membership)
+            self.core.become(Mode.LEADING, next_zxid=self.peer.next_zxid, membership=membership,
+                             check_session=self._check_session)
             log.info("LEADING - epoch %d established with a quorum; serving clients", change.epoch)
         else:
             observing = change.role == OBSERVING
@@ -185,6 +193,7 @@ class Replica:
         self.proposed.clear()
         self.waiting.clear()
         self.syncs.clear()
+        self.revalidating.clear()
         self.established = False
 
     def _refuse(self, req: Request) -> None:
@@ -211,7 +220,7 @@ class Replica:
         for req in reqs:
             zxid = req.hdr.zxid
             self.proposed[zxid] = req
-            txn = encode_txn(req.hdr, req.txn)
+            txn = encode_txn(req.hdr, req.txn, req.digest)
             size = len(txn)
             lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
             entries.append((zxid, txn))
@@ -250,8 +259,59 @@ class Replica:
             log.warning("Dropping a malformed request forwarded by server %d: %s", src, e)
             return
         req = Request(sid, cxid, op, body, list(auth or []), None)
+        req.origin = src
         req.created = self.now
         self.core.submit(req, self.now)
+
+    def _revalidate(self, learner: int, session_id: int, timeout: int) -> bool:
+        """Leader.revalidateSession: a global session that is alive is touched and
+        from now on owned by the learner that asked (its client reconnected there)."""
+        session = self.core.sessions.get(session_id)
+        if session is None or session.closing or session.local:
+            return False
+        self.core.sessions.touch(session_id, self.now)
+        self.owners[session_id] = learner
+        return True
+
+    def revalidate(self, conn: Any, session_id: int, timeout: int) -> bool:
+        """ServerCore's seam for a global session reconnecting here: True when it may
+        reopen at once (the leader or a standalone server checked it on the spot; a
+        leader now owns it); False when a learner asked its leader (REVALIDATE) and
+        ``conn.revalidated`` brings the answer."""
+        if self.peer.following is None:
+            if self.peer.leading is not None and not self.peer.standalone:
+                self.owners[session_id] = self.peer.my_id  # it is served through us now
+            return True
+        self.revalidating.append(conn)
+        try:
+            self.driver.step(Revalidate(session_id, timeout), self.now)
+        except NotLeader:
+            self.revalidating.remove(conn)
+            conn.abort("the server is not serving (no quorum)")
+        return False
+
+    def _check_session(self, req: Request) -> None:
+        """PrepRequestProcessor's checkSession, on the leader: a write of a session
+        that is gone is SESSIONEXPIRED; one that arrives through a member other
+        than the one the session last (re)connected to is SESSIONMOVED (a request
+        left behind on its old connection)."""
+        owner = self.peer.my_id if req.origin is None else req.origin
+        if req.type == Op.createSession:
+            self.owners[req.session_id] = owner
+            return
+        if req.type == Op.closeSession:
+            return  # not checked: "the session is being closed anyway"
+        session = self.core.sessions.get(req.session_id)
+        if session is None:
+            if self.core.settings.local_sessions:
+                return  # another member's local session: it alone knows it
+            raise ZkError(Err.SESSIONEXPIRED)
+        if session.closing:
+            raise ZkError(Err.SESSIONEXPIRED)
+        if session.local:
+            return
+        if self.owners.setdefault(req.session_id, owner) != owner:
+            raise ZkError(Err.SESSIONMOVED)
 
     def _learner_touches(self, src: int, data: bytes) -> None:
         sessions = self.core.sessions
@@ -279,6 +339,16 @@ class Replica:
             self.driver.step(Forward(data, req.ids), self.now)
         except NotLeader:
             self._refuse(req)
+
+    def _revalidated(self, session_id: int, valid: bool) -> None:
+        """Learner.revalidate: the answer goes to the connection that asked."""
+        for conn in self.revalidating:
+            if conn.session_id == session_id:
+                self.revalidating.remove(conn)
+                conn.revalidated(valid, self.now)
+                return
+        log.warning("REVALIDATE answer for session 0x%x, which no client is waiting on",
+                    session_id)
 
     def _synced(self) -> None:
         if not self.syncs:
@@ -312,17 +382,17 @@ class Replica:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
-            hdr, body = decode_txn(txn)
+            hdr, body, digest = decode_entry(txn)
             req = self.waiting.pop((hdr.clientId, hdr.cxid), None)
             ours = req is not None
             if req is None:
                 req = Request(hdr.clientId, hdr.cxid, hdr.type, None, [], None)
-            req.hdr, req.txn = hdr, body
+            req.hdr, req.txn, req.digest = hdr, body, digest  # the leader's digest, checked
         self.core.commit(req, ours)
         return req, ours
 
     def _install(self, zxid: int, data: bytes) -> None:
-        tree, sessions = parse_snapshot(data, zxid)
+        tree, sessions = parse_snapshot(data, zxid, trailer=False)  # a SNAP: no trailer
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))

@@ -25,12 +25,11 @@ It decides; the connection keeps the bytes in order.
 from __future__ import annotations
 
 import logging
-import struct
 from typing import TYPE_CHECKING
 
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import WRITE_OPS, Err, Op
-from zkpy.jute.requests import decode_body
+from zkpy.jute.requests import REPLY_FRAME, REQUEST_HEADER, decode_body
 from zkpy.server import authentication
 from zkpy.server.local_sessions import CHECKED_OPS
 from zkpy.server.prep import MALFORMED, Request
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkpy.server")
 
-_REQ_HDR = struct.Struct(">ii")  # RequestHeader: xid, type
-_REPLY = struct.Struct(">iiqi")  # frame length + ReplyHeader(xid, zxid, err)
 _OP_NAMES = {int(o): o.name for o in Op}
 
 
@@ -56,7 +53,7 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
     if len(frame) < 8:
         conn.abort("request shorter than its header")
         return
-    xid, op = _REQ_HDR.unpack_from(frame, 0)
+    xid, op = REQUEST_HEADER.unpack_from(frame, 0)
     core.sessions.touch(conn.session_id, now)
     if (core.settings.enforce_auth_schemes and op != Op.auth and op != Op.sasl
             and not authentication.enforced(core, conn, xid)):
@@ -71,7 +68,7 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
         body = MALFORMED  # a write: MARSHALLINGERROR with a zxid, as ZooKeeper
     except KeyError:
         log.warning("Unknown request type %d from %s:%d; closing", op, conn.host, conn.port)
-        conn.queue(_REPLY.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))
+        conn.queue(REPLY_FRAME.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))
         conn.close_after_flush()
         return
     if core.settings.local_sessions and op in CHECKED_OPS:

@@ -36,7 +36,7 @@ from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, Op, ZkError
-from zkpy.storage.formats import VERSION_DIR, decode_txn, files_by_zxid, snapshot_name
+from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid, snapshot_name
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot, parse_snapshot, snapshot_bytes
 from zkpy.storage.txnlog import LogDamaged, read_log
 from zkpy.tree.datatree import DataTree
@@ -110,8 +110,8 @@ def replay(tree: DataTree, sessions: dict[int, int], entries: Iterable[tuple[int
     """Apply logged transactions over a (fuzzy) tree, as recovery does; the last zxid."""
     last = tree.last_zxid
     for zxid, data in entries:
-        hdr, txn = decode_txn(data)
-        tree.apply(hdr, txn)
+        hdr, txn, digest = decode_entry(data)
+        tree.apply(hdr, txn, digest)
         if hdr.type == Op.createSession:
             sessions[hdr.clientId] = txn.timeOut
         elif hdr.type == Op.closeSession:

@@ -1,20 +1,25 @@
 """Apache ZooKeeper's on-disk layouts: file names, headers, transaction entries.
 
-A transaction is stored as ZooKeeper stores it: the TxnHeader followed by the
-body record of its type (a multi's ops each serialized into a ``Txn``), and,
-in files written by ZooKeeper 3.6+, a trailing TxnDigest that zkpy reads past.
-The same bytes are what a log entry holds and what Zab will ship.
+A transaction is stored as ZooKeeper stores it (Util.marshallTxnEntry): the
+TxnHeader, the body record of its type (a multi's ops each serialized into a
+``Txn``), then the TxnDigest (digest version, the tree's digest once the
+txn is applied) when it has one: every txn made with digests enabled but
+failed writes (ZooKeeper's ErrorTxns carry none). The same bytes are what a
+log entry holds and what a PROPOSAL ships. Reading, as SerializeUtils does:
+the digest is read only with digests enabled and only if bytes remain.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import struct
 from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
 from zkpy.jute.protocol import Op
+from zkpy.tree import digest as tree_digest
 from zkpy.tree.datatree import MultiTxnBody
 
 TXNLOG_MAGIC = 0x5A4B4C47  # "ZKLG"
@@ -74,9 +79,12 @@ def encode_body(type: int, txn: Any) -> bytes:
     return encode(txn)
 
 
-def encode_txn(hdr: Any, txn: Any) -> bytes:
-    """TxnHeader + body, the bytes of one log entry (and of a Zab proposal)."""
-    return encode(hdr) + encode_body(hdr.type, txn)
+def encode_txn(hdr: Any, txn: Any, digest: Any = None) -> bytes:
+    """TxnHeader + body (+ TxnDigest), the bytes of one log entry (and of a Zab proposal)."""
+    if digest is None:
+        return encode(hdr) + encode_body(hdr.type, txn)
+    return encode(hdr) + encode_body(hdr.type, txn) + _DIGEST.pack(digest.version,
+                                                                    digest.treeDigest)
 
 
 def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
@@ -90,7 +98,7 @@ def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
     cls = _BODY_RECORDS.get(type)
     if cls is None:
         raise JuteError(f"unknown transaction type {type}")
-    if type == Op.closeSession and off >= len(buf):
+    if type == Op.closeSession and (off >= len(buf) or _digest_only(buf, off)):
         return None, off  # written by a server with closeSession txns disabled
     if cls is S.CreateTxn:
         try:
@@ -107,3 +115,28 @@ def decode_txn(buf: bytes) -> tuple[Any, Any]:
     hdr, off = decode(S.TxnHeader, buf, 0)
     txn, _ = _decode_body(hdr.type, buf, off)
     return hdr, txn
+
+
+def decode_entry(buf: bytes) -> tuple[Any, Any, Any]:
+    """(TxnHeader, body, TxnDigest or None) from one entry (SerializeUtils.deserializeTxn)."""
+    hdr, off = decode(S.TxnHeader, buf, 0)
+    txn, off = _decode_body(hdr.type, buf, off)
+    if off + _DIGEST.size > len(buf) or not tree_digest.enabled():
+        return hdr, txn, None
+    version, value = _DIGEST.unpack_from(buf, off)
+    return hdr, txn, S.TxnDigest(version, value)
+
+
+_DIGEST = struct.Struct(">iq")  # TxnDigest: version, treeDigest
+
+
+def _digest_only(buf: bytes, off: int) -> bool:
+    """A closeSession without body followed by its TxnDigest (closeSession txns
+    disabled): exactly a TxnDigest's bytes remain and they are not a CloseSessionTxn."""
+    if len(buf) - off != _DIGEST.size:
+        return False
+    try:
+        _, end = decode(S.CloseSessionTxn, buf, off)
+    except JuteError:
+        return True
+    return end != len(buf)

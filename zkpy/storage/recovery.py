@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 
 from zkpy.jute.protocol import Op
-from zkpy.storage.formats import VERSION_DIR, decode_txn, files_by_zxid
+from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
 from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
@@ -144,14 +144,15 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
     state = load(snap_dir, log_dir)
     tree, sessions = state.tree, state.sessions
     for _zxid, data in state.log:
-        hdr, txn = decode_txn(data)
-        tree.apply(hdr, txn)
+        hdr, txn, digest = decode_entry(data)
+        tree.apply(hdr, txn, digest)
         if hdr.type == Op.createSession:
             sessions[hdr.clientId] = txn.timeOut
         elif hdr.type == Op.closeSession:
             sessions.pop(hdr.clientId, None)
     if state.log:
         tree.last_zxid = max(tree.last_zxid, state.log[-1][0])
+    tree.digests.replayed(tree.last_zxid)
     if state.log or state.snapshot:
         log.info("Recovered zxid 0x%x: snapshot %s, %d transactions replayed, %d sessions",
                  tree.last_zxid, os.path.basename(state.snapshot or "(none)"), len(state.log),

@@ -5,15 +5,21 @@ Layout (FileSnap + SerializeUtils + DataTree.serialize): FileHeader ("ZKSN",
 map (int count, then long id + vector<ACL> per entry); the nodes, parents
 before children, as (ustring path, DataNode) with the root at path ""; the
 path "/" as end marker; then the seal: long Adler32 of every byte before it
-and the string "/". ZooKeeper 3.6+ may follow with a ZxidDigest and a second
-seal, which the reader accepts and ignores.
+and the string "/". With ``zookeeper.digest.enabled`` (the default, see
+``zkpy.tree.digest``), as ZooKeeper 3.6+: then a ZxidDigest (long zxid, int
+digest version, long tree digest) and a second seal over everything before
+it. The reader checks the trailer as ZooKeeper's FileSnap does: missing (an
+older snapshot) is a warning, a bad second seal makes the snapshot invalid,
+and the (zxid, digest) becomes the tree's digest to meet during replay.
 
 Fuzzy: ``SnapshotMaker`` walks the live tree a slice at a time between
 requests (the tree keeps changing underneath), recording the zxid it started
 at. Because applying a transaction is idempotent, replaying the log from that
 zxid over the snapshot yields exactly the live tree. Node records are
 produced first and the ACL map last (it must hold every ACL a written node
-refers to), and ``write_snapshot`` puts them in file order.
+refers to), and ``write_snapshot`` puts them in file order. The digest
+trailer is taken when the walk ends (``DataTree.zxid_digest``): the state
+that replaying the log reaches at that zxid.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
-from zkpy.jute.codec import JuteError, decode, encode
+from zkpy.jute.codec import JuteError, decode, encode, layout
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
 from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
+from zkpy.tree.digest import EXCLUDED_PREFIX, pack_stat
 from zkpy.tree.quota import setup_quota
 
 log = logging.getLogger("zkpy.storage")
@@ -36,9 +43,11 @@ log = logging.getLogger("zkpy.storage")
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
 _SESSION = struct.Struct(">qi")
-_STATP = struct.Struct(">qqqqiiiqq")
-_ACL_STATP = struct.Struct(">qqqqqiiiqq")  # a DataNode's ACL id, then its StatPersisted
+_STATP = layout(S.StatPersisted)
+_ACL_STATP = layout(S.StatPersisted, prefix="q")  # a DataNode's ACL id, then its StatPersisted
 _END_PATH = _INT.pack(1) + b"/"
+_ZXID_DIGEST = struct.Struct(">qiq")  # DataTree.ZxidDigest: zxid, digestVersion, digest
+_ZXID_HEAD = struct.Struct(">qi")
 
 
 def _ustring(s: str) -> bytes:
@@ -58,6 +67,7 @@ class SnapshotMaker:
         self.chunks: list[bytes] = []
         self.done = False
         self.count = 0
+        self.digest: tuple[int, int, int] | None = None  # the trailer, once done
 
     def _acl_id(self, acl: tuple[Any, ...]) -> int:
         ident = self._acl_ids.get(acl)
@@ -86,6 +96,7 @@ class SnapshotMaker:
         self.count += len(out)
         if not stack:
             self.done = True
+            self.digest = self.tree.zxid_digest()
         return self.done
 
     def _node_bytes(self, path: str, node: Node) -> bytes:
@@ -107,16 +118,17 @@ class SnapshotMaker:
         return b"".join(parts)
 
 
-def write_snapshot(path: str, head: bytes, chunks: Iterable[bytes], fsync: bool = True) -> None:
+def write_snapshot(path: str, head: bytes, chunks: Iterable[bytes], fsync: bool = True,
+                   digest: tuple[int, int, int] | None = None) -> None:
     """Write the file through a temporary name, so a crash never leaves half a snapshot
-    under the real name."""
+    under the real name. ``digest``: the trailer (``SnapshotMaker.digest``), if any."""
     tmp = path + ".tmp"
     checksum = 1
     with open(tmp, "wb") as f:
         for piece in _pieces(head, chunks):
             f.write(piece)
             checksum = zlib.adler32(piece, checksum)
-        f.write(_LONG.pack(checksum) + _END_PATH)
+        f.write(_seals(checksum, digest))
         f.flush()
         if fsync:
             os.fsync(f.fileno())
@@ -135,6 +147,15 @@ def _pieces(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield _END_PATH
 
 
+def _seals(checksum: int, digest: tuple[int, int, int] | None) -> bytes:
+    """FileSnap.serialize's end: the seal, then the ZxidDigest and a second seal."""
+    seal = _LONG.pack(checksum) + _END_PATH
+    if digest is None:
+        return seal
+    trailer = seal + _ZXID_DIGEST.pack(*digest)
+    return trailer + _LONG.pack(zlib.adler32(trailer, checksum)) + _END_PATH
+
+
 class SnapshotInvalid(Exception):
     pass
 
@@ -150,18 +171,21 @@ def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
-def parse_snapshot(blob: bytes, zxid: int) -> tuple[DataTree, dict[int, int]]:
-    """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions)."""
+def parse_snapshot(blob: bytes, zxid: int,
+                   trailer: bool = True) -> tuple[DataTree, dict[int, int]]:
+    """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions).
+    ``trailer=False``: the bytes came from a SNAP stream, which carries no digest
+    trailer (ZooKeeper's serializeSnapshot writes none), so none is looked for."""
     name = snapshot_name(zxid)
     try:
-        tree, sessions, _ = _parse(blob, name)
+        tree, sessions, _ = _parse(blob, name, trailer)
     except (JuteError, struct.error, IndexError, KeyError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
     tree.last_zxid = zxid
     return tree, sessions
 
 
-def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
+def _parse(blob: bytes, name: str, trailer: bool = True) -> tuple[DataTree, dict[int, int], int]:
     hdr, off = decode(S.FileHeader, blob, 0)
     if hdr.magic != SNAP_MAGIC:
         raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
@@ -186,13 +210,46 @@ def _parse(blob: bytes, name: str) -> tuple[DataTree, dict[int, int], int]:
         acls[ident] = lst
     tree = DataTree.empty()
     off = _read_nodes(blob, off, tree, acls)
-    checksum_at = off
-    (stored,) = _LONG.unpack_from(blob, off)
-    if zlib.adler32(blob[:checksum_at]) != stored:
-        raise SnapshotInvalid(f"{name}: checksum mismatch")
+    off = _check_seal(blob, off, name)
     zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
     setup_quota(tree)  # as DataTree.deserialize: register the quotas, recompute their stats
+    if tree.digest_on and trailer:
+        found = _read_digest(blob, off, name)
+        if found is not None:
+            tree.digests.loaded(*found, zxid, tree.digest)
     return tree, sessions, zxid
+
+
+def _check_seal(blob: bytes, off: int, name: str) -> int:
+    """SnapStream.checkSealIntegrity: the Adler32 of every byte before, then "/"."""
+    (stored,) = _LONG.unpack_from(blob, off)
+    if zlib.adler32(memoryview(blob)[:off]) != stored:
+        raise SnapshotInvalid(f"{name}: checksum mismatch")
+    return off + _LONG.size + len(_END_PATH)
+
+
+def _read_digest(blob: bytes, off: int, name: str) -> tuple[int, int, int] | None:
+    """DataTree.deserializeZxidDigest, then the second seal; None if there is none."""
+    head = off + 12  # long zxid, int digestVersion
+    if head <= len(blob):
+        zxid, version = _ZXID_HEAD.unpack_from(blob, off)
+        if version >= 2 and head + 8 <= len(blob):
+            (value,) = _LONG.unpack_from(blob, head)
+            _check_seal(blob, head + 8, name)
+            return zxid, version, value
+        n = _INT.unpack_from(blob, head)[0] if head + 4 <= len(blob) else -1
+        if version < 2 and 0 <= n and head + 4 + n <= len(blob):
+            # Digest version 1 kept the digest as a hex string.
+            text = blob[head + 4:head + 4 + n].decode("ascii", "replace")
+            try:
+                value = int(text, 16) if text else 0
+            except ValueError:
+                raise SnapshotInvalid(f"{name}: digest {text!r} is not hex") from None
+            _check_seal(blob, head + 4 + n, name)
+            return zxid, version, value
+    log.warning("%s: Got EOF exception while reading the digest, likely due to the reading "
+                "an older snapshot.", name)
+    return None
 
 
 def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]) -> int:
@@ -204,13 +261,18 @@ def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]
     unpack_int = _INT.unpack_from
     unpack_rest = _ACL_STATP.unpack_from
     end = len(blob)
+    digest_on = tree.digest_on
+    total = 0
+    crc32 = zlib.crc32
     while True:
         (n,) = unpack_int(blob, off)
         if n < 0 or off + 4 + n > end:
             raise SnapshotInvalid(f"bad path length {n} at offset {off}")
-        path = blob[off + 4:off + 4 + n].decode("utf-8")
+        raw = blob[off + 4:off + 4 + n]
+        path = raw.decode("utf-8")
         off += 4 + n
         if path == "/":
+            tree.digest_sum = total
             return off
         (n,) = unpack_int(blob, off)
         if n < -1 or off + 4 + max(n, 0) > end:
@@ -226,6 +288,18 @@ def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]
         node = Node(data, acl, czxid, ctime, owner)
         node.mzxid, node.mtime, node.pzxid = mzxid, mtime, pzxid
         node.version, node.ccount, node.aversion = version, ccount, aversion
+        if digest_on and not path.startswith(EXCLUDED_PREFIX):
+            # zkpy.tree.digest.node_digest, inlined for start-up time; the path's bytes
+            # are the file's (the root's are "", as DataTree.deserialize digests it).
+            stat = pack_stat(czxid, mzxid, pzxid, ctime, mtime, version, ccount, aversion, owner)
+            if not data:
+                dg = crc32(raw + stat)
+            elif len(data) <= 4096:
+                dg = crc32(raw + data + stat)
+            else:
+                dg = crc32(stat, crc32(data, crc32(raw)))
+            node.dg = dg
+            total += dg
         _link(tree, path or "/", node)
         nodes[path or "/"] = node
 
@@ -267,7 +341,7 @@ def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool 
     maker = SnapshotMaker(tree, sessions)
     while not maker.step(1 << 30):
         pass
-    write_snapshot(path, maker.head(), maker.chunks, fsync)
+    write_snapshot(path, maker.head(), maker.chunks, fsync, maker.digest)
 
 
 def snapshot_bytes(tree: DataTree, sessions: dict[int, int]) -> bytes:
@@ -281,4 +355,4 @@ def snapshot_bytes(tree: DataTree, sessions: dict[int, int]) -> bytes:
 def made_bytes(maker: SnapshotMaker) -> bytes:
     """A finished SnapshotMaker's file bytes, seal included."""
     body = b"".join(_pieces(maker.head(), maker.chunks))
-    return body + _LONG.pack(zlib.adler32(body)) + _END_PATH
+    return body + _seals(zlib.adler32(body), maker.digest)

@@ -85,7 +85,7 @@ def truncate_log(log_dir: str, zxid: int, fsync: bool = True) -> int:
 
 def install_snapshot(snap_dir: str, zxid: int, data: bytes, fsync: bool = True) -> str:
     """Store a leader's SNAP as ``snapshot.<zxid>`` (checked before it is kept)."""
-    parse_snapshot(data, zxid)  # SnapshotInvalid: never keep a snapshot we cannot load
+    parse_snapshot(data, zxid, trailer=False)  # SnapshotInvalid: never keep one we cannot load
     path = os.path.join(snap_dir, snapshot_name(zxid))
     _write_atomically(path, data, fsync)
     return path

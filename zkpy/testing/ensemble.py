@@ -1,13 +1,19 @@
-"""An ensemble of N ZooKeeper-compatible servers of one kind, for fault tests.
+"""An ensemble of N ZooKeeper-compatible servers, for fault tests: all of one
+kind, or each member of its own (a mixed ensemble of zkpy and Apache ZooKeeper).
 
 Contract:
 
 * Builds on :mod:`zkpy.testing.launchers`: every member is a
   :class:`~zkpy.testing.launchers.BaseServer` (``ZkpyServer`` or
   ``ApacheZooKeeperServer``) wrapped in a :class:`Member` that knows its
-  ``myid`` and its quorum/election ports.  No Twisted, no client library:
-  readiness and roles are read from the four-letter word ``srvr``
-  (``Mode: leader`` / ``Mode: follower``).
+  ``myid``, its kind and its quorum/election ports.  No Twisted, no client
+  library: readiness and roles are read from the four-letter word ``srvr``
+  (``Mode: leader`` / ``follower`` / ``observer``).
+* ``Ensemble(["zookeeper", "zkpy", "zkpy"])`` chooses each member's kind;
+  ``observers={3}`` makes members observers (``server.N=...:observer`` for
+  everyone, ``peerType=observer`` for them).  :meth:`Member.become` restarts
+  a member as the other kind on the same dataDir, myid and ports (a rolling
+  migration's step).
 * Everything binds to 127.0.0.1.  Each member gets a standard zoo.cfg
   (``server.N=127.0.0.1:quorumPort:electionPort`` for every member, a plain
   ``clientPort``, ``tickTime``/``initLimit``/``syncLimit``,
@@ -33,6 +39,10 @@ Typical use::
         ...
         ens.leader().kill()
         new_leader = ens.wait_for_quorum()
+
+    with Ensemble(["zookeeper", "zkpy", "zkpy"]) as ens:   # one of each kind... and one more
+        ens.start()
+        ens.member(1).become("zkpy")                        # now all zkpy
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +106,22 @@ class Member:
     """One server of an :class:`Ensemble`: its launcher, ``myid`` and ports."""
 
     def __init__(self, myid: int, server: BaseServer, quorum_port: int,
-                 election_port: int) -> None:
+                 election_port: int, options: Mapping[str, Mapping[str, Any]] | None = None,
+                 ) -> None:
         self.myid, self.server = myid, server
         self.quorum_port, self.election_port = quorum_port, election_port
         self.paused = False
         self.wanted = False  # started by us and not stopped/killed since
+        self._options = dict(options or {})  # launcher options per kind, for become()
+
+    @property
+    def kind(self) -> str:
+        """``"zkpy"`` or ``"zookeeper"``."""
+        return self.server.kind
+
+    @property
+    def observer(self) -> bool:
+        return self.server.settings.get("peerType") == "observer"
 
     host = property(lambda self: self.server.host)
     port = property(lambda self: self.server.port)
@@ -158,31 +179,61 @@ class Member:
         self.stop()
         return self.start(timeout=timeout, wait=wait, keep_config=keep_config)
 
+    def become(self, kind: str, timeout: float = 60, *, wait: bool = True) -> Member:
+        """Stop this member (SIGTERM) and start it again as *kind* on the same
+        dataDir, myid, ports and zoo.cfg settings: one step of a rolling
+        migration.  Its log goes on in the same ``server.log``."""
+        self.stop()
+        old = self.server
+        new = server_from_name(kind, settings=old.settings, port=old.port,
+                               workdir=old.workdir, **dict(self._options.get(kind, {})))
+        new.system_properties.update(old.system_properties)
+        old.cleanup()  # its directory is the ensemble's: left in place
+        self.server = new
+        return self.start(timeout=timeout, wait=wait)
+
     def __repr__(self) -> str:
-        return "<Member %d %s pid=%s%s>" % (self.myid, self.connect_string, self.pid,
-                                            " paused" if self.paused else "")
+        return "<Member %d %s %s pid=%s%s>" % (self.myid, self.kind, self.connect_string,
+                                               self.pid, " paused" if self.paused else "")
 
 
 class Ensemble:
-    """*size* servers of *kind* (``"zkpy"`` or ``"zookeeper"``) forming one
-    ensemble; nothing runs until :meth:`start`.
+    """*size* servers forming one ensemble; nothing runs until :meth:`start`.
 
+    :param kind: ``"zkpy"`` or ``"zookeeper"`` for every member, or a list of
+        kinds, one per member (``["zookeeper", "zkpy", "zkpy"]``; *size* is
+        then its length).
     :param settings: extra zoo.cfg entries for every member (``None`` drops a
         default, as in :class:`~zkpy.testing.launchers.BaseServer`).
+    :param observers: myids that observe (they still count in *size*).
     :param tick_time, init_limit, sync_limit: the usual quorum timing.
     :param server_options: extra keyword arguments for each launcher
-        (e.g. ``jvm_args`` for Apache ZooKeeper).
+        (e.g. ``jvm_args`` for Apache ZooKeeper) when all are of one kind.
+    :param kind_options: ``{kind: options}``: launcher options per kind (a
+        mixed ensemble's, and what :meth:`Member.become` uses).
     :param keep_workdir: keep the directory even after a clean exit.
     """
 
-    def __init__(self, kind: str, size: int = 3, settings: Mapping[str, object] | None = None,
-                 *, tick_time: int = 500, init_limit: int = 10, sync_limit: int = 5,
-                 server_options: Mapping[str, Any] | None = None,
+    def __init__(self, kind: str | Sequence[str], size: int = 3,
+                 settings: Mapping[str, object] | None = None, *,
+                 observers: Sequence[int] = (), tick_time: int = 500, init_limit: int = 10,
+                 sync_limit: int = 5, server_options: Mapping[str, Any] | None = None,
+                 kind_options: Mapping[str, Mapping[str, Any]] | None = None,
                  keep_workdir: bool = False) -> None:
+        kinds = [kind] * size if isinstance(kind, str) else list(kind)
+        size = len(kinds)
         if size < 1:
             raise ValueError("an ensemble needs at least one server")
-        self.kind, self.keep_workdir = kind, keep_workdir
-        self.workdir = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-%s-" % kind))
+        self.kinds = kinds
+        self.kind = kinds[0] if len(set(kinds)) == 1 else "+".join(kinds)
+        self.keep_workdir = keep_workdir
+        options = {k: dict((kind_options or {}).get(k, {})) for k in ("zkpy", "zookeeper")}
+        if server_options:
+            if len(set(kinds)) > 1:
+                raise ValueError("a mixed ensemble takes launcher options per kind "
+                                 "(kind_options), not server_options")
+            options[kinds[0]].update(server_options)
+        self.workdir = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-%s-" % self.kind))
         self._cleaned = False
         ports = pick_ports(3 * size)
         client, quorum, election = ports[0::3], ports[1::3], ports[2::3]
@@ -191,15 +242,20 @@ class Ensemble:
             "4lw.commands.whitelist": "*", "admin.enableServer": "false",
         }
         for i in range(size):
-            common["server.%d" % (i + 1)] = "%s:%d:%d" % (LOCALHOST, quorum[i], election[i])
+            role = ":observer" if i + 1 in observers else ""
+            common["server.%d" % (i + 1)] = "%s:%d:%d%s" % (LOCALHOST, quorum[i], election[i],
+                                                           role)
         common.update(settings or {})
         self.members: list[Member] = []
         try:
             for i in range(size):
-                srv = server_from_name(kind, settings=common, port=client[i],
+                own = dict(common)
+                if i + 1 in observers:
+                    own["peerType"] = "observer"
+                srv = server_from_name(kinds[i], settings=own, port=client[i],
                                        workdir=self.workdir / ("member-%d" % (i + 1)),
-                                       **dict(server_options or {}))
-                self.members.append(Member(i + 1, srv, quorum[i], election[i]))
+                                       **options.get(kinds[i], {}))
+                self.members.append(Member(i + 1, srv, quorum[i], election[i], options))
         except BaseException:
             self.cleanup()
             raise
@@ -235,15 +291,18 @@ class Ensemble:
     def followers(self) -> list[Member]:
         return [m for m in self.members if m.mode() == "follower"]
 
+    def observers(self) -> list[Member]:
+        return [m for m in self.members if m.mode() == "observer"]
+
     def wait_for_quorum(self, timeout: float = 30) -> Member:
         """Wait until exactly one member leads and every running, unpaused
-        member serves as leader or follower; return the leader."""
+        member serves as leader, follower or observer; return the leader."""
         deadline = time.monotonic() + timeout
         while True:
             modes = self.modes()
             leaders = [self.member(i) for i, mode in modes.items() if mode == "leader"]
             idle = [m.myid for m in self.members if m.running and not m.paused
-                    and modes[m.myid] not in ("leader", "follower")]
+                    and modes[m.myid] not in ("leader", "follower", "observer")]
             if len(leaders) == 1 and not idle:
                 return leaders[0]
             crashed = [m.myid for m in self.members if m.wanted and not m.running]
@@ -278,8 +337,8 @@ class Ensemble:
         out = []
         for m in self.members:
             state = "running" if m.running else "exit status %s" % m.server.returncode
-            out.append("--- member %d (%s, %s) %s" % (m.myid, m.connect_string, state,
-                                                    m.server.log_path))
+            out.append("--- member %d (%s %s, %s) %s" % (m.myid, m.kind, m.connect_string,
+                                                       state, m.server.log_path))
             out.append(m.server.log_tail(lines))
         return "\n".join(out)
 

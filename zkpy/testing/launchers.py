@@ -452,11 +452,25 @@ class BaseServer:
         self._paused = False
         return proc.returncode
 
-    def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets but stops answering."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the process keeps its sockets but stops answering. Returns once
+        the kernel reports it stopped (a group stop reaches every thread of a
+        busy JVM only as each comes back from the kernel)."""
         self._require_running()
         self._signal(signal.SIGSTOP)
         self._paused = True
+        assert self.process is not None
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return  # no /proc here: the signal is all we can do
+            if state in ("T", "t"):
+                return
+            time.sleep(0.01)
+        raise ServerError(f"{self!r} did not stop within {timeout}s of SIGSTOP")
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
@@ -531,16 +545,19 @@ class ZkpyServer(BaseServer):
 
     :param python: interpreter to use (default ``sys.executable``).
     :param extra_args: extra arguments placed before the config path.
-    The project root is prepended to ``PYTHONPATH`` so the checkout's
-    ``zkpy`` is the one that runs.
+    :param source_root: the directory holding the ``zkpy`` package to run
+        (default this checkout); prepended to ``PYTHONPATH`` so that it is
+        the one that runs (the benchmark runs other revisions this way).
     """
 
     kind = "zkpy"
 
     def __init__(self, settings=None, *, python: str | None = None,
-                 extra_args: Iterable[str] = (), **kw) -> None:
+                 extra_args: Iterable[str] = (),
+                 source_root: str | os.PathLike | None = None, **kw) -> None:
         self.python = python or sys.executable
         self.extra_args = list(extra_args)
+        self.source_root = Path(source_root) if source_root is not None else _PROJECT_ROOT
         super().__init__(settings, **kw)
 
     def command(self) -> list[str]:
@@ -550,7 +567,7 @@ class ZkpyServer(BaseServer):
     def process_env(self) -> dict[str, str]:
         env = super().process_env()
         pp = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = str(_PROJECT_ROOT) + (os.pathsep + pp if pp else "")
+        env["PYTHONPATH"] = str(self.source_root) + (os.pathsep + pp if pp else "")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

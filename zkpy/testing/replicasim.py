@@ -1,6 +1,6 @@
 """Ensemble members (``zkpy.server.replica.Replica``) in one deterministic, in-memory world.
 
-``Sim(size)`` plays ``zkpy.net.member.EnsembleServer`` for each member (a
+``Sim(size)`` plays ``zkpy.net.member.MemberServer`` for each member (a
 ``ServerCore`` + ``Peer`` + ``Replica``), carrying its Ready out as
 ``zkpy.zab.peer`` prescribes: quorum packets on one FIFO queue per (src, dst)
 (a ``disconnect``, cut or crash empties both directions, bumps the connection
@@ -13,7 +13,9 @@ restart sees. A fake clock (ms): ``advance`` steps ``Tick`` (and the session
 ticker ``core.tick``) every tick and ``Wake`` at election deadlines.
 
 No sleeping, threads or sockets; the same calls replay exactly. It decides
-nothing about what a test expects.
+nothing about what a test expects, but for one invariant: after every step the
+stepped member's tree digest must equal every other member's at the same zxid
+(``self.digests``, a ``zkpy.testing.digestcheck.DigestWitness``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from zkpy.server.core import CoreSettings, ServerCore
 from zkpy.server.replica import Replica
 from zkpy.storage.snapshot import parse_snapshot
+from zkpy.testing.digestcheck import DigestWitness
 from zkpy.testing.zabsim import MemDisk
 from zkpy.zab import events as ev
 from zkpy.zab import messages as m
@@ -71,6 +74,7 @@ class Sim:
         self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
         self.local: deque[tuple[int, ev.Event]] = deque()
         self.delivered: list[tuple[int, int, m.QuorumPacket]] = []  # quorum packets, in order
+        self.digests = DigestWitness()
         self.disks = {i: MemDisk() for i in self.ids}
         self.members: dict[int, Member] = {}
         for i in self.ids:
@@ -101,6 +105,7 @@ class Sim:
         member = self.members[i]
         if member.up:
             member.replica.step(event, self.now)
+            self.digests.see(i, member.core.tree)
 
     def crash(self, i: int) -> None:
         """Power off ``i``: its unsynced disk batches, queues and client connections die."""
@@ -159,6 +164,7 @@ class Sim:
             disk.apply(op)
         after = [send for _, sends in batches for send in sends]
         member.replica.persisted(after, disk.last_zxid(), self.now)
+        self.digests.see(i, member.core.tree)  # a leader commits on its own Persisted
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -213,7 +219,7 @@ class Sim:
 
     def _timer(self, member: Member) -> int | None:
         """When a looking member's election (or read-only mode) wants a Wake
-        (EnsembleServer._arm_election_timer)."""
+        (MemberServer._arm_election_timer)."""
         if not member.up or member.peer.role != ev.LOOKING:
             return None
         times = [t for t in (member.peer.election.next_deadline(),

@@ -10,6 +10,11 @@ never talks to watchers, sessions, clocks or sockets itself.
 
 Nodes are stored flat, by full path, with the child names kept on the parent:
 lookups are one dict access and the Stat is read straight off the node.
+
+The tree keeps Apache ZooKeeper's digest (``zkpy.tree.digest``) up to date as
+it changes: ``tree.digest`` is what ZooKeeper's ``DataTree.getTreeDigest``
+would say of the same nodes, and ``apply(hdr, txn, digest)`` checks the
+TxnDigest a transaction carries against it (``tree.digests``).
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from zkpy.jute.protocol import (
     Op,
     Perms,
 )
+from zkpy.tree import digest as tree_digest
+from zkpy.tree.digest import DIGEST_VERSION, LOG_INTERVAL, MASK64, DigestChecks, digest_of
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
+_HISTORY_MASK = LOG_INTERVAL - 1
 
 OPEN_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.ALL, S.Id("world", "anyone")),)
 READ_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.READ, S.Id("world", "anyone")),)
@@ -63,10 +71,13 @@ class Node:
     suffixes are numbered from), and the client sees
     ``cversion = 2 * ccount - numChildren`` (creations plus deletions); the
     client sees ``ephemeralOwner`` 0 for containers and TTL nodes.
+
+    ``dg`` caches the node's digest (ZooKeeper's DataNode does the same), so
+    that replacing or removing it costs no second CRC.
     """
 
     __slots__ = ("data", "acl", "czxid", "mzxid", "ctime", "mtime", "version",
-                 "ccount", "aversion", "owner", "pzxid", "children")
+                 "ccount", "aversion", "owner", "pzxid", "children", "dg")
 
     def __init__(self, data: bytes | None, acl: tuple[Any, ...], zxid: int, time: int,
                  owner: int) -> None:
@@ -77,6 +88,7 @@ class Node:
         self.version = self.ccount = self.aversion = 0
         self.owner = owner
         self.children: set[str] | None = None
+        self.dg = 0
 
     @property
     def dataLength(self) -> int:
@@ -142,6 +154,10 @@ class DataTree:
         self._add_system_node(CONFIG_NODE, READ_ACL_UNSAFE)
         # As on Apache ZooKeeper: the config node starts at aversion -1.
         self.nodes[CONFIG_NODE].aversion = -1
+        self.digest_on = tree_digest.enabled()
+        self.digests = DigestChecks()
+        self.digest_sum = 0  # the node digests' sum, unbounded: ``digest`` wraps it
+        self.rehash()
 
     @classmethod
     def empty(cls) -> DataTree:
@@ -155,6 +171,9 @@ class DataTree:
         tree._acls = {}
         tree.quota = QuotaIndex()
         tree.written = None
+        tree.digest_on = tree_digest.enabled()
+        tree.digests = DigestChecks()
+        tree.digest_sum = 0
         return tree
 
     def set_config(self, data: bytes, version: int, time: int) -> TxnResult:
@@ -170,6 +189,40 @@ class DataTree:
         if p.children is None:
             p.children = set()
         p.children.add(name)
+
+    # -- the digest ------------------------------------------------------------
+
+    @property
+    def digest(self) -> int:
+        """ZooKeeper's tree digest (a Java long; 0 with digests disabled)."""
+        return tree_digest.as_long(self.digest_sum)
+
+    def rehash(self) -> int:
+        """Compute every node's digest afresh (a tree built without ``apply``)."""
+        total = 0
+        if self.digest_on:
+            for path, node in self.nodes.items():
+                node.dg = dg = digest_of(path, node)
+                total += dg
+        self.digest_sum = total
+        return self.digest
+
+    def zxid_digest(self) -> tuple[int, int, int] | None:
+        """(zxid, digest version, digest) for a snapshot's trailer; None with digests
+        off. A tree still short of its snapshot's digest zxid (fuzzy) reports that
+        target: replaying up to it from any later snapshot of this tree reaches it."""
+        if not self.digest_on:
+            return None
+        if self.digests.target is not None:
+            return self.digests.target
+        if self.last_zxid <= 0:
+            return (0, tree_digest.DIGEST_VERSION, 0)  # ZooKeeper's "empty" digest
+        return (self.last_zxid, tree_digest.DIGEST_VERSION, self.digest)
+
+    def _rehash(self, path: str, node: Node) -> None:
+        dg = digest_of(path, node)
+        self.digest_sum += dg - node.dg
+        node.dg = dg
 
     # -- reads ---------------------------------------------------------------
 
@@ -214,11 +267,21 @@ class DataTree:
 
     # -- transactions --------------------------------------------------------
 
-    def apply(self, hdr: Any, txn: Any) -> TxnResult:
-        """Apply one transaction (TxnHeader + body); see ZooKeeper's processTxn."""
+    def apply(self, hdr: Any, txn: Any, digest: Any = None) -> TxnResult:
+        """Apply one transaction (TxnHeader + body); see ZooKeeper's processTxn.
+        ``digest``: the TxnDigest it carries, checked against the tree's after."""
         rc = self._apply_one(hdr.type, txn, hdr.zxid, hdr.time, hdr.clientId, hdr.cxid)
-        if hdr.zxid > self.last_zxid:
-            self.last_zxid = hdr.zxid
+        zxid = hdr.zxid
+        if zxid > self.last_zxid:
+            self.last_zxid = zxid
+        if self.digest_on:
+            checks = self.digests
+            # The common case, checked inline (this runs on every write): a matching
+            # digest, no snapshot digest awaited, no history entry to keep.
+            if (checks.target is not None or not zxid & _HISTORY_MASK or digest is None
+                    or digest.version != DIGEST_VERSION
+                    or (digest.treeDigest - self.digest_sum) & MASK64):
+                checks.applied(zxid, tree_digest.as_long(self.digest_sum), digest, hdr, txn)
         return rc
 
     def _apply_one(self, type: int, txn: Any, zxid: int, time: int, client: int,
@@ -247,7 +310,26 @@ class DataTree:
                 self._multi(rc, txn, zxid, time, client, cxid)
         except _TreeError as e:
             rc.err = e.code
+            if type == Op.create and e.code == -110:
+                self._recreated(rc, txn.path, txn.parentCVersion, zxid)
         return rc
+
+    def _recreated(self, rc: TxnResult, path: str, pcv: int, zxid: int) -> None:
+        """DataTree.processTxn on a replayed create that finds its node there (a
+        fuzzy snapshot saw it re-created by another session): the parent's
+        cversion and pzxid still move forward (setCversionPzxid)."""
+        parent_path = split_path(path)[0]
+        parent = self.nodes.get(parent_path)
+        if parent is None:
+            rc.err = -101
+            return
+        if pcv == -1:
+            pcv = parent.ccount + 1
+        if pcv > parent.ccount:
+            parent.ccount = pcv
+            parent.pzxid = zxid
+            if self.digest_on:
+                self._rehash(parent_path, parent)
 
     def _create(self, rc: TxnResult, txn: Any, type: int, zxid: int, time: int,
                 client: int) -> Any:
@@ -273,10 +355,15 @@ class DataTree:
         if pcv > parent.ccount:
             parent.ccount = pcv
             parent.pzxid = zxid
+            if self.digest_on:
+                self._rehash(parent_path, parent)
         if parent.children is None:
             parent.children = set()
         parent.children.add(name)
         self.nodes[path] = node
+        if self.digest_on:
+            node.dg = dg = digest_of(path, node)
+            self.digest_sum += dg
         kind = ephemeral_kind(owner)
         if kind == "ephemeral":
             self.ephemerals.setdefault(owner, set()).add(path)
@@ -302,9 +389,12 @@ class DataTree:
                 parent.children = None
         if zxid > parent.pzxid:
             parent.pzxid = zxid
+            if self.digest_on:
+                self._rehash(parent_path, parent)
         node = self.nodes.pop(path, None)
         if node is None:
             raise _TreeError(-101)
+        self.digest_sum -= node.dg
         owner = node.owner
         if owner:
             kind = ephemeral_kind(owner)
@@ -332,6 +422,8 @@ class DataTree:
         node.mtime = time
         node.mzxid = zxid
         node.version = txn.version
+        if self.digest_on:
+            self._rehash(txn.path, node)
         on_set_data(self, txn.path, old, txn.data)
         if self.written is not None:
             self.written((txn.path, len(txn.data) if txn.data else 0))
@@ -344,6 +436,8 @@ class DataTree:
             raise _TreeError(-101)
         node.acl = self.intern_acl(txn.acl)
         node.aversion = txn.version
+        if self.digest_on:
+            self._rehash(txn.path, node)
         return node
 
     def _kill_session(self, rc: TxnResult, session_id: int, zxid: int, txn: Any) -> None:

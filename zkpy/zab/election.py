@@ -194,6 +194,15 @@ class Election:
         # Tell everyone: looking peers learn the outcome faster.
         return self._broadcast()
 
+    def settle(self, leader: int) -> None:
+        """Take ``leader`` without an election (QuorumPeer.updateServerState after
+        a committed reconfig named it): lead if it is us, follow it otherwise."""
+        self.state = LEADING if leader == self.my_id else FOLLOWING
+        self.proposal = (self.epoch, self.last_zxid, leader)
+        self.decided = Notification(self.my_id, self.state, leader, self.last_zxid, self.round,
+                                    self.epoch)
+        self._finalize_at = None
+
     def next_deadline(self) -> int | None:
         if self.state != LOOKING:
             return None

@@ -48,6 +48,17 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Messages:
+    """Quorum packets from ``src``, in order: what one read of its connection
+    brought (one step for all of them; each is handled as a ``Message``, and
+    once ``src``'s connection is dropped the rest are not, as TCP would not
+    deliver them)."""
+
+    src: int
+    packets: list[QuorumPacket]
+
+
+@dataclass(frozen=True, slots=True)
 class Vote:
     """An election notification from ``src`` (the election port), with the
     membership text it carried (b"" if none)."""
@@ -84,6 +95,16 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
+class Revalidate:
+    """Follower or observer only: a client reconnects with this session; ask the
+    leader whether it is still valid (and make us its owner there), as
+    Learner.validateSession does. The answer comes back in ``Ready.revalidated``."""
+
+    session_id: int
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
 class Persisted:
     """Everything earlier Readies asked to persist is synced; the log ends at ``zxid``."""
 
@@ -97,8 +118,8 @@ class ConnectionLost:
     peer: int
 
 
-Event = (Start | Tick | Wake | Message | Vote | Propose | ProposeMany | Forward | Persisted
-         | ConnectionLost)
+Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
+         | Revalidate | Persisted | ConnectionLost)
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -165,6 +186,8 @@ class Ready:
     # the oldest sync its clients are waiting on).
     pings: list[tuple[int, bytes]] = field(default_factory=list)
     syncs: int = 0
+    # Learner: the leader's answers to our REVALIDATEs, (session id, valid).
+    revalidated: list[tuple[int, bool]] = field(default_factory=list)
     disconnect: list[int] = field(default_factory=list)
     roles: list[RoleChange] = field(default_factory=list)
     # Memberships that became active (a committed reconfig, the leader's
@@ -175,7 +198,8 @@ class Ready:
     def empty(self) -> bool:
         return not (self.persist or self.send or self.send_after_persist or self.votes
                     or self.install or self.commit or self.requests or self.disconnect
-                    or self.roles or self.pings or self.syncs or self.config)
+                    or self.roles or self.pings or self.syncs or self.config
+                    or self.revalidated)
 
 
 @dataclass

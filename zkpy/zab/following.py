@@ -14,6 +14,18 @@ practice", phases 1-3; ZooKeeper's ``Learner.registerWithLeader`` /
 Anything out of place sends the peer back to LOOKING, as ZooKeeper's
 follower thread does when it throws. Nothing is applied before UPTODATE
 except a SNAP's state, which is committed by construction.
+
+What goes back to the leader is what ZooKeeper 3.8's Learner sends, in its
+order: ACKEPOCH; nothing during the sync (PINGs are not answered until
+UPTODATE: a LearnerHandler takes anything but an ACK there as a broken
+learner); the NEWLEADER ACK, then an ACK for each proposal the sync carried
+without a COMMIT; after UPTODATE, an ACK of the new epoch's zxid
+(``epoch << 32``, which leaders ignore), then PING replies with the touched
+sessions, ACKs of proposals (followers), REQUESTs and REVALIDATEs. COMMIT
+and COMMITANDACTIVATE, INFORM and INFORMANDACTIVATE commit in zxid order
+(COMMIT names one txn; in zxid order that is "everything up to here"); a
+COMMITANDACTIVATE naming another leader makes us follow it (or lead, if it
+names us) without an election, as QuorumPeer.updateServerState does.
 """
 
 from __future__ import annotations
@@ -44,14 +56,15 @@ class Following:
         self.phase = DISCOVERY
         self.epoch = -1
         self.watermark = 0  # highest zxid the leader said is committed
+        # While the peer handles a batch of packets, COMMITs only raise the
+        # watermark and ``catch_up`` applies them at the end of the batch.
+        self.deferring = False
         self.last_heard = peer.ticks
 
     def begin(self) -> None:
         p = self.peer
-        info = m.follower_info(p.my_id, p.accepted_epoch)
-        if self.observer:
-            info.type = m.OBSERVERINFO
-        p.send(self.leader, info)
+        version = p.config.version if p.config is not None else 0
+        p.send(self.leader, m.follower_info(p.my_id, p.accepted_epoch, version, self.observer))
 
     def on_tick(self) -> None:
         # Learner: the socket's read timeout is initLimit ticks while syncing and
@@ -64,13 +77,14 @@ class Following:
         self.last_heard = self.peer.ticks
         handler = _HANDLERS.get((self.phase, pkt.type))
         if handler is None:
-            if pkt.type == m.PING:
-                # Learner.ping: the reply lists the sessions our clients kept alive.
-                self.peer.send(self.leader, m.packet(m.PING, pkt.zxid, self.peer.ping_data()))
-                return
+            if pkt.type == m.PING and self.phase in (SYNCING, NEWLEADER_ACKED):
+                return  # Learner.syncWithLeader reads past PINGs without answering
             self.peer.become_looking(f"unexpected {m.describe(pkt)} while {self.phase}")
             return
-        handler(self, pkt)
+        try:
+            handler(self, pkt)
+        except m.PacketError as e:
+            self.peer.become_looking(f"malformed {m.describe(pkt)}: {e}")
 
     # -- discovery --------------------------------------------------------------------
 
@@ -101,6 +115,11 @@ class Following:
     # -- synchronization --------------------------------------------------------------
 
     def _diff(self, pkt: m.QuorumPacket) -> None:
+        # The zxid of DIFF (and of TRUNC) is one the leader holds as committed
+        # (its lastProcessedZxid or maxCommittedLog), so our history up to it,
+        # the leader's too, commits at UPTODATE: that is how a restarted
+        # follower learns its logged txns are committed.
+        self.watermark = max(self.watermark, pkt.zxid)
         self.phase = SYNCING
 
     def _trunc(self, pkt: m.QuorumPacket) -> None:
@@ -109,6 +128,7 @@ class Following:
             raise SafetyError(f"TRUNC to 0x{pkt.zxid:x} below applied 0x{p.applied:x}")
         p.history.truncate(pkt.zxid)
         p.persist(Truncate(pkt.zxid))
+        self.watermark = max(self.watermark, pkt.zxid)
         self.phase = SYNCING
 
     def _snap(self, pkt: m.QuorumPacket) -> None:
@@ -124,6 +144,11 @@ class Following:
     def _proposal(self, pkt: m.QuorumPacket) -> None:
         p = self.peer
         if pkt.zxid <= p.history.last_zxid:
+            if self.phase != BROADCAST and pkt.zxid <= p.history.base:
+                # ZooKeeper's LearnerHandler starts forwarding before it reads the
+                # SNAP's zxid and streams its tree: txns committed in between come
+                # again after the snapshot that already holds them.
+                return
             p.become_looking(f"proposal 0x{pkt.zxid:x} out of order")
             return
         p.history.append(pkt.zxid, pkt.data or b"")
@@ -158,12 +183,22 @@ class Following:
                 return
             p.activate(config)
         p.send_durable(self.leader, m.packet(m.ACK, pkt.zxid))
+        if not self.observer:
+            # Learner.syncWithLeader logs the sync's uncommitted proposals at
+            # NEWLEADER, and each is ACKed once logged, after the NEWLEADER ACK.
+            # We ACK every txn we hold past the commit point: with a DIFF those
+            # of ours the leader still has outstanding are ACKed again too (an
+            # ACK that rode a connection now gone counts once more).
+            for zxid, _ in p.history.after(self.watermark):
+                p.send_durable(self.leader, m.packet(m.ACK, zxid))
         self.phase = NEWLEADER_ACKED
 
     def _up_to_date(self, pkt: m.QuorumPacket) -> None:
         p = self.peer
         self.watermark = max(self.watermark, pkt.zxid)
         self.phase = BROADCAST
+        # Learner.syncWithLeader acks the new epoch once more after UPTODATE.
+        p.send(self.leader, m.packet(m.ACK, m.make_zxid(self.epoch, 0)))
         p.announce(True)
         self._commit(self.watermark)
 
@@ -171,20 +206,67 @@ class Following:
 
     def _broadcast_commit(self, pkt: m.QuorumPacket) -> None:
         self.watermark = max(self.watermark, pkt.zxid)
-        self._commit(self.watermark)
+        if not self.deferring:
+            self._commit(self.watermark)
+
+    def catch_up(self) -> None:
+        """Apply what the COMMITs of a batch of packets said (``deferring``): one
+        run of commits for the batch, not one per COMMIT."""
+        self.deferring = False
+        if self.phase == BROADCAST and self.watermark > self.peer.applied:
+            self._commit(self.watermark)
+
+    def _ping(self, pkt: m.QuorumPacket) -> None:
+        # Learner.ping: the reply lists the sessions our clients kept alive.
+        p = self.peer
+        p.send(self.leader, m.QuorumPacket(m.PING, pkt.zxid, p.ping_data() or b"",
+                                           pkt.authinfo))
+
+    def _revalidated(self, pkt: m.QuorumPacket) -> None:
+        self.peer.ready().revalidated.append(m.read_revalidate_answer(pkt.data))
 
     def _sync(self, pkt: m.QuorumPacket) -> None:
         self.peer.ready().syncs += 1
 
+    def _commit_and_activate(self, pkt: m.QuorumPacket) -> None:
+        """Follower.processPacket COMMITANDACTIVATE: commit the reconfig (which
+        activates its membership as it is applied); if it names another leader,
+        elect again (QuorumPeer.processReconfig's leader change)."""
+        designated, _ = m.designated_leader(pkt)
+        self.watermark = max(self.watermark, pkt.zxid)
+        self._commit(self.watermark)  # now, even within a batch: a membership changes
+        if designated != self.leader and self.peer.following is self:
+            self.peer.leave_after_step(f"reconfig 0x{pkt.zxid:x} designates leader {designated}",
+                                       designated)
+
     def _inform(self, pkt: m.QuorumPacket) -> None:
         """Observer.processPacket INFORM: a committed txn, logged and applied at once
         (or only applied, when the sync already brought its PROPOSAL)."""
-        p = self.peer
-        if pkt.zxid > p.history.last_zxid:
-            p.history.append(pkt.zxid, pkt.data or b"")
-            p.persist(Append(pkt.zxid, pkt.data or b""))
-        self.watermark = max(self.watermark, pkt.zxid)
+        self._hold_inform(pkt.zxid, pkt.data or b"")
         self._commit(self.watermark)
+
+    def _inform_and_activate(self, pkt: m.QuorumPacket) -> None:
+        designated, txn = m.designated_leader(pkt)
+        self._hold_inform(pkt.zxid, txn)
+        self._commit(self.watermark)
+        if designated != self.leader and self.peer.following is self:
+            self.peer.leave_after_step(f"reconfig 0x{pkt.zxid:x} designates leader {designated}",
+                                       designated)
+
+    def _sync_inform(self, pkt: m.QuorumPacket) -> None:
+        """An INFORM during the sync (ZooKeeper informs an observer from the moment
+        its sync stream is queued): logged now, applied at UPTODATE."""
+        if pkt.type == m.INFORMANDACTIVATE:
+            self._hold_inform(pkt.zxid, m.designated_leader(pkt)[1])
+        else:
+            self._hold_inform(pkt.zxid, pkt.data or b"")
+
+    def _hold_inform(self, zxid: int, txn: bytes) -> None:
+        p = self.peer
+        if zxid > p.history.last_zxid:
+            p.history.append(zxid, txn)
+            p.persist(Append(zxid, txn))
+        self.watermark = max(self.watermark, zxid)
 
     def _commit(self, zxid: int) -> None:
         p = self.peer
@@ -200,14 +282,22 @@ _HANDLERS = {
     (EPOCH_ACKED, m.DIFF): Following._diff,
     (EPOCH_ACKED, m.TRUNC): Following._trunc,
     (EPOCH_ACKED, m.SNAP): Following._snap,
-    (SYNCING, m.PROPOSAL): Following._proposal,
-    (SYNCING, m.COMMIT): Following._early_commit,
     (SYNCING, m.NEWLEADER): Following._new_leader,
-    (NEWLEADER_ACKED, m.PROPOSAL): Following._proposal,
-    (NEWLEADER_ACKED, m.COMMIT): Following._early_commit,
     (NEWLEADER_ACKED, m.UPTODATE): Following._up_to_date,
     (BROADCAST, m.PROPOSAL): Following._proposal,
     (BROADCAST, m.COMMIT): Following._broadcast_commit,
+    (BROADCAST, m.COMMITANDACTIVATE): Following._commit_and_activate,
     (BROADCAST, m.SYNC): Following._sync,
     (BROADCAST, m.INFORM): Following._inform,
+    (BROADCAST, m.INFORMANDACTIVATE): Following._inform_and_activate,
+    (BROADCAST, m.PING): Following._ping,
+    (BROADCAST, m.REVALIDATE): Following._revalidated,
 }
+for _phase in (SYNCING, NEWLEADER_ACKED):
+    _HANDLERS.update({
+        (_phase, m.PROPOSAL): Following._proposal,
+        (_phase, m.COMMIT): Following._early_commit,
+        (_phase, m.COMMITANDACTIVATE): Following._early_commit,
+        (_phase, m.INFORM): Following._sync_inform,
+        (_phase, m.INFORMANDACTIVATE): Following._sync_inform,
+    })

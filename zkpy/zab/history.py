@@ -50,6 +50,11 @@ class History:
         i = bisect_left(self.zxids, zxid, self._start)
         return self.zxids[i - 1] if i > self._start else self.base
 
+    def next_after(self, zxid: int) -> int | None:
+        """The smallest held zxid larger than ``zxid`` (None if none)."""
+        i = bisect_right(self.zxids, zxid)
+        return self.zxids[i] if i < len(self.zxids) else None
+
     def txn(self, zxid: int) -> bytes | None:
         i = self._index(zxid)
         return self.txns[i] if i >= 0 else None

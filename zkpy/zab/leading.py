@@ -6,13 +6,28 @@ into one single-threaded state machine. Per learner (``Learner.phase``):
 - INFO: FOLLOWERINFO received; the new epoch is not chosen yet.
 - EPOCH_SENT: LEADERINFO sent; waiting for ACKEPOCH.
 - EPOCH_ACKED: waiting for a quorum of ACKEPOCHs before syncing.
-- SYNCING: DIFF/TRUNC/SNAP, the history and NEWLEADER sent; it gets new
-  PROPOSALs and COMMITs from here on.
+- SYNCING: DIFF/TRUNC/SNAP, the history and NEWLEADER sent; from here on it
+  gets new PROPOSALs and COMMITs (an observer: an INFORM per commit) and PINGs.
 - SYNCED: it acked NEWLEADER (and got UPTODATE once we are established).
 
+The conversation is ZooKeeper 3.8's, packet for packet (LearnerHandler.run
+and syncFollower, Leader.startForwarding): nothing but LEADERINFO and the
+sync stream reaches a learner before its sync (a Learner exits on anything
+else, PING included); the committed part of the history goes as
+PROPOSAL+COMMIT pairs, what is still outstanding as PROPOSALs alone (to
+followers only); UPTODATE carries zxid -1; a learner's second ACK of the
+NEWLEADER zxid (sent after UPTODATE) is ignored; REVALIDATE is answered with
+whether the session is still alive (``Peer.revalidate``); a committed
+reconfig goes out as COMMITANDACTIVATE / INFORMANDACTIVATE naming the
+designated leader.
+
 The leader itself counts as a voter everywhere: its acceptedEpoch, its
-ACKEPOCH summary, and its own ACKs of NEWLEADER and of each proposal, which
-come back to it (as messages to ``my_id``) only after its disk synced them.
+ACKEPOCH summary, its own ACK of NEWLEADER (a message to ``my_id`` released
+only after its disk synced it) and of each proposal (its disk's
+``Persisted``). A learner's ACKs of the proposals its sync carried come one
+by one after its NEWLEADER ACK, as ZooKeeper's learners send them; an ACK of
+z says the learner's log holds everything up to z (logs are written in
+order), so who holds a proposal is kept as one watermark per voter.
 """
 
 from __future__ import annotations
@@ -46,7 +61,6 @@ class Learner:
         self.phase = INFO
         self.accepted_epoch = accepted_epoch
         self.last_zxid = 0
-        self.sync_zxid = 0
         self.last_heard = now
 
 
@@ -63,9 +77,8 @@ class Leading:
         self.established = False
         self.started = peer.ticks
         # Proposals not committed yet, in zxid order. Who holds each is kept as a
-        # watermark per voter (ACKs come in zxid order and a log is written in
-        # order, so an ACK of z says everything up to z is logged there): the
-        # learners' in ``acked``, ours in ``logged`` (the disk's Persisted).
+        # watermark per voter: the learners' highest ACK in ``acked``, ours in
+        # ``logged`` (the disk's Persisted).
         self.outstanding: deque[int] = deque()
         self.acked: dict[int, int] = {}
         self.logged = 0
@@ -119,7 +132,11 @@ class Leading:
             self._ack_epoch(learner, pkt)
         elif pkt.type == m.ACK:
             self._learner_ack(learner, pkt.zxid)
-        elif pkt.type == m.REQUEST and self.established:
+        elif learner.phase not in _FORWARDING:
+            self._drop(src)  # LearnerHandler reads only ACKEPOCH, then an ACK, before that
+        elif pkt.type == m.REQUEST:
+            if not self.established:
+                return  # nobody serves clients before UPTODATE
             if m.request_type(pkt.data) == m.OP_SYNC:
                 self._sync_request(src)
             else:
@@ -127,7 +144,9 @@ class Leading:
         elif pkt.type == m.PING:
             if pkt.data:
                 self.peer.ready().pings.append((src, pkt.data))
-        elif pkt.type != m.REQUEST:
+        elif pkt.type == m.REVALIDATE:
+            self._revalidate(learner, pkt)
+        else:
             self._drop(src)
 
     def on_lost(self, sid: int) -> None:
@@ -153,8 +172,11 @@ class Leading:
             limit = p.sync_limit if learner.phase == SYNCED else p.init_limit
             if p.ticks - learner.last_heard > limit:
                 self._drop(learner.sid)
-        for sid in self.learners:
-            p.send(sid, m.packet(m.PING, p.history.last_zxid))
+        for sid, learner in self.learners.items():
+            # LearnerHandler.ping: not before the sync stream went out, or the
+            # learner exits ("Got unexpected packet from leader: PING").
+            if learner.phase in _FORWARDING:
+                p.send(sid, m.packet(m.PING, p.history.last_zxid))
         if self.established:
             synced = {s for s, lr in self.learners.items() if lr.phase == SYNCED}
             if not p.quorum(synced | {p.my_id}):
@@ -170,6 +192,9 @@ class Leading:
         last zxid proposed. Our own ACK is the disk's ``Persisted`` of them."""
         p = self.peer
         nz = 0
+        # Followers syncing or synced get PROPOSALs (observers: an INFORM per commit).
+        to = [lr.sid for lr in self.learners.values()
+              if lr.phase in _FORWARDING and not lr.observer]
         for accepted, (zxid, txn) in enumerate(entries):
             nz = self.next_zxid()
             if zxid is not None and zxid != nz:
@@ -187,13 +212,10 @@ class Leading:
             p.history.append(nz, txn)
             p.persist(Append(nz, txn))
             self.outstanding.append(nz)
-            proposal = None
-            for learner in self.learners.values():
-                if learner.phase in _FORWARDING and not (learner.observer
-                                                         and learner.phase == SYNCED):
-                    if proposal is None:
-                        proposal = m.packet(m.PROPOSAL, nz, txn)
-                    p.send(learner.sid, proposal)
+            if to:
+                proposal = m.packet(m.PROPOSAL, nz, txn)
+                for sid in to:
+                    p.send(sid, proposal)
         return nz
 
     def on_persisted(self, zxid: int) -> None:
@@ -296,30 +318,48 @@ class Leading:
 
     def _sync(self, learner: Learner) -> None:
         p = self.peer
-        for pkt in self._sync_stream(learner.last_zxid):
+        for pkt in self._sync_stream(learner):
             p.send(learner.sid, pkt)
         config = p.config.text().encode() if p.config is not None else None
         p.send(learner.sid, m.packet(m.NEWLEADER, self.newleader_zxid, config))
-        learner.sync_zxid = p.history.last_zxid
         learner.phase = SYNCING
 
-    def _sync_stream(self, peer_zxid: int) -> list[m.QuorumPacket]:
-        """LearnerHandler.syncFollower: DIFF when the learner's history is a
-        prefix of ours within the in-memory log; TRUNC back to the last zxid we
-        share when it has a tail we lack (an old epoch's uncommitted txns),
-        then the rest as a DIFF; SNAP when it is behind what we hold."""
+    def _sync_stream(self, learner: Learner) -> list[m.QuorumPacket]:
+        """LearnerHandler.syncFollower and Leader.startForwarding: DIFF when the
+        learner's history is a prefix of ours within the in-memory log (or it
+        reports a new epoch's zxid, ``epoch << 32``, that our log spans); TRUNC
+        back to the last zxid we share when it has a tail we lack (an old
+        epoch's uncommitted txns); SNAP when it is behind what we hold, or,
+        once established, when a TRUNC would cross an epoch ("We cannot send
+        TRUNC that cross epoch boundary. The learner will crash if it is
+        asked to do so"). Then each
+        txn after that point: PROPOSAL+COMMIT up to what is committed (before
+        we are established, all of our history: a quorum's NEWLEADER ACKs will
+        commit it), PROPOSAL alone after it, to followers only."""
         p = self.peer
         h = p.history
-        if peer_zxid < h.base:
-            start = p.applied
-            head = m.packet(m.SNAP, start, p.snapshot_source())
-        elif h.holds(peer_zxid):
-            start = peer_zxid
-            head = m.packet(m.DIFF, h.last_zxid)
-        else:
+        peer_zxid = learner.last_zxid
+        committed = self.committed if self.established else h.last_zxid
+        new_epoch_zxid = m.counter_of(peer_zxid) == 0
+        if h.holds(peer_zxid) or (new_epoch_zxid and h.base <= peer_zxid <= h.last_zxid):
+            start, head = peer_zxid, m.packet(m.DIFF, committed)
+        elif peer_zxid > h.base and not new_epoch_zxid and (
+                not self.established or _same_epoch(peer_zxid, h.next_after(peer_zxid))):
+            # Before we are established our tree lags our history (the tail is
+            # applied at establishment), so a SNAP could take a learner back
+            # behind what it applied: TRUNC across the epoch then.
             start = h.before(peer_zxid)
             head = m.packet(m.TRUNC, start)
-        return [head] + [m.packet(m.PROPOSAL, z, t) for z, t in h.after(start)]
+        else:
+            start = p.applied
+            head = m.packet(m.SNAP, start, p.snapshot_source())
+        stream = [head]
+        for zxid, txn in h.after(start):
+            if zxid <= committed:
+                stream += [m.packet(m.PROPOSAL, zxid, txn), m.packet(m.COMMIT, zxid)]
+            elif not learner.observer:
+                stream.append(m.packet(m.PROPOSAL, zxid, txn))
+        return stream
 
     def _self_ack(self, zxid: int) -> None:
         if zxid == self.newleader_zxid and self.sync_started and not self.peer.standalone:
@@ -329,21 +369,20 @@ class Leading:
             self._ack(self.peer.my_id, zxid)
 
     def _learner_ack(self, learner: Learner, zxid: int) -> None:
-        if zxid == self.newleader_zxid:
-            if learner.phase != SYNCING:
+        if m.counter_of(zxid) == 0:
+            if zxid == self.newleader_zxid and learner.phase == SYNCING:
+                learner.phase = SYNCED
+                self.newleader_acks.add(learner.sid)
+                if self.established:
+                    self.peer.send(learner.sid, _UPTODATE)
+                else:
+                    self._maybe_establish()
+            elif learner.phase != SYNCED:
                 self._drop(learner.sid)
-                return
-            learner.phase = SYNCED
-            self.newleader_acks.add(learner.sid)
-            # It persisted its whole sync stream before this ACK: that acks
-            # every outstanding proposal the stream carried.
-            self._acked_upto(learner.sid, learner.sync_zxid)
-            if self.established:
-                self.peer.send(learner.sid, m.packet(m.UPTODATE, self.committed))
-                self._advance_commits()
-            else:
-                self._maybe_establish()
-        elif learner.phase == SYNCED:
+            # Otherwise Learner.syncWithLeader's ACK after UPTODATE: Leader.processAck
+            # ignores every ACK of a zxid with counter 0.
+        elif learner.phase in _FORWARDING:
+            # A proposal the learner logged (one its sync carried, or a new one).
             self._ack(learner.sid, zxid)
         else:
             self._drop(learner.sid)
@@ -361,7 +400,7 @@ class Leading:
         p.commit_upto(self.committed)
         for learner in self.learners.values():
             if learner.phase == SYNCED:
-                p.send(learner.sid, m.packet(m.UPTODATE, self.committed))
+                p.send(learner.sid, _UPTODATE)
         p.announce(True)
 
     # -- broadcast --------------------------------------------------------------------------
@@ -377,7 +416,9 @@ class Leading:
 
     def _ack(self, sid: int, zxid: int) -> None:
         self._acked_upto(sid, zxid)
-        self._advance_commits()
+        outstanding = self.outstanding
+        if outstanding and zxid >= outstanding[0]:  # else it decides nothing new
+            self._advance_commits()
 
     def _acked_upto(self, sid: int, zxid: int) -> None:
         if zxid > self.acked.get(sid, 0):
@@ -393,11 +434,20 @@ class Leading:
     def quorum_holds(self, zxid: int) -> bool:
         """Leader.tryToCommit's test: a quorum holds it (the new voters too, while a
         reconfig is in flight)."""
-        ackers = self.ackers(zxid)
-        if not self.peer.quorum(ackers):
-            return False
         pending = self.pending_config
-        return pending is None or zxid < pending[0] or pending[1].quorum(ackers)
+        if pending is not None and zxid >= pending[0]:
+            ackers = self.ackers(zxid)
+            return self.peer.quorum(ackers) and pending[1].quorum(ackers)
+        # The common case, counted without building the set of holders.
+        p = self.peer
+        voters = p.voters
+        me = p.my_id
+        mine = self.logged >= zxid
+        held = 1 if mine and me in voters else 0
+        for sid, upto in self.acked.items():
+            if upto >= zxid and sid in voters and not (mine and sid == me):
+                held += 1
+        return held * 2 > len(voters)
 
     def _advance_commits(self) -> None:
         """Leader.tryToCommit: commit in zxid order, each once a quorum acked it."""
@@ -410,37 +460,80 @@ class Leading:
                 break
             outstanding.popleft()
             self.committed = zxid
-            self._announce_commit(zxid)
             pending = self.pending_config
-            if pending is not None and zxid == pending[0]:
-                # A reconfig takes effect as it is applied: later proposals are
-                # judged by the new membership, so apply it before going on.
-                self.pending_config = None
-                p.commit_upto(zxid)
-                done = 0
-            else:
+            if pending is None or zxid != pending[0]:
+                self._announce_commit(zxid, m.packet(m.COMMIT, zxid), None)
                 done = zxid
+                continue
+            # Leader.tryToCommit: a reconfig's COMMIT names who leads after it, and
+            # it takes effect as it is applied (later proposals are judged by the
+            # new membership), so it is applied before going on.
+            designated = self._designated_leader(pending[1], self.ackers(zxid))
+            txn = p.history.txn(zxid) or b""
+            self.pending_config = None
+            self._announce_commit(zxid, m.commit_and_activate(zxid, designated),
+                                  m.inform_and_activate(zxid, designated, txn))
+            p.commit_upto(zxid)
+            done = 0
+            if designated != p.my_id:
+                # "this leader is not the designated leader anymore, setting
+                # allowedToCommit=false"; we follow it (or observe it) once this
+                # step's COMMITs are out.
+                p.leave_after_step(f"reconfig 0x{zxid:x} designates leader {designated}",
+                                   designated)
+                break
         if done:
             p.commit_upto(done)
 
-    def _announce_commit(self, zxid: int) -> None:
-        """COMMIT to the followers (INFORM with the txn to observers), then the
-        SYNCs that waited for this proposal."""
+    def _announce_commit(self, zxid: int, commit: m.QuorumPacket,
+                         inform: m.QuorumPacket | None) -> None:
+        """COMMIT to the followers, INFORM (with the txn) to the observers, then
+        the SYNCs that waited for this proposal."""
         p = self.peer
-        commit = inform = None
         for learner in self.learners.values():
-            if learner.observer and learner.phase == SYNCED:
+            if learner.phase not in _FORWARDING:
+                continue
+            if learner.observer:
                 if inform is None:
-                    inform = m.packet(m.INFORM, zxid, p.history.txn(zxid))
+                    inform = m.packet(m.INFORM, zxid, p.history.txn(zxid) or b"")
                 p.send(learner.sid, inform)
-            elif learner.phase in _FORWARDING:
-                if commit is None:
-                    commit = m.packet(m.COMMIT, zxid)
+            else:
                 p.send(learner.sid, commit)
         for sid in self.pending_syncs.pop(zxid, ()):
             if sid in self.learners:
                 p.send(sid, m.packet(m.SYNC, 0))
 
+    def _designated_leader(self, config: membership.QuorumConfig, ackers: set[int]) -> int:
+        """Leader.getDesignatedLeader: we stay if the new membership keeps us as a
+        voter; otherwise the voter of it that acked the reconfig and the most
+        proposals after it (the most up to date), the larger id on a tie."""
+        me = self.peer.my_id
+        if me in config.voters:
+            return me
+        candidates = (ackers & config.voters) - {me}
+        if not candidates:
+            return me
+        # The most proposals acked after it: the highest ACK watermark.
+        return max(candidates, key=lambda sid: (self.acked.get(sid, 0), sid))
+
+    def _revalidate(self, learner: Learner, pkt: m.QuorumPacket) -> None:
+        """Leader.revalidateSession: is the session alive (touching it if so)?"""
+        try:
+            session_id, timeout = m.read_revalidate_request(pkt.data)
+        except m.PacketError:
+            self._drop(learner.sid)
+            return
+        valid = self.peer.revalidate(learner.sid, session_id, timeout)
+        self.peer.send(learner.sid, m.revalidate_answer(pkt, session_id, valid))
+
     def _drop(self, sid: int) -> None:
         self._forget(sid)
         self.peer.disconnect(sid)
+
+
+# LearnerHandler: "Sending UPTODATE message" with zxid -1.
+_UPTODATE = m.packet(m.UPTODATE, -1)
+
+
+def _same_epoch(zxid: int, other: int | None) -> bool:
+    return other is None or m.epoch_of(zxid) == m.epoch_of(other)

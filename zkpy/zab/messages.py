@@ -8,12 +8,21 @@ the others, so ``packet.encode()`` gives the bytes a ZooKeeper peer writes::
     class LearnerInfo { long serverid; int protocolVersion; long configVersion; }
 
 The packet types are ``Leader.java``'s constants. Payload conventions (what
-``data`` holds per type) follow ZooKeeper: FOLLOWERINFO carries a LearnerInfo,
-LEADERINFO a 4-byte protocol version, ACKEPOCH a 4-byte current epoch (-1 when
-the follower had already accepted that epoch), PROPOSAL the txn bytes (header
-and body as in the txn log), SNAP the snapshot bytes. ZooKeeper streams the
-snapshot after the SNAP packet rather than inside it; zkpy's core keeps it in
-``data`` and leaves the framing to the adapter.
+``data`` holds per type) follow ZooKeeper: FOLLOWERINFO/OBSERVERINFO carry a
+LearnerInfo (sid, protocol version 0x10000, config version), LEADERINFO a
+4-byte protocol version, ACKEPOCH a 4-byte current epoch (-1 when the
+follower had already accepted that epoch), PROPOSAL and INFORM the txn bytes
+(header and body as in the txn log), NEWLEADER the membership's text,
+COMMITANDACTIVATE the designated leader's sid (a long), INFORMANDACTIVATE
+that long then the txn bytes, REVALIDATE from a learner (session id, timeout)
+and from the leader (session id, a boolean byte: valid), PING from a learner
+its (session id, timeout) touches, REQUEST (session id, cxid, type, request
+bytes) with the session's auth ids. UPTODATE's zxid is -1, as ZooKeeper sends.
+
+SNAP: on the wire an empty packet followed by the serialized tree and
+sessions and the "BenWasHere" signature (``zkpy.storage.snapshot`` makes and
+reads that stream; ``zkpy.net.peerlinks`` frames it). Inside zkpy's core a
+SNAP carries the snapshot file's bytes in ``data``.
 
 This module owns the wire vocabulary and zxid arithmetic; it decides nothing.
 """
@@ -22,7 +31,7 @@ from __future__ import annotations
 
 import struct
 
-from zkpy.jute.codec import JuteError, decode, decode_all
+from zkpy.jute.codec import JuteError, decode
 from zkpy.jute.schema import LearnerInfo as LearnerInfo  # re-exported: the quorum vocabulary
 from zkpy.jute.schema import QuorumPacket as QuorumPacket
 
@@ -34,6 +43,7 @@ PING = 5
 REVALIDATE = 6
 SYNC = 7
 INFORM = 8
+COMMITANDACTIVATE = 9
 NEWLEADER = 10
 FOLLOWERINFO = 11
 UPTODATE = 12
@@ -43,12 +53,14 @@ SNAP = 15
 OBSERVERINFO = 16
 LEADERINFO = 17
 ACKEPOCH = 18
+INFORMANDACTIVATE = 19
 
 TYPE_NAMES = {
     REQUEST: "REQUEST", PROPOSAL: "PROPOSAL", ACK: "ACK", COMMIT: "COMMIT", PING: "PING",
     REVALIDATE: "REVALIDATE", SYNC: "SYNC", INFORM: "INFORM", NEWLEADER: "NEWLEADER",
     FOLLOWERINFO: "FOLLOWERINFO", UPTODATE: "UPTODATE", DIFF: "DIFF", TRUNC: "TRUNC",
     SNAP: "SNAP", OBSERVERINFO: "OBSERVERINFO", LEADERINFO: "LEADERINFO", ACKEPOCH: "ACKEPOCH",
+    COMMITANDACTIVATE: "COMMITANDACTIVATE", INFORMANDACTIVATE: "INFORMANDACTIVATE",
 }
 
 # Leader.java: "This value is used to indicate that the leader/follower speak
@@ -56,6 +68,9 @@ TYPE_NAMES = {
 PROTOCOL_VERSION = 0x10000
 
 _INT = struct.Struct(">i")
+_LONG = struct.Struct(">q")
+_TOUCH = struct.Struct(">qi")  # a session id and its timeout (PING, REVALIDATE)
+_VALID = struct.Struct(">q?")  # the leader's REVALIDATE: session id, valid
 
 
 def make_zxid(epoch: int, counter: int) -> int:
@@ -87,17 +102,89 @@ def read_int(data: bytes | None) -> int:
     return value
 
 
-def follower_info(my_id: int, accepted_epoch: int) -> QuorumPacket:
-    """Learner.registerWithLeader: zxid = makeZxid(acceptedEpoch, 0), data = LearnerInfo."""
-    info = LearnerInfo(my_id, PROTOCOL_VERSION, -1)
-    return packet(FOLLOWERINFO, make_zxid(accepted_epoch, 0), info.encode())
+def follower_info(my_id: int, accepted_epoch: int, config_version: int = 0,
+                  observer: bool = False) -> QuorumPacket:
+    """Learner.registerWithLeader: zxid = makeZxid(acceptedEpoch, 0), data =
+    LearnerInfo(sid, 0x10000, the version of our membership)."""
+    info = LearnerInfo(my_id, PROTOCOL_VERSION, config_version)
+    return packet(OBSERVERINFO if observer else FOLLOWERINFO, make_zxid(accepted_epoch, 0),
+                  info.encode())
 
 
 def learner_id(pkt: QuorumPacket) -> int:
     """The server id a FOLLOWERINFO names (JuteError if its data is malformed)."""
-    info = decode_all(LearnerInfo, pkt.data or b"")
-    sid: int = info.serverid
-    return sid
+    return learner_info(pkt)[0]
+
+
+def learner_info(pkt: QuorumPacket) -> tuple[int, int, int]:
+    """(sid, protocol version, config version) of a FOLLOWERINFO/OBSERVERINFO, read
+    as LearnerHandler reads it: the fields its data is long enough to hold
+    (a sid alone is a pre-3.4 learner: version 0; no config version: -1).
+    JuteError when it does not even hold a sid."""
+    data = pkt.data or b""
+    if len(data) < 8:
+        raise JuteError(f"LearnerInfo of {len(data)} bytes")
+    sid: int = _LONG.unpack_from(data, 0)[0]
+    version: int = _INT.unpack_from(data, 8)[0] if len(data) >= 12 else 0
+    config: int = _LONG.unpack_from(data, 12)[0] if len(data) >= 20 else -1
+    return sid, version, config
+
+
+def touches(data: bytes | None) -> list[tuple[int, int]]:
+    """The (session id, timeout) pairs of a learner's PING (Learner.ping)."""
+    data = data or b""
+    return [_TOUCH.unpack_from(data, off)
+            for off in range(0, len(data) - _TOUCH.size + 1, _TOUCH.size)]
+
+
+def touch_data(pairs: list[tuple[int, int]]) -> bytes:
+    return b"".join(_TOUCH.pack(sid, timeout) for sid, timeout in pairs)
+
+
+def revalidate_request(session_id: int, timeout: int) -> QuorumPacket:
+    """Learner.validateSession: a reconnecting client's session, for the leader to check."""
+    return packet(REVALIDATE, -1, _TOUCH.pack(session_id, timeout))
+
+
+def read_revalidate_request(data: bytes | None) -> tuple[int, int]:
+    """(session id, timeout); PacketError if malformed."""
+    if data is None or len(data) < _TOUCH.size:
+        raise PacketError("REVALIDATE shorter than a session id and timeout")
+    sid, timeout = _TOUCH.unpack_from(data, 0)
+    return sid, timeout
+
+
+def revalidate_answer(pkt: QuorumPacket, session_id: int, valid: bool) -> QuorumPacket:
+    """Leader.revalidateSession: the same packet back, its data replaced."""
+    return QuorumPacket(REVALIDATE, pkt.zxid, _VALID.pack(session_id, valid), pkt.authinfo)
+
+
+def read_revalidate_answer(data: bytes | None) -> tuple[int, bool]:
+    """(session id, valid); PacketError if malformed."""
+    if data is None or len(data) < _VALID.size:
+        raise PacketError("REVALIDATE answer shorter than a session id and a boolean")
+    sid, valid = _VALID.unpack_from(data, 0)
+    return sid, bool(valid)
+
+
+def commit_and_activate(zxid: int, designated_leader: int) -> QuorumPacket:
+    """Leader.commitAndActivate: COMMIT of a reconfig, naming who leads after it."""
+    return packet(COMMITANDACTIVATE, zxid, _LONG.pack(designated_leader))
+
+
+def inform_and_activate(zxid: int, designated_leader: int, txn: bytes) -> QuorumPacket:
+    """Leader.buildInformAndActivePacket: the observers' INFORM of a reconfig."""
+    return packet(INFORMANDACTIVATE, zxid, _LONG.pack(designated_leader) + txn)
+
+
+def designated_leader(pkt: QuorumPacket) -> tuple[int, bytes]:
+    """The designated leader of a COMMITANDACTIVATE/INFORMANDACTIVATE and the
+    bytes after it (INFORMANDACTIVATE's txn); PacketError if malformed."""
+    data = pkt.data or b""
+    if len(data) < 8:
+        raise PacketError(f"{describe(pkt)} without a designated leader")
+    leader: int = _LONG.unpack_from(data, 0)[0]
+    return leader, data[8:]
 
 
 # A quorum connection is a bare stream of QuorumPackets (Learner/LearnerHandler
@@ -123,9 +210,40 @@ def _field_end(buf: bytes | bytearray, off: int, what: str) -> int | None:
     return end if len(buf) >= end else None
 
 
+_HEAD = struct.Struct(">iqi")  # QuorumPacket: type, zxid, the length of data
+_NO_AUTH = _LEN.pack(-1)  # authinfo: null
+_NO_IDS = _LEN.pack(0)  # authinfo: an empty vector
+
+
+def encode_packet(pkt: QuorumPacket) -> bytes:
+    """``pkt.encode()``, faster for the packets that carry no auth ids (all but a
+    learner's REQUEST): the type, zxid and data length in one struct call."""
+    auth = pkt.authinfo
+    if auth:
+        return pkt.encode()
+    tail = _NO_AUTH if auth is None else _NO_IDS
+    data = pkt.data
+    if data is None:
+        return _HEAD.pack(pkt.type, pkt.zxid, -1) + tail
+    return _HEAD.pack(pkt.type, pkt.zxid, len(data)) + data + tail
+
+
 def split_packet(buf: bytes | bytearray, off: int = 0) -> tuple[QuorumPacket, int] | None:
     """The packet starting at ``buf[off]`` and the offset after it, or None when
     it is not complete yet; PacketError when the bytes cannot be a packet."""
+    size = len(buf)
+    if size >= off + 16:
+        # The common packet: no auth ids (a count of -1 or 0 after the data).
+        ptype, zxid, n = _HEAD.unpack_from(buf, off)
+        if 0 <= n <= MAX_PACKET_BYTES or n == -1:
+            start = off + 16
+            end = start + max(n, 0)
+            if size < end + 4:
+                return None
+            (count,) = _LEN.unpack_from(buf, end)
+            if count == -1 or count == 0:
+                data = None if n == -1 else bytes(buf[start:end])
+                return QuorumPacket(ptype, zxid, data, None if count == -1 else []), end + 4
     end = _field_end(buf, off + 12, "data")
     if end is None:
         return None

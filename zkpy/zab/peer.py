@@ -27,11 +27,15 @@ API
     ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
     ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
     below count ticks); ``Wake`` (let the election's ms timers fire between
-    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``; ``Vote(src,
+    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``
+    (or ``Messages(src, packets)``: what one read of a connection brought, in one step); ``Vote(src,
     Notification)`` from the election port; ``Propose(txn, zxid=None)``
     (leader only, once ``can_propose``; the txn's header carries
     ``peer.next_zxid``); ``Forward(data, auth)`` (follower: a client write or
-    sync for the leader, sent as REQUEST with the session's auth ids); ``Persisted(zxid)`` (the adapter's word that all
+    sync for the leader, sent as REQUEST with the session's auth ids);
+    ``Revalidate(session_id, timeout)`` (learner: a client reconnects with
+    this session; the leader's answer comes back in ``Ready.revalidated``);
+    ``Persisted(zxid)`` (the adapter's word that all
     persist ops handed out so far are synced and the log ends at ``zxid``);
     ``ConnectionLost(peer)``. The returned Ready accumulates until ``advance()``.
 
@@ -57,8 +61,14 @@ Carrying out a Ready, in this order:
        prepare and propose (a sync is answered by Zab itself: SYNC after the
        COMMIT of the newest proposal); ``pings``: learners' PING payloads,
        the sessions they kept alive; ``syncs``: how many SYNCs a follower got,
-       each answering its oldest waiting sync.
+       each answering its oldest waiting sync; ``revalidated``: the leader's
+       (session id, valid) answers to our REVALIDATEs.
     7. ``advance()``.
+
+Callbacks the adapter sets: ``peer.ping_data()`` (a follower's PING reply:
+the sessions its clients touched) and ``peer.revalidate(learner, session_id,
+timeout)`` (a leader's answer to a learner's REVALIDATE: is the session alive;
+it is now routed through that learner).
 
 ServerCore's seam: on the leader, ``committer.propose(req)`` becomes
 ``step(Propose(encode_txn(req.hdr, req.txn)))`` with ``req.hdr.zxid ==
@@ -69,24 +79,29 @@ write goes out as ``Forward``; its commit comes back through ``Ready.commit``.
 Safety rules and where they come from are quoted next to the code in
 ``leading.py`` and ``following.py``; this module keeps the state they share.
 
-Where zkpy's quorum traffic still differs from Apache ZooKeeper 3.8's (all
-records are ZooKeeper's; these are the conversations a mixed ensemble would
-trip over):
-    - SNAP carries the snapshot in its ``data``; ZooKeeper sends an empty
-      SNAP and streams the serialized tree and sessions after it, ending in
-      the "BenWasHere" signature.
-    - DIFF is followed by PROPOSALs only; ZooKeeper sends PROPOSAL+COMMIT
-      pairs for the committed part. zkpy's follower commits up to the zxid
-      of COMMIT/UPTODATE ("everything up to here"), ZooKeeper's the one
-      txn a COMMIT names, which is the same thing in zxid order.
-    - Followers check a reconnecting session against their replicated
-      session table instead of asking the leader (REVALIDATE).
-    - No quorum SASL or TLS (``quorum.auth.*``, ``sslQuorum``).
-    - A committed reconfig is activated when its COMMIT (INFORM for
-      observers) is applied; ZooKeeper sends COMMITANDACTIVATE /
-      INFORMANDACTIVATE and lets a removed leader name its successor.
-      A zkpy leader that a reconfig removes steps down after the commit,
-      and the new voters elect a leader.
+The quorum conversations are Apache ZooKeeper 3.8's, packet for packet, in
+both roles and for observers (``leading.py``, ``following.py``, the
+election's ``wire.py``; ``tests/test_zab_conversation.py`` holds them to it,
+``compat_tests/test_mixed.py`` runs mixed ensembles). What remains different
+is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
+    - A follower commits everything up to the zxid of COMMIT (and of DIFF,
+      TRUNC), where ZooKeeper's commits the one txn a COMMIT names: the same
+      thing in zxid order. It answers no PING until UPTODATE, as Learner.
+    - A leader that is not established yet (its tree lags its log until a
+      quorum acks NEWLEADER) answers a learner whose uncommitted tail crosses
+      an epoch with TRUNC, where ZooKeeper's leader (whose tree holds its
+      whole log) sends SNAP; once established it sends SNAP as ZooKeeper does.
+    - A leader removed by a reconfig names its successor as ZooKeeper does
+      (a voter of the new membership that acked the most), and then follows
+      it at once, where ZooKeeper's keeps leading, committing nothing, until
+      its followers have left for the successor.
+    - A zkpy leader's session owners are member ids (ZooKeeper's are learner
+      connections): a learner that reconnects to the same leader keeps its
+      sessions routed to it (ZooKeeper's learner restarts and its clients
+      reconnect, which amounts to the same).
+    - Quorum SASL is DIGEST-MD5 only (no Kerberos); quorum TLS
+      (``sslQuorum``) is not supported yet: an ensemble that uses it cannot
+      take a zkpy member.
 
 Membership (``config``, a ``zkpy.zab.membership.QuorumConfig``): the voters
 count for elections and quorums; anyone else may still follow (a server
@@ -115,12 +130,14 @@ from zkpy.zab.events import (
     Event,
     Forward,
     Message,
+    Messages,
     NotLeader,
     Persisted,
     PersistOp,
     Propose,
     ProposeMany,
     Ready,
+    Revalidate,
     RoleChange,
     Start,
     Tick,
@@ -167,12 +184,16 @@ class Peer:
         self.started = False
         # What a follower puts in its PING replies (the adapter's session touches).
         self.ping_data: Callable[[], bytes | None] = lambda: None
+        # A leader's answer to a learner's REVALIDATE: (learner, session id,
+        # timeout) -> is the session alive (and now owned by that learner)?
+        self.revalidate: Callable[[int, int, int], bool] = lambda learner, sid, timeout: False
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
         self._leave_role: str | None = None  # why our role must end after this step
+        self._designated: int | None = None  # ...and whom to go to then (no election)
         # Learners that decided for us before we did (their FOLLOWERINFO came
         # while we were still looking): they are heard once we lead, as
         # Learner.connectToLeader keeps trying until the leader listens.
@@ -192,10 +213,15 @@ class Peer:
             # Left for the step after the one that decided it, so that the COMMITs
             # already handed out leave before our connections close.
             reason, self._leave_role = self._leave_role, None
-            if self.role != LOOKING:
+            designated, self._designated = self._designated, None
+            if designated is not None and self.role != LOOKING:
+                self._go_to_designated(designated, reason)
+            elif self.role != LOOKING:
                 self.become_looking(reason)
         if isinstance(event, Message):
             self._on_message(event.src, event.packet)
+        elif isinstance(event, Messages):
+            self._on_messages(event.src, event.packets)
         elif isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Vote):
@@ -209,6 +235,8 @@ class Peer:
             self._on_propose_many(event)
         elif isinstance(event, Forward):
             self._on_forward(event)
+        elif isinstance(event, Revalidate):
+            self._on_revalidate(event)
         elif isinstance(event, Persisted):
             self.durable_zxid = event.zxid
             if self.leading is not None:
@@ -314,9 +342,22 @@ class Peer:
                 self.activate(config.with_version(entry[0]))
         self.history.trim(self.applied, self.log_window)
 
+    def leave_after_step(self, reason: str, designated: int | None = None) -> None:
+        """End our role at the next event (what this step sends leaves first),
+        for an election, or to go straight to a ``designated`` leader."""
+        self._leave_role = reason
+        self._designated = designated
+
     def announce(self, established: bool) -> None:
         leader = self.leader_id
         epoch = self.current_epoch
+        if established:
+            # QuorumPeer.updateElectionVote (ZOOKEEPER-1732): once synced, the vote
+            # we answer looking servers with carries the new epoch, so every
+            # member reports the same (leader, peerEpoch), which is what
+            # FastLeaderElection compares in the votes of servers that settled.
+            _, zxid, voted = self.election.proposal
+            self.election.proposal = (epoch, zxid, voted)
         self._ready.roles.append(RoleChange(self.role, leader, epoch, established))
 
     # -- role transitions -------------------------------------------------------------
@@ -342,6 +383,27 @@ class Peer:
         self.leading = Leading(self)
         self.leading.begin_standalone()
 
+    def _go_to_designated(self, leader: int, reason: str) -> None:
+        """QuorumPeer.updateServerState after a COMMITANDACTIVATE named another
+        leader: lead if it is us, follow it otherwise, without an election (the
+        others named in it do the same)."""
+        if leader == self.my_id and self.my_id not in self.voters:
+            self.become_looking(reason)
+            return
+        if self.leading is not None:
+            for sid in self.leading.learners:
+                self.disconnect(sid)
+        if self.following is not None:
+            self.disconnect(self.following.leader)
+        self.leading = None
+        self.following = None
+        self.role = LOOKING
+        self.last_reason = reason
+        self.election.last_zxid = self.history.last_zxid
+        self.election.epoch = self.current_epoch
+        self.election.settle(leader)
+        self._decided()
+
     def _decided(self) -> None:
         decided = self.election.decided
         assert decided is not None
@@ -363,6 +425,18 @@ class Peer:
             self.following.begin()
 
     # -- dispatch ------------------------------------------------------------------------
+
+    def _on_messages(self, src: int, packets: list[m.QuorumPacket]) -> None:
+        following = self.following
+        if following is not None:
+            following.deferring = True
+        disconnected = self._ready.disconnect
+        for pkt in packets:
+            if src in disconnected:
+                break  # we dropped the connection: what followed on it is lost
+            self._on_message(src, pkt)
+        if following is not None and self.following is following:
+            following.catch_up()
 
     def _on_message(self, src: int, pkt: m.QuorumPacket) -> None:
         if self.leading is not None:
@@ -421,6 +495,11 @@ class Peer:
         if self.following is None:
             raise NotLeader("no leader to forward to")
         self.send(self.following.leader, m.QuorumPacket(m.REQUEST, -1, event.data, event.auth))
+
+    def _on_revalidate(self, event: Revalidate) -> None:
+        if self.following is None:
+            raise NotLeader("no leader to revalidate the session with")
+        self.send(self.following.leader, m.revalidate_request(event.session_id, event.timeout))
 
     def _on_lost(self, peer: int) -> None:
         self._early.pop(peer, None)
