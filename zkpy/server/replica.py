@@ -54,6 +54,7 @@ from zkpy.zab.events import (
     Event,
     Forward,
     Message,
+    Messages,
     NotLeader,
     ProposeMany,
     Ready,
@@ -103,8 +104,12 @@ class Replica:
     def step(self, event: Event, now: int) -> None:
         self.now = now
         self.core.at(now)
-        if self.figures is not None and isinstance(event, Message) and self.role != LEADING:
-            self.figures.received(event.packet, now)
+        if self.figures is not None and self.role != LEADING:
+            if isinstance(event, Messages):
+                for packet in event.packets:
+                    self.figures.received(packet, now)
+            elif isinstance(event, Message):
+                self.figures.received(event.packet, now)
         self.driver.step(event, now)
         self._settle(now)
 
