@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
+from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
 from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
@@ -70,16 +71,16 @@ def data_dirs(data_dir: str, data_log_dir: str | None = None) -> tuple[str, str]
             os.path.join(data_log_dir or data_dir, VERSION_DIR))
 
 
-def load(snap_dir: str, log_dir: str) -> StartState:
-    state = _load_newest_snapshot(snap_dir)
-    state.log = logged_after(log_dir, state.snapshot_zxid)
+def load(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> StartState:
+    state = _load_newest_snapshot(snap_dir, fs)
+    state.log = logged_after(log_dir, state.snapshot_zxid, fs)
     if state.snapshot is None and state.log and state.log[0][0] & 0xFFFFFFFF > 1:
         raise RecoveryError(
             f"no valid snapshot in {snap_dir}, and the oldest logged transaction is "
             f"0x{state.log[0][0]:x}: the transactions before it are missing")
     last = state.last_zxid
-    accepted = read_epoch(snap_dir, ACCEPTED_EPOCH)
-    current = read_epoch(snap_dir, CURRENT_EPOCH)
+    accepted = read_epoch(snap_dir, ACCEPTED_EPOCH, fs)
+    current = read_epoch(snap_dir, CURRENT_EPOCH, fs)
     if current is None:
         # QuorumPeer.loadDataBase: no currentEpoch file yet (a standalone data
         # directory, or a first start): the epoch of the last zxid.
@@ -93,11 +94,10 @@ def load(snap_dir: str, log_dir: str) -> StartState:
     return state
 
 
-def read_epoch(snap_dir: str, name: str) -> int | None:
+def read_epoch(snap_dir: str, name: str, fs: FileSystem = LOCAL) -> int | None:
     path = os.path.join(snap_dir, name)
     try:
-        with open(path) as f:
-            text = f.read().strip()
+        text = fs.read(path).decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None
     try:
@@ -106,9 +106,9 @@ def read_epoch(snap_dir: str, name: str) -> int | None:
         raise RecoveryError(f"{path}: {text!r} is not an epoch number") from None
 
 
-def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
+def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL) -> list[tuple[int, bytes]]:
     """Every logged (zxid, txn) after ``zxid``, in order; a torn tail is cut off."""
-    logs = files_by_zxid(log_dir, "log")
+    logs = files_by_zxid(log_dir, "log", fs)
     start = 0
     for i, (first, _) in enumerate(logs):
         if first <= zxid + 1:
@@ -118,10 +118,10 @@ def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
     prev = zxid
     for i, (_, path) in enumerate(chosen):
         def torn(offset: int, path: str = path) -> None:
-            zero_tail(path, offset)
+            zero_tail(path, offset, fs)
 
         try:
-            for entry in read_log(path, i == len(chosen) - 1, torn):
+            for entry in read_log(path, i == len(chosen) - 1, torn, fs):
                 if entry.zxid <= prev:
                     continue
                 if prev and entry.zxid > prev + 1 and entry.zxid >> 32 == prev >> 32:
@@ -138,10 +138,10 @@ def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
     return out
 
 
-def recover(snap_dir: str, log_dir: str) -> Recovered:
+def recover(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> Recovered:
     """The state a standalone server serves after start-up: ``load`` with every
     logged transaction applied (sessions follow createSession/closeSession)."""
-    state = load(snap_dir, log_dir)
+    state = load(snap_dir, log_dir, fs)
     tree, sessions = state.tree, state.sessions
     for _zxid, data in state.log:
         hdr, txn, digest = decode_entry(data)
@@ -160,11 +160,11 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
     return Recovered(tree, sessions, state.snapshot, len(state.log), tree.last_zxid)
 
 
-def _load_newest_snapshot(snap_dir: str) -> StartState:
-    snaps = files_by_zxid(snap_dir, "snapshot")
+def _load_newest_snapshot(snap_dir: str, fs: FileSystem) -> StartState:
+    snaps = files_by_zxid(snap_dir, "snapshot", fs)
     for zxid, path in reversed(snaps):
         try:
-            tree, sessions, _ = load_snapshot(path)
+            tree, sessions, _ = load_snapshot(path, fs)
         except SnapshotInvalid as e:
             log.warning("Snapshot %s is invalid (%s); trying an older one", path, e)
             continue

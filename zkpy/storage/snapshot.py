@@ -34,6 +34,7 @@ from typing import Any
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode, layout
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
+from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
 from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
 from zkpy.tree.digest import EXCLUDED_PREFIX, pack_stat
 from zkpy.tree.quota import setup_quota
@@ -119,26 +120,21 @@ class SnapshotMaker:
 
 
 def write_snapshot(path: str, head: bytes, chunks: Iterable[bytes], fsync: bool = True,
-                   digest: tuple[int, int, int] | None = None) -> None:
+                   digest: tuple[int, int, int] | None = None,
+                   fs: FileSystem = LOCAL) -> None:
     """Write the file through a temporary name, so a crash never leaves half a snapshot
-    under the real name. ``digest``: the trailer (``SnapshotMaker.digest``), if any."""
-    tmp = path + ".tmp"
+    under the real name (synced, renamed, its directory synced: ZOOKEEPER-2872).
+    ``digest``: the trailer (``SnapshotMaker.digest``), if any."""
+    write_atomically(fs, path, _sealed(head, chunks, digest), fsync)
+
+
+def _sealed(head: bytes, chunks: Iterable[bytes],
+            digest: tuple[int, int, int] | None) -> Iterator[bytes]:
     checksum = 1
-    with open(tmp, "wb") as f:
-        for piece in _pieces(head, chunks):
-            f.write(piece)
-            checksum = zlib.adler32(piece, checksum)
-        f.write(_seals(checksum, digest))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    for piece in _pieces(head, chunks):
+        checksum = zlib.adler32(piece, checksum)
+        yield piece
+    yield _seals(checksum, digest)
 
 
 def _pieces(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -160,10 +156,9 @@ class SnapshotInvalid(Exception):
     pass
 
 
-def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
+def load_snapshot(path: str, fs: FileSystem = LOCAL) -> tuple[DataTree, dict[int, int], int]:
     """(tree, sessions {id: timeout}, zxid from the name) or SnapshotInvalid."""
-    with open(path, "rb") as f:
-        blob = f.read()
+    blob = fs.read(path)
     name = os.path.basename(path)
     try:
         return _parse(blob, name)
@@ -333,12 +328,13 @@ def _link(tree: DataTree, path: str, node: Node) -> None:
             tree.ttls.add(path)
 
 
-def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True) -> None:
+def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True,
+               fs: FileSystem = LOCAL) -> None:
     """Take a whole snapshot at once (start-up, shutdown, tests)."""
     maker = SnapshotMaker(tree, sessions)
     while not maker.step(1 << 30):
         pass
-    write_snapshot(path, maker.head(), maker.chunks, fsync, maker.digest)
+    write_snapshot(path, maker.head(), maker.chunks, fsync, maker.digest, fs)
 
 
 def snapshot_bytes(tree: DataTree, sessions: dict[int, int]) -> bytes:
