@@ -17,7 +17,8 @@ longer reachable from the root is gone, and so are the open files.
 
 Faults on demand: ``cut_at(n)`` makes the n-th mutating operation from now
 raise ``PowerCut`` before it happens (the caller then calls ``power_cut``),
-so cuts land between any two writes, syncs or renames of a batch;
+so cuts land between any two writes, syncs or renames of a batch
+(``cut_at(n, power=False)``: the process is killed there, ``crash``);
 ``fail(kind)`` makes the next write or sync raise EIO, and a failed sync
 drops the unsynced writes for good (they stay readable until the power
 goes, as on Linux after a failed fsync).
@@ -33,8 +34,13 @@ from typing import Any
 
 
 class PowerCut(BaseException):  # noqa: N818 - not an error: the simulated power went off
-    """The power went off in the middle of a file operation (``SimFS.cut_at``).
-    A BaseException, so no ``except Exception`` in the code under test eats it."""
+    """The power went off in the middle of a file operation (``SimFS.cut_at``),
+    or (``power`` False) the process was killed there. A BaseException, so no
+    ``except Exception`` in the code under test eats it."""
+
+    def __init__(self, message: str, power: bool = True) -> None:
+        super().__init__(message)
+        self.power = power
 
 
 @dataclass
@@ -84,10 +90,11 @@ class SimFile:
         self.pos = 0
         self.closed = False
 
-    def _node(self, kind: str) -> _Node:
+    def _node(self, kind: str | None) -> _Node:
         if self.closed or self.gen != self.fs.gen:
             raise OSError(errno.EBADF, "file closed (or its process died)")
-        self.fs._tick(kind)
+        if kind is not None:
+            self.fs._tick(kind)
         return self.fs.nodes[self.ino]
 
     def write(self, data: bytes) -> None:
@@ -103,7 +110,7 @@ class SimFile:
         _apply(node.data, ("t", size))
 
     def sync(self) -> None:
-        self.fs._sync(self._node("sync"))
+        self.fs._sync(self._node(None))
 
     def close(self) -> None:
         self.closed = True
@@ -116,19 +123,27 @@ class SimFS:
         self.gen = 0
         self.ops = 0
         self._cut_at: int | None = None
+        self._cut_power = True
         self._failing: dict[str, int] = {}
         self.dead = False
         self.stats: dict[str, int] = {}
 
     # -- faults ---------------------------------------------------------------------------
 
-    def cut_at(self, n: int | None) -> None:
-        """The ``n``-th mutating operation from now raises PowerCut (None: never)."""
+    def cut_at(self, n: int | None, power: bool = True) -> None:
+        """The ``n``-th mutating operation from now raises PowerCut (None: never);
+        ``power`` False: the process is killed there instead (SIGKILL)."""
         self._cut_at = None if n is None else self.ops + max(n, 1)
+        self._cut_power = power
 
     def fail(self, kind: str, count: int = 1) -> None:
         """The next ``count`` operations of ``kind`` ("write", "sync") fail with EIO."""
         self._failing[kind] = self._failing.get(kind, 0) + count
+
+    def no_more_faults(self) -> None:
+        """Forget scheduled cuts and failures."""
+        self._cut_at = None
+        self._failing.clear()
 
     def _tick(self, kind: str) -> None:
         if self.dead:
@@ -137,7 +152,8 @@ class SimFS:
         if self._cut_at is not None and self.ops >= self._cut_at:
             self._cut_at = None
             self.dead = True
-            raise PowerCut(f"power cut before {kind} (operation {self.ops})")
+            what = "power cut" if self._cut_power else "process killed"
+            raise PowerCut(f"{what} before {kind} (operation {self.ops})", self._cut_power)
         if self._failing.get(kind):
             self._failing[kind] -= 1
             if kind == "sync":
@@ -150,8 +166,9 @@ class SimFS:
         self.dead = False
         self._cut_at = None
 
-    def power_cut(self, rng: random.Random) -> dict[str, int]:
-        """Keep only what a disk could have kept; returns what was lost."""
+    def power_cut(self, rng: random.Random | None = None) -> dict[str, int]:
+        """Keep only what a disk could have kept (``rng`` chooses; without one,
+        nothing unsynced is kept: the harshest cut); returns what was lost."""
         lost = {"writes": 0, "torn": 0, "dir_changes": 0}
         for node in self.nodes.values():
             if node.is_dir:
@@ -166,7 +183,7 @@ class SimFS:
             lost["writes"] += len(node.pending) - k
             buf = bytearray(node.durable)
             for i, op in enumerate(node.pending[:k]):
-                if i == k - 1 and op[0] == "w" and op[2] and rng.random() < 0.5:
+                if i == k - 1 and op[0] == "w" and op[2] and rng and rng.random() < 0.5:
                     op = ("w", op[1], op[2][:rng.randrange(len(op[2]))])
                     lost["torn"] += 1
                 _apply(buf, op)
@@ -320,15 +337,10 @@ class SimFS:
         parent.dpending.append(("unlink", name))
 
     def sync_file(self, path: str) -> None:
-        node = self._get(path)
-        self._tick("sync")
-        self._sync(node)
+        self._sync(self._get(path))
 
     def sync_dir(self, path: str) -> None:
-        node = self._get(path or "/")
-        self._tick("sync")
-        node.durable_entries = dict(node.entries)
-        node.dpending = []
+        self._sync(self._get(path or "/"))
 
     # -- internals and inspection -------------------------------------------------------------
 
@@ -337,6 +349,13 @@ class SimFS:
         _apply(node.data, ("w", off, data))
 
     def _sync(self, node: _Node) -> None:
+        try:
+            self._tick("sync")
+        except OSError:
+            # Linux after a failed fsync: the dirty pages are marked clean, the
+            # writes stay readable but never reach the disk.
+            node.pending = []
+            raise
         if node.is_dir:
             node.durable_entries = dict(node.entries)
             node.dpending = []
@@ -371,9 +390,9 @@ def _parts(path: str) -> list[str]:
     return [p for p in posixpath.normpath(path).split("/") if p]
 
 
-def _choose(rng: random.Random, n: int) -> int:
+def _choose(rng: random.Random | None, n: int) -> int:
     """How many of ``n`` unsynced changes survive: often none or all, else any prefix."""
-    if n == 0:
+    if n == 0 or rng is None:
         return 0
     r = rng.random()
     if r < 0.3:
