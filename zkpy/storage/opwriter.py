@@ -57,7 +57,17 @@ class OpWriter:
         self.last_zxid = last_zxid
 
     def write(self, ops: Sequence[Any]) -> int:
-        """Carry out ``ops`` and sync; returns the zxid the log now ends at."""
+        """Carry out ``ops`` and sync; returns the zxid the log now ends at. On a
+        failure (OSError) the log is cut back to what was synced before it is
+        raised: the caller stops the server, which must not restart on entries
+        that never reached the disk."""
+        try:
+            return self._write(ops)
+        except OSError:
+            self.writer.discard_unsynced()
+            raise
+
+    def _write(self, ops: Sequence[Any]) -> int:
         appends: list[tuple[int, bytes]] = []
         writer = self.writer
         last = self.last_zxid

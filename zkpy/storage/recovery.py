@@ -4,8 +4,9 @@ ZooKeeper's rule (FileTxnSnapLog.restore): load the newest snapshot whose
 checksum holds (older ones are tried when the newest is damaged), then take
 every logged transaction with a zxid above the snapshot's, from the last log
 file that starts at or before that zxid onwards. A torn tail of the newest log
-is cut off (zeroed); damage anywhere else, or a hole in the zxids of an epoch
-(a lost log file), refuses to start.
+is cut off (zeroed, synced; a newest log without a whole header is removed);
+damage anywhere else, or a hole in the zxids of an epoch (a lost log file),
+refuses to start.
 
 ``load`` returns that as a ``StartState``: the snapshot's tree and sessions,
 the logged transactions after it *unapplied*, and the epoch files. Zab decides
@@ -73,7 +74,8 @@ def data_dirs(data_dir: str, data_log_dir: str | None = None) -> tuple[str, str]
 
 def load(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> StartState:
     state = _load_newest_snapshot(snap_dir, fs)
-    state.log = logged_after(log_dir, state.snapshot_zxid, fs)
+    read: list[str] = []
+    state.log = logged_after(log_dir, state.snapshot_zxid, fs, read)
     if state.snapshot is None and state.log and state.log[0][0] & 0xFFFFFFFF > 1:
         raise RecoveryError(
             f"no valid snapshot in {snap_dir}, and the oldest logged transaction is "
@@ -91,7 +93,24 @@ def load(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> StartState:
         raise RecoveryError(f"{snap_dir}: currentEpoch {current} is above acceptedEpoch "
                             f"{accepted}; the epoch files are damaged")
     state.accepted_epoch, state.current_epoch = accepted, current
+    epochs = [os.path.join(snap_dir, n) for n in (ACCEPTED_EPOCH, CURRENT_EPOCH)]
+    loaded = [state.snapshot] if state.snapshot else []
+    _make_durable(fs, loaded + read + [p for p in epochs if fs.exists(p)], {snap_dir, log_dir})
     return state
+
+
+def _make_durable(fs: FileSystem, files: list[str], dirs: set[str]) -> None:
+    """Sync what was loaded: the snapshot, the logs read, the epoch files, their
+    directories. A process killed between a write and its sync leaves the write
+    in the page cache, where the next start reads it; a server that went on to
+    build on it (a standalone server committing it, a member reporting it as its
+    history, new log files after it) would lose it, and leave a hole, at the
+    next power cut. Nothing is built on what was read before this returns."""
+    for path in files:
+        fs.sync_file(path)
+    for directory in sorted(dirs):
+        if fs.isdir(directory):
+            fs.sync_dir(directory)
 
 
 def read_epoch(snap_dir: str, name: str, fs: FileSystem = LOCAL) -> int | None:
@@ -106,8 +125,10 @@ def read_epoch(snap_dir: str, name: str, fs: FileSystem = LOCAL) -> int | None:
         raise RecoveryError(f"{path}: {text!r} is not an epoch number") from None
 
 
-def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL) -> list[tuple[int, bytes]]:
-    """Every logged (zxid, txn) after ``zxid``, in order; a torn tail is cut off."""
+def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL,
+                 read: list[str] | None = None) -> list[tuple[int, bytes]]:
+    """Every logged (zxid, txn) after ``zxid``, in order; a torn tail is cut off.
+    ``read``: gets the paths of the log files read (and kept)."""
     logs = files_by_zxid(log_dir, "log", fs)
     start = 0
     for i, (first, _) in enumerate(logs):
@@ -118,7 +139,13 @@ def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL) -> list[tuple[
     prev = zxid
     for i, (_, path) in enumerate(chosen):
         def torn(offset: int, path: str = path) -> None:
-            zero_tail(path, offset, fs)
+            if offset:
+                zero_tail(path, offset, fs)
+            else:
+                # Not even a whole header (ZOOKEEPER-2332): remove the file, durably,
+                # before a newer log can make it a damaged file in the middle.
+                fs.remove(path)
+                fs.sync_dir(log_dir)
 
         try:
             for entry in read_log(path, i == len(chosen) - 1, torn, fs):
@@ -135,6 +162,8 @@ def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL) -> list[tuple[
                 prev = entry.zxid
         except LogDamaged as e:
             raise RecoveryError(str(e)) from None
+        if read is not None and fs.exists(path):
+            read.append(path)
     return out
 
 

@@ -58,6 +58,7 @@ class LogWriter:
         self._file: File | None = None
         self._pos = 0
         self._size = 0
+        self._synced = (0, 0)  # (end of the entries, file size) at the last sync
         self.path: str | None = None
         fs.makedirs(directory)
 
@@ -87,6 +88,7 @@ class LogWriter:
         self._file = f
         self._pos = len(_HEADER)
         self._size = self._pos
+        self._synced = (0, 0)
         log.info("Creating new log file: %s", os.path.basename(self.path))
         if self.force_sync:
             # The file's name is durable only once its directory is synced
@@ -108,6 +110,31 @@ class LogWriter:
     def sync(self) -> None:
         if self._file is not None and self.force_sync:
             self._file.sync()
+            self._synced = (self._pos, self._size)
+
+    def discard_unsynced(self) -> None:
+        """A write or sync failed: cut the file back to what its last sync made
+        durable, and close it. After a failed fsync Linux marks the pages clean,
+        so the unsynced entries stay readable but may never reach the disk; a
+        server restarted on them (without a power cycle) would build on entries
+        the next power cut takes, and leave a hole. Best effort: if this fails
+        too, the disk is beyond what a restart can fix."""
+        f, self._file = self._file, None
+        if f is None or not self.force_sync:
+            return
+        end, size = self._synced
+        try:
+            if self._pos > end:
+                f.pwrite(bytes(self._pos - end), end)
+            f.truncate(size)
+            f.sync()
+        except OSError as e:
+            log.error("Could not cut %s back to its synced length: %s", self.path, e)
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
 
     def roll(self) -> None:
         """Close the current file; the next append starts ``log.<next zxid>``."""
@@ -128,13 +155,15 @@ def read_log(path: str, is_last: bool = True,
              on_torn: Callable[[int], None] | None = None,
              fs: FileSystem = LOCAL) -> Iterator[LogEntry]:
     """Entries of one log file, in order. A torn tail ends the iteration (with
-    a warning, and ``on_torn(offset)``) when this is the newest file; anything
-    else raises LogDamaged."""
+    a warning, and ``on_torn(offset)``; offset 0: the header itself is torn) when
+    this is the newest file; anything else raises LogDamaged."""
     blob = fs.read(path)
     name = os.path.basename(path)
     if is_last and blob[:len(_HEADER)] != _HEADER and _HEADER.startswith(blob.rstrip(b"\0")):
         # Nothing, or part of the header: a crash right after creating the file.
         log.warning("Log %s is empty or its header is partial; ignoring it", name)
+        if on_torn is not None:
+            on_torn(0)
         return
     try:
         hdr, off = decode(S.FileHeader, blob, 0)
