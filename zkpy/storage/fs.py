@@ -18,7 +18,7 @@ operation, no buffering of its own). With ``ZKPY_FS_JOURNAL=<path>`` in the
 environment (tests only) the process uses ``JournalFileSystem`` instead: the
 same operations, each also recorded in a side file (``zkpy.storage.fsjournal``),
 so a test can SIGKILL the process and roll its data directory back to what
-a power cut could have left.
+a power cut could have left (``ZKPY_FS_SLOW_SYNC_MS`` makes its syncs slow).
 
 Helpers: ``write_atomically`` (temporary name, sync, rename, sync the
 directory: the old file or the new one, never half of one) and
@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -218,57 +219,63 @@ class JournalFile:
         self.pos = 0
 
     def write(self, data: bytes) -> None:
-        with self.fs.lock:
-            self.file.write(data)
-            self.fs.record("write", {"fid": self.fid, "off": self.pos}, bytes(data))
-            self.pos += len(data)
+        self.pwrite(data, self.pos)
+        self.pos += len(data)
 
     def pwrite(self, data: bytes, offset: int) -> None:
-        with self.fs.lock:
-            self.file.pwrite(data, offset)
-            self.fs.record("write", {"fid": self.fid, "off": offset}, bytes(data))
+        self.fs.journaled("write", {"fid": self.fid, "off": offset},
+                          lambda: self.file.pwrite(data, offset), bytes(data))
 
     def truncate(self, size: int) -> None:
-        with self.fs.lock:
-            self.file.truncate(size)
-            self.fs.record("truncate", {"fid": self.fid, "size": size})
+        self.fs.journaled("truncate", {"fid": self.fid, "size": size},
+                          lambda: self.file.truncate(size))
 
     def sync(self) -> None:
-        with self.fs.lock:
-            self.file.sync()
-            self.fs.record("sync", {"fid": self.fid}, durable=True)
+        self.fs.journaled("sync", {"fid": self.fid}, self.file.sync)
 
     def close(self) -> None:
-        with self.fs.lock:
-            self.file.close()
-            self.fs.record("close", {"fid": self.fid})
+        self.fs.journaled("close", {"fid": self.fid}, self.file.close)
 
 
 class JournalFileSystem(OsFileSystem):
     """The real file system, every change also appended to a journal
-    (``zkpy.storage.fsjournal``): done first, then recorded, under one lock, so
-    the journal's order is the order the changes happened in. The journal is
-    synced whenever something was synced, so it holds at least every sync the
-    server relied on. For tests only (``ZKPY_FS_JOURNAL``): it writes every byte
-    twice."""
+    (``zkpy.storage.fsjournal``). Under one lock, so the journal's order is the
+    order the changes happened in: the record first, then the change (a
+    ``failed`` record follows a change that raised). A change is complete once
+    any record follows it; the last one may or may not have happened when the
+    process was killed. The journal is synced after every sync, so it holds
+    every sync the server relied on. Tests only (``ZKPY_FS_JOURNAL``): it
+    writes every byte twice."""
 
-    def __init__(self, journal: str) -> None:
+    SYNCS = ("sync", "syncfile", "syncdir")
+
+    def __init__(self, journal: str, slow_sync_ms: float = 0) -> None:
         self.fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
+        # A slow disk: every sync takes this long (a SIGKILL then mostly lands
+        # while a batch is written and not yet synced).
+        self.slow_sync = slow_sync_ms / 1000.0
 
-    def record(self, op: str, args: dict[str, Any], payload: bytes = b"",
-               durable: bool = False) -> None:
-        os.write(self.fd, fsjournal.encode(op, args, payload))
-        if durable:
-            os.fsync(self.fd)
+    def journaled(self, op: str, args: dict[str, Any], action: Callable[[], Any],
+                  payload: bytes = b"") -> Any:
+        with self.lock:
+            os.write(self.fd, fsjournal.encode(op, args, payload))
+            if self.slow_sync and op in self.SYNCS:
+                time.sleep(self.slow_sync)
+            try:
+                result = action()
+            except BaseException:
+                os.write(self.fd, fsjournal.encode("failed", {}))
+                raise
+            if op in self.SYNCS:
+                os.fsync(self.fd)
+            return result
 
     def _opened(self, op: str, path: str, opener: Callable[[str], File]) -> File:
-        with self.lock:
-            f = opener(path)
-            assert isinstance(f, OsFile)
-            fid = next(self._ids)
-            self.record(op, {"path": os.path.abspath(path), "fid": fid})
+        fid = next(self._ids)
+        f = self.journaled(op, {"path": os.path.abspath(path), "fid": fid},
+                           lambda: opener(path))
         return JournalFile(self, f, fid)
 
     def create(self, path: str) -> File:
@@ -277,15 +284,11 @@ class JournalFileSystem(OsFileSystem):
     def open_rw(self, path: str) -> File:
         return self._opened("open", path, super().open_rw)
 
-    def _change(self, op: str, action: Callable[[], None], durable: bool = False,
-                **paths: str) -> None:
-        with self.lock:
-            action()
-            self.record(op, {k: os.path.abspath(v) for k, v in paths.items()},
-                        durable=durable)
+    def _change(self, op: str, action: Callable[[], None], **paths: str) -> None:
+        self.journaled(op, {k: os.path.abspath(v) for k, v in paths.items()}, action)
 
     def mkdir(self, path: str) -> None:
-        self._change("mkdir", lambda: super(JournalFileSystem, self).mkdir(path), path=path)
+        self._change("mkdir", lambda: os.mkdir(path), path=path)
 
     def replace(self, src: str, dst: str) -> None:
         self._change("replace", lambda: os.replace(src, dst), src=src, dst=dst)
@@ -298,16 +301,18 @@ class JournalFileSystem(OsFileSystem):
 
     def sync_file(self, path: str) -> None:
         self._change("syncfile", lambda: super(JournalFileSystem, self).sync_file(path),
-                     durable=True, path=path)
+                     path=path)
 
     def sync_dir(self, path: str) -> None:
         self._change("syncdir", lambda: super(JournalFileSystem, self).sync_dir(path),
-                     durable=True, path=path or ".")
+                     path=path or ".")
 
 
 def _from_environment() -> FileSystem:
     journal = os.environ.get("ZKPY_FS_JOURNAL")
-    return JournalFileSystem(journal) if journal else OsFileSystem()
+    if not journal:
+        return OsFileSystem()
+    return JournalFileSystem(journal, float(os.environ.get("ZKPY_FS_SLOW_SYNC_MS", "0")))
 
 
 #: The file system of this process (the real one, or a journaled one in tests).
