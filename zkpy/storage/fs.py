@@ -96,15 +96,20 @@ class OsFile:
         self.fd = fd
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        n = os.write(self.fd, data)
+        if n < len(data):  # rare for a file: finish what was not written
+            view = memoryview(data)[n:]
+            while view:
+                view = view[os.write(self.fd, view):]
 
     def pwrite(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view, offset = view[n:], offset + n
+        n = os.pwrite(self.fd, data, offset)
+        if n < len(data):  # rare for a file: finish what was not written
+            view = memoryview(data)[n:]
+            offset += n
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                view, offset = view[n:], offset + n
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
