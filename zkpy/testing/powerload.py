@@ -234,10 +234,12 @@ def _chaos(sim: PowerSim, load: Workload, rounds: int) -> None:
         elif action == "disk-error" and up:
             sim.fail(rng.choice(up), rng.choice(["write", "sync"]))
         elif action == "cut-all":
+            sim.count("whole-ensemble cuts")
             for i in up:
                 sim._off(i, power=True)
             sim.settle()
         elif action == "cut-all-soon":
+            sim.count("whole-ensemble cuts, each member at its n-th file operation")
             for i in sim.ids:
                 sim.power_cut_soon(i, rng.randint(1, 12))
         elif action == "restart" and down:
