@@ -28,7 +28,8 @@ import time
 
 from kazoo.client import KazooClient
 
-from bench.zkbench import Probe, machine_info, server_settings
+from bench.probe import Probe, machine_info
+from bench.targets import server_settings
 from zkpy.testing.ensemble import Ensemble, Member
 
 PATH = "/failover"
@@ -84,7 +85,7 @@ def wait_new_leader(survivors: list[Member], timeout: float) -> tuple[float | No
 
 
 def cpu_of(members: list[Member]) -> float:
-    return sum(Probe(m.pid).cpu() or 0.0 for m in members if m.running)
+    return Probe([m.pid for m in members if m.running and m.pid]).cpu()
 
 
 def client_member(ens: Ensemble, client: KazooClient) -> Member | None:

@@ -34,7 +34,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss
 
 from bench.failover import Writer, cpu_of
-from bench.zkbench import machine_info, server_settings
+from bench.probe import machine_info
+from bench.targets import server_settings
 from zkpy.testing.ensemble import Ensemble
 
 SUPER = {"zookeeper.DigestAuthenticationProvider.superDigest": "super:D/InIHSb7yEEbrWz8b9l71RjZJU="}
@@ -42,7 +43,7 @@ RETRY = {"max_tries": -1, "delay": 0.05, "backoff": 1.5, "max_delay": 0.2}
 OBSERVER = "server.100=127.0.0.1:1:2:observer;127.0.0.1:3"
 
 
-def run_round(kind: str, rnd: int, args: argparse.Namespace, log) -> dict:  # noqa: ANN001
+def run_round(kind: str, rnd: int, args: argparse.Namespace, log) -> dict:
     settings = server_settings(force_sync=False)
     settings["reconfigEnabled"] = "true"
     tick = int(settings.pop("tickTime"))

@@ -12,6 +12,8 @@ import os
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
@@ -136,3 +138,19 @@ def test_garbage_on_the_quorum_stream_raises_packet_error_only() -> None:
             pass
     with pytest.raises(m.PacketError, match="data length -5"):
         m.split_packet(b"\x00" * 12 + b"\xff\xff\xff\xfb")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 20), st.integers(-(1 << 63), (1 << 63) - 1),
+       st.one_of(st.none(), st.binary(max_size=64)),
+       st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)),
+                                     max_size=2)))
+def test_the_fast_packet_codec_is_the_schema_codec(ptype: int, zxid: int, data: bytes | None,
+                                                    auth: list[tuple[str, str]] | None) -> None:
+    ids = None if auth is None else [S.Id(a, b) for a, b in auth]
+    pkt = m.QuorumPacket(ptype, zxid, data, ids)
+    wire = pkt.encode()
+    assert m.encode_packet(pkt) == wire
+    found = m.split_packet(wire + b"\x00", 0)
+    assert found is not None and found == (pkt, len(wire))
+    assert m.split_packet(wire[:-1], 0) is None  # one byte short: not a packet yet

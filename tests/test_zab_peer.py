@@ -19,6 +19,7 @@ from zkpy.zab.events import (
     DiskState,
     InstallSnapshot,
     Message,
+    Messages,
     Persisted,
     Propose,
     Ready,
@@ -371,3 +372,38 @@ def test_requests_carry_the_sessions_auth_and_pings_carry_touched_sessions() -> 
     (_, ping), = _take(f2).send
     leader.step(Message(2, ping), 0)
     assert _take(leader).pings == [(2, b"touched")]
+
+
+def test_packets_read_together_are_one_step_and_stop_where_the_connection_was_dropped() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    z1 = leader.next_zxid
+    leader.step(Propose(b"1"), 0)
+    z2 = leader.next_zxid
+    leader.step(Propose(b"2"), 0)
+    _take(leader)
+    leader.step(Persisted(z2), 0)
+    # One read brought both ACKs: one step commits both.
+    leader.step(Messages(2, [m.packet(m.ACK, z1), m.packet(m.ACK, z2)]), 0)
+    assert [z for z, _ in _take(leader).commit] == [z1, z2]
+    # A packet that makes us drop the connection: what followed it is not handled.
+    z3 = leader.next_zxid
+    leader.step(Propose(b"3"), 0)
+    leader.step(Persisted(z3), 0)
+    _take(leader)
+    leader.step(Messages(2, [m.packet(m.COMMIT, 0), m.packet(m.ACK, z3)]), 0)
+    r = _take(leader)
+    assert r.disconnect == [2] and r.commit == []
+
+
+def test_a_follower_applies_the_commits_of_one_read_together() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    z1, z2 = leader.next_zxid, leader.next_zxid + 1
+    batch = [m.packet(m.PROPOSAL, z1, b"1"), m.packet(m.PROPOSAL, z2, b"2"),
+             m.packet(m.COMMIT, z1), m.packet(m.COMMIT, z2)]
+    f2.step(Messages(1, batch), 0)
+    r = _take(f2)
+    assert r.commit == [(z1, b"1"), (z2, b"2")]
+    assert [op.zxid for op in r.persist] == [z1, z2]
+    assert _packets(r, 1, durable=True) == [f"ACK(0x{z1:x})", f"ACK(0x{z2:x})"]

@@ -39,6 +39,7 @@ from zkpy.zab.events import (
     ConnectionLost,
     DiskState,
     Message,
+    Messages,
     Start,
     Tick,
     Vote,
@@ -110,7 +111,7 @@ class MemberServer(ZkServer):
             self.static_path = (os.path.abspath(cfg.source) if os.path.isfile(cfg.source)
                                 else None)
             self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
-            self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packet, self._on_lost,
+            self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
                                      connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
@@ -218,8 +219,8 @@ class MemberServer(ZkServer):
         log.debug("Vote from %d: %s", sid, notification)
         self._step(Vote(sid, notification, config))
 
-    def _on_packet(self, sid: int, pkt: m.QuorumPacket) -> None:
-        self._step(Message(sid, pkt))
+    def _on_packets(self, sid: int, pkts: list[m.QuorumPacket]) -> None:
+        self._step(Messages(sid, pkts) if len(pkts) > 1 else Message(sid, pkts[0]))
 
     def _on_lost(self, sid: int) -> None:
         self._step(ConnectionLost(sid))

@@ -235,6 +235,7 @@ class _QuorumProtocol(protocol.Protocol):
         buf = self.buf
         buf += data
         off = 0
+        packets: list[m.QuorumPacket] = []
         try:
             while not self.closed:
                 found = m.split_packet(buf, off)
@@ -243,14 +244,16 @@ class _QuorumProtocol(protocol.Protocol):
                 pkt, off = found
                 if self.sid is None and not self._identify(pkt):
                     return
-                assert self.sid is not None
-                self.links.on_packet(self.sid, pkt, self)
+                packets.append(pkt)
         except m.PacketError as e:
             log.warning("Closing the quorum connection %s: %s",
                         f"of server {self.sid}" if self.sid is not None else "", e)
             self.abort()
-            return
-        del buf[:off]
+        # What came before bad bytes was sent all the same: the core gets it.
+        if packets and self.sid is not None:
+            self.links.on_packets(self.sid, packets, self)
+        if not self.closed:
+            del buf[:off]
 
     def _identify(self, pkt: m.QuorumPacket) -> bool:
         try:
@@ -268,7 +271,7 @@ class _QuorumProtocol(protocol.Protocol):
 
     def write(self, pkt: m.QuorumPacket) -> None:
         if not self.closed and self.transport is not None:
-            self.transport.write(pkt.encode())
+            self.transport.write(m.encode_packet(pkt))
 
     def abort(self) -> None:
         if not self.closed:
@@ -330,12 +333,12 @@ class _Outbound(protocol.ClientFactory):
 
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
-                 on_packet: Callable[[int, m.QuorumPacket], None],
+                 on_packets: Callable[[int, list[m.QuorumPacket]], None],
                  on_lost: Callable[[int], None], connect_window: float = 10.0) -> None:
         self.reactor = reactor
         self.my_id = my_id
         self.peers = peers
-        self._on_packet = on_packet
+        self._on_packets = on_packets
         self._on_lost = on_lost
         self.connect_window = connect_window
         self.conns: dict[int, _QuorumProtocol] = {}
@@ -390,9 +393,10 @@ class QuorumLinks(protocol.ServerFactory):
         self.conns[sid] = proto
         log.info("Server %d connected to our quorum port", sid)
 
-    def on_packet(self, sid: int, pkt: m.QuorumPacket, proto: _QuorumProtocol) -> None:
+    def on_packets(self, sid: int, pkts: list[m.QuorumPacket], proto: _QuorumProtocol) -> None:
+        """What one read of ``sid``'s current connection brought, in order."""
         if self.conns.get(sid) is proto:
-            self._on_packet(sid, pkt)
+            self._on_packets(sid, pkts)
 
     def outbound_failed(self, out: _Outbound) -> None:
         if self.outbound.get(out.sid) is out:

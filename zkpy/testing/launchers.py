@@ -545,16 +545,19 @@ class ZkpyServer(BaseServer):
 
     :param python: interpreter to use (default ``sys.executable``).
     :param extra_args: extra arguments placed before the config path.
-    The project root is prepended to ``PYTHONPATH`` so the checkout's
-    ``zkpy`` is the one that runs.
+    :param source_root: the directory holding the ``zkpy`` package to run
+        (default this checkout); prepended to ``PYTHONPATH`` so that it is
+        the one that runs (the benchmark runs other revisions this way).
     """
 
     kind = "zkpy"
 
     def __init__(self, settings=None, *, python: str | None = None,
-                 extra_args: Iterable[str] = (), **kw) -> None:
+                 extra_args: Iterable[str] = (),
+                 source_root: str | os.PathLike | None = None, **kw) -> None:
         self.python = python or sys.executable
         self.extra_args = list(extra_args)
+        self.source_root = Path(source_root) if source_root is not None else _PROJECT_ROOT
         super().__init__(settings, **kw)
 
     def command(self) -> list[str]:
@@ -564,7 +567,7 @@ class ZkpyServer(BaseServer):
     def process_env(self) -> dict[str, str]:
         env = super().process_env()
         pp = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = str(_PROJECT_ROOT) + (os.pathsep + pp if pp else "")
+        env["PYTHONPATH"] = str(self.source_root) + (os.pathsep + pp if pp else "")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

@@ -48,6 +48,17 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Messages:
+    """Quorum packets from ``src``, in order: what one read of its connection
+    brought (one step for all of them; each is handled as a ``Message``, and
+    once ``src``'s connection is dropped the rest are not, as TCP would not
+    deliver them)."""
+
+    src: int
+    packets: list[QuorumPacket]
+
+
+@dataclass(frozen=True, slots=True)
 class Vote:
     """An election notification from ``src`` (the election port), with the
     membership text it carried (b"" if none)."""
@@ -97,8 +108,8 @@ class ConnectionLost:
     peer: int
 
 
-Event = (Start | Tick | Wake | Message | Vote | Propose | ProposeMany | Forward | Persisted
-         | ConnectionLost)
+Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
+         | Persisted | ConnectionLost)
 
 # -- what to persist, in order ---------------------------------------------------------
 

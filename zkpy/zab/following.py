@@ -44,6 +44,9 @@ class Following:
         self.phase = DISCOVERY
         self.epoch = -1
         self.watermark = 0  # highest zxid the leader said is committed
+        # While the peer handles a batch of packets, COMMITs only raise the
+        # watermark and ``catch_up`` applies them at the end of the batch.
+        self.deferring = False
         self.last_heard = peer.ticks
 
     def begin(self) -> None:
@@ -171,7 +174,15 @@ class Following:
 
     def _broadcast_commit(self, pkt: m.QuorumPacket) -> None:
         self.watermark = max(self.watermark, pkt.zxid)
-        self._commit(self.watermark)
+        if not self.deferring:
+            self._commit(self.watermark)
+
+    def catch_up(self) -> None:
+        """Apply what the COMMITs of a batch of packets said (``deferring``): one
+        run of commits for the batch, not one per COMMIT."""
+        self.deferring = False
+        if self.phase == BROADCAST and self.watermark > self.peer.applied:
+            self._commit(self.watermark)
 
     def _sync(self, pkt: m.QuorumPacket) -> None:
         self.peer.ready().syncs += 1

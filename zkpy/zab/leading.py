@@ -170,6 +170,9 @@ class Leading:
         last zxid proposed. Our own ACK is the disk's ``Persisted`` of them."""
         p = self.peer
         nz = 0
+        # Followers syncing or synced get PROPOSALs (observers once synced: INFORMs).
+        to = [lr.sid for lr in self.learners.values()
+              if lr.phase in _FORWARDING and not (lr.observer and lr.phase == SYNCED)]
         for accepted, (zxid, txn) in enumerate(entries):
             nz = self.next_zxid()
             if zxid is not None and zxid != nz:
@@ -187,13 +190,10 @@ class Leading:
             p.history.append(nz, txn)
             p.persist(Append(nz, txn))
             self.outstanding.append(nz)
-            proposal = None
-            for learner in self.learners.values():
-                if learner.phase in _FORWARDING and not (learner.observer
-                                                         and learner.phase == SYNCED):
-                    if proposal is None:
-                        proposal = m.packet(m.PROPOSAL, nz, txn)
-                    p.send(learner.sid, proposal)
+            if to:
+                proposal = m.packet(m.PROPOSAL, nz, txn)
+                for sid in to:
+                    p.send(sid, proposal)
         return nz
 
     def on_persisted(self, zxid: int) -> None:
@@ -383,7 +383,9 @@ class Leading:
 
     def _ack(self, sid: int, zxid: int) -> None:
         self._acked_upto(sid, zxid)
-        self._advance_commits()
+        outstanding = self.outstanding
+        if outstanding and zxid >= outstanding[0]:  # else it decides nothing new
+            self._advance_commits()
 
     def _acked_upto(self, sid: int, zxid: int) -> None:
         if zxid > self.acked.get(sid, 0):
@@ -399,11 +401,20 @@ class Leading:
     def quorum_holds(self, zxid: int) -> bool:
         """Leader.tryToCommit's test: a quorum holds it (the new voters too, while a
         reconfig is in flight)."""
-        ackers = self.ackers(zxid)
-        if not self.peer.quorum(ackers):
-            return False
         pending = self.pending_config
-        return pending is None or zxid < pending[0] or pending[1].quorum(ackers)
+        if pending is not None and zxid >= pending[0]:
+            ackers = self.ackers(zxid)
+            return self.peer.quorum(ackers) and pending[1].quorum(ackers)
+        # The common case, counted without building the set of holders.
+        p = self.peer
+        voters = p.voters
+        me = p.my_id
+        mine = self.logged >= zxid
+        held = 1 if mine and me in voters else 0
+        for sid, upto in self.acked.items():
+            if upto >= zxid and sid in voters and not (mine and sid == me):
+                held += 1
+        return held * 2 > len(voters)
 
     def _advance_commits(self) -> None:
         """Leader.tryToCommit: commit in zxid order, each once a quorum acked it."""

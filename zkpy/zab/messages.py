@@ -123,9 +123,40 @@ def _field_end(buf: bytes | bytearray, off: int, what: str) -> int | None:
     return end if len(buf) >= end else None
 
 
+_HEAD = struct.Struct(">iqi")  # QuorumPacket: type, zxid, the length of data
+_NO_AUTH = _LEN.pack(-1)  # authinfo: null
+_NO_IDS = _LEN.pack(0)  # authinfo: an empty vector
+
+
+def encode_packet(pkt: QuorumPacket) -> bytes:
+    """``pkt.encode()``, faster for the packets that carry no auth ids (all but a
+    learner's REQUEST): the type, zxid and data length in one struct call."""
+    auth = pkt.authinfo
+    if auth:
+        return pkt.encode()
+    tail = _NO_AUTH if auth is None else _NO_IDS
+    data = pkt.data
+    if data is None:
+        return _HEAD.pack(pkt.type, pkt.zxid, -1) + tail
+    return _HEAD.pack(pkt.type, pkt.zxid, len(data)) + data + tail
+
+
 def split_packet(buf: bytes | bytearray, off: int = 0) -> tuple[QuorumPacket, int] | None:
     """The packet starting at ``buf[off]`` and the offset after it, or None when
     it is not complete yet; PacketError when the bytes cannot be a packet."""
+    size = len(buf)
+    if size >= off + 16:
+        # The common packet: no auth ids (a count of -1 or 0 after the data).
+        ptype, zxid, n = _HEAD.unpack_from(buf, off)
+        if 0 <= n <= MAX_PACKET_BYTES or n == -1:
+            start = off + 16
+            end = start + max(n, 0)
+            if size < end + 4:
+                return None
+            (count,) = _LEN.unpack_from(buf, end)
+            if count == -1 or count == 0:
+                data = None if n == -1 else bytes(buf[start:end])
+                return QuorumPacket(ptype, zxid, data, None if count == -1 else []), end + 4
     end = _field_end(buf, off + 12, "data")
     if end is None:
         return None

@@ -27,7 +27,8 @@ API
     ``now`` in ms (the election's timers use it). Events (``zkpy.zab.events``):
     ``Start``; ``Tick`` (one tickTime; leaders PING every tick and the limits
     below count ticks); ``Wake`` (let the election's ms timers fire between
-    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``; ``Vote(src,
+    ticks: the adapter arms it for ``peer.election.next_deadline()``); ``Message(src, QuorumPacket)``
+    (or ``Messages(src, packets)``: what one read of a connection brought, in one step); ``Vote(src,
     Notification)`` from the election port; ``Propose(txn, zxid=None)``
     (leader only, once ``can_propose``; the txn's header carries
     ``peer.next_zxid``); ``Forward(data, auth)`` (follower: a client write or
@@ -115,6 +116,7 @@ from zkpy.zab.events import (
     Event,
     Forward,
     Message,
+    Messages,
     NotLeader,
     Persisted,
     PersistOp,
@@ -196,6 +198,8 @@ class Peer:
                 self.become_looking(reason)
         if isinstance(event, Message):
             self._on_message(event.src, event.packet)
+        elif isinstance(event, Messages):
+            self._on_messages(event.src, event.packets)
         elif isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Vote):
@@ -363,6 +367,18 @@ class Peer:
             self.following.begin()
 
     # -- dispatch ------------------------------------------------------------------------
+
+    def _on_messages(self, src: int, packets: list[m.QuorumPacket]) -> None:
+        following = self.following
+        if following is not None:
+            following.deferring = True
+        disconnected = self._ready.disconnect
+        for pkt in packets:
+            if src in disconnected:
+                break  # we dropped the connection: what followed on it is lost
+            self._on_message(src, pkt)
+        if following is not None and self.following is following:
+            following.catch_up()
 
     def _on_message(self, src: int, pkt: m.QuorumPacket) -> None:
         if self.leading is not None:

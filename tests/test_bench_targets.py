@@ -1,0 +1,42 @@
+"""What the benchmark runs as ``zkpy@<rev>``: that revision's zkpy package,
+exported from git into a directory of its own and removed afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from bench.probe import REPO_ROOT
+from bench.targets import RevisionCheckout
+
+
+def _is_git_checkout() -> bool:
+    try:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                              capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _is_git_checkout(), reason="not a git checkout: no revisions to export")
+def test_a_revision_is_exported_and_removed() -> None:
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    co = RevisionCheckout("HEAD")
+    try:
+        assert co.sha == head
+        assert (co.dir / "zkpy" / "__main__.py").is_file()
+        assert (co.dir / "zkpy" / "server" / "core.py").is_file() or \
+            (co.dir / "zkpy" / "core.py").is_file()
+        assert not (co.dir / "bench").exists()  # the benchmark itself is never the old one
+    finally:
+        co.cleanup()
+    assert not co.dir.exists()
+
+
+def test_an_unknown_revision_is_refused() -> None:
+    if not _is_git_checkout():
+        pytest.skip("not a git checkout")
+    with pytest.raises(ValueError, match="not a git revision"):
+        RevisionCheckout("no-such-revision-anywhere")
