@@ -120,7 +120,7 @@ class MemberServer(ZkServer):
             self.core.set_config(config.text(), config.version)
             self._use_config(config)
         self.snapshots = FuzzySnapshots(reactor, self.core, snap_dir, cfg.snap_count,
-                                        cfg.force_sync, self.disk.snap_pool)
+                                        cfg.force_sync, self.disk.snap_pool, self.disk.fs)
         self._commits_seen = 0
         self._zab_ticker: task.LoopingCall | None = None
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
@@ -198,9 +198,10 @@ class MemberServer(ZkServer):
         self._zab_ticker = ticker
         self._step(Start())
         path = os.path.join(self.disk.snap_dir, snapshot_name(self.core.last_zxid))
-        if self.standalone and not os.path.exists(path):
+        if self.standalone and not self.disk.fs.exists(path):
             # As ZooKeeperServer.loadData: a clean snapshot of what was recovered.
-            write_tree(path, self.core.tree, self.core.session_timeouts(), self.cfg.force_sync)
+            write_tree(path, self.core.tree, self.core.session_timeouts(), self.cfg.force_sync,
+                       self.disk.fs)
 
     def close(self) -> None:
         if self._zab_ticker is not None and self._zab_ticker.running:
@@ -255,4 +256,5 @@ class MemberServer(ZkServer):
 
     def purge(self) -> None:
         threads.deferToThreadPool(self.reactor, self.disk.snap_pool, purge, self.disk.snap_dir,
-                                  self.disk.log_dir, self.cfg.autopurge_snap_retain_count)
+                                  self.disk.log_dir, self.cfg.autopurge_snap_retain_count,
+                                  self.disk.fs)

@@ -362,7 +362,7 @@ class Replica:
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
-        tree, sessions = parse_snapshot(data, zxid, trailer=False)  # a SNAP: no trailer
+        tree, sessions = parse_snapshot(data, zxid, trailer=None)  # a SNAP: a trailer if any
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))
