@@ -30,7 +30,7 @@ from zkpy.storage import dynconfig
 from zkpy.storage.formats import snapshot_name
 from zkpy.storage.purge import purge
 from zkpy.storage.recovery import StartState
-from zkpy.storage.snapshot import write_tree
+from zkpy.storage.snapshot import SnapshotMaker, write_tree
 from zkpy.tree.datatree import CONFIG_NODE
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Durable, Links, NoLinks
@@ -112,7 +112,8 @@ class MemberServer(ZkServer):
                                 else None)
             self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
             self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
-                                     connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
+                                     connect_window=cfg.init_limit * cfg.tick_time / 1000.0,
+                                     snapshot_maker=self._snapshot_maker)
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)
@@ -177,6 +178,9 @@ class MemberServer(ZkServer):
                 log.error("Cannot write the dynamic config file beside %s: %s (membership "
                           "0x%x is active but will not survive a restart)", self.static_path,
                           e, config.version)
+
+    def _snapshot_maker(self) -> SnapshotMaker:
+        return SnapshotMaker(self.core.tree, self.core.session_timeouts())
 
     def use_quorum_auth(self, auth: Any) -> None:
         """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports; we authenticate

@@ -166,6 +166,15 @@ def load_snapshot(path: str, fs: FileSystem = LOCAL) -> tuple[DataTree, dict[int
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
+def newest_change(tree: DataTree) -> int:
+    """The highest zxid any node's stat records (created, changed, children changed):
+    how far a fuzzy snapshot of ``tree`` may reach past the zxid it is named for."""
+    top = 0
+    for node in tree.nodes.values():
+        top = max(top, node.mzxid, node.pzxid)
+    return top
+
+
 def parse_snapshot(blob: bytes, zxid: int,
                    trailer: bool | None = True) -> tuple[DataTree, dict[int, int]]:
     """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions).

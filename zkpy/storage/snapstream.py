@@ -30,7 +30,8 @@ import zlib
 from zkpy.jute import schema as S
 from zkpy.storage.formats import SNAP_MAGIC, VERSION
 
-__all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "snapshot_of"]
+__all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "stream_parts",
+           "snapshot_of"]
 
 SIGNATURE = b"BenWasHere"
 _INT = struct.Struct(">i")
@@ -55,6 +56,12 @@ def stream_of(snapshot: bytes) -> bytes:
     if end is None:
         raise SnapStreamError("snapshot ends before its node list does")
     return bytes(snapshot[_HEADER_SIZE:end]) + _INT.pack(len(SIGNATURE)) + SIGNATURE
+
+
+def stream_parts(head: bytes, chunks: list[bytes]) -> list[bytes]:
+    """The stream, from a ``SnapshotMaker``'s head (FileHeader, sessions, ACL map)
+    and node chunks, as pieces to write one after another."""
+    return [head[_HEADER_SIZE:], *chunks, _END_PATH, _INT.pack(len(SIGNATURE)) + SIGNATURE]
 
 
 def snapshot_of(stream: bytes | bytearray) -> bytes:

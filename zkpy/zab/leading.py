@@ -357,8 +357,10 @@ class Leading:
             start = h.before(peer_zxid)
             head = m.packet(m.TRUNC, start)
         else:
+            # The state itself is the links' to send (``zkpy.zab.driver.Links``):
+            # our tree at ``start`` or later, which the learner replays from here.
             start = p.applied
-            head = m.packet(m.SNAP, start, p.snapshot_source())
+            head = m.packet(m.SNAP, start, None)
         stream = [head]
         for zxid, txn in h.after(start):
             if zxid <= committed:
