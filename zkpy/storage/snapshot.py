@@ -35,6 +35,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode, layout
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
 from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
+from zkpy.storage.snapstream import SnapStreamError, SnapStreamReader
 from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
 from zkpy.tree.digest import EXCLUDED_PREFIX, pack_stat
 from zkpy.tree.quota import setup_quota
@@ -163,6 +164,25 @@ def load_snapshot(path: str, fs: FileSystem = LOCAL) -> tuple[DataTree, dict[int
     try:
         return _parse(blob, name)
     except (JuteError, struct.error, IndexError, KeyError) as e:
+        raise SnapshotInvalid(f"{name}: {e}") from None
+
+
+def verify_snapshot(blob: bytes, zxid: int) -> None:
+    """SnapshotInvalid unless ``blob`` is a whole snapshot whose checksum holds:
+    what may be kept on disk, checked without building its tree (whoever installs
+    it parses it anyway)."""
+    name = snapshot_name(zxid)
+    try:
+        hdr, off = decode(S.FileHeader, blob, 0)
+        if hdr.magic != SNAP_MAGIC:
+            raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
+        end = SnapStreamReader(signed=False).feed(blob, off)
+        if end is None:
+            raise SnapshotInvalid(f"{name}: cut short before its end marker")
+        end = _check_seal(blob, end, name)
+        if end < len(blob):
+            _read_digest(blob, end, name)  # a trailer present must be sealed as it says
+    except (JuteError, SnapStreamError, struct.error, IndexError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
