@@ -137,12 +137,15 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
     from zkpy.net.member import MemberServer, record_startup
+    from zkpy.storage.fs import LOCAL
     from zkpy.storage.recovery import RecoveryError, data_dirs, load
 
     snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
     try:
-        os.makedirs(snap_dir, exist_ok=True)
-        os.makedirs(log_dir, exist_ok=True)
+        # Durably (each new directory synced into its parent): a power cut must
+        # not take version-2, and every log and snapshot in it, with it.
+        LOCAL.makedirs(snap_dir)
+        LOCAL.makedirs(log_dir)
         started = time.monotonic()
         state = load(snap_dir, log_dir)
     except RecoveryError as e:

@@ -25,7 +25,6 @@ SyncRequestProcessor and FileTxnLog figures; see ``DiskTimes``).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,23 +33,14 @@ from twisted.internet import threads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from zkpy.storage.txnlog import LogWriter
-from zkpy.storage.zabdisk import (
-    ACCEPTED_EPOCH,
-    CURRENT_EPOCH,
-    install_snapshot,
-    truncate_log,
-    write_epoch,
-)
+from zkpy.storage.fs import LOCAL, FileSystem
+from zkpy.storage.opwriter import OpWriter, Roll
 from zkpy.zab.driver import Durable
-from zkpy.zab.events import Append, InstallSnapshot, PersistOp, SaveEpoch, Truncate
+from zkpy.zab.events import PersistOp
 
 log = logging.getLogger("zkpy.storage")
 
-
-@dataclass(frozen=True)
-class Roll:
-    """Start a new log file (before a snapshot, so the logs after it are separate)."""
+__all__ = ["DiskWriter", "Roll"]
 
 
 @dataclass
@@ -78,13 +68,20 @@ class DiskWriter:
 
     def __init__(self, reactor: Any, snap_dir: str, log_dir: str, last_zxid: int, *,
                  prealloc_bytes: int, force_sync: bool, pool: Any = None,
-                 snap_pool: Any = None) -> None:
+                 snap_pool: Any = None, fs: FileSystem = LOCAL) -> None:
         self.reactor = reactor
         self.snap_dir = snap_dir
         self.log_dir = log_dir
         self.force_sync = force_sync
-        self.writer = LogWriter(log_dir, prealloc_bytes, force_sync)
-        self.last_zxid = last_zxid
+        self.fs = fs
+        # What a batch writes and syncs is zkpy.storage.opwriter's to decide.
+        self.opwriter = OpWriter(snap_dir, log_dir, last_zxid, prealloc_bytes=prealloc_bytes,
+                            force_sync=force_sync, fs=fs)
+        self.writer = self.opwriter.writer
+        # The log writer's sync, timed for fsynctime (the same sync, on the same thread).
+        self._plain_sync = self.writer.sync
+        self._sync_seconds = 0.0
+        self.writer.sync = self._timed_sync  # type: ignore[method-assign]
         self._ops: list[PersistOp | Roll] = []
         self._after: list[Durable] = []
         self._queued: list[tuple[float, int]] = []  # (when, how many txns) per submit
@@ -139,46 +136,19 @@ class DiskWriter:
         self._written(last, after, times)
 
     def _write(self, ops: list[Any], times: DiskTimes | None = None) -> int:
-        if times is not None:
-            times.started = time.monotonic()
-        appends: list[tuple[int, bytes]] = []
-        writer = self.writer
-        last = self.last_zxid
-        for op in ops:
-            if isinstance(op, Append):
-                appends.append((op.zxid, op.txn))
-                last = op.zxid
-                continue
-            if appends:
-                writer.append_many(appends)
-                appends = []
-            if isinstance(op, SaveEpoch):
-                writer.sync()
-                if op.accepted is not None:
-                    write_epoch(self.snap_dir, ACCEPTED_EPOCH, op.accepted, self.force_sync)
-                if op.current is not None:
-                    write_epoch(self.snap_dir, CURRENT_EPOCH, op.current, self.force_sync)
-            elif isinstance(op, Truncate):
-                writer.roll()
-                dropped = truncate_log(self.log_dir, op.zxid, self.force_sync)
-                log.info("Truncated the log to 0x%x (%d transactions dropped)", op.zxid, dropped)
-                last = op.zxid
-            elif isinstance(op, InstallSnapshot):
-                writer.roll()
-                path = install_snapshot(self.snap_dir, op.zxid, op.data, self.force_sync)
-                log.info("Stored the leader's snapshot as %s", os.path.basename(path))
-                last = op.zxid
-            elif isinstance(op, Roll):
-                writer.roll()
-        if appends:
-            writer.append_many(appends)
-        if times is not None:
-            times.written = time.monotonic()
-        writer.sync()
-        if times is not None:
-            times.synced = time.monotonic()
-        self.last_zxid = last
+        if times is None:
+            return self.opwriter.write(ops)
+        times.started = time.monotonic()
+        last = self.opwriter.write(ops)
+        times.synced = time.monotonic()
+        times.written = times.synced - self._sync_seconds  # before the batch's last sync
         return last
+
+    def _timed_sync(self) -> None:
+        """The log writer's sync, timed (fsynctime is the batch's last one)."""
+        started = time.monotonic()
+        self._plain_sync()
+        self._sync_seconds = time.monotonic() - started
 
     def _written(self, last: int, after: list[Durable], times: DiskTimes | None = None) -> None:
         self._busy = False
@@ -199,7 +169,7 @@ class DiskWriter:
     def close(self) -> None:
         self.pool.stop()
         self.snap_pool.stop()
-        self.writer.close()
+        self.opwriter.close()
 
 
 def record_batch(metrics: Any, times: DiskTimes, fsynced: bool) -> None:

@@ -51,6 +51,8 @@ from zkpy.zab.election import Notification
 
 log = logging.getLogger("zkpy.quorum")
 
+_SNAP_SLICE = 2000  # znodes serialized per reactor turn while a learner's SNAP is made
+
 Address = tuple[str, int]
 
 
@@ -372,6 +374,8 @@ class _QuorumProtocol(protocol.Protocol):
         self.outbound = sid is not None
         self.buf = bytearray()
         self.closed = False
+        # Walking our state for a learner's SNAP: what else is sent to it waits here.
+        self.held: list[m.QuorumPacket] | None = None
         # Reading the stream after a SNAP from the leader: the packet and the reader.
         self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
         self.sasl = _Sasl(links.auth, self)
@@ -455,12 +459,49 @@ class _QuorumProtocol(protocol.Protocol):
     def write(self, pkt: m.QuorumPacket) -> None:
         if self.closed or self.transport is None:
             return
+        if self.held is not None:  # the state is being walked: after it
+            self.held.append(pkt)
+            return
+        if pkt.type == m.SNAP and pkt.data is None:
+            self._stream_state(pkt.zxid)
+            return
         if pkt.type == m.SNAP and pkt.data:
             # LearnerHandler: SNAP(zxid) with no data, then the tree streamed after it.
             self.transport.write(m.packet(m.SNAP, pkt.zxid).encode())
             self.transport.write(snapstream.stream_of(pkt.data))
             return
         self.transport.write(m.encode_packet(pkt))
+
+    def _stream_state(self, zxid: int) -> None:
+        """LearnerHandler: SNAP(zxid) with no data, then the tree streamed after it.
+        The tree is walked a slice per reactor turn (the leader keeps serving
+        meanwhile), from the next turn on, when this step's commits are in it:
+        a fuzzy snapshot at ``zxid`` or later, which the learner's replay of what
+        follows makes exact. What is sent to this learner meanwhile waits."""
+        self.transport.write(m.packet(m.SNAP, zxid).encode())
+        self.held = []
+        reactor = self.links.reactor
+        state: dict[str, Any] = {}
+
+        def step() -> None:
+            if self.closed or self.transport is None:
+                self.held = None
+                return
+            maker = state.get("maker")
+            if maker is None:
+                assert self.links.snapshot_maker is not None, "a SNAP needs our state"
+                maker = state["maker"] = self.links.snapshot_maker()
+            if not maker.step(_SNAP_SLICE):
+                reactor.callLater(0, step)
+                return
+            self.transport.writeSequence(snapstream.stream_parts(maker.head(), maker.chunks))
+            held, self.held = self.held, None
+            log.info("Sent server %s our state: %d znodes (zxid 0x%x from 0x%x)", self.sid,
+                     maker.count, maker.zxid, zxid)
+            for pkt in held or ():
+                self.write(pkt)
+
+        reactor.callLater(0, step)
 
     def abort(self) -> None:
         if not self.closed:
@@ -523,8 +564,11 @@ class _Outbound(protocol.ClientFactory):
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
                  on_packets: Callable[[int, list[m.QuorumPacket]], None],
-                 on_lost: Callable[[int], None], connect_window: float = 10.0) -> None:
+                 on_lost: Callable[[int], None], connect_window: float = 10.0,
+                 snapshot_maker: Callable[[], Any] | None = None) -> None:
         self.reactor = reactor
+        # A ``zkpy.storage.snapshot.SnapshotMaker`` of our state now, for a SNAP.
+        self.snapshot_maker = snapshot_maker
         self.my_id = my_id
         self.peers = peers
         self._on_packets = on_packets
