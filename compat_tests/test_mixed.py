@@ -46,6 +46,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import decode_txn, files_by_zxid
 from zkpy.storage.txnlog import read_log
+from zkpy.testing.certs import CertificateAuthority
 from zkpy.testing.ensemble import Ensemble, Member
 
 pytestmark = [pytest.mark.reference,
@@ -584,6 +585,62 @@ def test_quorum_sasl_in_a_mixed_ensemble(kinds: list[str],
 
         intruder.stop()
         intruder.server.system_properties[JAAS_PROPERTY] = str(good)
+        intruder.start(timeout=60, wait=False)
+        ens.wait_for_quorum(60)
+        load.stop()
+        same_everywhere(connect, ens, "/load", load.names())
+
+
+# --------------------------------------------------------------------------
+# quorum TLS
+
+#: what each kind logs when a peer's certificate is not trusted (ZooKeeper: the
+#: accepted connection's handshake never agreed on a cipher suite)
+UNTRUSTED = {ZK: "- NONE - SSL_NULL_WITH_NULL_NULL", PY: "Quorum TLS: the certificate of"}
+
+
+@pytest.mark.parametrize("kinds", [
+    pytest.param([ZK, PY, PY], id="zookeeper-among-zkpy"),
+    pytest.param([PY, ZK, ZK], id="zkpy-among-zookeeper"),
+])
+def test_quorum_tls_in_a_mixed_ensemble(kinds: list[str],
+                                        connect: Callable[..., KazooClient]) -> None:
+    """With sslQuorum=true (mutual TLS, PEM stores signed by one CA, hostname
+    verification on), the mixed ensemble elects, syncs and survives a leader
+    kill; member 1 with a certificate of another CA is refused by the others
+    (the other kind) and never serves, until it has a good one again."""
+    with mixed(kinds) as ens:
+        ca = CertificateAuthority("ensemble CA")
+        good = ca.stores(ens.workdir, "member", "127.0.0.1")
+        rogue = CertificateAuthority("rogue CA").stores(ens.workdir, "rogue", "127.0.0.1",
+                                                        trust=ca)
+        for m in ens.members:
+            m.server.settings.update(good, sslQuorum="true")
+        start_led_by(ens, 3)
+        load = Loader(connect(ens.connect_string), "/load")
+        load.start()
+        wait_until(lambda: len(load.acked) >= 20, 30, "writes with quorum TLS")
+        old = ens.member(3)
+        old.kill()
+        assert ens.wait_for_quorum(60).myid == 2
+        old.start(timeout=60, wait=False)
+        ens.wait_for_quorum(60)
+
+        intruder = ens.member(1)
+        intruder.stop()
+        judges = [m for m in ens.members if m is not intruder]
+        marks = {m.myid: len(server_log(m)) for m in judges}
+        intruder.server.settings.update(rogue)
+        intruder.start(timeout=60, wait=False)
+        wait_until(lambda: any(UNTRUSTED[m.kind] in server_log(m)[marks[m.myid]:]
+                               for m in judges),
+                   60, "the others to refuse member 1's certificate\n%s" % ens.log_tails())
+        before = len(load.acked)
+        wait_until(lambda: len(load.acked) > before + 20, 30, "writes without member 1")
+        assert intruder.running and intruder.mode() is None
+
+        intruder.stop()
+        intruder.server.settings.update(good)
         intruder.start(timeout=60, wait=False)
         ens.wait_for_quorum(60)
         load.stop()

@@ -183,13 +183,16 @@ def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> A
              len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
              state.accepted_epoch, state.current_epoch, time.monotonic() - started)
     from zkpy.net.peerlinks import quorum_sasl
+    from zkpy.net.quorumtls import QuorumTLS
     try:
         auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)
+        ssl_quorum = cfg.quorum_settings.get("sslQuorum", "false").strip().lower() == "true"
+        tls = QuorumTLS(cfg.ssl) if ssl_quorum else None
     except ValueError as e:
         log.error("Invalid configuration, exiting abnormally: %s", e)
         return None
     server = EnsembleServer(reactor, settings, cfg, state, snap_dir, log_dir)
-    server.use_quorum_auth(auth)
+    server.use_quorum_auth(auth, tls)
     _autopurge(reactor, cfg, server.purge)
     return server
 

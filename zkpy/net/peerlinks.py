@@ -23,6 +23,9 @@ core sends too. A connection is identified by an object (``token``) so that
 a message released after a disk sync goes out only on the connection it was
 meant for.
 
+Quorum TLS (``zkpy.net.quorumtls``, ``tls`` on both link sets): with
+``sslQuorum=true`` both ports listen and connect over mutual TLS.
+
 Quorum SASL (``zkpy.auth.quorum_sasl``, ``auth`` on both link sets): with
 ``quorum.auth.enableSasl`` a connection first runs the DIGEST-MD5 handshake
 (the election port: right after the initial message), the connecting side as
@@ -75,7 +78,12 @@ def resolve(host: str) -> str:
         return host
 
 
-# -- quorum SASL, before anything else on a connection -----------------------------------
+# -- quorum TLS and SASL, before anything else on a connection ----------------------------
+
+
+def _tls_peer_ok(tls: Any, transport: Any) -> bool:
+    """With quorum TLS, an accepted peer's certificate must name its address."""
+    return tls is None or tls.accepted_peer_ok(transport)
 
 
 class _Sasl:
@@ -175,6 +183,7 @@ class _ElectionProtocol(protocol.Protocol):
         self.buf = b""
         self.addresses: tuple[tuple[str, int], ...] = ()
         self.sasl = _Sasl(links.auth, self)
+        self.peer_checked = False
 
     def connectionMade(self) -> None:
         if self.outbound:
@@ -193,6 +202,11 @@ class _ElectionProtocol(protocol.Protocol):
         return self.links.accepted(self.sid, self, self.addresses)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.peer_checked:
+            self.peer_checked = True
+            if not self.outbound and not _tls_peer_ok(self.links.tls, self.transport):
+                self.transport.abortConnection()
+                return
         if self.sasl.active:
             rest = self.sasl.feed(data)
             if rest is None:
@@ -262,6 +276,7 @@ class ElectionLinks(protocol.ServerFactory):
         self.on_vote = on_vote
         self.config = config_text
         self.auth: qsasl.QuorumSasl | None = None
+        self.tls: Any = None  # zkpy.net.quorumtls.QuorumTLS with sslQuorum=true
         # Whom we authenticate to when we connect (QuorumCnxManager: the voters).
         self.wants_auth: Callable[[int], bool] = lambda sid: True
         self.initial_message: bytes | None = None
@@ -277,8 +292,10 @@ class ElectionLinks(protocol.ServerFactory):
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
-        self.port = self.reactor.listenTCP(port, self, interface=host)
-        log.info("Election port listening on %s:%d", host, port)
+        factory = self.tls.server_factory(self, self.reactor) if self.tls is not None else self
+        self.port = self.reactor.listenTCP(port, factory, interface=host)
+        log.info("Election port listening on %s:%d%s", host, port,
+                 " (TLS)" if self.tls is not None else "")
         return self.port
 
     def buildProtocol(self, addr: Any) -> _ElectionProtocol:
@@ -300,7 +317,10 @@ class ElectionLinks(protocol.ServerFactory):
             return
         self.connecting.add(sid)
         host, port = self.peers[sid]
-        self.reactor.connectTCP(host, port, _ElectionConnector(self, sid), timeout=5)
+        connector: Any = _ElectionConnector(self, sid)
+        if self.tls is not None:
+            connector = self.tls.client_factory(connector, host, self.reactor)
+        self.reactor.connectTCP(host, port, connector, timeout=5)
 
     def made(self, sid: int, proto: _ElectionProtocol) -> None:
         """Our connection to ``sid`` is up (and has sent the initial message)."""
@@ -373,6 +393,7 @@ class _QuorumProtocol(protocol.Protocol):
         # Reading the stream after a SNAP from the leader: the packet and the reader.
         self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
         self.sasl = _Sasl(links.auth, self)
+        self.peer_checked = False
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -388,6 +409,11 @@ class _QuorumProtocol(protocol.Protocol):
         return not self.closed
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.peer_checked:
+            self.peer_checked = True
+            if not self.outbound and not _tls_peer_ok(self.links.tls, self.transport):
+                self.abort()
+                return
         buf = self.buf
         buf += data
         if self.sasl.active:
@@ -510,14 +536,17 @@ class QuorumLinks(protocol.ServerFactory):
         self._on_lost = on_lost
         self.connect_window = connect_window
         self.auth: qsasl.QuorumSasl | None = None
+        self.tls: Any = None  # zkpy.net.quorumtls.QuorumTLS with sslQuorum=true
         self.conns: dict[int, _QuorumProtocol] = {}
         self.outbound: dict[int, _Outbound] = {}
         self.port: Any = None
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
-        self.port = self.reactor.listenTCP(port, self, interface=host)
-        log.info("Quorum port listening on %s:%d", host, port)
+        factory = self.tls.server_factory(self, self.reactor) if self.tls is not None else self
+        self.port = self.reactor.listenTCP(port, factory, interface=host)
+        log.info("Quorum port listening on %s:%d%s", host, port,
+                 " (TLS)" if self.tls is not None else "")
         return self.port
 
     def buildProtocol(self, addr: Any) -> _QuorumProtocol:
@@ -539,7 +568,9 @@ class QuorumLinks(protocol.ServerFactory):
             out = _Outbound(self, sid, self.reactor.seconds() + self.connect_window)
             self.outbound[sid] = out
             host, port = self.peers[sid]
-            self.reactor.connectTCP(host, port, out, timeout=5)
+            factory: Any = (out if self.tls is None
+                            else self.tls.client_factory(out, host, self.reactor))
+            self.reactor.connectTCP(host, port, factory, timeout=5)
         if out is not None:
             out.queue.append(pkt)
 
