@@ -182,7 +182,7 @@ def _quorum_member(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> A
              "transactions after it, acceptedEpoch %d, currentEpoch %d, in %.2fs",
              len(state.tree), len(state.sessions), state.snapshot_zxid, len(state.log),
              state.accepted_epoch, state.current_epoch, time.monotonic() - started)
-    from zkpy.net.peerlinks import quorum_sasl
+    from zkpy.net.peerauth import quorum_sasl
     from zkpy.net.quorumtls import QuorumTLS
     try:
         auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)

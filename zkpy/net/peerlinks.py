@@ -46,6 +46,8 @@ from twisted.internet import protocol
 
 from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
+from zkpy.net.peerauth import PeerSasl as _Sasl
+from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
 from zkpy.storage import snapstream
 from zkpy.zab import messages as m
 from zkpy.zab import wire
@@ -56,118 +58,12 @@ log = logging.getLogger("zkpy.quorum")
 Address = tuple[str, int]
 
 
-def quorum_sasl(settings: dict[str, str], jaas_path: str | None) -> qsasl.QuorumSasl:
-    """The quorum SASL settings of zoo.cfg's quorum.auth.* keys and the JAAS file
-    (ValueError naming what is missing or unreadable)."""
-    text = None
-    if jaas_path:
-        try:
-            with open(jaas_path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ValueError(f"java.security.auth.login.config: cannot read {jaas_path}: "
-                             f"{e}") from None
-    return qsasl.QuorumSasl.from_settings(settings, text)
-
-
 def resolve(host: str) -> str:
     """An IPv4/IPv6 literal for a zoo.cfg host name (resolved once, at start-up)."""
     try:
         return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
     except OSError:
         return host
-
-
-# -- quorum TLS and SASL, before anything else on a connection ----------------------------
-
-
-def _tls_peer_ok(tls: Any, transport: Any) -> bool:
-    """With quorum TLS, an accepted peer's certificate must name its address."""
-    return tls is None or tls.accepted_peer_ok(transport)
-
-
-class _Sasl:
-    """One connection's quorum SASL handshake (``zkpy.auth.quorum_sasl``): started
-    by ``connect`` (we connected) or ``accept`` (they did), fed the bytes that
-    arrive until it is over; then the connection's ``authenticated()`` goes on."""
-
-    def __init__(self, auth: qsasl.QuorumSasl | None, conn: Any) -> None:
-        self.auth = auth if auth is not None and auth.enabled else None
-        self.conn = conn
-        self.handshake: qsasl.LearnerHandshake | qsasl.ServerHandshake | None = None
-        self.peeking = False  # accepted: waiting to see whether the peer authenticates
-        self.what = ""
-        self.buf = b""
-
-    @property
-    def active(self) -> bool:
-        return self.peeking or self.handshake is not None
-
-    def connect(self, wanted: bool) -> bool:
-        """We connected: authenticate if learnerRequireSasl (and ``wanted``); True
-        if a handshake began (the connection waits for it)."""
-        auth = self.auth
-        if auth is None or not auth.learner_required or not wanted or auth.login is None:
-            return False
-        self.what = f"server {self.conn.sid}"
-        self.handshake = qsasl.LearnerHandshake(*auth.login)
-        self.conn.transport.write(self.handshake.first())
-        return True
-
-    def accept(self, what: str) -> bool:
-        """They connected: with quorum SASL on, see first whether they authenticate."""
-        if self.auth is None:
-            return False
-        self.what, self.peeking = what, True
-        return True
-
-    def feed(self, data: bytes) -> bytes | None:
-        """Run the handshake on the bytes that arrived: the bytes after it once it
-        is over and the connection goes on; None while it is not over (the part
-        of a packet that is not all here yet is kept), or when the connection
-        ended."""
-        assert self.auth is not None
-        buf, self.buf = self.buf + data, b""
-        try:
-            if self.peeking:
-                first = qsasl.starts_with_auth(buf)
-                if first is None:
-                    self.buf = buf
-                    return None
-                self.peeking = False
-                if first:
-                    self.handshake = qsasl.ServerHandshake(self.auth.users)
-                elif self.auth.server_required:
-                    self._fail("it did not authenticate (quorum.auth.serverRequireSasl)")
-                    return None
-                else:
-                    return buf if self.conn.authenticated() else None
-            off = 0
-            while self.handshake is not None:
-                step = self.handshake.feed(buf, off)
-                if step is None:
-                    self.buf = buf[off:]
-                    return None
-                out, off = step
-                if out:
-                    self.conn.transport.write(out)
-                if self.handshake.done:
-                    if isinstance(self.handshake, qsasl.ServerHandshake):
-                        log.info("Quorum SASL: %s authenticated as %r", self.what,
-                                 self.handshake.user)
-                    self.handshake = None
-                    return buf[off:] if self.conn.authenticated() else None
-        except qsasl.QuorumAuthError as e:
-            if e.reply:
-                self.conn.transport.write(e.reply)
-            self._fail(str(e))
-        return None
-
-    def _fail(self, reason: str) -> None:
-        log.warning("Quorum SASL: refusing %s: %s", self.what, reason)
-        self.handshake, self.peeking = None, False
-        self.conn.abort()
-        return None
 
 
 # -- the election port ---------------------------------------------------------------------
