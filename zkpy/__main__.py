@@ -160,19 +160,22 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
              "" if cfg.is_standalone else f", acceptedEpoch {state.accepted_epoch}, "
                                           f"currentEpoch {state.current_epoch}",
              time.monotonic() - started, cfg.data_dir)
-    auth = None
+    auth = tls = None
     if not cfg.is_standalone:
-        from zkpy.net.peerlinks import quorum_sasl
+        from zkpy.net.peerauth import quorum_sasl
+        from zkpy.net.quorumtls import QuorumTLS
 
         try:
             auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)
+            ssl_quorum = cfg.quorum_settings.get("sslQuorum", "false").strip().lower() == "true"
+            tls = QuorumTLS(cfg.ssl) if ssl_quorum else None
         except ValueError as e:
             log.error("Invalid configuration, exiting abnormally: %s", e)
             return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
     record_startup(server.core.metrics, len(state.log), time.monotonic() - started)
-    if auth is not None:
-        server.use_quorum_auth(auth)
+    if auth is not None or tls is not None:
+        server.use_quorum_auth(auth, tls)
     _autopurge(reactor, cfg, server.purge)
     return server
 

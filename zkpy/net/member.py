@@ -198,11 +198,13 @@ class MemberServer(ZkServer):
     def _snapshot_maker(self) -> SnapshotMaker:
         return SnapshotMaker(self.core.tree, self.core.session_timeouts())
 
-    def use_quorum_auth(self, auth: Any) -> None:
-        """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports; we authenticate
-        to voters when we connect to their election port."""
+    def use_quorum_auth(self, auth: Any, tls: Any = None) -> None:
+        """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports, we authenticate
+        to voters when we connect to their election port; quorum TLS
+        (``zkpy.net.quorumtls``) when ``tls`` is given."""
         self.election.auth = self.links.auth = auth
         self.election.wants_auth = lambda sid: sid in self.peer.voters
+        self.election.tls = self.links.tls = tls
 
     # -- start and stop ------------------------------------------------------------------
 

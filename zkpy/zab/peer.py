@@ -100,8 +100,9 @@ is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
       sessions routed to it (ZooKeeper's learner restarts and its clients
       reconnect, which amounts to the same).
     - Quorum SASL is DIGEST-MD5 only (no Kerberos); quorum TLS
-      (``sslQuorum``) is not supported yet: an ensemble that uses it cannot
-      take a zkpy member.
+      (``sslQuorum``, ``zkpy.net.quorumtls``) has no port unification
+      (``portUnification``: plain and TLS peers on one port, for turning TLS
+      on in a running ensemble) and no certificate reloading.
 
 Membership (``config``, a ``zkpy.zab.membership.QuorumConfig``): the voters
 count for elections and quorums; anyone else may still follow (a server
