@@ -13,8 +13,11 @@ from zkpy.admin import fourletter, monitor
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
 from zkpy.net.disk import DiskTimes, record_batch
+from zkpy.server.core import CoreSettings
+from zkpy.server.host import PlainHost
 from zkpy.server.metrics import WINDOW, NamespaceSet, ServerMetrics, Summary, SummarySet
-from zkpy.server.quorum_metrics import QuorumFigures
+from zkpy.server.quorum_metrics import CommitTimes, QuorumFigures
+from zkpy.testing.standalone import standalone
 from zkpy.zab import messages as m
 from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, RoleChange
 
@@ -182,6 +185,59 @@ def test_prometheus_quantiles_are_finite_once_observed() -> None:
     assert ("write_per_namespace", (("key", "p"), ("quantile", "0.5"))) in samples
 
 
+class TickingHost(PlainHost):
+    """A host whose clock moves 1.5 ms every time it is read."""
+
+    def monotonic_ns(self) -> int:
+        self.clock_ns += 1_500_000
+        return self.clock_ns
+
+
+def test_the_core_times_its_own_stages_on_the_hosts_clock() -> None:
+    core = standalone(CoreSettings(), T0, host=TickingHost()).core
+    a = connected(core)
+    assert a.create("/t", b"1") == 0
+    a.get("/t")
+    core.fold_metrics()
+    s = core.metrics.summary
+    # Each request is read, then routed (one clock read later: 1.5 ms, i.e. 1 ms).
+    throttle = s["request_throttle_queue_time_ms"]
+    assert (throttle.count, throttle.min, throttle.max) == (2, 1, 1)  # create, getData
+    # Prep of createSession and of the create, each timed around itself.
+    prep = s["prep_process_time"]
+    assert (prep.count, prep.min, prep.max) == (2, 1, 1)
+    # Handing each turn's writes on to Zab (and the disk), timed per batch.
+    handed = s["proposal_process_time"]
+    assert handed.count == 2 and handed.min >= 1
+    # Standalone: no commit processor; no queue before prep on any server.
+    for name in ("prep_processor_queue_size", "read_final_proc_time_ms",
+                 "commit_process_time"):
+        assert s[name].count == 0, name
+    assert core.metrics.proposal_count == 0  # (a leader's proposals only)
+
+
+def test_a_members_reads_are_timed_in_the_final_stage() -> None:
+    core = standalone(CoreSettings(), T0, host=TickingHost()).core
+    core.metrics.mirror_reads = True  # (what QuorumFigures sets on a member)
+    a = connected(core)
+    a.create("/r", b"")
+    a.get("/r")
+    a.get("/r")
+    core.fold_metrics()
+    final = core.metrics.summary["read_final_proc_time_ms"]
+    assert (final.count, final.total) == (2, 2)
+    assert core.metrics.summary["read_commitproc_time_ms"].count == 2
+
+
+def test_without_a_clock_the_stages_read_zero() -> None:
+    core = make_core()  # PlainHost: a clock that never moves
+    a = connected(core)
+    a.create("/z", b"")
+    core.fold_metrics()
+    prep = core.metrics.summary["prep_process_time"]
+    assert prep.count == 2 and prep.max == 0
+
+
 # -- what the adapter measures ----------------------------------------------------------
 
 
@@ -203,6 +259,8 @@ def test_disk_batch_figures() -> None:
     flush.fold()
     assert sorted(flush.window) == [14, 17, 17]
     assert metrics.sync_processor_request_queued == 3
+    # Writing the batch (before its fsync) took 2 ms: one observation per batch.
+    assert (s["sync_process_time"].count, s["sync_process_time"].total) == (1, 2)
     record_batch(metrics, times, fsynced=False)  # forceSync=no: no fsync to time
     metrics.fold_all()
     assert s["fsynctime"].count == 1 and s["sync_processor_batch_size"].count == 2
@@ -259,9 +317,17 @@ def test_leader_counts_commits_syncs_and_learner_queues() -> None:
     assert metrics.diff_count == 1 and metrics.summary["inflight_diff_count"].total == 1
     req = SimpleNamespace(created=90, session_id=1, conn=None,
                           hdr=SimpleNamespace(time=95, zxid=7))
-    fig.committed([req], [True], leading=True, now=100, outstanding=1)
+    fig.committed([req], [True], leading=True, now=100, outstanding=1,
+                  times=CommitTimes(waited=[2], took=[1], batch=3))
     metrics.fold_all()
     s = metrics.summary
     assert metrics.commit_count == 1 and metrics.request_commit_queued == 1
     assert s["quorum_ack_latency"].total == 5 and s["write_commitproc_time_ms"].total == 10
     assert s["requests_in_session_queue"].total == 1
+    # The commit stage's times are the replica's measurements, as handed in.
+    assert (s["local_write_committed_time_ms"].total, s["write_final_proc_time_ms"].total,
+            s["commit_process_time"].total) == (2, 1, 3)
+    assert s["server_write_committed_time_ms"].count == 0  # (it was our write)
+    # No worker pool, no marker packets: nothing is recorded for them.
+    assert s["time_waiting_empty_pool_in_commit_processor_read_ms"].count == 0
+    assert not metrics.sets["learner_handler_qp_time_ms"].by_key

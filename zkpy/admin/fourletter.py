@@ -44,7 +44,6 @@ def run(core: ServerCore, cmd: str, conn: Any) -> str:
     if conn is not None:
         conn.packets_received += 1
     core.stats.packets_received += 1
-    core.stats.not_routed += 1
     core.metrics.bytes_received_count += 4  # as NIOServerCnxn.checkFourLetterWord
     try:
         allowed = core.settings.four_letter_words

@@ -100,10 +100,12 @@ class DiskWriter:
         self.batches = 0
 
     def submit(self, ops: list[Any], after: list[Durable]) -> None:
+        if ops:
+            if self.metrics is not None:  # what this submit found waiting ahead of it
+                self.metrics.summary["sync_processor_queue_size"].add(len(self._ops))
+            self._queued.append((time.monotonic(), len(ops)))
         self._ops.extend(ops)
         self._after.extend(after)
-        if ops:
-            self._queued.append((time.monotonic(), len(ops)))
         if not self._busy:
             self._kick()
 
@@ -174,8 +176,11 @@ class DiskWriter:
 
 def record_batch(metrics: Any, times: DiskTimes, fsynced: bool) -> None:
     """One synced batch in ZooKeeper's terms: FileTxnLog's fsync time (when it
-    fsyncs), SyncRequestProcessor's batch size, flush time, and per transaction
-    its queue time, queue-and-flush time, processing time and the queue behind it."""
+    fsyncs), SyncRequestProcessor's batch size, flush time and processing time
+    (writing the batch, once per batch: zkpy writes a batch in one call), and per
+    transaction its queue time and queue-and-flush time (the transactions of one
+    submit were handed over together). The queue each submit found ahead of it
+    (sync_processor_queue_size) is recorded by ``submit``."""
     s = metrics.summary
     n = sum(count for _, count in times.queued)
     if fsynced:
@@ -185,8 +190,7 @@ def record_batch(metrics: Any, times: DiskTimes, fsynced: bool) -> None:
             metrics.fsync_threshold_exceed_count += 1
     s["sync_processor_batch_size"].add(n)
     s["sync_processor_queue_flush_time_ms"].add(_ms(times.synced - times.started))
-    s["sync_process_time"].extend([_ms(times.written - times.started) // max(n, 1)] * n)
-    s["sync_processor_queue_size"].extend(range(n - 1, -1, -1))
+    s["sync_process_time"].add(_ms(times.written - times.started))
     queue_time, queue_and_flush = s["sync_processor_queue_time_ms"], s[
         "sync_processor_queue_and_flush_time_ms"]
     for handed, count in times.queued:

@@ -30,7 +30,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
 from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
-from zkpy.server.metrics import Summary
+from zkpy.server.metrics import NS_PER_MS, Summary
 from zkpy.server.prep import Request
 from zkpy.server.replies import write_reply
 from zkpy.server.sessions import hex_sid, session_password
@@ -91,7 +91,8 @@ class Connection:
         # The hot path's observations, bound once.
         self.read_latency = self._reads.append
         self.update_latency = self._updates.append
-        self.queued_time = core.metrics.request_throttle_queue_time_ms.add  # (early frames)
+        self.queued_time = core.metrics.request_throttle_queue_time_ms.add
+        self.clock = core.host.monotonic_ns  # the core's stages are timed on the host's clock
         self.response_size = core.stats.response_size.add
 
     # -- bytes in -------------------------------------------------------------
@@ -106,6 +107,7 @@ class Connection:
         off = 0
         limit = core.settings.max_buffer
         self.backlogged = False
+        read_at = self.clock()  # (what each request then waits before it is routed)
         while len(buf) - off >= 4:
             if self.out_bytes > OUTPUT_BUDGET:
                 # Enough replies for this client until its transport takes them:
@@ -123,23 +125,24 @@ class Connection:
                 break
             frame = bytes(buf[off + 4:off + 4 + n])
             off += 4 + n
-            self._frame(frame, now)
+            self._frame(frame, now, read_at)
             if self.state in ("closing", "closed"):
                 break
         del buf[:off]
         self.metrics.bytes_received_count += off
         core.mark_dirty(self)
 
-    def _frame(self, frame: bytes, now: int) -> None:
+    def _frame(self, frame: bytes, now: int, read_at: int) -> None:
         self.packets_received += 1
         self.core.stats.packets_received += 1
         if self.state == "new":
-            self.core.stats.not_routed += 1
             admission.handshake(self.core, self, frame, now)
         elif self.state == "connecting":
             self.early.append((frame, now))
-            self.core.stats.not_routed += 1
         else:
+            # RequestThrottler's queue time: this request waited behind the ones
+            # read before it in the same read (host clock).
+            self.queued_time((self.clock() - read_at) // NS_PER_MS)
             routing.route(self.core, self, frame, now)
 
     # -- the session ------------------------------------------------------------
@@ -196,16 +199,23 @@ class Connection:
 
     def _read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
         core = self.core
+        # An ensemble member's reads pass its commit stage to the final one, which
+        # ZooKeeper times (read_final_proc_time_ms); a standalone server's do not.
+        timed = self.metrics.mirror_reads
+        started = self.clock() if timed else 0
         if op == Op.ping:
             self._reply(xid, core.last_zxid, 0, b"", now, "PING", arrived)
-            return
-        try:
-            payload = reads.answer(core, self, op, body)
-            err = 0
-        except ZkError as e:
-            payload = e.payload
-            err = int(e.code)
-        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
+        else:
+            try:
+                payload = reads.answer(core, self, op, body)
+                err = 0
+            except ZkError as e:
+                payload = e.payload
+                err = int(e.code)
+            self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
+        if timed:
+            self.metrics.summary["read_final_proc_time_ms"].add(
+                (self.clock() - started) // NS_PER_MS)
 
     # -- commits and ordered replies --------------------------------------------
 
@@ -312,10 +322,10 @@ class Connection:
                 lo, hi, total = self.latency.take(values)
                 summary.take_known(values, lo, hi, total)
                 if summary is metrics.readlatency and metrics.mirror_reads:
-                    # A member's reads pass its commit stage: waiting there is their
-                    # latency (only behind their session's writes), the final stage 0.
+                    # A member's reads pass its commit stage: from arriving to being
+                    # answered they wait there only (behind their session's writes),
+                    # so the same measured interval is their commit-stage time.
                     metrics.summary["read_commitproc_time_ms"].take_known(values, lo, hi, total)
-                    metrics.summary["read_final_proc_time_ms"].add_repeated(0, len(values))
                 values.clear()
 
     # ServerCnxn's latency figures for cons and the AdminServer's connections.

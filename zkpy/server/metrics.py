@@ -20,9 +20,13 @@ reset, with randomness; a window of the latest values is the deterministic
 choice (the pure core reads no randomness) and shows the recent behaviour an
 operator looks for. Prometheus quantiles come from the same window.
 
-Values are what the pipeline hands in: whole milliseconds from the ``now``
-the adapter gives the core, or durations the adapter measured itself (fsync,
-snapshot, load times) with a monotonic clock. Nothing here reads a clock.
+Values are what the pipeline hands in, in whole milliseconds: waits between
+turns from the ``now`` the adapter gives the core; the core's own stages
+(routing, prep, proposal, commit, final processing), which end in the turn
+they began, timed on the host's monotonic clock (``Host.monotonic_ns``); and
+durations the adapter measured itself (fsync, disk batches, snapshot and load
+times). Nothing here reads a clock. A stage zkpy does not have (a queue in
+front of prep, a worker pool) gets no observations: its summary stays empty.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ from operator import add, itemgetter
 
 #: How many of the latest observations each summary keeps for its percentiles.
 WINDOW = 4096
+
+#: Stage times are read in nanoseconds on the host's clock and kept in whole
+#: milliseconds, truncated (as TimeUnit.NANOSECONDS.toMillis).
+NS_PER_MS = 1_000_000
 
 #: ZooKeeper's summaries in ``ServerMetrics``: name -> ADVANCED (with percentiles).
 SUMMARIES: dict[str, bool] = {
@@ -377,9 +385,7 @@ class ServerMetrics:
     def fold_all(self) -> None:
         """Fold every pending observation (bounded memory between reads)."""
         if self.mirror_reads:  # (reads observed here directly, e.g. by tests)
-            reads = self.readlatency._pending
-            self.summary["read_commitproc_time_ms"].extend(reads)
-            self.summary["read_final_proc_time_ms"].add_repeated(0, len(reads))
+            self.summary["read_commitproc_time_ms"].extend(self.readlatency._pending)
         for summary in self.summary.values():
             summary.fold()
         for summary_set in self.sets.values():

@@ -11,15 +11,21 @@ Follower and CommitProcessor record:
 - the leader's commit_count, quorum_ack_latency, diff_count / snap_count and
   inflight_diff_count / inflight_snap_count (learners syncing at the time),
   learner_handler_qp_size (packets handed to a learner's connection ahead of
-  this one in the same turn) and learner_handler_qp_time_ms (a marker every
-  1000 packets, as LearnerHandler's, 0 ms: packets are written at the end of
-  the turn that queued them);
+  this one in the same turn);
 - a learner's learner_proposal_received_count, learner_commit_received_count,
   proposal_latency and commit_propagation_latency (from the leader's txn
   stamp to the PROPOSAL / COMMIT arriving here);
 - every member's proposal_ack_creation_latency (txn stamp to our ACK, i.e. to
   our disk syncing it) and the commit stage's queues and times
-  (``committed``).
+  (``committed``; the times measured by the replica on the host's clock).
+
+What zkpy has no counterpart for is not recorded: LearnerHandler's queue-time
+markers (``learner_handler_qp_time_ms``; zkpy hands a learner's packets to its
+connection in the turn that made them), the follower's request queue
+(``learner_request_processor_queue_size``; a write is forwarded in the call
+that read it) and the commit processor's wait for its worker pool
+(``time_waiting_empty_pool_in_commit_processor_read_ms``; zkpy answers a read
+in the call that takes it, so no read is in flight when commits are applied).
 
 Latencies measured from a txn's stamp compare the leader's clock with ours,
 as ZooKeeper's do (negative ones are dropped, as there). Nothing here runs
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zkpy.server.metrics import ServerMetrics
@@ -37,8 +44,15 @@ from zkpy.zab import messages as m
 from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, OBSERVING, RoleChange
 
 _TXN_TIME = struct.Struct(">q")  # TxnHeader: clientId, cxid, zxid, then time at byte 20
-#: LearnerHandler's markerPacketInterval: one queue-time marker per this many packets.
-MARKER_INTERVAL = 1000
+
+
+@dataclass
+class CommitTimes:
+    """A commit batch as the replica timed it on the host's clock (whole ms)."""
+
+    waited: list[int]  # each commit: from the batch being handed over to its turn
+    took: list[int]  # each commit: applying it and answering its client
+    batch: int  # the whole batch
 
 
 def txn_time(data: bytes) -> int | None:
@@ -59,7 +73,6 @@ class QuorumFigures:
         self.sync_started: int | None = None
         self.stamps: dict[int, int] = {}  # learner: zxid -> the leader's txn time
         self.synced_zxid = 0
-        self.sent_to: dict[int, int] = {}  # leader: packets sent per learner (markers)
         self.released_seen = metrics.released_reads
         self.reads_seen = 0
 
@@ -120,10 +133,6 @@ class QuorumFigures:
             ahead = queued.get(dest, 0)
             queued[dest] = ahead + 1
             qp_size.add(key, ahead)
-            count = self.sent_to.get(dest, 0)
-            self.sent_to[dest] = count + 1
-            if count % MARKER_INTERVAL == 0:
-                self.m.sets["learner_handler_qp_time_ms"].add(key, 0)
             kind = pkt.type
             if kind == m.DIFF or kind == m.SNAP or kind == m.TRUNC:
                 if syncing is None:
@@ -150,7 +159,7 @@ class QuorumFigures:
         self.synced_zxid = max(self.synced_zxid, last_zxid)
 
     def committed(self, reqs: Sequence[Any], ours: Sequence[bool], leading: bool,
-                  now: int, outstanding: int) -> None:
+                  now: int, outstanding: int, times: CommitTimes) -> None:
         """One batch of commits applied (Leader.commit and the CommitProcessor)."""
         n = len(reqs)
         metrics, s = self.m, self.s
@@ -158,24 +167,21 @@ class QuorumFigures:
         s["commit_commit_proc_req_queued"].add(n)
         s["write_commit_proc_req_queued"].add(outstanding + sum(ours))
         s["write_commit_proc_issued"].add(n)
-        # zkpy's commit stage has no worker pool to wait for and applies a batch
-        # within the turn its commits arrived.
-        s["time_waiting_empty_pool_in_commit_processor_read_ms"].add(0)
-        s["write_batch_time_in_commit_processor"].add(0)
-        s["commit_process_time"].add(0)
-        s["write_final_proc_time_ms"].extend([0] * n)
+        s["write_batch_time_in_commit_processor"].add(times.batch)
+        s["commit_process_time"].add(times.batch)
+        s["write_final_proc_time_ms"].extend(times.took)
         commitproc, local, remote = (s["write_commitproc_time_ms"],
                                      s["local_write_committed_time_ms"],
                                      s["server_write_committed_time_ms"])
         quorum_ack = s["quorum_ack_latency"] if leading else None
         sessions: dict[int, Any] = {}
-        for req, mine in zip(reqs, ours, strict=True):
+        for req, mine, waited in zip(reqs, ours, times.waited, strict=True):
             if mine:
                 commitproc.add(max(now - req.created, 0))
-                local.add(0)
+                local.add(waited)
                 sessions[req.session_id] = req.conn
             else:
-                remote.add(0)
+                remote.add(waited)
             if quorum_ack is not None and now >= req.hdr.time:
                 quorum_ack.add(now - req.hdr.time)
             self.stamps.pop(req.hdr.zxid, None)
@@ -209,8 +215,3 @@ class QuorumFigures:
         s["session_queues_drained"].add(drained)
         s["reads_after_write_in_session_queue"].add(released)
         s["reads_issued_from_session_queue"].add(released)
-
-    def forwarded(self) -> None:
-        """FollowerRequestProcessor's queue when it takes a request: zkpy forwards a
-        write the moment it is read, with nothing queued ahead of it."""
-        self.s["learner_request_processor_queue_size"].add(0)

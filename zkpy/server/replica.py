@@ -38,9 +38,10 @@ from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.jute.requests import decode_body
 from zkpy.server import pipeline_metrics
 from zkpy.server.core import ServerCore
+from zkpy.server.metrics import NS_PER_MS
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
-from zkpy.server.quorum_metrics import QuorumFigures
+from zkpy.server.quorum_metrics import CommitTimes, QuorumFigures
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapshot import newest_change, parse_snapshot
@@ -219,6 +220,7 @@ class Replica:
         if not self._to_propose:
             return
         reqs, self._to_propose = self._to_propose, []
+        started = self.core.host.monotonic_ns()
         entries: list[tuple[int | None, bytes]] = []
         _, lo, hi = self._sizes
         size = 0
@@ -230,7 +232,6 @@ class Replica:
             lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
             entries.append((zxid, txn))
         self._sizes = (size, lo, hi)
-        pipeline_metrics.proposed(self.core.metrics, reqs, self.now, not self.peer.standalone)
         try:
             self.driver.step(ProposeMany(entries), self.now)
         except NotLeader as e:
@@ -238,6 +239,9 @@ class Replica:
             for req in reqs[e.accepted:]:
                 self.proposed.pop(req.hdr.zxid, None)
                 self._refuse(req)
+        took = (self.core.host.monotonic_ns() - started) // NS_PER_MS
+        pipeline_metrics.proposed(self.core.metrics, reqs, self.now, not self.peer.standalone,
+                                  took)
 
     def _membership(self) -> tuple[Any, bool, set[int]]:
         """For a reconfig's checks: the active membership, whether a reconfig is in
@@ -334,8 +338,6 @@ class Replica:
         else:
             body = _INT.pack(req.body) if req.type == Op.createSession else req.raw[8:]
             self.waiting[(req.session_id, req.cxid)] = req
-        if self.figures is not None:
-            self.figures.forwarded()
         self._send_request(req, body)
 
     def _send_request(self, req: Request, body: bytes) -> None:
@@ -378,10 +380,21 @@ class Replica:
             for zxid, txn in commits:
                 self._commit(zxid, txn)
             return
+        # Timed on the host's clock: each commit's wait since the batch was handed
+        # over (commitRecvTime) and how long applying and answering it took.
         outstanding = self.core.outstanding_writes
-        done = [self._commit(zxid, txn) for zxid, txn in commits]
+        clock = self.core.host.monotonic_ns
+        received = clock()
+        done, waited, took = [], [], []
+        for zxid, txn in commits:
+            started = clock()
+            done.append(self._commit(zxid, txn))
+            ended = clock()
+            waited.append((started - received) // NS_PER_MS)
+            took.append((ended - started) // NS_PER_MS)
         self.figures.committed([r for r, _ in done], [o for _, o in done],
-                               self.role == LEADING, self.now, outstanding)
+                               self.role == LEADING, self.now, outstanding,
+                               CommitTimes(waited, took, (clock() - received) // NS_PER_MS))
 
     def _commit(self, zxid: int, txn: bytes) -> tuple[Request, bool]:
         req = self.proposed.pop(zxid, None)

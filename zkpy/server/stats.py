@@ -55,8 +55,7 @@ class RequestLatency:
 
 class ServerStats:
     __slots__ = ("packets_received", "packets_sent", "latency", "started_ms",
-                 "commits", "watch_events", "response_size", "other_response_bytes",
-                 "not_routed", "routed_seen", "queued_time")
+                 "commits", "watch_events", "response_size", "other_response_bytes")
 
     def __init__(self, now_ms: int, metrics: ServerMetrics) -> None:
         self.packets_received = 0
@@ -70,12 +69,6 @@ class ServerStats:
         # Of those, bytes not sent by the final processor (notifications, auth replies):
         # what response_bytes leaves out.
         self.other_response_bytes = 0
-        # Packets that were no request routed as it arrived (ConnectRequests, frames
-        # that waited for their session, four-letter words): every other packet is a
-        # request taken on in the turn it arrived, which waited 0 ms (see fold_routed).
-        self.not_routed = 0
-        self.routed_seen = 0
-        self.queued_time = metrics.request_throttle_queue_time_ms
 
     def reset(self) -> None:
         """ServerStats.reset without the metrics (the caller resets those)."""
@@ -83,7 +76,6 @@ class ServerStats:
         self.packets_sent = 0
         self.response_size.reset()
         self.other_response_bytes = 0
-        self.not_routed = self.routed_seen = 0
 
     def client_response_sizes(self) -> tuple[int, int, int]:
         """(last, min, max) response packet length; -1 each before the first."""
@@ -97,11 +89,3 @@ class ServerStats:
         """ZooKeeper's response_bytes: packet lengths of the replies to requests."""
         self.response_size.fold()
         return self.response_size.total - self.other_response_bytes
-
-    def fold_routed(self) -> None:
-        """RequestThrottler's queue time of the requests routed as they arrived: 0 ms
-        each, observed here in bulk rather than once per request on the hot path."""
-        routed = self.packets_received - self.not_routed
-        if routed > self.routed_seen:
-            self.queued_time.add_repeated(0, routed - self.routed_seen)
-            self.routed_seen = routed
