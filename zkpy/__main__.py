@@ -173,7 +173,8 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
             log.error("Invalid configuration, exiting abnormally: %s", e)
             return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
-    record_startup(server.core.metrics, len(state.log), time.monotonic() - started)
+    record_startup(server.core.metrics, len(state.log), time.monotonic() - started,
+                   state.load_seconds)
     if auth is not None or tls is not None:
         server.use_quorum_auth(auth, tls)
     _autopurge(reactor, cfg, server.purge)

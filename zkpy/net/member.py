@@ -52,18 +52,20 @@ from zkpy.zab.peer import Peer
 log = logging.getLogger("zkpy.quorum")
 
 
-def record_startup(metrics: Any, txns: int, seconds: float) -> None:
-    """ZKDatabase.loadDataBase's figures for what ``recovery.load`` did: it reads the
-    newest snapshot and the log after it in one pass, so its time is the database's
-    init time, the snapshot's load time and (with logged transactions to replay,
-    as FileTxnSnapLog.fastForwardFromEdits) the transactions' load time."""
-    ms = int(seconds * 1000)
+def record_startup(metrics: Any, txns: int, seconds: float,
+                   load_seconds: tuple[float, float] = (0.0, 0.0)) -> None:
+    """ZKDatabase.loadDataBase's figures for a start: ``seconds`` from reading the
+    data directory to a built server (dbinittime); of that, ``load_seconds``:
+    loading the newest snapshot and reading the ``txns`` logged after it (which
+    Zab then applies as it starts, where ZooKeeper's fastForwardFromEdits
+    applies them as it reads them)."""
     s = metrics.summary
-    s["dbinittime"].add(ms)
-    s["startup_snap_load_time"].add(ms)
+    snap, txn = load_seconds
+    s["dbinittime"].add(int(seconds * 1000))
+    s["startup_snap_load_time"].add(int(snap * 1000))
     if txns:
         s["startup_txns_loaded"].add(txns)
-        s["startup_txns_load_time"].add(ms)
+        s["startup_txns_load_time"].add(int(txn * 1000))
 
 
 class _MemberLinks:
