@@ -111,6 +111,7 @@ def _reconnect(core: ServerCore, conn: Connection, sid: int, passwd: bytes, time
         log.info("Refusing global session reconnection in RO mode %s:%d", conn.host, conn.port)
         conn.abort("a global session in read-only mode", quiet=True)
         return
+    core.metrics.connection_revalidate_count += 1  # (valid or not, as processConnectRequest)
     session = core.sessions.get(sid)
     if session is None or session.closing or passwd != session_password(sid):
         log.info("Invalid session %s for client %s:%d, probably expired", hex_sid(sid),

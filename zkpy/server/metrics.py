@@ -433,3 +433,5 @@ class ServerMetrics:
     dead_watchers_cleared: int
     skip_learner_request_to_next_processor_count: int
     cnxn_closed_without_zk_server_running: int
+    revalidate_count: int
+    connection_revalidate_count: int

@@ -275,6 +275,7 @@ class Replica:
     def _revalidate(self, learner: int, session_id: int, timeout: int) -> bool:
         """Leader.revalidateSession: a global session that is alive is touched and
         from now on owned by the learner that asked (its client reconnected there)."""
+        self.core.metrics.revalidate_count += 1  # (LearnerHandler's, on a REVALIDATE)
         session = self.core.sessions.get(session_id)
         if session is None or session.closing or session.local:
             return False
