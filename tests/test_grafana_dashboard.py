@@ -49,3 +49,28 @@ def test_every_metric_the_dashboard_queries_is_exported() -> None:
         assert family in described, f"the dashboard queries {name}, which zkpy never exports"
         if family not in metrics.ROLE_GAUGES:  # a leader's gauges: not on a standalone server
             assert name in samples, f"{name} is not in a standalone server's exposition"
+
+
+def test_the_dashboard_imports_as_grafana_lays_it_out() -> None:
+    """What Grafana needs to import it on any Prometheus data source: the data
+    source is a template variable every query uses, panel ids and each panel's
+    refIds are unique, and the panels fit the 24-column grid without overlapping."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    source = {"type": "prometheus", "uid": "${datasource}"}
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        assert panel["datasource"] == source, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(set(refs)) == len(refs), panel["title"]
+        assert all(t["datasource"] == source for t in panel["targets"]), panel["title"]
+        g = panel["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, panel["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"{panel['title']} overlaps another panel"
+        cells |= mine
