@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from zk_harness import OPEN, T0, connected, make_core
+from zk_harness import OPEN, T0, connected, frame, make_core
 
 from zkpy.admin import fourletter, monitor
 from zkpy.jute import schema as S
@@ -197,13 +198,16 @@ def test_the_core_times_its_own_stages_on_the_hosts_clock() -> None:
     core = standalone(CoreSettings(), T0, host=TickingHost()).core
     a = connected(core)
     assert a.create("/t", b"1") == 0
-    a.get("/t")
+    # Two requests in one read: the second waits behind the first (the clock
+    # moves 1.5 ms between the read and the second's routing: 1 ms).
+    a.send(frame(S.RequestHeader(10, Op.getData), S.GetDataRequest("/t", False))
+           + frame(S.RequestHeader(11, Op.getData), S.GetDataRequest("/t", False)))
     core.fold_metrics()
     s = core.metrics.summary
-    # Each request is read, then routed (one clock read later: 1.5 ms, i.e. 1 ms).
     throttle = s["request_throttle_queue_time_ms"]
-    assert (throttle.count, throttle.min, throttle.max) == (2, 1, 1)  # create, getData
-    # Prep of createSession and of the create, each timed around itself.
+    throttle.fold()
+    assert list(throttle.window) == [0, 0, 1]  # the create, then the two reads
+    # Prep of createSession and of the create, each timed from its routing.
     prep = s["prep_process_time"]
     assert (prep.count, prep.min, prep.max) == (2, 1, 1)
     # Handing each turn's writes on to Zab (and the disk), timed per batch.
@@ -331,3 +335,42 @@ def test_leader_counts_commits_syncs_and_learner_queues() -> None:
     # No worker pool, no marker packets: nothing is recorded for them.
     assert s["time_waiting_empty_pool_in_commit_processor_read_ms"].count == 0
     assert not metrics.sets["learner_handler_qp_time_ms"].by_key
+
+
+def test_commit_stage_queues_as_the_sessions_held_them() -> None:
+    metrics = ServerMetrics()
+    fig = QuorumFigures(metrics, now=0)
+    # Before this batch: 5 reads answered, 2 of them released behind this session's
+    # write, 1 still waiting behind its next write.
+    metrics.reads_answered, metrics.released_reads, metrics.reads_waiting = 5, 2, 1
+    conn = SimpleNamespace(pending=deque([SimpleNamespace()]), released=2)
+    req = SimpleNamespace(created=0, session_id=9, conn=conn, hdr=SimpleNamespace(time=0, zxid=1))
+    fig.committed([req], [True], leading=False, now=10, outstanding=2,
+                  times=CommitTimes(waited=[0], took=[0], batch=0))
+    metrics.fold_all()
+    s = metrics.summary
+    assert (s["read_commit_proc_issued"].total, s["read_commit_proc_req_queued"].total) == (5, 1)
+    assert s["requests_in_session_queue"].total == 4  # the write, 2 released, 1 waiting
+    assert s["reads_after_write_in_session_queue"].total == 2 and conn.released == 0
+    assert s["reads_issued_from_session_queue"].total == 2
+    assert s["session_queues_drained"].total == 0  # a write still waits there
+    assert s["write_commit_proc_req_queued"].total == 3
+
+
+def test_reads_waiting_behind_a_write_are_counted_until_answered_or_lost() -> None:
+    core = make_core()
+    a = connected(core)
+    disk = core.replica.driver.disk
+    disk.hold()
+    a.submit(Op.create, S.CreateRequest("/q", b"", OPEN, 0))
+    a.submit(Op.getData, S.GetDataRequest("/q", False))
+    a.submit(Op.exists, S.ExistsRequest("/q", False))
+    assert core.metrics.reads_waiting == 2
+    disk.release()
+    assert core.metrics.reads_waiting == 0 and core.metrics.released_reads == 2
+    disk.hold()
+    a.submit(Op.create, S.CreateRequest("/q2", b"", OPEN, 0))
+    a.submit(Op.getData, S.GetDataRequest("/q2", False))
+    assert core.metrics.reads_waiting == 1
+    a.conn.lost()  # the client went away: that read is never answered
+    assert core.metrics.reads_waiting == 0

@@ -70,6 +70,7 @@ class Connection:
         self.pending: deque[Request | tuple[int, int, Any, int]] = deque()
         self.early: list[tuple[bytes, int]] = []  # (frame, arrival ms) before the session
         self.close_pending = False
+        self.released = 0  # reads released behind this session's writes (commit stage)
         self.out_bytes = 0
         self.backlogged = False
         self.sasl: DigestMD5Server | None = None  # a SASL exchange in progress
@@ -125,25 +126,30 @@ class Connection:
                 break
             frame = bytes(buf[off + 4:off + 4 + n])
             off += 4 + n
-            self._frame(frame, now, read_at)
+            self._frame(frame, now, read_at, off == 4 + n)
             if self.state in ("closing", "closed"):
                 break
         del buf[:off]
         self.metrics.bytes_received_count += off
         core.mark_dirty(self)
 
-    def _frame(self, frame: bytes, now: int, read_at: int) -> None:
+    def _frame(self, frame: bytes, now: int, read_at: int, first: bool) -> None:
+        core = self.core
         self.packets_received += 1
-        self.core.stats.packets_received += 1
+        core.stats.packets_received += 1
         if self.state == "new":
-            admission.handshake(self.core, self, frame, now)
+            admission.handshake(core, self, frame, now)
         elif self.state == "connecting":
             self.early.append((frame, now))
         else:
-            # RequestThrottler's queue time: this request waited behind the ones
-            # read before it in the same read (host clock).
-            self.queued_time((self.clock() - read_at) // NS_PER_MS)
-            routing.route(self.core, self, frame, now)
+            # RequestThrottler's queue time: how long this request waited behind
+            # the ones read before it in the same read (host clock; the first is
+            # routed as it is read, from the clock read taking the bytes).
+            started = read_at if first else self.clock()
+            self.queued_time((started - read_at) // NS_PER_MS)
+            core.routing_started = started  # (prep is timed from here)
+            routing.route(core, self, frame, now)
+            core.routing_started = None
 
     # -- the session ------------------------------------------------------------
 
@@ -194,6 +200,7 @@ class Connection:
         """Answer a read now, or behind this connection's pending requests."""
         if self.pending:
             self.pending.append((xid, op, body, now))
+            self.metrics.reads_waiting += 1
         else:
             self._read(xid, op, body, now, now)
 
@@ -216,6 +223,7 @@ class Connection:
         if timed:
             self.metrics.summary["read_final_proc_time_ms"].add(
                 (self.clock() - started) // NS_PER_MS)
+            self.metrics.reads_answered += 1
 
     # -- commits and ordered replies --------------------------------------------
 
@@ -275,6 +283,8 @@ class Connection:
             else:
                 xid, op, body, arrived = head
                 self.metrics.released_reads += 1
+                self.metrics.reads_waiting -= 1
+                self.released += 1
                 self._read(xid, op, body, self.core.now, arrived)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
@@ -404,6 +414,9 @@ class Connection:
                      if self.buf else "")
             self.state = "closed"
             self.out.clear()
+        # The reads still waiting behind a write are never answered now.
+        self.metrics.reads_waiting -= sum(1 for p in self.pending if isinstance(p, tuple))
+        self.pending.clear()
         self.core.connection_lost(self)
 
     def _four_letter(self, cmd: str) -> None:

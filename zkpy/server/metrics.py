@@ -370,6 +370,8 @@ class ServerMetrics:
         # when folding, so reads pay nothing more for it.
         self.mirror_reads = False
         self.released_reads = 0  # reads answered once the writes before them committed
+        self.reads_waiting = 0  # reads waiting behind a write of their session, now
+        self.reads_answered = 0  # reads through a member's commit stage (mirror_reads)
         # ServerStats' fsyncThresholdExceedCount (not reset by srst, as there).
         self.fsync_threshold_exceed_count = 0
         self.reset_counters()

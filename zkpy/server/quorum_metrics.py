@@ -74,7 +74,7 @@ class QuorumFigures:
         self.stamps: dict[int, int] = {}  # learner: zxid -> the leader's txn time
         self.synced_zxid = 0
         self.released_seen = metrics.released_reads
-        self.reads_seen = 0
+        self.reads_seen = metrics.reads_answered
 
     # -- roles ------------------------------------------------------------------------
 
@@ -196,22 +196,26 @@ class QuorumFigures:
         s = self.s
         released = self.m.released_reads - self.released_seen
         self.released_seen = self.m.released_reads
-        # Reads the commit stage passed since the last batch: each read is one
-        # readlatency observation (answered at once, or released behind a write).
-        latency = self.m.readlatency
-        answered = latency.count + len(latency._pending)
+        # Reads the commit stage passed since the last batch (answered at once, or
+        # released behind a write), and the reads still waiting behind a write.
+        answered = self.m.reads_answered
         reads, self.reads_seen = answered - self.reads_seen, answered
-        s["read_commit_proc_issued"].add(max(reads, 0))
-        s["read_commit_proc_req_queued"].add(max(reads, 0))
+        s["read_commit_proc_issued"].add(reads)
+        s["read_commit_proc_req_queued"].add(self.m.reads_waiting)
         if not sessions:
             return
         s["pending_session_queue_size"].add(len(sessions))
         drained = 0
         for conn in sessions.values():
             pending = conn.pending if conn is not None else ()
-            s["requests_in_session_queue"].add(len(pending) + 1)
+            freed = conn.released if conn is not None else 0  # reads its writes released
+            # The session's queue held its committed write, the reads released
+            # behind it and what still waits.
+            s["requests_in_session_queue"].add(len(pending) + freed + 1)
             if not pending:
                 drained += 1
+            s["reads_after_write_in_session_queue"].add(freed)
+            if conn is not None:
+                conn.released = 0
         s["session_queues_drained"].add(drained)
-        s["reads_after_write_in_session_queue"].add(released)
         s["reads_issued_from_session_queue"].add(released)
