@@ -384,18 +384,19 @@ class Replica:
         # Timed on the host's clock: each commit's wait since the batch was handed
         # over (commitRecvTime) and how long applying and answering it took.
         outstanding = self.core.outstanding_writes
+        # (One clock read per commit: each begins as the one before it ends.)
         clock = self.core.host.monotonic_ns
-        received = clock()
+        received = started = clock()
         done, waited, took = [], [], []
         for zxid, txn in commits:
-            started = clock()
             done.append(self._commit(zxid, txn))
             ended = clock()
             waited.append((started - received) // NS_PER_MS)
             took.append((ended - started) // NS_PER_MS)
+            started = ended
         self.figures.committed([r for r, _ in done], [o for _, o in done],
                                self.role == LEADING, self.now, outstanding,
-                               CommitTimes(waited, took, (clock() - received) // NS_PER_MS))
+                               CommitTimes(waited, took, (started - received) // NS_PER_MS))
 
     def _commit(self, zxid: int, txn: bytes) -> tuple[Request, bool]:
         req = self.proposed.pop(zxid, None)
