@@ -165,7 +165,8 @@ class QuorumFigures:
         metrics, s = self.m, self.s
         metrics.request_commit_queued += n
         s["commit_commit_proc_req_queued"].add(n)
-        s["write_commit_proc_req_queued"].add(outstanding + sum(ours))
+        # Our writes waiting for their commit when this batch came (these among them).
+        s["write_commit_proc_req_queued"].add(outstanding)
         s["write_commit_proc_issued"].add(n)
         s["write_batch_time_in_commit_processor"].add(times.batch)
         s["commit_process_time"].add(times.batch)
