@@ -334,7 +334,8 @@ def test_leader_counts_commits_syncs_and_learner_queues() -> None:
     assert s["server_write_committed_time_ms"].count == 0  # (it was our write)
     # No worker pool, no marker packets: nothing is recorded for them.
     assert s["time_waiting_empty_pool_in_commit_processor_read_ms"].count == 0
-    assert not metrics.sets["learner_handler_qp_time_ms"].by_key
+    qp_time = metrics.sets["learner_handler_qp_time_ms"].by_key  # keyed, never observed
+    assert sorted(qp_time) == ["2", "3"] and all(v.count == 0 for v in qp_time.values())
 
 
 def test_commit_stage_queues_as_the_sessions_held_them() -> None:

@@ -125,6 +125,10 @@ class QuorumFigures:
         """The leader's packets of one Ready, to its learners."""
         queued: dict[int, int] = {}
         qp_size = self.m.sets["learner_handler_qp_size"]
+        # LearnerHandler's queue-time markers have no counterpart here: the key is
+        # there for each learner, as ZooKeeper's is from its first packet, with
+        # nothing observed.
+        qp_time = self.m.sets["learner_handler_qp_time_ms"].by_key
         syncing = None
         for dest, pkt in sends:
             if dest not in learners:
@@ -133,6 +137,8 @@ class QuorumFigures:
             ahead = queued.get(dest, 0)
             queued[dest] = ahead + 1
             qp_size.add(key, ahead)
+            if key not in qp_time:
+                self.m.sets["learner_handler_qp_time_ms"].get(key)
             kind = pkt.type
             if kind == m.DIFF or kind == m.SNAP or kind == m.TRUNC:
                 if syncing is None:
