@@ -94,6 +94,9 @@ class Connection:
         self.update_latency = self._updates.append
         self.queued_time = core.metrics.request_throttle_queue_time_ms.add
         self.clock = core.host.monotonic_ns  # the core's stages are timed on the host's clock
+        self.routed_at: int | None = None  # when the request being routed began (host clock)
+        if core.metrics.mirror_reads:  # an ensemble member: reads pass a commit stage
+            self._read = self._timed_read  # type: ignore[method-assign]
         self.response_size = core.stats.response_size.add
 
     # -- bytes in -------------------------------------------------------------
@@ -108,7 +111,7 @@ class Connection:
         off = 0
         limit = core.settings.max_buffer
         self.backlogged = False
-        read_at = self.clock()  # (what each request then waits before it is routed)
+        read_at: int | None = None  # when the bytes were taken (host clock), if read
         while len(buf) - off >= 4:
             if self.out_bytes > OUTPUT_BUDGET:
                 # Enough replies for this client until its transport takes them:
@@ -126,30 +129,35 @@ class Connection:
                 break
             frame = bytes(buf[off + 4:off + 4 + n])
             off += 4 + n
-            self._frame(frame, now, read_at, off == 4 + n)
+            # RequestThrottler's queue time: how long a request waited behind the
+            # ones read before it in the same read. The first has none ahead of it
+            # (0, what reading the clock as the bytes are taken would give); the
+            # clock is read only when more bytes follow it.
+            if off == 4 + n:
+                started = read_at = self.clock() if off < len(buf) else None
+                waited = 0
+            else:
+                started = self.clock()
+                waited = started - read_at if read_at is not None else 0
+            self._frame(frame, now, waited, started)
             if self.state in ("closing", "closed"):
                 break
         del buf[:off]
         self.metrics.bytes_received_count += off
         core.mark_dirty(self)
 
-    def _frame(self, frame: bytes, now: int, read_at: int, first: bool) -> None:
-        core = self.core
+    def _frame(self, frame: bytes, now: int, waited_ns: int, started: int | None) -> None:
         self.packets_received += 1
-        core.stats.packets_received += 1
+        self.core.stats.packets_received += 1
         if self.state == "new":
-            admission.handshake(core, self, frame, now)
+            admission.handshake(self.core, self, frame, now)
         elif self.state == "connecting":
             self.early.append((frame, now))
         else:
-            # RequestThrottler's queue time: how long this request waited behind
-            # the ones read before it in the same read (host clock; the first is
-            # routed as it is read, from the clock read taking the bytes).
-            started = read_at if first else self.clock()
-            self.queued_time((started - read_at) // NS_PER_MS)
-            core.routing_started = started  # (prep is timed from here)
-            routing.route(core, self, frame, now)
-            core.routing_started = None
+            self.queued_time(waited_ns // NS_PER_MS)
+            self.routed_at = started  # (a write's prep is timed from here)
+            routing.route(self.core, self, frame, now)
+            self.routed_at = None
 
     # -- the session ------------------------------------------------------------
 
@@ -178,7 +186,9 @@ class Connection:
         early, self.early = self.early, []
         for frame, arrived in early:
             self.queued_time(now - arrived)  # it waited for its session
+            self.routed_at = self.clock()
             routing.route(self.core, self, frame, arrived)
+            self.routed_at = None
         self.core.mark_dirty(self)
 
     def await_session(self, create: Request) -> None:
@@ -206,24 +216,25 @@ class Connection:
 
     def _read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
         core = self.core
-        # An ensemble member's reads pass its commit stage to the final one, which
-        # ZooKeeper times (read_final_proc_time_ms); a standalone server's do not.
-        timed = self.metrics.mirror_reads
-        started = self.clock() if timed else 0
         if op == Op.ping:
             self._reply(xid, core.last_zxid, 0, b"", now, "PING", arrived)
-        else:
-            try:
-                payload = reads.answer(core, self, op, body)
-                err = 0
-            except ZkError as e:
-                payload = e.payload
-                err = int(e.code)
-            self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
-        if timed:
-            self.metrics.summary["read_final_proc_time_ms"].add(
-                (self.clock() - started) // NS_PER_MS)
-            self.metrics.reads_answered += 1
+            return
+        try:
+            payload = reads.answer(core, self, op, body)
+            err = 0
+        except ZkError as e:
+            payload = e.payload
+            err = int(e.code)
+        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
+
+    def _timed_read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
+        """``_read`` on an ensemble member, whose reads pass its commit stage to the
+        final one, which ZooKeeper times (read_final_proc_time_ms)."""
+        started = self.clock()
+        Connection._read(self, xid, op, body, now, arrived)
+        metrics = self.metrics
+        metrics.summary["read_final_proc_time_ms"].add((self.clock() - started) // NS_PER_MS)
+        metrics.reads_answered += 1
 
     # -- commits and ordered replies --------------------------------------------
 

@@ -137,11 +137,9 @@ class ServerCore:
         # The core's own stages are timed on the host's clock (``now`` is the turn's).
         self._clock = self.host.monotonic_ns
         self._prep_time = self.metrics.summary["prep_process_time"].add
-        # When the request being routed began to be (host clock), or None: a
-        # write's prep is timed from there, as ZooKeeper's pRequest includes
-        # deserializing it; each clock read costs (a system call where there is
-        # no vDSO), so the one already taken is used.
-        self.routing_started: int | None = None
+        # A write's prep is timed from its connection's ``routed_at`` when it has
+        # one, as ZooKeeper's pRequest includes deserializing the request; each
+        # clock read costs (a system call where there is no vDSO).
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.local_sessions = LocalSessions(self)
         self.stats = ServerStats(now_ms, self.metrics)
@@ -350,7 +348,8 @@ class ServerCore:
             self.outstanding_writes += 1
             zxid = self.next_zxid
             self.next_zxid += 1
-            started = self.routing_started
+            conn = req.conn
+            started = conn.routed_at if conn is not None else None
             if started is None:  # (not a request being routed: a tick's, a learner's)
                 started = self._clock()
             self.prep.prepare(req, zxid, now)
