@@ -153,6 +153,9 @@ class Connection:
             admission.handshake(self.core, self, frame, now)
         elif self.state == "connecting":
             self.early.append((frame, now))
+        elif started is None:  # alone in its read: nothing ahead of it (counted in bulk)
+            self.metrics.unqueued_requests += 1
+            routing.route(self.core, self, frame, now)
         else:
             self.queued_time(waited_ns // NS_PER_MS)
             self.routed_at = started  # (a write's prep is timed from here)

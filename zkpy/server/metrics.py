@@ -372,6 +372,9 @@ class ServerMetrics:
         self.released_reads = 0  # reads answered once the writes before them committed
         self.reads_waiting = 0  # reads waiting behind a write of their session, now
         self.reads_answered = 0  # reads through a member's commit stage (mirror_reads)
+        # Requests alone in the read that brought them: they waited behind none
+        # (request_throttle_queue_time_ms 0 each, taken in bulk when folding).
+        self.unqueued_requests = 0
         # ServerStats' fsyncThresholdExceedCount (not reset by srst, as there).
         self.fsync_threshold_exceed_count = 0
         self.reset_counters()
@@ -388,6 +391,9 @@ class ServerMetrics:
         """Fold every pending observation (bounded memory between reads)."""
         if self.mirror_reads:  # (reads observed here directly, e.g. by tests)
             self.summary["read_commitproc_time_ms"].extend(self.readlatency._pending)
+        if self.unqueued_requests:
+            self.request_throttle_queue_time_ms.add_repeated(0, self.unqueued_requests)
+            self.unqueued_requests = 0
         for summary in self.summary.values():
             summary.fold()
         for summary_set in self.sets.values():
@@ -399,6 +405,7 @@ class ServerMetrics:
     def reset(self) -> None:
         """``srst``: ServerMetrics.resetAll (counters, summaries, summary sets)."""
         self.reset_counters()
+        self.unqueued_requests = 0
         for summary in self.summary.values():
             summary.reset()
         for summary_set in self.sets.values():
