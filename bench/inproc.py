@@ -5,11 +5,17 @@
 
 Counts, with valgrind's callgrind, the instructions one setData and one
 getData cost through the whole standalone pipeline (decode, route, prep,
-Zab, an in-memory disk, commit, reply, and the metrics folded as a tick
-would), as (workload - setup) / operations. Unlike CPU time on a shared
-machine, an instruction count does not move with other load, so a change of
+Zab, an in-memory disk, commit, reply, the host's real clock, and the
+metrics folded as a tick would), as (workload - setup) / operations. Unlike
+CPU time on a shared machine, an instruction count does not move with other load, so a change of
 a few percent is seen (CPU time on 2 busy cores varies by 20 %).
 ``--run setData|getData|setup N`` is the workload itself (what valgrind runs).
+
+    python -m bench.inproc --cpu /tmp/base .  # CPU time per request, interleaved
+
+CPU time per request (user and system, the trees' runs interleaved, medians)
+counts what an instruction count cannot: system calls, such as a clock read
+where the kernel offers no vDSO.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ def _frame(*records: Any) -> bytes:
 def _setup() -> tuple[Any, Any, list[Any], list[bytes]]:
     from zkpy.jute import schema as S
     from zkpy.jute.protocol import Op
+    from zkpy.net.host import SystemHost
     from zkpy.server.core import CoreSettings
     from zkpy.testing.standalone import MemoryDisk, standalone
 
     open_acl = [S.ACL(31, S.Id("world", "anyone"))]
     disk = MemoryDisk()
-    core = standalone(CoreSettings(), 1_700_000_000_000, disk).core
+    # The real host: its clock is what the core times its stages with.
+    core = standalone(CoreSettings(), 1_700_000_000_000, disk, host=SystemHost()).core
     out: list[bytes] = []
     conns = []
     for i in range(10):
@@ -55,7 +63,10 @@ def _setup() -> tuple[Any, Any, list[Any], list[bytes]]:
     return disk, core, conns, out
 
 
-def run(op: str, n: int) -> None:
+def run(op: str, n: int) -> float:
+    """The workload; returns the CPU seconds (user and system) it took."""
+    import time
+
     from zkpy.jute import schema as S
     from zkpy.jute.protocol import Op
 
@@ -68,7 +79,8 @@ def run(op: str, n: int) -> None:
         reqs = [_frame(S.RequestHeader(1000 + i, Op.getData),
                        S.GetDataRequest(f"/k/{i % 100}", False)) for i in range(n)]
     else:
-        return
+        return 0.0
+    started = time.process_time()
     for i, r in enumerate(reqs):
         conns[i % 10].receive(r, core.now)
         if i % 100 == 99:
@@ -81,6 +93,7 @@ def run(op: str, n: int) -> None:
     fold = getattr(core, "fold_metrics", None)
     if fold is not None:
         fold()  # what the next tick does with what the requests noted
+    return time.process_time() - started
 
 
 def _instructions(tree: str, op: str, n: int) -> int:
@@ -95,15 +108,49 @@ def _instructions(tree: str, op: str, n: int) -> int:
     return int(found.group(1))
 
 
+def _cpu_us(tree: str, op: str, n: int) -> float:
+    """CPU microseconds per request of one run of the workload (not under valgrind)."""
+    env = dict(os.environ, PYTHONPATH=tree)
+    cmd = [sys.executable, "-m", "bench.inproc", "--run", op, str(n), "--print-cpu"]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(cmd, env=env, cwd=here, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip()) * 1e6 / n
+
+
+def compare_cpu(trees: list[str], rounds: int) -> None:
+    """CPU time per request, the trees' runs interleaved ``rounds`` times; the
+    median of each. CPU time counts what instructions do not: system calls (a
+    clock read is one where the kernel offers no vDSO, as in some sandboxes)."""
+    for op, n in OPS.items():
+        runs: dict[str, list[float]] = {t: [] for t in trees}
+        for _ in range(rounds):
+            for tree in trees:
+                runs[tree].append(_cpu_us(tree, op, n * 5))
+        for tree in trees:
+            ordered = sorted(runs[tree])
+            print(f"{tree}: {op} {ordered[len(ordered) // 2]:.1f} us CPU per request "
+                  f"(median of {rounds}; {ordered[0]:.1f}-{ordered[-1]:.1f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", default=os.getcwd(),
                         help="the directory holding the zkpy package to measure")
+    parser.add_argument("--cpu", nargs="*", metavar="TREE",
+                        help="CPU time per request instead, interleaving these trees' runs "
+                             "(default: --tree)")
+    parser.add_argument("--rounds", type=int, default=7, help="runs per tree with --cpu")
     parser.add_argument("--run", nargs=2, metavar=("OP", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--print-cpu", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run:
         sys.path.insert(0, os.environ.get("PYTHONPATH", "."))
-        run(args.run[0], int(args.run[1]))
+        cpu = run(args.run[0], int(args.run[1]))
+        if args.print_cpu:
+            print(cpu)
+        return 0
+    if args.cpu is not None:
+        compare_cpu([os.path.abspath(t) for t in args.cpu or [args.tree]], args.rounds)
         return 0
     tree = os.path.abspath(args.tree)
     base = _instructions(tree, "setup", 0)
