@@ -43,6 +43,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
@@ -419,7 +421,10 @@ class _QuorumProtocol(protocol.Protocol):
             if not maker.step(_SNAP_SLICE):
                 reactor.callLater(0, step)
                 return
+            drained = _WhenDrained(self.transport, self._state_out)
+            self.transport.registerProducer(drained, True)
             self.transport.writeSequence(snapstream.stream_parts(maker.head(), maker.chunks))
+            drained.written()
             held, self.held = self.held, None
             log.info("Sent server %s our state: %d znodes (zxid 0x%x from 0x%x)", self.sid,
                      maker.count, maker.zxid, zxid)
@@ -427,6 +432,10 @@ class _QuorumProtocol(protocol.Protocol):
                 self.write(pkt)
 
         reactor.callLater(0, step)
+
+    def _state_out(self) -> None:
+        if not self.closed and self.sid is not None and self.links.on_state_sent is not None:
+            self.links.on_state_sent(self.sid)
 
     def abort(self) -> None:
         if not self.closed:
@@ -486,6 +495,41 @@ class _Outbound(protocol.ClientFactory):
             connector.connect()
 
 
+@implementer(IPushProducer)
+class _WhenDrained:
+    """Calls ``done`` once what is written after ``register`` has left the
+    transport's buffer: a streaming producer the transport pauses when its
+    buffer fills and resumes when it has written all of it. Written while not
+    paused (it fit), it is done at once; the connection closing ends it."""
+
+    def __init__(self, transport: Any, done: Callable[[], None]) -> None:
+        self.transport = transport
+        self.done: Callable[[], None] | None = done
+        self.paused = False
+
+    def written(self) -> None:
+        """The caller wrote: a transport whose buffer it overfilled paused us
+        while it wrote; otherwise it is all handed over already."""
+        if not self.paused:
+            self._finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._finish()
+
+    def stopProducing(self) -> None:
+        self.done = None
+
+    def _finish(self) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            self.transport.unregisterProducer()
+            done()
+
+
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
                  on_packets: Callable[[int, list[m.QuorumPacket]], None],
@@ -494,6 +538,8 @@ class QuorumLinks(protocol.ServerFactory):
         self.reactor = reactor
         # A ``zkpy.storage.snapshot.SnapshotMaker`` of our state now, for a SNAP.
         self.snapshot_maker = snapshot_maker
+        # Told when a learner's SNAP stream has left our buffers (Zab's StateSent).
+        self.on_state_sent: Callable[[int], None] | None = None
         self.my_id = my_id
         self.peers = peers
         self._on_packets = on_packets

@@ -118,8 +118,18 @@ class ConnectionLost:
     peer: int
 
 
+@dataclass(frozen=True, slots=True)
+class StateSent:
+    """The links sent ``learner`` the state a SNAP without data asked for (the
+    stream left our buffers). ZooKeeper's LearnerHandler writes the snapshot
+    before it waits initLimit for the ACK of NEWLEADER, so neither walking a big
+    tree nor sending it counts against the learner: the wait starts now."""
+
+    learner: int
+
+
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | Persisted | ConnectionLost)
+         | Revalidate | Persisted | ConnectionLost | StateSent)
 
 # -- what to persist, in order ---------------------------------------------------------
 

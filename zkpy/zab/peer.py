@@ -141,6 +141,7 @@ from zkpy.zab.events import (
     Revalidate,
     RoleChange,
     Start,
+    StateSent,
     Tick,
     Vote,
     Wake,
@@ -244,6 +245,9 @@ class Peer:
                 self.leading.on_persisted(event.zxid)
         elif isinstance(event, ConnectionLost):
             self._on_lost(event.peer)
+        elif isinstance(event, StateSent):
+            if self.leading is not None:
+                self.leading.state_sent(event.learner)
         elif not isinstance(event, Start):
             raise TypeError(f"not a Zab event: {event!r}")
         return self._ready
