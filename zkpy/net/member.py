@@ -39,9 +39,11 @@ from zkpy.zab.events import (
     LOOKING,
     ConnectionLost,
     DiskState,
+    Heard,
     Message,
     Messages,
     Start,
+    StateSent,
     Tick,
     Vote,
     Wake,
@@ -134,6 +136,8 @@ class MemberServer(ZkServer):
             self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
                                      connect_window=cfg.init_limit * cfg.tick_time / 1000.0,
                                      snapshot_maker=self._snapshot_maker)
+            self.links.on_state_sent = lambda sid: self._step(StateSent(sid))
+            self.links.on_heard = lambda sid: self._step(Heard(sid))
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)
