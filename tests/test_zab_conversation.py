@@ -10,6 +10,7 @@ the SNAP stream and its framing are checked against ZooKeeper's layout.
 
 from __future__ import annotations
 
+import gc
 import struct
 import zlib
 from typing import Any
@@ -484,6 +485,7 @@ def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
     learner_reactor = MemoryReactorClock()
     _, proto = _learner(learner_reactor, got, heard)
     proto.dataReceived(wire[:first])
+    assert not gc.isenabled()  # a tree is being built: zkpy.net.heap
     proto.dataReceived(wire[first:first + 100])  # within the same second
     assert heard == [1] and got == []
     learner_reactor.advance(1.0)
@@ -492,6 +494,13 @@ def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
     proto.dataReceived(wire[first + 200:])
     assert [(s, p.type) for s, p in got] == [(1, m.SNAP)]
     assert got[0][1].data.tree.nodes.keys() == tree.nodes.keys()
+    assert gc.isenabled()
+
+    _, cut = _learner(MemoryReactorClock(), [], [])
+    cut.dataReceived(wire[:first])
+    assert not gc.isenabled()
+    cut.connectionLost(None)  # the leader went away mid-stream
+    assert gc.isenabled()
 
 
 def test_an_acl_newer_than_the_streamed_map_drops_that_learner(

@@ -48,6 +48,7 @@ from zope.interface import implementer
 
 from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
+from zkpy.net import heap
 from zkpy.net.peerauth import PeerSasl as _Sasl
 from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
 from zkpy.storage import snapbuild, snapstream
@@ -346,6 +347,7 @@ class _QuorumProtocol(protocol.Protocol):
                 if pkt.type == m.SNAP and self.outbound and not pkt.data:
                     self.snap = (pkt, snapstream.SnapStreamReader(),
                                  snapbuild.StreamBuilder(pkt.zxid))
+                    heap.hold()  # a whole tree is built: see zkpy.net.heap
                     continue
                 packets.append(pkt)
         except (m.PacketError, snapstream.SnapStreamError, SnapshotInvalid) as e:
@@ -359,6 +361,11 @@ class _QuorumProtocol(protocol.Protocol):
             self._heard()
         if not self.closed:
             del buf[:off]
+
+    def _snap_done(self) -> None:
+        if self.snap is not None:
+            self.snap = None
+            heap.release()
 
     def _heard(self) -> None:
         now = self.links.reactor.seconds()
@@ -375,7 +382,7 @@ class _QuorumProtocol(protocol.Protocol):
         builder.advance(buf, reader)
         if end is None:
             return None
-        self.snap = None
+        self._snap_done()
         snap = m.QuorumPacket(m.SNAP, head.zxid, builder.finish(buf[:end]), None)
         return snap, end
 
@@ -462,6 +469,7 @@ class _QuorumProtocol(protocol.Protocol):
             self.links.on_state_sent(self.sid)
 
     def abort(self) -> None:
+        self._snap_done()
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -485,6 +493,7 @@ class _QuorumProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        self._snap_done()
         self.links.lost(self)
 
 
