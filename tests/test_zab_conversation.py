@@ -476,8 +476,8 @@ def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
     reactor.advance(0)
     wire = transport.value()
     # The SNAP and the map before the first slice, each slice out before the next.
-    assert len(writes) == 3 and writes[0] > len(m.packet(m.SNAP, 0).encode())
-    assert writes[0] < writes[1] < writes[2] < len(wire)
+    assert len(writes) >= 3 and writes[0] > len(m.packet(m.SNAP, 0).encode())
+    assert writes == sorted(set(writes)) and writes[-1] < len(wire)
     first = writes[1]
 
     got: list = []
