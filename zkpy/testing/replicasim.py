@@ -72,6 +72,9 @@ class Sim:
         self.tokens: dict[frozenset[int], int] = {}
         self.cut: set[frozenset[int]] = set()
         self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
+        # Members whose process is stopped (``pause``): the events they would
+        # step wait here, in order, until ``resume``.
+        self.stopped: dict[int, list[ev.Event]] = {}
         self.local: deque[tuple[int, ev.Event]] = deque()
         self.delivered: list[tuple[int, int, m.QuorumPacket]] = []  # quorum packets, in order
         self.digests = DigestWitness()
@@ -103,7 +106,9 @@ class Sim:
 
     def step(self, i: int, event: ev.Event) -> None:
         member = self.members[i]
-        if member.up:
+        if i in self.stopped and member.up:
+            self.stopped[i].append(event)
+        elif member.up:
             member.replica.step(event, self.now)
             self.digests.see(i, member.core.tree)
 
@@ -112,6 +117,7 @@ class Sim:
         member = self.members[i]
         member.up = False
         member.pending.clear()
+        self.stopped.pop(i, None)
         for other in self.ids:
             if other != i:
                 self._drop_link(i, other)
@@ -125,6 +131,20 @@ class Sim:
         assert not self.members[i].up, f"member {i} is running"
         self._boot(i)
         self.step(i, ev.Start())
+        self.settle()
+
+    def pause(self, i: int) -> None:
+        """Stop ``i``'s process (SIGSTOP): no ticks, timers, disk syncs or steps;
+        what reaches it waits (its connections stay open, as TCP's do)."""
+        self.stopped.setdefault(i, [])
+
+    def resume(self, i: int, first: Callable[[], None] | None = None) -> None:
+        """Continue ``i``: ``first`` runs before anything that waited (say, a
+        client request its socket held), then the waiting events, in order."""
+        events = self.stopped.pop(i, [])
+        if first is not None:
+            first()
+        self.local.extendleft((i, e) for e in reversed(events))
         self.settle()
 
     def hold(self, i: int) -> None:
@@ -202,11 +222,11 @@ class Sim:
             moved = False
             for i in self.ids:
                 member = self.members[i]
-                if member.pending and member.up and not member.held:
+                if member.pending and member.up and not member.held and i not in self.stopped:
                     self.sync(i)
                     moved = True
             for link in sorted(self.links):  # a delivery may drop links: look each up again
-                if self.links.get(link) and link not in self.paused:
+                if self.links.get(link) and link not in self.paused and link[1] not in self.stopped:
                     self.deliver(*link)
                     moved = True
             for src, dst in sorted(self.ballots):
@@ -220,7 +240,7 @@ class Sim:
     def _timer(self, member: Member) -> int | None:
         """When a looking member's election (or read-only mode) wants a Wake
         (MemberServer._arm_election_timer)."""
-        if not member.up or member.peer.role != ev.LOOKING:
+        if not member.up or member.peer.role != ev.LOOKING or member.id in self.stopped:
             return None
         times = [t for t in (member.peer.election.next_deadline(),
                              member.replica.read_only.due()) if t is not None]
@@ -242,7 +262,7 @@ class Sim:
             if at >= self.next_tick:
                 self.next_tick += self.tick_time
                 for member in list(self.members.values()):
-                    if member.up:
+                    if member.up and member.id not in self.stopped:
                         self.step(member.id, ev.Tick())
                         member.core.tick(self.now)
                 self.settle()

@@ -105,6 +105,13 @@ class Revalidate:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadIndex:
+    """Leader only, with ``Peer.linear_reads``: a read point for our own clients,
+    given in ``Ready.read_points`` once a quorum confirmed we still lead
+    (``zkpy.zab.readindex``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Persisted:
     """Everything earlier Readies asked to persist is synced; the log ends at ``zxid``."""
 
@@ -119,7 +126,7 @@ class ConnectionLost:
 
 
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | Persisted | ConnectionLost)
+         | Revalidate | ReadIndex | Persisted | ConnectionLost)
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -188,6 +195,9 @@ class Ready:
     syncs: int = 0
     # Learner: the leader's answers to our REVALIDATEs, (session id, valid).
     revalidated: list[tuple[int, bool]] = field(default_factory=list)
+    # Leader with linear reads: how many of our ReadIndex requests are answered
+    # (each answers the oldest; the tree holds everything committed).
+    read_points: int = 0
     disconnect: list[int] = field(default_factory=list)
     roles: list[RoleChange] = field(default_factory=list)
     # Memberships that became active (a committed reconfig, the leader's
@@ -199,7 +209,7 @@ class Ready:
         return not (self.persist or self.send or self.send_after_persist or self.votes
                     or self.install or self.commit or self.requests or self.disconnect
                     or self.roles or self.pings or self.syncs or self.config
-                    or self.revalidated)
+                    or self.revalidated or self.read_points)
 
 
 @dataclass

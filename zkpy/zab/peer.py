@@ -35,6 +35,9 @@ API
     sync for the leader, sent as REQUEST with the session's auth ids);
     ``Revalidate(session_id, timeout)`` (learner: a client reconnects with
     this session; the leader's answer comes back in ``Ready.revalidated``);
+    ``ReadIndex()`` (leader with ``peer.linear_reads``: a read point for our
+    own clients, answered in ``Ready.read_points`` once a quorum confirmed
+    our leadership, ``zkpy.zab.readindex``);
     ``Persisted(zxid)`` (the adapter's word that all
     persist ops handed out so far are synced and the log ends at ``zxid``);
     ``ConnectionLost(peer)``. The returned Ready accumulates until ``advance()``.
@@ -62,7 +65,8 @@ Carrying out a Ready, in this order:
        COMMIT of the newest proposal); ``pings``: learners' PING payloads,
        the sessions they kept alive; ``syncs``: how many SYNCs a follower got,
        each answering its oldest waiting sync; ``revalidated``: the leader's
-       (session id, valid) answers to our REVALIDATEs.
+       (session id, valid) answers to our REVALIDATEs; ``read_points``: how
+       many ``ReadIndex`` requests are answered, oldest first.
     7. ``advance()``.
 
 Callbacks the adapter sets: ``peer.ping_data()`` (a follower's PING reply:
@@ -136,6 +140,7 @@ from zkpy.zab.events import (
     PersistOp,
     Propose,
     ProposeMany,
+    ReadIndex,
     Ready,
     Revalidate,
     RoleChange,
@@ -189,6 +194,9 @@ class Peer:
         self.revalidate: Callable[[int, int, int], bool] = lambda learner, sid, timeout: False
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
+        # linearizableReads: a leader confirms read points with a quorum
+        # (zkpy.zab.readindex); set before the first step.
+        self.linear_reads = False
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
@@ -237,6 +245,8 @@ class Peer:
             self._on_forward(event)
         elif isinstance(event, Revalidate):
             self._on_revalidate(event)
+        elif isinstance(event, ReadIndex):
+            self._on_read_index()
         elif isinstance(event, Persisted):
             self.durable_zxid = event.zxid
             if self.leading is not None:
@@ -500,6 +510,12 @@ class Peer:
         if self.following is None:
             raise NotLeader("no leader to revalidate the session with")
         self.send(self.following.leader, m.revalidate_request(event.session_id, event.timeout))
+
+    def _on_read_index(self) -> None:
+        lead = self.leading
+        if lead is None or not lead.established or lead.reads is None:
+            raise NotLeader("only an established leader with linear reads gives read points")
+        lead.reads.ask(self.my_id)
 
     def _on_lost(self, peer: int) -> None:
         self._early.pop(peer, None)
