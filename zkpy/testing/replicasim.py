@@ -166,12 +166,15 @@ class Sim:
         elif self._open(i, d):
             self.links.setdefault((i, d), deque()).append(pkt)
 
-    def _drop_link(self, a: int, b: int) -> None:
+    def _drop_link(self, a: int, b: int, votes: bool = True) -> None:
+        """Close the quorum connection a-b (and, unless ``votes`` is False, lose
+        the election notifications on their way: a crash or a cut)."""
         key = frozenset((a, b))
         self.tokens[key] = self.tokens.get(key, 0) + 1
         for link in ((a, b), (b, a)):
             self.links.pop(link, None)
-            self.ballots.pop(link, None)
+            if votes:
+                self.ballots.pop(link, None)
 
     def sync(self, i: int) -> None:
         """The disk of ``i`` syncs everything handed to it so far (as QuorumDisk._written)."""
@@ -313,7 +316,9 @@ class _SimLinks:
         return self.sim.tokens.get(frozenset((self.i, dest)), 0)
 
     def disconnect(self, dest: int) -> None:
-        self.sim._drop_link(self.i, dest)
+        # The election port has its own connections: a peer dropping its quorum
+        # connection (a leader stepping down) loses no votes.
+        self.sim._drop_link(self.i, dest, votes=False)
         self.sim.local.append((dest, ev.ConnectionLost(self.i)))
 
     def vote(self, dest: int, notification: Notification) -> None:
