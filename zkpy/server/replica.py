@@ -426,6 +426,11 @@ class Replica:
             return role + ("broadcast" if self.established else "synchronization")
         return "looking - election"
 
+    def read_rounds(self) -> int:
+        """linearizableReads: confirmation rounds this leadership completed."""
+        lead = self.peer.leading
+        return lead.reads.rounds_confirmed if lead is not None and lead.reads is not None else 0
+
     def learner_ids(self) -> list[int]:
         lead = self.peer.leading
         return sorted(lead.learners) if lead is not None else []
