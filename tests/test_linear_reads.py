@@ -334,3 +334,27 @@ def test_a_leader_without_the_setting_still_answers_a_read_point() -> None:
     (reply,) = b.replies()
     assert reply[0].xid == xid and value(reply) == b"v"
     assert len(read_point_requests(s, f.id)) == 1
+
+
+# -- sync, the baseline -----------------------------------------------------------------------
+
+
+def test_a_followers_answered_syncs_are_not_outstanding_writes() -> None:
+    """Found by bench/linreads.py: each client sync a follower forwarded stayed
+    counted in ``outstanding_writes`` after its SYNC came back, so past
+    globalOutstandingLimit syncs the follower stopped reading every client
+    with a request in flight (zkpy.net.clientport's throttle) until their
+    sessions expired."""
+    s = sim(False)
+    leader = s.leader()
+    f, _ = s.followers()
+    a = open_session(s, leader)
+    create(s, a, "/x", b"v")
+    b = open_session(s, f)
+    for _ in range(3):
+        xid = b.submit(Op.sync, S.SyncRequest("/x"))
+        s.settle()
+        assert [r[0].xid for r in b.replies()] == [xid]
+    assert f.core.outstanding_writes == 0
+    set_data(s, b, "/x", b"w")  # a forwarded write is counted until its commit
+    assert f.core.outstanding_writes == 0

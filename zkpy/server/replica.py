@@ -367,7 +367,9 @@ class Replica:
         req = self.syncs.popleft()
         if req is _READ_POINT:
             self._read_point_reached()
-        elif req.conn is not None:
+            return
+        self.core.outstanding_writes -= 1  # counted when ServerCore.submit forwarded it
+        if req.conn is not None:
             req.conn.synced(req)
 
     def _touch_report(self) -> bytes | None:
