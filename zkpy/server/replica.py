@@ -42,7 +42,7 @@ from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
-from zkpy.storage.snapshot import parse_snapshot
+from zkpy.storage.snapshot import newest_change, parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
 from zkpy.zab.events import (
@@ -395,7 +395,10 @@ class Replica:
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
-        tree, sessions = parse_snapshot(data, zxid, trailer=False)  # a SNAP: no trailer
+        tree, sessions = parse_snapshot(data, zxid, trailer=None)  # a SNAP: a trailer if any
+        if tree.digests.target is None:
+            # Streamed: it may be fuzzy up to the newest change its nodes record.
+            tree.digests.fuzzy_until(newest_change(tree))
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))
