@@ -131,6 +131,8 @@ class Replica:
             self._commit(zxid, txn)
         for src, data, auth in ready.requests:
             self._learner_request(src, data, auth)
+        if ready.requests:
+            self.flush()  # proposed before Zab decides a sync behind them (Ready.resume)
         for src, data in ready.pings:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):

@@ -34,7 +34,16 @@ from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from zkpy.zab.election import Notification
-from zkpy.zab.events import Event, Message, NotLeader, Persisted, PersistOp, Ready, RoleChange
+from zkpy.zab.events import (
+    Event,
+    Message,
+    Messages,
+    NotLeader,
+    Persisted,
+    PersistOp,
+    Ready,
+    RoleChange,
+)
 from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.messages import QuorumPacket
 from zkpy.zab.peer import Peer
@@ -115,6 +124,7 @@ class Driver:
         self.now = 0
         self._own: deque[QuorumPacket] = deque()  # messages to ourselves, not yet stepped
         self._depth = 0
+        self._cuts: list[int] = []  # peers disconnected in this step (``resume``)
 
     @property
     def my_id(self) -> int:
@@ -134,10 +144,18 @@ class Driver:
                 self._carry_out(ready)
                 raise
             self.peer.advance()
+            cuts = len(self._cuts)
             self._carry_out(ready)
         finally:
             self._depth -= 1
+        if ready.resume is not None:
+            # The rest of a batch the peer cut (Peer._order_breaks), now that the
+            # application has had this Ready; not if its connection was dropped.
+            src, rest = ready.resume
+            if src not in self._cuts[cuts:]:
+                self.step(Messages(src, rest), self.now)
         if self._depth == 0:
+            self._cuts.clear()
             while self._own:
                 self.step(Message(self.my_id, self._own.popleft()), self.now)
 
@@ -159,6 +177,7 @@ class Driver:
             links.configure(config)
         for sid in ready.disconnect:
             links.disconnect(sid)
+            self._cuts.append(sid)
         if ready.persist or ready.send_after_persist:
             me = self.my_id
             after = [(dest, pkt, None if dest == me else links.token(dest))

@@ -204,12 +204,16 @@ class Ready:
     # NEWLEADER, the first leader stamping its version), oldest first: the
     # adapter updates its addresses and config files before sending anything.
     config: list[Any] = field(default_factory=list)
+    # The rest of a Messages batch, cut where this Ready could not keep its
+    # order (Peer._order_breaks): step it as Messages once this Ready is
+    # carried out (the driver does).
+    resume: tuple[int, list[QuorumPacket]] | None = None
 
     def empty(self) -> bool:
         return not (self.persist or self.send or self.send_after_persist or self.votes
                     or self.install or self.commit or self.requests or self.disconnect
                     or self.roles or self.pings or self.syncs or self.config
-                    or self.revalidated or self.read_points)
+                    or self.revalidated or self.read_points or self.resume is not None)
 
 
 @dataclass

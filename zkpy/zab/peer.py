@@ -61,13 +61,16 @@ Carrying out a Ready, in this order:
        ``commit``: (zxid, txn) pairs in zxid order, to apply to the tree
        (ServerCore.commit); ``requests``: (src, data, auth) of REQUEST
        packets a leader received from its learners, for its ServerCore to
-       prepare and propose (a sync is answered by Zab itself: SYNC after the
-       COMMIT of the newest proposal); ``pings``: learners' PING payloads,
+       prepare and propose before ``on_ready`` returns (a sync is answered by
+       Zab itself: SYNC after the COMMIT of the newest proposal, the writes
+       of the requests before it included); ``pings``: learners' PING payloads,
        the sessions they kept alive; ``syncs``: how many SYNCs a follower got,
        each answering its oldest waiting sync; ``revalidated``: the leader's
        (session id, valid) answers to our REVALIDATEs; ``read_points``: how
        many ``ReadIndex`` requests are answered, oldest first.
-    7. ``advance()``.
+    7. ``advance()``, then ``resume``: the rest of a ``Messages`` batch that
+       this step left for the next (stepped as ``Messages`` at once, unless
+       the connection it came on was dropped meanwhile).
 
 Callbacks the adapter sets: ``peer.ping_data()`` (a follower's PING reply:
 the sessions its clients touched) and ``peer.revalidate(learner, session_id,
@@ -159,6 +162,10 @@ __all__ = ["Peer", "NotLeader"]
 
 def _no_snapshot() -> bytes:
     raise RuntimeError("this peer was built without a snapshot_source")
+
+
+# What a learner applies when it gets it (Peer._order_breaks).
+_APPLIED = frozenset({m.COMMIT, m.COMMITANDACTIVATE, m.INFORM, m.INFORMANDACTIVATE})
 
 
 class Peer:
@@ -441,13 +448,36 @@ class Peer:
         following = self.following
         if following is not None:
             following.deferring = True
-        disconnected = self._ready.disconnect
-        for pkt in packets:
+        ready = self._ready
+        disconnected = ready.disconnect
+        for i, pkt in enumerate(packets):
             if src in disconnected:
                 break  # we dropped the connection: what followed on it is lost
+            if i and self._order_breaks(ready, pkt):
+                ready.resume = (src, packets[i:])
+                break
             self._on_message(src, pkt)
         if following is not None and self.following is following:
             following.catch_up()
+
+    def _order_breaks(self, ready: Ready, pkt: m.QuorumPacket) -> bool:
+        """Would handling ``pkt`` in this step put its effect out of order? The
+        Ready keeps no order between its kinds of output, so the batch is cut
+        there and the rest waits for the next step (``Ready.resume``):
+
+        - a leader: a learner's sync (or read point) behind requests of this
+          step. Their writes are proposed only when the application has this
+          Ready; decided now, the sync would find nothing in flight, and its
+          SYNC would overtake their COMMITs (Leader.processSync runs in the
+          request pipeline, after the proposals of the requests before it).
+        - a learner: a COMMIT (INFORM) after a SYNC. The commits of a Ready
+          are applied before its SYNCs answer their clients: a later write of
+          a session would be answered before the session's sync.
+        """
+        if self.leading is not None:
+            return (bool(ready.requests) and pkt.type == m.REQUEST
+                    and m.request_type(pkt.data) == m.OP_SYNC)
+        return ready.syncs > 0 and pkt.type in _APPLIED
 
     def _on_message(self, src: int, pkt: m.QuorumPacket) -> None:
         if self.leading is not None:

@@ -1,0 +1,104 @@
+"""A session's sync is answered in its order among the session's writes,
+when the quorum packets that carry them arrive in one read.
+
+``zkpy.net.peerlinks`` steps what one read of a quorum connection brought as
+one ``Messages`` event, and a Ready keeps no order between its kinds of
+output, so ``Peer`` cuts a batch where the order would break (``Ready.resume``).
+Each scenario pauses one link so that the packets pile up, then hands them
+over as peerlinks does; with and without ``linearizableReads`` (a client's
+sync goes to the leader as a read point then, with the same ordering duty).
+ZooKeeper answers these in order: the leader's sync goes through the request
+pipeline behind the writes before it (ProposalRequestProcessor), and a
+follower's CommitProcessor takes SYNCs and COMMITs in arrival order.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_replica import create, open_session
+
+from zkpy.jute import schema as S
+from zkpy.jute.protocol import Op
+from zkpy.testing.replicasim import Sim
+from zkpy.zab import events as ev
+from zkpy.zab import messages as m
+from zkpy.zab.peer import Peer
+
+
+def sim(linear: bool) -> Sim:
+    s = Sim(3, settings={"linear_reads": linear})
+    s.wait_stable()
+    return s
+
+
+def in_one_read(s: Sim, src: int, dst: int) -> list[m.QuorumPacket]:
+    """Unpause ``src -> dst`` and deliver what waited on it as one Messages."""
+    packets = list(s.links[(src, dst)])
+    s.links[(src, dst)].clear()
+    s.paused.discard((src, dst))
+    s.step(dst, ev.Messages(src, packets))
+    s.settle()
+    return packets
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_the_leader_reads_a_write_and_a_sync_together(linear: bool) -> None:
+    """A follower forwards a session's setData, then its sync; the leader reads
+    both at once. The write is proposed only once the core has the Ready; the
+    sync must wait for it all the same, or its SYNC overtakes the COMMIT and
+    the follower answers the sync before the write."""
+    s = sim(linear)
+    leader = s.leader()
+    f, _ = s.followers()
+    a = open_session(s, leader)
+    create(s, a, "/x", b"0")
+    b = open_session(s, f)
+    s.paused.add((f.id, leader.id))
+    w = b.submit(Op.setData, S.SetDataRequest("/x", b"1", -1))
+    y = b.submit(Op.sync, S.SyncRequest("/x"))
+    s.settle()
+    assert [p.type for p in in_one_read(s, f.id, leader.id)] == [m.REQUEST, m.REQUEST]
+    replies = b.replies()
+    assert [r[0].xid for r in replies] == [w, y]
+    assert all(r[0].err == 0 for r in replies)
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_a_follower_reads_a_sync_and_a_later_commit_together(linear: bool) -> None:
+    """A session's sync, then its setData: the leader answers the sync at once,
+    then proposes and (with the other follower) commits the write. The first
+    follower reads the SYNC, the PROPOSAL and the COMMIT at once: the sync is
+    answered first, though the batch's commits are applied in one run."""
+    s = sim(linear)
+    leader = s.leader()
+    f, _ = s.followers()
+    a = open_session(s, leader)
+    create(s, a, "/x", b"0")
+    b = open_session(s, f)
+    s.paused.add((leader.id, f.id))
+    y = b.submit(Op.sync, S.SyncRequest("/x"))
+    w = b.submit(Op.setData, S.SetDataRequest("/x", b"1", -1))
+    s.settle()
+    assert b.replies() == []
+    types = [p.type for p in in_one_read(s, leader.id, f.id)]
+    assert m.SYNC in types and types.index(m.SYNC) < types.index(m.COMMIT), types
+    replies = b.replies()
+    assert [r[0].xid for r in replies] == [y, w]
+    assert all(r[0].err == 0 for r in replies)
+
+
+def test_a_leader_cuts_a_batch_at_a_sync_behind_requests() -> None:
+    """The Zab level alone: what comes from the sync on is left for the next
+    step, and what comes before it is handled in this one."""
+    s = sim(False)
+    leader = s.leader()
+    f, _ = s.followers()
+    peer: Peer = leader.peer
+    write = m.QuorumPacket(m.REQUEST, -1, m.request_data(
+        5, 1, Op.setData, S.SetDataRequest("/x", b"", -1).encode()), [])
+    sync = m.QuorumPacket(m.REQUEST, -1, m.request_data(5, 2, Op.sync,
+                                                        S.SyncRequest("/x").encode()), [])
+    ready = peer.step(ev.Messages(f.id, [sync, write, sync, write]), s.now)
+    assert [d for _, d, _ in ready.requests] == [write.data]
+    assert ready.resume == (f.id, [sync, write])
+    assert ready.send == [(f.id, m.packet(m.SYNC, 0))]  # the first: nothing before it
