@@ -407,8 +407,10 @@ class ServerCore:
         return self.tree.last_zxid
 
     def sync_is_local(self) -> bool:
-        """A sync is answered here, in session order (nobody is ahead of us)."""
-        return self.rules.syncs is Route.LOCAL
+        """A sync is answered here, in session order (nobody is ahead of us; or,
+        with linearizableReads, once a read point is applied, like a read)."""
+        gate = self.read_gate
+        return self.rules.syncs is Route.LOCAL or (gate is not None and gate.active)
 
     def outstanding(self) -> int:
         return sum(len(c.pending) for c in self.connections.values())

@@ -28,7 +28,11 @@ everything before it is answered. A write (or auth, or a sync sent to the
 leader) that comes after a read still waiting is not routed until that read is
 answered (``defer``): otherwise it could commit, and be applied, before the
 read is answered, and the read would see a later write of its own session.
-Reads after it join the queue as usual.
+Reads after it join the queue as usual. A client's sync is such a read on
+every member (``ServerCore.sync_is_local``): a follower does not forward it,
+so the SYNC that answers it cannot be overtaken by the COMMIT of a write the
+session sent after it, and the read point gives it what ZooKeeper's sync
+promises (everything committed before it is applied here).
 
 Where linearizability is not promised: a standalone server needs nothing
 (it alone decides what is committed); read-only mode (``readonlymode.enabled``)

@@ -439,12 +439,15 @@ class Leading:
     def _read_point_request(self, sid: int, data: bytes | None) -> None:
         """A learner's sync with linear reads: a read point (session id 0, what
         zkpy.server.linear_reads sends for a batch of reads) waits for a
-        confirmation round only; a client's sync also for the newest proposal
-        in flight, as ``_sync_request``."""
+        confirmation round only; a client's sync for the newest proposal in
+        flight only, as ``_sync_request``, in order with the learner's read
+        points (``zkpy.zab.readindex``)."""
         assert self.reads is not None
-        session = m.request_head(data)[0]
+        if m.request_head(data)[0] == 0:
+            self.reads.ask(sid)
+            return
         outstanding = self.outstanding
-        self.reads.ask(sid, outstanding[-1] if outstanding and session != 0 else 0)
+        self.reads.ask(sid, outstanding[-1] if outstanding else 0, confirm=False)
 
     def followers(self) -> list[int]:
         """The learners that get proposals (syncing or synced followers)."""

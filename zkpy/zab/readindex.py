@@ -20,6 +20,12 @@ answers it once
 2. for a client's own sync (a session id other than 0), the newest proposal
    in flight when it arrived has committed too (Leader.processSync, as today).
 
+A client's sync from a learner (an Apache ZooKeeper member, or a zkpy member
+without the setting; a zkpy member with it sends read points instead) waits
+for that commit and for the learner's earlier requests, not for a round: its
+SYNC must leave before the COMMIT of a write the same session sent after it,
+which a round could let overtake it (Leader.processSync's own order).
+
 The answer is ``Ready.read_points`` for our own clients (the tree already
 holds everything committed) and a SYNC for a learner: it leaves after the
 COMMITs (or INFORMs) of everything committed so far on the same FIFO
@@ -70,8 +76,13 @@ class ReadRounds:
 
     # -- requests --------------------------------------------------------------------
 
-    def ask(self, dest: int, commit: int = 0) -> None:
-        """A read point for ``dest`` (our own id for our clients)."""
+    def ask(self, dest: int, commit: int = 0, confirm: bool = True) -> None:
+        """A read point for ``dest`` (our own id for our clients); without
+        ``confirm``, only ``commit`` (a client's sync) and ``dest``'s order."""
+        if not confirm:
+            self.waiters.append(_Waiter(0, commit, dest))
+            self.answer()
+            return
         self.waiters.append(_Waiter(self.started + 1, commit, dest))
         if self.confirmed == self.started:
             self._start_round()
@@ -129,7 +140,8 @@ class ReadRounds:
         self.rounds_confirmed += best - self.confirmed
         self.confirmed = best
         self.answer()
-        if self.waiters and self.confirmed == self.started:
+        if self.confirmed == self.started and any(w.round > self.confirmed
+                                                   for w in self.waiters):
             self._start_round()  # the requests that came during the round just done
 
     # -- answers ---------------------------------------------------------------------
