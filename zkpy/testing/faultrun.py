@@ -2,9 +2,10 @@
 
 ``run(seed, linear=...)`` starts a ``zkpy.testing.replicasim.Sim`` (with
 ``linearizableReads`` on or off), creates a few keys, and lets clients issue
-getData and setData (unique values) on them, one request at a time each,
-through whichever member they are connected to, while faults come and go,
-all drawn from one seeded ``random.Random``:
+getData and setData (unique values) on them, one request at a time each
+(with ``sync_ratio``, some with a sync of their key pipelined before or after
+them), through whichever member they are connected to, while faults come and
+go, all drawn from one seeded ``random.Random``:
 
 At most ``max_faults`` at a time, each healed after 2 to 12 steps:
 
@@ -22,7 +23,9 @@ the client sees (answers are looked at after the ensemble settles, so an
 interval is never narrower than the real one). A write whose connection
 breaks before its answer has no end (it may or may not have happened); a read
 that fails is left out; a client whose connection breaks reconnects to some
-member with a new session. ``FaultRun.result`` is the checker's verdict.
+member with a new session. ``FaultRun.result`` is the checker's verdict;
+``FaultRun.disorder`` lists every answer that overtook an older request of
+its session (ZooKeeper answers a session in order).
 
 Deterministic: the same seed gives the same run.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +74,8 @@ class _Client:
         self.closed = True
         self.open = False
         self.xid = 0
-        self.request: _Request | None = None
+        # What is in flight, oldest first: (xid, the request; None for a sync).
+        self.inflight: deque[tuple[int, _Request | None]] = deque()
         self.writes = 0
 
     # -- the connection --------------------------------------------------------------
@@ -106,6 +111,20 @@ class _Client:
         self.conn.receive(data, self.run.sim.now)
         self.conn.core.flush()
 
+    def _answered(self, xid: int) -> _Request | None:
+        """Take ``xid`` off what is in flight; an answer that overtook an older
+        request of the session is recorded as disorder."""
+        ahead: list[int] = []
+        for i, (x, req) in enumerate(self.inflight):
+            if x == xid:
+                del self.inflight[i]
+                if ahead:
+                    self.run.disorder.append((self.cid, xid, ahead))
+                return req
+            ahead.append(x)
+        self.run.disorder.append((self.cid, xid, ahead))  # never asked: as bad
+        return None
+
     def frames(self) -> list[bytes]:
         out = []
         while len(self.unread) >= 4:
@@ -119,20 +138,34 @@ class _Client:
     # -- requests --------------------------------------------------------------------
 
     def issue(self, rng: random.Random) -> None:
+        """One read or write; sometimes with a sync of its key pipelined before
+        or after it (whose answer must keep its place: ``FaultRun.disorder``)."""
         run = self.run
         key = rng.choice(run.keys)
+        sync = rng.random() < run.sync_ratio
+        after = sync and rng.random() < 0.5
+        if sync and not after:
+            self._sync(key)
         self.xid += 1
         if rng.random() < run.read_ratio:
             req = _Request(self.xid, lin.READ, key, b"", run.tick())
-            self.send(_frame(S.RequestHeader(self.xid, OpCode.getData),
-                             S.GetDataRequest(key, False)))
+            frame = _frame(S.RequestHeader(self.xid, OpCode.getData),
+                           S.GetDataRequest(key, False))
         else:
             self.writes += 1
             value = f"c{self.cid}-{self.writes}".encode()
             req = _Request(self.xid, lin.WRITE, key, value, run.tick())
-            self.send(_frame(S.RequestHeader(self.xid, OpCode.setData),
-                             S.SetDataRequest(key, value, -1)))
-        self.request = req
+            frame = _frame(S.RequestHeader(self.xid, OpCode.setData),
+                           S.SetDataRequest(key, value, -1))
+        self.inflight.append((self.xid, req))
+        self.send(frame)
+        if after:
+            self._sync(key)
+
+    def _sync(self, key: str) -> None:
+        self.xid += 1
+        self.inflight.append((self.xid, None))
+        self.send(_frame(S.RequestHeader(self.xid, OpCode.sync), S.SyncRequest(key)))
 
     def collect(self) -> None:
         """Look at what arrived: the session's answer, the request's answer, a close."""
@@ -142,19 +175,21 @@ class _Client:
                 self.open = resp.sessionId != 0
                 continue
             hdr, off = decode(S.ReplyHeader, data)
-            req = self.request
-            if hdr.xid < 0 or req is None or hdr.xid != req.xid:
+            if hdr.xid < 0:
                 continue  # a watch event or ping: none are asked for
-            self.request = None
+            req = self._answered(hdr.xid)
+            if req is None:
+                continue  # a sync's answer
             if hdr.err != 0:
                 continue  # a failed read returned nothing; a failed write did nothing
             value = (decode_all(S.GetDataResponse, data[off:]).data
                      if req.kind == lin.READ else req.value)
             self.run.record(self.cid, req, value, self.run.tick())
         if self.closed and self.member is not None:
-            req, self.request = self.request, None
-            if req is not None and req.kind == lin.WRITE:
-                self.run.record(self.cid, req, req.value, None)  # it may have happened
+            for _, req in self.inflight:
+                if req is not None and req.kind == lin.WRITE:
+                    self.run.record(self.cid, req, req.value, None)  # it may have happened
+            self.inflight.clear()
             self.member = None
             self.open = False
 
@@ -170,9 +205,16 @@ class FaultRun:
     steps: int = 400
     fault_rate: float = 0.15
     max_faults: int = 2
+    sync_ratio: float = 0.0  # requests with a sync pipelined before or after them
+    # Quorum packets that wait on a link are stepped as one read (Messages), as
+    # zkpy.net.peerlinks steps them, where the Ready must keep their order.
+    batch_reads: bool = False
     history: list[lin.Op] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
     result: lin.Result | None = None
+    # Answers that came out of their session's order: (client, xid answered,
+    # the xids in flight ahead of it). ZooKeeper answers a session in order.
+    disorder: list[tuple[int, int, list[int]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -180,6 +222,7 @@ class FaultRun:
         self.held: dict[int, list[tuple[_Client, bytes]]] = {}
         self.active: list[tuple[str, Any, int]] = []  # (kind, member or link, heal at step)
         self.sim = Sim(self.size, settings={"linear_reads": self.linear})
+        self.sim.batch_reads = self.batch_reads
         self.sim.wait_stable()
         self._create_keys()
         self.pool = [_Client(self, i) for i in range(self.clients)]
@@ -227,7 +270,7 @@ class FaultRun:
         if client.member is None:
             down = {f[1] for f in self.active if f[0] == "kill"}
             client.connect(rng.choice([i for i in self.sim.ids if i not in down]))
-        elif client.open and client.request is None and rng.random() < 0.7:
+        elif client.open and not client.inflight and rng.random() < 0.7:
             client.issue(rng)
 
     def _collect(self) -> None:

@@ -77,6 +77,9 @@ class Sim:
         self.stopped: dict[int, list[ev.Event]] = {}
         self.local: deque[tuple[int, ev.Event]] = deque()
         self.delivered: list[tuple[int, int, m.QuorumPacket]] = []  # quorum packets, in order
+        # ``settle`` hands over everything waiting on a link as one Messages, as
+        # zkpy.net.peerlinks steps one read (else one Message per packet).
+        self.batch_reads = False
         self.digests = DigestWitness()
         self.disks = {i: MemDisk() for i in self.ids}
         self.members: dict[int, Member] = {}
@@ -212,6 +215,16 @@ class Sim:
         self._run_local()
         return pkt
 
+    def deliver_read(self, src: int, dst: int) -> list[m.QuorumPacket]:
+        """Deliver everything waiting on the link src -> dst as one read (Messages)."""
+        link = self.links[(src, dst)]
+        packets = list(link)
+        link.clear()
+        self.delivered.extend((src, dst, pkt) for pkt in packets)
+        self.step(dst, ev.Messages(src, packets))
+        self._run_local()
+        return packets
+
     def _run_local(self) -> None:
         while self.local:
             i, event = self.local.popleft()
@@ -230,7 +243,10 @@ class Sim:
                     moved = True
             for link in sorted(self.links):  # a delivery may drop links: look each up again
                 if self.links.get(link) and link not in self.paused and link[1] not in self.stopped:
-                    self.deliver(*link)
+                    if self.batch_reads:
+                        self.deliver_read(*link)
+                    else:
+                        self.deliver(*link)
                     moved = True
             for src, dst in sorted(self.ballots):
                 if notes := self.ballots.get((src, dst)):
