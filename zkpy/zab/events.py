@@ -125,8 +125,18 @@ class ConnectionLost:
     peer: int
 
 
+@dataclass(frozen=True, slots=True)
+class StateSent:
+    """The links sent ``learner`` the state a SNAP without data asked for (the
+    stream left our buffers). ZooKeeper's LearnerHandler writes the snapshot
+    before it waits initLimit for the ACK of NEWLEADER, so neither walking a big
+    tree nor sending it counts against the learner: the wait starts now."""
+
+    learner: int
+
+
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | ReadIndex | Persisted | ConnectionLost)
+         | Revalidate | ReadIndex | Persisted | ConnectionLost | StateSent)
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -175,6 +185,7 @@ class RoleChange:
     leader: int | None
     epoch: int
     established: bool
+    reason: str = ""  # why the peer looks again (for the log)
 
 
 @dataclass
@@ -199,6 +210,7 @@ class Ready:
     # (each answers the oldest; the tree holds everything committed).
     read_points: int = 0
     disconnect: list[int] = field(default_factory=list)
+    why: dict[int, str] = field(default_factory=dict)  # a disconnect's reason, for the log
     roles: list[RoleChange] = field(default_factory=list)
     # Memberships that became active (a committed reconfig, the leader's
     # NEWLEADER, the first leader stamping its version), oldest first: the
