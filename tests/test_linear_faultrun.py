@@ -76,6 +76,8 @@ def test_every_kind_of_fault_happens() -> None:
     assert set(seen) == {"kill", "pause", "partition", "lag"}, seen
 
 
-def test_a_run_replays_exactly() -> None:
-    a, b = faultrun.run(3, True, steps=150), faultrun.run(3, True, steps=150)
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_run_replays_exactly(batch: bool) -> None:
+    kw = {"batch_reads": True, "sync_ratio": 0.3} if batch else {}
+    a, b = faultrun.run(3, True, steps=150, **kw), faultrun.run(3, True, steps=150, **kw)
     assert a.history == b.history and a.faults == b.faults
