@@ -144,3 +144,31 @@ def test_a_learners_client_sync_does_not_wait_for_a_read_round() -> None:
     assert [h.xid for h, _ in a.replies()] == [r]
     in_one_read(s, leader.id, f.id)
     assert [h.xid for h, _ in b.replies()] == [y, w]
+
+
+def test_a_read_cut_many_times() -> None:
+    """A read that holds many write+sync pairs is cut at every sync (on the
+    leader), and one that holds their COMMITs and SYNCs at every COMMIT after
+    a SYNC (on the follower): the rest is stepped in a loop, not by recursion
+    (a 64 KiB read holds thousands of packets), and every answer keeps its
+    place."""
+    s = sim("plain")
+    leader = s.leader()
+    f, _ = s.followers()
+    a = open_session(s, leader)
+    create(s, a, "/x", b"0")
+    b = open_session(s, f)
+    s.paused.add((f.id, leader.id))
+    xids = []
+    for i in range(1500):
+        xids.append(b.submit(Op.setData, S.SetDataRequest("/x", b"%d" % i, -1)))
+        xids.append(b.submit(Op.sync, S.SyncRequest("/x")))
+    s.settle()
+    s.paused.add((leader.id, f.id))
+    assert len(in_one_read(s, f.id, leader.id)) == 3000
+    assert b.replies() == []
+    types = [p.type for p in in_one_read(s, leader.id, f.id)]
+    assert types.count(m.SYNC) == 1500 and types.count(m.COMMIT) == 1500, types[:8]
+    replies = b.replies()
+    assert [h.xid for h, _ in replies] == xids
+    assert all(h.err == 0 for h, _ in replies)

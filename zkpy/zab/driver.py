@@ -133,6 +133,17 @@ class Driver:
 
     def step(self, event: Event, now: int) -> None:
         self.now = max(self.now, now)
+        more: Event | None = event
+        while more is not None:  # a loop: one read may be cut thousands of times
+            more = self._step(more)
+        if self._depth == 0:
+            self._cuts.clear()
+            while self._own:
+                self.step(Message(self.my_id, self._own.popleft()), self.now)
+
+    def _step(self, event: Event) -> Event | None:
+        """One step carried out; then the rest of a batch the peer cut there
+        (Peer._order_breaks), unless its connection was dropped meanwhile."""
         self._depth += 1
         try:
             try:
@@ -149,16 +160,10 @@ class Driver:
             self._carry_out(ready)
         finally:
             self._depth -= 1
-        if ready.resume is not None:
-            # The rest of a batch the peer cut (Peer._order_breaks), now that the
-            # application has had this Ready; not if its connection was dropped.
-            src, rest = ready.resume
-            if src not in self._cuts[cuts:]:
-                self.step(Messages(src, rest), self.now)
-        if self._depth == 0:
-            self._cuts.clear()
-            while self._own:
-                self.step(Message(self.my_id, self._own.popleft()), self.now)
+        if ready.resume is None:
+            return None
+        src, rest = ready.resume
+        return None if src in self._cuts[cuts:] else Messages(src, rest)
 
     def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
         """The disk synced a batch: release what waited for it, then say so."""
