@@ -38,6 +38,7 @@ from zkpy.zab.events import (
     LOOKING,
     ConnectionLost,
     DiskState,
+    Heard,
     Message,
     Messages,
     Start,
@@ -118,6 +119,7 @@ class MemberServer(ZkServer):
                                      connect_window=cfg.init_limit * cfg.tick_time / 1000.0,
                                      snapshot_maker=self._snapshot_maker)
             self.links.on_state_sent = lambda sid: self._step(StateSent(sid))
+            self.links.on_heard = lambda sid: self._step(Heard(sid))
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)
