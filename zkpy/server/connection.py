@@ -30,6 +30,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
 from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
+from zkpy.server.linear_reads import LINEAR_OPS, LinearRead
 from zkpy.server.metrics import NS_PER_MS, Summary
 from zkpy.server.prep import Request
 from zkpy.server.replies import write_reply
@@ -66,8 +67,13 @@ class Connection:
         self.state = "new"  # new -> connecting -> open -> closing -> closed
         self.old_client = False
         # Requests waiting behind a write of this session: writes, reads (xid, op,
-        # body, arrival ms) and queued reply frames.
-        self.pending: deque[Request | tuple[int, int, Any, int]] = deque()
+        # body, arrival ms), linearizable reads and queued reply frames.
+        self.pending: deque[Request | tuple[int, int, Any, int] | LinearRead] = deque()
+        # linearizableReads: reads in ``pending`` waiting for their read point, and
+        # the frames kept from routing until they are answered (zkpy.server.linear_reads),
+        # with the time each arrived.
+        self.unanswered = 0
+        self.deferred: list[tuple[bytes, int]] = []
         self.early: list[tuple[bytes, int]] = []  # (frame, arrival ms) before the session
         self.close_pending = False
         self.released = 0  # reads released behind this session's writes (commit stage)
@@ -210,8 +216,12 @@ class Connection:
     # -- requests ---------------------------------------------------------------
 
     def read(self, xid: int, op: int, body: Any, now: int) -> None:
-        """Answer a read now, or behind this connection's pending requests."""
-        if self.pending:
+        """Answer a read now, or behind this connection's pending requests (with
+        linearizable reads, once its read point is reached)."""
+        gate = self.core.read_gate
+        if gate is not None and gate.active and op in LINEAR_OPS:
+            gate.hold(self, xid, op, body, now)
+        elif self.pending:
             self.pending.append((xid, op, body, now))
             self.metrics.reads_waiting += 1
         else:
@@ -291,6 +301,13 @@ class Connection:
             head = pending[0]
             if isinstance(head, Request):
                 return
+            if isinstance(head, LinearRead):
+                if not head.ready:
+                    return
+                pending.popleft()
+                self.unanswered -= 1
+                self._read(head.xid, head.op, head.body, self.core.now, head.arrived)
+                continue
             pending.popleft()
             if isinstance(head, bytes):
                 self.queue(head)
@@ -300,6 +317,22 @@ class Connection:
                 self.metrics.reads_waiting -= 1
                 self.released += 1
                 self._read(xid, op, body, self.core.now, arrived)
+        if self.deferred and not self.unanswered:
+            self._replay()
+
+    def read_point_reached(self, read: LinearRead) -> None:
+        """``read``'s read point is applied: answer it if nothing is ahead of it."""
+        if self.state != "closed" and self.pending and self.pending[0] is read:
+            self._drain()
+
+    def _replay(self) -> None:
+        """Route the frames kept while reads waited (``routing`` keeps the rest
+        again if a read of theirs waits in turn)."""
+        frames, self.deferred = self.deferred, []
+        for frame, arrived in frames:
+            if self.state in ("closing", "closed"):
+                return
+            routing.route(self.core, self, frame, arrived)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
         """A reply the final processor does not send (auth, refusals): in order."""
