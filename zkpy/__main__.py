@@ -237,6 +237,9 @@ def _serve(cfg: ServerConfig) -> int:
              else f"server {cfg.my_id} of an ensemble of {len(cfg.servers)} (initLimit="
                   f"{cfg.init_limit}, syncLimit={cfg.sync_limit})",
              cfg.tick_time, cfg.data_dir, cfg.min_session_timeout, cfg.max_session_timeout)
+    from zkpy import accel
+
+    log.info("%s", accel.describe())
 
     # Twisted's own SIGTERM/SIGINT handling: it also arms a wakeup fd, so a
     # signal that lands on one of the log threads still wakes the reactor at once.

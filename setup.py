@@ -1,0 +1,18 @@
+"""Everything but the optional accelerator is declared in setup.cfg.
+
+``ZKPY_MYPYC=1 pip install --no-build-isolation .`` also compiles the hot modules of
+the pure core with mypyc (see zkpy/build_accel.py); without it the package is pure
+Python.
+"""
+
+import os
+
+from setuptools import setup
+
+ext_modules = []
+if os.environ.get("ZKPY_MYPYC", "") not in ("", "0"):
+    from zkpy.build_accel import extensions
+
+    ext_modules = extensions()
+
+setup(ext_modules=ext_modules)
