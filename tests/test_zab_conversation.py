@@ -20,6 +20,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zkpy.jute import schema as S
 from zkpy.net.peerlinks import QuorumLinks
 from zkpy.storage import snapstream
+from zkpy.storage.snapbuild import BuiltSnapshot
 from zkpy.storage.snapshot import parse_snapshot, snapshot_bytes
 from zkpy.tree.datatree import DataTree
 from zkpy.zab import membership
@@ -375,6 +376,30 @@ def test_a_snap_is_streamed_and_read_back_as_one_packet() -> None:
     received = got[0][1]
     assert received.zxid == snap.zxid
     assert parse_snapshot(received.data, snap.zxid, trailer=False)[0].nodes.keys() == tree.nodes.keys()
+    # Built while it came in: the replica installs this tree, parsing nothing again.
+    assert isinstance(received.data, BuiltSnapshot)
+    assert received.data.tree.nodes.keys() == tree.nodes.keys()
+    assert received.data.sessions == sessions
+
+
+def test_a_snap_stream_that_is_no_tree_closes_that_connection() -> None:
+    tree = DataTree()
+    acl = [S.ACL(31, S.Id("world", "anyone"))]
+    for i, path in enumerate(["/a", "/a/b"], 1):
+        tree.apply(S.TxnHeader(0x55, i, m.make_zxid(1, i), i, 1),
+                   S.CreateTxn(path, b"", acl, False, 0))
+    stream = snapstream.stream_of(snapshot_bytes(tree, {}))
+    at = stream.index(struct.pack(">i", 2) + b"/a")
+    broken = stream[:at + 4] + b"/q" + stream[at + 6:]  # "/a/b" has no parent now
+    got: list = []
+    reactor = MemoryReactorClock()
+    learner_side = _links(2, got, reactor)
+    learner_side.send(1, m.follower_info(2, 1))
+    proto = reactor.tcpClients[0][2].buildProtocol(None)
+    transport = _Transport()
+    proto.makeConnection(transport)
+    proto.dataReceived(m.packet(m.SNAP, tree.last_zxid).encode() + broken)
+    assert transport.disconnecting and got == []
 
 
 class _Transport(StringTransport):

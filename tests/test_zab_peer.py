@@ -283,7 +283,18 @@ def test_leader_without_a_synced_quorum_steps_down_after_sync_limit() -> None:
     for t in range(5):
         leader.step(Tick(), 1000 + t)
     assert leader.role == LOOKING
-    assert 2 in _take(leader).disconnect
+    r = _take(leader)
+    assert 2 in r.disconnect
+    assert [c.reason for c in r.roles] == ["not sufficient followers synced"]
+
+
+def test_a_dropped_learner_and_a_lost_leader_say_why() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    leader.step(Message(2, m.packet(m.ACKEPOCH, 0, m.int_data(0))), 0)  # not now
+    assert _take(leader).why == {2: "ACKEPOCH while synced (epoch 0)"}
+    f2.step(Message(1, m.packet(m.FOLLOWERINFO, 0)), 0)
+    r = _take(f2)
+    assert r.disconnect == [1] and r.roles[-1].reason.startswith("unexpected FOLLOWERINFO")
 
 
 def test_follower_goes_looking_when_the_leader_is_silent() -> None:

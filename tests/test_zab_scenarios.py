@@ -308,7 +308,7 @@ class _ScriptLinks:
     def token(self, dest: int) -> Hashable | None:
         return self.s._conn(self.i, dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         self.s._close(self.i, dest)
 
     def vote(self, dest: int, notification: Notification) -> None:

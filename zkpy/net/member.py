@@ -63,7 +63,9 @@ class _MemberLinks:
     def token(self, dest: int) -> Any:
         return self.server.links.token(dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
+        if why:
+            log.warning("Dropping server %d from our quorum connections: %s", dest, why)
         self.server.links.disconnect(dest)
 
     def vote(self, dest: int, notification: Any) -> None:

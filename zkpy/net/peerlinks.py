@@ -48,7 +48,8 @@ from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
 from zkpy.net.peerauth import PeerSasl as _Sasl
 from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
-from zkpy.storage import snapstream
+from zkpy.storage import snapbuild, snapstream
+from zkpy.storage.snapshot import SnapshotInvalid
 from zkpy.zab import messages as m
 from zkpy.zab import wire
 from zkpy.zab.election import Notification
@@ -290,8 +291,10 @@ class _QuorumProtocol(protocol.Protocol):
         self.closed = False
         # Walking our state for a learner's SNAP: what else is sent to it waits here.
         self.held: list[m.QuorumPacket] | None = None
-        # Reading the stream after a SNAP from the leader: the packet and the reader.
-        self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
+        # Reading the stream after a SNAP from the leader: the packet, the reader
+        # finding its end, and the tree built from it as it comes.
+        self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader,
+                         snapbuild.StreamBuilder] | None = None
         self.sasl = _Sasl(links.auth, self)
         self.peer_checked = False
 
@@ -338,10 +341,11 @@ class _QuorumProtocol(protocol.Protocol):
                 if self.sid is None and not self._identify(pkt):
                     return
                 if pkt.type == m.SNAP and self.outbound and not pkt.data:
-                    self.snap = (pkt, snapstream.SnapStreamReader())
+                    self.snap = (pkt, snapstream.SnapStreamReader(),
+                                 snapbuild.StreamBuilder(pkt.zxid))
                     continue
                 packets.append(pkt)
-        except (m.PacketError, snapstream.SnapStreamError) as e:
+        except (m.PacketError, snapstream.SnapStreamError, SnapshotInvalid) as e:
             log.warning("Closing the quorum connection %s: %s",
                         f"of server {self.sid}" if self.sid is not None else "", e)
             self.abort()
@@ -354,12 +358,13 @@ class _QuorumProtocol(protocol.Protocol):
     def _snapshot(self, buf: bytearray) -> tuple[m.QuorumPacket, int] | None:
         """The SNAP packet with the snapshot that followed it, once all of it is in."""
         assert self.snap is not None
-        head, reader = self.snap
+        head, reader, builder = self.snap
         end = reader.feed(buf)
+        builder.advance(buf, reader)
         if end is None:
             return None
         self.snap = None
-        snap = m.QuorumPacket(m.SNAP, head.zxid, snapstream.snapshot_of(buf[:end]), None)
+        snap = m.QuorumPacket(m.SNAP, head.zxid, builder.finish(buf[:end]), None)
         return snap, end
 
     def _identify(self, pkt: m.QuorumPacket) -> bool:

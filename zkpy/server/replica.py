@@ -41,6 +41,7 @@ from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
+from zkpy.storage.snapbuild import BuiltSnapshot
 from zkpy.storage.snapshot import newest_change, parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
@@ -147,10 +148,12 @@ class Replica:
         self.role_changes += 1
         if not change.established:
             if was_serving:
-                self._stand_down(f"now {ROLE_NAMES.get(change.role, change.role)}")
+                why = f": {change.reason}" if change.reason else ""
+                self._stand_down(f"now {ROLE_NAMES.get(change.role, change.role)}{why}")
             else:
-                log.info("Peer state: %s (leader %s, epoch %d)",
-                         ROLE_NAMES.get(change.role, change.role), change.leader, change.epoch)
+                log.info("Peer state: %s (leader %s, epoch %d)%s",
+                         ROLE_NAMES.get(change.role, change.role), change.leader, change.epoch,
+                         f": {change.reason}" if change.reason else "")
             self.established = False
             return
         self.established = True
@@ -362,10 +365,13 @@ class Replica:
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
-        tree, sessions = parse_snapshot(data, zxid, trailer=None)  # a SNAP: a trailer if any
-        if tree.digests.target is None:
-            # Streamed: it may be fuzzy up to the newest change its nodes record.
-            tree.digests.fuzzy_until(newest_change(tree))
+        if isinstance(data, BuiltSnapshot):
+            tree, sessions = data.tree, data.sessions  # built while the stream came in
+        else:
+            tree, sessions = parse_snapshot(data, zxid, trailer=None)  # a trailer if any
+            if tree.digests.target is None:
+                # Streamed: it may be fuzzy up to the newest change its nodes record.
+                tree.digests.fuzzy_until(newest_change(tree))
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))

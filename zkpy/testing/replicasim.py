@@ -292,7 +292,7 @@ class _SimLinks:
     def token(self, dest: int) -> Hashable | None:
         return self.sim.tokens.get(frozenset((self.i, dest)), 0)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         self.sim._drop_link(self.i, dest)
         self.sim.local.append((dest, ev.ConnectionLost(self.i)))
 

@@ -377,7 +377,7 @@ class _ClusterLinks:
     def token(self, dest: int) -> Hashable | None:
         return self.c._conn_id(self.i, dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         self.c._close(self.i, dest)
 
     def vote(self, dest: int, notification: Notification) -> None:

@@ -168,6 +168,7 @@ class RoleChange:
     leader: int | None
     epoch: int
     established: bool
+    reason: str = ""  # why the peer looks again (for the log)
 
 
 @dataclass
@@ -189,6 +190,7 @@ class Ready:
     # Learner: the leader's answers to our REVALIDATEs, (session id, valid).
     revalidated: list[tuple[int, bool]] = field(default_factory=list)
     disconnect: list[int] = field(default_factory=list)
+    why: dict[int, str] = field(default_factory=dict)  # a disconnect's reason, for the log
     roles: list[RoleChange] = field(default_factory=list)
     # Memberships that became active (a committed reconfig, the leader's
     # NEWLEADER, the first leader stamping its version), oldest first: the

@@ -135,7 +135,8 @@ class Leading:
         elif pkt.type == m.ACK:
             self._learner_ack(learner, pkt.zxid)
         elif learner.phase not in _FORWARDING:
-            self._drop(src)  # LearnerHandler reads only ACKEPOCH, then an ACK, before that
+            # LearnerHandler reads only ACKEPOCH, then an ACK, before that.
+            self._drop(src, f"{m.describe(pkt)} while {learner.phase}")
         elif pkt.type == m.REQUEST:
             if not self.established:
                 return  # nobody serves clients before UPTODATE
@@ -149,7 +150,7 @@ class Leading:
         elif pkt.type == m.REVALIDATE:
             self._revalidate(learner, pkt)
         else:
-            self._drop(src)
+            self._drop(src, f"unexpected {m.describe(pkt)}")
 
     def on_lost(self, sid: int) -> None:
         self._forget(sid)
@@ -173,7 +174,7 @@ class Leading:
         for learner in list(self.learners.values()):
             limit = p.sync_limit if learner.phase == SYNCED else p.init_limit
             if p.ticks - learner.last_heard > limit:
-                self._drop(learner.sid)
+                self._drop(learner.sid, f"silent for {limit} ticks while {learner.phase}")
         for sid, learner in self.learners.items():
             # LearnerHandler.ping: not before the sync stream went out, or the
             # learner exits ("Got unexpected packet from leader: PING").
@@ -282,7 +283,7 @@ class Leading:
         except ValueError:
             reported = -2
         if learner.phase != EPOCH_SENT or reported < -1:
-            self._drop(learner.sid)
+            self._drop(learner.sid, f"ACKEPOCH while {learner.phase} (epoch {reported})")
             return
         learner.last_zxid = pkt.zxid
         learner.phase = EPOCH_ACKED
@@ -388,14 +389,14 @@ class Leading:
                 else:
                     self._maybe_establish()
             elif learner.phase != SYNCED:
-                self._drop(learner.sid)
+                self._drop(learner.sid, f"ACK of NEWLEADER while {learner.phase}")
             # Otherwise Learner.syncWithLeader's ACK after UPTODATE: Leader.processAck
             # ignores every ACK of a zxid with counter 0.
         elif learner.phase in _FORWARDING:
             # A proposal the learner logged (one its sync carried, or a new one).
             self._ack(learner.sid, zxid)
         else:
-            self._drop(learner.sid)
+            self._drop(learner.sid, f"ACK of 0x{zxid:x} while {learner.phase}")
 
     def _maybe_establish(self) -> None:
         p = self.peer
@@ -530,15 +531,15 @@ class Leading:
         """Leader.revalidateSession: is the session alive (touching it if so)?"""
         try:
             session_id, timeout = m.read_revalidate_request(pkt.data)
-        except m.PacketError:
-            self._drop(learner.sid)
+        except m.PacketError as e:
+            self._drop(learner.sid, f"malformed REVALIDATE: {e}")
             return
         valid = self.peer.revalidate(learner.sid, session_id, timeout)
         self.peer.send(learner.sid, m.revalidate_answer(pkt, session_id, valid))
 
-    def _drop(self, sid: int) -> None:
+    def _drop(self, sid: int, why: str) -> None:
         self._forget(sid)
-        self.peer.disconnect(sid)
+        self.peer.disconnect(sid, why)
 
 
 # LearnerHandler: "Sending UPTODATE message" with zxid -1.

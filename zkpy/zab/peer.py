@@ -324,9 +324,13 @@ class Peer:
     def persist(self, op: PersistOp) -> None:
         self._ready.persist.append(op)
 
-    def disconnect(self, peer: int) -> None:
+    def disconnect(self, peer: int, why: str = "") -> None:
+        """Close the quorum connection to ``peer``; ``why`` (for the log) when the
+        decision is about that peer rather than a role change, which says its own."""
         if peer not in self._ready.disconnect:
             self._ready.disconnect.append(peer)
+            if why:
+                self._ready.why[peer] = why
 
     def request(self, src: int, data: bytes, auth: list[Any] | None = None) -> None:
         self._ready.requests.append((src, data, auth))
@@ -361,7 +365,8 @@ class Peer:
             # FastLeaderElection compares in the votes of servers that settled.
             _, zxid, voted = self.election.proposal
             self.election.proposal = (epoch, zxid, voted)
-        self._ready.roles.append(RoleChange(self.role, leader, epoch, established))
+        reason = self.last_reason if self.role == LOOKING else ""
+        self._ready.roles.append(RoleChange(self.role, leader, epoch, established, reason))
 
     # -- role transitions -------------------------------------------------------------
 
