@@ -6,11 +6,14 @@ Python.
 """
 
 import os
+import sys
 
 from setuptools import setup
 
 ext_modules = []
 if os.environ.get("ZKPY_MYPYC", "") not in ("", "0"):
+    # This tree's zkpy, not one an editable install elsewhere would import.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from zkpy.build_accel import extensions
 
     ext_modules = extensions()
