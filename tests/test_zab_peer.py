@@ -18,6 +18,7 @@ from zkpy.zab.events import (
     Append,
     ConnectionLost,
     DiskState,
+    Heard,
     InstallSnapshot,
     Message,
     Messages,
@@ -25,6 +26,7 @@ from zkpy.zab.events import (
     Propose,
     Ready,
     SaveEpoch,
+    StateSent,
     Tick,
     Truncate,
     Vote,
@@ -420,3 +422,54 @@ def test_a_follower_applies_the_commits_of_one_read_together() -> None:
     assert r.commit == [(z1, b"1"), (z2, b"2")]
     assert [op.zxid for op in r.persist] == [z1, z2]
     assert _packets(r, 1, durable=True) == [f"ACK(0x{z1:x})", f"ACK(0x{z2:x})"]
+
+
+def test_a_learner_sent_our_state_is_timed_from_when_the_state_is_out() -> None:
+    """LearnerHandler writes the snapshot, then waits initLimit for the ACK of
+    NEWLEADER: walking and sending a big tree does not count against the learner."""
+    leader, f2, f3 = _three({1: DiskState(1, 1, m.make_zxid(1, 5), [])})
+    _establish(leader, f2)
+    assert leader.leading is not None and leader.leading.established
+    _deliver(_take(f3), 3, leader)  # FOLLOWERINFO
+    _deliver(_take(leader), 1, f3)  # LEADERINFO
+    _deliver(_take(f3), 3, leader)  # ACKEPOCH: the leader answers SNAP (no data) + NEWLEADER
+    sent = [pkt for dest, pkt in _take(leader).send if dest == 3]
+    assert [(p.type, p.data) for p in sent[:1]] == [(m.SNAP, None)]
+
+    def tick(n: int) -> Ready:
+        r = Ready()
+        for _ in range(n):
+            leader.step(Tick(), 0)
+            r = _take(leader)
+            _deliver(r, 1, f2)  # f2 keeps answering: the leader keeps its quorum
+            _deliver(_take(f2), 2, leader)
+        return r
+
+    tick(3 * leader.init_limit)  # the state is still on its way
+    assert 3 in leader.leading.learners
+    leader.step(StateSent(3), 0)
+    _take(leader)
+    tick(leader.init_limit)
+    assert 3 in leader.leading.learners
+    r = tick(1)
+    assert 3 not in leader.leading.learners
+    assert r.why[3] == f"silent for {leader.init_limit} ticks while syncing"
+
+
+def test_a_learner_reading_its_leaders_stream_is_hearing_from_it() -> None:
+    """The bytes of a SNAP's stream make no packet until its end; like the
+    socket read timeout of ZooKeeper's learner, they still count."""
+    f = _peer(2, DiskState(1, 1, 0, []))
+    _elect(f, 1)
+    _take(f)
+    f.step(Message(1, m.packet(m.LEADERINFO, m.make_zxid(2, 0), m.int_data(m.PROTOCOL_VERSION))), 0)
+    for _ in range(3 * f.init_limit):
+        f.step(Heard(1), 0)
+        f.step(Heard(3), 0)  # not our leader: says nothing of it
+        f.step(Tick(), 0)
+    assert f.role == FOLLOWING
+    for _ in range(f.init_limit + 1):
+        f.step(Heard(3), 0)
+        f.step(Tick(), 0)
+    assert f.role == LOOKING
+    assert _take(f).roles[-1].reason == f"leader 1 silent for {f.init_limit} ticks"

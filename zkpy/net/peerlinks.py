@@ -43,13 +43,16 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
+from zkpy.net import heap
 from zkpy.net.peerauth import PeerSasl as _Sasl
 from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
 from zkpy.storage import snapbuild, snapstream
-from zkpy.storage.snapshot import SnapshotInvalid
+from zkpy.storage.snapshot import AclUnknown, SnapshotInvalid
 from zkpy.zab import messages as m
 from zkpy.zab import wire
 from zkpy.zab.election import Notification
@@ -297,6 +300,7 @@ class _QuorumProtocol(protocol.Protocol):
                          snapbuild.StreamBuilder] | None = None
         self.sasl = _Sasl(links.auth, self)
         self.peer_checked = False
+        self.heard_at = float("-inf")  # when Zab was last told the stream brings bytes
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -343,6 +347,7 @@ class _QuorumProtocol(protocol.Protocol):
                 if pkt.type == m.SNAP and self.outbound and not pkt.data:
                     self.snap = (pkt, snapstream.SnapStreamReader(),
                                  snapbuild.StreamBuilder(pkt.zxid))
+                    heap.hold()  # a whole tree is built: see zkpy.net.heap
                     continue
                 packets.append(pkt)
         except (m.PacketError, snapstream.SnapStreamError, SnapshotInvalid) as e:
@@ -352,8 +357,22 @@ class _QuorumProtocol(protocol.Protocol):
         # What came before bad bytes was sent all the same: the core gets it.
         if packets and self.sid is not None:
             self.links.on_packets(self.sid, packets, self)
+        elif self.snap is not None and not self.closed:
+            self._heard()
         if not self.closed:
             del buf[:off]
+
+    def _snap_done(self) -> None:
+        if self.snap is not None:
+            self.snap = None
+            heap.release()
+
+    def _heard(self) -> None:
+        now = self.links.reactor.seconds()
+        if now - self.heard_at >= 1.0 and self.sid is not None:
+            self.heard_at = now
+            if self.links.on_heard is not None:
+                self.links.on_heard(self.sid)
 
     def _snapshot(self, buf: bytearray) -> tuple[m.QuorumPacket, int] | None:
         """The SNAP packet with the snapshot that followed it, once all of it is in."""
@@ -363,7 +382,7 @@ class _QuorumProtocol(protocol.Protocol):
         builder.advance(buf, reader)
         if end is None:
             return None
-        self.snap = None
+        self._snap_done()
         snap = m.QuorumPacket(m.SNAP, head.zxid, builder.finish(buf[:end]), None)
         return snap, end
 
@@ -402,7 +421,10 @@ class _QuorumProtocol(protocol.Protocol):
         The tree is walked a slice per reactor turn (the leader keeps serving
         meanwhile), from the next turn on, when this step's commits are in it:
         a fuzzy snapshot at ``zxid`` or later, which the learner's replay of what
-        follows makes exact. What is sent to this learner meanwhile waits."""
+        follows makes exact. Each slice goes out as it is made (the ACL map was
+        fixed first), as ZooKeeper's serializeSnapshot writes while it walks, so
+        the learner hears from us and builds its tree meanwhile. What else is
+        sent to this learner waits until the stream is written."""
         self.transport.write(m.packet(m.SNAP, zxid).encode())
         self.held = []
         reactor = self.links.reactor
@@ -416,10 +438,24 @@ class _QuorumProtocol(protocol.Protocol):
             if maker is None:
                 assert self.links.snapshot_maker is not None, "a SNAP needs our state"
                 maker = state["maker"] = self.links.snapshot_maker()
-            if not maker.step(_SNAP_SLICE):
+                maker.acls_first()
+                self.transport.write(snapstream.stream_head(maker.head()))
+            try:
+                done = maker.step(_SNAP_SLICE)
+            except AclUnknown as e:
+                log.warning("Dropping server %s while sending it our state: %s", self.sid, e)
+                self.held = None
+                self.abort()
+                return
+            self.transport.writeSequence(maker.chunks)
+            maker.chunks.clear()
+            if not done:
                 reactor.callLater(0, step)
                 return
-            self.transport.writeSequence(snapstream.stream_parts(maker.head(), maker.chunks))
+            drained = _WhenDrained(self.transport, self._state_out)
+            self.transport.registerProducer(drained, True)
+            self.transport.write(snapstream.stream_tail())
+            drained.written()
             held, self.held = self.held, None
             log.info("Sent server %s our state: %d znodes (zxid 0x%x from 0x%x)", self.sid,
                      maker.count, maker.zxid, zxid)
@@ -428,7 +464,12 @@ class _QuorumProtocol(protocol.Protocol):
 
         reactor.callLater(0, step)
 
+    def _state_out(self) -> None:
+        if not self.closed and self.sid is not None and self.links.on_state_sent is not None:
+            self.links.on_state_sent(self.sid)
+
     def abort(self) -> None:
+        self._snap_done()
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -452,6 +493,7 @@ class _QuorumProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        self._snap_done()
         self.links.lost(self)
 
 
@@ -486,6 +528,41 @@ class _Outbound(protocol.ClientFactory):
             connector.connect()
 
 
+@implementer(IPushProducer)
+class _WhenDrained:
+    """Calls ``done`` once what is written after ``register`` has left the
+    transport's buffer: a streaming producer the transport pauses when its
+    buffer fills and resumes when it has written all of it. Written while not
+    paused (it fit), it is done at once; the connection closing ends it."""
+
+    def __init__(self, transport: Any, done: Callable[[], None]) -> None:
+        self.transport = transport
+        self.done: Callable[[], None] | None = done
+        self.paused = False
+
+    def written(self) -> None:
+        """The caller wrote: a transport whose buffer it overfilled paused us
+        while it wrote; otherwise it is all handed over already."""
+        if not self.paused:
+            self._finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._finish()
+
+    def stopProducing(self) -> None:
+        self.done = None
+
+    def _finish(self) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            self.transport.unregisterProducer()
+            done()
+
+
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
                  on_packets: Callable[[int, list[m.QuorumPacket]], None],
@@ -494,6 +571,10 @@ class QuorumLinks(protocol.ServerFactory):
         self.reactor = reactor
         # A ``zkpy.storage.snapshot.SnapshotMaker`` of our state now, for a SNAP.
         self.snapshot_maker = snapshot_maker
+        # Told when a learner's SNAP stream has left our buffers (Zab's StateSent),
+        # and, at most once a second, when a leader's SNAP stream brings bytes (Heard).
+        self.on_state_sent: Callable[[int], None] | None = None
+        self.on_heard: Callable[[int], None] | None = None
         self.my_id = my_id
         self.peers = peers
         self._on_packets = on_packets

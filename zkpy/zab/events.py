@@ -118,8 +118,27 @@ class ConnectionLost:
     peer: int
 
 
+@dataclass(frozen=True, slots=True)
+class StateSent:
+    """The links sent ``learner`` the state a SNAP without data asked for (the
+    stream left our buffers). ZooKeeper's LearnerHandler writes the snapshot
+    before it waits initLimit for the ACK of NEWLEADER, so neither walking a big
+    tree nor sending it counts against the learner: the wait starts now."""
+
+    learner: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """Bytes came from ``peer`` that make no whole packet yet (the stream after
+    a SNAP is one long read): as ZooKeeper's socket read timeout, they count as
+    hearing from it."""
+
+    peer: int
+
+
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | Persisted | ConnectionLost)
+         | Revalidate | Persisted | ConnectionLost | StateSent | Heard)
 
 # -- what to persist, in order ---------------------------------------------------------
 

@@ -63,6 +63,8 @@ class Learner:
         self.accepted_epoch = accepted_epoch
         self.last_zxid = 0
         self.last_heard = now
+        # Our state is on its way to it (a SNAP's stream): it cannot answer yet.
+        self.sending_state = False
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests plant bugs in subclasses
@@ -130,6 +132,7 @@ class Leading:
         if learner is None:
             return  # from a connection we already dropped
         learner.last_heard = self.peer.ticks
+        learner.sending_state = False  # it answers: it has what it needed of it
         if pkt.type == m.ACKEPOCH:
             self._ack_epoch(learner, pkt)
         elif pkt.type == m.ACK:
@@ -152,6 +155,12 @@ class Leading:
         else:
             self._drop(src, f"unexpected {m.describe(pkt)}")
 
+    def state_sent(self, sid: int) -> None:
+        learner = self.learners.get(sid)
+        if learner is not None:
+            learner.sending_state = False
+            learner.last_heard = self.peer.ticks
+
     def on_lost(self, sid: int) -> None:
         self._forget(sid)
 
@@ -173,7 +182,9 @@ class Leading:
             return
         for learner in list(self.learners.values()):
             limit = p.sync_limit if learner.phase == SYNCED else p.init_limit
-            if p.ticks - learner.last_heard > limit:
+            if learner.sending_state:
+                learner.last_heard = p.ticks  # its time starts when the state is out
+            elif p.ticks - learner.last_heard > limit:
                 self._drop(learner.sid, f"silent for {limit} ticks while {learner.phase}")
         for sid, learner in self.learners.items():
             # LearnerHandler.ping: not before the sync stream went out, or the
@@ -364,6 +375,7 @@ class Leading:
             # our tree at ``start`` or later, which the learner replays from here.
             start = p.applied
             head = m.packet(m.SNAP, start, None)
+            learner.sending_state = True
         stream = [head]
         for zxid, txn in h.after(start):
             if zxid <= committed:

@@ -131,6 +131,7 @@ from zkpy.zab.events import (
     DiskState,
     Event,
     Forward,
+    Heard,
     Message,
     Messages,
     NotLeader,
@@ -142,6 +143,7 @@ from zkpy.zab.events import (
     Revalidate,
     RoleChange,
     Start,
+    StateSent,
     Tick,
     Vote,
     Wake,
@@ -246,6 +248,12 @@ class Peer:
                 self.leading.on_persisted(event.zxid)
         elif isinstance(event, ConnectionLost):
             self._on_lost(event.peer)
+        elif isinstance(event, StateSent):
+            if self.leading is not None:
+                self.leading.state_sent(event.learner)
+        elif isinstance(event, Heard):
+            if self.following is not None and event.peer == self.following.leader:
+                self.following.last_heard = self.ticks
         elif not isinstance(event, Start):
             raise TypeError(f"not a Zab event: {event!r}")
         return self._ready
