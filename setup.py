@@ -1,6 +1,6 @@
 """Everything but the optional accelerator is declared in setup.cfg.
 
-``ZKPY_MYPYC=1 pip install --no-build-isolation .`` also compiles the hot modules of
+``ZKPY_MYPYC=1 pip install --no-build-isolation [-e] .`` also compiles the hot modules of
 the pure core with mypyc (see zkpy/build_accel.py); without it the package is pure
 Python.
 """

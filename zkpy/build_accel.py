@@ -8,7 +8,7 @@ all of it, leaving the pure-Python package. The C sources and objects go to
 ``build/`` at the top of the tree; none of this is committed (.gitignore).
 
 ``setup.py`` calls ``extensions()`` when ``ZKPY_MYPYC=1``, so that
-``ZKPY_MYPYC=1 pip install --no-build-isolation .`` installs a compiled zkpy
+``ZKPY_MYPYC=1 pip install --no-build-isolation [-e] .`` installs a compiled zkpy
 (``--no-build-isolation``: mypyc comes from the installing environment).
 """
 
