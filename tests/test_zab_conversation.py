@@ -450,11 +450,11 @@ def _learner(reactor: MemoryReactorClock, got: list, heard: list) -> tuple[Quoru
     return links, proto
 
 
-def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _streaming_leader() -> tuple[DataTree, MemoryReactorClock, Any, StringTransport]:
+    """A leader's connection to learner 2 over a tree of many slices."""
     tree = DataTree()
     acl = [S.ACL(31, S.Id("world", "anyone"))]
-    for i in range(1, 5001):  # more than one slice
+    for i in range(1, 5001):
         tree.apply(S.TxnHeader(0x55, i, m.make_zxid(1, i), i, 1),
                    S.CreateTxn(f"/n{i}", b"v", acl, False, 0))
     reactor = MemoryReactorClock()
@@ -464,6 +464,12 @@ def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
     transport = _Transport()
     conn.makeConnection(transport)
     conn.sid = 2
+    return tree, reactor, conn, transport
+
+
+def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, reactor, conn, transport = _streaming_leader()
     writes: list[int] = []  # how much had been written at each reactor turn's slice
     real_step = SnapshotMaker.step
 
@@ -476,8 +482,8 @@ def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
     reactor.advance(0)
     wire = transport.value()
     # The SNAP and the map before the first slice, each slice out before the next.
-    assert len(writes) == 3 and writes[0] > len(m.packet(m.SNAP, 0).encode())
-    assert writes[0] < writes[1] < writes[2] < len(wire)
+    assert len(writes) >= 3 and writes[0] > len(m.packet(m.SNAP, 0).encode())
+    assert writes == sorted(set(writes)) and writes[-1] < len(wire)
     first = writes[1]
 
     got: list = []
@@ -505,18 +511,7 @@ def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
 
 def test_an_acl_newer_than_the_streamed_map_drops_that_learner(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    tree = DataTree()
-    acl = [S.ACL(31, S.Id("world", "anyone"))]
-    for i in range(1, 5001):
-        tree.apply(S.TxnHeader(0x55, i, m.make_zxid(1, i), i, 1),
-                   S.CreateTxn(f"/n{i}", b"v", acl, False, 0))
-    reactor = MemoryReactorClock()
-    leader_side = QuorumLinks(reactor, 1, {1: ("127.0.0.1", 2888)}, lambda s, ps: None,
-                              lambda s: None, snapshot_maker=lambda: SnapshotMaker(tree, {}))
-    conn = leader_side.buildProtocol(None)
-    transport = _Transport()
-    conn.makeConnection(transport)
-    conn.sid = 2
+    tree, reactor, conn, transport = _streaming_leader()
     conn.write(m.packet(m.SNAP, tree.last_zxid, None))
     # Before the walk reaches /n999 (children go out in name order), its ACL
     # changes to one the map already sent does not hold.
