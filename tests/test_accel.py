@@ -26,6 +26,14 @@ def _run(code: str, mode: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[
                           capture_output=True, text=True, timeout=120)
 
 
+def test_every_module_of_the_tree_server_and_zab_packages_is_compiled() -> None:
+    """A new module there is on the request path: compile it too (add it to
+    accel.MODULES), or say here why not."""
+    on_path = sorted(f"zkpy.{p.parent.name}.{p.stem}" for d in ("tree", "server", "zab")
+                     for p in (ROOT / "zkpy" / d).glob("*.py") if p.stem != "__init__")
+    assert [m for m in on_path if m not in accel.MODULES] == []
+
+
 def test_this_run_uses_what_zkpy_accel_asks_for() -> None:
     mode = os.environ.get(accel.ENV, "auto") or "auto"
     compiled = accel.compiled_modules()

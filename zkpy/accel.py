@@ -42,14 +42,15 @@ MODULES: tuple[str, ...] = (
     "zkpy.tree.watches",
     "zkpy.auth.acl",
     "zkpy.server.admission", "zkpy.server.authentication", "zkpy.server.connection",
-    "zkpy.server.core", "zkpy.server.host", "zkpy.server.local_sessions",
+    "zkpy.server.core", "zkpy.server.host", "zkpy.server.linear_reads",
+    "zkpy.server.local_sessions",
     "zkpy.server.modes", "zkpy.server.prep", "zkpy.server.quota_check",
     "zkpy.server.readonly", "zkpy.server.reads", "zkpy.server.replica",
     "zkpy.server.replies", "zkpy.server.routing", "zkpy.server.sessions",
     "zkpy.server.stats",
     "zkpy.zab.driver", "zkpy.zab.election", "zkpy.zab.events", "zkpy.zab.following",
     "zkpy.zab.history", "zkpy.zab.leading", "zkpy.zab.membership", "zkpy.zab.messages",
-    "zkpy.zab.peer", "zkpy.zab.wire",
+    "zkpy.zab.peer", "zkpy.zab.readindex", "zkpy.zab.wire",
 )
 
 ENV = "ZKPY_ACCEL"
