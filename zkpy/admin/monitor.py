@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import time
-import weakref
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +27,6 @@ from zkpy.version import BUILD
 
 if TYPE_CHECKING:
     from zkpy.server.core import ServerCore
-
-
-#: ZooTrace's default text trace mask (CLIENT_REQUEST | SERVER_PACKET | CLIENT_PING ...).
-DEFAULT_TRACE_MASK = 306
-
-
-_trace_masks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 #: FinalRequestProcessor's "last operation" names, by zkpy's opcode names.
@@ -335,11 +327,11 @@ def environment(core: ServerCore) -> list[tuple[str, str]]:
 
 
 def trace_mask(core: ServerCore) -> int:
-    return _trace_masks.get(core, DEFAULT_TRACE_MASK)
+    return core.stats.trace_mask
 
 
 def set_trace_mask(core: ServerCore, mask: int) -> None:
-    _trace_masks[core] = mask
+    core.stats.trace_mask = mask
 
 
 def reset_server_stats(core: ServerCore) -> None:

@@ -101,8 +101,9 @@ class Connection:
         self.queued_time = core.metrics.request_throttle_queue_time_ms.add
         self.clock = core.host.monotonic_ns  # the core's stages are timed on the host's clock
         self.routed_at: int | None = None  # when the request being routed began (host clock)
-        if core.metrics.mirror_reads:  # an ensemble member: reads pass a commit stage
-            self._read = self._timed_read  # type: ignore[method-assign]
+        # An ensemble member's reads pass its commit stage to the final one, which
+        # ZooKeeper times (read_final_proc_time_ms); a standalone server's do not.
+        self.timed_reads = core.metrics.mirror_reads
         self.response_size = core.stats.response_size.add
 
     # -- bytes in -------------------------------------------------------------
@@ -227,7 +228,15 @@ class Connection:
         else:
             self._read(xid, op, body, now, now)
 
-    def _read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
+    def _read(self, xid: int, op: int, body: Any, now: int, arrived: int,
+              untimed: bool = False) -> None:
+        if self.timed_reads and not untimed:
+            started = self.clock()
+            self._read(xid, op, body, now, arrived, True)
+            metrics = self.metrics
+            metrics.summary["read_final_proc_time_ms"].add((self.clock() - started) // NS_PER_MS)
+            metrics.reads_answered += 1
+            return
         core = self.core
         if op == Op.ping:
             self._reply(xid, core.last_zxid, 0, b"", now, "PING", arrived)
@@ -239,15 +248,6 @@ class Connection:
             payload = e.payload
             err = int(e.code)
         self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
-
-    def _timed_read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
-        """``_read`` on an ensemble member, whose reads pass its commit stage to the
-        final one, which ZooKeeper times (read_final_proc_time_ms)."""
-        started = self.clock()
-        Connection._read(self, xid, op, body, now, arrived)
-        metrics = self.metrics
-        metrics.summary["read_final_proc_time_ms"].add((self.clock() - started) // NS_PER_MS)
-        metrics.reads_answered += 1
 
     # -- commits and ordered replies --------------------------------------------
 

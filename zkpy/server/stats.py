@@ -53,9 +53,14 @@ class RequestLatency:
         return max(r.max, u.max)
 
 
+#: ZooTrace's default text trace mask (CLIENT_REQUEST | SERVER_PACKET | CLIENT_PING ...).
+DEFAULT_TRACE_MASK = 306
+
+
 class ServerStats:
     __slots__ = ("packets_received", "packets_sent", "latency", "started_ms",
-                 "commits", "watch_events", "response_size", "other_response_bytes")
+                 "commits", "watch_events", "response_size", "other_response_bytes",
+                 "trace_mask")
 
     def __init__(self, now_ms: int, metrics: ServerMetrics) -> None:
         self.packets_received = 0
@@ -69,6 +74,8 @@ class ServerStats:
         # Of those, bytes not sent by the final processor (notifications, auth replies):
         # what response_bytes leaves out.
         self.other_response_bytes = 0
+        # What gtmk/stmk read and set (ZooTrace's mask; srst leaves it alone).
+        self.trace_mask = DEFAULT_TRACE_MASK
 
     def reset(self) -> None:
         """ServerStats.reset without the metrics (the caller resets those)."""
