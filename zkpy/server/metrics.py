@@ -411,7 +411,8 @@ class ServerMetrics:
         for summary_set in self.sets.values():
             summary_set.reset()
 
-    # Counters are set in reset_counters; declared here for the type checker.
+    # Counters are set in reset_counters; every one is declared here (for the type
+    # checker, and for mypyc, whose compiled class has only the attributes declared).
     looking_count: int
     diff_count: int
     snap_count: int
@@ -444,3 +445,18 @@ class ServerMetrics:
     cnxn_closed_without_zk_server_running: int
     revalidate_count: int
     connection_revalidate_count: int
+    unrecoverable_error_count: int
+    add_dead_watcher_stall_time: int
+    response_packet_cache_hits: int
+    response_packet_get_children_cache_hits: int
+    ensemble_auth_success: int
+    ensemble_auth_fail: int
+    ensemble_auth_skip: int
+    quit_leading_due_to_disloyal_voter: int
+    stale_requests: int
+    stale_requests_dropped: int
+    stale_replies: int
+    digest_mismatches_count: int
+    insecure_admin_count: int
+    tls_handshake_exceeded: int
+    requests_not_forwarded_to_commit_processor: int
