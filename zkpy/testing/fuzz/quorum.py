@@ -1,0 +1,455 @@
+"""Fuzz targets for the quorum and election ports: hostile connections into a
+deterministic ensemble, through the real adapters.
+
+``HostileWorld`` is a ``zkpy.testing.replicasim.Sim`` (three members, each a
+ServerCore + Peer + Replica) in which every member also listens through the
+production adapters (``zkpy.net.peerlinks``: ``QuorumLinks`` and
+``ElectionLinks`` on Twisted's in-memory transports). A hostile connection's
+bytes go through exactly the code a socket's would: SASL, framing, the SNAP
+stream reader, packet splitting, then the member's Zab step. What a member
+sends back, or drops, goes to that connection.
+
+An input: byte 0 picks the scenario, byte 1 how the rest is cut into reads
+(0: one read), the rest is what the hostile side sends.
+
+Quorum target (``QuorumTarget``):
+    0  a learner connects to the leader's quorum port
+    1  ... to a follower's quorum port
+    2  ... to the leader, with quorum SASL on (plain learners still taken)
+    3  the leader's side of a follower's connection: LEADERINFO, the sync
+       (DIFF, TRUNC or a streamed SNAP), NEWLEADER, UPTODATE, then broadcast
+Election target (``ElectionTarget``):
+    0  a server connects to a member's election port (the ensemble is settled)
+    1  ... while the members are still electing
+
+The contract, checked after each input: nothing raised out of an adapter or
+a member; once the hostile connection is closed, no member keeps anything
+about it (learners, early FOLLOWERINFOs, ACK watermarks, election addresses
+and held votes) and the ensemble is serving again: one leader, everyone
+synced, and a client's create, read and delete on the leader commit. In
+scenario 3 the follower may accept what a leader tells it (a leader is
+trusted), but never crashes on it, and everything it persisted (snapshot,
+log, epochs) loads again.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Hashable
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from zkpy.auth.quorum_sasl import QuorumSasl
+from zkpy.jute import schema as S
+from zkpy.jute.codec import decode
+from zkpy.jute.protocol import Op
+from zkpy.net.peerlinks import ElectionLinks, QuorumLinks
+from zkpy.storage.formats import decode_entry, encode_txn
+from zkpy.storage.snapshot import parse_snapshot
+from zkpy.storage.snapstream import stream_of
+from zkpy.testing.fuzz.client import OPEN_ACL, ContractViolation, split_frames
+from zkpy.testing.fuzz.clientwire import framed, handshake
+from zkpy.testing.fuzz.mutate import Mutator
+from zkpy.testing.replicasim import Sim
+from zkpy.zab import events as ev
+from zkpy.zab import messages as m
+from zkpy.zab import wire
+from zkpy.zab.election import FOLLOWING, LEADING, LOOKING, Notification
+
+MEMBERS = (1, 2, 3)
+HOSTILE_SIDS = (4, 5, 9, 100, 1 << 31, (1 << 63) - 1, 0, -1, -7)
+RECOVERY_MS = 20_000
+_MAX_EPOCH = 0x7FFFFFFF
+
+
+class HostileWorld(Sim):
+    """A Sim whose members also face connections from outside the ensemble."""
+
+    def __init__(self, down: tuple[int, ...] = (), auth: QuorumSasl | None = None) -> None:
+        self.reactor = MemoryReactorClock()
+        self.fronts: dict[int, tuple[QuorumLinks, ElectionLinks]] = {}
+        self._auth = auth
+        super().__init__(3, down=down)
+
+    def _open(self, a: int, b: int) -> bool:
+        return a in self.members and b in self.members and super()._open(a, b)
+
+    def step(self, i: int, event: ev.Event) -> None:
+        if i in self.members:
+            super().step(i, event)
+
+    def _boot(self, i: int) -> None:
+        super()._boot(i)
+        quorum = QuorumLinks(self.reactor, i, {}, lambda sid, pkts: self._packets(i, sid, pkts),
+                             lambda sid: self.step(i, ev.ConnectionLost(sid)))
+        addresses = {j: ("127.0.0.1", 3000 + j) for j in self.ids}
+        election = ElectionLinks(self.reactor, i, dict(addresses),
+                                 lambda sid, n, cfg: self.step(i, ev.Vote(sid, n, cfg)))
+        quorum.auth = election.auth = self._auth
+        self.fronts[i] = (quorum, election)
+        driver = self.members[i].replica.driver
+        driver.links = _SplitLinks(driver.links, quorum, election)
+
+    def _packets(self, i: int, sid: int, pkts: list[m.QuorumPacket]) -> None:
+        self.step(i, ev.Messages(sid, pkts) if len(pkts) > 1 else ev.Message(sid, pkts[0]))
+
+
+class _SplitLinks:
+    """A member's links: its connections to outsiders through the adapters,
+    to the other members through the sim's queues."""
+
+    def __init__(self, sim_links: Any, quorum: QuorumLinks, election: ElectionLinks) -> None:
+        self.sim = sim_links
+        self.quorum = quorum
+        self.election = election
+
+    def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
+        if self.quorum.token(dest) is not None:
+            self.quorum.send(dest, pkt, token)
+        else:
+            self.sim.send(dest, pkt, token)
+
+    def token(self, dest: int) -> Hashable | None:
+        token: Hashable | None = self.quorum.token(dest)
+        return token if token is not None else self.sim.token(dest)
+
+    def disconnect(self, dest: int) -> None:
+        if self.quorum.token(dest) is not None:
+            self.quorum.disconnect(dest)
+        else:
+            self.sim.disconnect(dest)
+
+    def vote(self, dest: int, notification: Notification) -> None:
+        if dest in self.election.conns:
+            self.election.send(dest, notification)
+        else:
+            self.sim.vote(dest, notification)
+
+    def configure(self, config: Any) -> None:
+        self.sim.configure(config)
+
+
+def _feed(proto: Any, world: HostileWorld, data: bytes, cut: int) -> None:
+    step = len(data) if cut == 0 else cut * 3
+    for at in range(0, len(data), max(step, 1)):
+        if proto.transport.disconnecting or getattr(proto, "closed", False):
+            break
+        proto.dataReceived(data[at:at + step])
+        world.settle()
+
+
+def _close(proto: Any, world: HostileWorld) -> None:
+    proto.connectionLost(None)
+    world.settle()
+
+
+def _connect(factory: Any) -> Any:
+    proto = factory.buildProtocol(None)
+    proto.makeConnection(_Transport())
+    return proto
+
+
+class _Transport(StringTransport):
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+
+# -- after each input ----------------------------------------------------------------------
+
+
+def recovered(world: HostileWorld) -> None:
+    """The ensemble serves again, and a write through the leader commits everywhere."""
+    for i in MEMBERS:
+        if not world.members[i].up:
+            world.restart(i)
+    try:
+        leader = world.wait_stable(RECOVERY_MS)
+    except AssertionError as e:
+        raise ContractViolation(f"the ensemble did not recover: {e}") from None
+    core = leader.core
+    out = bytearray()
+    conn = core.connect("127.0.0.1", 1, out.extend, lambda: None, world.now)
+    conn.receive(handshake(), world.now)
+    core.flush()
+    world.settle()
+    path = "/probe"
+    conn.receive(framed(S.RequestHeader(1, Op.create).encode()
+                        + S.CreateRequest(path, b"ok", OPEN_ACL, 0).encode())
+                 + framed(S.RequestHeader(2, Op.getData).encode()
+                          + S.GetDataRequest(path, False).encode())
+                 + framed(S.RequestHeader(3, Op.delete).encode()
+                          + S.DeleteRequest(path, -1).encode()), world.now)
+    core.flush()
+    world.settle()
+    replies = [decode(S.ReplyHeader, f)[0] for f in split_frames(out)[1:]]
+    if [(h.xid, h.err) for h in replies] != [(1, 0), (2, 0), (3, 0)]:
+        raise ContractViolation(f"the leader does not serve: {replies}")
+    conn.lost()
+    core.flush()
+
+
+def forgotten(world: HostileWorld, sid: int) -> None:
+    """No member keeps state for the outsider ``sid`` once its connection closed."""
+    if sid in MEMBERS:
+        return
+    for i, member in world.members.items():
+        peer = member.peer
+        quorum, election = world.fronts[i]
+        kept = []
+        if peer.leading is not None:
+            if sid in peer.leading.learners:
+                kept.append("a learner")
+            if sid in peer.leading.acked:
+                kept.append("an ACK watermark")
+        if sid in peer._early:
+            kept.append("an early FOLLOWERINFO")
+        if sid in quorum.conns or sid in quorum.outbound:
+            kept.append("a quorum connection")
+        if sid in election.peers or sid in election.held or sid in election.conns:
+            kept.append("an election address, held vote or connection")
+        if kept:
+            raise ContractViolation(f"member {i} keeps {', '.join(kept)} of outsider {sid}")
+
+
+def loads_again(world: HostileWorld, i: int) -> None:
+    """What member ``i`` persisted can be read back (snapshot, log, epochs)."""
+    disk = world.disks[i]
+    zxid, data = disk.snapshot
+    if data:
+        parse_snapshot(data, zxid, trailer=False)
+    for zxid, txn in disk.log:
+        try:
+            decode_entry(txn)
+        except Exception as e:
+            raise ContractViolation(f"member {i} logged txn 0x{zxid:x} that does not "
+                                    f"decode: {e}") from e
+    for epoch in (disk.accepted, disk.current):
+        if not 0 <= epoch <= _MAX_EPOCH:
+            raise ContractViolation(f"member {i} saved epoch {epoch}")
+
+
+# -- the targets -----------------------------------------------------------------------------
+
+
+def _sid_of(data: bytes) -> int:
+    """The sid a stream opening with FOLLOWERINFO names (None: no valid one)."""
+    try:
+        found = m.split_packet(data)
+        return m.learner_id(found[0]) if found else -1
+    except Exception:
+        return -1
+
+
+class QuorumTarget:
+    def run(self, data: bytes) -> None:
+        scenario = data[0] % 4 if data else 0
+        cut = data[1] if len(data) > 1 else 0
+        stream = data[2:]
+        if scenario == 3:
+            return self._from_leader(stream, cut)
+        auth = QuorumSasl(True, False, False, {"learner": "secret"}) if scenario == 2 else None
+        world = HostileWorld(auth=auth)
+        leader = world.wait_stable()
+        target = leader.id if scenario != 1 else world.followers()[0].id
+        proto = _connect(world.fronts[target][0])
+        _feed(proto, world, stream, cut)
+        sid = proto.sid if proto.sid is not None else _sid_of(stream)
+        _close(proto, world)
+        recovered(world)
+        forgotten(world, sid)
+        return None
+
+    def _from_leader(self, stream: bytes, cut: int) -> None:
+        world = HostileWorld(down=(2, 3))
+        quorum = world.fronts[1][0]
+        proto = quorum.buildProtocol(None)
+        proto.sid, proto.outbound = 3, True
+        quorum.conns[3] = proto
+        proto.makeConnection(_Transport())
+        world.step(1, ev.Vote(3, Notification(3, LEADING, 3, 0, 1, 0)))
+        world.step(1, ev.Vote(2, Notification(2, FOLLOWING, 3, 0, 1, 0)))
+        world.settle()
+        if world.members[1].peer.following is None:
+            raise ContractViolation("member 1 does not follow server 3")
+        _feed(proto, world, stream, cut)
+        for _ in range(3):
+            world.advance(world.tick_time)
+        loads_again(world, 1)
+
+
+class ElectionTarget:
+    def run(self, data: bytes) -> None:
+        scenario = data[0] % 2 if data else 0
+        cut = data[1] if len(data) > 1 else 0
+        world = HostileWorld(down=(3,) if scenario == 1 else ())
+        if scenario == 0:
+            world.wait_stable()
+        proto = _connect(world.fronts[1 if scenario else 2][1])
+        _feed(proto, world, data[2:], cut)
+        sid = proto.sid
+        _close(proto, world)
+        recovered(world)
+        if sid is not None:
+            forgotten(world, sid)
+
+
+# -- seeds -------------------------------------------------------------------------------------
+
+
+def _txn(zxid: int, op: int, body: Any, client: int = 0x100) -> bytes:
+    return encode_txn(S.TxnHeader(client, 1, zxid, 1_700_000_000_000, op), body)
+
+
+def learner_stream(sid: int, epoch: int = 1, observer: bool = False) -> bytes:
+    """What a real learner sends a leader of ``epoch``: discovery, sync, then traffic."""
+    newleader = m.make_zxid(epoch, 0)
+    create = (S.CreateRequest("/from-learner", b"x", OPEN_ACL, 0).encode())
+    pkts = [
+        m.follower_info(sid, 0, 0, observer),
+        m.packet(m.ACKEPOCH, 0, m.int_data(0)),
+        m.packet(m.ACK, newleader),
+        m.packet(m.ACK, newleader),
+        m.QuorumPacket(m.REQUEST, -1, m.request_data(0x500, 0, Op.createSession,
+                                                     struct.pack(">i", 30000)), []),
+        m.QuorumPacket(m.REQUEST, -1, m.request_data(0x500, 1, Op.create, create),
+                       [S.Id("ip", "127.0.0.1")]),
+        m.QuorumPacket(m.REQUEST, -1, m.request_data(0x500, 2, Op.sync,
+                                                     S.SyncRequest("/").encode()), []),
+        m.packet(m.PING, newleader, m.touch_data([(0x500, 30000)])),
+        m.revalidate_request(0x500, 30000),
+        m.packet(m.ACK, newleader + 1),
+    ]
+    return b"".join(m.encode_packet(p) for p in pkts)
+
+
+def leader_stream(kind: str = "diff", epoch: int = 1) -> bytes:
+    """What a real leader of ``epoch`` sends a new follower, then broadcast traffic."""
+    from zkpy.testing.fuzz.seeds import sample
+
+    base = m.make_zxid(epoch, 0)
+    head = [m.packet(m.LEADERINFO, base, m.int_data(m.PROTOCOL_VERSION))]
+    body = S.CreateTxn("/from-leader", b"v", OPEN_ACL, False, 1)
+    sync: list[m.QuorumPacket] = [m.packet(m.DIFF, 0)]
+    tail = b""
+    if kind == "trunc":
+        sync = [m.packet(m.TRUNC, 0)]
+    out = b"".join(m.encode_packet(p) for p in head)
+    if kind == "snap":
+        snap = sample()
+        out += m.encode_packet(m.packet(m.SNAP, snap.snapshot_zxid)) + stream_of(snap.snapshot)
+        sync = []
+    config = b"server.1=127.0.0.1:1:2\nserver.2=127.0.0.1:3:4\nserver.3=127.0.0.1:5:6\nversion=0"
+    rest = sync + [
+        m.packet(m.PROPOSAL, base + 1, _txn(base + 1, Op.createSession, S.CreateSessionTxn(30000))),
+        m.packet(m.COMMIT, base + 1),
+        m.packet(m.NEWLEADER, base, config),
+        m.packet(m.UPTODATE, -1),
+        m.packet(m.PROPOSAL, base + 2, _txn(base + 2, Op.create, body)),
+        m.packet(m.COMMIT, base + 2),
+        m.packet(m.PING, base + 2),
+        m.packet(m.SYNC, 0),
+        m.QuorumPacket(m.REVALIDATE, -1, struct.pack(">q?", 0x100, True), None),
+        m.inform_and_activate(base + 3, 3, _txn(base + 3, Op.setData,
+                                                 S.SetDataTxn("/from-leader", b"w", 0))),
+        m.commit_and_activate(base + 3, 3),
+    ]
+    return out + b"".join(m.encode_packet(p) for p in rest) + tail
+
+
+def quorum_seeds() -> list[bytes]:
+    return [b"\x00\x00" + learner_stream(9), b"\x00\x05" + learner_stream(4, observer=True),
+            b"\x01\x00" + learner_stream(9), b"\x02\x00" + learner_stream(100),
+            b"\x03\x00" + leader_stream("diff"), b"\x03\x00" + leader_stream("snap"),
+            b"\x03\x02" + leader_stream("trunc")]
+
+
+def election_stream(sid: int, state: int = LOOKING, config: bytes = b"") -> bytes:
+    first = wire.encode_initial_message(sid, [("127.0.0.1", 3999)])
+    votes = [Notification(sid, state, sid, 1 << 32, 1, 1), Notification(sid, state, 3, 0, 2, 0)]
+    return first + b"".join(wire.frame(wire.encode_notification(n, config)) for n in votes)
+
+
+def election_seeds() -> list[bytes]:
+    config = b"server.1=127.0.0.1:1:2\nserver.2=127.0.0.1:3:4\nserver.3=127.0.0.1:5:6\nversion=0"
+    return [b"\x00\x00" + election_stream(9), b"\x01\x00" + election_stream(9),
+            b"\x00\x00" + election_stream(0, FOLLOWING, config),
+            b"\x01\x04" + election_stream(4, LEADING, config),
+            b"\x00\x00" + struct.pack(">q", 7) + wire.frame(
+                wire.encode_notification(Notification(7, LOOKING, 7, 9, 1, 0)))]
+
+
+# -- structure-aware inputs ---------------------------------------------------------------
+
+
+def _mutate_packets(mut: Mutator, stream: bytes) -> bytes:
+    """Mutate one packet of a stream at a time, keeping the others whole."""
+    pkts, off = [], 0
+    while off < len(stream):
+        try:
+            found = m.split_packet(stream, off)
+        except m.PacketError:
+            break  # a SNAP's stream, or SASL: left as it is
+        if found is None:
+            break
+        pkts.append(stream[off:found[1]])
+        off = found[1]
+    tail = stream[off:]
+    for _ in range(mut.rng.randint(1, 3) if pkts else 0):
+        i = mut.rng.randrange(len(pkts))
+        pkts[i] = mut.mutate(pkts[i]) if mut.rng.random() < 0.7 else _mutate_fields(mut, pkts[i])
+    if mut.rng.random() < 0.2:
+        mut.rng.shuffle(pkts)
+    return b"".join(pkts) + tail
+
+
+def _mutate_fields(mut: Mutator, raw: bytes) -> bytes:
+    """The packet with its type, zxid or data replaced (its framing stays valid)."""
+    try:
+        found = m.split_packet(raw)
+    except m.PacketError:
+        found = None
+    if found is None:
+        return raw
+    pkt = found[0]
+    choice = mut.rng.randrange(3)
+    if choice == 0:
+        pkt = m.QuorumPacket(mut.rng.randint(0, 21), pkt.zxid, pkt.data, pkt.authinfo)
+    elif choice == 1:
+        pkt = m.QuorumPacket(pkt.type, mut.int64(), pkt.data, pkt.authinfo)
+    else:
+        data = mut.mutate(pkt.data or b"") if mut.rng.random() < 0.8 else None
+        pkt = m.QuorumPacket(pkt.type, pkt.zxid, data, pkt.authinfo)
+    return bytes(pkt.encode())
+
+
+def generate_quorum(mut: Mutator) -> bytes:
+    rng = mut.rng
+    scenario = rng.randrange(4)
+    cut = 0 if rng.random() < 0.6 else rng.randint(1, 40)
+    if scenario == 3:
+        stream = leader_stream(rng.choice(("diff", "snap", "trunc")))
+    else:
+        stream = learner_stream(rng.choice(HOSTILE_SIDS), observer=rng.random() < 0.2)
+        if scenario == 2 and rng.random() < 0.5:
+            from zkpy.auth.quorum_sasl import IN_PROGRESS, auth_packet
+
+            stream = auth_packet(IN_PROGRESS, b"") + mut.mutate(auth_packet(0, b"x" * 20))
+    stream = _mutate_packets(mut, stream) if rng.random() < 0.85 else mut.mutate(stream)
+    return bytes((scenario, cut)) + stream
+
+
+def generate_election(mut: Mutator) -> bytes:
+    rng = mut.rng
+    config = rng.choice((b"", b"server.1=127.0.0.1:1:2\nversion=0", b"\xff\xfe",
+                         b"server.1=127.0.0.1:1:2\nserver.2=127.0.0.1:3:4\nserver.3=127.0.0.1:5:6"
+                         b"\nversion=" + rng.choice((b"0", b"100000000", b"zz"))))
+    stream = election_stream(rng.choice(HOSTILE_SIDS + MEMBERS), rng.randrange(4), config)
+    if rng.random() < 0.3:
+        first = wire.encode_initial_message(9, [("127.0.0.1", 1)], wire.PROTOCOL_VERSION_V2)
+        stream = first + stream[len(first):]
+    return bytes((rng.randrange(2), 0 if rng.random() < 0.7 else rng.randint(1, 20))) + \
+        mut.mutate(stream)
