@@ -157,6 +157,11 @@ class Leading:
         belongs to its LearnerHandler in ZooKeeper). Sending one later would
         reach the learner's next connection and answer a sync it never sent."""
         self.learners.pop(sid, None)
+        if sid not in self.peer.voters:
+            # Its ACKs count for nobody's quorum: keep a watermark per voter only,
+            # or every server id that ever connected would stay here (ZooKeeper's
+            # ack sets go with their proposals).
+            self.acked.pop(sid, None)
         for waiting in self.pending_syncs.values():
             while sid in waiting:
                 waiting.remove(sid)
