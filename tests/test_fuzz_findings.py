@@ -23,3 +23,20 @@ def test_a_leader_forgets_the_acks_of_a_server_outside_the_ensemble() -> None:
         _close(proto, world)
         assert sid not in leader.peer.leading.acked
     assert set(leader.peer.leading.acked) <= {1, 2, 3}
+
+
+def test_a_dynamic_config_host_the_membership_text_cannot_carry_is_refused(tmp_path) -> None:
+    # Found by the dynconfig target: a host with a control character loaded, but
+    # the membership's text (/zookeeper/config, NEWLEADER, votes) that carried it
+    # did not read back, and the resolver rejects it with a UnicodeError.
+    import pytest
+
+    from zkpy.config import ConfigError, load_config
+
+    (tmp_path / "myid").write_text("1\n")
+    dynamic = tmp_path / "zoo.cfg.dynamic.100000000"
+    dynamic.write_bytes(b"server.1=lo\x1ecal:2888:3888;2181\n")
+    cfg = tmp_path / "zoo.cfg"
+    cfg.write_text(f"dataDir={tmp_path}\ninitLimit=5\nsyncLimit=2\ndynamicConfigFile={dynamic}\n")
+    with pytest.raises(ConfigError, match="not a host name or address"):
+        load_config(str(cfg))
