@@ -40,3 +40,31 @@ def test_a_dynamic_config_host_the_membership_text_cannot_carry_is_refused(tmp_p
     cfg.write_text(f"dataDir={tmp_path}\ninitLimit=5\nsyncLimit=2\ndynamicConfigFile={dynamic}\n")
     with pytest.raises(ConfigError, match="not a host name or address"):
         load_config(str(cfg))
+
+
+def _bad_utf8_snapshot() -> bytes:
+    """The sample snapshot with one byte of a node's path made invalid UTF-8, sealed again."""
+    from zkpy.testing.fuzz.registry import _snapshot_body, seal
+    from zkpy.testing.fuzz.seeds import sample
+
+    body = _snapshot_body()
+    at = body.index(b"/app")
+    return seal(body[:at + 1] + b"\xff" + body[at + 2:], (sample().snapshot_zxid, 2, 0))
+
+
+def test_a_snapshot_with_a_path_that_is_not_utf8_is_invalid_not_a_crash(tmp_path) -> None:
+    # Found by the snapshot and snapstream targets: UnicodeDecodeError escaped
+    # parse_snapshot, so start-up did not fall back to an older snapshot and a
+    # SNAP from a leader raised out of the follower.
+    import pytest
+
+    from zkpy.storage.recovery import load
+    from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
+    from zkpy.testing.fuzz.seeds import sample
+
+    with pytest.raises(SnapshotInvalid, match="utf-8"):
+        parse_snapshot(_bad_utf8_snapshot(), 0x100)
+    (tmp_path / "snapshot.1").write_bytes(sample().snapshot)
+    (tmp_path / "snapshot.100").write_bytes(_bad_utf8_snapshot())
+    state = load(str(tmp_path), str(tmp_path))
+    assert state.snapshot_zxid == 1 and state.tree.get("/app") is not None

@@ -167,7 +167,7 @@ def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
     name = os.path.basename(path)
     try:
         return _parse(blob, name)
-    except (JuteError, struct.error, IndexError, KeyError) as e:
+    except (JuteError, struct.error, IndexError, KeyError, UnicodeDecodeError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
@@ -179,7 +179,7 @@ def parse_snapshot(blob: bytes, zxid: int,
     name = snapshot_name(zxid)
     try:
         tree, sessions, _ = _parse(blob, name, trailer)
-    except (JuteError, struct.error, IndexError, KeyError) as e:
+    except (JuteError, struct.error, IndexError, KeyError, UnicodeDecodeError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
     tree.last_zxid = zxid
     return tree, sessions

@@ -136,8 +136,10 @@ class ClientTarget:
         probe(core, self.now, 39999)
 
 
-def probe(core: ServerCore, now: int, port: int) -> None:
-    """A healthy client creates, reads and deletes a znode (ContractViolation if not)."""
+def probe(core: ServerCore, now: int, port: int, strict: bool = True) -> None:
+    """A healthy client creates, reads and deletes a znode (ContractViolation if not).
+    Not ``strict``: for a tree loaded from hostile bytes, whose ACLs and node kinds
+    may refuse the probe, each request must be answered (with any error), in order."""
     peer = _Peer(core, now, port)
     path = f"/probe-{port}"
     body = framed(S.RequestHeader(1, Op.create).encode()
@@ -155,7 +157,8 @@ def probe(core: ServerCore, now: int, port: int) -> None:
     core.flush()
     frames = split_frames(peer.out)
     replies = [decode(S.ReplyHeader, f)[0] for f in frames[1:]]
-    if [(h.xid, h.err) for h in replies] != [(1, 0), (2, 0), (3, 0)] or peer.closed:
+    answered = [(h.xid, h.err if strict else 0) for h in replies]
+    if answered != [(1, 0), (2, 0), (3, 0)] or peer.closed:
         raise ContractViolation(f"the server stopped serving: {replies}, closed={peer.closed}")
     peer.conn.lost()
     core.flush()

@@ -21,13 +21,14 @@ import shutil
 import tempfile
 from typing import Any
 
+from zkpy.admin import fourletter
 from zkpy.config import ConfigError, load_config
 from zkpy.server.core import CoreSettings, ServerCore
 from zkpy.server.replica import Replica
 from zkpy.storage import snapstream
 from zkpy.storage.formats import VERSION_DIR, log_name, snapshot_name
 from zkpy.storage.recovery import RecoveryError, StartState, load
-from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
+from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot, snapshot_bytes
 from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
 from zkpy.testing.fuzz.client import ContractViolation, probe
 from zkpy.testing.fuzz.seeds import T0, log_file, sample
@@ -48,7 +49,7 @@ def _scratch() -> str:
 def serve_from(state: StartState) -> ServerCore:
     """A standalone server started from what ``load`` found, as MemberServer
     starts one (ContractViolation if it cannot serve)."""
-    core = ServerCore(CoreSettings(extended_types=True), T0)
+    core = ServerCore(CoreSettings(extended_types=True, four_letter_words=frozenset({"*"})), T0)
     core.restore(state.tree, state.sessions, T0)
     disk_state = DiskState(state.accepted_epoch, state.current_epoch, state.snapshot_zxid,
                            list(state.log))
@@ -57,7 +58,15 @@ def serve_from(state: StartState) -> ServerCore:
     replica = Replica(core, peer, NoLinks(), disk)
     disk.replica = replica
     replica.step(Start(), T0)
-    probe(core, T0, 4000)
+    probe(core, T0, 4000, strict=False)
+    for word in ("mntr", "srvr", "cons", "dump", "wchs", "conf", "hash"):
+        fourletter.run(core, word, None)
+    # What a standalone server writes first thing: its state as a snapshot. It loads.
+    again = snapshot_bytes(core.tree, core.session_timeouts())
+    try:
+        parse_snapshot(again, core.last_zxid)
+    except SnapshotInvalid as e:
+        raise ContractViolation(f"a loaded tree saved as a snapshot does not load: {e}") from e
     return core
 
 
