@@ -68,3 +68,21 @@ def test_a_snapshot_with_a_path_that_is_not_utf8_is_invalid_not_a_crash(tmp_path
     (tmp_path / "snapshot.100").write_bytes(_bad_utf8_snapshot())
     state = load(str(tmp_path), str(tmp_path))
     assert state.snapshot_zxid == 1 and state.tree.get("/app") is not None
+
+
+def test_a_logged_txn_that_does_not_decode_fails_the_load_with_its_zxid(tmp_path) -> None:
+    # Found by the datadir target: an entry whose checksum holds but whose body
+    # does not decode passed recovery and raised JuteError while the server
+    # replayed it at start-up.
+    import pytest
+
+    from zkpy.storage.recovery import RecoveryError, load
+    from zkpy.testing.fuzz.seeds import log_file, sample
+
+    s = sample()
+    zxid, data = s.log[2]
+    broken = list(s.log[:2]) + [(zxid, data[:28] + b"\x00\x01\x00\x00")]
+    (tmp_path / f"snapshot.{s.snapshot_zxid:x}").write_bytes(s.snapshot)
+    (tmp_path / f"log.{s.log[0][0]:x}").write_bytes(log_file(broken))
+    with pytest.raises(RecoveryError, match=f"transaction 0x{zxid:x} does not decode"):
+        load(str(tmp_path), str(tmp_path))

@@ -24,6 +24,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
@@ -131,11 +132,23 @@ def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
                         f"{os.path.basename(path)}: transactions 0x{prev + 1:x} to "
                         f"0x{entry.zxid - 1:x} are missing before it (a log file in "
                         f"{log_dir} is missing?); refusing to start")
+                _check_decodes(path, entry.zxid, entry.data)
                 out.append((entry.zxid, entry.data))
                 prev = entry.zxid
         except LogDamaged as e:
             raise RecoveryError(str(e)) from None
     return out
+
+
+def _check_decodes(path: str, zxid: int, data: bytes) -> None:
+    """A logged txn whose checksum holds but which does not decode is damage too
+    (ZooKeeper's FileTxnIterator fails on it): refuse it here, not halfway
+    through replaying it, or on a follower a leader sent it to."""
+    try:
+        decode_entry(data)
+    except JuteError as e:
+        raise RecoveryError(f"{os.path.basename(path)}: transaction 0x{zxid:x} does not "
+                            f"decode ({e}); refusing to start") from None
 
 
 def recover(snap_dir: str, log_dir: str) -> Recovered:
