@@ -86,3 +86,20 @@ def test_a_logged_txn_that_does_not_decode_fails_the_load_with_its_zxid(tmp_path
     (tmp_path / f"log.{s.log[0][0]:x}").write_bytes(log_file(broken))
     with pytest.raises(RecoveryError, match=f"transaction 0x{zxid:x} does not decode"):
         load(str(tmp_path), str(tmp_path))
+
+
+def test_an_epoch_file_that_is_not_an_epoch_fails_the_load_with_its_name(tmp_path) -> None:
+    # Found by the datadir target: binary bytes in currentEpoch raised
+    # UnicodeDecodeError, and an epoch no zxid can carry (2^31 and up) loaded.
+    import pytest
+
+    from zkpy.storage.recovery import RecoveryError, load
+
+    for text in (b"1\xe8", b"-1", b"2147483648", b"\x00", b"+5", b"1_0"):
+        (tmp_path / "currentEpoch").write_bytes(text)
+        with pytest.raises(RecoveryError, match="currentEpoch.*is not an epoch number"):
+            load(str(tmp_path), str(tmp_path))
+    (tmp_path / "currentEpoch").write_bytes(b"2147483647\n")
+    (tmp_path / "acceptedEpoch").write_bytes(b"2147483647")
+    assert load(str(tmp_path), str(tmp_path)).current_epoch == 0x7FFFFFFF
+

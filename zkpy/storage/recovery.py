@@ -94,17 +94,22 @@ def load(snap_dir: str, log_dir: str) -> StartState:
     return state
 
 
+MAX_EPOCH = 0x7FFFFFFF  # the high half of a zxid, a signed long
+
+
 def read_epoch(snap_dir: str, name: str) -> int | None:
+    """A decimal epoch (QuorumPeer.readLongFromFile); RecoveryError if it is not
+    one a zxid can carry."""
     path = os.path.join(snap_dir, name)
     try:
-        with open(path) as f:
-            text = f.read().strip()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise RecoveryError(f"{path}: {text!r} is not an epoch number") from None
+    text = raw.decode("ascii", "replace").strip()
+    if not text.isdigit() or not text.isascii() or int(text) > MAX_EPOCH:
+        raise RecoveryError(f"{path}: {text[:40]!r} is not an epoch number")
+    return int(text)
 
 
 def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
