@@ -103,3 +103,56 @@ def test_an_epoch_file_that_is_not_an_epoch_fails_the_load_with_its_name(tmp_pat
     (tmp_path / "acceptedEpoch").write_bytes(b"2147483647")
     assert load(str(tmp_path), str(tmp_path)).current_epoch == 0x7FFFFFFF
 
+
+def test_a_txn_with_a_null_acl_gets_the_open_acl_as_in_zookeeper() -> None:
+    # Found by the datadir target: a logged create with a null ACL vector (which
+    # ZooKeeper's ACL cache reads as OPEN_ACL_UNSAFE) raised TypeError on replay.
+    from zkpy.jute import schema as S
+    from zkpy.tree.datatree import OPEN_ACL_UNSAFE, DataTree
+
+    tree = DataTree()
+    tree.apply(S.TxnHeader(1, 1, 5, 0, 1), S.CreateTxn("/n", b"", None, False, 1))
+    assert tree.get("/n").acl == OPEN_ACL_UNSAFE
+    tree.apply(S.TxnHeader(1, 2, 6, 0, 7), S.SetACLTxn("/n", [], 0))
+    assert tree.get("/n").acl == ()  # an empty list stays empty: nobody may do anything
+
+
+def test_txns_on_paths_the_tree_cannot_hold_do_not_decode() -> None:
+    # Found by the datadir target: a logged create of "" made the root its own
+    # child, and saving the tree as a snapshot then looped for ever.
+    import pytest
+
+    from zkpy.jute import schema as S
+    from zkpy.jute.codec import JuteError
+    from zkpy.jute.protocol import Op
+    from zkpy.storage.formats import decode_entry, encode_txn
+
+    def entry(op: int, body: object) -> bytes:
+        return encode_txn(S.TxnHeader(1, 1, 5, 0, op), body)
+
+    bad = [entry(Op.create, S.CreateTxn(p, b"", [], False, 1)) for p in ("", "/", "a", "/a/", "//a")]
+    bad += [entry(Op.delete, S.DeleteTxn("/")), entry(Op.setData, S.SetDataTxn(None, b"", 0)),
+            entry(Op.closeSession, S.CloseSessionTxn(["/e", "x"])),
+            S.TxnHeader(1, 1, 5, 0, Op.multi).encode()
+            + S.MultiTxn([S.Txn(Op.multi, S.MultiTxn([]).encode())]).encode()]
+    for data in bad:
+        with pytest.raises(JuteError):
+            decode_entry(data)
+    for good in (entry(Op.setData, S.SetDataTxn("/", b"x", 0)),
+                 entry(Op.create, S.CreateTxn("/a/.b", b"", [], False, 1))):
+        decode_entry(good)
+
+
+def test_a_snapshot_node_the_tree_cannot_hang_is_invalid() -> None:
+    # The snapshot side of the same: "//" would make the root its own child.
+    import pytest
+
+    from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
+    from zkpy.testing.fuzz.registry import _snapshot_body, seal
+
+    body = _snapshot_body()
+    for bad in (b"//", b"/a/", b"ab"):
+        at = body.index(b"\x00\x00\x00\x04/app")
+        mutated = body[:at] + len(bad).to_bytes(4, "big") + bad + body[at + 8:]
+        with pytest.raises(SnapshotInvalid):
+            parse_snapshot(seal(mutated), 0x100)

@@ -318,6 +318,9 @@ def _link(tree: DataTree, path: str, node: Node) -> None:
     if path != "/":
         i = path.rfind("/")  # split_path, inlined: this runs once per znode at start-up
         parent_path, child = path[:i] or "/", path[i + 1:]
+        if i < 0 or not child:
+            # "a", "/a/", "//": no node the tree can hang (the walk would loop on "//").
+            raise SnapshotInvalid(f"not a znode path: {path!r}")
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")

@@ -241,9 +241,11 @@ class DataTree:
     def ephemerals_of(self, session_id: int) -> set[str]:
         return self.ephemerals.get(session_id, set())
 
-    def intern_acl(self, acl: Iterable[Any]) -> tuple[Any, ...]:
-        """Share one tuple per distinct ACL list, as ZooKeeper's ACL cache does."""
-        key = tuple((a.perms, a.id.scheme, a.id.id) for a in acl)
+    def intern_acl(self, acl: Iterable[Any] | None) -> tuple[Any, ...]:
+        """Share one tuple per distinct ACL list, as ZooKeeper's ACL cache does
+        (which also reads a null list, from a txn, as OPEN_ACL_UNSAFE)."""
+        entries = OPEN_ACL_UNSAFE if acl is None else acl
+        key = tuple((a.perms, a.id.scheme, a.id.id) for a in entries)
         cached = self._acls.get(key)
         if cached is None:
             cached = tuple(S.ACL(p, S.Id(s, i)) for p, s, i in key)

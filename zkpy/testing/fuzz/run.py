@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,7 +84,8 @@ def fuzz(name: str, seed: int, count: int, *, seconds: float | None = None) -> S
                     break
                 data = target.input(mut, seeds)
                 try:
-                    subject.run(data)
+                    with _hang_guard():
+                        subject.run(data)
                 except Exception as e:  # any exception is a finding
                     _keep(name, seed, done, data)
                     raise FuzzFailure(name, seed, done, data, e) from e
@@ -93,6 +96,33 @@ def fuzz(name: str, seed: int, count: int, *, seconds: float | None = None) -> S
         if close is not None:
             close()
     return Stats(name, seed, done, time.monotonic() - start)
+
+
+class Hang(Exception):
+    """One input ran for ``HANG_SECONDS``: the server would have hung on it."""
+
+
+HANG_SECONDS = int(os.environ.get("ZKPY_FUZZ_HANG_SECONDS", "60"))
+
+
+@contextmanager
+def _hang_guard() -> Iterator[None]:
+    """A catastrophe net, not a timing test: an input still running after
+    ``HANG_SECONDS`` (a loop that never ends) is a finding, not a stuck run."""
+    if threading.current_thread() is not threading.main_thread() or HANG_SECONDS <= 0:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise Hang(f"one input ran for {HANG_SECONDS}s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(HANG_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _keep(name: str, seed: int, index: int, data: bytes) -> None:
