@@ -103,9 +103,10 @@ class _SplitLinks:
         self.sim = sim_links
         self.quorum = quorum
         self.election = election
+        self.outside: set[int] = set()  # members reached through the adapters, not the sim
 
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
-        if self.quorum.token(dest) is not None:
+        if dest in self.outside or self.quorum.token(dest) is not None:
             self.quorum.send(dest, pkt, token)
         else:
             self.sim.send(dest, pkt, token)
@@ -192,6 +193,21 @@ def recovered(world: HostileWorld) -> None:
     core.flush()
 
 
+def _roles(world: HostileWorld) -> list[tuple[int, int, int | None, int]]:
+    return [(i, mb.replica.role, mb.replica.leader, mb.replica.role_changes)
+            for i, mb in sorted(world.members.items())]
+
+
+def unmoved(world: HostileWorld, before: list[tuple[int, int, int | None, int]],
+            sid: int) -> None:
+    """An outsider's connection changed no member's role: "nothing else"."""
+    if sid in MEMBERS:
+        return  # one posing as a member may cost that member its connection
+    after = _roles(world)
+    if after != before:
+        raise ContractViolation(f"outsider {sid} moved the ensemble: {before} -> {after}")
+
+
 def forgotten(world: HostileWorld, sid: int) -> None:
     """No member keeps state for the outsider ``sid`` once its connection closed."""
     if sid in MEMBERS:
@@ -255,30 +271,46 @@ class QuorumTarget:
         world = HostileWorld(auth=auth)
         leader = world.wait_stable()
         target = leader.id if scenario != 1 else world.followers()[0].id
+        before = _roles(world)
         proto = _connect(world.fronts[target][0])
         _feed(proto, world, stream, cut)
         sid = proto.sid if proto.sid is not None else _sid_of(stream)
         _close(proto, world)
+        unmoved(world, before, sid)
         recovered(world)
         forgotten(world, sid)
         return None
 
     def _from_leader(self, stream: bytes, cut: int) -> None:
-        world = HostileWorld(down=(2, 3))
-        quorum = world.fronts[1][0]
-        proto = quorum.buildProtocol(None)
-        proto.sid, proto.outbound = 3, True
-        quorum.conns[3] = proto
-        proto.makeConnection(_Transport())
-        world.step(1, ev.Vote(3, Notification(3, LEADING, 3, 0, 1, 0)))
-        world.step(1, ev.Vote(2, Notification(2, FOLLOWING, 3, 0, 1, 0)))
-        world.settle()
-        if world.members[1].peer.following is None:
-            raise ContractViolation("member 1 does not follow server 3")
+        world, proto = follower_of_outsider()
         _feed(proto, world, stream, cut)
         for _ in range(3):
             world.advance(world.tick_time)
         loads_again(world, 1)
+
+
+def follower_of_outsider() -> tuple[HostileWorld, Any]:
+    """Member 1 of a world whose 2 and 3 are down, told by their votes that 3
+    leads: it connects to 3's quorum port (the adapters' way) and sends
+    FOLLOWERINFO; the connection's other end is ours to play."""
+    world = HostileWorld(down=(2, 3))
+    quorum = world.fronts[1][0]
+    quorum.peers[3] = ("127.0.0.1", 5003)
+    links = world.members[1].replica.driver.links
+    assert isinstance(links, _SplitLinks)
+    links.outside.add(3)
+    world.step(1, ev.Vote(3, Notification(3, LEADING, 3, 0, 1, 0)))
+    world.step(1, ev.Vote(2, Notification(2, FOLLOWING, 3, 0, 1, 0)))
+    world.settle()
+    if world.members[1].peer.following is None or not world.reactor.tcpClients:
+        raise ContractViolation("member 1 does not follow server 3")
+    factory: Any = world.reactor.tcpClients[-1][2]
+    proto = _connect(factory)
+    sent = proto.transport.value()
+    first = m.split_packet(sent)
+    if first is None or first[0].type != m.FOLLOWERINFO:
+        raise ContractViolation(f"member 1 did not open with FOLLOWERINFO: {sent!r}")
+    return world, proto
 
 
 class ElectionTarget:
@@ -288,10 +320,13 @@ class ElectionTarget:
         world = HostileWorld(down=(3,) if scenario == 1 else ())
         if scenario == 0:
             world.wait_stable()
+        before = _roles(world)
         proto = _connect(world.fronts[1 if scenario else 2][1])
         _feed(proto, world, data[2:], cut)
         sid = proto.sid
         _close(proto, world)
+        if scenario == 0:
+            unmoved(world, before, sid if sid is not None else -1)
         recovered(world)
         if sid is not None:
             forgotten(world, sid)
