@@ -156,3 +156,84 @@ def test_a_snapshot_node_the_tree_cannot_hang_is_invalid() -> None:
         mutated = body[:at] + len(bad).to_bytes(4, "big") + bad + body[at + 8:]
         with pytest.raises(SnapshotInvalid):
             parse_snapshot(seal(mutated), 0x100)
+
+
+# -- the quorum port ---------------------------------------------------------------------
+
+
+def _leader_says(*pkts: object) -> tuple[object, object]:
+    """Member 1 follows an outsider playing leader 3 (zkpy.testing.fuzz.quorum), which
+    opens with a good LEADERINFO and DIFF, then sends ``pkts``."""
+    from zkpy.testing.fuzz.quorum import follower_of_outsider
+    from zkpy.zab import messages as m
+
+    world, proto = follower_of_outsider()
+    head = [m.packet(m.LEADERINFO, m.make_zxid(1, 0), m.int_data(m.PROTOCOL_VERSION)),
+            m.packet(m.DIFF, 0)]
+    _feed(proto, world, b"".join(m.encode_packet(p) for p in head + list(pkts)), 0)
+    return world, proto
+
+
+def test_a_follower_refuses_a_proposal_it_cannot_decode() -> None:
+    # Found by the quorum target (a leader's stream): the follower logged the
+    # txn, and raised JuteError out of the adapter when its COMMIT came; on
+    # restart its own log no longer loaded.
+    from zkpy.jute import schema as S
+    from zkpy.jute.protocol import Op
+    from zkpy.storage.formats import encode_txn
+    from zkpy.zab import messages as m
+
+    z = m.make_zxid(1, 1)
+    good = encode_txn(S.TxnHeader(1, 1, z, 0, Op.create),
+                      S.CreateTxn("/x", b"", [], False, 1))
+    for txn in (good[:40], encode_txn(S.TxnHeader(1, 1, z + 5, 0, Op.createSession),
+                                      S.CreateSessionTxn(30000))):
+        world, proto = _leader_says(m.packet(m.PROPOSAL, z, txn), m.packet(m.COMMIT, z))
+        member = world.members[1]
+        assert member.peer.role == 0 and proto.closed  # LOOKING, the connection dropped
+        assert world.disks[1].log == [] and member.core.last_zxid == 0
+
+
+def test_a_follower_refuses_a_snap_that_does_not_load_or_goes_back() -> None:
+    # Found by the quorum target: a SNAP whose tree does not load raised out of
+    # the follower (and on a real server, out of its disk thread, which stops the
+    # server); a SNAP or TRUNC below what it applied raised SafetyError.
+    from zkpy.storage.snapstream import stream_of
+    from zkpy.testing.fuzz.quorum import follower_of_outsider
+    from zkpy.testing.fuzz.registry import _snapshot_body, seal
+    from zkpy.testing.fuzz.seeds import sample
+    from zkpy.zab import messages as m
+
+    body = _snapshot_body()
+    at = body.index(b"/app")
+    broken = seal(body[:at + 1] + b"\xff" + body[at + 2:])  # a path that is not UTF-8
+    for snap, zxid in ((broken, 5), (sample().snapshot, -1)):
+        world, proto = follower_of_outsider()
+        info = m.packet(m.LEADERINFO, m.make_zxid(1, 0), m.int_data(m.PROTOCOL_VERSION))
+        _feed(proto, world, m.encode_packet(info) + m.encode_packet(m.packet(m.SNAP, zxid))
+              + stream_of(snap), 0)
+        assert world.members[1].peer.role == 0 and proto.closed
+        assert world.disks[1].snapshot == (0, b"")
+    world, proto = follower_of_outsider()
+    world.members[1].peer.applied = 7  # as if it had applied up to 7 before
+    info = m.packet(m.LEADERINFO, m.make_zxid(1, 0), m.int_data(m.PROTOCOL_VERSION))
+    _feed(proto, world, m.encode_packet(info) + m.encode_packet(m.packet(m.TRUNC, 3)), 0)
+    assert world.members[1].peer.role == 0 and proto.closed
+
+
+def test_epochs_no_zxid_can_carry_are_refused_on_the_wire() -> None:
+    # Found by the quorum target: a LEADERINFO (or a learner's FOLLOWERINFO) of
+    # epoch 2^31-1 was taken, and the next leader's epoch overflowed every zxid.
+    from zkpy.testing.fuzz.quorum import follower_of_outsider
+    from zkpy.zab import messages as m
+
+    world, proto = follower_of_outsider()
+    info = m.packet(m.LEADERINFO, m.make_zxid(m.MAX_EPOCH + 1, 0), m.int_data(0x10000))
+    _feed(proto, world, m.encode_packet(info), 0)
+    assert world.members[1].peer.role == 0 and world.disks[1].accepted == 0
+    world = HostileWorld()
+    leader = world.wait_stable()
+    proto = _connect(world.fronts[leader.id][0])
+    _feed(proto, world, m.encode_packet(m.follower_info(9, m.MAX_EPOCH + 1)), 0)
+    assert proto.closed and 9 not in leader.peer.leading.learners
+

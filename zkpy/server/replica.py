@@ -41,7 +41,7 @@ from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
-from zkpy.storage.snapshot import parse_snapshot
+from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
 from zkpy.zab.events import (
@@ -91,6 +91,12 @@ class Replica:
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
         peer.revalidate = self._revalidate
+        # What a learner took from its leader, decoded once when it arrived
+        # (``_check_txn``, ``_check_snapshot``) and used when it is applied.
+        peer.check_txn = self._check_txn
+        peer.check_snapshot = self._check_snapshot
+        self._decoded: dict[int, tuple[Any, Any, Any]] = {}
+        self._parsed: tuple[int, Any, dict[int, int]] | None = None
 
     # -- stepping ---------------------------------------------------------------------
 
@@ -142,6 +148,7 @@ class Replica:
         if self.read_only.role(change.role == LOOKING, self.now):
             self._stand_down(f"read-only mode ends: {ROLE_NAMES.get(change.role, change.role)}")
         was_serving = self.established
+        self._decoded.clear()  # a new leader sends its own proposals
         self.role = change.role
         self.leader = change.leader
         self.role_changes += 1
@@ -353,7 +360,8 @@ class Replica:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
-            hdr, body, digest = decode_entry(txn)
+            decoded = self._decoded.pop(zxid, None)
+            hdr, body, digest = decoded if decoded is not None else decode_entry(txn)
             req = self.waiting.pop((hdr.clientId, hdr.cxid), None)
             ours = req is not None
             if req is None:
@@ -362,10 +370,35 @@ class Replica:
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
-        tree, sessions = parse_snapshot(data, zxid, trailer=False)  # a SNAP: no trailer
+        parsed, self._parsed = self._parsed, None
+        if parsed is not None and parsed[0] == zxid:
+            _, tree, sessions = parsed
+        else:
+            tree, sessions = parse_snapshot(data, zxid, trailer=False)  # a SNAP: no trailer
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))
+
+    def _check_txn(self, zxid: int, txn: bytes) -> str | None:
+        """Follower.processPacket deserializes a PROPOSAL as it arrives: one that
+        does not decode, or whose header names another zxid, is not taken."""
+        try:
+            hdr, body, digest = decode_entry(txn)
+        except JuteError as e:
+            return f"its txn does not decode: {e}"
+        if hdr.zxid != zxid:
+            return f"its txn's header says zxid 0x{hdr.zxid:x}"
+        self._decoded[zxid] = (hdr, body, digest)
+        return None
+
+    def _check_snapshot(self, zxid: int, data: bytes) -> str | None:
+        """Learner.syncWithLeader deserializes a SNAP as it arrives."""
+        try:
+            tree, sessions = parse_snapshot(data, zxid, trailer=False)
+        except SnapshotInvalid as e:
+            return f"its snapshot does not load: {e}"
+        self._parsed = (zxid, tree, sessions)
+        return None
 
     def _snapshot(self) -> bytes:
         from zkpy.storage.snapshot import snapshot_bytes

@@ -239,8 +239,8 @@ class Leading:
             named = m.learner_id(pkt)
         except JuteError:
             named = -1
-        if named != src or src == p.my_id:
-            p.disconnect(src)
+        if named != src or src == p.my_id or m.epoch_of(pkt.zxid) > m.MAX_EPOCH:
+            self._drop(src)  # its learner (if this connection had one) goes too
             return
         # Anyone may learn from us (LearnerHandler takes any sid): a server
         # outside the voters follows without a vote until a reconfig adds it.

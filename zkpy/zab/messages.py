@@ -66,6 +66,9 @@ TYPE_NAMES = {
 # Leader.java: "This value is used to indicate that the leader/follower speak
 # the Zab 1.0 protocol" (0x10000).
 PROTOCOL_VERSION = 0x10000
+# The largest epoch a peer takes from another: a zxid keeps its epoch in the high
+# 32 bits of a signed long, and a leader's new epoch is one more than any it saw.
+MAX_EPOCH = 0x7FFFFFFE
 
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")

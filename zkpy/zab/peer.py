@@ -187,6 +187,13 @@ class Peer:
         # A leader's answer to a learner's REVALIDATE: (learner, session id,
         # timeout) -> is the session alive (and now owned by that learner)?
         self.revalidate: Callable[[int, int, int], bool] = lambda learner, sid, timeout: False
+        # Can a learner take what its leader sends? ``check_txn(zxid, txn)`` for a
+        # PROPOSAL's or INFORM's txn, ``check_snapshot(zxid, data)`` for a SNAP's
+        # tree: None, or why not (the connection is then dropped, as ZooKeeper's
+        # learner does when it cannot deserialize them). Zab moves opaque bytes:
+        # the adapter knows how to read them.
+        self.check_txn: Callable[[int, bytes], str | None] = lambda zxid, txn: None
+        self.check_snapshot: Callable[[int, bytes], str | None] = lambda zxid, data: None
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
