@@ -237,3 +237,22 @@ def test_epochs_no_zxid_can_carry_are_refused_on_the_wire() -> None:
     _feed(proto, world, m.encode_packet(m.follower_info(9, m.MAX_EPOCH + 1)), 0)
     assert proto.closed and 9 not in leader.peer.leading.learners
 
+
+def test_an_outsider_cannot_make_the_leader_step_down() -> None:
+    # Found by the quorum target: an ACKEPOCH claiming a newer epoch than the
+    # leader's made an established leader go back to election; a FOLLOWERINFO
+    # naming another server left its learner behind.
+    from zkpy.zab import messages as m
+
+    world = HostileWorld()
+    leader = world.wait_stable()
+    changes = leader.replica.role_changes
+    ahead = m.follower_info(9, 0).encode() + m.packet(m.ACKEPOCH, 1 << 40, m.int_data(7)).encode()
+    liar = m.follower_info(10, 0).encode() + m.follower_info(11, 0).encode()
+    for stream in (ahead, liar):
+        proto = _connect(world.fronts[leader.id][0])
+        _feed(proto, world, stream, 0)
+        assert proto.closed
+        assert not set(leader.peer.leading.learners) - {1, 2}
+        _close(proto, world)
+    assert leader.replica.role_changes == changes and leader.replica.mode == "leader"

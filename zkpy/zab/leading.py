@@ -293,6 +293,12 @@ class Leading:
             # Leader.waitForEpochAck: a follower whose (currentEpoch, lastZxid)
             # is more recent than ours "is ahead of the leader": we must not lead.
             if (reported, pkt.zxid) > self.summary:
+                if self.established or learner.sid not in self.peer.voters:
+                    # ZooKeeper's LearnerHandler throws and that learner goes; only
+                    # a voter ahead of a leader still gathering its quorum can keep
+                    # it from leading (anyone else could stop any leader at will).
+                    self._drop(learner.sid)
+                    return
                 self.peer.become_looking(f"follower {learner.sid} is ahead of the leader")
                 return
             self.epoch_acks.add(learner.sid)
