@@ -44,10 +44,9 @@ def test_a_dynamic_config_host_the_membership_text_cannot_carry_is_refused(tmp_p
 
 def _bad_utf8_snapshot() -> bytes:
     """The sample snapshot with one byte of a node's path made invalid UTF-8, sealed again."""
-    from zkpy.testing.fuzz.registry import _snapshot_body, seal
-    from zkpy.testing.fuzz.seeds import sample
+    from zkpy.testing.fuzz.seeds import sample, seal, snapshot_body
 
-    body = _snapshot_body()
+    body = snapshot_body()
     at = body.index(b"/app")
     return seal(body[:at + 1] + b"\xff" + body[at + 2:], (sample().snapshot_zxid, 2, 0))
 
@@ -95,13 +94,13 @@ def test_an_epoch_file_that_is_not_an_epoch_fails_the_load_with_its_name(tmp_pat
 
     from zkpy.storage.recovery import RecoveryError, load
 
-    for text in (b"1\xe8", b"-1", b"2147483648", b"\x00", b"+5", b"1_0"):
+    for text in (b"1\xe8", b"-1", b"2147483647", b"\x00", b"+5", b"1_0"):
         (tmp_path / "currentEpoch").write_bytes(text)
         with pytest.raises(RecoveryError, match="currentEpoch.*is not an epoch number"):
             load(str(tmp_path), str(tmp_path))
-    (tmp_path / "currentEpoch").write_bytes(b"2147483647\n")
-    (tmp_path / "acceptedEpoch").write_bytes(b"2147483647")
-    assert load(str(tmp_path), str(tmp_path)).current_epoch == 0x7FFFFFFF
+    (tmp_path / "currentEpoch").write_bytes(b"2147483646\n")
+    (tmp_path / "acceptedEpoch").write_bytes(b"2147483646")
+    assert load(str(tmp_path), str(tmp_path)).current_epoch == 0x7FFFFFFE
 
 
 def test_a_txn_with_a_null_acl_gets_the_open_acl_as_in_zookeeper() -> None:
@@ -148,9 +147,9 @@ def test_a_snapshot_node_the_tree_cannot_hang_is_invalid() -> None:
     import pytest
 
     from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
-    from zkpy.testing.fuzz.registry import _snapshot_body, seal
+    from zkpy.testing.fuzz.seeds import seal, snapshot_body
 
-    body = _snapshot_body()
+    body = snapshot_body()
     for bad in (b"//", b"/a/", b"ab"):
         at = body.index(b"\x00\x00\x00\x04/app")
         mutated = body[:at] + len(bad).to_bytes(4, "big") + bad + body[at + 8:]
@@ -200,11 +199,10 @@ def test_a_follower_refuses_a_snap_that_does_not_load_or_goes_back() -> None:
     # server); a SNAP or TRUNC below what it applied raised SafetyError.
     from zkpy.storage.snapstream import stream_of
     from zkpy.testing.fuzz.quorum import follower_of_outsider
-    from zkpy.testing.fuzz.registry import _snapshot_body, seal
-    from zkpy.testing.fuzz.seeds import sample
+    from zkpy.testing.fuzz.seeds import sample, seal, snapshot_body
     from zkpy.zab import messages as m
 
-    body = _snapshot_body()
+    body = snapshot_body()
     at = body.index(b"/app")
     broken = seal(body[:at + 1] + b"\xff" + body[at + 2:])  # a path that is not UTF-8
     for snap, zxid in ((broken, 5), (sample().snapshot, -1)):

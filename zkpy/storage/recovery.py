@@ -31,6 +31,7 @@ from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
 from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
 from zkpy.tree.datatree import DataTree
+from zkpy.zab.messages import MAX_EPOCH
 
 log = logging.getLogger("zkpy.storage")
 
@@ -94,12 +95,9 @@ def load(snap_dir: str, log_dir: str) -> StartState:
     return state
 
 
-MAX_EPOCH = 0x7FFFFFFF  # the high half of a zxid, a signed long
-
-
 def read_epoch(snap_dir: str, name: str) -> int | None:
     """A decimal epoch (QuorumPeer.readLongFromFile); RecoveryError if it is not
-    one a zxid can carry."""
+    one a zxid can carry (up to ``MAX_EPOCH``: a leader's next must fit too)."""
     path = os.path.join(snap_dir, name)
     try:
         with open(path, "rb") as f:

@@ -16,14 +16,14 @@ import sys
 
 
 def _pure(args: argparse.Namespace) -> int:
-    from zkpy.testing.fuzz.registry import TARGETS
-    from zkpy.testing.fuzz.run import FuzzFailure, fuzz
+    from zkpy.testing.fuzz.registry import TARGETS, fuzz_target
+    from zkpy.testing.fuzz.run import FuzzFailure
 
     names = args.targets or sorted(TARGETS)
     total = 0
     for name in names:
         try:
-            stats = fuzz(name, args.seed, args.count, seconds=args.seconds)
+            stats = fuzz_target(name, args.seed, args.count, seconds=args.seconds)
         except FuzzFailure as e:
             print(e, file=sys.stderr)
             return 1

@@ -28,7 +28,7 @@ from zkpy.storage.recovery import StartState
 from zkpy.testing.fuzz.client import ContractViolation, probe
 from zkpy.testing.fuzz.files import serve_from
 from zkpy.testing.fuzz.mutate import Mutator
-from zkpy.testing.fuzz.seeds import T0, sample
+from zkpy.testing.fuzz.seeds import T0, mutated_snapshot, sample
 from zkpy.testing.standalone import standalone
 
 
@@ -118,8 +118,6 @@ def generate(mut: Mutator) -> bytes:
         header = rng.choice(("digest super:secret", "digest a:b:c", "ip", "ip 127.0.0.1",
                              "x509 CN=x", "sasl fuzz", "digest", "", "  "))
         return b"\x01" + mut.mutate(header.encode())
-    from zkpy.testing.fuzz.registry import _snapshot_input
-
-    return b"\x02" + _snapshot_input(mut)
+    return b"\x02" + mutated_snapshot(mut)
 
 

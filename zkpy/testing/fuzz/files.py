@@ -36,9 +36,8 @@ from zkpy.testing.standalone import MemoryDisk
 from zkpy.zab.driver import NoLinks
 from zkpy.zab.events import DiskState, Start
 from zkpy.zab.membership import parse_config_text
+from zkpy.zab.messages import MAX_EPOCH
 from zkpy.zab.peer import Peer
-
-_MAX_EPOCH = 0x7FFFFFFF  # an epoch is the high half of a (signed, 64-bit) zxid
 
 
 def _scratch() -> str:
@@ -171,7 +170,7 @@ class DataDirTarget(_FileTarget):
         if state is None:
             return
         for name in ("accepted_epoch", "current_epoch"):
-            if not 0 <= getattr(state, name) <= _MAX_EPOCH:
+            if not 0 <= getattr(state, name) <= MAX_EPOCH:
                 raise ContractViolation(f"{name} {getattr(state, name)} cannot make a zxid")
         serve_from(state)
 

@@ -60,7 +60,6 @@ from zkpy.zab.election import FOLLOWING, LEADING, LOOKING, Notification
 MEMBERS = (1, 2, 3)
 HOSTILE_SIDS = (4, 5, 9, 100, 1 << 31, (1 << 63) - 1, 0, -1, -7)
 RECOVERY_MS = 20_000
-_MAX_EPOCH = 0x7FFFFFFF
 
 
 class HostileWorld(Sim):
@@ -244,7 +243,7 @@ def loads_again(world: HostileWorld, i: int) -> None:
             raise ContractViolation(f"member {i} logged txn 0x{zxid:x} that does not "
                                     f"decode: {e}") from e
     for epoch in (disk.accepted, disk.current):
-        if not 0 <= epoch <= _MAX_EPOCH:
+        if not 0 <= epoch <= m.MAX_EPOCH:
             raise ContractViolation(f"member {i} saved epoch {epoch}")
 
 

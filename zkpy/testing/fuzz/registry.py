@@ -13,44 +13,23 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
+import random
 
 from zkpy.testing.fuzz import admin, client, files, parsers, quorum
 from zkpy.testing.fuzz.mutate import Mutator
-from zkpy.testing.fuzz.run import Target
-from zkpy.testing.fuzz.seeds import log_file, sample
-
-_SEAL_TAIL = struct.pack(">i", 1) + b"/"
-_TRAILER = 8 + 5 + 20 + 8 + 5  # seal, ZxidDigest, second seal
+from zkpy.testing.fuzz.run import Stats, Target, fuzz
+from zkpy.testing.fuzz.seeds import log_file, mutated_snapshot, sample
 
 
 def _client_seeds() -> list[bytes]:
-    import random
-
     mut = Mutator(random.Random(0))
     return [client.generate(mut) for _ in range(32)]
 
 
-def seal(body: bytes, digest: tuple[int, int, int] | None = None) -> bytes:
-    """Snapshot-file bytes for ``body`` (header to the "/" end marker): the seals
-    recomputed, so a mutation reaches the parser past the checksum."""
-    checksum = zlib.adler32(body)
-    out = body + struct.pack(">q", checksum) + _SEAL_TAIL
-    if digest is None:
-        return out
-    out += struct.pack(">qiq", *digest)
-    return out + struct.pack(">q", zlib.adler32(out[len(body):], checksum)) + _SEAL_TAIL
+def _stream_seeds() -> list[bytes]:
+    from zkpy.storage import snapstream
 
-
-def _snapshot_body() -> bytes:
-    return sample().snapshot[:-_TRAILER]
-
-
-def _snapshot_input(mut: Mutator) -> bytes:
-    body = mut.mutate(_snapshot_body())
-    digest = None if mut.rng.random() < 0.3 else (sample().snapshot_zxid, 2, mut.int64())
-    return seal(body, digest)
+    return [b"\x00" + snapstream.stream_of(sample().snapshot)]
 
 
 def _stream_input(mut: Mutator) -> bytes:
@@ -69,7 +48,7 @@ def _log_input(mut: Mutator) -> bytes:
         entries[i] = (zxid, mut.mutate(data) or b"\0")
     kind = mut.rng.choice((0, 0, 1, 2))
     if kind == 2:
-        return bytes([2]) + _snapshot_input(mut)
+        return bytes([2]) + mutated_snapshot(mut)
     return bytes([kind]) + log_file(entries)
 
 
@@ -90,10 +69,14 @@ TARGETS: dict[str, Target] = {
     "quorum": Target(quorum.QuorumTarget, quorum.quorum_seeds, quorum.generate_quorum),
     "election": Target(quorum.ElectionTarget, quorum.election_seeds, quorum.generate_election),
     "wire": Target(parsers.WireTarget, parsers.seeds),
-    "snapshot": Target(files.SnapshotTarget, lambda: [sample().snapshot], _snapshot_input),
-    "snapstream": Target(files.SnapStreamTarget, lambda: [_stream_input(Mutator(
-        __import__("random").Random(0)))], _stream_input),
+    "snapshot": Target(files.SnapshotTarget, lambda: [sample().snapshot], mutated_snapshot),
+    "snapstream": Target(files.SnapStreamTarget, _stream_seeds, _stream_input),
     "datadir": Target(files.DataDirTarget, _datadir_seeds, _log_input),
     "dynconfig": Target(files.DynamicConfigTarget, _dynconfig_seeds),
     "admin": Target(admin.AdminTarget, admin.seeds, admin.generate),
 }
+
+
+def fuzz_target(name: str, seed: int, count: int, *, seconds: float | None = None) -> Stats:
+    """``zkpy.testing.fuzz.run.fuzz`` on the target called ``name``."""
+    return fuzz(name, TARGETS[name], seed, count, seconds=seconds)

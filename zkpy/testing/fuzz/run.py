@@ -66,13 +66,12 @@ def quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def fuzz(name: str, seed: int, count: int, *, seconds: float | None = None) -> Stats:
-    """Run ``count`` inputs (or as many as fit in ``seconds``) of target ``name``."""
-    from zkpy.testing.fuzz.registry import TARGETS
-
-    target = TARGETS[name]
+def fuzz(name: str, target: Target, seed: int, count: int, *,
+         seconds: float | None = None) -> Stats:
+    """Run ``count`` inputs (or as many as fit in ``seconds``) of ``target``, called ``name``."""
     rng = random.Random(f"{name}:{seed}")
-    seeds = target.seeds()
+    with quiet():
+        seeds = target.seeds()
     mut = Mutator(rng, seeds)
     subject = target.make()
     start = time.monotonic()

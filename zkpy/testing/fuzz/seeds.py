@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 
 from zkpy.jute import schema as S
@@ -21,6 +23,7 @@ from zkpy.jute.protocol import Op
 from zkpy.server.core import CoreSettings
 from zkpy.storage.txnlog import LogWriter
 from zkpy.testing.fuzz.clientwire import framed, handshake
+from zkpy.testing.fuzz.mutate import Mutator
 from zkpy.testing.standalone import MemoryDisk, snapshot, standalone
 
 T0 = 1_700_000_000_000
@@ -109,3 +112,30 @@ def log_file(entries: tuple[tuple[int, bytes], ...] | list[tuple[int, bytes]],
         (name,) = os.listdir(d)
         with open(os.path.join(d, name), "rb") as f:
             return f.read()
+
+
+_SEAL_TAIL = struct.pack(">i", 1) + b"/"
+_TRAILER = 8 + 5 + 20 + 8 + 5  # seal, ZxidDigest, second seal
+
+
+def seal(body: bytes, digest: tuple[int, int, int] | None = None) -> bytes:
+    """Snapshot-file bytes for ``body`` (header to the "/" end marker): the seals
+    recomputed, so a mutation reaches the parser past the checksum."""
+    checksum = zlib.adler32(body)
+    out = body + struct.pack(">q", checksum) + _SEAL_TAIL
+    if digest is None:
+        return out
+    out += struct.pack(">qiq", *digest)
+    return out + struct.pack(">q", zlib.adler32(out[len(body):], checksum)) + _SEAL_TAIL
+
+
+def snapshot_body() -> bytes:
+    """The sample snapshot from its header to the "/" end marker."""
+    return sample().snapshot[:-_TRAILER]
+
+
+def mutated_snapshot(mut: Mutator) -> bytes:
+    """The sample snapshot with its body mutated and its seals made good again."""
+    body = mut.mutate(snapshot_body())
+    digest = None if mut.rng.random() < 0.3 else (sample().snapshot_zxid, 2, mut.int64())
+    return seal(body, digest)
