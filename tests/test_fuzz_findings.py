@@ -254,3 +254,26 @@ def test_an_outsider_cannot_make_the_leader_step_down() -> None:
         assert not set(leader.peer.leading.learners) - {1, 2}
         _close(proto, world)
     assert leader.replica.role_changes == changes and leader.replica.mode == "leader"
+
+
+# -- the election port ---------------------------------------------------------------------
+
+
+def test_an_outsiders_election_address_is_forgotten_once_the_dial_back_ends() -> None:
+    # Found by the election target: a server outside the membership with a
+    # smaller id was answered by dialling the address its initial message gave,
+    # and that address (and the vote held for it) stayed in the member's table
+    # for ever, one entry per id a stranger cared to claim.
+    from zkpy.testing.fuzz.quorum import election_stream
+
+    world = HostileWorld()
+    world.wait_stable()
+    election = world.fronts[3][1]
+    for sid in (0, -1, -7):
+        proto = _connect(election)
+        _feed(proto, world, election_stream(sid), 0)
+        assert election.returning.get(sid) == ("127.0.0.1", 3999)  # dialling it back
+        assert world.reactor.tcpClients[-1][:2] == ("127.0.0.1", 3999)
+        _close(proto, world)  # nobody answers there: the dial fails
+        assert sid not in election.returning and sid not in election.held
+    assert set(election.peers) == {1, 2, 3}

@@ -248,10 +248,10 @@ class _ElectionConnector(protocol.ClientFactory):
         return p
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-        self.links.connecting.discard(self.sid)
+        self.links.dial_ended(self.sid)
 
     def clientConnectionLost(self, connector: Any, reason: Any) -> None:
-        self.links.connecting.discard(self.sid)
+        self.links.dial_ended(self.sid)
 
 
 class ElectionLinks(protocol.ServerFactory):
@@ -272,6 +272,10 @@ class ElectionLinks(protocol.ServerFactory):
         self.conns: dict[int, _ElectionProtocol] = {}
         self.held: dict[int, bytes] = {}
         self.connecting: set[int] = set()
+        # Outsiders we connect back to (a smaller id not in our membership, at the
+        # address its initial message gave): kept only until that dial ends, as
+        # QuorumCnxManager.connectOne(sid, electionAddr) remembers nothing.
+        self.returning: dict[int, Address] = {}
         self.port: Any = None
 
     def set_own_address(self) -> None:
@@ -292,7 +296,7 @@ class ElectionLinks(protocol.ServerFactory):
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
             return
-        if sid not in self.peers:
+        if sid not in self.peers and sid not in self.returning:
             return  # a server outside our membership that is not connected to us
         self.held[sid] = data
         self._connect(sid)
@@ -301,7 +305,7 @@ class ElectionLinks(protocol.ServerFactory):
         if sid in self.connecting or sid in self.conns:
             return
         self.connecting.add(sid)
-        host, port = self.peers[sid]
+        host, port = self.peers.get(sid) or self.returning[sid]
         self.reactor.connectTCP(host, port, _ElectionConnector(self, sid), timeout=5)
 
     def made(self, sid: int, proto: _ElectionProtocol) -> None:
@@ -326,7 +330,7 @@ class ElectionLinks(protocol.ServerFactory):
             if sid < self.my_id and addresses:
                 log.info("Election connection from server %d, not in our membership, at "
                          "%s:%d", sid, *addresses[0])
-                self.peers[sid] = addresses[0]
+                self.returning[sid] = addresses[0]
             else:
                 self._adopt(sid, proto)
                 return True
@@ -344,13 +348,24 @@ class ElectionLinks(protocol.ServerFactory):
             old.sid = None
             old.transport.loseConnection()
         self.conns[sid] = proto
+        self.returning.pop(sid, None)
         held = self.held.pop(sid, None)
         if held is not None:
             proto.transport.write(held)
 
+    def dial_ended(self, sid: int) -> None:
+        """Our connection attempt to ``sid`` failed, or its connection closed."""
+        self.connecting.discard(sid)
+        if sid not in self.conns:
+            self.returning.pop(sid, None)
+            if sid not in self.peers:
+                self.held.pop(sid, None)
+
     def lost(self, sid: int, proto: _ElectionProtocol) -> None:
         if self.conns.get(sid) is proto:
             del self.conns[sid]
+            if sid not in self.peers:
+                self.held.pop(sid, None)
 
     def close(self) -> None:
         if self.port is not None:

@@ -39,6 +39,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from zkpy.auth.quorum_sasl import QuorumSasl
 from zkpy.jute import schema as S
@@ -140,7 +141,13 @@ def _feed(proto: Any, world: HostileWorld, data: bytes, cut: int) -> None:
 
 
 def _close(proto: Any, world: HostileWorld) -> None:
+    """The hostile side goes away; the connections the members dialled because of
+    it find nobody listening (the harness has no other servers)."""
     proto.connectionLost(None)
+    dials, world.reactor.tcpClients = world.reactor.tcpClients, []
+    for _host, _port, factory, *_ in dials:
+        if hasattr(factory, "links") and isinstance(factory.links, ElectionLinks):
+            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     world.settle()
 
 
@@ -224,7 +231,8 @@ def forgotten(world: HostileWorld, sid: int) -> None:
             kept.append("an early FOLLOWERINFO")
         if sid in quorum.conns or sid in quorum.outbound:
             kept.append("a quorum connection")
-        if sid in election.peers or sid in election.held or sid in election.conns:
+        if (sid in election.peers or sid in election.held or sid in election.conns
+                or sid in election.returning):
             kept.append("an election address, held vote or connection")
         if kept:
             raise ContractViolation(f"member {i} keeps {', '.join(kept)} of outsider {sid}")
@@ -312,6 +320,15 @@ def follower_of_outsider() -> tuple[HostileWorld, Any]:
     return world, proto
 
 
+def _initial_sid(data: bytes) -> int | None:
+    """The sid an election connection's initial message names (None: no valid one)."""
+    try:
+        found = wire.split_initial_message(data)
+    except wire.WireError:
+        return None
+    return found[0].sid if found is not None else None
+
+
 class ElectionTarget:
     def run(self, data: bytes) -> None:
         scenario = data[0] % 2 if data else 0
@@ -322,7 +339,7 @@ class ElectionTarget:
         before = _roles(world)
         proto = _connect(world.fronts[1 if scenario else 2][1])
         _feed(proto, world, data[2:], cut)
-        sid = proto.sid
+        sid = _initial_sid(data[2:])
         _close(proto, world)
         if scenario == 0:
             unmoved(world, before, sid if sid is not None else -1)
