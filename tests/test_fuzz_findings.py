@@ -277,3 +277,24 @@ def test_an_outsiders_election_address_is_forgotten_once_the_dial_back_ends() ->
         _close(proto, world)  # nobody answers there: the dial fails
         assert sid not in election.returning and sid not in election.held
     assert set(election.peers) == {1, 2, 3}
+
+
+def test_an_initial_message_port_with_two_signs_is_a_wire_error() -> None:
+    # Found by the wire target (once its addresses were built from pieces): a
+    # port of "+-5" passed the check and int() raised ValueError, which the
+    # election adapter does not catch (it catches WireError).
+    import struct
+
+    import pytest
+
+    from zkpy.zab import wire
+
+    for port in ("+-5", "-+5", "++5", "5-"):
+        text = f"h:{port}".encode()
+        with pytest.raises(wire.WireError, match="bad port"):
+            wire.split_initial_message(struct.pack(">qqi", wire.PROTOCOL_VERSION_V1, 5,
+                                                   len(text)) + text)
+    text = b"h:+3888"
+    msg, _ = wire.split_initial_message(struct.pack(">qqi", wire.PROTOCOL_VERSION_V1, 5,
+                                                    len(text)) + text)
+    assert msg.addresses == (("h", 3888),)

@@ -18,6 +18,7 @@ from zkpy.auth.sasl import DigestMD5Client
 from zkpy.jute.codec import JuteError
 from zkpy.jute.requests import decode_body, decode_connect
 from zkpy.testing.fuzz.client import ContractViolation
+from zkpy.testing.fuzz.mutate import Mutator
 from zkpy.zab import messages as m
 from zkpy.zab import wire
 from zkpy.zab.election import Notification
@@ -133,6 +134,22 @@ class WireTarget:
     def run(self, data: bytes) -> None:
         if data:
             _DECODERS[data[0] % len(_DECODERS)](data[1:])
+
+
+_HOSTS = ("127.0.0.1", "[::1]", "[::1", "::1", "h", "", "[]", "a|b", "h\u00e9", "[fe80::1%eth0]")
+_PORTS = ("3888", "+3888", "-1", "+-5", "-+5", "65536", "", "0x10", "1e3", "\u0663", " 1", "+")
+
+
+def generate(mut: Mutator) -> bytes:
+    """Decoder 1 (the initial message) with address strings built from pieces, or a
+    seed mutated."""
+    rng = mut.rng
+    if rng.random() < 0.5:
+        return mut.mutate(rng.choice(seeds()))
+    parts = [rng.choice(_HOSTS) + ":" + rng.choice(_PORTS) for _ in range(rng.randint(1, 3))]
+    text = "|".join(parts).encode("utf-8", "surrogatepass")
+    version = rng.choice((wire.PROTOCOL_VERSION_V1, wire.PROTOCOL_VERSION_V2))
+    return b"\x01" + struct.pack(">qqi", version, rng.randint(0, 9), len(text)) + text
 
 
 def seeds() -> list[bytes]:

@@ -68,7 +68,7 @@ TARGETS: dict[str, Target] = {
     "client": Target(client.ClientTarget, _client_seeds, client.generate),
     "quorum": Target(quorum.QuorumTarget, quorum.quorum_seeds, quorum.generate_quorum),
     "election": Target(quorum.ElectionTarget, quorum.election_seeds, quorum.generate_election),
-    "wire": Target(parsers.WireTarget, parsers.seeds),
+    "wire": Target(parsers.WireTarget, parsers.seeds, parsers.generate),
     "snapshot": Target(files.SnapshotTarget, lambda: [sample().snapshot], mutated_snapshot),
     "snapstream": Target(files.SnapStreamTarget, _stream_seeds, _stream_input),
     "datadir": Target(files.DataDirTarget, _datadir_seeds, _log_input),
