@@ -145,8 +145,9 @@ def _close(proto: Any, world: HostileWorld) -> None:
     it find nobody listening (the harness has no other servers)."""
     proto.connectionLost(None)
     dials, world.reactor.tcpClients = world.reactor.tcpClients, []
-    for _host, _port, factory, *_ in dials:
-        if hasattr(factory, "links") and isinstance(factory.links, ElectionLinks):
+    for dial in dials:
+        factory: Any = dial[2]
+        if isinstance(getattr(factory, "links", None), ElectionLinks):
             factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     world.settle()
 
