@@ -298,3 +298,56 @@ def test_an_initial_message_port_with_two_signs_is_a_wire_error() -> None:
     msg, _ = wire.split_initial_message(struct.pack(">qqi", wire.PROTOCOL_VERSION_V1, 5,
                                                     len(text)) + text)
     assert msg.addresses == (("h", 3888),)
+
+
+# -- memory and connections held by strangers ---------------------------------------------
+
+
+def test_a_quorum_packet_longer_than_jute_maxbuffer_allows_ends_its_connection() -> None:
+    # Found while writing the quorum harness (by reading, not by an input): a packet's
+    # data could claim up to 1 GiB, and a connection that announced that much (before
+    # even saying who it is) made the member buffer all it sent. ZooKeeper bounds each field by
+    # jute.maxbuffer plus its extra size.
+    import struct
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from zkpy.net.peerlinks import QuorumLinks
+    from zkpy.testing.fuzz.quorum import _Transport
+    from zkpy.zab import messages as m
+
+    links = QuorumLinks(MemoryReactorClock(), 1, {}, lambda s, p: None, lambda s: None)
+    links.max_packet = m.packet_limit(1000)
+    proto = links.buildProtocol(None)
+    proto.makeConnection(_Transport())
+    proto.dataReceived(struct.pack(">iqi", m.FOLLOWERINFO, 0, 2025) + b"x" * 100)
+    assert proto.closed and proto.transport.disconnecting
+    ok = links.buildProtocol(None)
+    ok.makeConnection(_Transport())
+    ok.dataReceived(m.QuorumPacket(m.PING, 0, b"x" * 2024, None).encode()[:50])
+    assert not ok.closed  # within the limit: waits for the rest
+
+
+def test_a_stranger_that_never_says_who_it_is_is_disconnected() -> None:
+    # Found while writing the live fuzzer (by reading): a connection to the quorum or
+    # election port that sends nothing (or not a
+    # whole FOLLOWERINFO / initial message) held its socket for ever; ZooKeeper
+    # reads the handshake with a timeout of tickTime * initLimit.
+    from twisted.internet.testing import MemoryReactorClock
+
+    from zkpy.net.peerlinks import ElectionLinks, QuorumLinks
+    from zkpy.testing.fuzz.quorum import _Transport
+
+    reactor = MemoryReactorClock()
+    quorum = QuorumLinks(reactor, 1, {}, lambda s, p: None, lambda s: None, connect_window=4.0)
+    election = ElectionLinks(reactor, 1, {1: ("127.0.0.1", 3888)}, lambda s, n, c: None)
+    election.handshake_window = 4.0
+    idle = [links.buildProtocol(None) for links in (quorum, election, quorum, election)]
+    for proto in idle:
+        proto.makeConnection(_Transport())
+    idle[2].dataReceived(b"\x00\x00\x00\x0b")  # part of a FOLLOWERINFO
+    idle[3].dataReceived(b"\xff\xff\xff\xff\xff\xff\x00")  # part of an initial message
+    reactor.advance(3.9)
+    assert not any(p.transport.disconnecting for p in idle)
+    reactor.advance(0.2)
+    assert all(p.transport.disconnecting for p in idle)

@@ -113,6 +113,8 @@ class MemberServer(ZkServer):
             self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
             self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
                                      connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
+            self.links.max_packet = m.packet_limit(settings.max_buffer)
+            self.election.handshake_window = self.links.connect_window
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)

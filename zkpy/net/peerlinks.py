@@ -164,6 +164,26 @@ class _Sasl:
         return None
 
 
+def _handshake_timer(reactor: Any, window: float, proto: Any, what: str) -> Any:
+    """Close an accepted connection that has not said who it is within ``window``
+    seconds (ZooKeeper's socket read timeout during the handshake): a stranger
+    that connects and waits does not hold a connection for ever."""
+    if reactor is None:
+        return None
+
+    def expired() -> None:
+        if proto.sid is None and proto.transport is not None:
+            log.warning("Closing a connection that sent no %s within %.1fs", what, window)
+            proto.abort()
+
+    return reactor.callLater(window, expired)
+
+
+def _cancel(timer: Any) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
 # -- the election port ---------------------------------------------------------------------
 
 
@@ -177,8 +197,12 @@ class _ElectionProtocol(protocol.Protocol):
         self.buf = b""
         self.addresses: tuple[tuple[str, int], ...] = ()
         self.sasl = _Sasl(links.auth, self)
+        self.timer: Any = None
 
     def connectionMade(self) -> None:
+        if not self.outbound:
+            self.timer = _handshake_timer(self.links.reactor, self.links.handshake_window,
+                                          self, "its initial message")
         if self.outbound:
             assert self.sid is not None
             assert self.links.initial_message is not None
@@ -208,6 +232,7 @@ class _ElectionProtocol(protocol.Protocol):
                     return
                 msg, rest = found
                 self.buf = b""
+                _cancel(self.timer)
                 self.sid, self.addresses = msg.sid, msg.addresses
                 if self.sasl.accept(f"the election connection of server {msg.sid}"):
                     after = self.sasl.feed(rest)
@@ -233,6 +258,7 @@ class _ElectionProtocol(protocol.Protocol):
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
+        _cancel(self.timer)
         if self.sid is not None:
             self.links.lost(self.sid, self)
 
@@ -272,6 +298,9 @@ class ElectionLinks(protocol.ServerFactory):
         self.conns: dict[int, _ElectionProtocol] = {}
         self.held: dict[int, bytes] = {}
         self.connecting: set[int] = set()
+        # How long a server that connected may take to say who it is
+        # (QuorumCnxManager: socketTimeout, tickTime * initLimit).
+        self.handshake_window = 10.0
         # Outsiders we connect back to (a smaller id not in our membership, at the
         # address its initial message gave): kept only until that dial ends, as
         # QuorumCnxManager.connectOne(sid, electionAddr) remembers nothing.
@@ -390,6 +419,7 @@ class _QuorumProtocol(protocol.Protocol):
         # Reading the stream after a SNAP from the leader: the packet and the reader.
         self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
         self.sasl = _Sasl(links.auth, self)
+        self.timer: Any = None
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -397,6 +427,9 @@ class _QuorumProtocol(protocol.Protocol):
             if not self.sasl.connect(True):
                 self.links.leader_connected(self)
         else:
+            # LearnerCnxAcceptor: the first packet within tickTime * initLimit.
+            self.timer = _handshake_timer(self.links.reactor, self.links.connect_window, self,
+                                          "FOLLOWERINFO")
             self.sasl.accept("quorum connection")
 
     def authenticated(self) -> bool:
@@ -422,7 +455,7 @@ class _QuorumProtocol(protocol.Protocol):
                     off = 0
                     found = self._snapshot(buf)
                 else:
-                    found = m.split_packet(buf, off)
+                    found = m.split_packet(buf, off, self.links.max_packet)
                 if found is None:
                     break
                 pkt, off = found
@@ -464,6 +497,7 @@ class _QuorumProtocol(protocol.Protocol):
             self.abort()
             return False
         self.sid = sid
+        _cancel(self.timer)
         self.links.learner_connected(sid, self)
         return True
 
@@ -501,6 +535,7 @@ class _QuorumProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        _cancel(self.timer)
         self.links.lost(self)
 
 
@@ -545,6 +580,8 @@ class QuorumLinks(protocol.ServerFactory):
         self._on_packets = on_packets
         self._on_lost = on_lost
         self.connect_window = connect_window
+        # The longest field a packet may carry (jute.maxbuffer and its extra size).
+        self.max_packet = m.MAX_PACKET_BYTES
         self.auth: qsasl.QuorumSasl | None = None
         self.conns: dict[int, _QuorumProtocol] = {}
         self.outbound: dict[int, _Outbound] = {}
