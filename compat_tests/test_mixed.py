@@ -10,7 +10,8 @@ old leader under the new one. What is checked is ZooKeeper's contract: every
 acknowledged write is on every member, the session and its ephemeral live
 through it, and every member ends with the same tree.
 
-The pairings (myid 3 leads first; after the kill myid 2 leads):
+The pairings (myid 3 leads first; after the kill usually myid 2 leads, as
+the larger id when both survivors hold the same history):
 
 - ``zkpy-leads-zookeepers``: a zkpy leader with two ZooKeeper followers;
   then a ZooKeeper leader, and the zkpy server rejoins under it.
@@ -21,13 +22,19 @@ The pairings (myid 3 leads first; after the kill myid 2 leads):
   other kind than the first.
 - ``...-observer``: a fourth member observes, of the other kind than the
   leader.
+
+Then, each way between the kinds: a SNAP (under a write load) and a TRUNC;
+a session hopping between a ZooKeeper and a zkpy follower (REVALIDATE,
+SESSIONMOVED, watches, sync); a reconfig that adds a server and removes the
+leader; and the rolling migration of a loaded ZooKeeper ensemble to zkpy and
+back (``docs/migration.md``). Quorum SASL and TLS: ``test_mixed_security.py``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient, KazooState
@@ -42,6 +49,15 @@ from compat_tests.ensembles import (
     view,
     wait_until,
 )
+from compat_tests.mixed import (
+    PY,
+    SESSION_TIMEOUT,
+    ZK,
+    mixed,
+    same_everywhere,
+    server_log,
+    start_led_by,
+)
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import decode_txn, files_by_zxid
@@ -51,11 +67,6 @@ from zkpy.testing.ensemble import Ensemble, Member
 pytestmark = [pytest.mark.reference,
               pytest.mark.skipif(INSTALL is None,
                                  reason="Apache ZooKeeper unavailable: %s" % REASON)]
-
-SESSION_TIMEOUT = 10.0
-ZK, PY = "zookeeper", "zkpy"
-#: ZooKeeper logs at INFO: a failing pairing's log tail says what it was doing
-OPTIONS = {ZK: {"log_level": "info"}}
 
 PAIRINGS = [
     pytest.param([ZK, ZK, PY], (), id="zkpy-leads-zookeepers"),
@@ -70,49 +81,6 @@ PAIRINGS = [
 @pytest.fixture
 def connect() -> Iterator[Callable[..., KazooClient]]:
     yield from clients(SESSION_TIMEOUT)
-
-
-def start_led_by(ens: Ensemble, leader: int, timeout: float = 60,
-                 only: Sequence[int] | None = None) -> None:
-    """Start ``leader`` with the smallest other voter first (it wins their
-    election: same zxid, larger myid), then everyone else (or the ``only``)."""
-    first = [leader, min(m.myid for m in ens.members if m.myid != leader and not m.observer)]
-    for myid in first:
-        ens.member(myid).start(timeout=timeout, wait=False)
-    wait_until(lambda: ens.member(leader).mode() == "leader", timeout,
-               "member %d to lead\n%s" % (leader, ens.log_tails()))
-    for m in ens.members:
-        if not m.running and (only is None or m.myid in only):
-            m.start(timeout=timeout, wait=False)
-    ens.wait_for_quorum(timeout)
-    got = ens.leader()
-    assert got is not None and got.myid == leader, ens.modes()
-
-
-def mixed(kinds: Sequence[str], observers: Sequence[int] = (),
-          zookeeper_properties: dict[str, str] | None = None,
-          properties: dict[str, str] | None = None, **kw: object) -> Ensemble:
-    """Use in a ``with`` block: a failing test keeps the members' logs.
-    ``properties``: -D settings for both kinds; ``zookeeper_properties``: for
-    Apache ZooKeeper only."""
-    options = {ZK: dict(OPTIONS[ZK], system_properties={**(properties or {}),
-                                                        **(zookeeper_properties or {})}),
-               PY: {"system_properties": dict(properties or {})}}
-    return Ensemble(kinds, observers=observers, kind_options=options, **kw)  # type: ignore[arg-type]
-
-
-def same_everywhere(connect: Callable[..., KazooClient], ens: Ensemble, path: str,
-                    acked: set[str]) -> None:
-    """Every running member holds every acknowledged write, and the same children."""
-    seen = {}
-    for m in ens.members:
-        if m.running:
-            seen[m.myid] = view(connect, m, path)
-            missing = acked - seen[m.myid]
-            assert not missing, "member %d (%s) lost %d acknowledged writes, e.g. %s" % (
-                m.myid, m.kind, len(missing), sorted(missing)[:3])
-    first = next(iter(seen.values()))
-    assert all(s == first for s in seen.values()), {k: len(v) for k, v in seen.items()}
 
 
 @pytest.mark.parametrize("kinds,observers", PAIRINGS)
@@ -159,10 +127,6 @@ def test_leader_kill_under_load(kinds: list[str], observers: tuple[int, ...],
 
 # --------------------------------------------------------------------------
 # the three ways to sync, each way round
-
-
-def server_log(member: Member) -> str:
-    return member.server.log_text()
 
 
 #: what each kind logs when it takes a SNAP / a TRUNC from its leader
@@ -522,71 +486,4 @@ def test_reconfig_adds_a_server_then_removes_the_leader(
         load.stop()
         for m in ens.members:
             assert config_of(connect, m) == shrunk, "member %d" % m.myid
-        same_everywhere(connect, ens, "/load", load.names())
-
-
-# --------------------------------------------------------------------------
-# quorum SASL
-
-QUORUM_JAAS = """
-QuorumServer {
-       org.apache.zookeeper.server.auth.DigestLoginModule required
-       user_quorum="%s";
-};
-QuorumLearner {
-       org.apache.zookeeper.server.auth.DigestLoginModule required
-       username="quorum"
-       password="%s";
-};
-"""
-QUORUM_SASL = {"quorum.auth.enableSasl": "true", "quorum.auth.learnerRequireSasl": "true",
-               "quorum.auth.serverRequireSasl": "true"}
-REFUSED = {ZK: "Failed to authenticate using SASL", PY: "Quorum SASL: refusing"}
-JAAS_PROPERTY = "java.security.auth.login.config"
-
-
-@pytest.mark.parametrize("kinds", [
-    pytest.param([ZK, PY, PY], id="zookeeper-among-zkpy"),
-    pytest.param([PY, ZK, ZK], id="zkpy-among-zookeeper"),
-])
-def test_quorum_sasl_in_a_mixed_ensemble(kinds: list[str],
-                                         connect: Callable[..., KazooClient]) -> None:
-    """With quorum SASL required everywhere, the mixed ensemble elects, syncs
-    and survives a leader kill; then member 1 comes back with a wrong
-    password: the others (the other kind) refuse it and it never serves,
-    until it has the right one again."""
-    with mixed(kinds, settings=QUORUM_SASL) as ens:
-        good = ens.workdir / "jaas.conf"
-        good.write_text(QUORUM_JAAS % ("s3cret", "s3cret"))
-        bad = ens.workdir / "jaas-bad.conf"
-        bad.write_text(QUORUM_JAAS % ("s3cret", "guessed"))
-        for m in ens.members:
-            m.server.system_properties[JAAS_PROPERTY] = str(good)
-        start_led_by(ens, 3)
-        load = Loader(connect(ens.connect_string), "/load")
-        load.start()
-        wait_until(lambda: len(load.acked) >= 20, 30, "writes with quorum SASL")
-        old = ens.member(3)
-        old.kill()
-        assert ens.wait_for_quorum(60).myid == 2
-        old.start(timeout=60, wait=False)
-        ens.wait_for_quorum(60)
-
-        intruder = ens.member(1)
-        intruder.stop()
-        judges = [m for m in ens.members if m is not intruder]
-        marks = {m.myid: len(server_log(m)) for m in judges}
-        intruder.server.system_properties[JAAS_PROPERTY] = str(bad)
-        intruder.start(timeout=60, wait=False)
-        wait_until(lambda: any(REFUSED[m.kind] in server_log(m)[marks[m.myid]:] for m in judges),
-                   60, "the others to refuse member 1's password\n%s" % ens.log_tails())
-        before = len(load.acked)
-        wait_until(lambda: len(load.acked) > before + 20, 30, "writes without member 1")
-        assert intruder.running and intruder.mode() is None  # it never got in
-
-        intruder.stop()
-        intruder.server.system_properties[JAAS_PROPERTY] = str(good)
-        intruder.start(timeout=60, wait=False)
-        ens.wait_for_quorum(60)
-        load.stop()
         same_everywhere(connect, ens, "/load", load.names())

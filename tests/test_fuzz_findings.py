@@ -238,8 +238,10 @@ def test_epochs_no_zxid_can_carry_are_refused_on_the_wire() -> None:
 
 def test_an_outsider_cannot_make_the_leader_step_down() -> None:
     # Found by the quorum target: an ACKEPOCH claiming a newer epoch than the
-    # leader's made an established leader go back to election; a FOLLOWERINFO
-    # naming another server left its learner behind.
+    # leader's made an established leader go back to election (since main's
+    # a691daf an established leader syncs such a latecomer, as ZooKeeper's
+    # does once electionFinished); a FOLLOWERINFO naming another server left its
+    # learner behind.
     from zkpy.zab import messages as m
 
     world = HostileWorld()
@@ -247,13 +249,44 @@ def test_an_outsider_cannot_make_the_leader_step_down() -> None:
     changes = leader.replica.role_changes
     ahead = m.follower_info(9, 0).encode() + m.packet(m.ACKEPOCH, 1 << 40, m.int_data(7)).encode()
     liar = m.follower_info(10, 0).encode() + m.follower_info(11, 0).encode()
-    for stream in (ahead, liar):
+    for stream, dropped in ((ahead, False), (liar, True)):
         proto = _connect(world.fronts[leader.id][0])
         _feed(proto, world, stream, 0)
-        assert proto.closed
-        assert not set(leader.peer.leading.learners) - {1, 2}
+        assert proto.closed == dropped
         _close(proto, world)
+        assert not set(leader.peer.leading.learners) - {1, 2}
     assert leader.replica.role_changes == changes and leader.replica.mode == "leader"
+
+
+def test_an_outsider_ahead_cannot_stop_a_leader_gathering_its_quorum() -> None:
+    # The same ACKEPOCH while the leader still gathers its voters' epoch ACKs
+    # (Leader.waitForEpochAck before electionFinished): only a voter ahead of it
+    # may keep it from leading; an outsider's learner goes, as ZooKeeper's
+    # LearnerHandler throws for it alone.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_zab_scenarios import Script
+
+    from zkpy.zab import messages as m
+    from zkpy.zab.events import LEADING, Message
+
+    s = Script()
+    s.down.add(9)  # the outsider: the script carries nothing to it
+    s.elect(s.ids)
+    leader = s.peers[3]
+    assert leader.role == LEADING and leader.leading is not None
+    s.deliver(1, 3)  # 1's FOLLOWERINFO: with ours a quorum, the epoch is chosen
+    s.sync(3)  # our acceptedEpoch is saved; LEADERINFO goes out
+    s.step(3, Message(9, m.follower_info(9, 0)))
+    s.sync(3)
+    assert not leader.leading.sync_started  # no voter has acked the epoch yet
+    s.step(3, Message(9, m.packet(m.ACKEPOCH, 1 << 40, m.int_data(7))))
+    assert leader.role == LEADING, leader.last_reason
+    assert 9 not in leader.leading.learners
+    s.settle(s.ids)
+    assert leader.can_propose and s.peers[1].leader_id == 3
 
 
 # -- the election port ---------------------------------------------------------------------

@@ -154,3 +154,22 @@ def test_the_fast_packet_codec_is_the_schema_codec(ptype: int, zxid: int, data: 
     found = m.split_packet(wire + b"\x00", 0)
     assert found is not None and found == (pkt, len(wire))
     assert m.split_packet(wire[:-1], 0) is None  # one byte short: not a packet yet
+
+
+def test_a_snapshot_is_verified_without_building_its_tree() -> None:
+    from zkpy.storage.snapshot import parse_snapshot, verify_snapshot
+
+    tree = DataTree()
+    z = (3 << 32) + 9
+    tree.apply(S.TxnHeader(0, 0, z, 0, Op.create),
+               S.CreateTxn("/v", b"x" * 50, [S.ACL(31, S.Id("world", "anyone"))], False, 1))
+    data = snapshot_bytes(tree, {0x1234: 6000})
+    verify_snapshot(data, z)
+    for broken in (data[:len(data) // 2], data[:40], b"ZKLG" + data[4:],
+                   data[:60] + bytes([data[60] ^ 1]) + data[61:],
+                   data[:-6] + bytes([data[-6] ^ 1]) + data[-5:]):  # the digest trailer's seal
+        with pytest.raises(SnapshotInvalid):
+            verify_snapshot(broken, z)
+        with pytest.raises(SnapshotInvalid):  # what the installer would have met
+            parse_snapshot(broken, z, trailer=None)
+    verify_snapshot(data[:-30], z)  # no whole trailer: an older snapshot, as parse takes it

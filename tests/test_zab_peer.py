@@ -8,6 +8,7 @@ go out at once, which wait for the disk, what to persist, what to apply.
 
 from __future__ import annotations
 
+from zkpy.testing.zabsim import with_state
 from zkpy.zab import messages as m
 from zkpy.zab.election import Notification
 from zkpy.zab.events import (
@@ -66,13 +67,14 @@ def _packets(r: Ready, dest: int, durable: bool = False) -> list[str]:
     return [m.describe(pkt) for d, pkt in out if d == dest]
 
 
-def _deliver(r: Ready, src: int, dst: Peer, durable: bool = True) -> None:
+def _deliver(r: Ready, src: int, dst: Peer, durable: bool = True,
+             sender: Peer | None = None) -> None:
     """Deliver src's packets for dst: the immediate ones, then (if durable) the
-    ones that waited for src's disk."""
+    ones that waited for src's disk (a SNAP with ``sender``'s state, as links send it)."""
     out = list(r.send) + (list(r.send_after_persist) if durable else [])
     for dest, pkt in out:
         if dest == dst.my_id:
-            dst.step(Message(src, pkt), 0)
+            dst.step(Message(src, with_state(pkt, sender) if sender else pkt), 0)
 
 
 # -- wire format ----------------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_snap_when_the_follower_is_behind_the_in_memory_log() -> None:
     for _ in range(6):
         rl = _take(leader)
         _deliver(rl, 1, leader)
-        _deliver(rl, 1, f2)
+        _deliver(rl, 1, f2, sender=leader)
         rf = _take(f2)
         rf_all.append(rf)
         _deliver(rf, 2, leader)

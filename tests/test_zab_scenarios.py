@@ -30,6 +30,7 @@ from zkpy.testing.zabsim import (
     decode_state,
     encode_state,
     report_leader_progress,
+    with_state,
 )
 from zkpy.zab import following as fl
 from zkpy.zab import leading as ld
@@ -304,7 +305,7 @@ class _ScriptLinks:
 
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
         if token is None or token == self.token(dest):
-            self.s._send(self.i, dest, pkt)
+            self.s._send(self.i, dest, with_state(pkt, self.s.peers[self.i]))
 
     def token(self, dest: int) -> Hashable | None:
         return self.s._conn(self.i, dest)

@@ -137,12 +137,15 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
     from zkpy.net.member import MemberServer
+    from zkpy.storage.fs import LOCAL
     from zkpy.storage.recovery import RecoveryError, data_dirs, load
 
     snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
     try:
-        os.makedirs(snap_dir, exist_ok=True)
-        os.makedirs(log_dir, exist_ok=True)
+        # Durably (each new directory synced into its parent): a power cut must
+        # not take version-2, and every log and snapshot in it, with it.
+        LOCAL.makedirs(snap_dir)
+        LOCAL.makedirs(log_dir)
         started = time.monotonic()
         state = load(snap_dir, log_dir)
     except RecoveryError as e:
@@ -157,18 +160,21 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
              "" if cfg.is_standalone else f", acceptedEpoch {state.accepted_epoch}, "
                                           f"currentEpoch {state.current_epoch}",
              time.monotonic() - started, cfg.data_dir)
-    auth = None
+    auth = tls = None
     if not cfg.is_standalone:
-        from zkpy.net.peerlinks import quorum_sasl
+        from zkpy.net.peerauth import quorum_sasl
+        from zkpy.net.quorumtls import QuorumTLS
 
         try:
             auth = quorum_sasl(cfg.quorum_settings, cfg.jaas_config_path)
+            ssl_quorum = cfg.quorum_settings.get("sslQuorum", "false").strip().lower() == "true"
+            tls = QuorumTLS(cfg.ssl) if ssl_quorum else None
         except ValueError as e:
             log.error("Invalid configuration, exiting abnormally: %s", e)
             return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
-    if auth is not None:
-        server.use_quorum_auth(auth)
+    if auth is not None or tls is not None:
+        server.use_quorum_auth(auth, tls)
     _autopurge(reactor, cfg, server.purge)
     return server
 

@@ -19,31 +19,20 @@ acknowledge anything.
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import threads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from zkpy.storage.txnlog import LogWriter
-from zkpy.storage.zabdisk import (
-    ACCEPTED_EPOCH,
-    CURRENT_EPOCH,
-    install_snapshot,
-    truncate_log,
-    write_epoch,
-)
+from zkpy.storage.fs import LOCAL, FileSystem
+from zkpy.storage.opwriter import OpWriter, Roll
 from zkpy.zab.driver import Durable
-from zkpy.zab.events import Append, InstallSnapshot, PersistOp, SaveEpoch, Truncate
+from zkpy.zab.events import PersistOp
 
 log = logging.getLogger("zkpy.storage")
 
-
-@dataclass(frozen=True)
-class Roll:
-    """Start a new log file (before a snapshot, so the logs after it are separate)."""
+__all__ = ["DiskWriter", "Roll"]
 
 
 class DiskWriter:
@@ -51,13 +40,16 @@ class DiskWriter:
 
     def __init__(self, reactor: Any, snap_dir: str, log_dir: str, last_zxid: int, *,
                  prealloc_bytes: int, force_sync: bool, pool: Any = None,
-                 snap_pool: Any = None) -> None:
+                 snap_pool: Any = None, fs: FileSystem = LOCAL) -> None:
         self.reactor = reactor
         self.snap_dir = snap_dir
         self.log_dir = log_dir
         self.force_sync = force_sync
-        self.writer = LogWriter(log_dir, prealloc_bytes, force_sync)
-        self.last_zxid = last_zxid
+        self.fs = fs
+        # What a batch writes and syncs is zkpy.storage.opwriter's to decide.
+        self.opwriter = OpWriter(snap_dir, log_dir, last_zxid, prealloc_bytes=prealloc_bytes,
+                            force_sync=force_sync, fs=fs)
+        self.writer = self.opwriter.writer
         self._ops: list[PersistOp | Roll] = []
         self._after: list[Durable] = []
         self._busy = False
@@ -104,40 +96,7 @@ class DiskWriter:
         self._written(last, after)
 
     def _write(self, ops: list[Any]) -> int:
-        appends: list[tuple[int, bytes]] = []
-        writer = self.writer
-        last = self.last_zxid
-        for op in ops:
-            if isinstance(op, Append):
-                appends.append((op.zxid, op.txn))
-                last = op.zxid
-                continue
-            if appends:
-                writer.append_many(appends)
-                appends = []
-            if isinstance(op, SaveEpoch):
-                writer.sync()
-                if op.accepted is not None:
-                    write_epoch(self.snap_dir, ACCEPTED_EPOCH, op.accepted, self.force_sync)
-                if op.current is not None:
-                    write_epoch(self.snap_dir, CURRENT_EPOCH, op.current, self.force_sync)
-            elif isinstance(op, Truncate):
-                writer.roll()
-                dropped = truncate_log(self.log_dir, op.zxid, self.force_sync)
-                log.info("Truncated the log to 0x%x (%d transactions dropped)", op.zxid, dropped)
-                last = op.zxid
-            elif isinstance(op, InstallSnapshot):
-                writer.roll()
-                path = install_snapshot(self.snap_dir, op.zxid, op.data, self.force_sync)
-                log.info("Stored the leader's snapshot as %s", os.path.basename(path))
-                last = op.zxid
-            elif isinstance(op, Roll):
-                writer.roll()
-        if appends:
-            writer.append_many(appends)
-        writer.sync()
-        self.last_zxid = last
-        return last
+        return self.opwriter.write(ops)
 
     def _written(self, last: int, after: list[Durable]) -> None:
         self._busy = False
@@ -156,4 +115,4 @@ class DiskWriter:
     def close(self) -> None:
         self.pool.stop()
         self.snap_pool.stop()
-        self.writer.close()
+        self.opwriter.close()

@@ -30,7 +30,7 @@ from zkpy.storage import dynconfig
 from zkpy.storage.formats import snapshot_name
 from zkpy.storage.purge import purge
 from zkpy.storage.recovery import StartState
-from zkpy.storage.snapshot import write_tree
+from zkpy.storage.snapshot import SnapshotMaker, write_tree
 from zkpy.tree.datatree import CONFIG_NODE
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Durable, Links, NoLinks
@@ -112,7 +112,8 @@ class MemberServer(ZkServer):
                                 else None)
             self.election = ElectionLinks(reactor, self.my_id, {}, self._on_vote)
             self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
-                                     connect_window=cfg.init_limit * cfg.tick_time / 1000.0)
+                                     connect_window=cfg.init_limit * cfg.tick_time / 1000.0,
+                                     snapshot_maker=self._snapshot_maker)
             self.links.max_packet = m.packet_limit(settings.max_buffer)
             self.election.handshake_window = self.links.connect_window
             links = _MemberLinks(self)
@@ -122,7 +123,7 @@ class MemberServer(ZkServer):
             self.core.set_config(config.text(), config.version)
             self._use_config(config)
         self.snapshots = FuzzySnapshots(reactor, self.core, snap_dir, cfg.snap_count,
-                                        cfg.force_sync, self.disk.snap_pool)
+                                        cfg.force_sync, self.disk.snap_pool, self.disk.fs)
         self._commits_seen = 0
         self._zab_ticker: task.LoopingCall | None = None
         reactor.addSystemEventTrigger("during", "shutdown", self.close)
@@ -180,11 +181,16 @@ class MemberServer(ZkServer):
                           "0x%x is active but will not survive a restart)", self.static_path,
                           e, config.version)
 
-    def use_quorum_auth(self, auth: Any) -> None:
-        """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports; we authenticate
-        to voters when we connect to their election port."""
+    def _snapshot_maker(self) -> SnapshotMaker:
+        return SnapshotMaker(self.core.tree, self.core.session_timeouts())
+
+    def use_quorum_auth(self, auth: Any, tls: Any = None) -> None:
+        """Quorum SASL (``zkpy.auth.quorum_sasl``) on both ports, we authenticate
+        to voters when we connect to their election port; quorum TLS
+        (``zkpy.net.quorumtls``) when ``tls`` is given."""
         self.election.auth = self.links.auth = auth
         self.election.wants_auth = lambda sid: sid in self.peer.voters
+        self.election.tls = self.links.tls = tls
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -200,9 +206,10 @@ class MemberServer(ZkServer):
         self._zab_ticker = ticker
         self._step(Start())
         path = os.path.join(self.disk.snap_dir, snapshot_name(self.core.last_zxid))
-        if self.standalone and not os.path.exists(path):
+        if self.standalone and not self.disk.fs.exists(path):
             # As ZooKeeperServer.loadData: a clean snapshot of what was recovered.
-            write_tree(path, self.core.tree, self.core.session_timeouts(), self.cfg.force_sync)
+            write_tree(path, self.core.tree, self.core.session_timeouts(), self.cfg.force_sync,
+                       self.disk.fs)
 
     def close(self) -> None:
         if self._zab_ticker is not None and self._zab_ticker.running:
@@ -257,4 +264,5 @@ class MemberServer(ZkServer):
 
     def purge(self) -> None:
         threads.deferToThreadPool(self.reactor, self.disk.snap_pool, purge, self.disk.snap_dir,
-                                  self.disk.log_dir, self.cfg.autopurge_snap_retain_count)
+                                  self.disk.log_dir, self.cfg.autopurge_snap_retain_count,
+                                  self.disk.fs)

@@ -23,6 +23,9 @@ core sends too. A connection is identified by an object (``token``) so that
 a message released after a disk sync goes out only on the connection it was
 meant for.
 
+Quorum TLS (``zkpy.net.quorumtls``, ``tls`` on both link sets): with
+``sslQuorum=true`` both ports listen and connect over mutual TLS.
+
 Quorum SASL (``zkpy.auth.quorum_sasl``, ``auth`` on both link sets): with
 ``quorum.auth.enableSasl`` a connection first runs the DIGEST-MD5 handshake
 (the election port: right after the initial message), the connecting side as
@@ -35,7 +38,6 @@ and logged. Nothing else is read or sent on it before the handshake is done.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +46,8 @@ from twisted.internet import protocol
 
 from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
+from zkpy.net.peerauth import PeerSasl as _Sasl
+from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
 from zkpy.storage import snapstream
 from zkpy.zab import messages as m
 from zkpy.zab import wire
@@ -51,21 +55,9 @@ from zkpy.zab.election import Notification
 
 log = logging.getLogger("zkpy.quorum")
 
+_SNAP_SLICE = 2000  # znodes serialized per reactor turn while a learner's SNAP is made
+
 Address = tuple[str, int]
-
-
-def quorum_sasl(settings: dict[str, str], jaas_path: str | None) -> qsasl.QuorumSasl:
-    """The quorum SASL settings of zoo.cfg's quorum.auth.* keys and the JAAS file
-    (ValueError naming what is missing or unreadable)."""
-    text = None
-    if jaas_path:
-        try:
-            with open(jaas_path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ValueError(f"java.security.auth.login.config: cannot read {jaas_path}: "
-                             f"{e}") from None
-    return qsasl.QuorumSasl.from_settings(settings, text)
 
 
 def resolve(host: str) -> str:
@@ -74,94 +66,6 @@ def resolve(host: str) -> str:
         return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
     except OSError:
         return host
-
-
-# -- quorum SASL, before anything else on a connection -----------------------------------
-
-
-class _Sasl:
-    """One connection's quorum SASL handshake (``zkpy.auth.quorum_sasl``): started
-    by ``connect`` (we connected) or ``accept`` (they did), fed the bytes that
-    arrive until it is over; then the connection's ``authenticated()`` goes on."""
-
-    def __init__(self, auth: qsasl.QuorumSasl | None, conn: Any) -> None:
-        self.auth = auth if auth is not None and auth.enabled else None
-        self.conn = conn
-        self.handshake: qsasl.LearnerHandshake | qsasl.ServerHandshake | None = None
-        self.peeking = False  # accepted: waiting to see whether the peer authenticates
-        self.what = ""
-        self.buf = b""
-
-    @property
-    def active(self) -> bool:
-        return self.peeking or self.handshake is not None
-
-    def connect(self, wanted: bool) -> bool:
-        """We connected: authenticate if learnerRequireSasl (and ``wanted``); True
-        if a handshake began (the connection waits for it)."""
-        auth = self.auth
-        if auth is None or not auth.learner_required or not wanted or auth.login is None:
-            return False
-        self.what = f"server {self.conn.sid}"
-        self.handshake = qsasl.LearnerHandshake(*auth.login, os.urandom(16).hex())
-        self.conn.transport.write(self.handshake.first())
-        return True
-
-    def accept(self, what: str) -> bool:
-        """They connected: with quorum SASL on, see first whether they authenticate."""
-        if self.auth is None:
-            return False
-        self.what, self.peeking = what, True
-        return True
-
-    def feed(self, data: bytes) -> bytes | None:
-        """Run the handshake on the bytes that arrived: the bytes after it once it
-        is over and the connection goes on; None while it is not over (the part
-        of a packet that is not all here yet is kept), or when the connection
-        ended."""
-        assert self.auth is not None
-        buf, self.buf = self.buf + data, b""
-        try:
-            if self.peeking:
-                first = qsasl.starts_with_auth(buf)
-                if first is None:
-                    self.buf = buf
-                    return None
-                self.peeking = False
-                if first:
-                    self.handshake = qsasl.ServerHandshake(self.auth.users,
-                                                           os.urandom(16).hex())
-                elif self.auth.server_required:
-                    self._fail("it did not authenticate (quorum.auth.serverRequireSasl)")
-                    return None
-                else:
-                    return buf if self.conn.authenticated() else None
-            off = 0
-            while self.handshake is not None:
-                step = self.handshake.feed(buf, off)
-                if step is None:
-                    self.buf = buf[off:]
-                    return None
-                out, off = step
-                if out:
-                    self.conn.transport.write(out)
-                if self.handshake.done:
-                    if isinstance(self.handshake, qsasl.ServerHandshake):
-                        log.info("Quorum SASL: %s authenticated as %r", self.what,
-                                 self.handshake.user)
-                    self.handshake = None
-                    return buf[off:] if self.conn.authenticated() else None
-        except qsasl.QuorumAuthError as e:
-            if e.reply:
-                self.conn.transport.write(e.reply)
-            self._fail(str(e))
-        return None
-
-    def _fail(self, reason: str) -> None:
-        log.warning("Quorum SASL: refusing %s: %s", self.what, reason)
-        self.handshake, self.peeking = None, False
-        self.conn.abort()
-        return None
 
 
 def _handshake_timer(reactor: Any, window: float, proto: Any, what: str) -> Any:
@@ -198,6 +102,7 @@ class _ElectionProtocol(protocol.Protocol):
         self.addresses: tuple[tuple[str, int], ...] = ()
         self.sasl = _Sasl(links.auth, self)
         self.timer: Any = None
+        self.peer_checked = False
 
     def connectionMade(self) -> None:
         if not self.outbound:
@@ -219,6 +124,11 @@ class _ElectionProtocol(protocol.Protocol):
         return self.links.accepted(self.sid, self, self.addresses)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.peer_checked:
+            self.peer_checked = True
+            if not self.outbound and not _tls_peer_ok(self.links.tls, self.transport):
+                self.transport.abortConnection()
+                return
         if self.sasl.active:
             rest = self.sasl.feed(data)
             if rest is None:
@@ -290,6 +200,7 @@ class ElectionLinks(protocol.ServerFactory):
         self.on_vote = on_vote
         self.config = config_text
         self.auth: qsasl.QuorumSasl | None = None
+        self.tls: Any = None  # zkpy.net.quorumtls.QuorumTLS with sslQuorum=true
         # Whom we authenticate to when we connect (QuorumCnxManager: the voters).
         self.wants_auth: Callable[[int], bool] = lambda sid: True
         self.initial_message: bytes | None = None
@@ -312,8 +223,10 @@ class ElectionLinks(protocol.ServerFactory):
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
-        self.port = self.reactor.listenTCP(port, self, interface=host)
-        log.info("Election port listening on %s:%d", host, port)
+        factory = self.tls.server_factory(self, self.reactor) if self.tls is not None else self
+        self.port = self.reactor.listenTCP(port, factory, interface=host)
+        log.info("Election port listening on %s:%d%s", host, port,
+                 " (TLS)" if self.tls is not None else "")
         return self.port
 
     def buildProtocol(self, addr: Any) -> _ElectionProtocol:
@@ -335,7 +248,10 @@ class ElectionLinks(protocol.ServerFactory):
             return
         self.connecting.add(sid)
         host, port = self.peers.get(sid) or self.returning[sid]
-        self.reactor.connectTCP(host, port, _ElectionConnector(self, sid), timeout=5)
+        connector: Any = _ElectionConnector(self, sid)
+        if self.tls is not None:
+            connector = self.tls.client_factory(connector, host, self.reactor)
+        self.reactor.connectTCP(host, port, connector, timeout=5)
 
     def made(self, sid: int, proto: _ElectionProtocol) -> None:
         """Our connection to ``sid`` is up (and has sent the initial message)."""
@@ -416,10 +332,13 @@ class _QuorumProtocol(protocol.Protocol):
         self.outbound = sid is not None
         self.buf = bytearray()
         self.closed = False
+        # Walking our state for a learner's SNAP: what else is sent to it waits here.
+        self.held: list[m.QuorumPacket] | None = None
         # Reading the stream after a SNAP from the leader: the packet and the reader.
         self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
         self.sasl = _Sasl(links.auth, self)
         self.timer: Any = None
+        self.peer_checked = False
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -438,6 +357,11 @@ class _QuorumProtocol(protocol.Protocol):
         return not self.closed
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.peer_checked:
+            self.peer_checked = True
+            if not self.outbound and not _tls_peer_ok(self.links.tls, self.transport):
+                self.abort()
+                return
         buf = self.buf
         buf += data
         if self.sasl.active:
@@ -504,12 +428,49 @@ class _QuorumProtocol(protocol.Protocol):
     def write(self, pkt: m.QuorumPacket) -> None:
         if self.closed or self.transport is None:
             return
+        if self.held is not None:  # the state is being walked: after it
+            self.held.append(pkt)
+            return
+        if pkt.type == m.SNAP and pkt.data is None:
+            self._stream_state(pkt.zxid)
+            return
         if pkt.type == m.SNAP and pkt.data:
             # LearnerHandler: SNAP(zxid) with no data, then the tree streamed after it.
             self.transport.write(m.packet(m.SNAP, pkt.zxid).encode())
             self.transport.write(snapstream.stream_of(pkt.data))
             return
         self.transport.write(m.encode_packet(pkt))
+
+    def _stream_state(self, zxid: int) -> None:
+        """LearnerHandler: SNAP(zxid) with no data, then the tree streamed after it.
+        The tree is walked a slice per reactor turn (the leader keeps serving
+        meanwhile), from the next turn on, when this step's commits are in it:
+        a fuzzy snapshot at ``zxid`` or later, which the learner's replay of what
+        follows makes exact. What is sent to this learner meanwhile waits."""
+        self.transport.write(m.packet(m.SNAP, zxid).encode())
+        self.held = []
+        reactor = self.links.reactor
+        state: dict[str, Any] = {}
+
+        def step() -> None:
+            if self.closed or self.transport is None:
+                self.held = None
+                return
+            maker = state.get("maker")
+            if maker is None:
+                assert self.links.snapshot_maker is not None, "a SNAP needs our state"
+                maker = state["maker"] = self.links.snapshot_maker()
+            if not maker.step(_SNAP_SLICE):
+                reactor.callLater(0, step)
+                return
+            self.transport.writeSequence(snapstream.stream_parts(maker.head(), maker.chunks))
+            held, self.held = self.held, None
+            log.info("Sent server %s our state: %d znodes (zxid 0x%x from 0x%x)", self.sid,
+                     maker.count, maker.zxid, zxid)
+            for pkt in held or ():
+                self.write(pkt)
+
+        reactor.callLater(0, step)
 
     def abort(self) -> None:
         if not self.closed:
@@ -573,8 +534,11 @@ class _Outbound(protocol.ClientFactory):
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
                  on_packets: Callable[[int, list[m.QuorumPacket]], None],
-                 on_lost: Callable[[int], None], connect_window: float = 10.0) -> None:
+                 on_lost: Callable[[int], None], connect_window: float = 10.0,
+                 snapshot_maker: Callable[[], Any] | None = None) -> None:
         self.reactor = reactor
+        # A ``zkpy.storage.snapshot.SnapshotMaker`` of our state now, for a SNAP.
+        self.snapshot_maker = snapshot_maker
         self.my_id = my_id
         self.peers = peers
         self._on_packets = on_packets
@@ -583,14 +547,17 @@ class QuorumLinks(protocol.ServerFactory):
         # The longest field a packet may carry (jute.maxbuffer and its extra size).
         self.max_packet = m.MAX_PACKET_BYTES
         self.auth: qsasl.QuorumSasl | None = None
+        self.tls: Any = None  # zkpy.net.quorumtls.QuorumTLS with sslQuorum=true
         self.conns: dict[int, _QuorumProtocol] = {}
         self.outbound: dict[int, _Outbound] = {}
         self.port: Any = None
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
-        self.port = self.reactor.listenTCP(port, self, interface=host)
-        log.info("Quorum port listening on %s:%d", host, port)
+        factory = self.tls.server_factory(self, self.reactor) if self.tls is not None else self
+        self.port = self.reactor.listenTCP(port, factory, interface=host)
+        log.info("Quorum port listening on %s:%d%s", host, port,
+                 " (TLS)" if self.tls is not None else "")
         return self.port
 
     def buildProtocol(self, addr: Any) -> _QuorumProtocol:
@@ -612,7 +579,9 @@ class QuorumLinks(protocol.ServerFactory):
             out = _Outbound(self, sid, self.reactor.seconds() + self.connect_window)
             self.outbound[sid] = out
             host, port = self.peers[sid]
-            self.reactor.connectTCP(host, port, out, timeout=5)
+            factory: Any = (out if self.tls is None
+                            else self.tls.client_factory(out, host, self.reactor))
+            self.reactor.connectTCP(host, port, factory, timeout=5)
         if out is not None:
             out.queue.append(pkt)
 

@@ -19,6 +19,7 @@ from twisted.internet import task, threads
 from twisted.python.threadpool import ThreadPool
 
 from zkpy.storage.formats import snapshot_name
+from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.storage.snapshot import SnapshotMaker, write_snapshot
 
 log = logging.getLogger("zkpy.storage")
@@ -32,8 +33,9 @@ class FuzzySnapshots:
     then calls ``take``."""
 
     def __init__(self, reactor: Any, core: Any, snap_dir: str, snap_count: int,
-                 force_sync: bool, pool: ThreadPool) -> None:
+                 force_sync: bool, pool: ThreadPool, fs: FileSystem = LOCAL) -> None:
         self.reactor = reactor
+        self.fs = fs
         self.core = core
         self.snap_dir = snap_dir
         self.snap_count = max(snap_count, 2)
@@ -69,7 +71,7 @@ class FuzzySnapshots:
         d = task.cooperate(steps()).whenDone()
         d.addCallback(lambda _: threads.deferToThreadPool(
             self.reactor, self.pool, write_snapshot, path, maker.head(), maker.chunks,
-            self.force_sync, maker.digest))
+            self.force_sync, maker.digest, self.fs))
         d.addCallback(lambda _: self._done(path, maker))
         d.addErrback(self._failed)
 

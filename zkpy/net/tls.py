@@ -113,6 +113,43 @@ def _modern(setter: Any, legacy: Any, convert: Any) -> None:
         setter(legacy)
 
 
+def use_identity(ctx: Any, key: Any, chain: list[Any]) -> None:
+    """Put a private key and its certificate chain on a context."""
+    _modern(ctx.use_privatekey, key, key.to_cryptography_key)
+    _modern(ctx.use_certificate, chain[0], chain[0].to_cryptography)
+    for extra in chain[1:]:
+        _modern(ctx.add_extra_chain_cert, extra, extra.to_cryptography)
+    ctx.check_privatekey()
+
+
+def load_store(cfg: dict[str, str], prefix: str) -> tuple[Any, list[Any], list[Any]]:
+    """(private key or None, its certificate chain, trusted certificates) of the
+    store ``<prefix>.location`` names (``ssl.keyStore``, ``ssl.quorum.trustStore``...)."""
+    return _load_store(cfg, prefix)
+
+
+def configure_context(ctx: Any, cfg: dict[str, str], prefix: str) -> None:
+    """``<prefix>.protocol`` / ``enabledProtocols`` / ``ciphersuites`` on a context."""
+    ctx.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3)
+    enabled = cfg.get(f"{prefix}.enabledProtocols") or cfg.get(f"{prefix}.protocol") or ""
+    wanted = {p.strip() for p in enabled.split(",") if p.strip()}
+    if wanted:
+        if not wanted & set(_PROTOCOL_OPTIONS):
+            raise TLSConfigError(f"{prefix}.enabledProtocols: no known protocol in {enabled!r}")
+        # ssl.protocol names the newest; ZooKeeper enables it and the ones it lists.
+        if f"{prefix}.enabledProtocols" not in cfg and "TLSv1.3" in wanted:
+            wanted.add("TLSv1.2")
+        for name, opt in _PROTOCOL_OPTIONS.items():
+            if name not in wanted:
+                ctx.set_options(opt)
+    ciphers = cfg.get(f"{prefix}.ciphersuites")
+    if ciphers:
+        try:
+            ctx.set_cipher_list(ciphers.replace(",", ":").encode())
+        except SSL.Error as e:
+            raise TLSConfigError(f"{prefix}.ciphersuites: {e}") from e
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """Twisted's server connection creator built from zoo.cfg's ssl.* settings.
@@ -128,29 +165,8 @@ class ServerTLS:
                                  "holding a private key and its certificate")
         _, _, trusted = _load_store(cfg, "ssl.trustStore")
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-        ctx.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3)
-        enabled = cfg.get("ssl.enabledProtocols") or cfg.get("ssl.protocol") or ""
-        wanted = {p.strip() for p in enabled.split(",") if p.strip()}
-        if wanted:
-            if not wanted & set(_PROTOCOL_OPTIONS):
-                raise TLSConfigError(f"ssl.enabledProtocols: no known protocol in {enabled!r}")
-            # ssl.protocol names the newest; ZooKeeper enables it and the ones it lists.
-            if "ssl.enabledProtocols" not in cfg and "TLSv1.3" in wanted:
-                wanted.add("TLSv1.2")
-            for name, opt in _PROTOCOL_OPTIONS.items():
-                if name not in wanted:
-                    ctx.set_options(opt)
-        ciphers = cfg.get("ssl.ciphersuites")
-        if ciphers:
-            try:
-                ctx.set_cipher_list(ciphers.replace(",", ":").encode())
-            except SSL.Error as e:
-                raise TLSConfigError(f"ssl.ciphersuites: {e}") from e
-        _modern(ctx.use_privatekey, key, key.to_cryptography_key)
-        _modern(ctx.use_certificate, chain[0], chain[0].to_cryptography)
-        for extra in chain[1:]:
-            _modern(ctx.add_extra_chain_cert, extra, extra.to_cryptography)
-        ctx.check_privatekey()
+        configure_context(ctx, cfg, "ssl")
+        use_identity(ctx, key, chain)
         store = ctx.get_cert_store()
         for cert in trusted:
             store.add_cert(cert)  # type: ignore[union-attr]

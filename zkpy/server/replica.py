@@ -41,7 +41,7 @@ from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
-from zkpy.storage.snapshot import SnapshotInvalid, parse_snapshot
+from zkpy.storage.snapshot import SnapshotInvalid, newest_change, parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
 from zkpy.zab.events import (
@@ -149,6 +149,7 @@ class Replica:
             self._stand_down(f"read-only mode ends: {ROLE_NAMES.get(change.role, change.role)}")
         was_serving = self.established
         self._decoded.clear()  # a new leader sends its own proposals
+        self._parsed = None
         self.role = change.role
         self.leader = change.leader
         self.role_changes += 1
@@ -372,9 +373,12 @@ class Replica:
     def _install(self, zxid: int, data: bytes) -> None:
         parsed, self._parsed = self._parsed, None
         if parsed is not None and parsed[0] == zxid:
-            _, tree, sessions = parsed
+            _, tree, sessions = parsed  # parsed when it arrived (_check_snapshot)
         else:
-            tree, sessions = parse_snapshot(data, zxid, trailer=False)  # a SNAP: no trailer
+            tree, sessions = parse_snapshot(data, zxid, trailer=None)  # a trailer if any
+        if tree.digests.target is None:
+            # Streamed: it may be fuzzy up to the newest change its nodes record.
+            tree.digests.fuzzy_until(newest_change(tree))
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))
@@ -394,7 +398,7 @@ class Replica:
     def _check_snapshot(self, zxid: int, data: bytes) -> str | None:
         """Learner.syncWithLeader deserializes a SNAP as it arrives."""
         try:
-            tree, sessions = parse_snapshot(data, zxid, trailer=False)
+            tree, sessions = parse_snapshot(data, zxid, trailer=None)
         except SnapshotInvalid as e:
             return f"its snapshot does not load: {e}"
         self._parsed = (zxid, tree, sessions)

@@ -37,6 +37,7 @@ from typing import Any
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid, snapshot_name
+from zkpy.storage.fs import LOCAL, write_atomically
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot, parse_snapshot, snapshot_bytes
 from zkpy.storage.txnlog import LogDamaged, read_log
 from zkpy.tree.datatree import DataTree
@@ -200,7 +201,7 @@ def install_backup(data_dir: str, blob: bytes, zxid: int) -> str:
         raise BackupError(f"{snap_dir} already holds {os.path.basename(existing[0][1])}: "
                           "restore into a fresh data directory (or use the running "
                           "server's AdminServer restore)")
-    os.makedirs(snap_dir, exist_ok=True)
+    LOCAL.makedirs(snap_dir)
     path = os.path.join(snap_dir, snapshot_name(zxid))
     write_file(path, blob)
     return path
@@ -208,17 +209,7 @@ def install_backup(data_dir: str, blob: bytes, zxid: int) -> str:
 
 def write_file(path: str, blob: bytes) -> None:
     """Write through a temporary name and fsync: never half a snapshot under its name."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomically(LOCAL, path, [blob])
 
 
 def acl_of_root(tree: DataTree) -> list[Any]:

@@ -11,9 +11,9 @@ replaced atomically (written aside, synced, renamed).
 
 from __future__ import annotations
 
-import os
 import re
 
+from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
 from zkpy.zab.membership import QuorumConfig
 
 _SUFFIX = re.compile(r"\.dynamic\.([0-9a-fA-F]+)$")
@@ -28,25 +28,17 @@ def version_of(path: str | None) -> int:
     return int(match.group(1), 16) if match else 0
 
 
-def _replace(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_dynamic_config(static_path: str, config: QuorumConfig) -> str:
-    """Write the membership's file and point zoo.cfg at it; returns the file's path."""
+def write_dynamic_config(static_path: str, config: QuorumConfig,
+                         fs: FileSystem = LOCAL) -> str:
+    """Write the membership's file and point zoo.cfg at it; returns the file's path.
+    Each file is replaced atomically and durably (its directory synced too)."""
     dynamic = f"{static_path}.dynamic.{config.version:x}"
-    _replace(dynamic, config.dynamic_file_text())
-    with open(static_path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    write_atomically(fs, dynamic, [config.dynamic_file_text().encode("utf-8")])
+    lines = fs.read(static_path).decode("utf-8").splitlines()
     backup = static_path + ".bak"
-    if not os.path.exists(backup):
-        _replace(backup, "".join(line + "\n" for line in lines))
+    if not fs.exists(backup):
+        write_atomically(fs, backup, ["".join(line + "\n" for line in lines).encode("utf-8")])
     kept = [line for line in lines if not _MEMBERSHIP_LINE.match(line)]
     kept.append(f"dynamicConfigFile={dynamic}")
-    _replace(static_path, "".join(line + "\n" for line in kept))
+    write_atomically(fs, static_path, ["".join(line + "\n" for line in kept).encode("utf-8")])
     return dynamic

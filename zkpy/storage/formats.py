@@ -19,6 +19,7 @@ from typing import Any
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
 from zkpy.jute.protocol import Op
+from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.tree import digest as tree_digest
 from zkpy.tree.datatree import MultiTxnBody
 
@@ -56,11 +57,12 @@ def zxid_of(name: str, prefix: str) -> int | None:
     return int(m.group(2), 16)
 
 
-def files_by_zxid(directory: str, prefix: str) -> list[tuple[int, str]]:
+def files_by_zxid(directory: str, prefix: str,
+                  fs: FileSystem = LOCAL) -> list[tuple[int, str]]:
     """(zxid, path) of every ``prefix.<hex>`` file in ``directory``, oldest first."""
     out = []
     try:
-        names = os.listdir(directory)
+        names = fs.listdir(directory)
     except FileNotFoundError:
         return []
     for name in names:

@@ -4,8 +4,9 @@ ZooKeeper's rule (FileTxnSnapLog.restore): load the newest snapshot whose
 checksum holds (older ones are tried when the newest is damaged), then take
 every logged transaction with a zxid above the snapshot's, from the last log
 file that starts at or before that zxid onwards. A torn tail of the newest log
-is cut off (zeroed); damage anywhere else, or a hole in the zxids of an epoch
-(a lost log file), refuses to start.
+is cut off (zeroed, synced; a newest log without a whole header is removed);
+damage anywhere else, or a hole in the zxids of an epoch (a lost log file),
+refuses to start.
 
 ``load`` returns that as a ``StartState``: the snapshot's tree and sessions,
 the logged transactions after it *unapplied*, and the epoch files. Zab decides
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
+from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
 from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
@@ -72,16 +74,17 @@ def data_dirs(data_dir: str, data_log_dir: str | None = None) -> tuple[str, str]
             os.path.join(data_log_dir or data_dir, VERSION_DIR))
 
 
-def load(snap_dir: str, log_dir: str) -> StartState:
-    state = _load_newest_snapshot(snap_dir)
-    state.log = logged_after(log_dir, state.snapshot_zxid)
+def load(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> StartState:
+    state = _load_newest_snapshot(snap_dir, fs)
+    read: list[str] = []
+    state.log = logged_after(log_dir, state.snapshot_zxid, fs, read)
     if state.snapshot is None and state.log and state.log[0][0] & 0xFFFFFFFF > 1:
         raise RecoveryError(
             f"no valid snapshot in {snap_dir}, and the oldest logged transaction is "
             f"0x{state.log[0][0]:x}: the transactions before it are missing")
     last = state.last_zxid
-    accepted = read_epoch(snap_dir, ACCEPTED_EPOCH)
-    current = read_epoch(snap_dir, CURRENT_EPOCH)
+    accepted = read_epoch(snap_dir, ACCEPTED_EPOCH, fs)
+    current = read_epoch(snap_dir, CURRENT_EPOCH, fs)
     if current is None:
         # QuorumPeer.loadDataBase: no currentEpoch file yet (a standalone data
         # directory, or a first start): the epoch of the last zxid.
@@ -92,16 +95,32 @@ def load(snap_dir: str, log_dir: str) -> StartState:
         raise RecoveryError(f"{snap_dir}: currentEpoch {current} is above acceptedEpoch "
                             f"{accepted}; the epoch files are damaged")
     state.accepted_epoch, state.current_epoch = accepted, current
+    epochs = [os.path.join(snap_dir, n) for n in (ACCEPTED_EPOCH, CURRENT_EPOCH)]
+    loaded = [state.snapshot] if state.snapshot else []
+    _make_durable(fs, loaded + read + [p for p in epochs if fs.exists(p)], {snap_dir, log_dir})
     return state
 
 
-def read_epoch(snap_dir: str, name: str) -> int | None:
+def _make_durable(fs: FileSystem, files: list[str], dirs: set[str]) -> None:
+    """Sync what was loaded: the snapshot, the logs read, the epoch files, their
+    directories. A process killed between a write and its sync leaves the write
+    in the page cache, where the next start reads it; a server that went on to
+    build on it (a standalone server committing it, a member reporting it as its
+    history, new log files after it) would lose it, and leave a hole, at the
+    next power cut. Nothing is built on what was read before this returns."""
+    for path in files:
+        fs.sync_file(path)
+    for directory in sorted(dirs):
+        if fs.isdir(directory):
+            fs.sync_dir(directory)
+
+
+def read_epoch(snap_dir: str, name: str, fs: FileSystem = LOCAL) -> int | None:
     """A decimal epoch (QuorumPeer.readLongFromFile); RecoveryError if it is not
     one a zxid can carry (up to ``MAX_EPOCH``: a leader's next must fit too)."""
     path = os.path.join(snap_dir, name)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = fs.read(path)
     except FileNotFoundError:
         return None
     text = raw.decode("ascii", "replace").strip()
@@ -110,9 +129,11 @@ def read_epoch(snap_dir: str, name: str) -> int | None:
     return int(text)
 
 
-def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
-    """Every logged (zxid, txn) after ``zxid``, in order; a torn tail is cut off."""
-    logs = files_by_zxid(log_dir, "log")
+def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL,
+                 read: list[str] | None = None) -> list[tuple[int, bytes]]:
+    """Every logged (zxid, txn) after ``zxid``, in order; a torn tail is cut off.
+    ``read``: gets the paths of the log files read (and kept)."""
+    logs = files_by_zxid(log_dir, "log", fs)
     start = 0
     for i, (first, _) in enumerate(logs):
         if first <= zxid + 1:
@@ -122,10 +143,16 @@ def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
     prev = zxid
     for i, (_, path) in enumerate(chosen):
         def torn(offset: int, path: str = path) -> None:
-            zero_tail(path, offset)
+            if offset:
+                zero_tail(path, offset, fs)
+            else:
+                # Not even a whole header (ZOOKEEPER-2332): remove the file, durably,
+                # before a newer log can make it a damaged file in the middle.
+                fs.remove(path)
+                fs.sync_dir(log_dir)
 
         try:
-            for entry in read_log(path, i == len(chosen) - 1, torn):
+            for entry in read_log(path, i == len(chosen) - 1, torn, fs):
                 if entry.zxid <= prev:
                     continue
                 if prev and entry.zxid > prev + 1 and entry.zxid >> 32 == prev >> 32:
@@ -140,6 +167,8 @@ def logged_after(log_dir: str, zxid: int) -> list[tuple[int, bytes]]:
                 prev = entry.zxid
         except LogDamaged as e:
             raise RecoveryError(str(e)) from None
+        if read is not None and fs.exists(path):
+            read.append(path)
     return out
 
 
@@ -154,10 +183,10 @@ def _check_decodes(path: str, zxid: int, data: bytes) -> None:
                             f"decode ({e}); refusing to start") from None
 
 
-def recover(snap_dir: str, log_dir: str) -> Recovered:
+def recover(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> Recovered:
     """The state a standalone server serves after start-up: ``load`` with every
     logged transaction applied (sessions follow createSession/closeSession)."""
-    state = load(snap_dir, log_dir)
+    state = load(snap_dir, log_dir, fs)
     tree, sessions = state.tree, state.sessions
     for _zxid, data in state.log:
         hdr, txn, digest = decode_entry(data)
@@ -176,11 +205,11 @@ def recover(snap_dir: str, log_dir: str) -> Recovered:
     return Recovered(tree, sessions, state.snapshot, len(state.log), tree.last_zxid)
 
 
-def _load_newest_snapshot(snap_dir: str) -> StartState:
-    snaps = files_by_zxid(snap_dir, "snapshot")
+def _load_newest_snapshot(snap_dir: str, fs: FileSystem) -> StartState:
+    snaps = files_by_zxid(snap_dir, "snapshot", fs)
     for zxid, path in reversed(snaps):
         try:
-            tree, sessions, _ = load_snapshot(path)
+            tree, sessions, _ = load_snapshot(path, fs)
         except SnapshotInvalid as e:
             log.warning("Snapshot %s is invalid (%s); trying an older one", path, e)
             continue

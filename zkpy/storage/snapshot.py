@@ -34,6 +34,8 @@ from typing import Any
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode, layout
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
+from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
+from zkpy.storage.snapstream import SnapStreamError, SnapStreamReader
 from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
 from zkpy.tree.digest import EXCLUDED_PREFIX, pack_stat
 from zkpy.tree.quota import setup_quota
@@ -119,26 +121,21 @@ class SnapshotMaker:
 
 
 def write_snapshot(path: str, head: bytes, chunks: Iterable[bytes], fsync: bool = True,
-                   digest: tuple[int, int, int] | None = None) -> None:
+                   digest: tuple[int, int, int] | None = None,
+                   fs: FileSystem = LOCAL) -> None:
     """Write the file through a temporary name, so a crash never leaves half a snapshot
-    under the real name. ``digest``: the trailer (``SnapshotMaker.digest``), if any."""
-    tmp = path + ".tmp"
+    under the real name (synced, renamed, its directory synced: ZOOKEEPER-2872).
+    ``digest``: the trailer (``SnapshotMaker.digest``), if any."""
+    write_atomically(fs, path, _sealed(head, chunks, digest), fsync)
+
+
+def _sealed(head: bytes, chunks: Iterable[bytes],
+            digest: tuple[int, int, int] | None) -> Iterator[bytes]:
     checksum = 1
-    with open(tmp, "wb") as f:
-        for piece in _pieces(head, chunks):
-            f.write(piece)
-            checksum = zlib.adler32(piece, checksum)
-        f.write(_seals(checksum, digest))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    for piece in _pieces(head, chunks):
+        checksum = zlib.adler32(piece, checksum)
+        yield piece
+    yield _seals(checksum, digest)
 
 
 def _pieces(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -160,10 +157,9 @@ class SnapshotInvalid(Exception):
     pass
 
 
-def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
+def load_snapshot(path: str, fs: FileSystem = LOCAL) -> tuple[DataTree, dict[int, int], int]:
     """(tree, sessions {id: timeout}, zxid from the name) or SnapshotInvalid."""
-    with open(path, "rb") as f:
-        blob = f.read()
+    blob = fs.read(path)
     name = os.path.basename(path)
     try:
         return _parse(blob, name)
@@ -171,11 +167,40 @@ def load_snapshot(path: str) -> tuple[DataTree, dict[int, int], int]:
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
+def verify_snapshot(blob: bytes, zxid: int) -> None:
+    """SnapshotInvalid unless ``blob`` is a whole snapshot whose checksum holds:
+    what may be kept on disk, checked without building its tree (whoever installs
+    it parses it anyway)."""
+    name = snapshot_name(zxid)
+    try:
+        hdr, off = decode(S.FileHeader, blob, 0)
+        if hdr.magic != SNAP_MAGIC:
+            raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
+        end = SnapStreamReader(signed=False).feed(blob, off)
+        if end is None:
+            raise SnapshotInvalid(f"{name}: cut short before its end marker")
+        end = _check_seal(blob, end, name)
+        if end < len(blob):
+            _read_digest(blob, end, name)  # a trailer present must be sealed as it says
+    except (JuteError, SnapStreamError, struct.error, IndexError) as e:
+        raise SnapshotInvalid(f"{name}: {e}") from None
+
+
+def newest_change(tree: DataTree) -> int:
+    """The highest zxid any node's stat records (created, changed, children changed):
+    how far a fuzzy snapshot of ``tree`` may reach past the zxid it is named for."""
+    top = 0
+    for node in tree.nodes.values():
+        top = max(top, node.mzxid, node.pzxid)
+    return top
+
+
 def parse_snapshot(blob: bytes, zxid: int,
-                   trailer: bool = True) -> tuple[DataTree, dict[int, int]]:
+                   trailer: bool | None = True) -> tuple[DataTree, dict[int, int]]:
     """A snapshot's bytes (a file's, or a Zab SNAP's) as (tree at ``zxid``, sessions).
-    ``trailer=False``: the bytes came from a SNAP stream, which carries no digest
-    trailer (ZooKeeper's serializeSnapshot writes none), so none is looked for."""
+    ``trailer=None``: a SNAP's bytes, which carry no digest trailer when they came
+    as a stream (ZooKeeper's serializeSnapshot writes none): one is used if there,
+    and its absence is not worth a warning."""
     name = snapshot_name(zxid)
     try:
         tree, sessions, _ = _parse(blob, name, trailer)
@@ -185,7 +210,8 @@ def parse_snapshot(blob: bytes, zxid: int,
     return tree, sessions
 
 
-def _parse(blob: bytes, name: str, trailer: bool = True) -> tuple[DataTree, dict[int, int], int]:
+def _parse(blob: bytes, name: str,
+           trailer: bool | None = True) -> tuple[DataTree, dict[int, int], int]:
     hdr, off = decode(S.FileHeader, blob, 0)
     if hdr.magic != SNAP_MAGIC:
         raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
@@ -213,7 +239,7 @@ def _parse(blob: bytes, name: str, trailer: bool = True) -> tuple[DataTree, dict
     off = _check_seal(blob, off, name)
     zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
     setup_quota(tree)  # as DataTree.deserialize: register the quotas, recompute their stats
-    if tree.digest_on and trailer:
+    if tree.digest_on and (trailer or (trailer is None and off < len(blob))):
         found = _read_digest(blob, off, name)
         if found is not None:
             tree.digests.loaded(*found, zxid, tree.digest)
@@ -339,12 +365,13 @@ def _link(tree: DataTree, path: str, node: Node) -> None:
             tree.ttls.add(path)
 
 
-def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True) -> None:
+def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True,
+               fs: FileSystem = LOCAL) -> None:
     """Take a whole snapshot at once (start-up, shutdown, tests)."""
     maker = SnapshotMaker(tree, sessions)
     while not maker.step(1 << 30):
         pass
-    write_snapshot(path, maker.head(), maker.chunks, fsync, maker.digest)
+    write_snapshot(path, maker.head(), maker.chunks, fsync, maker.digest, fs)
 
 
 def snapshot_bytes(tree: DataTree, sessions: dict[int, int]) -> bytes:

@@ -30,7 +30,8 @@ import zlib
 from zkpy.jute import schema as S
 from zkpy.storage.formats import SNAP_MAGIC, VERSION
 
-__all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "snapshot_of"]
+__all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "stream_parts",
+           "snapshot_of"]
 
 SIGNATURE = b"BenWasHere"
 _INT = struct.Struct(">i")
@@ -57,6 +58,12 @@ def stream_of(snapshot: bytes) -> bytes:
     return bytes(snapshot[_HEADER_SIZE:end]) + _INT.pack(len(SIGNATURE)) + SIGNATURE
 
 
+def stream_parts(head: bytes, chunks: list[bytes]) -> list[bytes]:
+    """The stream, from a ``SnapshotMaker``'s head (FileHeader, sessions, ACL map)
+    and node chunks, as pieces to write one after another."""
+    return [head[_HEADER_SIZE:], *chunks, _END_PATH, _INT.pack(len(SIGNATURE)) + SIGNATURE]
+
+
 def snapshot_of(stream: bytes | bytearray) -> bytes:
     """Snapshot file bytes from a SNAP stream (signature included, as received)."""
     body = bytes(stream[:len(stream) - 4 - len(SIGNATURE)])
@@ -81,11 +88,43 @@ class SnapStreamReader:
 
     def feed(self, buf: bytes | bytearray, start: int = 0) -> int | None:
         while not self.done:
+            if self.phase == "nodes":
+                # Almost all of a stream: walked in one tight loop, not a call per item.
+                self.pos = self._walk_nodes(buf, start + self.pos) - start
+                if self.phase == "nodes":
+                    return None
+                continue
             step = _PHASES[self.phase](self, buf, start + self.pos)
             if step is None:
                 return None
             self.pos += step
         return start + self.pos
+
+    def _walk_nodes(self, buf: bytes | bytearray, at: int) -> int:
+        """Past every whole node from ``at``; the phase moves on at the end marker."""
+        size = len(buf)
+        unpack = _INT.unpack_from
+        tail = _NODE_TAIL
+        while size >= at + 4:
+            (n,) = unpack(buf, at)
+            if n == 1 and size >= at + 5 and buf[at + 4] == 0x2F:  # the ustring "/"
+                self.phase = "signature"
+                if not self.signed:
+                    self.done = True
+                return at + 5
+            if not 0 <= n <= _MAX_FIELD:
+                raise SnapStreamError(f"path length {n}")
+            data_at = at + 4 + n
+            if size < data_at + 4:
+                break
+            (d,) = unpack(buf, data_at)
+            if not -1 <= d <= _MAX_FIELD:
+                raise SnapStreamError(f"node data length {d}")
+            end = data_at + 4 + max(d, 0) + tail
+            if size < end:
+                break
+            at = end
+        return at
 
     # -- one item per call: its size, or None if it is not all there yet -----------
 

@@ -6,7 +6,9 @@ preallocated with zeros (``preAllocSize``), so the end of the log is the first
 entry whose length is zero.
 
 ``LogWriter`` appends and syncs; it does blocking file I/O and is meant to be
-driven from one writer thread. ``read_log`` reads a file back and tells a torn
+driven from one writer thread. A new log file's name is made durable (its
+directory synced) before anything in it is acknowledged, as are preallocation
+and every entry, by the sync after the batch. ``read_log`` reads a file back and tells a torn
 tail (the last entry partial or failing its checksum, with nothing valid after
 it: what a crash mid-write leaves, ignored with a warning) from damage in the
 middle (a bad entry followed by more data: ``LogDamaged``, never papered over).
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode
 from zkpy.storage.formats import END_OF_RECORD, TXNLOG_MAGIC, VERSION, log_name
+from zkpy.storage.fs import LOCAL, File, FileSystem
 
 log = logging.getLogger("zkpy.storage")
 
@@ -40,25 +43,28 @@ class LogDamaged(Exception):
 class LogEntry:
     zxid: int
     data: bytes  # TxnHeader + body (+ digest), as stored
+    end: int = 0  # the offset just past it in its file
 
 
 class LogWriter:
     """Appends entries to the current log file and forces them to disk."""
 
     def __init__(self, directory: str, prealloc_bytes: int = 64 * 1024 * 1024,
-                 force_sync: bool = True) -> None:
+                 force_sync: bool = True, fs: FileSystem = LOCAL) -> None:
         self.directory = directory
         self.prealloc = max(prealloc_bytes, 4096)
         self.force_sync = force_sync
-        self._fd: int | None = None
+        self.fs = fs
+        self._file: File | None = None
         self._pos = 0
         self._size = 0
+        self._synced = (0, 0)  # (end of the entries, file size) at the last sync
         self.path: str | None = None
-        os.makedirs(directory, exist_ok=True)
+        fs.makedirs(directory)
 
     def append(self, zxid: int, data: bytes) -> None:
         """Write one entry (not yet synced); opens ``log.<zxid>`` if no file is open."""
-        if self._fd is None:
+        if self._file is None:
             self._open(zxid)
         entry = _ENTRY.pack(_signed(zlib.adler32(data)), len(data)) + data + _EOR
         self._write(entry)
@@ -66,7 +72,7 @@ class LogWriter:
     def append_many(self, entries: list[tuple[int, bytes]]) -> None:
         if not entries:
             return
-        if self._fd is None:
+        if self._file is None:
             self._open(entries[0][0])
         parts = []
         for _, data in entries:
@@ -77,47 +83,68 @@ class LogWriter:
 
     def _open(self, zxid: int) -> None:
         self.path = os.path.join(self.directory, log_name(zxid))
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, _HEADER)
-        self._fd = fd
+        f = self.fs.create(self.path)
+        f.write(_HEADER)
+        self._file = f
         self._pos = len(_HEADER)
         self._size = self._pos
+        self._synced = (0, 0)
         log.info("Creating new log file: %s", os.path.basename(self.path))
-        self._sync_dir()
+        if self.force_sync:
+            # The file's name is durable only once its directory is synced
+            # (ZOOKEEPER-2003): without this a power cut can take a log file
+            # whose every entry was synced and acknowledged.
+            self.fs.sync_dir(self.directory)
 
     def _write(self, blob: bytes) -> None:
-        assert self._fd is not None
+        assert self._file is not None
         end = self._pos + len(blob)
         if end + 4096 > self._size:
             # Preallocate in big steps so fsync rarely has metadata to write.
             while self._size < end + 4096:
                 self._size += self.prealloc
-            os.ftruncate(self._fd, self._size)
-        os.pwrite(self._fd, blob, self._pos)
+            self._file.truncate(self._size)
+        self._file.pwrite(blob, self._pos)
         self._pos = end
 
     def sync(self) -> None:
-        if self._fd is not None and self.force_sync:
-            os.fdatasync(self._fd)
+        if self._file is not None and self.force_sync:
+            self._file.sync()
+            self._synced = (self._pos, self._size)
+
+    def discard_unsynced(self) -> None:
+        """A write or sync failed: cut the file back to what its last sync made
+        durable, and close it. After a failed fsync Linux marks the pages clean,
+        so the unsynced entries stay readable but may never reach the disk; a
+        server restarted on them (without a power cycle) would build on entries
+        the next power cut takes, and leave a hole. Best effort: if this fails
+        too, the disk is beyond what a restart can fix."""
+        f, self._file = self._file, None
+        if f is None or not self.force_sync:
+            return
+        end, size = self._synced
+        try:
+            if self._pos > end:
+                f.pwrite(bytes(self._pos - end), end)
+            f.truncate(size)
+            f.sync()
+        except OSError as e:
+            log.error("Could not cut %s back to its synced length: %s", self.path, e)
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
 
     def roll(self) -> None:
         """Close the current file; the next append starts ``log.<next zxid>``."""
-        if self._fd is not None:
+        if self._file is not None:
             self.sync()
-            os.close(self._fd)
-            self._fd = None
+            self._file.close()
+            self._file = None
 
     def close(self) -> None:
         self.roll()
-
-    def _sync_dir(self) -> None:
-        if not self.force_sync:
-            return
-        dfd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _signed(v: int) -> int:
@@ -125,16 +152,18 @@ def _signed(v: int) -> int:
 
 
 def read_log(path: str, is_last: bool = True,
-             on_torn: Callable[[int], None] | None = None) -> Iterator[LogEntry]:
+             on_torn: Callable[[int], None] | None = None,
+             fs: FileSystem = LOCAL) -> Iterator[LogEntry]:
     """Entries of one log file, in order. A torn tail ends the iteration (with
-    a warning, and ``on_torn(offset)``) when this is the newest file; anything
-    else raises LogDamaged."""
-    with open(path, "rb") as f:
-        blob = f.read()
+    a warning, and ``on_torn(offset)``; offset 0: the header itself is torn) when
+    this is the newest file; anything else raises LogDamaged."""
+    blob = fs.read(path)
     name = os.path.basename(path)
     if is_last and blob[:len(_HEADER)] != _HEADER and _HEADER.startswith(blob.rstrip(b"\0")):
         # Nothing, or part of the header: a crash right after creating the file.
         log.warning("Log %s is empty or its header is partial; ignoring it", name)
+        if on_torn is not None:
+            on_torn(0)
         return
     try:
         hdr, off = decode(S.FileHeader, blob, 0)
@@ -170,8 +199,8 @@ def read_log(path: str, is_last: bool = True,
             (zxid,) = struct.unpack_from(">q", data, 8 + 4)
         except struct.error:
             raise LogDamaged(f"{name}: entry at offset {off} too short for a header") from None
-        yield LogEntry(zxid, data)
         off = body_start + n + 1
+        yield LogEntry(zxid, data, off)
 
 
 def _more_after(blob: bytes, off: int, n: int) -> bool:
@@ -197,15 +226,15 @@ def _more_after(blob: bytes, off: int, n: int) -> bool:
     return False
 
 
-def zero_tail(path: str, offset: int) -> None:
-    """Overwrite a torn tail with zeros so the file reads as ending cleanly there."""
-    size = os.path.getsize(path)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        remaining = size - offset
-        while remaining > 0:
-            n = min(remaining, 1 << 20)
-            f.write(bytes(n))
-            remaining -= n
-        f.flush()
-        os.fsync(f.fileno())
+def zero_tail(path: str, offset: int, fs: FileSystem = LOCAL) -> None:
+    """Overwrite a torn tail with zeros (synced) so the file reads as ending cleanly there."""
+    size = fs.size(path)
+    f = fs.open_rw(path)
+    try:
+        while offset < size:
+            n = min(size - offset, 1 << 20)
+            f.pwrite(bytes(n), offset)
+            offset += n
+        f.sync()
+    finally:
+        f.close()

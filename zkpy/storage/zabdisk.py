@@ -15,8 +15,9 @@ import logging
 import os
 
 from zkpy.storage.formats import files_by_zxid, snapshot_name
-from zkpy.storage.snapshot import parse_snapshot
-from zkpy.storage.txnlog import LogWriter, read_log
+from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
+from zkpy.storage.snapshot import verify_snapshot
+from zkpy.storage.txnlog import read_log
 
 log = logging.getLogger("zkpy.storage")
 
@@ -24,68 +25,70 @@ ACCEPTED_EPOCH = "acceptedEpoch"
 CURRENT_EPOCH = "currentEpoch"
 
 
-def write_epoch(snap_dir: str, name: str, value: int, fsync: bool = True) -> None:
-    _write_atomically(os.path.join(snap_dir, name), f"{value}\n".encode(), fsync)
+def write_epoch(snap_dir: str, name: str, value: int, fsync: bool = True,
+                fs: FileSystem = LOCAL) -> None:
+    """Replace the epoch file atomically (synced, renamed, the directory synced)."""
+    write_atomically(fs, os.path.join(snap_dir, name), [f"{value}\n".encode()], fsync)
 
 
-def _write_atomically(path: str, data: bytes, fsync: bool) -> None:
-    """Through a temporary name, so a crash leaves the old file or the new one."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _sync_dir(os.path.dirname(path))
-
-
-def _sync_dir(directory: str) -> None:
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def truncate_log(log_dir: str, zxid: int, fsync: bool = True) -> int:
+def truncate_log(log_dir: str, zxid: int, fsync: bool = True, fs: FileSystem = LOCAL) -> int:
     """Drop every logged txn after ``zxid`` (FileTxnLog.truncate); returns how
-    many were dropped. The writer must have been rolled (no file open)."""
+    many were dropped. The writer must have been rolled (no file open).
+
+    As ZooKeeper does it: the files that start after ``zxid`` are removed, the
+    one holding it is cut just past it. Durably, and in that order: the
+    removals are synced before the cut, so a power cut in between leaves the
+    log as it was or a prefix of it, never a hole; and both are synced before
+    this returns, so nothing logged after the TRUNC can outlive it."""
     dropped = 0
-    for first, path in reversed(files_by_zxid(log_dir, "log")):
+    removed = False
+    for first, path in reversed(files_by_zxid(log_dir, "log", fs)):
         if first > zxid:
-            dropped += sum(1 for _ in read_log(path, True))
-            os.remove(path)
+            dropped += sum(1 for _ in read_log(path, True, fs=fs))
+            fs.remove(path)
+            removed = True
             continue
-        kept = []
-        for entry in read_log(path, True):
+        end = 0
+        after = 0
+        torn: list[int] = []
+        for entry in read_log(path, True, torn.append, fs):
             if entry.zxid <= zxid:
-                kept.append((entry.zxid, entry.data))
+                end = entry.end
             else:
-                dropped += 1
-        if dropped:
-            tmp_dir = path + ".trunc"
-            os.makedirs(tmp_dir, exist_ok=True)
-            writer = LogWriter(tmp_dir, 4096, fsync)
-            if kept:
-                writer.append_many(kept)
-            writer.close()
-            if kept:
-                assert writer.path is not None
-                os.replace(writer.path, path)
-            else:
-                os.remove(path)
-            os.rmdir(tmp_dir)
+                after += 1
+        if removed and fsync:
+            fs.sync_dir(log_dir)
+            removed = False
+        if after or torn or not end:
+            dropped += after
+            _cut(fs, path, end, fsync)
         break
-    if fsync:
-        _sync_dir(log_dir)
+    if removed and fsync:
+        fs.sync_dir(log_dir)
     return dropped
 
 
-def install_snapshot(snap_dir: str, zxid: int, data: bytes, fsync: bool = True) -> str:
-    """Store a leader's SNAP as ``snapshot.<zxid>`` (checked before it is kept)."""
-    parse_snapshot(data, zxid, trailer=False)  # SnapshotInvalid: never keep one we cannot load
+def _cut(fs: FileSystem, path: str, end: int, fsync: bool) -> None:
+    """Cut a log file just past its last kept entry (no entry kept: remove it)."""
+    if not end:
+        fs.remove(path)
+        if fsync:
+            fs.sync_dir(os.path.dirname(path))
+        return
+    f = fs.open_rw(path)
+    try:
+        f.truncate(end)
+        if fsync:
+            f.sync()
+    finally:
+        f.close()
+
+
+def install_snapshot(snap_dir: str, zxid: int, data: bytes, fsync: bool = True,
+                     fs: FileSystem = LOCAL) -> str:
+    """Store a leader's SNAP as ``snapshot.<zxid>`` (checked before it is kept;
+    synced, with its name, before anything after it is: ZOOKEEPER-2872)."""
+    verify_snapshot(data, zxid)  # SnapshotInvalid: never keep one we cannot load
     path = os.path.join(snap_dir, snapshot_name(zxid))
-    _write_atomically(path, data, fsync)
+    write_atomically(fs, path, [data], fsync)
     return path

@@ -163,10 +163,25 @@ class Member:
         self.wanted = self.paused = False
         return self.server.kill()
 
-    def pause(self) -> None:
-        """SIGSTOP."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP, and (on Linux) wait until every thread of the process is
+        stopped: the signal takes effect a moment later, and a JVM thread can
+        still read its socket in between."""
         self.server.pause()
         self.paused = True
+        tasks = Path("/proc/%d/task" % self.pid)
+        deadline = time.monotonic() + timeout
+        while tasks.is_dir() and time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                try:
+                    stat = (task / "stat").read_text()
+                except OSError:
+                    continue  # a thread that just ended
+                states.append(stat[stat.rindex(")") + 2])
+            if all(s in "tT" for s in states):
+                return
+            time.sleep(0.01)
 
     def resume(self) -> None:
         """SIGCONT."""

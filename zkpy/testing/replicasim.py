@@ -29,7 +29,7 @@ from zkpy.server.core import CoreSettings, ServerCore
 from zkpy.server.replica import Replica
 from zkpy.storage.snapshot import parse_snapshot
 from zkpy.testing.digestcheck import DigestWitness
-from zkpy.testing.zabsim import MemDisk
+from zkpy.testing.zabsim import MemDisk, with_state
 from zkpy.zab import events as ev
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Durable
@@ -287,7 +287,7 @@ class _SimLinks:
 
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
         if token is None or token == self.token(dest):
-            self.sim._send(self.i, dest, pkt)
+            self.sim._send(self.i, dest, with_state(pkt, self.sim.members[self.i].peer))
 
     def token(self, dest: int) -> Hashable | None:
         return self.sim.tokens.get(frozenset((self.i, dest)), 0)

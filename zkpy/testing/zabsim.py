@@ -329,6 +329,13 @@ class Cluster:
         return out
 
 
+def with_state(pkt: m.QuorumPacket, peer: Peer) -> m.QuorumPacket:
+    """A SNAP without data carries the sender's state once it leaves (Links.send)."""
+    if pkt.type == m.SNAP and pkt.data is None:
+        return m.QuorumPacket(m.SNAP, pkt.zxid, peer.snapshot_source(), None)
+    return pkt
+
+
 class TreeApp:
     """A simulated peer's application: its "tree" is the list of applied (zxid,
     txn) pairs (``trees[i]``), and every install and commit is shown to the checker."""
@@ -365,7 +372,7 @@ class _ClusterLinks:
 
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
         if token is None or token == self.token(dest):
-            self.c._send(self.i, dest, pkt)
+            self.c._send(self.i, dest, with_state(pkt, self.c.peers[self.i]))
 
     def token(self, dest: int) -> Hashable | None:
         return self.c._conn_id(self.i, dest)

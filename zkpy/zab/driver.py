@@ -49,7 +49,11 @@ class Links(Protocol):
 
     def send(self, dest: int, pkt: QuorumPacket, token: Hashable | None = None) -> None:
         """Send ``pkt`` to ``dest``; with a ``token``, only on that connection
-        (if it closed meanwhile, drop the packet: TCP would have lost it)."""
+        (if it closed meanwhile, drop the packet: TCP would have lost it). A SNAP
+        without data asks for the state to be sent in its place: the tree as the
+        application holds it when the SNAP goes out (at the packet's zxid or
+        later: the learner replays what follows it, as over a fuzzy snapshot),
+        before anything sent to ``dest`` after it."""
 
     def token(self, dest: int) -> Hashable | None:
         """What identifies the current quorum connection to ``dest``."""

@@ -289,14 +289,20 @@ class Leading:
             return
         learner.last_zxid = pkt.zxid
         learner.phase = EPOCH_ACKED
-        if reported != -1:
+        if reported != -1 and not self.sync_started:
             # Leader.waitForEpochAck: a follower whose (currentEpoch, lastZxid)
             # is more recent than ours "is ahead of the leader": we must not lead.
+            # Only until a quorum acked the epoch, as there (electionFinished):
+            # by then we set our currentEpoch, and a quorum no more recent than
+            # us holds every committed txn; the latecomer is synced (TRUNC, SNAP)
+            # like any other. Bailing out then instead made two members take turns
+            # leading for ever, each ahead of the other once it had bumped its
+            # currentEpoch (found by the power-loss simulation).
             if (reported, pkt.zxid) > self.summary:
-                if self.established or learner.sid not in self.peer.voters:
+                if learner.sid not in self.peer.voters:
                     # ZooKeeper's LearnerHandler throws and that learner goes; only
-                    # a voter ahead of a leader still gathering its quorum can keep
-                    # it from leading (anyone else could stop any leader at will).
+                    # a voter's history can keep us from leading (anyone else
+                    # could stop any leader still gathering its quorum at will).
                     self._drop(learner.sid)
                     return
                 self.peer.become_looking(f"follower {learner.sid} is ahead of the leader")
@@ -362,8 +368,10 @@ class Leading:
             start = h.before(peer_zxid)
             head = m.packet(m.TRUNC, start)
         else:
+            # The state itself is the links' to send (``zkpy.zab.driver.Links``):
+            # our tree at ``start`` or later, which the learner replays from here.
             start = p.applied
-            head = m.packet(m.SNAP, start, p.snapshot_source())
+            head = m.packet(m.SNAP, start, None)
         stream = [head]
         for zxid, txn in h.after(start):
             if zxid <= committed:

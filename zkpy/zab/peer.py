@@ -11,11 +11,11 @@ API
     ``disk`` is the ``DiskState`` found at start (epoch files, snapshot zxid,
     logged txns after it). The adapter loads its tree from the snapshot only:
     logged txns after it are *accepted*, not known committed, and come back
-    through ``Ready.commit`` once a leader commits them. ``snapshot_source()``
-    returns the tree's snapshot bytes (``snapshot_bytes(tree, sessions)``);
-    it is called on a leader that must SNAP a follower, and the tree must then
-    be exactly at ``peer.applied`` (true when every Ready's ``install`` and
-    ``commit`` were applied before the next ``step``).
+    through ``Ready.commit`` once a leader commits them. A leader that must SNAP
+    a learner sends a SNAP without data: its links send the state in its place
+    (``zkpy.zab.driver.Links.send``). ``snapshot_source()`` returns the tree's
+    snapshot bytes (``snapshot_bytes(tree, sessions)``) for links that send it
+    in one piece (the simulators).
 
 ``Peer(..., standalone=True)`` is ZooKeeper's standalone server as an
     ensemble of one: it leads at once, in the epoch of its last zxid (no
@@ -100,8 +100,9 @@ is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
       sessions routed to it (ZooKeeper's learner restarts and its clients
       reconnect, which amounts to the same).
     - Quorum SASL is DIGEST-MD5 only (no Kerberos); quorum TLS
-      (``sslQuorum``) is not supported yet: an ensemble that uses it cannot
-      take a zkpy member.
+      (``sslQuorum``, ``zkpy.net.quorumtls``) has no port unification
+      (``portUnification``: plain and TLS peers on one port, for turning TLS
+      on in a running ensemble) and no certificate reloading.
 
 Membership (``config``, a ``zkpy.zab.membership.QuorumConfig``): the voters
 count for elections and quorums; anyone else may still follow (a server
