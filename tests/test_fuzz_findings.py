@@ -150,8 +150,8 @@ def test_a_snapshot_node_the_tree_cannot_hang_is_invalid() -> None:
     from zkpy.testing.fuzz.seeds import seal, snapshot_body
 
     body = snapshot_body()
-    for bad in (b"//", b"/a/", b"ab"):
-        at = body.index(b"\x00\x00\x00\x04/app")
+    for bad in (b"//", b"/c/", b"ab"):  # in place of the leaf /ttl: no orphans follow
+        at = body.index(b"\x00\x00\x00\x04/ttl")
         mutated = body[:at] + len(bad).to_bytes(4, "big") + bad + body[at + 8:]
         with pytest.raises(SnapshotInvalid):
             parse_snapshot(seal(mutated), 0x100)
