@@ -47,7 +47,7 @@ from zkpy.jute.codec import decode
 from zkpy.jute.protocol import Op
 from zkpy.net.peerlinks import ElectionLinks, QuorumLinks
 from zkpy.storage.formats import decode_entry, encode_txn
-from zkpy.storage.snapshot import parse_snapshot
+from zkpy.storage.snapshot import SnapshotMaker, parse_snapshot
 from zkpy.storage.snapstream import stream_of
 from zkpy.testing.fuzz.client import OPEN_ACL, ContractViolation, split_frames
 from zkpy.testing.fuzz.clientwire import framed, handshake
@@ -82,7 +82,8 @@ class HostileWorld(Sim):
     def _boot(self, i: int) -> None:
         super()._boot(i)
         quorum = QuorumLinks(self.reactor, i, {}, lambda sid, pkts: self._packets(i, sid, pkts),
-                             lambda sid: self.step(i, ev.ConnectionLost(sid)))
+                             lambda sid: self.step(i, ev.ConnectionLost(sid)),
+                             snapshot_maker=lambda: self._snapshot_maker(i))
         addresses = {j: ("127.0.0.1", 3000 + j) for j in self.ids}
         election = ElectionLinks(self.reactor, i, dict(addresses),
                                  lambda sid, n, cfg: self.step(i, ev.Vote(sid, n, cfg)))
@@ -90,6 +91,18 @@ class HostileWorld(Sim):
         self.fronts[i] = (quorum, election)
         driver = self.members[i].replica.driver
         driver.links = _SplitLinks(driver.links, quorum, election)
+
+    def settle(self, limit: int = 100_000) -> None:
+        super().settle(limit)
+        # A leader's SNAP to an outsider is walked a slice per reactor turn
+        # (peerlinks: _stream_state): run the turns due now, as a reactor would.
+        while any(c.getTime() <= self.reactor.seconds() for c in self.reactor.getDelayedCalls()):
+            self.reactor.advance(0)
+            super().settle(limit)
+
+    def _snapshot_maker(self, i: int) -> SnapshotMaker:
+        core = self.members[i].core
+        return SnapshotMaker(core.tree, core.session_timeouts())
 
     def _packets(self, i: int, sid: int, pkts: list[m.QuorumPacket]) -> None:
         self.step(i, ev.Messages(sid, pkts) if len(pkts) > 1 else ev.Message(sid, pkts[0]))
@@ -178,6 +191,11 @@ def recovered(world: HostileWorld) -> None:
         leader = world.wait_stable(RECOVERY_MS)
     except AssertionError as e:
         raise ContractViolation(f"the ensemble did not recover: {e}") from None
+    probe(world, leader)
+
+
+def probe(world: HostileWorld, leader: Any) -> None:
+    """A client's session, create, read and delete through ``leader`` commit."""
     core = leader.core
     out = bytearray()
     conn = core.connect("127.0.0.1", 1, out.extend, lambda: None, world.now)
@@ -278,6 +296,7 @@ class QuorumTarget:
         auth = QuorumSasl(True, False, False, {"learner": "secret"}) if scenario == 2 else None
         world = HostileWorld(auth=auth)
         leader = world.wait_stable()
+        probe(world, leader)  # a history in this epoch: DIFF, TRUNC and SNAP all happen
         target = leader.id if scenario != 1 else world.followers()[0].id
         before = _roles(world)
         proto = _connect(world.fronts[target][0])
@@ -356,13 +375,16 @@ def _txn(zxid: int, op: int, body: Any, client: int = 0x100) -> bytes:
     return encode_txn(S.TxnHeader(client, 1, zxid, 1_700_000_000_000, op), body)
 
 
-def learner_stream(sid: int, epoch: int = 1, observer: bool = False) -> bytes:
-    """What a real learner sends a leader of ``epoch``: discovery, sync, then traffic."""
+def learner_stream(sid: int, epoch: int = 1, observer: bool = False,
+                   last_zxid: int = 0) -> bytes:
+    """What a real learner sends a leader of ``epoch``: discovery, sync, then traffic.
+    A ``last_zxid`` of an epoch before the leader's history gets a SNAP; one past
+    it, in its epoch, a TRUNC."""
     newleader = m.make_zxid(epoch, 0)
     create = (S.CreateRequest("/from-learner", b"x", OPEN_ACL, 0).encode())
     pkts = [
         m.follower_info(sid, 0, 0, observer),
-        m.packet(m.ACKEPOCH, 0, m.int_data(0)),
+        m.packet(m.ACKEPOCH, last_zxid, m.int_data(m.epoch_of(last_zxid))),
         m.packet(m.ACK, newleader),
         m.packet(m.ACK, newleader),
         m.QuorumPacket(m.REQUEST, -1, m.request_data(0x500, 0, Op.createSession,
@@ -415,6 +437,7 @@ def leader_stream(kind: str = "diff", epoch: int = 1) -> bytes:
 def quorum_seeds() -> list[bytes]:
     return [b"\x00\x00" + learner_stream(9), b"\x00\x05" + learner_stream(4, observer=True),
             b"\x01\x00" + learner_stream(9), b"\x02\x00" + learner_stream(100),
+            b"\x00\x00" + learner_stream(5, last_zxid=m.make_zxid(0, 5)),
             b"\x03\x00" + leader_stream("diff"), b"\x03\x00" + leader_stream("snap"),
             b"\x03\x02" + leader_stream("trunc")]
 
@@ -485,7 +508,9 @@ def generate_quorum(mut: Mutator) -> bytes:
     if scenario == 3:
         stream = leader_stream(rng.choice(("diff", "snap", "trunc")))
     else:
-        stream = learner_stream(rng.choice(HOSTILE_SIDS), observer=rng.random() < 0.2)
+        stream = learner_stream(rng.choice(HOSTILE_SIDS), observer=rng.random() < 0.2,
+                                last_zxid=rng.choice((0, 0, 0, m.make_zxid(0, 5),
+                                                      m.make_zxid(1, 0x7FFF))))
         if scenario == 2 and rng.random() < 0.5:
             from zkpy.auth.quorum_sasl import IN_PROGRESS, auth_packet
 
