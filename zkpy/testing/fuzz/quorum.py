@@ -96,9 +96,13 @@ class HostileWorld(Sim):
         super().settle(limit)
         # A leader's SNAP to an outsider is walked a slice per reactor turn
         # (peerlinks: _stream_state): run the turns due now, as a reactor would.
-        while any(c.getTime() <= self.reactor.seconds() for c in self.reactor.getDelayedCalls()):
+        while self._due():
             self.reactor.advance(0)
             super().settle(limit)
+
+    def _due(self) -> bool:
+        calls: list[Any] = list(self.reactor.getDelayedCalls())
+        return any(call.getTime() <= self.reactor.seconds() for call in calls)
 
     def _snapshot_maker(self, i: int) -> SnapshotMaker:
         core = self.members[i].core
