@@ -61,6 +61,7 @@ def build_tree(n: int, data_size: int) -> DataTree:
             parent.ccount += 1
             parent.pzxid = zxid
     tree.last_zxid = zxid
+    tree.rehash()  # built without apply: the digest the snapshot's trailer carries
     return tree
 
 

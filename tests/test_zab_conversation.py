@@ -20,7 +20,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zkpy.jute import schema as S
 from zkpy.net.peerlinks import QuorumLinks
 from zkpy.storage import snapstream
-from zkpy.storage.snapshot import parse_snapshot, snapshot_bytes
+from zkpy.storage.snapbuild import BuiltSnapshot
+from zkpy.storage.snapshot import SnapshotMaker, parse_snapshot, snapshot_bytes
 from zkpy.tree.datatree import DataTree
 from zkpy.zab import membership
 from zkpy.zab import messages as m
@@ -375,6 +376,67 @@ def test_a_snap_is_streamed_and_read_back_as_one_packet() -> None:
     received = got[0][1]
     assert received.zxid == snap.zxid
     assert parse_snapshot(received.data, snap.zxid, trailer=False)[0].nodes.keys() == tree.nodes.keys()
+    # Built while it came in: the replica installs this tree, parsing nothing again.
+    assert isinstance(received.data, BuiltSnapshot)
+    assert received.data.tree.nodes.keys() == tree.nodes.keys()
+    assert received.data.sessions == sessions
+
+
+def test_a_snap_stream_that_is_no_tree_closes_that_connection() -> None:
+    tree = DataTree()
+    acl = [S.ACL(31, S.Id("world", "anyone"))]
+    for i, path in enumerate(["/a", "/a/b"], 1):
+        tree.apply(S.TxnHeader(0x55, i, m.make_zxid(1, i), i, 1),
+                   S.CreateTxn(path, b"", acl, False, 0))
+    stream = snapstream.stream_of(snapshot_bytes(tree, {}))
+    at = stream.index(struct.pack(">i", 2) + b"/a")
+    broken = stream[:at + 4] + b"/q" + stream[at + 6:]  # "/a/b" has no parent now
+    got: list = []
+    reactor = MemoryReactorClock()
+    learner_side = _links(2, got, reactor)
+    learner_side.send(1, m.follower_info(2, 1))
+    proto = reactor.tcpClients[0][2].buildProtocol(None)
+    transport = _Transport()
+    proto.makeConnection(transport)
+    proto.dataReceived(m.packet(m.SNAP, tree.last_zxid).encode() + broken)
+    assert transport.disconnecting and got == []
+
+
+class _FullTransport(StringTransport):
+    """A socket whose buffer the stream overfills: the transport pauses its
+    producer as a real one does while it writes, and resumes it once drained."""
+
+    def writeSequence(self, seq: list[bytes]) -> None:
+        super().writeSequence(seq)
+        if self.producer is not None and self.streaming:
+            self.producer.pauseProducing()
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_leader_says_when_a_snaps_state_has_left_its_buffers(full: bool) -> None:
+    tree, sessions = _tree()
+    reactor = MemoryReactorClock()
+    leader_side = QuorumLinks(reactor, 1, {1: ("127.0.0.1", 2888)}, lambda s, ps: None,
+                              lambda s: None, snapshot_maker=lambda: SnapshotMaker(tree, sessions))
+    out: list[int] = []
+    leader_side.on_state_sent = out.append
+    conn = leader_side.buildProtocol(None)
+    transport = _FullTransport() if full else _Transport()
+    conn.makeConnection(transport)
+    conn.sid = 2
+    conn.write(m.packet(m.SNAP, tree.last_zxid, None))
+    conn.write(m.packet(m.NEWLEADER, m.make_zxid(2, 0)))  # held until the state is out
+    assert out == []
+    for _ in range(5):
+        reactor.advance(0)
+    assert transport.value().endswith(m.packet(m.NEWLEADER, m.make_zxid(2, 0)).encode())
+    if full:
+        assert out == []  # written, not sent: the learner's wait has not begun
+        transport.producer.resumeProducing()
+    assert out == [2] and transport.producer is None
 
 
 class _Transport(StringTransport):

@@ -25,6 +25,7 @@ from zkpy.zab.events import (
     Propose,
     Ready,
     SaveEpoch,
+    StateSent,
     Tick,
     Truncate,
     Vote,
@@ -283,7 +284,18 @@ def test_leader_without_a_synced_quorum_steps_down_after_sync_limit() -> None:
     for t in range(5):
         leader.step(Tick(), 1000 + t)
     assert leader.role == LOOKING
-    assert 2 in _take(leader).disconnect
+    r = _take(leader)
+    assert 2 in r.disconnect
+    assert [c.reason for c in r.roles] == ["not sufficient followers synced"]
+
+
+def test_a_dropped_learner_and_a_lost_leader_say_why() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    leader.step(Message(2, m.packet(m.ACKEPOCH, 0, m.int_data(0))), 0)  # not now
+    assert _take(leader).why == {2: "ACKEPOCH while synced (epoch 0)"}
+    f2.step(Message(1, m.packet(m.FOLLOWERINFO, 0)), 0)
+    r = _take(f2)
+    assert r.disconnect == [1] and r.roles[-1].reason.startswith("unexpected FOLLOWERINFO")
 
 
 def test_follower_goes_looking_when_the_leader_is_silent() -> None:
@@ -409,3 +421,35 @@ def test_a_follower_applies_the_commits_of_one_read_together() -> None:
     assert r.commit == [(z1, b"1"), (z2, b"2")]
     assert [op.zxid for op in r.persist] == [z1, z2]
     assert _packets(r, 1, durable=True) == [f"ACK(0x{z1:x})", f"ACK(0x{z2:x})"]
+
+
+def test_a_learner_sent_our_state_is_timed_from_when_the_state_is_out() -> None:
+    """LearnerHandler writes the snapshot, then waits initLimit for the ACK of
+    NEWLEADER: walking and sending a big tree does not count against the learner."""
+    leader, f2, f3 = _three({1: DiskState(1, 1, m.make_zxid(1, 5), [])})
+    _establish(leader, f2)
+    assert leader.leading is not None and leader.leading.established
+    _deliver(_take(f3), 3, leader)  # FOLLOWERINFO
+    _deliver(_take(leader), 1, f3)  # LEADERINFO
+    _deliver(_take(f3), 3, leader)  # ACKEPOCH: the leader answers SNAP (no data) + NEWLEADER
+    sent = [pkt for dest, pkt in _take(leader).send if dest == 3]
+    assert [(p.type, p.data) for p in sent[:1]] == [(m.SNAP, None)]
+
+    def tick(n: int) -> Ready:
+        r = Ready()
+        for _ in range(n):
+            leader.step(Tick(), 0)
+            r = _take(leader)
+            _deliver(r, 1, f2)  # f2 keeps answering: the leader keeps its quorum
+            _deliver(_take(f2), 2, leader)
+        return r
+
+    tick(3 * leader.init_limit)  # the state is still on its way
+    assert 3 in leader.leading.learners
+    leader.step(StateSent(3), 0)
+    _take(leader)
+    tick(leader.init_limit)
+    assert 3 in leader.leading.learners
+    r = tick(1)
+    assert 3 not in leader.leading.learners
+    assert r.why[3] == f"silent for {leader.init_limit} ticks while syncing"

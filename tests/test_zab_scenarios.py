@@ -48,6 +48,7 @@ from zkpy.zab.events import (
     PersistOp,
     Propose,
     Start,
+    StateSent,
     Tick,
     Vote,
 )
@@ -306,11 +307,13 @@ class _ScriptLinks:
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
         if token is None or token == self.token(dest):
             self.s._send(self.i, dest, with_state(pkt, self.s.peers[self.i]))
+            if pkt.type == m.SNAP and pkt.data is None:  # the state left with it
+                self.s.local.append((self.i, StateSent(dest)))
 
     def token(self, dest: int) -> Hashable | None:
         return self.s._conn(self.i, dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         self.s._close(self.i, dest)
 
     def vote(self, dest: int, notification: Notification) -> None:

@@ -41,6 +41,7 @@ from zkpy.zab.events import (
     Message,
     Messages,
     Start,
+    StateSent,
     Tick,
     Vote,
     Wake,
@@ -63,7 +64,9 @@ class _MemberLinks:
     def token(self, dest: int) -> Any:
         return self.server.links.token(dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
+        if why:
+            log.warning("Dropping server %d from our quorum connections: %s", dest, why)
         self.server.links.disconnect(dest)
 
     def vote(self, dest: int, notification: Any) -> None:
@@ -116,6 +119,7 @@ class MemberServer(ZkServer):
                                      snapshot_maker=self._snapshot_maker)
             self.links.max_packet = m.packet_limit(settings.max_buffer)
             self.election.handshake_window = self.links.connect_window
+            self.links.on_state_sent = lambda sid: self._step(StateSent(sid))
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)

@@ -43,12 +43,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from zkpy.auth import quorum_sasl as qsasl
 from zkpy.jute.codec import JuteError
 from zkpy.net.peerauth import PeerSasl as _Sasl
 from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
-from zkpy.storage import snapstream
+from zkpy.storage import snapbuild, snapstream
+from zkpy.storage.snapshot import SnapshotInvalid
 from zkpy.zab import messages as m
 from zkpy.zab import wire
 from zkpy.zab.election import Notification
@@ -334,8 +337,10 @@ class _QuorumProtocol(protocol.Protocol):
         self.closed = False
         # Walking our state for a learner's SNAP: what else is sent to it waits here.
         self.held: list[m.QuorumPacket] | None = None
-        # Reading the stream after a SNAP from the leader: the packet and the reader.
-        self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader] | None = None
+        # Reading the stream after a SNAP from the leader: the packet, the reader
+        # finding its end, and the tree built from it as it comes.
+        self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader,
+                         snapbuild.StreamBuilder] | None = None
         self.sasl = _Sasl(links.auth, self)
         self.timer: Any = None
         self.peer_checked = False
@@ -386,10 +391,11 @@ class _QuorumProtocol(protocol.Protocol):
                 if self.sid is None and not self._identify(pkt):
                     return
                 if pkt.type == m.SNAP and self.outbound and not pkt.data:
-                    self.snap = (pkt, snapstream.SnapStreamReader())
+                    self.snap = (pkt, snapstream.SnapStreamReader(),
+                                 snapbuild.StreamBuilder(pkt.zxid))
                     continue
                 packets.append(pkt)
-        except (m.PacketError, snapstream.SnapStreamError) as e:
+        except (m.PacketError, snapstream.SnapStreamError, SnapshotInvalid) as e:
             log.warning("Closing the quorum connection %s: %s",
                         f"of server {self.sid}" if self.sid is not None else "", e)
             self.abort()
@@ -402,12 +408,13 @@ class _QuorumProtocol(protocol.Protocol):
     def _snapshot(self, buf: bytearray) -> tuple[m.QuorumPacket, int] | None:
         """The SNAP packet with the snapshot that followed it, once all of it is in."""
         assert self.snap is not None
-        head, reader = self.snap
+        head, reader, builder = self.snap
         end = reader.feed(buf)
+        builder.advance(buf, reader)
         if end is None:
             return None
         self.snap = None
-        snap = m.QuorumPacket(m.SNAP, head.zxid, snapstream.snapshot_of(buf[:end]), None)
+        snap = m.QuorumPacket(m.SNAP, head.zxid, builder.finish(buf[:end]), None)
         return snap, end
 
     def _identify(self, pkt: m.QuorumPacket) -> bool:
@@ -463,7 +470,10 @@ class _QuorumProtocol(protocol.Protocol):
             if not maker.step(_SNAP_SLICE):
                 reactor.callLater(0, step)
                 return
+            drained = _WhenDrained(self.transport, self._state_out)
+            self.transport.registerProducer(drained, True)
             self.transport.writeSequence(snapstream.stream_parts(maker.head(), maker.chunks))
+            drained.written()
             held, self.held = self.held, None
             log.info("Sent server %s our state: %d znodes (zxid 0x%x from 0x%x)", self.sid,
                      maker.count, maker.zxid, zxid)
@@ -471,6 +481,10 @@ class _QuorumProtocol(protocol.Protocol):
                 self.write(pkt)
 
         reactor.callLater(0, step)
+
+    def _state_out(self) -> None:
+        if not self.closed and self.sid is not None and self.links.on_state_sent is not None:
+            self.links.on_state_sent(self.sid)
 
     def abort(self) -> None:
         if not self.closed:
@@ -531,6 +545,41 @@ class _Outbound(protocol.ClientFactory):
             connector.connect()
 
 
+@implementer(IPushProducer)
+class _WhenDrained:
+    """Calls ``done`` once what is written after ``register`` has left the
+    transport's buffer: a streaming producer the transport pauses when its
+    buffer fills and resumes when it has written all of it. Written while not
+    paused (it fit), it is done at once; the connection closing ends it."""
+
+    def __init__(self, transport: Any, done: Callable[[], None]) -> None:
+        self.transport = transport
+        self.done: Callable[[], None] | None = done
+        self.paused = False
+
+    def written(self) -> None:
+        """The caller wrote: a transport whose buffer it overfilled paused us
+        while it wrote; otherwise it is all handed over already."""
+        if not self.paused:
+            self._finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._finish()
+
+    def stopProducing(self) -> None:
+        self.done = None
+
+    def _finish(self) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            self.transport.unregisterProducer()
+            done()
+
+
 class QuorumLinks(protocol.ServerFactory):
     def __init__(self, reactor: Any, my_id: int, peers: dict[int, Address],
                  on_packets: Callable[[int, list[m.QuorumPacket]], None],
@@ -539,6 +588,8 @@ class QuorumLinks(protocol.ServerFactory):
         self.reactor = reactor
         # A ``zkpy.storage.snapshot.SnapshotMaker`` of our state now, for a SNAP.
         self.snapshot_maker = snapshot_maker
+        # Told when a learner's SNAP stream has left our buffers (Zab's StateSent).
+        self.on_state_sent: Callable[[int], None] | None = None
         self.my_id = my_id
         self.peers = peers
         self._on_packets = on_packets

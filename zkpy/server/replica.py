@@ -41,7 +41,8 @@ from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
-from zkpy.storage.snapshot import SnapshotInvalid, newest_change, parse_snapshot
+from zkpy.storage.snapbuild import BuiltSnapshot
+from zkpy.storage.snapshot import newest_change, parse_snapshot
 from zkpy.zab import messages as m
 from zkpy.zab.driver import Disk, Driver, Durable, Links
 from zkpy.zab.events import (
@@ -91,12 +92,11 @@ class Replica:
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
         peer.revalidate = self._revalidate
-        # What a learner took from its leader, decoded once when it arrived
-        # (``_check_txn``, ``_check_snapshot``) and used when it is applied.
+        # A learner's txns from its leader, decoded once when they arrived
+        # (``_check_txn``) and used when they are applied. (A SNAP's tree is
+        # built by the quorum link as it arrives: ``zkpy.storage.snapbuild``.)
         peer.check_txn = self._check_txn
-        peer.check_snapshot = self._check_snapshot
         self._decoded: dict[int, tuple[Any, Any, Any]] = {}
-        self._parsed: tuple[int, Any, dict[int, int]] | None = None
 
     # -- stepping ---------------------------------------------------------------------
 
@@ -149,16 +149,17 @@ class Replica:
             self._stand_down(f"read-only mode ends: {ROLE_NAMES.get(change.role, change.role)}")
         was_serving = self.established
         self._decoded.clear()  # a new leader sends its own proposals
-        self._parsed = None
         self.role = change.role
         self.leader = change.leader
         self.role_changes += 1
         if not change.established:
             if was_serving:
-                self._stand_down(f"now {ROLE_NAMES.get(change.role, change.role)}")
+                why = f": {change.reason}" if change.reason else ""
+                self._stand_down(f"now {ROLE_NAMES.get(change.role, change.role)}{why}")
             else:
-                log.info("Peer state: %s (leader %s, epoch %d)",
-                         ROLE_NAMES.get(change.role, change.role), change.leader, change.epoch)
+                log.info("Peer state: %s (leader %s, epoch %d)%s",
+                         ROLE_NAMES.get(change.role, change.role), change.leader, change.epoch,
+                         f": {change.reason}" if change.reason else "")
             self.established = False
             return
         self.established = True
@@ -371,14 +372,13 @@ class Replica:
         self.core.commit(req, ours)
 
     def _install(self, zxid: int, data: bytes) -> None:
-        parsed, self._parsed = self._parsed, None
-        if parsed is not None and parsed[0] == zxid:
-            _, tree, sessions = parsed  # parsed when it arrived (_check_snapshot)
+        if isinstance(data, BuiltSnapshot):
+            tree, sessions = data.tree, data.sessions  # built while the stream came in
         else:
             tree, sessions = parse_snapshot(data, zxid, trailer=None)  # a trailer if any
-        if tree.digests.target is None:
-            # Streamed: it may be fuzzy up to the newest change its nodes record.
-            tree.digests.fuzzy_until(newest_change(tree))
+            if tree.digests.target is None:
+                # Streamed: it may be fuzzy up to the newest change its nodes record.
+                tree.digests.fuzzy_until(newest_change(tree))
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))
@@ -393,15 +393,6 @@ class Replica:
         if hdr.zxid != zxid:
             return f"its txn's header says zxid 0x{hdr.zxid:x}"
         self._decoded[zxid] = (hdr, body, digest)
-        return None
-
-    def _check_snapshot(self, zxid: int, data: bytes) -> str | None:
-        """Learner.syncWithLeader deserializes a SNAP as it arrives."""
-        try:
-            tree, sessions = parse_snapshot(data, zxid, trailer=None)
-        except SnapshotInvalid as e:
-            return f"its snapshot does not load: {e}"
-        self._parsed = (zxid, tree, sessions)
         return None
 
     def _snapshot(self) -> bytes:

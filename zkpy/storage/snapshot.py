@@ -215,6 +215,24 @@ def _parse(blob: bytes, name: str,
     hdr, off = decode(S.FileHeader, blob, 0)
     if hdr.magic != SNAP_MAGIC:
         raise SnapshotInvalid(f"{name}: not a snapshot (magic 0x{hdr.magic:x})")
+    sessions, acls, off = read_head(blob, off)
+    tree = DataTree.empty()
+    off, done = read_nodes(blob, off, tree, acls)
+    if not done:
+        raise SnapshotInvalid(f"{name}: cut short before its end marker")
+    off = _check_seal(blob, off, name)
+    zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
+    setup_quota(tree)  # as DataTree.deserialize: register the quotas, recompute their stats
+    if tree.digest_on and (trailer or (trailer is None and off < len(blob))):
+        found = _read_digest(blob, off, name)
+        if found is not None:
+            tree.digests.loaded(*found, zxid, tree.digest)
+    return tree, sessions, zxid
+
+
+def read_head(blob: bytes, off: int) -> tuple[dict[int, int], dict[int, list[Any]], int]:
+    """The sessions and the ACL map from ``off`` (just past the FileHeader):
+    (sessions {id: timeout}, ACL map, the offset of the first node)."""
     (count,) = _INT.unpack_from(blob, off)
     off += 4
     sessions: dict[int, int] = {}
@@ -234,16 +252,7 @@ def _parse(blob: bytes, name: str,
             acl, off = decode(S.ACL, blob, off)
             lst.append(acl)
         acls[ident] = lst
-    tree = DataTree.empty()
-    off = _read_nodes(blob, off, tree, acls)
-    off = _check_seal(blob, off, name)
-    zxid = int(name.split(".", 1)[1], 16) if "." in name else 0
-    setup_quota(tree)  # as DataTree.deserialize: register the quotas, recompute their stats
-    if tree.digest_on and (trailer or (trailer is None and off < len(blob))):
-        found = _read_digest(blob, off, name)
-        if found is not None:
-            tree.digests.loaded(*found, zxid, tree.digest)
-    return tree, sessions, zxid
+    return sessions, acls, off
 
 
 def _check_seal(blob: bytes, off: int, name: str) -> int:
@@ -278,19 +287,23 @@ def _read_digest(blob: bytes, off: int, name: str) -> tuple[int, int, int] | Non
     return None
 
 
-def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]) -> int:
-    """The node section, up to and past the "/" end marker. Start-up time with
-    a big tree is spent here, so the layout is unpacked by hand: path, data,
-    ACL id and StatPersisted per node."""
+def read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]],
+               interned: dict[int, tuple[Any, ...]] | None = None) -> tuple[int, bool]:
+    """Nodes from ``off`` into ``tree``, up to and past the "/" end marker, or up to
+    the end of ``blob`` if that ends on a node's end: (offset, end marker seen).
+    Start-up time with a big tree is spent here, so the layout is unpacked by hand:
+    path, data, ACL id and StatPersisted per node. ``interned`` carries the ACL ids
+    already interned from one call to the next (a tree built a piece at a time)."""
     nodes = tree.nodes
-    interned: dict[int, tuple[Any, ...]] = {}
+    if interned is None:
+        interned = {}
     unpack_int = _INT.unpack_from
     unpack_rest = _ACL_STATP.unpack_from
     end = len(blob)
     digest_on = tree.digest_on
     total = 0
     crc32 = zlib.crc32
-    while True:
+    while off < end:
         (n,) = unpack_int(blob, off)
         if n < 0 or off + 4 + n > end:
             raise SnapshotInvalid(f"bad path length {n} at offset {off}")
@@ -298,8 +311,8 @@ def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]
         path = raw.decode("utf-8")
         off += 4 + n
         if path == "/":
-            tree.digest_sum = total
-            return off
+            tree.digest_sum += total
+            return off, True
         (n,) = unpack_int(blob, off)
         if n < -1 or off + 4 + max(n, 0) > end:
             raise SnapshotInvalid(f"bad data length {n} for {path!r}")
@@ -328,6 +341,8 @@ def _read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]
             total += dg
         _link(tree, path or "/", node)
         nodes[path or "/"] = node
+    tree.digest_sum += total
+    return off, False
 
 
 def _acl_list(acls: dict[int, list[Any]], acl_id: int, path: str) -> list[Any]:

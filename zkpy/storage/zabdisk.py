@@ -16,6 +16,7 @@ import os
 
 from zkpy.storage.formats import files_by_zxid, snapshot_name
 from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
+from zkpy.storage.snapbuild import BuiltSnapshot
 from zkpy.storage.snapshot import verify_snapshot
 from zkpy.storage.txnlog import read_log
 
@@ -88,7 +89,8 @@ def install_snapshot(snap_dir: str, zxid: int, data: bytes, fsync: bool = True,
                      fs: FileSystem = LOCAL) -> str:
     """Store a leader's SNAP as ``snapshot.<zxid>`` (checked before it is kept;
     synced, with its name, before anything after it is: ZOOKEEPER-2872)."""
-    verify_snapshot(data, zxid)  # SnapshotInvalid: never keep one we cannot load
+    if not isinstance(data, BuiltSnapshot):  # built from these bytes: it loads
+        verify_snapshot(data, zxid)  # SnapshotInvalid: never keep one we cannot load
     path = os.path.join(snap_dir, snapshot_name(zxid))
     write_atomically(fs, path, [data], fsync)
     return path

@@ -288,11 +288,13 @@ class _SimLinks:
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
         if token is None or token == self.token(dest):
             self.sim._send(self.i, dest, with_state(pkt, self.sim.members[self.i].peer))
+            if pkt.type == m.SNAP and pkt.data is None:  # the state left with it
+                self.sim.local.append((self.i, ev.StateSent(dest)))
 
     def token(self, dest: int) -> Hashable | None:
         return self.sim.tokens.get(frozenset((self.i, dest)), 0)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         self.sim._drop_link(self.i, dest)
         self.sim.local.append((dest, ev.ConnectionLost(self.i)))
 

@@ -48,6 +48,7 @@ from zkpy.zab.events import (
     RoleChange,
     SaveEpoch,
     Start,
+    StateSent,
     Tick,
     Truncate,
     Vote,
@@ -373,11 +374,13 @@ class _ClusterLinks:
     def send(self, dest: int, pkt: m.QuorumPacket, token: Hashable | None = None) -> None:
         if token is None or token == self.token(dest):
             self.c._send(self.i, dest, with_state(pkt, self.c.peers[self.i]))
+            if pkt.type == m.SNAP and pkt.data is None:  # the state left with it
+                self.c.local.append((self.i, StateSent(dest)))
 
     def token(self, dest: int) -> Hashable | None:
         return self.c._conn_id(self.i, dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         self.c._close(self.i, dest)
 
     def vote(self, dest: int, notification: Notification) -> None:

@@ -58,8 +58,9 @@ class Links(Protocol):
     def token(self, dest: int) -> Hashable | None:
         """What identifies the current quorum connection to ``dest``."""
 
-    def disconnect(self, dest: int) -> None:
-        """Close the quorum connection to ``dest`` (it will see ConnectionLost)."""
+    def disconnect(self, dest: int, why: str = "") -> None:
+        """Close the quorum connection to ``dest`` (it will see ConnectionLost);
+        ``why``, if given, is worth a line in the log."""
 
     def vote(self, dest: int, notification: Notification) -> None:
         """Send an election notification (the election port)."""
@@ -92,7 +93,7 @@ class NoLinks:
     def token(self, dest: int) -> Hashable | None:
         return None
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         pass
 
     def vote(self, dest: int, notification: Notification) -> None:
@@ -158,7 +159,7 @@ class Driver:
         for config in ready.config:
             links.configure(config)
         for sid in ready.disconnect:
-            links.disconnect(sid)
+            links.disconnect(sid, ready.why.get(sid, ""))
         if ready.persist or ready.send_after_persist:
             me = self.my_id
             after = [(dest, pkt, None if dest == me else links.token(dest))

@@ -118,8 +118,18 @@ class ConnectionLost:
     peer: int
 
 
+@dataclass(frozen=True, slots=True)
+class StateSent:
+    """The links sent ``learner`` the state a SNAP without data asked for (the
+    stream left our buffers). ZooKeeper's LearnerHandler writes the snapshot
+    before it waits initLimit for the ACK of NEWLEADER, so neither walking a big
+    tree nor sending it counts against the learner: the wait starts now."""
+
+    learner: int
+
+
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | Persisted | ConnectionLost)
+         | Revalidate | Persisted | ConnectionLost | StateSent)
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -168,6 +178,7 @@ class RoleChange:
     leader: int | None
     epoch: int
     established: bool
+    reason: str = ""  # why the peer looks again (for the log)
 
 
 @dataclass
@@ -189,6 +200,7 @@ class Ready:
     # Learner: the leader's answers to our REVALIDATEs, (session id, valid).
     revalidated: list[tuple[int, bool]] = field(default_factory=list)
     disconnect: list[int] = field(default_factory=list)
+    why: dict[int, str] = field(default_factory=dict)  # a disconnect's reason, for the log
     roles: list[RoleChange] = field(default_factory=list)
     # Memberships that became active (a committed reconfig, the leader's
     # NEWLEADER, the first leader stamping its version), oldest first: the

@@ -142,7 +142,6 @@ class Following:
         if pkt.zxid < p.applied:
             raise SafetyError(f"SNAP at 0x{pkt.zxid:x} below applied 0x{p.applied:x}")
         data = pkt.data or b""
-        _taken(p.check_snapshot(pkt.zxid, data))
         p.history.reset(pkt.zxid)
         p.persist(InstallSnapshot(pkt.zxid, data))
         p.install(pkt.zxid, data)
@@ -287,7 +286,7 @@ class Following:
 
 
 def _taken(problem: str | None) -> None:
-    """A txn or snapshot the adapter could not read ends the connection (the
+    """A txn the adapter could not read ends the connection (the
     handler's caller goes LOOKING on PacketError)."""
     if problem is not None:
         raise m.PacketError(problem)

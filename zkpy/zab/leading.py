@@ -62,6 +62,8 @@ class Learner:
         self.accepted_epoch = accepted_epoch
         self.last_zxid = 0
         self.last_heard = now
+        # Our state is on its way to it (a SNAP's stream): it cannot answer yet.
+        self.sending_state = False
 
 
 class Leading:
@@ -128,12 +130,14 @@ class Leading:
         if learner is None:
             return  # from a connection we already dropped
         learner.last_heard = self.peer.ticks
+        learner.sending_state = False  # it answers: it has what it needed of it
         if pkt.type == m.ACKEPOCH:
             self._ack_epoch(learner, pkt)
         elif pkt.type == m.ACK:
             self._learner_ack(learner, pkt.zxid)
         elif learner.phase not in _FORWARDING:
-            self._drop(src)  # LearnerHandler reads only ACKEPOCH, then an ACK, before that
+            # LearnerHandler reads only ACKEPOCH, then an ACK, before that.
+            self._drop(src, f"{m.describe(pkt)} while {learner.phase}")
         elif pkt.type == m.REQUEST:
             if not self.established:
                 return  # nobody serves clients before UPTODATE
@@ -147,7 +151,13 @@ class Leading:
         elif pkt.type == m.REVALIDATE:
             self._revalidate(learner, pkt)
         else:
-            self._drop(src)
+            self._drop(src, f"unexpected {m.describe(pkt)}")
+
+    def state_sent(self, sid: int) -> None:
+        learner = self.learners.get(sid)
+        if learner is not None:
+            learner.sending_state = False
+            learner.last_heard = self.peer.ticks
 
     def on_lost(self, sid: int) -> None:
         self._forget(sid)
@@ -175,8 +185,10 @@ class Leading:
             return
         for learner in list(self.learners.values()):
             limit = p.sync_limit if learner.phase == SYNCED else p.init_limit
-            if p.ticks - learner.last_heard > limit:
-                self._drop(learner.sid)
+            if learner.sending_state:
+                learner.last_heard = p.ticks  # its time starts when the state is out
+            elif p.ticks - learner.last_heard > limit:
+                self._drop(learner.sid, f"silent for {limit} ticks while {learner.phase}")
         for sid, learner in self.learners.items():
             # LearnerHandler.ping: not before the sync stream went out, or the
             # learner exits ("Got unexpected packet from leader: PING").
@@ -239,8 +251,12 @@ class Leading:
             named = m.learner_id(pkt)
         except JuteError:
             named = -1
-        if named != src or src == p.my_id or m.epoch_of(pkt.zxid) > m.MAX_EPOCH:
-            self._drop(src)  # its learner (if this connection had one) goes too
+        if named != src or src == p.my_id:
+            # Its learner (if this connection had one) goes too.
+            self._drop(src, f"{m.describe(pkt)} names server {named}")
+            return
+        if m.epoch_of(pkt.zxid) > m.MAX_EPOCH:
+            self._drop(src, f"{m.describe(pkt)}: epoch past {m.MAX_EPOCH}")
             return
         # Anyone may learn from us (LearnerHandler takes any sid): a server
         # outside the voters follows without a vote until a reconfig adds it.
@@ -285,7 +301,7 @@ class Leading:
         except ValueError:
             reported = -2
         if learner.phase != EPOCH_SENT or reported < -1:
-            self._drop(learner.sid)
+            self._drop(learner.sid, f"ACKEPOCH while {learner.phase} (epoch {reported})")
             return
         learner.last_zxid = pkt.zxid
         learner.phase = EPOCH_ACKED
@@ -303,7 +319,8 @@ class Leading:
                     # ZooKeeper's LearnerHandler throws and that learner goes; only
                     # a voter's history can keep us from leading (anyone else
                     # could stop any leader still gathering its quorum at will).
-                    self._drop(learner.sid)
+                    self._drop(learner.sid, f"server {learner.sid}, not a voter, reports a "
+                                            f"history ahead of ours (epoch {reported})")
                     return
                 self.peer.become_looking(f"follower {learner.sid} is ahead of the leader")
                 return
@@ -372,6 +389,7 @@ class Leading:
             # our tree at ``start`` or later, which the learner replays from here.
             start = p.applied
             head = m.packet(m.SNAP, start, None)
+            learner.sending_state = True
         stream = [head]
         for zxid, txn in h.after(start):
             if zxid <= committed:
@@ -397,14 +415,14 @@ class Leading:
                 else:
                     self._maybe_establish()
             elif learner.phase != SYNCED:
-                self._drop(learner.sid)
+                self._drop(learner.sid, f"ACK of NEWLEADER while {learner.phase}")
             # Otherwise Learner.syncWithLeader's ACK after UPTODATE: Leader.processAck
             # ignores every ACK of a zxid with counter 0.
         elif learner.phase in _FORWARDING:
             # A proposal the learner logged (one its sync carried, or a new one).
             self._ack(learner.sid, zxid)
         else:
-            self._drop(learner.sid)
+            self._drop(learner.sid, f"ACK of 0x{zxid:x} while {learner.phase}")
 
     def _maybe_establish(self) -> None:
         p = self.peer
@@ -539,15 +557,15 @@ class Leading:
         """Leader.revalidateSession: is the session alive (touching it if so)?"""
         try:
             session_id, timeout = m.read_revalidate_request(pkt.data)
-        except m.PacketError:
-            self._drop(learner.sid)
+        except m.PacketError as e:
+            self._drop(learner.sid, f"malformed REVALIDATE: {e}")
             return
         valid = self.peer.revalidate(learner.sid, session_id, timeout)
         self.peer.send(learner.sid, m.revalidate_answer(pkt, session_id, valid))
 
-    def _drop(self, sid: int) -> None:
+    def _drop(self, sid: int, why: str) -> None:
         self._forget(sid)
-        self.peer.disconnect(sid)
+        self.peer.disconnect(sid, why)
 
 
 # LearnerHandler: "Sending UPTODATE message" with zxid -1.

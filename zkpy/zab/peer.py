@@ -141,6 +141,7 @@ from zkpy.zab.events import (
     Revalidate,
     RoleChange,
     Start,
+    StateSent,
     Tick,
     Vote,
     Wake,
@@ -188,13 +189,12 @@ class Peer:
         # A leader's answer to a learner's REVALIDATE: (learner, session id,
         # timeout) -> is the session alive (and now owned by that learner)?
         self.revalidate: Callable[[int, int, int], bool] = lambda learner, sid, timeout: False
-        # Can a learner take what its leader sends? ``check_txn(zxid, txn)`` for a
-        # PROPOSAL's or INFORM's txn, ``check_snapshot(zxid, data)`` for a SNAP's
-        # tree: None, or why not (the connection is then dropped, as ZooKeeper's
-        # learner does when it cannot deserialize them). Zab moves opaque bytes:
-        # the adapter knows how to read them.
+        # Can a learner take a PROPOSAL's or INFORM's txn? ``check_txn(zxid, txn)``:
+        # None, or why not (the connection is then dropped, as ZooKeeper's learner
+        # does when it cannot deserialize one). Zab moves opaque bytes: the adapter
+        # knows how to read them. (A SNAP that is no tree never gets here: the
+        # quorum link builds it as it arrives and closes the connection.)
         self.check_txn: Callable[[int, bytes], str | None] = lambda zxid, txn: None
-        self.check_snapshot: Callable[[int, bytes], str | None] = lambda zxid, data: None
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
@@ -251,6 +251,9 @@ class Peer:
                 self.leading.on_persisted(event.zxid)
         elif isinstance(event, ConnectionLost):
             self._on_lost(event.peer)
+        elif isinstance(event, StateSent):
+            if self.leading is not None:
+                self.leading.state_sent(event.learner)
         elif not isinstance(event, Start):
             raise TypeError(f"not a Zab event: {event!r}")
         return self._ready
@@ -329,9 +332,13 @@ class Peer:
     def persist(self, op: PersistOp) -> None:
         self._ready.persist.append(op)
 
-    def disconnect(self, peer: int) -> None:
+    def disconnect(self, peer: int, why: str = "") -> None:
+        """Close the quorum connection to ``peer``; ``why`` (for the log) when the
+        decision is about that peer rather than a role change, which says its own."""
         if peer not in self._ready.disconnect:
             self._ready.disconnect.append(peer)
+            if why:
+                self._ready.why[peer] = why
 
     def request(self, src: int, data: bytes, auth: list[Any] | None = None) -> None:
         self._ready.requests.append((src, data, auth))
@@ -366,7 +373,8 @@ class Peer:
             # FastLeaderElection compares in the votes of servers that settled.
             _, zxid, voted = self.election.proposal
             self.election.proposal = (epoch, zxid, voted)
-        self._ready.roles.append(RoleChange(self.role, leader, epoch, established))
+        reason = self.last_reason if self.role == LOOKING else ""
+        self._ready.roles.append(RoleChange(self.role, leader, epoch, established, reason))
 
     # -- role transitions -------------------------------------------------------------
 

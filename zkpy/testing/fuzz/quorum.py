@@ -132,11 +132,11 @@ class _SplitLinks:
         token: Hashable | None = self.quorum.token(dest)
         return token if token is not None else self.sim.token(dest)
 
-    def disconnect(self, dest: int) -> None:
+    def disconnect(self, dest: int, why: str = "") -> None:
         if self.quorum.token(dest) is not None:
             self.quorum.disconnect(dest)
         else:
-            self.sim.disconnect(dest)
+            self.sim.disconnect(dest, why)
 
     def vote(self, dest: int, notification: Notification) -> None:
         if dest in self.election.conns:
