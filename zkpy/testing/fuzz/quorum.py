@@ -88,6 +88,7 @@ class HostileWorld(Sim):
         election = ElectionLinks(self.reactor, i, dict(addresses),
                                  lambda sid, n, cfg: self.step(i, ev.Vote(sid, n, cfg)))
         quorum.auth = election.auth = self._auth
+        quorum.on_state_sent = lambda sid: self.step(i, ev.StateSent(sid))  # as a member's
         self.fronts[i] = (quorum, election)
         driver = self.members[i].replica.driver
         driver.links = _SplitLinks(driver.links, quorum, election)
