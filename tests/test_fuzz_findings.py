@@ -223,6 +223,30 @@ def test_a_follower_refuses_a_snap_that_does_not_load_or_goes_back() -> None:
     assert world.members[1].peer.role == 0 and proto.closed
 
 
+def test_a_snap_packet_carrying_data_is_followed_by_the_stream_all_the_same() -> None:
+    # Found by the quorum target (a leader's stream): a SNAP packet whose data
+    # was not empty went to the replica as the snapshot itself, and its parse
+    # raised SnapshotInvalid out of the adapter. ZooKeeper's learner reads the
+    # state from the stream after any SNAP, ignoring the packet's data.
+    from zkpy.storage.snapstream import stream_of
+    from zkpy.testing.fuzz.quorum import follower_of_outsider
+    from zkpy.testing.fuzz.seeds import sample
+    from zkpy.zab import messages as m
+
+    info = m.encode_packet(m.packet(m.LEADERINFO, m.make_zxid(1, 0),
+                                    m.int_data(m.PROTOCOL_VERSION)))
+    s = sample()
+    snap = m.encode_packet(m.packet(m.SNAP, s.snapshot_zxid, b"\x00\x07junk"))
+    world, proto = follower_of_outsider()
+    _feed(proto, world, info + snap + stream_of(s.snapshot), 0)
+    assert not proto.closed and world.members[1].core.tree.get("/app") is not None
+    world, proto = follower_of_outsider()
+    _feed(proto, world, info + snap + b"\xff" * 32, 0)  # no state after it
+    assert proto.closed
+    _close(proto, world)
+    assert world.members[1].peer.role == 0 and world.disks[1].snapshot == (0, b"")
+
+
 def test_epochs_no_zxid_can_carry_are_refused_on_the_wire() -> None:
     # Found by the quorum target: a LEADERINFO (or a learner's FOLLOWERINFO) of
     # epoch 2^31-1 was taken, and the next leader's epoch overflowed every zxid.

@@ -379,7 +379,8 @@ class _QuorumProtocol(protocol.Protocol):
         packets: list[m.QuorumPacket] = []
         try:
             while not self.closed:
-                if self.snap is not None:
+                streamed = self.snap is not None  # the SNAP with its state, once all in
+                if streamed:
                     del buf[:off]  # the stream starts at 0 while its reader walks it
                     off = 0
                     found = self._snapshot(buf)
@@ -390,7 +391,9 @@ class _QuorumProtocol(protocol.Protocol):
                 pkt, off = found
                 if self.sid is None and not self._identify(pkt):
                     return
-                if pkt.type == m.SNAP and self.outbound and not pkt.data:
+                if pkt.type == m.SNAP and self.outbound and not streamed:
+                    # Learner.syncWithLeader reads the state from the stream after
+                    # a SNAP whatever the packet carries (a leader sends none).
                     self.snap = (pkt, snapstream.SnapStreamReader(),
                                  snapbuild.StreamBuilder(pkt.zxid))
                     continue
