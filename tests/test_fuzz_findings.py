@@ -8,7 +8,8 @@ harness, and checks the fixed behaviour.
 
 from __future__ import annotations
 
-from zkpy.testing.fuzz.quorum import HostileWorld, _close, _connect, _feed, learner_stream
+from zkpy.testing.fuzz.quorum import HostileWorld, _close, _connect, _feed
+from zkpy.testing.fuzz.quorumwire import learner_stream
 
 
 def test_a_leader_forgets_the_acks_of_a_server_outside_the_ensemble() -> None:
@@ -325,7 +326,7 @@ def test_an_outsiders_election_address_is_forgotten_once_the_dial_back_ends() ->
     # smaller id was answered by dialling the address its initial message gave,
     # and that address (and the vote held for it) stayed in the member's table
     # for ever, one entry per id a stranger cared to claim.
-    from zkpy.testing.fuzz.quorum import election_stream
+    from zkpy.testing.fuzz.quorumwire import election_stream
 
     world = HostileWorld()
     world.wait_stable()

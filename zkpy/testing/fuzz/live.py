@@ -161,7 +161,7 @@ def client_flood(report: Report, addresses: list[tuple[str, int]], frames: int, 
 
 def peer_flood(report: Report, ensemble: Any, connections: int, seed: int, phase: str,
                workers: int) -> None:
-    from zkpy.testing.fuzz.quorum import HOSTILE_SIDS, election_stream, learner_stream
+    from zkpy.testing.fuzz.quorumwire import HOSTILE_SIDS, election_stream, learner_stream
 
     members = ensemble.members
 

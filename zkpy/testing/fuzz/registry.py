@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from zkpy.testing.fuzz import admin, client, files, parsers, quorum
+from zkpy.testing.fuzz import admin, client, files, parsers, quorum, quorumwire
 from zkpy.testing.fuzz.mutate import Mutator
 from zkpy.testing.fuzz.run import Stats, Target, fuzz
 from zkpy.testing.fuzz.seeds import log_file, mutated_snapshot, sample
@@ -66,8 +66,9 @@ def _dynconfig_seeds() -> list[bytes]:
 
 TARGETS: dict[str, Target] = {
     "client": Target(client.ClientTarget, _client_seeds, client.generate),
-    "quorum": Target(quorum.QuorumTarget, quorum.quorum_seeds, quorum.generate_quorum),
-    "election": Target(quorum.ElectionTarget, quorum.election_seeds, quorum.generate_election),
+    "quorum": Target(quorum.QuorumTarget, quorumwire.quorum_seeds, quorumwire.generate_quorum),
+    "election": Target(quorum.ElectionTarget, quorumwire.election_seeds,
+                       quorumwire.generate_election),
     "wire": Target(parsers.WireTarget, parsers.seeds, parsers.generate),
     "snapshot": Target(files.SnapshotTarget, lambda: [sample().snapshot], mutated_snapshot),
     "snapstream": Target(files.SnapStreamTarget, _stream_seeds, _stream_input),
