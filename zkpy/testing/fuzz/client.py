@@ -46,7 +46,7 @@ def _settings(variant: int) -> CoreSettings:
     common: dict[str, Any] = {
         "four_letter_words": COMMANDS, "extended_types": True, "enforce_quota": True,
         "sasl_users": {"fuzz": "secret"}, "container_check_ms": 50,
-        "super_digest": "super:D/InIHSb7yEEbrWz8b9l71RjZJU=",
+        "super_digest": "super:D/InIHSb7yEEbrWz8b9l71RjZJU=",  # super:test, the probe's
     }
     if variant:
         common["enforce_auth_schemes"] = ("sasl",)
@@ -138,11 +138,15 @@ class ClientTarget:
 
 def probe(core: ServerCore, now: int, port: int, strict: bool = True) -> None:
     """A healthy client creates, reads and deletes a znode (ContractViolation if not).
+    It authenticates as the super user first: a hostile session may take the world's
+    rights on / away (setACL), as ZooKeeper lets any client with ADMIN on it do.
     Not ``strict``: for a tree loaded from hostile bytes, whose ACLs and node kinds
     may refuse the probe, each request must be answered (with any error), in order."""
     peer = _Peer(core, now, port)
     path = f"/probe-{port}"
-    body = framed(S.RequestHeader(1, Op.create).encode()
+    body = framed(S.RequestHeader(-4, Op.auth).encode()
+                  + S.AuthPacket(0, "digest", b"super:test").encode())
+    body += framed(S.RequestHeader(1, Op.create).encode()
                   + S.CreateRequest(path, b"ok", OPEN_ACL, 0).encode())
     body += framed(S.RequestHeader(2, Op.getData).encode()
                    + S.GetDataRequest(path, False).encode())
@@ -158,7 +162,7 @@ def probe(core: ServerCore, now: int, port: int, strict: bool = True) -> None:
     frames = split_frames(peer.out)
     replies = [decode(S.ReplyHeader, f)[0] for f in frames[1:]]
     answered = [(h.xid, h.err if strict else 0) for h in replies]
-    if answered != [(1, 0), (2, 0), (3, 0)] or peer.closed:
+    if answered != [(-4, 0), (1, 0), (2, 0), (3, 0)] or peer.closed:
         raise ContractViolation(f"the server stopped serving: {replies}, closed={peer.closed}")
     peer.conn.lost()
     core.flush()
