@@ -104,6 +104,33 @@ def test_an_epoch_file_that_is_not_an_epoch_fails_the_load_with_its_name(tmp_pat
     assert load(str(tmp_path), str(tmp_path)).current_epoch == 0x7FFFFFFE
 
 
+def test_a_logged_zxid_of_an_epoch_no_zxid_can_follow_fails_the_load(tmp_path) -> None:
+    # Found by the datadir target (seed 3): with no epoch files, the epoch of the
+    # last logged zxid becomes the current epoch; a txn header mutated to epoch
+    # 2^31-1 (its checksum redone) loaded, and the next leader's epoch would
+    # overflow every zxid, as an epoch file's did before 89cb7db.
+    import struct
+
+    import pytest
+
+    from zkpy.storage.recovery import RecoveryError, load
+    from zkpy.testing.fuzz.seeds import log_file, sample
+    from zkpy.zab import messages as m
+
+    s = sample()
+    zxid, data = s.log[2]
+    far = m.make_zxid(m.MAX_EPOCH + 1, 1)
+    entries = list(s.log[:2]) + [(far, data[:12] + struct.pack(">q", far) + data[20:])]
+    (tmp_path / f"snapshot.{s.snapshot_zxid:x}").write_bytes(s.snapshot)
+    (tmp_path / f"log.{s.log[0][0]:x}").write_bytes(log_file(entries))
+    with pytest.raises(RecoveryError, match=f"transaction 0x{far:x} has an epoch past"):
+        load(str(tmp_path), str(tmp_path))
+    entries[2] = (m.make_zxid(m.MAX_EPOCH, 1), data[:12] + struct.pack(
+        ">q", m.make_zxid(m.MAX_EPOCH, 1)) + data[20:])
+    (tmp_path / f"log.{s.log[0][0]:x}").write_bytes(log_file(entries))
+    assert load(str(tmp_path), str(tmp_path)).current_epoch == m.MAX_EPOCH
+
+
 def test_a_txn_with_a_null_acl_gets_the_open_acl_as_in_zookeeper() -> None:
     # Found by the datadir target: a logged create with a null ACL vector (which
     # ZooKeeper's ACL cache reads as OPEN_ACL_UNSAFE) raised TypeError on replay.

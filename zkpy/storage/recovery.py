@@ -162,6 +162,12 @@ def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL,
                         f"{os.path.basename(path)}: transactions 0x{prev + 1:x} to "
                         f"0x{entry.zxid - 1:x} are missing before it (a log file in "
                         f"{log_dir} is missing?); refusing to start")
+                if entry.zxid >> 32 > MAX_EPOCH:
+                    # Its epoch would become our currentEpoch, and the next
+                    # leader's epoch (one more) no zxid can carry.
+                    raise RecoveryError(
+                        f"{os.path.basename(path)}: transaction 0x{entry.zxid:x} has an "
+                        f"epoch past {MAX_EPOCH}; refusing to start")
                 _check_decodes(path, entry.zxid, entry.data)
                 out.append((entry.zxid, entry.data))
                 prev = entry.zxid
