@@ -185,6 +185,26 @@ def test_a_snapshot_node_the_tree_cannot_hang_is_invalid() -> None:
             parse_snapshot(seal(mutated), 0x100)
 
 
+def test_a_child_count_at_the_int_limit_wraps_as_java_int_does() -> None:
+    # Found by the snapshot target (seed 3): a loaded node whose stored cversion was
+    # 2^31-1 made the next create under it raise struct.error (its digest packs an
+    # int), and its Stat would not encode. ZooKeeper's int arithmetic wraps: the
+    # txn carries -2^31, which DataTree.createNode does not take (not above the
+    # stored one), and copyStat's 2*cversion - numChildren wraps too.
+    from zkpy.server.core import CoreSettings
+    from zkpy.testing.fuzz.client import T0, probe
+    from zkpy.testing.standalone import standalone
+
+    core = standalone(CoreSettings(), T0).core
+    root = core.tree.nodes["/"]
+    root.ccount = 0x7FFFFFFF
+    core.tree._rehash("/", root)
+    probe(core, T0, 4000)  # create, read, delete under / answered without error
+    assert root.ccount == 0x7FFFFFFF and core.tree.digests.mismatches == 0
+    assert root.stat().cversion == -2 - root.numChildren
+    root.stat().encode()  # a reply can carry it
+
+
 # -- the quorum port ---------------------------------------------------------------------
 
 

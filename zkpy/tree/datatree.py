@@ -62,6 +62,12 @@ def split_path(path: str) -> tuple[str, str]:
     return (path[:i] or "/"), path[i + 1:]
 
 
+def int32(value: int) -> int:
+    """``value`` as Java's int arithmetic leaves it (wrapping past 2^31-1): stat
+    fields are ints in ZooKeeper, and a tree loaded from a snapshot may hold any."""
+    return (value + 0x80000000) % 0x100000000 - 0x80000000
+
+
 class Node:
     """One znode. Attribute names are the Stat field names, so the codec can
     encode a node wherever a Stat is expected.
@@ -100,7 +106,7 @@ class Node:
 
     @property
     def cversion(self) -> int:
-        return self.ccount * 2 - (len(self.children) if self.children else 0)
+        return int32(self.ccount * 2 - (len(self.children) if self.children else 0))
 
     @property
     def ephemeralOwner(self) -> int:
@@ -322,7 +328,7 @@ class DataTree:
             rc.err = -101
             return
         if pcv == -1:
-            pcv = parent.ccount + 1
+            pcv = int32(parent.ccount + 1)
         if pcv > parent.ccount:
             parent.ccount = pcv
             parent.pzxid = zxid
@@ -349,7 +355,7 @@ class DataTree:
         # must not move the parent's cversion or pzxid backwards.
         pcv = txn.parentCVersion
         if pcv == -1:  # CreateTxnV0 from an old log: "the next one"
-            pcv = parent.ccount + 1
+            pcv = int32(parent.ccount + 1)
         if pcv > parent.ccount:
             parent.ccount = pcv
             parent.pzxid = zxid
