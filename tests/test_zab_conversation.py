@@ -10,8 +10,10 @@ the SNAP stream and its framing are checked against ZooKeeper's layout.
 
 from __future__ import annotations
 
+import gc
 import struct
 import zlib
+from typing import Any
 
 import pytest
 from test_zab_peer import VOTERS, _deliver, _elect, _establish, _peer, _take, _three
@@ -406,8 +408,8 @@ class _FullTransport(StringTransport):
     """A socket whose buffer the stream overfills: the transport pauses its
     producer as a real one does while it writes, and resumes it once drained."""
 
-    def writeSequence(self, seq: list[bytes]) -> None:
-        super().writeSequence(seq)
+    def write(self, data: bytes) -> None:
+        super().write(data)
         if self.producer is not None and self.streaming:
             self.producer.pauseProducing()
 
@@ -437,6 +439,94 @@ def test_the_leader_says_when_a_snaps_state_has_left_its_buffers(full: bool) -> 
         assert out == []  # written, not sent: the learner's wait has not begun
         transport.producer.resumeProducing()
     assert out == [2] and transport.producer is None
+
+
+def _learner(reactor: MemoryReactorClock, got: list, heard: list) -> tuple[QuorumLinks, Any]:
+    links = _links(2, got, reactor)
+    links.on_heard = heard.append
+    links.send(1, m.follower_info(2, 1))  # connects to the leader
+    proto = reactor.tcpClients[0][2].buildProtocol(None)
+    proto.makeConnection(_Transport())
+    return links, proto
+
+
+def _streaming_leader() -> tuple[DataTree, MemoryReactorClock, Any, StringTransport]:
+    """A leader's connection to learner 2 over a tree of many slices."""
+    tree = DataTree()
+    acl = [S.ACL(31, S.Id("world", "anyone"))]
+    for i in range(1, 5001):
+        tree.apply(S.TxnHeader(0x55, i, m.make_zxid(1, i), i, 1),
+                   S.CreateTxn(f"/n{i}", b"v", acl, False, 0))
+    reactor = MemoryReactorClock()
+    leader_side = QuorumLinks(reactor, 1, {1: ("127.0.0.1", 2888)}, lambda s, ps: None,
+                              lambda s: None, snapshot_maker=lambda: SnapshotMaker(tree, {}))
+    conn = leader_side.buildProtocol(None)
+    transport = _Transport()
+    conn.makeConnection(transport)
+    conn.sid = 2
+    return tree, reactor, conn, transport
+
+
+def test_the_state_goes_out_a_slice_at_a_time_and_the_learner_hears_it_coming(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, reactor, conn, transport = _streaming_leader()
+    writes: list[int] = []  # how much had been written at each reactor turn's slice
+    real_step = SnapshotMaker.step
+
+    def step(maker: SnapshotMaker, budget: int = 2000) -> bool:
+        writes.append(len(transport.value()))
+        return real_step(maker, budget)
+
+    monkeypatch.setattr(SnapshotMaker, "step", step)
+    conn.write(m.packet(m.SNAP, tree.last_zxid, None))
+    reactor.advance(0)
+    wire = transport.value()
+    # The SNAP and the map before the first slice, each slice out before the next.
+    assert len(writes) >= 3 and writes[0] > len(m.packet(m.SNAP, 0).encode())
+    assert writes == sorted(set(writes)) and writes[-1] < len(wire)
+    first = writes[1]
+
+    got: list = []
+    heard: list = []
+    learner_reactor = MemoryReactorClock()
+    _, proto = _learner(learner_reactor, got, heard)
+    proto.dataReceived(wire[:first])
+    assert not gc.isenabled()  # a tree is being built: zkpy.net.heap
+    proto.dataReceived(wire[first:first + 100])  # within the same second
+    assert heard == [1] and got == []
+    learner_reactor.advance(1.0)
+    proto.dataReceived(wire[first + 100:first + 200])
+    assert heard == [1, 1]
+    proto.dataReceived(wire[first + 200:])
+    assert [(s, p.type) for s, p in got] == [(1, m.SNAP)]
+    assert got[0][1].data.tree.nodes.keys() == tree.nodes.keys()
+    assert gc.isenabled()
+
+    _, cut = _learner(MemoryReactorClock(), [], [])
+    cut.dataReceived(wire[:first])
+    assert not gc.isenabled()
+    cut.connectionLost(None)  # the leader went away mid-stream
+    assert gc.isenabled()
+
+
+def test_an_acl_newer_than_the_streamed_map_drops_that_learner(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, reactor, conn, transport = _streaming_leader()
+    conn.write(m.packet(m.SNAP, tree.last_zxid, None))
+    # Before the walk reaches /n999 (children go out in name order), its ACL
+    # changes to one the map already sent does not hold.
+    real_step = SnapshotMaker.step
+
+    def step(maker: SnapshotMaker, budget: int = 2000) -> bool:
+        if maker.count == 0:
+            tree.apply(S.TxnHeader(0x55, 9999, m.make_zxid(1, 9999), 9999, 7),
+                       S.SetACLTxn("/n999", [S.ACL(1, S.Id("digest", "u:x"))], 1))
+        return real_step(maker, budget)
+
+    monkeypatch.setattr(SnapshotMaker, "step", step)
+    conn.write(m.packet(m.SNAP, tree.last_zxid, None))
+    reactor.advance(0)
+    assert transport.disconnecting and conn.held is None
 
 
 class _Transport(StringTransport):

@@ -18,6 +18,7 @@ from zkpy.zab.events import (
     Append,
     ConnectionLost,
     DiskState,
+    Heard,
     InstallSnapshot,
     Message,
     Messages,
@@ -453,3 +454,22 @@ def test_a_learner_sent_our_state_is_timed_from_when_the_state_is_out() -> None:
     r = tick(1)
     assert 3 not in leader.leading.learners
     assert r.why[3] == f"silent for {leader.init_limit} ticks while syncing"
+
+
+def test_a_learner_reading_its_leaders_stream_is_hearing_from_it() -> None:
+    """The bytes of a SNAP's stream make no packet until its end; like the
+    socket read timeout of ZooKeeper's learner, they still count."""
+    f = _peer(2, DiskState(1, 1, 0, []))
+    _elect(f, 1)
+    _take(f)
+    f.step(Message(1, m.packet(m.LEADERINFO, m.make_zxid(2, 0), m.int_data(m.PROTOCOL_VERSION))), 0)
+    for _ in range(3 * f.init_limit):
+        f.step(Heard(1), 0)
+        f.step(Heard(3), 0)  # not our leader: says nothing of it
+        f.step(Tick(), 0)
+    assert f.role == FOLLOWING
+    for _ in range(f.init_limit + 1):
+        f.step(Heard(3), 0)
+        f.step(Tick(), 0)
+    assert f.role == LOOKING
+    assert _take(f).roles[-1].reason == f"leader 1 silent for {f.init_limit} ticks"

@@ -136,6 +136,7 @@ def _digests(cfg: ServerConfig) -> None:
 def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> Any:
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
+    from zkpy.net import heap
     from zkpy.net.member import MemberServer
     from zkpy.storage.fs import LOCAL
     from zkpy.storage.recovery import RecoveryError, data_dirs, load
@@ -147,7 +148,11 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
         LOCAL.makedirs(snap_dir)
         LOCAL.makedirs(log_dir)
         started = time.monotonic()
-        state = load(snap_dir, log_dir)
+        heap.hold()
+        try:
+            state = load(snap_dir, log_dir)
+        finally:
+            heap.release()
     except RecoveryError as e:
         log.error("Cannot recover the data directory: %s", e)
         return None
@@ -173,6 +178,7 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
             log.error("Invalid configuration, exiting abnormally: %s", e)
             return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    heap.settle()  # the tree stays: later collections need not walk it
     if auth is not None or tls is not None:
         server.use_quorum_auth(auth, tls)
     _autopurge(reactor, cfg, server.purge)

@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet import task, threads
 
 from zkpy.config import ServerConfig
+from zkpy.net import heap
 from zkpy.net.clientport import ZkServer, wall_ms
 from zkpy.net.disk import DiskWriter, Roll
 from zkpy.net.peerlinks import ElectionLinks, QuorumLinks, resolve
@@ -38,6 +39,7 @@ from zkpy.zab.events import (
     LOOKING,
     ConnectionLost,
     DiskState,
+    Heard,
     Message,
     Messages,
     Start,
@@ -90,6 +92,7 @@ class MemberServer(ZkServer):
         self._hosts: dict[str, str] = {}
         self._wake: Any = None  # the election's next timer
         self.core.restore(state.tree, state.sessions, self.clock())
+        self._settled = self.core.tree  # the tree zkpy.net.heap last settled (start-up's)
         disk_state = DiskState(state.accepted_epoch, state.current_epoch, state.snapshot_zxid,
                                state.log)
         self.disk = DiskWriter(reactor, snap_dir, log_dir, state.last_zxid,
@@ -120,6 +123,7 @@ class MemberServer(ZkServer):
             self.links.max_packet = m.packet_limit(settings.max_buffer)
             self.election.handshake_window = self.links.connect_window
             self.links.on_state_sent = lambda sid: self._step(StateSent(sid))
+            self.links.on_heard = lambda sid: self._step(Heard(sid))
             links = _MemberLinks(self)
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)
@@ -228,6 +232,9 @@ class MemberServer(ZkServer):
     def _step(self, event: Any) -> None:
         self.replica.step(event, self.clock())
         self._maybe_snapshot()
+        if self.core.tree is not self._settled:  # a leader's SNAP was installed
+            self._settled = self.core.tree
+            heap.settle()
 
     def _persisted(self, after: list[Durable], last: int) -> None:
         self.replica.persisted(after, last, self.clock())

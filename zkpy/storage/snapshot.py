@@ -57,8 +57,19 @@ def _ustring(s: str) -> bytes:
     return _INT.pack(len(b)) + b
 
 
+class AclUnknown(Exception):
+    """A node's ACL is not in an ACL map already written (``acls_first``): it
+    came with a change made since, and the stream cannot carry it."""
+
+
 class SnapshotMaker:
-    """Serializes a live tree in slices: ``step(n)`` handles up to n nodes."""
+    """Serializes a live tree in slices: ``step(n)`` handles up to n nodes.
+
+    A file's ACL map is written last, holding every ACL a written node refers
+    to. A SNAP's stream puts the map before the nodes and goes out while the
+    tree is walked: ``acls_first()`` fixes the map to the tree's ACLs now,
+    and ``step`` raises ``AclUnknown`` if it meets a node whose ACL arrived
+    later (the caller drops that learner, which then syncs again)."""
 
     def __init__(self, tree: DataTree, sessions: dict[int, int]) -> None:
         self.tree = tree
@@ -70,10 +81,20 @@ class SnapshotMaker:
         self.done = False
         self.count = 0
         self.digest: tuple[int, int, int] | None = None  # the trailer, once done
+        self._acls_fixed = False
+
+    def acls_first(self) -> None:
+        """Fix the ACL map now to every ACL the tree holds, so ``head`` can be
+        written before the nodes (the tree keeps each distinct ACL it ever saw)."""
+        for acl in self.tree.acl_lists():
+            self._acl_id(acl)
+        self._acls_fixed = True
 
     def _acl_id(self, acl: tuple[Any, ...]) -> int:
         ident = self._acl_ids.get(acl)
         if ident is None:
+            if self._acls_fixed:
+                raise AclUnknown(f"an ACL newer than the map: {acl!r}")
             ident = len(self._acl_ids) + 1
             self._acl_ids[acl] = ident
         return ident

@@ -31,7 +31,7 @@ from zkpy.jute import schema as S
 from zkpy.storage.formats import SNAP_MAGIC, VERSION
 
 __all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "stream_parts",
-           "snapshot_of"]
+           "stream_head", "stream_tail", "snapshot_of"]
 
 SIGNATURE = b"BenWasHere"
 _INT = struct.Struct(">i")
@@ -61,7 +61,17 @@ def stream_of(snapshot: bytes) -> bytes:
 def stream_parts(head: bytes, chunks: list[bytes]) -> list[bytes]:
     """The stream, from a ``SnapshotMaker``'s head (FileHeader, sessions, ACL map)
     and node chunks, as pieces to write one after another."""
-    return [head[_HEADER_SIZE:], *chunks, _END_PATH, _INT.pack(len(SIGNATURE)) + SIGNATURE]
+    return [stream_head(head), *chunks, stream_tail()]
+
+
+def stream_head(head: bytes) -> bytes:
+    """The stream's start (sessions, ACL map) from a ``SnapshotMaker``'s head."""
+    return head[_HEADER_SIZE:]
+
+
+def stream_tail() -> bytes:
+    """What follows the last node: the end marker, then the signature."""
+    return _END_PATH + _INT.pack(len(SIGNATURE)) + SIGNATURE
 
 
 def snapshot_of(stream: bytes | bytearray) -> bytes:

@@ -258,6 +258,10 @@ class DataTree:
             self._acls[key] = cached
         return cached
 
+    def acl_lists(self) -> list[tuple[Any, ...]]:
+        """Every distinct ACL the tree has interned (none is ever dropped)."""
+        return list(self._acls.values())
+
     def walk(self) -> Iterator[tuple[str, Node]]:
         """Parents before children: the order a snapshot needs."""
         stack = ["/"]

@@ -128,8 +128,17 @@ class StateSent:
     learner: int
 
 
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """Bytes came from ``peer`` that make no whole packet yet (the stream after
+    a SNAP is one long read): as ZooKeeper's socket read timeout, they count as
+    hearing from it."""
+
+    peer: int
+
+
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | Persisted | ConnectionLost | StateSent)
+         | Revalidate | Persisted | ConnectionLost | StateSent | Heard)
 
 # -- what to persist, in order ---------------------------------------------------------
 

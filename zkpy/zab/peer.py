@@ -130,6 +130,7 @@ from zkpy.zab.events import (
     DiskState,
     Event,
     Forward,
+    Heard,
     Message,
     Messages,
     NotLeader,
@@ -254,6 +255,9 @@ class Peer:
         elif isinstance(event, StateSent):
             if self.leading is not None:
                 self.leading.state_sent(event.learner)
+        elif isinstance(event, Heard):
+            if self.following is not None and event.peer == self.following.leader:
+                self.following.last_heard = self.ticks
         elif not isinstance(event, Start):
             raise TypeError(f"not a Zab event: {event!r}")
         return self._ready
