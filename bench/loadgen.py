@@ -63,6 +63,30 @@ def build_mix(i: int, n: int, *, keys: Sequence[str], value_size: int, read_pct:
     return _cache[ck], True, (i * 977) % PLAN_SIZE
 
 
+def build_sync_mix(i: int, n: int, *, keys: Sequence[str], value_size: int, read_pct: float,
+                   seed: int) -> Plan:
+    """``build_mix`` with each getData preceded by a sync of its key (what a
+    client does for a read that must see every write acknowledged before it:
+    the pair is pipelined, the server answers the read after the sync)."""
+    ck = ("sync_mix", tuple(keys), value_size, read_pct, seed)
+    if ck not in _cache:
+        plan, _, _ = build_mix(0, 1, keys=keys, value_size=value_size, read_pct=read_pct,
+                               seed=seed)
+        syncs = {k: wire.sync(k) for k in keys}
+        out: list[wire.Request] = []
+        for req in plan:
+            if req[0] == wire.OP_GET:
+                out.append(syncs[_path_of(req)])
+            out.append(req)
+        _cache[ck] = out
+    return _cache[ck], True, (i * 977) % len(_cache[ck])
+
+
+def _path_of(req: wire.Request) -> str:
+    (n,) = wire.LEN.unpack_from(req[1], 0)
+    return req[1][4:4 + n].decode()
+
+
 def build_tree_parents(i: int, n: int, *, prefix: str, parents: int) -> Plan:
     """Create ``prefix/p<j>`` for the parents j this session owns (j % n == i)."""
     return [wire.create("%s/p%d" % (prefix, j), b"") for j in range(i, parents, n)], False, 0
@@ -93,7 +117,7 @@ def build_set_spread(i: int, n: int, *, paths: Sequence[str], value_size: int) -
 
 
 BUILDERS: dict[str, Callable[..., Plan]] = {
-    "mix": build_mix, "tree_parents": build_tree_parents,
+    "mix": build_mix, "sync_mix": build_sync_mix, "tree_parents": build_tree_parents,
     "tree_children": build_tree_children, "watch_all": build_watch_all,
     "set_spread": build_set_spread,
 }

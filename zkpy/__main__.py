@@ -57,6 +57,8 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         allow_sasl_failed_clients=_java_bool(props.get("zookeeper.allowSaslFailedClients")),
         x509_enabled=_x509_enabled(cfg),
         readonly_mode=cfg.readonly_mode_enabled and not cfg.is_standalone,
+        # A standalone server's reads are linearizable as they are.
+        linear_reads=cfg.linearizable_reads and not cfg.is_standalone,
     )
 
 
@@ -243,6 +245,10 @@ def _serve(cfg: ServerConfig) -> int:
              else f"server {cfg.my_id} of an ensemble of {len(cfg.servers)} (initLimit="
                   f"{cfg.init_limit}, syncLimit={cfg.sync_limit})",
              cfg.tick_time, cfg.data_dir, cfg.min_session_timeout, cfg.max_session_timeout)
+    if cfg.linearizable_reads:
+        log.info("linearizableReads = true: %s", "a standalone server's reads are linearizable "
+                 "as they are" if cfg.is_standalone else "reads wait for a read point the "
+                 "leader confirmed with a quorum")
 
     # Twisted's own SIGTERM/SIGINT handling: it also arms a wakeup fd, so a
     # signal that lands on one of the log threads still wakes the reactor at once.

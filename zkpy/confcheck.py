@@ -85,6 +85,8 @@ KNOWN_KEYS = frozenset({
     "superUser", "ssl.authProvider", "authProvider", "reconfig.skipValidation",
     "messageTracker.BufferSize", "messageTracker.Enabled", "jute.maxbuffer",
     "jute.maxbuffer.extrasize", "traceFile", "minRequestLatency",
+    # zkpy's own (ZooKeeper keeps it as the property zookeeper.linearizableReads)
+    "linearizableReads",
 })
 
 #: Families of keys: anything starting with one of these is known.

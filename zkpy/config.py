@@ -138,6 +138,7 @@ class ServerConfig:
     ssl: dict[str, str] = field(default_factory=dict)
     dynamic_config_file: str | None = None
     readonly_mode_enabled: bool = False
+    linearizable_reads: bool = False
     skip_acl: bool = False
     super_digest: str | None = None
     jaas_config_path: str | None = None
@@ -479,6 +480,8 @@ def _from_properties(s: _Settings) -> dict[str, object]:
     return {
         "four_letter_words": _four_letter_words(s, readonly),
         "readonly_mode_enabled": readonly,
+        # zkpy: linearizableReads=true in zoo.cfg lands here too (zkpy.server.linear_reads).
+        "linearizable_reads": s.boolean("-Dzookeeper.linearizableReads", False),
         "jute_maxbuffer": s.integer("-Djute.maxbuffer", DEFAULT_JUTE_MAXBUFFER, 1, decode=True),
         "extended_types_enabled": s.boolean("-Dzookeeper.extendedTypesEnabled", False),
         "global_outstanding_limit": s.integer("-Dzookeeper.globalOutstandingLimit", 1000, 1),

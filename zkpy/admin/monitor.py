@@ -234,6 +234,12 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     if core.rules.in_ensemble and not core.read_only:
         # (ReadOnlyZooKeeperServer is a plain ZooKeeperServer: no peer_state, quorum_size.)
         out = _with_quorum_values(core, out)
+    gate = core.read_gate
+    if gate is not None:
+        # zkpy's linearizableReads (zkpy.server.linear_reads): reads that waited for a
+        # read point, read points asked for, and on the leader the confirmation rounds.
+        out += [("linear_reads", gate.reads), ("linear_read_requests", gate.requests),
+                ("linear_read_rounds", core.replica.read_rounds())]
     return out
 
 

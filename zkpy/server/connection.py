@@ -30,6 +30,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
 from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
+from zkpy.server.linear_reads import LINEAR_OPS, LinearRead
 from zkpy.server.prep import Request
 from zkpy.server.replies import write_reply
 from zkpy.server.sessions import hex_sid, session_password
@@ -64,7 +65,11 @@ class Connection:
         self.ids: list[Any] = [S.Id("ip", host)]
         self.state = "new"  # new -> connecting -> open -> closing -> closed
         self.old_client = False
-        self.pending: deque[Request | tuple[int, int, Any]] = deque()
+        self.pending: deque[Request | tuple[int, int, Any] | LinearRead] = deque()
+        # linearizableReads: reads in ``pending`` waiting for their read point, and
+        # the frames kept from routing until they are answered (zkpy.server.linear_reads).
+        self.unanswered = 0
+        self.deferred: list[bytes] = []
         self.early: list[bytes] = []
         self.close_pending = False
         self.out_bytes = 0
@@ -173,8 +178,12 @@ class Connection:
     # -- requests ---------------------------------------------------------------
 
     def read(self, xid: int, op: int, body: Any, now: int) -> None:
-        """Answer a read now, or behind this connection's pending requests."""
-        if self.pending:
+        """Answer a read now, or behind this connection's pending requests (with
+        linearizable reads, once its read point is reached)."""
+        gate = self.core.read_gate
+        if gate is not None and gate.active and op in LINEAR_OPS:
+            gate.hold(self, xid, op, body)
+        elif self.pending:
             self.pending.append((xid, op, body))
         else:
             self._read(xid, op, body, now)
@@ -243,12 +252,35 @@ class Connection:
             head = pending[0]
             if isinstance(head, Request):
                 return
+            if isinstance(head, LinearRead):
+                if not head.ready:
+                    return
+                pending.popleft()
+                self.unanswered -= 1
+                self._read(head.xid, head.op, head.body, self.core.now)
+                continue
             pending.popleft()
             if isinstance(head, bytes):
                 self.queue(head)
             else:
                 xid, op, body = head
                 self._read(xid, op, body, self.core.now)
+        if self.deferred and not self.unanswered:
+            self._replay()
+
+    def read_point_reached(self, read: LinearRead) -> None:
+        """``read``'s read point is applied: answer it if nothing is ahead of it."""
+        if self.state != "closed" and self.pending and self.pending[0] is read:
+            self._drain()
+
+    def _replay(self) -> None:
+        """Route the frames kept while reads waited (``routing`` keeps the rest
+        again if a read of theirs waits in turn)."""
+        frames, self.deferred = self.deferred, []
+        for frame in frames:
+            if self.state in ("closing", "closed"):
+                return
+            routing.route(self.core, self, frame, self.core.now)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
         self.queue_in_order(REPLY_FRAME.pack(16 + len(payload), xid, self.core.last_zxid, err)

@@ -31,6 +31,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, Op, Perms, ZkError
 from zkpy.server.connection import Connection
 from zkpy.server.host import Host, PlainHost
+from zkpy.server.linear_reads import ReadGate
 from zkpy.server.local_sessions import LocalSessions
 from zkpy.server.modes import RULES, Mode, Route
 from zkpy.server.prep import Prep, Request
@@ -80,6 +81,9 @@ class CoreSettings:
     # readonlymode.enabled (quorum members): serve read-only clients without a quorum
     # (zkpy.server.readonly); new sessions there need local_sessions, as in ZooKeeper 3.8.
     readonly_mode: bool = False
+    # linearizableReads (zkpy only): reads on a leader, follower or observer wait for a
+    # read point the leader confirmed with a quorum (zkpy.server.linear_reads).
+    linear_reads: bool = False
 
 
 class Upstream(Protocol):
@@ -98,6 +102,10 @@ class Upstream(Protocol):
 
     def flush(self) -> None:
         """The end of a turn: hand what was proposed in it to Zab."""
+
+    def read_point(self) -> bool:
+        """linearizableReads: ask for a read point; ``read_gate.reached()`` follows
+        once it is applied here. False when there is no leader to ask."""
 
 
 class ServerCore:
@@ -137,6 +145,7 @@ class ServerCore:
         self.replica: Any = None
         self.mode = Mode.NOT_SERVING
         self.rules = RULES[self.mode]
+        self.read_gate = ReadGate(self) if settings.linear_reads else None
 
     def attach(self, replica: Upstream) -> None:
         """Join the replica that replicates our writes (and that the four-letter
@@ -153,6 +162,8 @@ class ServerCore:
         function that tells reconfig checks about it, and the session check its
         writes pass in prep (SessionTracker.checkSession)."""
         old, self.mode, self.rules = self.mode, mode, RULES[mode]
+        if self.read_gate is not None:
+            self.read_gate.become(mode)
         self.prep.membership = membership
         self.prep.check_session = check_session
         if mode is Mode.NOT_SERVING:
@@ -257,6 +268,8 @@ class ServerCore:
         connection's queued output to its transport."""
         if self.replica is not None:
             self.replica.flush()
+        if self.read_gate is not None and self.read_gate.next:
+            self.read_gate.flush()
         while self.dirty:
             dirty, self.dirty = self.dirty, {}
             for conn in dirty:
@@ -394,8 +407,10 @@ class ServerCore:
         return self.tree.last_zxid
 
     def sync_is_local(self) -> bool:
-        """A sync is answered here, in session order (nobody is ahead of us)."""
-        return self.rules.syncs is Route.LOCAL
+        """A sync is answered here, in session order (nobody is ahead of us; or,
+        with linearizableReads, once a read point is applied, like a read)."""
+        gate = self.read_gate
+        return self.rules.syncs is Route.LOCAL or (gate is not None and gate.active)
 
     def outstanding(self) -> int:
         return sum(len(c.pending) for c in self.connections.values())

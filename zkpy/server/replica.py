@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.jute.requests import decode_body
@@ -54,6 +55,7 @@ from zkpy.zab.events import (
     Forward,
     NotLeader,
     ProposeMany,
+    ReadIndex,
     Ready,
     Revalidate,
     RoleChange,
@@ -65,6 +67,10 @@ log = logging.getLogger("zkpy.quorum")
 _TOUCH = struct.Struct(">qi")  # Learner.ping: session id, timeout
 _INT = struct.Struct(">i")
 ROLE_NAMES = {0: "looking", FOLLOWING: "follower", LEADING: "leader", OBSERVING: "observer"}
+# linearizableReads: a learner asks the leader for a read point with a sync of
+# session 0 (no client has it), in ``syncs`` as this marker (zkpy.zab.readindex).
+_READ_POINT = Request(0, 0, Op.sync, None, [], None)
+_READ_POINT_DATA = m.request_data(0, 0, Op.sync, S.SyncRequest("/").encode())
 
 
 class Replica:
@@ -89,6 +95,7 @@ class Replica:
         self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
         self.read_only = ReadOnlyServer(core)  # readonlymode.enabled: serves while LOOKING
         core.attach(self)
+        peer.linear_reads = core.settings.linear_reads
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
         peer.revalidate = self._revalidate
@@ -130,12 +137,16 @@ class Replica:
             self._commit(zxid, txn)
         for src, data, auth in ready.requests:
             self._learner_request(src, data, auth)
+        if ready.requests:
+            self.flush()  # proposed before Zab decides a sync behind them (Ready.resume)
         for src, data in ready.pings:
             self._learner_touches(src, data)
         for _ in range(ready.syncs):
             self._synced()
         for session_id, valid in ready.revalidated:
             self._revalidated(session_id, valid)
+        for _ in range(ready.read_points):
+            self._read_point_reached()
         for config in ready.config:
             # After the commits: a committed reconfig already set the node itself.
             self.core.set_config(config.text(), config.version)
@@ -330,6 +341,26 @@ class Replica:
         except NotLeader:
             self._refuse(req)
 
+    def read_point(self) -> bool:
+        """ServerCore's seam for linearizable reads: a read point from the leader
+        (a ``ReadIndex`` step when we lead, a sync of session 0 when we learn)."""
+        try:
+            if self.peer.following is not None:
+                self.syncs.append(_READ_POINT)
+                self.driver.step(Forward(_READ_POINT_DATA, []), self.now)
+            else:
+                self.driver.step(ReadIndex(), self.now)
+        except NotLeader:
+            if self.syncs and self.syncs[-1] is _READ_POINT:
+                self.syncs.pop()
+            return False
+        return True
+
+    def _read_point_reached(self) -> None:
+        gate = self.core.read_gate
+        if gate is not None:
+            gate.reached()
+
     def _revalidated(self, session_id: int, valid: bool) -> None:
         """Learner.revalidate: the answer goes to the connection that asked."""
         for conn in self.revalidating:
@@ -345,6 +376,10 @@ class Replica:
             log.warning("SYNC from the leader with no sync waiting; ignored")
             return
         req = self.syncs.popleft()
+        if req is _READ_POINT:
+            self._read_point_reached()
+            return
+        self.core.outstanding_writes -= 1  # counted when ServerCore.submit forwarded it
         if req.conn is not None:
             req.conn.synced(req)
 
@@ -422,6 +457,11 @@ class Replica:
             role = "observing - " if self.peer.following.observer else "following - "
             return role + ("broadcast" if self.established else "synchronization")
         return "looking - election"
+
+    def read_rounds(self) -> int:
+        """linearizableReads: confirmation rounds this leadership completed."""
+        lead = self.peer.leading
+        return lead.reads.rounds_confirmed if lead is not None and lead.reads is not None else 0
 
     def learner_ids(self) -> list[int]:
         lead = self.peer.leading

@@ -17,7 +17,9 @@ that has a session, and in this order:
    connection's own earlier requests;
 6. answers auth and sasl;
 7. answers reads at once, or queues them behind the connection's pending
-   writes so that a client never sees its reads overtake its writes.
+   writes so that a client never sees its reads overtake its writes (with
+   ``linearizableReads``, reads wait for a read point, and what must not
+   overtake them is kept until they are answered: ``zkpy.server.linear_reads``).
 
 It decides; the connection keeps the bytes in order.
 """
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import WRITE_OPS, Err, Op
 from zkpy.jute.requests import REPLY_FRAME, REQUEST_HEADER, decode_body
-from zkpy.server import authentication
+from zkpy.server import authentication, linear_reads
 from zkpy.server.local_sessions import CHECKED_OPS
 from zkpy.server.prep import MALFORMED, Request
 
@@ -52,6 +54,9 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
         conn.abort("request shorter than its header")
         return
     xid, op = REQUEST_HEADER.unpack_from(frame, 0)
+    if (conn.unanswered or conn.deferred) and linear_reads.defer(conn, frame, op,
+                                                                 core.sync_is_local()):
+        return  # behind a read of this session that waits for its read point
     core.sessions.touch(conn.session_id, now)
     if (core.settings.enforce_auth_schemes and op != Op.auth and op != Op.sasl
             and not authentication.enforced(core, conn, xid)):

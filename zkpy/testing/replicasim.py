@@ -72,8 +72,14 @@ class Sim:
         self.tokens: dict[frozenset[int], int] = {}
         self.cut: set[frozenset[int]] = set()
         self.paused: set[tuple[int, int]] = set()  # links whose packets wait for ``deliver``
+        # Members whose process is stopped (``pause``): the events they would
+        # step wait here, in order, until ``resume``.
+        self.stopped: dict[int, list[ev.Event]] = {}
         self.local: deque[tuple[int, ev.Event]] = deque()
         self.delivered: list[tuple[int, int, m.QuorumPacket]] = []  # quorum packets, in order
+        # ``settle`` hands over everything waiting on a link as one Messages, as
+        # zkpy.net.peerlinks steps one read (else one Message per packet).
+        self.batch_reads = False
         self.digests = DigestWitness()
         self.disks = {i: MemDisk() for i in self.ids}
         self.members: dict[int, Member] = {}
@@ -103,7 +109,9 @@ class Sim:
 
     def step(self, i: int, event: ev.Event) -> None:
         member = self.members[i]
-        if member.up:
+        if i in self.stopped and member.up:
+            self.stopped[i].append(event)
+        elif member.up:
             member.replica.step(event, self.now)
             self.digests.see(i, member.core.tree)
 
@@ -112,6 +120,7 @@ class Sim:
         member = self.members[i]
         member.up = False
         member.pending.clear()
+        self.stopped.pop(i, None)
         for other in self.ids:
             if other != i:
                 self._drop_link(i, other)
@@ -125,6 +134,20 @@ class Sim:
         assert not self.members[i].up, f"member {i} is running"
         self._boot(i)
         self.step(i, ev.Start())
+        self.settle()
+
+    def pause(self, i: int) -> None:
+        """Stop ``i``'s process (SIGSTOP): no ticks, timers, disk syncs or steps;
+        what reaches it waits (its connections stay open, as TCP's do)."""
+        self.stopped.setdefault(i, [])
+
+    def resume(self, i: int, first: Callable[[], None] | None = None) -> None:
+        """Continue ``i``: ``first`` runs before anything that waited (say, a
+        client request its socket held), then the waiting events, in order."""
+        events = self.stopped.pop(i, [])
+        if first is not None:
+            first()
+        self.local.extendleft((i, e) for e in reversed(events))
         self.settle()
 
     def hold(self, i: int) -> None:
@@ -146,12 +169,15 @@ class Sim:
         elif self._open(i, d):
             self.links.setdefault((i, d), deque()).append(pkt)
 
-    def _drop_link(self, a: int, b: int) -> None:
+    def _drop_link(self, a: int, b: int, votes: bool = True) -> None:
+        """Close the quorum connection a-b (and, unless ``votes`` is False, lose
+        the election notifications on their way: a crash or a cut)."""
         key = frozenset((a, b))
         self.tokens[key] = self.tokens.get(key, 0) + 1
         for link in ((a, b), (b, a)):
             self.links.pop(link, None)
-            self.ballots.pop(link, None)
+            if votes:
+                self.ballots.pop(link, None)
 
     def sync(self, i: int) -> None:
         """The disk of ``i`` syncs everything handed to it so far (as QuorumDisk._written)."""
@@ -189,6 +215,16 @@ class Sim:
         self._run_local()
         return pkt
 
+    def deliver_read(self, src: int, dst: int) -> list[m.QuorumPacket]:
+        """Deliver everything waiting on the link src -> dst as one read (Messages)."""
+        link = self.links[(src, dst)]
+        packets = list(link)
+        link.clear()
+        self.delivered.extend((src, dst, pkt) for pkt in packets)
+        self.step(dst, ev.Messages(src, packets))
+        self._run_local()
+        return packets
+
     def _run_local(self) -> None:
         while self.local:
             i, event = self.local.popleft()
@@ -202,12 +238,15 @@ class Sim:
             moved = False
             for i in self.ids:
                 member = self.members[i]
-                if member.pending and member.up and not member.held:
+                if member.pending and member.up and not member.held and i not in self.stopped:
                     self.sync(i)
                     moved = True
             for link in sorted(self.links):  # a delivery may drop links: look each up again
-                if self.links.get(link) and link not in self.paused:
-                    self.deliver(*link)
+                if self.links.get(link) and link not in self.paused and link[1] not in self.stopped:
+                    if self.batch_reads:
+                        self.deliver_read(*link)
+                    else:
+                        self.deliver(*link)
                     moved = True
             for src, dst in sorted(self.ballots):
                 if notes := self.ballots.get((src, dst)):
@@ -220,7 +259,7 @@ class Sim:
     def _timer(self, member: Member) -> int | None:
         """When a looking member's election (or read-only mode) wants a Wake
         (MemberServer._arm_election_timer)."""
-        if not member.up or member.peer.role != ev.LOOKING:
+        if not member.up or member.peer.role != ev.LOOKING or member.id in self.stopped:
             return None
         times = [t for t in (member.peer.election.next_deadline(),
                              member.replica.read_only.due()) if t is not None]
@@ -242,7 +281,7 @@ class Sim:
             if at >= self.next_tick:
                 self.next_tick += self.tick_time
                 for member in list(self.members.values()):
-                    if member.up:
+                    if member.up and member.id not in self.stopped:
                         self.step(member.id, ev.Tick())
                         member.core.tick(self.now)
                 self.settle()
@@ -295,7 +334,9 @@ class _SimLinks:
         return self.sim.tokens.get(frozenset((self.i, dest)), 0)
 
     def disconnect(self, dest: int, why: str = "") -> None:
-        self.sim._drop_link(self.i, dest)
+        # The election port has its own connections: a peer dropping its quorum
+        # connection (a leader stepping down) loses no votes.
+        self.sim._drop_link(self.i, dest, votes=False)
         self.sim.local.append((dest, ev.ConnectionLost(self.i)))
 
     def vote(self, dest: int, notification: Notification) -> None:

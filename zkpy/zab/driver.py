@@ -34,7 +34,16 @@ from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from zkpy.zab.election import Notification
-from zkpy.zab.events import Event, Message, NotLeader, Persisted, PersistOp, Ready, RoleChange
+from zkpy.zab.events import (
+    Event,
+    Message,
+    Messages,
+    NotLeader,
+    Persisted,
+    PersistOp,
+    Ready,
+    RoleChange,
+)
 from zkpy.zab.membership import QuorumConfig
 from zkpy.zab.messages import QuorumPacket
 from zkpy.zab.peer import Peer
@@ -116,6 +125,7 @@ class Driver:
         self.now = 0
         self._own: deque[QuorumPacket] = deque()  # messages to ourselves, not yet stepped
         self._depth = 0
+        self._cuts: list[int] = []  # peers disconnected in this step (``resume``)
 
     @property
     def my_id(self) -> int:
@@ -123,6 +133,17 @@ class Driver:
 
     def step(self, event: Event, now: int) -> None:
         self.now = max(self.now, now)
+        more: Event | None = event
+        while more is not None:  # a loop: one read may be cut thousands of times
+            more = self._step(more)
+        if self._depth == 0:
+            self._cuts.clear()
+            while self._own:
+                self.step(Message(self.my_id, self._own.popleft()), self.now)
+
+    def _step(self, event: Event) -> Event | None:
+        """One step carried out; then the rest of a batch the peer cut there
+        (Peer._order_breaks), unless its connection was dropped meanwhile."""
         self._depth += 1
         try:
             try:
@@ -135,12 +156,14 @@ class Driver:
                 self._carry_out(ready)
                 raise
             self.peer.advance()
+            cuts = len(self._cuts)
             self._carry_out(ready)
         finally:
             self._depth -= 1
-        if self._depth == 0:
-            while self._own:
-                self.step(Message(self.my_id, self._own.popleft()), self.now)
+        if ready.resume is None:
+            return None
+        src, rest = ready.resume
+        return None if src in self._cuts[cuts:] else Messages(src, rest)
 
     def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
         """The disk synced a batch: release what waited for it, then say so."""
@@ -160,6 +183,7 @@ class Driver:
             links.configure(config)
         for sid in ready.disconnect:
             links.disconnect(sid, ready.why.get(sid, ""))
+            self._cuts.append(sid)
         if ready.persist or ready.send_after_persist:
             me = self.my_id
             after = [(dest, pkt, None if dest == me else links.token(dest))

@@ -105,6 +105,13 @@ class Revalidate:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadIndex:
+    """Leader only, with ``Peer.linear_reads``: a read point for our own clients,
+    given in ``Ready.read_points`` once a quorum confirmed we still lead
+    (``zkpy.zab.readindex``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Persisted:
     """Everything earlier Readies asked to persist is synced; the log ends at ``zxid``."""
 
@@ -138,7 +145,7 @@ class Heard:
 
 
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | Persisted | ConnectionLost | StateSent | Heard)
+         | Revalidate | ReadIndex | Persisted | ConnectionLost | StateSent | Heard)
 
 # -- what to persist, in order ---------------------------------------------------------
 
@@ -208,6 +215,9 @@ class Ready:
     syncs: int = 0
     # Learner: the leader's answers to our REVALIDATEs, (session id, valid).
     revalidated: list[tuple[int, bool]] = field(default_factory=list)
+    # Leader with linear reads: how many of our ReadIndex requests are answered
+    # (each answers the oldest; the tree holds everything committed).
+    read_points: int = 0
     disconnect: list[int] = field(default_factory=list)
     why: dict[int, str] = field(default_factory=dict)  # a disconnect's reason, for the log
     roles: list[RoleChange] = field(default_factory=list)
@@ -215,12 +225,16 @@ class Ready:
     # NEWLEADER, the first leader stamping its version), oldest first: the
     # adapter updates its addresses and config files before sending anything.
     config: list[Any] = field(default_factory=list)
+    # The rest of a Messages batch, cut where this Ready could not keep its
+    # order (Peer._order_breaks): step it as Messages once this Ready is
+    # carried out (the driver does).
+    resume: tuple[int, list[QuorumPacket]] | None = None
 
     def empty(self) -> bool:
         return not (self.persist or self.send or self.send_after_persist or self.votes
                     or self.install or self.commit or self.requests or self.disconnect
                     or self.roles or self.pings or self.syncs or self.config
-                    or self.revalidated)
+                    or self.revalidated or self.read_points or self.resume is not None)
 
 
 @dataclass

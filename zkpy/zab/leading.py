@@ -39,6 +39,7 @@ from zkpy.jute.codec import JuteError
 from zkpy.zab import membership
 from zkpy.zab import messages as m
 from zkpy.zab.events import Append, NotLeader, SaveEpoch
+from zkpy.zab.readindex import ReadRounds
 
 if TYPE_CHECKING:
     from zkpy.zab.peer import Peer
@@ -91,6 +92,8 @@ class Leading:
         # The reconfig in flight (its zxid and membership): from it on, every
         # proposal needs a quorum of the new voters too, until it commits.
         self.pending_config: tuple[int, membership.QuorumConfig] | None = None
+        # linearizableReads: read points confirmed by a quorum (zkpy.zab.readindex).
+        self.reads = ReadRounds(self) if peer.linear_reads else None
 
     @property
     def newleader_zxid(self) -> int:
@@ -142,12 +145,17 @@ class Leading:
             if not self.established:
                 return  # nobody serves clients before UPTODATE
             if m.request_type(pkt.data) == m.OP_SYNC:
-                self._sync_request(src)
+                if self.reads is not None:
+                    self._read_point_request(src, pkt.data)
+                else:
+                    self._sync_request(src)
             else:
                 self.peer.request(src, pkt.data or b"", pkt.authinfo)
         elif pkt.type == m.PING:
             if pkt.data:
                 self.peer.ready().pings.append((src, pkt.data))
+            if self.reads is not None:
+                self.reads.acked(src, pkt.zxid)
         elif pkt.type == m.REVALIDATE:
             self._revalidate(learner, pkt)
         else:
@@ -175,6 +183,8 @@ class Leading:
         for waiting in self.pending_syncs.values():
             while sid in waiting:
                 waiting.remove(sid)
+        if self.reads is not None:
+            self.reads.forget(sid)
 
     def on_tick(self) -> None:
         p = self.peer
@@ -189,11 +199,15 @@ class Leading:
                 learner.last_heard = p.ticks  # its time starts when the state is out
             elif p.ticks - learner.last_heard > limit:
                 self._drop(learner.sid, f"silent for {limit} ticks while {learner.phase}")
+        # With linear reads a PING carries the newest confirmation round, which
+        # learners echo (zkpy.zab.readindex); otherwise the last zxid, as ZooKeeper.
+        ping = m.packet(m.PING, p.history.last_zxid if self.reads is None
+                        else self.reads.ping_zxid())
         for sid, learner in self.learners.items():
             # LearnerHandler.ping: not before the sync stream went out, or the
             # learner exits ("Got unexpected packet from leader: PING").
             if learner.phase in _FORWARDING:
-                p.send(sid, m.packet(m.PING, p.history.last_zxid))
+                p.send(sid, ping)
         if self.established:
             synced = {s for s, lr in self.learners.items() if lr.phase == SYNCED}
             if not p.quorum(synced | {p.my_id}):
@@ -451,6 +465,24 @@ class Leading:
         else:
             self.peer.send(sid, m.packet(m.SYNC, 0))
 
+    def _read_point_request(self, sid: int, data: bytes | None) -> None:
+        """A learner's sync with linear reads: a read point (session id 0, what
+        zkpy.server.linear_reads sends for a batch of reads) waits for a
+        confirmation round only; a client's sync for the newest proposal in
+        flight only, as ``_sync_request``, in order with the learner's read
+        points (``zkpy.zab.readindex``)."""
+        assert self.reads is not None
+        if m.request_head(data)[0] == 0:
+            self.reads.ask(sid)
+            return
+        outstanding = self.outstanding
+        self.reads.ask(sid, outstanding[-1] if outstanding else 0, confirm=False)
+
+    def followers(self) -> list[int]:
+        """The learners that get proposals (syncing or synced followers)."""
+        return [sid for sid, lr in self.learners.items()
+                if lr.phase in _FORWARDING and not lr.observer]
+
     def _ack(self, sid: int, zxid: int) -> None:
         self._acked_upto(sid, zxid)
         outstanding = self.outstanding
@@ -521,6 +553,8 @@ class Leading:
                 break
         if done:
             p.commit_upto(done)
+        if self.reads is not None and self.reads.waiters:
+            self.reads.answer()  # syncs that waited for a proposal's commit
 
     def _announce_commit(self, zxid: int, commit: m.QuorumPacket,
                          inform: m.QuorumPacket | None) -> None:

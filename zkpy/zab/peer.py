@@ -35,6 +35,9 @@ API
     sync for the leader, sent as REQUEST with the session's auth ids);
     ``Revalidate(session_id, timeout)`` (learner: a client reconnects with
     this session; the leader's answer comes back in ``Ready.revalidated``);
+    ``ReadIndex()`` (leader with ``peer.linear_reads``: a read point for our
+    own clients, answered in ``Ready.read_points`` once a quorum confirmed
+    our leadership, ``zkpy.zab.readindex``);
     ``Persisted(zxid)`` (the adapter's word that all
     persist ops handed out so far are synced and the log ends at ``zxid``);
     ``ConnectionLost(peer)``. The returned Ready accumulates until ``advance()``.
@@ -58,12 +61,16 @@ Carrying out a Ready, in this order:
        ``commit``: (zxid, txn) pairs in zxid order, to apply to the tree
        (ServerCore.commit); ``requests``: (src, data, auth) of REQUEST
        packets a leader received from its learners, for its ServerCore to
-       prepare and propose (a sync is answered by Zab itself: SYNC after the
-       COMMIT of the newest proposal); ``pings``: learners' PING payloads,
+       prepare and propose before ``on_ready`` returns (a sync is answered by
+       Zab itself: SYNC after the COMMIT of the newest proposal, the writes
+       of the requests before it included); ``pings``: learners' PING payloads,
        the sessions they kept alive; ``syncs``: how many SYNCs a follower got,
        each answering its oldest waiting sync; ``revalidated``: the leader's
-       (session id, valid) answers to our REVALIDATEs.
-    7. ``advance()``.
+       (session id, valid) answers to our REVALIDATEs; ``read_points``: how
+       many ``ReadIndex`` requests are answered, oldest first.
+    7. ``advance()``, then ``resume``: the rest of a ``Messages`` batch that
+       this step left for the next (stepped as ``Messages`` at once, unless
+       the connection it came on was dropped meanwhile).
 
 Callbacks the adapter sets: ``peer.ping_data()`` (a follower's PING reply:
 the sessions its clients touched) and ``peer.revalidate(learner, session_id,
@@ -138,6 +145,7 @@ from zkpy.zab.events import (
     PersistOp,
     Propose,
     ProposeMany,
+    ReadIndex,
     Ready,
     Revalidate,
     RoleChange,
@@ -156,6 +164,10 @@ __all__ = ["Peer", "NotLeader"]
 
 def _no_snapshot() -> bytes:
     raise RuntimeError("this peer was built without a snapshot_source")
+
+
+# What a learner applies when it gets it (Peer._order_breaks).
+_APPLIED = frozenset({m.COMMIT, m.COMMITANDACTIVATE, m.INFORM, m.INFORMANDACTIVATE})
 
 
 class Peer:
@@ -198,6 +210,9 @@ class Peer:
         self.check_txn: Callable[[int, bytes], str | None] = lambda zxid, txn: None
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
+        # linearizableReads: a leader confirms read points with a quorum
+        # (zkpy.zab.readindex); set before the first step.
+        self.linear_reads = False
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
@@ -246,6 +261,8 @@ class Peer:
             self._on_forward(event)
         elif isinstance(event, Revalidate):
             self._on_revalidate(event)
+        elif isinstance(event, ReadIndex):
+            self._on_read_index()
         elif isinstance(event, Persisted):
             self.durable_zxid = event.zxid
             if self.leading is not None:
@@ -450,13 +467,36 @@ class Peer:
         following = self.following
         if following is not None:
             following.deferring = True
-        disconnected = self._ready.disconnect
-        for pkt in packets:
+        ready = self._ready
+        disconnected = ready.disconnect
+        for i, pkt in enumerate(packets):
             if src in disconnected:
                 break  # we dropped the connection: what followed on it is lost
+            if i and self._order_breaks(ready, pkt):
+                ready.resume = (src, packets[i:])
+                break
             self._on_message(src, pkt)
         if following is not None and self.following is following:
             following.catch_up()
+
+    def _order_breaks(self, ready: Ready, pkt: m.QuorumPacket) -> bool:
+        """Would handling ``pkt`` in this step put its effect out of order? The
+        Ready keeps no order between its kinds of output, so the batch is cut
+        there and the rest waits for the next step (``Ready.resume``):
+
+        - a leader: a learner's sync (or read point) behind requests of this
+          step. Their writes are proposed only when the application has this
+          Ready; decided now, the sync would find nothing in flight, and its
+          SYNC would overtake their COMMITs (Leader.processSync runs in the
+          request pipeline, after the proposals of the requests before it).
+        - a learner: a COMMIT (INFORM) after a SYNC. The commits of a Ready
+          are applied before its SYNCs answer their clients: a later write of
+          a session would be answered before the session's sync.
+        """
+        if self.leading is not None:
+            return (bool(ready.requests) and pkt.type == m.REQUEST
+                    and m.request_type(pkt.data) == m.OP_SYNC)
+        return ready.syncs > 0 and pkt.type in _APPLIED
 
     def _on_message(self, src: int, pkt: m.QuorumPacket) -> None:
         if self.leading is not None:
@@ -520,6 +560,12 @@ class Peer:
         if self.following is None:
             raise NotLeader("no leader to revalidate the session with")
         self.send(self.following.leader, m.revalidate_request(event.session_id, event.timeout))
+
+    def _on_read_index(self) -> None:
+        lead = self.leading
+        if lead is None or not lead.established or lead.reads is None:
+            raise NotLeader("only an established leader with linear reads gives read points")
+        lead.reads.ask(self.my_id)
 
     def _on_lost(self, peer: int) -> None:
         self._early.pop(peer, None)
