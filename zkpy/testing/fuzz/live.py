@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -116,6 +118,7 @@ def super_digest(user_password: str = SUPER) -> str:
 
 _COMMON = {"tickTime": 200, "minSessionTimeout": 400, "maxSessionTimeout": 4000,
            "forceSync": "no", "maxClientCnxns": 0, "4lw.commands.whitelist": "*"}
+_ENV = {"PYTHONFAULTHANDLER": "1"}  # stacks on SIGABRT (dump_stuck)
 _PROPS = {"zookeeper.DigestAuthenticationProvider.superDigest": super_digest(),
           "zookeeper.extendedTypesEnabled": "true"}
 
@@ -294,7 +297,8 @@ def standalone_world(report: Report, frames: int, admin: int, rounds: int, worke
     settings = dict(_COMMON, **{"admin.enableServer": "true", "admin.serverPort": admin_port,
                                 "admin.serverAddress": "127.0.0.1"})
     props = dict(_PROPS, **{"zookeeper.admin.rateLimiterIntervalInMS": "0"})
-    server = ZkpyServer(settings, system_properties=props)
+    server = ZkpyServer(settings, system_properties=props, env=_ENV)
+    failed = True
     try:
         server.start(timeout=60)
         series = report.rss.setdefault("standalone", [])
@@ -306,7 +310,11 @@ def standalone_world(report: Report, frames: int, admin: int, rounds: int, worke
             _settle([server], f"standalone round {r + 1}")
             series.append(rss(server))
             print(f"standalone round {r + 1}/{rounds}: {report.text()}", flush=True)
+        failed = False
     finally:
+        if failed:
+            dump_stuck([server])
+            print(f"standalone server log: {server.log_tail(80)}", file=sys.stderr)
         server.cleanup()
 
 
@@ -315,7 +323,8 @@ def ensemble_world(report: Report, frames: int, connections: int, rounds: int,
     from zkpy.testing.ensemble import Ensemble
 
     ensemble = Ensemble("zkpy", 3, dict(_COMMON), tick_time=200,
-                        server_options={"system_properties": _PROPS})
+                        server_options={"system_properties": _PROPS, "env": _ENV})
+    failed = True
     try:
         first = ensemble.start(timeout=90).myid
         servers = [m.server for m in ensemble.members]
@@ -337,8 +346,28 @@ def ensemble_world(report: Report, frames: int, connections: int, rounds: int,
             for m in ensemble.members:
                 report.rss.setdefault(f"member {m.myid}", []).append(rss(m.server))
             print(f"ensemble round {r + 1}/{rounds}: {report.text()}", flush=True)
+        failed = False
     finally:
-        ensemble.cleanup()
+        if failed:
+            dump_stuck([m.server for m in ensemble.members])
+        ensemble.cleanup(failed=failed)  # on failure the logs stay (it prints where)
+
+
+def dump_stuck(servers: list[Any]) -> None:
+    """A server that does not answer ``ruok`` in 5 s gets SIGABRT: faulthandler
+    (PYTHONFAULTHANDLER, set for every server here) writes every thread's stack
+    to its log before it dies, which tells a hang from a slow machine."""
+    for server in servers:
+        if not server.running or server.pid is None:
+            continue
+        try:
+            if server.four_letter("ruok", timeout=5).strip() == "imok":
+                continue
+        except OSError:
+            pass
+        print(f"{server.connect_string} does not answer: SIGABRT for its stacks "
+              f"(pid {server.pid})", file=sys.stderr, flush=True)
+        os.kill(server.pid, signal.SIGABRT)
 
 
 def _settle(servers: list[Any], what: str, learners: int | None = None) -> None:
