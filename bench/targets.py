@@ -8,7 +8,10 @@ Contract:
   ``zkpy`` package, exported with ``git archive`` into a temporary directory
   and run with ``PYTHONPATH`` pointing there; the benchmark's own code is
   always this checkout's) and ``zookeeper`` (Apache ZooKeeper 3.8 through
-  :mod:`zkpy.testing.launchers`).
+  :mod:`zkpy.testing.launchers`). A zkpy kind may end in ``+mypyc`` or
+  ``+pure``: its servers run with ``ZKPY_ACCEL=require`` or ``off`` (the
+  compiled hot modules of ``python -m zkpy.build_accel``, or the Python ones),
+  so ``--servers zkpy+pure,zkpy+mypyc`` compares the two A-B-A-B.
 * Every kind gets the same zoo.cfg (:func:`server_settings`); a size of 1 is
   a standalone server, more is an :class:`~zkpy.testing.ensemble.Ensemble`.
 * Everything binds 127.0.0.1; :meth:`Target.cleanup` stops what it started
@@ -29,6 +32,8 @@ from zkpy.testing.ensemble import Ensemble, parse_mode
 from zkpy.testing.launchers import BaseServer, four_letter, server_from_name
 
 KIND_ALIASES = {"apache": "zookeeper", "zk": "zookeeper"}
+# A zkpy kind's ``+variant``: the ZKPY_ACCEL its servers run with (see zkpy/accel.py).
+ACCEL_VARIANTS = {"mypyc": "require", "pure": "off"}
 
 
 def server_settings(force_sync: bool) -> dict[str, object]:
@@ -54,6 +59,7 @@ class Kind:
     label: str
     kind: str
     rev: str | None = None
+    accel: str | None = None  # ZKPY_ACCEL for the servers, None: the environment's
 
 
 def parse_kinds(spec: str) -> list[Kind]:
@@ -62,13 +68,18 @@ def parse_kinds(spec: str) -> list[Kind]:
     for item in (x.strip() for x in spec.split(",")):
         if not item:
             continue
-        name, _, rev = item.partition("@")
+        base, plus, variant = item.partition("+")
+        name, _, rev = base.partition("@")
         name = KIND_ALIASES.get(name.lower(), name.lower())
         if name not in ("zkpy", "zookeeper"):
             raise ValueError("unknown server kind %r (zkpy, zkpy@<git-rev>, zookeeper)" % item)
         if rev and name != "zkpy":
             raise ValueError("only zkpy takes a revision: %r" % item)
-        k = Kind("%s@%s" % (name, rev) if rev else name, name, rev or None)
+        if plus and (name != "zkpy" or variant not in ACCEL_VARIANTS):
+            raise ValueError("%r: only zkpy takes a variant, +%s"
+                             % (item, " or +".join(ACCEL_VARIANTS)))
+        label = ("%s@%s" % (name, rev) if rev else name) + (plus + variant)
+        k = Kind(label, name, rev or None, ACCEL_VARIANTS.get(variant))
         if k.label not in [x.label for x in out]:
             out.append(k)
     return out
@@ -116,6 +127,8 @@ class Target:
             opts["jvm_args"] = ["-Xmx%s" % heap]
         elif source_root is not None:
             opts["source_root"] = source_root
+        if kind.accel is not None:
+            opts["env"] = {"ZKPY_ACCEL": kind.accel}
         self.ensemble: Ensemble | None = None
         self.server: BaseServer | None = None
         if size > 1:

@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.zkbench", description=__doc__.split("\n")[0])
     a = p.add_argument
     a("--servers", default="zkpy,zookeeper",
-      help="kinds, in A-B order: zkpy, zkpy@<git-rev>, zookeeper (default zkpy,zookeeper)")
+      help="kinds, in A-B order: zkpy, zkpy@<git-rev>, zookeeper; a zkpy kind may end in "
+           "+mypyc or +pure (the compiled accelerator or not) (default zkpy,zookeeper)")
     a("--connect", metavar="HOST:PORT[,...]", help="measure servers already running instead "
       "(throughput and latency only; CPU/RSS need --server-pid)")
     a("--server-pid", default="", help="with --connect: comma-separated pids of the members")

@@ -40,3 +40,15 @@ def test_an_unknown_revision_is_refused() -> None:
         pytest.skip("not a git checkout")
     with pytest.raises(ValueError, match="not a git revision"):
         RevisionCheckout("no-such-revision-anywhere")
+
+
+def test_a_zkpy_kind_may_ask_for_the_accelerator_or_pure_python() -> None:
+    from bench.targets import Kind, parse_kinds
+
+    assert parse_kinds("zkpy+pure,zkpy+mypyc,zkpy@main+mypyc,zkpy") == [
+        Kind("zkpy+pure", "zkpy", None, "off"), Kind("zkpy+mypyc", "zkpy", None, "require"),
+        Kind("zkpy@main+mypyc", "zkpy", "main", "require"), Kind("zkpy", "zkpy")]
+    with pytest.raises(ValueError, match="only zkpy takes a variant"):
+        parse_kinds("zookeeper+mypyc")
+    with pytest.raises(ValueError, match="only zkpy takes a variant"):
+        parse_kinds("zkpy+fast")

@@ -77,15 +77,22 @@ def test_the_simulation_reports_a_wrong_prediction_all_members_share() -> None:
     sim = Sim()
     leader = sim.wait_stable()
     c = open_session(sim, leader)
-    prep = leader.core.prep
-    real = prep.prepare
+    replica = leader.core.replica
 
-    def wrong(req: Any, zxid: int, time: int) -> None:
-        real(req, zxid, time)
-        if req.digest is not None and req.type == Op.create:
-            req.digest = S.TxnDigest(2, req.digest.treeDigest ^ 1)
+    class WrongDigest:
+        """The leader core's upstream, but each create it proposes carries a wrong
+        digest (as if prep had predicted it; prep's own methods cannot be patched
+        when it is compiled)."""
 
-    prep.prepare = wrong  # type: ignore[method-assign]
+        def __getattr__(self, name: str) -> Any:
+            return getattr(replica, name)
+
+        def propose(self, req: Any) -> None:
+            if req.digest is not None and req.type == Op.create:
+                req.digest = S.TxnDigest(2, req.digest.treeDigest ^ 1)
+            replica.propose(req)
+
+    leader.core.replica = WrongDigest()
     with pytest.raises(DigestDivergence, match="counted 1 digest mismatches"):
         create(sim, c, "/a")
 

@@ -117,10 +117,8 @@ class NoAheadCheck(Peer):
     """Planted bug: the leader takes ACKEPOCHs from followers whose
     (currentEpoch, lastZxid) is more recent than its own, and syncs them."""
 
-    def _decided(self) -> None:
-        super()._decided()
-        if self.leading is not None:
-            self.leading.__class__ = _NoAheadCheck
+    def _new_leading(self) -> ld.Leading:
+        return _NoAheadCheck(self)
 
 
 # -- the scripted adapter -------------------------------------------------------------------

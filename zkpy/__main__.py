@@ -249,6 +249,9 @@ def _serve(cfg: ServerConfig) -> int:
         log.info("linearizableReads = true: %s", "a standalone server's reads are linearizable "
                  "as they are" if cfg.is_standalone else "reads wait for a read point the "
                  "leader confirmed with a quorum")
+    from zkpy import accel
+
+    log.info("%s", accel.describe())
 
     # Twisted's own SIGTERM/SIGINT handling: it also arms a wakeup fd, so a
     # signal that lands on one of the log threads still wakes the reactor at once.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import time
-import weakref
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +25,6 @@ from zkpy.version import BUILD
 
 if TYPE_CHECKING:
     from zkpy.server.core import ServerCore
-
-
-#: ZooTrace's default text trace mask (CLIENT_REQUEST | SERVER_PACKET | CLIENT_PING ...).
-DEFAULT_TRACE_MASK = 306
-
-
-_trace_masks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 #: FinalRequestProcessor's "last operation" names, by zkpy's opcode names.
@@ -292,11 +284,11 @@ def environment(core: ServerCore) -> list[tuple[str, str]]:
 
 
 def trace_mask(core: ServerCore) -> int:
-    return _trace_masks.get(core, DEFAULT_TRACE_MASK)
+    return core.stats.trace_mask
 
 
 def set_trace_mask(core: ServerCore, mask: int) -> None:
-    _trace_masks[core] = mask
+    core.stats.trace_mask = mask
 
 
 def reset_connection_stats(core: ServerCore) -> None:

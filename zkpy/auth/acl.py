@@ -13,7 +13,7 @@ import base64
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from zkpy.jute import schema as S
 from zkpy.jute.protocol import Err, ZkError
@@ -59,7 +59,7 @@ class AuthProviders:
     """
 
     # Schemes whose ids prove who the caller is (the "auth" ACL expands to these).
-    AUTHENTICATED = frozenset({"digest", "sasl", "x509"})
+    AUTHENTICATED: ClassVar[frozenset[str]] = frozenset({"digest", "sasl", "x509"})
 
     def __init__(self, super_digest: str | None = None) -> None:
         self.super_digest = super_digest

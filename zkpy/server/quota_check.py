@@ -40,7 +40,7 @@ class RateLogger:
         self.interval = interval_ms
         self.msg: str | None = None
         self.count = 0
-        self.stamp = 0.0
+        self.stamp = 0
 
     def flush(self) -> None:
         if self.msg is not None and self.count > 0:

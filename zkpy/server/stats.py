@@ -30,9 +30,13 @@ class Latency:
         return self.total / self.count if self.count else 0.0
 
 
+#: ZooTrace's default text trace mask (CLIENT_REQUEST | SERVER_PACKET | CLIENT_PING ...).
+DEFAULT_TRACE_MASK = 306
+
+
 class ServerStats:
     __slots__ = ("packets_received", "packets_sent", "latency", "started_ms",
-                 "commits", "watch_events")
+                 "commits", "watch_events", "trace_mask")
 
     def __init__(self, now_ms: int) -> None:
         self.packets_received = 0
@@ -41,6 +45,8 @@ class ServerStats:
         self.started_ms = now_ms
         self.commits = 0
         self.watch_events = 0
+        # What gtmk/stmk read and set (ZooTrace's mask; srst leaves it alone).
+        self.trace_mask = DEFAULT_TRACE_MASK
 
     def reset(self) -> None:
         self.packets_received = 0

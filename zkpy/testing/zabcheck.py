@@ -32,6 +32,8 @@ class Checker:
         self.applied: dict[int, list[Entry]] = {}
         self.acked: dict[int, bytes] = {}
         self.established: dict[int, int] = {}  # epoch -> leader
+        # The Leading objects whose established history was checked (once each).
+        self.leaders_reported: list[object] = []
 
     def _fail(self, what: str) -> None:
         raise Violation(what)

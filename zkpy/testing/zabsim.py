@@ -87,8 +87,8 @@ def report_leader_progress(check: Any, tree: list[Any], i: int, peer: Any) -> No
             txn = peer.history.txn(zxid)
             assert txn is not None
             check.on_quorum_acked(zxid, txn)
-    if lead.established and not getattr(lead, "_checked", False):
-        lead._checked = True
+    if lead.established and not any(seen is lead for seen in check.leaders_reported):
+        check.leaders_reported.append(lead)
         history = tree + peer.history.after(tree[-1][0] if tree else 0)
         check.on_established(i, lead.epoch, history)
 

@@ -142,7 +142,7 @@ class TxnResult:
 class DataTree:
     """The znodes, the ephemeral index and the extended-type indexes."""
 
-    def __init__(self) -> None:
+    def __init__(self, populated: bool = True) -> None:
         self.nodes: dict[str, Node] = {}
         self.ephemerals: dict[int, set[str]] = {}
         self.containers: set[str] = set()
@@ -150,6 +150,11 @@ class DataTree:
         self.last_zxid = 0
         self._acls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.quota = QuotaIndex()  # the paths with a quota (see zkpy.tree.quota)
+        self.digest_on = tree_digest.enabled()
+        self.digests = DigestChecks()
+        self.digest_sum = 0  # the node digests' sum, unbounded: ``digest`` wraps it
+        if not populated:
+            return
         root = Node(b"", self.intern_acl(OPEN_ACL_UNSAFE), 0, 0, 0)
         self.nodes["/"] = root
         self._add_system_node(ZOOKEEPER_NODE, OPEN_ACL_UNSAFE)
@@ -157,26 +162,13 @@ class DataTree:
         self._add_system_node(CONFIG_NODE, READ_ACL_UNSAFE)
         # As on Apache ZooKeeper: the config node starts at aversion -1.
         self.nodes[CONFIG_NODE].aversion = -1
-        self.digest_on = tree_digest.enabled()
-        self.digests = DigestChecks()
-        self.digest_sum = 0  # the node digests' sum, unbounded: ``digest`` wraps it
         self.rehash()
 
     @classmethod
     def empty(cls) -> DataTree:
         """A tree with no nodes at all, to be filled from a snapshot."""
-        tree = cls.__new__(cls)
-        tree.nodes = {}
-        tree.ephemerals = {}
-        tree.containers = set()
-        tree.ttls = set()
-        tree.last_zxid = 0
-        tree._acls = {}
-        tree.quota = QuotaIndex()
-        tree.digest_on = tree_digest.enabled()
-        tree.digests = DigestChecks()
-        tree.digest_sum = 0
-        return tree
+        # (not through cls.__new__, which mypyc cannot compile)
+        return cls(populated=False)
 
     def set_config(self, data: bytes, version: int, time: int) -> TxnResult:
         """ZKDatabase.initConfigInZKDatabase: /zookeeper/config holds the active

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from zkpy.tree.datatree import DataTree
@@ -78,10 +78,10 @@ class StatsTrack:
     other key follows, sorted, after an extra ``=`` that old parsers ignore.
     """
 
-    COUNT = "count"
-    BYTES = "bytes"
-    COUNT_HARD = "countHardLimit"
-    BYTES_HARD = "byteHardLimit"
+    COUNT: Final = "count"
+    BYTES: Final = "bytes"
+    COUNT_HARD: Final = "countHardLimit"
+    BYTES_HARD: Final = "byteHardLimit"
 
     def __init__(self, values: dict[str, int] | None = None) -> None:
         self.values: dict[str, int] = dict(values or {})

@@ -36,6 +36,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from zkpy.jute.codec import JuteError
+from zkpy.mypyc_compat import mypyc_attr
 from zkpy.zab import membership
 from zkpy.zab import messages as m
 from zkpy.zab.events import Append, NotLeader, SaveEpoch
@@ -67,6 +68,7 @@ class Learner:
         self.sending_state = False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests plant bugs in subclasses
 class Leading:
     def __init__(self, peer: Peer) -> None:
         self.peer = peer

@@ -123,6 +123,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from zkpy.mypyc_compat import mypyc_attr
 from zkpy.zab import membership
 from zkpy.zab import messages as m
 from zkpy.zab.election import LEADING as E_LEADING
@@ -170,6 +171,7 @@ def _no_snapshot() -> bytes:
 _APPLIED = frozenset({m.COMMIT, m.COMMITANDACTIVATE, m.INFORM, m.INFORMANDACTIVATE})
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests plant bugs in subclasses
 class Peer:
     def __init__(self, my_id: int, voters: frozenset[int] | set[int], disk: DiskState,
                  snapshot_source: Callable[[], bytes] = _no_snapshot, *,
@@ -415,9 +417,13 @@ class Peer:
         self._ready.votes.extend(self.election.start(self.now))
         self.announce(False)
 
+    def _new_leading(self) -> Leading:
+        """The leader's state for a new epoch (a test's planted bug swaps in a variant)."""
+        return Leading(self)
+
     def _lead_alone(self) -> None:
         self.role = LEADING
-        self.leading = Leading(self)
+        self.leading = self._new_leading()
         self.leading.begin_standalone()
 
     def _go_to_designated(self, leader: int, reason: str) -> None:
@@ -447,7 +453,7 @@ class Peer:
         early, self._early = self._early, {}
         if self.election.state == E_LEADING:
             self.role = LEADING
-            self.leading = Leading(self)
+            self.leading = self._new_leading()
             self.announce(False)
             self.leading.begin()
             for src, pkt in early.items():
