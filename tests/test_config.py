@@ -434,6 +434,9 @@ def test_parse_server_address(value: str, expected: ServerAddress) -> None:
 @pytest.mark.parametrize("value", [
     "h", "h:1", "h:1:2:observer:x", ":1:2", "h:x:2", "h:1:0", "h:1:70000", "h:1:2:leader",
     "h:1:2;a:b:c", "h:1:2;2181;x", "h:1:2;port", "[::1:1:2", "h:1:2|i:1:2",
+    # found by fuzzing the dynamic config file: hosts that no resolver takes and
+    # that the membership's text (split into lines by a peer) does not carry whole
+    "lo\x1ecal:1:2", "h\x85:1:2", "h ost:1:2", "h:1:2;a\x00:3", "[\u2028]:1:2",
 ])
 def test_parse_server_address_rejects(value: str) -> None:
     with pytest.raises(ValueError):

@@ -526,6 +526,14 @@ def _server_port(text: str) -> int:
     return port
 
 
+def _check_host(host: str, value: str) -> str:
+    """A host that a resolver can take and that the membership's text carries
+    whole: no blanks or control characters (they also split Python's lines)."""
+    if not host or not host.isprintable() or any(ch.isspace() for ch in host):
+        raise ValueError(f"{value!r}: {host!r} is not a host name or address")
+    return host
+
+
 def parse_server_address(value: str) -> ServerAddress:
     """Parse a ``server.N`` value; ValueError (without the key) when malformed."""
     if "|" in value:
@@ -535,6 +543,7 @@ def parse_server_address(value: str) -> ServerAddress:
     parts = _split_host(server_part)
     if ";" in client_part or not 3 <= len(parts) <= 4 or not parts[0]:
         raise ValueError(f"{value!r} {_WRONG_FORMAT}")
+    _check_host(parts[0], value)
     role = parts[3].lower() if len(parts) == 4 else "participant"
     if role not in ("participant", "observer"):
         raise ValueError(f"unrecognised peer type {parts[3]!r}")
@@ -543,7 +552,7 @@ def parse_server_address(value: str) -> ServerAddress:
         client = _split_host(client_part)
         if len(client) > 2 or not client[-1]:
             raise ValueError(f"{value!r} {_WRONG_FORMAT}")
-        client_address = client[0] if len(client) == 2 else "0.0.0.0"
+        client_address = _check_host(client[0], value) if len(client) == 2 else "0.0.0.0"
         client_port = _server_port(client[-1])
     return ServerAddress(parts[0], _server_port(parts[1]), _server_port(parts[2]), role,
                          client_address, client_port)

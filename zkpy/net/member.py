@@ -138,6 +138,8 @@ class MemberServer(ZkServer):
             self.links = QuorumLinks(reactor, self.my_id, {}, self._on_packets, self._on_lost,
                                      connect_window=cfg.init_limit * cfg.tick_time / 1000.0,
                                      snapshot_maker=self._snapshot_maker)
+            self.links.max_packet = m.packet_limit(settings.max_buffer)
+            self.election.handshake_window = self.links.connect_window
             self.links.on_state_sent = lambda sid: self._step(StateSent(sid))
             self.links.on_heard = lambda sid: self._step(Heard(sid))
             links = _MemberLinks(self)

@@ -75,6 +75,26 @@ def resolve(host: str) -> str:
         return host
 
 
+def _handshake_timer(reactor: Any, window: float, proto: Any, what: str) -> Any:
+    """Close an accepted connection that has not said who it is within ``window``
+    seconds (ZooKeeper's socket read timeout during the handshake): a stranger
+    that connects and waits does not hold a connection for ever."""
+    if reactor is None:
+        return None
+
+    def expired() -> None:
+        if proto.sid is None and proto.transport is not None:
+            log.warning("Closing a connection that sent no %s within %.1fs", what, window)
+            proto.abort()
+
+    return reactor.callLater(window, expired)
+
+
+def _cancel(timer: Any) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
 # -- the election port ---------------------------------------------------------------------
 
 
@@ -88,9 +108,13 @@ class _ElectionProtocol(protocol.Protocol):
         self.buf = b""
         self.addresses: tuple[tuple[str, int], ...] = ()
         self.sasl = _Sasl(links.auth, self)
+        self.timer: Any = None
         self.peer_checked = False
 
     def connectionMade(self) -> None:
+        if not self.outbound:
+            self.timer = _handshake_timer(self.links.reactor, self.links.handshake_window,
+                                          self, "its initial message")
         if self.outbound:
             assert self.sid is not None
             assert self.links.initial_message is not None
@@ -125,6 +149,7 @@ class _ElectionProtocol(protocol.Protocol):
                     return
                 msg, rest = found
                 self.buf = b""
+                _cancel(self.timer)
                 self.sid, self.addresses = msg.sid, msg.addresses
                 if self.sasl.accept(f"the election connection of server {msg.sid}"):
                     after = self.sasl.feed(rest)
@@ -150,6 +175,7 @@ class _ElectionProtocol(protocol.Protocol):
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
+        _cancel(self.timer)
         if self.sid is not None:
             self.links.lost(self.sid, self)
 
@@ -165,10 +191,10 @@ class _ElectionConnector(protocol.ClientFactory):
         return p
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-        self.links.connecting.discard(self.sid)
+        self.links.dial_ended(self.sid)
 
     def clientConnectionLost(self, connector: Any, reason: Any) -> None:
-        self.links.connecting.discard(self.sid)
+        self.links.dial_ended(self.sid)
 
 
 class ElectionLinks(protocol.ServerFactory):
@@ -190,6 +216,13 @@ class ElectionLinks(protocol.ServerFactory):
         self.conns: dict[int, _ElectionProtocol] = {}
         self.held: dict[int, bytes] = {}
         self.connecting: set[int] = set()
+        # How long a server that connected may take to say who it is
+        # (QuorumCnxManager: socketTimeout, tickTime * initLimit).
+        self.handshake_window = 10.0
+        # Outsiders we connect back to (a smaller id not in our membership, at the
+        # address its initial message gave): kept only until that dial ends, as
+        # QuorumCnxManager.connectOne(sid, electionAddr) remembers nothing.
+        self.returning: dict[int, Address] = {}
         self.port: Any = None
 
     def set_own_address(self) -> None:
@@ -212,7 +245,7 @@ class ElectionLinks(protocol.ServerFactory):
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
             return
-        if sid not in self.peers:
+        if sid not in self.peers and sid not in self.returning:
             return  # a server outside our membership that is not connected to us
         self.held[sid] = data
         self._connect(sid)
@@ -221,7 +254,7 @@ class ElectionLinks(protocol.ServerFactory):
         if sid in self.connecting or sid in self.conns:
             return
         self.connecting.add(sid)
-        host, port = self.peers[sid]
+        host, port = self.peers.get(sid) or self.returning[sid]
         connector: Any = _ElectionConnector(self, sid)
         if self.tls is not None:
             connector = self.tls.client_factory(connector, host, self.reactor)
@@ -249,7 +282,7 @@ class ElectionLinks(protocol.ServerFactory):
             if sid < self.my_id and addresses:
                 log.info("Election connection from server %d, not in our membership, at "
                          "%s:%d", sid, *addresses[0])
-                self.peers[sid] = addresses[0]
+                self.returning[sid] = addresses[0]
             else:
                 self._adopt(sid, proto)
                 return True
@@ -267,13 +300,24 @@ class ElectionLinks(protocol.ServerFactory):
             old.sid = None
             old.transport.loseConnection()
         self.conns[sid] = proto
+        self.returning.pop(sid, None)
         held = self.held.pop(sid, None)
         if held is not None:
             proto.transport.write(held)
 
+    def dial_ended(self, sid: int) -> None:
+        """Our connection attempt to ``sid`` failed, or its connection closed."""
+        self.connecting.discard(sid)
+        if sid not in self.conns:
+            self.returning.pop(sid, None)
+            if sid not in self.peers:
+                self.held.pop(sid, None)
+
     def lost(self, sid: int, proto: _ElectionProtocol) -> None:
         if self.conns.get(sid) is proto:
             del self.conns[sid]
+            if sid not in self.peers:
+                self.held.pop(sid, None)
 
     def close(self) -> None:
         if self.port is not None:
@@ -302,6 +346,7 @@ class _QuorumProtocol(protocol.Protocol):
         self.snap: tuple[m.QuorumPacket, snapstream.SnapStreamReader,
                          snapbuild.StreamBuilder] | None = None
         self.sasl = _Sasl(links.auth, self)
+        self.timer: Any = None
         self.peer_checked = False
         self.heard_at = float("-inf")  # when Zab was last told the stream brings bytes
 
@@ -311,6 +356,9 @@ class _QuorumProtocol(protocol.Protocol):
             if not self.sasl.connect(True):
                 self.links.leader_connected(self)
         else:
+            # LearnerCnxAcceptor: the first packet within tickTime * initLimit.
+            self.timer = _handshake_timer(self.links.reactor, self.links.connect_window, self,
+                                          "FOLLOWERINFO")
             self.sasl.accept("quorum connection")
 
     def authenticated(self) -> bool:
@@ -336,18 +384,21 @@ class _QuorumProtocol(protocol.Protocol):
         packets: list[m.QuorumPacket] = []
         try:
             while not self.closed:
-                if self.snap is not None:
+                streamed = self.snap is not None  # the SNAP with its state, once all in
+                if streamed:
                     del buf[:off]  # the stream starts at 0 while its reader walks it
                     off = 0
                     found = self._snapshot(buf)
                 else:
-                    found = m.split_packet(buf, off)
+                    found = m.split_packet(buf, off, self.links.max_packet)
                 if found is None:
                     break
                 pkt, off = found
                 if self.sid is None and not self._identify(pkt):
                     return
-                if pkt.type == m.SNAP and self.outbound and not pkt.data:
+                if pkt.type == m.SNAP and self.outbound and not streamed:
+                    # Learner.syncWithLeader reads the state from the stream after
+                    # a SNAP whatever the packet carries (a leader sends none).
                     self.snap = (pkt, snapstream.SnapStreamReader(),
                                  snapbuild.StreamBuilder(pkt.zxid))
                     heap.hold()  # a whole tree is built: see zkpy.net.heap
@@ -400,6 +451,7 @@ class _QuorumProtocol(protocol.Protocol):
             self.abort()
             return False
         self.sid = sid
+        _cancel(self.timer)
         self.links.learner_connected(sid, self)
         return True
 
@@ -496,6 +548,7 @@ class _QuorumProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        _cancel(self.timer)
         self._snap_done()
         self.links.lost(self)
 
@@ -583,6 +636,8 @@ class QuorumLinks(protocol.ServerFactory):
         self._on_packets = on_packets
         self._on_lost = on_lost
         self.connect_window = connect_window
+        # The longest field a packet may carry (jute.maxbuffer and its extra size).
+        self.max_packet = m.MAX_PACKET_BYTES
         self.auth: qsasl.QuorumSasl | None = None
         self.tls: Any = None  # zkpy.net.quorumtls.QuorumTLS with sslQuorum=true
         self.conns: dict[int, _QuorumProtocol] = {}

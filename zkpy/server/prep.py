@@ -39,7 +39,14 @@ from zkpy.jute.protocol import (
     ZkError,
 )
 from zkpy.server.quota_check import QuotaGuard
-from zkpy.tree.datatree import CONFIG_NODE, DataTree, MultiTxnBody, ephemeral_kind, split_path
+from zkpy.tree.datatree import (
+    CONFIG_NODE,
+    DataTree,
+    MultiTxnBody,
+    ephemeral_kind,
+    int32,
+    split_path,
+)
 from zkpy.tree.digest import DIGEST_VERSION, as_long, change_digest
 from zkpy.tree.paths import path_error
 from zkpy.zab import membership
@@ -354,7 +361,7 @@ class Prep:
         if ephemeral_kind(parent.owner) == "ephemeral":
             raise ZkError(Err.NOCHILDRENFOREPHEMERALS, path)
         self.quota.check(self, path, None, body.data, True, self._now)
-        new_cversion = parent.cversion + 1
+        new_cversion = int32(parent.cversion + 1)  # Java's int: -2^31 after 2^31-1
         data = body.data
         # As PrepRequestProcessor: the opcode, not the flags, picks the node type
         # (create with the container flag makes a persistent node).
@@ -371,8 +378,9 @@ class Prep:
         before = parent.dg
         parent = parent.copy(zxid)
         parent.child_count += 1
-        parent.cversion = new_cversion
-        parent.pzxid = zxid
+        if new_cversion > parent.cversion:  # as DataTree.createNode takes it
+            parent.cversion = new_cversion
+            parent.pzxid = zxid
         self._add(parent, before)
         node = Change(zxid, path, True, data, acl, owner=owner)
         node.ctime = node.mtime = time

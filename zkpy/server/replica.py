@@ -107,6 +107,11 @@ class Replica:
         peer.snapshot_source = self._snapshot
         peer.ping_data = self._touch_report
         peer.revalidate = self._revalidate
+        # A learner's txns from its leader, decoded once when they arrived
+        # (``_check_txn``) and used when they are applied. (A SNAP's tree is
+        # built by the quorum link as it arrives: ``zkpy.storage.snapbuild``.)
+        peer.check_txn = self._check_txn
+        self._decoded: dict[int, tuple[Any, Any, Any]] = {}
 
     # -- stepping ---------------------------------------------------------------------
 
@@ -176,6 +181,7 @@ class Replica:
         was_serving = self.established
         if self.figures is not None:
             self.figures.role(change, self.now)
+        self._decoded.clear()  # a new leader sends its own proposals
         self.role = change.role
         self.leader = change.leader
         self.role_changes += 1
@@ -440,7 +446,8 @@ class Replica:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
-            hdr, body, digest = decode_entry(txn)
+            decoded = self._decoded.pop(zxid, None)
+            hdr, body, digest = decoded if decoded is not None else decode_entry(txn)
             req = self.waiting.pop((hdr.clientId, hdr.cxid), None)
             ours = req is not None
             if req is None:
@@ -460,6 +467,18 @@ class Replica:
         self.core.replace_state(tree, sessions, self.now)
         log.info("Installed the leader's snapshot at zxid 0x%x: %d znodes, %d sessions",
                  zxid, len(tree), len(sessions))
+
+    def _check_txn(self, zxid: int, txn: bytes) -> str | None:
+        """Follower.processPacket deserializes a PROPOSAL as it arrives: one that
+        does not decode, or whose header names another zxid, is not taken."""
+        try:
+            hdr, body, digest = decode_entry(txn)
+        except JuteError as e:
+            return f"its txn does not decode: {e}"
+        if hdr.zxid != zxid:
+            return f"its txn's header says zxid 0x{hdr.zxid:x}"
+        self._decoded[zxid] = (hdr, body, digest)
+        return None
 
     def _snapshot(self) -> bytes:
         from zkpy.storage.snapshot import snapshot_bytes

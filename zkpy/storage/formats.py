@@ -94,9 +94,41 @@ def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
         multi, off = decode(S.MultiTxn, buf, off)
         ops = []
         for sub in multi.txns or ():
+            if sub.type == Op.multi:
+                raise JuteError("a multi inside a multi")
             rec, _ = _decode_body(sub.type, sub.data or b"", 0)
             ops.append((sub.type, rec))
         return MultiTxnBody(ops), off
+    rec, off = _decode_record(type, buf, off)
+    _check_paths(type, rec)
+    return rec, off
+
+
+# The txns that name a znode and the ones that make or remove one (not the root).
+_NAMING = frozenset(t for t in _BODY_RECORDS if t not in (
+    Op.error, Op.createSession, Op.closeSession))
+_NOT_ROOT = frozenset({Op.create, Op.create2, Op.createTTL, Op.createContainer, Op.delete,
+                       Op.deleteContainer})
+
+
+def _check_paths(type: int, rec: Any) -> None:
+    """A txn only names paths the tree can hold: from "/", no empty name, and never
+    makes or removes the root (prep guarantees it for our own txns; this is for
+    a log's or a leader's, which would otherwise corrupt the tree)."""
+    if type in _NAMING:
+        _check_path(rec.path, type in _NOT_ROOT)
+    elif type == Op.closeSession and rec is not None:
+        for path in rec.paths2Delete or ():
+            _check_path(path, True)
+
+
+def _check_path(path: str | None, not_root: bool) -> None:
+    if (path is None or path[:1] != "/" or "//" in path
+            or (path.endswith("/") and (not_root or path != "/"))):
+        raise JuteError(f"transaction on an invalid path {path!r}")
+
+
+def _decode_record(type: int, buf: bytes, off: int) -> tuple[Any, int]:
     cls = _BODY_RECORDS.get(type)
     if cls is None:
         raise JuteError(f"unknown transaction type {type}")

@@ -26,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import VERSION_DIR, decode_entry, files_by_zxid
 from zkpy.storage.fs import LOCAL, FileSystem
@@ -33,6 +34,7 @@ from zkpy.storage.snapshot import SnapshotInvalid, load_snapshot
 from zkpy.storage.txnlog import LogDamaged, read_log, zero_tail
 from zkpy.storage.zabdisk import ACCEPTED_EPOCH, CURRENT_EPOCH
 from zkpy.tree.datatree import DataTree
+from zkpy.zab.messages import MAX_EPOCH
 
 log = logging.getLogger("zkpy.storage")
 
@@ -121,15 +123,17 @@ def _make_durable(fs: FileSystem, files: list[str], dirs: set[str]) -> None:
 
 
 def read_epoch(snap_dir: str, name: str, fs: FileSystem = LOCAL) -> int | None:
+    """A decimal epoch (QuorumPeer.readLongFromFile); RecoveryError if it is not
+    one a zxid can carry (up to ``MAX_EPOCH``: a leader's next must fit too)."""
     path = os.path.join(snap_dir, name)
     try:
-        text = fs.read(path).decode("ascii", "replace").strip()
+        raw = fs.read(path)
     except FileNotFoundError:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise RecoveryError(f"{path}: {text!r} is not an epoch number") from None
+    text = raw.decode("ascii", "replace").strip()
+    if not text.isdigit() or not text.isascii() or int(text) > MAX_EPOCH:
+        raise RecoveryError(f"{path}: {text[:40]!r} is not an epoch number")
+    return int(text)
 
 
 def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL,
@@ -165,6 +169,13 @@ def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL,
                         f"{os.path.basename(path)}: transactions 0x{prev + 1:x} to "
                         f"0x{entry.zxid - 1:x} are missing before it (a log file in "
                         f"{log_dir} is missing?); refusing to start")
+                if entry.zxid >> 32 > MAX_EPOCH:
+                    # Its epoch would become our currentEpoch, and the next
+                    # leader's epoch (one more) no zxid can carry.
+                    raise RecoveryError(
+                        f"{os.path.basename(path)}: transaction 0x{entry.zxid:x} has an "
+                        f"epoch past {MAX_EPOCH}; refusing to start")
+                _check_decodes(path, entry.zxid, entry.data)
                 out.append((entry.zxid, entry.data))
                 prev = entry.zxid
         except LogDamaged as e:
@@ -172,6 +183,17 @@ def logged_after(log_dir: str, zxid: int, fs: FileSystem = LOCAL,
         if read is not None and fs.exists(path):
             read.append(path)
     return out
+
+
+def _check_decodes(path: str, zxid: int, data: bytes) -> None:
+    """A logged txn whose checksum holds but which does not decode is damage too
+    (ZooKeeper's FileTxnIterator fails on it): refuse it here, not halfway
+    through replaying it, or on a follower a leader sent it to."""
+    try:
+        decode_entry(data)
+    except JuteError as e:
+        raise RecoveryError(f"{os.path.basename(path)}: transaction 0x{zxid:x} does not "
+                            f"decode ({e}); refusing to start") from None
 
 
 def recover(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> Recovered:

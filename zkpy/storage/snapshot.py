@@ -184,7 +184,7 @@ def load_snapshot(path: str, fs: FileSystem = LOCAL) -> tuple[DataTree, dict[int
     name = os.path.basename(path)
     try:
         return _parse(blob, name)
-    except (JuteError, struct.error, IndexError, KeyError) as e:
+    except (JuteError, struct.error, IndexError, KeyError, UnicodeDecodeError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
 
 
@@ -225,7 +225,7 @@ def parse_snapshot(blob: bytes, zxid: int,
     name = snapshot_name(zxid)
     try:
         tree, sessions, _ = _parse(blob, name, trailer)
-    except (JuteError, struct.error, IndexError, KeyError) as e:
+    except (JuteError, struct.error, IndexError, KeyError, UnicodeDecodeError) as e:
         raise SnapshotInvalid(f"{name}: {e}") from None
     tree.last_zxid = zxid
     return tree, sessions
@@ -380,6 +380,9 @@ def _link(tree: DataTree, path: str, node: Node) -> None:
     if path != "/":
         i = path.rfind("/")  # split_path, inlined: this runs once per znode at start-up
         parent_path, child = path[:i] or "/", path[i + 1:]
+        if i < 0 or not child:
+            # "a", "/a/", "//": no node the tree can hang (the walk would loop on "//").
+            raise SnapshotInvalid(f"not a znode path: {path!r}")
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")

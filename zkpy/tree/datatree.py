@@ -62,6 +62,12 @@ def split_path(path: str) -> tuple[str, str]:
     return (path[:i] or "/"), path[i + 1:]
 
 
+def int32(value: int) -> int:
+    """``value`` as Java's int arithmetic leaves it (wrapping past 2^31-1): stat
+    fields are ints in ZooKeeper, and a tree loaded from a snapshot may hold any."""
+    return (value + 0x80000000) % 0x100000000 - 0x80000000
+
+
 class Node:
     """One znode. Attribute names are the Stat field names, so the codec can
     encode a node wherever a Stat is expected.
@@ -100,7 +106,7 @@ class Node:
 
     @property
     def cversion(self) -> int:
-        return self.ccount * 2 - (len(self.children) if self.children else 0)
+        return int32(self.ccount * 2 - (len(self.children) if self.children else 0))
 
     @property
     def ephemeralOwner(self) -> int:
@@ -236,9 +242,11 @@ class DataTree:
     def ephemerals_of(self, session_id: int) -> set[str]:
         return self.ephemerals.get(session_id, set())
 
-    def intern_acl(self, acl: Iterable[Any]) -> tuple[Any, ...]:
-        """Share one tuple per distinct ACL list, as ZooKeeper's ACL cache does."""
-        key = tuple((a.perms, a.id.scheme, a.id.id) for a in acl)
+    def intern_acl(self, acl: Iterable[Any] | None) -> tuple[Any, ...]:
+        """Share one tuple per distinct ACL list, as ZooKeeper's ACL cache does
+        (which also reads a null list, from a txn, as OPEN_ACL_UNSAFE)."""
+        entries = OPEN_ACL_UNSAFE if acl is None else acl
+        key = tuple((a.perms, a.id.scheme, a.id.id) for a in entries)
         cached = self._acls.get(key)
         if cached is None:
             cached = tuple(S.ACL(p, S.Id(s, i)) for p, s, i in key)
@@ -319,7 +327,7 @@ class DataTree:
             rc.err = -101
             return
         if pcv == -1:
-            pcv = parent.ccount + 1
+            pcv = int32(parent.ccount + 1)
         if pcv > parent.ccount:
             parent.ccount = pcv
             parent.pzxid = zxid
@@ -346,7 +354,7 @@ class DataTree:
         # must not move the parent's cversion or pzxid backwards.
         pcv = txn.parentCVersion
         if pcv == -1:  # CreateTxnV0 from an old log: "the next one"
-            pcv = parent.ccount + 1
+            pcv = int32(parent.ccount + 1)
         if pcv > parent.ccount:
             parent.ccount = pcv
             parent.pzxid = zxid

@@ -85,12 +85,18 @@ class Following:
             handler(self, pkt)
         except m.PacketError as e:
             self.peer.become_looking(f"malformed {m.describe(pkt)}: {e}")
+        except SafetyError as e:
+            # ZooKeeper's learner exits the process here; refusing this leader is
+            # enough (nothing committed was undone: the handlers check first).
+            self.peer.become_looking(f"refused {m.describe(pkt)}: {e}")
 
     # -- discovery --------------------------------------------------------------------
 
     def _leader_info(self, pkt: m.QuorumPacket) -> None:
         p = self.peer
         new_epoch = m.epoch_of(pkt.zxid)
+        if new_epoch > m.MAX_EPOCH:
+            raise m.PacketError(f"epoch {new_epoch} is past the last one a zxid can carry")
         if new_epoch > p.accepted_epoch:
             reported = p.current_epoch
             p.accepted_epoch = new_epoch
@@ -151,6 +157,7 @@ class Following:
                 return
             p.become_looking(f"proposal 0x{pkt.zxid:x} out of order")
             return
+        _taken(p.check_txn(pkt.zxid, pkt.data or b""))
         p.history.append(pkt.zxid, pkt.data or b"")
         p.persist(Append(pkt.zxid, pkt.data or b""))
         if self.phase != SYNCING and not self.observer:
@@ -264,6 +271,7 @@ class Following:
     def _hold_inform(self, zxid: int, txn: bytes) -> None:
         p = self.peer
         if zxid > p.history.last_zxid:
+            _taken(p.check_txn(zxid, txn))
             p.history.append(zxid, txn)
             p.persist(Append(zxid, txn))
         self.watermark = max(self.watermark, zxid)
@@ -275,6 +283,13 @@ class Following:
             p.become_looking(f"commit of 0x{zxid:x} beyond our log 0x{p.history.last_zxid:x}")
             return
         p.commit_upto(zxid)
+
+
+def _taken(problem: str | None) -> None:
+    """A txn the adapter could not read ends the connection (the
+    handler's caller goes LOOKING on PacketError)."""
+    if problem is not None:
+        raise m.PacketError(problem)
 
 
 _HANDLERS = {

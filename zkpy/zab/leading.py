@@ -177,6 +177,11 @@ class Leading:
         belongs to its LearnerHandler in ZooKeeper). Sending one later would
         reach the learner's next connection and answer a sync it never sent."""
         self.learners.pop(sid, None)
+        if sid not in self.peer.voters:
+            # Its ACKs count for nobody's quorum: keep a watermark per voter only,
+            # or every server id that ever connected would stay here (ZooKeeper's
+            # ack sets go with their proposals).
+            self.acked.pop(sid, None)
         for waiting in self.pending_syncs.values():
             while sid in waiting:
                 waiting.remove(sid)
@@ -263,7 +268,11 @@ class Leading:
         except JuteError:
             named = -1
         if named != src or src == p.my_id:
-            p.disconnect(src)
+            # Its learner (if this connection had one) goes too.
+            self._drop(src, f"{m.describe(pkt)} names server {named}")
+            return
+        if m.epoch_of(pkt.zxid) > m.MAX_EPOCH:
+            self._drop(src, f"{m.describe(pkt)}: epoch past {m.MAX_EPOCH}")
             return
         # Anyone may learn from us (LearnerHandler takes any sid): a server
         # outside the voters follows without a vote until a reconfig adds it.
@@ -322,6 +331,13 @@ class Leading:
             # leading for ever, each ahead of the other once it had bumped its
             # currentEpoch (found by the power-loss simulation).
             if (reported, pkt.zxid) > self.summary:
+                if learner.sid not in self.peer.voters:
+                    # ZooKeeper's LearnerHandler throws and that learner goes; only
+                    # a voter's history can keep us from leading (anyone else
+                    # could stop any leader still gathering its quorum at will).
+                    self._drop(learner.sid, f"server {learner.sid}, not a voter, reports a "
+                                            f"history ahead of ours (epoch {reported})")
+                    return
                 self.peer.become_looking(f"follower {learner.sid} is ahead of the leader")
                 return
             self.epoch_acks.add(learner.sid)

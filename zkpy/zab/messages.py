@@ -66,6 +66,9 @@ TYPE_NAMES = {
 # Leader.java: "This value is used to indicate that the leader/follower speak
 # the Zab 1.0 protocol" (0x10000).
 PROTOCOL_VERSION = 0x10000
+# The largest epoch a peer takes from another: a zxid keeps its epoch in the high
+# 32 bits of a signed long, and a leader's new epoch is one more than any it saw.
+MAX_EPOCH = 0x7FFFFFFE
 
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
@@ -189,9 +192,15 @@ def designated_leader(pkt: QuorumPacket) -> tuple[int, bytes]:
 
 # A quorum connection is a bare stream of QuorumPackets (Learner/LearnerHandler
 # write them with BinaryOutputArchive, no length prefix), so a reader must walk
-# the variable-width fields to find where one packet ends. SNAP carries a whole
-# snapshot inline (see above), hence the generous bound.
-MAX_PACKET_BYTES = 1 << 30
+# the variable-width fields to find where one packet ends. Each field is bounded
+# as ZooKeeper's BinaryInputArchive bounds it: jute.maxbuffer plus
+# zookeeper.jute.maxbuffer.extrasize (by default jute.maxbuffer again, at least
+# 1024); a SNAP's tree is streamed after its packet, not inside it.
+def packet_limit(jute_maxbuffer: int) -> int:
+    return jute_maxbuffer + max(jute_maxbuffer, 1024)
+
+
+MAX_PACKET_BYTES = packet_limit(0xFFFFF)
 _LEN = struct.Struct(">i")
 
 
@@ -199,12 +208,13 @@ class PacketError(ValueError):
     """Bytes on a quorum connection that are not a QuorumPacket."""
 
 
-def _field_end(buf: bytes | bytearray, off: int, what: str) -> int | None:
+def _field_end(buf: bytes | bytearray, off: int, what: str,
+               limit: int = MAX_PACKET_BYTES) -> int | None:
     """End of a length-prefixed field at ``off`` (None: not all here yet)."""
     if len(buf) < off + 4:
         return None
     (n,) = _LEN.unpack_from(buf, off)
-    if n < -1 or n > MAX_PACKET_BYTES:
+    if n < -1 or n > limit:
         raise PacketError(f"QuorumPacket {what} length {n}")
     end = off + 4 + max(n, 0)
     return end if len(buf) >= end else None
@@ -228,14 +238,16 @@ def encode_packet(pkt: QuorumPacket) -> bytes:
     return _HEAD.pack(pkt.type, pkt.zxid, len(data)) + data + tail
 
 
-def split_packet(buf: bytes | bytearray, off: int = 0) -> tuple[QuorumPacket, int] | None:
+def split_packet(buf: bytes | bytearray, off: int = 0,
+                 limit: int = MAX_PACKET_BYTES) -> tuple[QuorumPacket, int] | None:
     """The packet starting at ``buf[off]`` and the offset after it, or None when
-    it is not complete yet; PacketError when the bytes cannot be a packet."""
+    it is not complete yet; PacketError when the bytes cannot be a packet (a
+    field longer than ``limit`` bytes among them)."""
     size = len(buf)
     if size >= off + 16:
         # The common packet: no auth ids (a count of -1 or 0 after the data).
         ptype, zxid, n = _HEAD.unpack_from(buf, off)
-        if 0 <= n <= MAX_PACKET_BYTES or n == -1:
+        if 0 <= n <= limit or n == -1:
             start = off + 16
             end = start + max(n, 0)
             if size < end + 4:
@@ -244,7 +256,7 @@ def split_packet(buf: bytes | bytearray, off: int = 0) -> tuple[QuorumPacket, in
             if count == -1 or count == 0:
                 data = None if n == -1 else bytes(buf[start:end])
                 return QuorumPacket(ptype, zxid, data, None if count == -1 else []), end + 4
-    end = _field_end(buf, off + 12, "data")
+    end = _field_end(buf, off + 12, "data", limit)
     if end is None:
         return None
     if len(buf) < end + 4:
@@ -254,7 +266,7 @@ def split_packet(buf: bytes | bytearray, off: int = 0) -> tuple[QuorumPacket, in
         raise PacketError(f"QuorumPacket authinfo count {count}")
     end += 4
     for _ in range(max(count, 0) * 2):  # each Id: scheme, id
-        nxt = _field_end(buf, end, "authinfo")
+        nxt = _field_end(buf, end, "authinfo", limit)
         if nxt is None:
             return None
         end = nxt

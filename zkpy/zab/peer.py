@@ -204,6 +204,12 @@ class Peer:
         # A leader's answer to a learner's REVALIDATE: (learner, session id,
         # timeout) -> is the session alive (and now owned by that learner)?
         self.revalidate: Callable[[int, int, int], bool] = lambda learner, sid, timeout: False
+        # Can a learner take a PROPOSAL's or INFORM's txn? ``check_txn(zxid, txn)``:
+        # None, or why not (the connection is then dropped, as ZooKeeper's learner
+        # does when it cannot deserialize one). Zab moves opaque bytes: the adapter
+        # knows how to read them. (A SNAP that is no tree never gets here: the
+        # quorum link builds it as it arrives and closes the connection.)
+        self.check_txn: Callable[[int, bytes], str | None] = lambda zxid, txn: None
         # With reconfig disabled a membership keeps version 0 (conf says so).
         self.reconfig_enabled = True
         # linearizableReads: a leader confirms read points with a quorum

@@ -42,6 +42,7 @@ throws in its receiver thread); an adapter should drop it and go on.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ _V36 = struct.Struct(">iqqqq")  # ... peerEpoch: 36 bytes, sent in a 40-byte buf
 _OLD_SIZE = 40  # WorkerReceiver: exactly 40 bytes is read without a version
 _HEAD40 = struct.Struct(">iqqqqi")  # ... version: 40 bytes; then int config length, config
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+_PORT = re.compile(r"[+-]?[0-9]+")
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -113,7 +115,7 @@ def _parse_address(text: str) -> tuple[str, int]:
         host, port_text = parts
     if not host:
         raise WireError(f"badly formed address: {text!r}")
-    if not port_text or not port_text.isascii() or not port_text.lstrip("+-").isdigit():
+    if not _PORT.fullmatch(port_text):  # Integer.parseInt: one sign at most, ASCII digits
         raise WireError(f"bad port number: {port_text!r}")
     port = int(port_text)
     if not 0 <= port <= 0xFFFF:
