@@ -157,6 +157,10 @@ class DiskWriter:
         self.batches += 1
         if self.metrics is not None and times is not None and times.queued:
             record_batch(self.metrics, times, self.force_sync)
+        stored, self.opwriter.snapshot_seconds = self.opwriter.snapshot_seconds, []
+        if self.metrics is not None:
+            for seconds in stored:  # a learner's snapshot stored after a SNAP
+                self.metrics.summary["snapshottime"].add(_ms(seconds))
         if self.on_synced is not None:
             self.on_synced(after, last)
         if self._ops or self._after:
