@@ -688,11 +688,10 @@ def test_four_letter_words(servers):
     assert ra["wchc"] and ra["cons"], ra
 
 
-@pytest.mark.xfail(strict=True, reason="mntr: after a write under /x, ZooKeeper 3.8.0 adds "
-                   "the labelled summary set zk_{avg,min,max,cnt,sum}_x_write_per_namespace "
-                   "(and _read_per_namespace after reads); zkpy never reports per-namespace "
-                   "keys (repro: create /w, getData /w, then mntr)")
 def test_mntr_per_namespace_keys(servers):
+    """After a write under /x ZooKeeper 3.8.0 adds the summary set
+    zk_{avg,min,max,cnt,sum}_x_write_per_namespace (and _read_per_namespace
+    after reads); zkpy the same keys."""
     T = _tag("ns")
 
     def scenario(srv):

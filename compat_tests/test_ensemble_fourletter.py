@@ -20,8 +20,8 @@ from zkpy.testing.launchers import find_apache_zookeeper
 INSTALL, REASON = find_apache_zookeeper()
 pytestmark = pytest.mark.skipif(INSTALL is None, reason="Apache ZooKeeper unavailable: %s" % REASON)
 
-# Per-namespace summaries: zkpy does not keep them (a known gap, also standalone).
-_SKIP = ("_per_namespace",)
+# (Nothing skipped: the per-namespace summaries, /zookeeper's included, are kept too.)
+_SKIP: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")

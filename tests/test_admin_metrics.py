@@ -172,7 +172,8 @@ def test_prometheus_collector_reports_mntr_values() -> None:
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
     assert families["znode_count"].type == "gauge"
     assert families["readlatency"].type == "summary"
-    assert values["readlatency_count"] == 0
+    assert values["readlatency_count"] == 1  # the getData
+    assert values['readlatency{quantile="0.5"}'] == 0.0  # answered in the turn it came
     assert set(s.labels.get("quantile") for s in families["updatelatency"].samples) >= \
         {"0.5", "0.9", "0.99"}
     assert "commit_count" in values  # ZooKeeper's counter name, without _total

@@ -278,7 +278,11 @@ def test_mntr_keys_order_and_real_values(tmp_path: Path) -> None:
     a.create("/seq", b"12345")
     a.create("/seq/e", b"", flags=EPHEMERAL)
     out = word(core, "mntr", now=T0 + 5258)
-    assert keys(out, "\t") == _reference_mntr_keys()
+    assert [k for k in keys(out, "\t") if not k.endswith("_per_namespace")] == \
+        _reference_mntr_keys()
+    # The per-namespace summaries come last, named after the top-level znode written.
+    assert keys(out, "\t")[-5:] == [f"zk_{s}_seq_write_per_namespace"
+                                     for s in ("avg", "min", "max", "cnt", "sum")]
     assert all(line.count("\t") == 1 for line in out.splitlines())
     v = kv(out, "\t")
     assert v["zk_version"] == BUILD and v["zk_server_state"] == "standalone"
@@ -293,6 +297,10 @@ def test_mntr_keys_order_and_real_values(tmp_path: Path) -> None:
     assert int(v["zk_packets_received"]) == core.stats.packets_received
     assert v["zk_connection_drop_probability"] == "0.0"
     assert v["zk_avg_fsynctime"] == "0.0" and v["zk_p999_readlatency"] == "0"
+    # Two writes under /seq: the path's length plus the data's, as DataTree.updateWriteStat.
+    assert (v["zk_cnt_seq_write_per_namespace"], v["zk_sum_seq_write_per_namespace"]) == \
+        ("2", str(len("/seq") + 5 + len("/seq/e")))
+    assert v["zk_cnt_updatelatency"] == "3"  # createSession and the two creates
     lat = core.stats.latency
     assert v["zk_min_latency"] == str(int(lat.min)) and v["zk_max_latency"] == str(int(lat.max))
 

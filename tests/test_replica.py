@@ -468,6 +468,9 @@ def test_a_write_left_behind_by_a_moved_session_is_session_moved() -> None:
     moved = open_session(sim, g, session_id=old.session_id, passwd=old.passwd)
     moved.xid = old.xid  # a client's xids go on counting after it reconnects
     assert leader.replica.owners[old.session_id] == g.id
+    # mntr: g counts the client's reconnection, the leader the REVALIDATE it answered.
+    assert (g.core.metrics.connection_revalidate_count, leader.core.metrics.revalidate_count,
+            f.core.metrics.connection_revalidate_count) == (1, 1, 0)
     hdr, _ = create(sim, moved, "/through-g")
     assert hdr.err == 0
     sim.paused.clear()

@@ -139,7 +139,7 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
     """Load the data directory and build the server (standalone or ensemble member:
     the same pipeline); None if it cannot start."""
     from zkpy.net import heap
-    from zkpy.net.member import MemberServer
+    from zkpy.net.member import MemberServer, record_startup
     from zkpy.storage.fs import LOCAL
     from zkpy.storage.recovery import RecoveryError, data_dirs, load
 
@@ -180,6 +180,8 @@ def _build_server(cfg: ServerConfig, settings: CoreSettings, reactor: Any) -> An
             log.error("Invalid configuration, exiting abnormally: %s", e)
             return None
     server = MemberServer(reactor, settings, cfg, state, snap_dir, log_dir)
+    record_startup(server.core.metrics, len(state.log), time.monotonic() - started,
+                   state.load_seconds)
     heap.settle()  # the tree stays: later collections need not walk it
     if auth is not None or tls is not None:
         server.use_quorum_auth(auth, tls)

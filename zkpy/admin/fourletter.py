@@ -44,6 +44,7 @@ def run(core: ServerCore, cmd: str, conn: Any) -> str:
     if conn is not None:
         conn.packets_received += 1
     core.stats.packets_received += 1
+    core.metrics.bytes_received_count += 4  # as NIOServerCnxn.checkFourLetterWord
     try:
         allowed = core.settings.four_letter_words
         if cmd not in allowed and "*" not in allowed:
@@ -130,7 +131,7 @@ def _crst(core: ServerCore, conn: Any) -> str:
 
 
 def _srst(core: ServerCore, conn: Any) -> str:
-    core.stats.reset()
+    monitor.reset_server_stats(core)
     return "Server stats reset.\n"
 
 

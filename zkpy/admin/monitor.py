@@ -18,9 +18,11 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import time
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from zkpy.server import metrics
+from zkpy.server.metrics import SummarySet
 from zkpy.version import BUILD
 
 if TYPE_CHECKING:
@@ -105,12 +107,7 @@ def java_double(x: float) -> str:
     return f"{'-' if sign else ''}{ds[0]}.{ds[1:] or '0'}E{e10}"
 
 
-def avg4(total: float, count: int) -> float:
-    """An average rounded half-up to 4 decimals, as ZooKeeper's AvgMinMaxCounter."""
-    if not count:
-        return 0.0
-    q = (Decimal(total) / Decimal(count)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-    return float(q)
+avg4 = metrics.avg4
 
 
 def java_date(ms: int) -> str:
@@ -135,6 +132,8 @@ def socket_address(host: str, port: int) -> str:
 
 
 def latency(core: ServerCore) -> tuple[int, float, int]:
+    """min/avg/max of every request's latency (ZooKeeper's readlatency and updatelatency)."""
+    core.fold_metrics()
     lat = core.stats.latency
     return int(lat.min), avg4(lat.total, lat.count), int(lat.max)
 
@@ -182,11 +181,59 @@ _MNTR_READ_ONLY = tuple(
     for k in _MNTR_SIMPLE)
 
 
+def java_string_hash(s: str) -> int:
+    """``String.hashCode`` (over UTF-16 code units), as a signed 32-bit int."""
+    data = s.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(data), 2):
+        h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def java_hash_order(keys: list[str]) -> list[str]:
+    """The iteration order of a ConcurrentHashMap holding ``keys`` (inserted in
+    this order): by bin (the spread hash masked by the table size), then insertion."""
+    size = 16
+    while len(keys) >= size * 3 // 4:
+        size *= 2
+
+    def bin_of(key: str) -> int:
+        h = java_string_hash(key) & 0xFFFFFFFF
+        return ((h ^ (h >> 16)) & 0x7FFFFFFF) & (size - 1)
+
+    return [k for _, _, k in sorted((bin_of(k), i, k) for i, k in enumerate(keys))]
+
+
+# ServerMetrics registers its summary sets in this order (basic ones, then advanced).
+_BASIC_SETS = [n for n, pct in metrics.SUMMARY_SETS.items() if not pct]
+_ADVANCED_SETS = [n for n, pct in metrics.SUMMARY_SETS.items() if pct]
+_SET_ORDER = java_hash_order(_BASIC_SETS) + java_hash_order(_ADVANCED_SETS)
+
+
+def _summary_set_values(summary_set: SummarySet) -> list[tuple[str, Any]]:
+    summary_set.fold()
+    out: list[tuple[str, Any]] = []
+    for key in java_hash_order(list(summary_set.by_key)):
+        out += summary_set.by_key[key].values()
+    return out
+
+
+def client_response_sizes(core: ServerCore) -> tuple[int, int, int]:
+    """(last, min, max) packet length sent to clients; -1 before the first (BufferStats)."""
+    return core.stats.client_response_sizes()
+
+
+_COUNTERS = frozenset(metrics.COUNTERS)
+
+
 def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     """mntr's (key, value) pairs without the ``zk_`` prefix, in ZooKeeper's order."""
     st = core.stats
+    m = core.metrics
+    core.fold_metrics()
     lo, avg, hi = latency(core)
     local = len(core.sessions.local_ids())
+    last_size, min_size, max_size = client_response_sizes(core)
     real: dict[str, Any] = {
         "version": build(),
         "server_state": server_state(core),
@@ -205,6 +252,10 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "approximate_data_size": approximate_data_size(core),
         "uptime": max(core.now - st.started_ms, 0),
         "max_latency": hi,
+        "last_client_response_size": last_size,
+        "min_client_response_size": min_size,
+        "max_client_response_size": max_size,
+        "response_bytes": st.response_bytes(),
         "digest_mismatches_count": core.tree.digests.mismatches,
     }
     fds = core.host.fd_counts()
@@ -215,14 +266,14 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     for key in order:
         if key.endswith("file_descriptor_count") and fds is None:
             continue
-        out.append((key, real.get(key, 0)))
+        value = real.get(key)
+        if value is None:
+            value = m.counter(key) if key in _COUNTERS else 0
+        out.append((key, value))
     for name in _MNTR_SUMMARIES:
-        pct = name.endswith("+")
-        name = name.rstrip("+")
-        out += [(f"avg_{name}", 0.0), (f"min_{name}", 0), (f"max_{name}", 0),
-                (f"cnt_{name}", 0), (f"sum_{name}", 0)]
-        if pct:
-            out += [(f"{p}_{name}", 0) for p in ("p50", "p95", "p99", "p999")]
+        out += m.summary[name.rstrip("+")].values()
+    for name in _SET_ORDER:
+        out += _summary_set_values(m.sets[name])
     if core.rules.in_ensemble and not core.read_only:
         # (ReadOnlyZooKeeperServer is a plain ZooKeeperServer: no peer_state, quorum_size.)
         out = _with_quorum_values(core, out)
@@ -257,14 +308,6 @@ def _with_quorum_values(core: ServerCore, out: list[tuple[str, Any]]) -> list[tu
                                                ("pending_syncs", pending),
                                                ("leader_uptime", quorum.leader_uptime())]
         after["outstanding_tls_handshake"] = [("learners", learners)]
-        # Per-learner queue summaries (LearnerHandler's qp_size and qp_time_ms).
-        sids = quorum.learner_ids()
-        after["p999_write_commitproc_time_ms"] = [
-            (f"{stat}_{sid}_learner_handler_qp_size", 0.0 if stat == "avg" else 0)
-            for sid in sids for stat in ("avg", "min", "max", "cnt", "sum")] + [
-            (f"{stat}_{sid}_learner_handler_qp_time_ms", 0.0 if stat == "avg" else 0)
-            for sid in sids
-            for stat in ("avg", "min", "max", "cnt", "sum", "p50", "p95", "p99", "p999")]
     merged: list[tuple[str, Any]] = []
     for key, value in out:
         merged.append((key, value))
@@ -291,12 +334,20 @@ def set_trace_mask(core: ServerCore, mask: int) -> None:
     core.stats.trace_mask = mask
 
 
+def reset_server_stats(core: ServerCore) -> None:
+    """srst: ServerStats.reset (latency, packets, response sizes) and
+    ServerMetrics.resetAll (every counter and summary; not the gauges)."""
+    core.fold_metrics()  # what was noted before the reset goes with it
+    core.stats.reset()
+    core.metrics.reset()
+
+
 def reset_connection_stats(core: ServerCore) -> None:
     """ServerCnxn.resetStats on every connection (crst)."""
     for c in list(core.connections.values()):
         c.packets_received = c.packets_sent = 0
-        c.min_latency = -1
-        c.max_latency = c.total_latency = c.latency_count = 0
+        c.fold_latencies()
+        c.latency.reset()
         c.last_op = "NA"
         c.last_cxid = c.last_zxid = -1
         c.last_response = c.last_latency = 0

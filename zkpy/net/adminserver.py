@@ -182,7 +182,7 @@ def _server_stats(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
     stats = {
         "packets_sent": core.stats.packets_sent,
         "packets_received": core.stats.packets_received,
-        "fsync_threshold_exceed_count": 0,
+        "fsync_threshold_exceed_count": core.metrics.fsync_threshold_exceed_count,
         "client_response_stats": _buffer_stats(mv),
         "data_dir_size": data_size,
         "log_dir_size": log_size,
@@ -306,7 +306,7 @@ def _crst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
 
 
 def _srst(ctx: AdminContext, kwargs: dict[str, str]) -> dict[str, Any]:
-    ctx.core.stats.reset()
+    monitor.reset_server_stats(ctx.core)
     return {}
 
 

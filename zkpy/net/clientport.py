@@ -108,6 +108,7 @@ class ClientProtocol(protocol.Protocol):
         limit = core.settings.max_client_cnxns
         if limit and self.server.count_from(host) >= limit:
             log.warning("Too many connections from %s - max is %d", host, limit)
+            core.metrics.connection_rejected += 1
             transport.abortConnection()
             return
         transport.setTcpNoDelay(True)
@@ -125,6 +126,8 @@ class ClientProtocol(protocol.Protocol):
         conn.receive(data, self.server.clock())
         core = self.server.core
         if conn.pending and core.outstanding_writes > core.settings.global_outstanding_limit:
+            if not self.throttled:  # RequestThrottler waits for requests in flight to drop
+                core.metrics.request_throttle_wait_count += 1
             self.throttled = True
             self.server.throttled.add(self)
             self._update_reading()

@@ -14,11 +14,19 @@ With forceSync off a write only copies into the page cache: it is done on
 the reactor at the end of the turn, cheaper than two thread hops.
 A write that fails stops the server: one that cannot persist cannot
 acknowledge anything.
+
+Metrics (``metrics``: the core's ``ServerMetrics``, when set): each batch's
+fsync time, size and write time, and each transaction's time from being handed
+over to being written and to being synced, measured here with a monotonic
+clock and recorded on the reactor thread once the batch is done (ZooKeeper's
+SyncRequestProcessor and FileTxnLog figures; see ``DiskTimes``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import threads
@@ -33,6 +41,26 @@ from zkpy.zab.events import PersistOp
 log = logging.getLogger("zkpy.storage")
 
 __all__ = ["DiskWriter", "Roll"]
+
+
+@dataclass
+class DiskTimes:
+    """What one batch took, on the monotonic clock (seconds)."""
+
+    started: float = 0.0  # the write began
+    written: float = 0.0  # everything was written, before the fsync
+    synced: float = 0.0  # the fsync returned
+    # (time handed over, transactions) for each submit in the batch
+    queued: list[tuple[float, int]] = field(default_factory=list)
+
+
+#: FileTxnLog's fsync.warningthresholdms default: a slower fsync is counted (srvr).
+FSYNC_WARNING_MS = 1000
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, truncated (as TimeUnit.NANOSECONDS.toMillis)."""
+    return int(seconds * 1000) if seconds > 0 else 0
 
 
 class DiskWriter:
@@ -50,9 +78,15 @@ class DiskWriter:
         self.opwriter = OpWriter(snap_dir, log_dir, last_zxid, prealloc_bytes=prealloc_bytes,
                             force_sync=force_sync, fs=fs)
         self.writer = self.opwriter.writer
+        # The log writer's sync, timed for fsynctime (the same sync, on the same thread).
+        self._plain_sync = self.writer.sync
+        self._sync_seconds = 0.0
+        self.writer.sync = self._timed_sync  # type: ignore[method-assign]
         self._ops: list[PersistOp | Roll] = []
         self._after: list[Durable] = []
+        self._queued: list[tuple[float, int]] = []  # (when, how many txns) per submit
         self._busy = False
+        self.metrics: Any = None  # the core's ServerMetrics, or None
         self.on_synced: Any = None  # (after sends, last zxid) -> None
         # One thread writes the log; another writes snapshots (tests pass their own).
         if pool is None:
@@ -66,6 +100,10 @@ class DiskWriter:
         self.batches = 0
 
     def submit(self, ops: list[Any], after: list[Durable]) -> None:
+        if ops:
+            if self.metrics is not None:  # what this submit found waiting ahead of it
+                self.metrics.summary["sync_processor_queue_size"].add(len(self._ops))
+            self._queued.append((time.monotonic(), len(ops)))
         self._ops.extend(ops)
         self._after.extend(after)
         if not self._busy:
@@ -82,25 +120,47 @@ class DiskWriter:
             return
         ops, self._ops = self._ops, []
         after, self._after = self._after, []
-        d = threads.deferToThreadPool(self.reactor, self.pool, self._write, ops)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(after,))
+        times = DiskTimes(queued=self._queued)
+        self._queued = []
+        d = threads.deferToThreadPool(self.reactor, self.pool, self._write, ops, times)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(after, times))
 
     def _write_here(self) -> None:
         ops, self._ops = self._ops, []
         after, self._after = self._after, []
+        times = DiskTimes(queued=self._queued)
+        self._queued = []
         try:
-            last = self._write(ops)
+            last = self._write(ops, times)
         except Exception:
             self._failed(Failure())
             return
-        self._written(last, after)
+        self._written(last, after, times)
 
-    def _write(self, ops: list[Any]) -> int:
-        return self.opwriter.write(ops)
+    def _write(self, ops: list[Any], times: DiskTimes | None = None) -> int:
+        if times is None:
+            return self.opwriter.write(ops)
+        times.started = time.monotonic()
+        last = self.opwriter.write(ops)
+        times.synced = time.monotonic()
+        times.written = times.synced - self._sync_seconds  # before the batch's last sync
+        return last
 
-    def _written(self, last: int, after: list[Durable]) -> None:
+    def _timed_sync(self) -> None:
+        """The log writer's sync, timed (fsynctime is the batch's last one)."""
+        started = time.monotonic()
+        self._plain_sync()
+        self._sync_seconds = time.monotonic() - started
+
+    def _written(self, last: int, after: list[Durable], times: DiskTimes | None = None) -> None:
         self._busy = False
         self.batches += 1
+        if self.metrics is not None and times is not None and times.queued:
+            record_batch(self.metrics, times, self.force_sync)
+        stored, self.opwriter.snapshot_seconds = self.opwriter.snapshot_seconds, []
+        if self.metrics is not None:
+            for seconds in stored:  # a learner's snapshot stored after a SNAP
+                self.metrics.summary["snapshottime"].add(_ms(seconds))
         if self.on_synced is not None:
             self.on_synced(after, last)
         if self._ops or self._after:
@@ -116,3 +176,28 @@ class DiskWriter:
         self.pool.stop()
         self.snap_pool.stop()
         self.opwriter.close()
+
+
+def record_batch(metrics: Any, times: DiskTimes, fsynced: bool) -> None:
+    """One synced batch in ZooKeeper's terms: FileTxnLog's fsync time (when it
+    fsyncs), SyncRequestProcessor's batch size, flush time and processing time
+    (writing the batch, once per batch: zkpy writes a batch in one call), and per
+    transaction its queue time and queue-and-flush time (the transactions of one
+    submit were handed over together). The queue each submit found ahead of it
+    (sync_processor_queue_size) is recorded by ``submit``."""
+    s = metrics.summary
+    n = sum(count for _, count in times.queued)
+    if fsynced:
+        fsync_ms = _ms(times.synced - times.written)
+        s["fsynctime"].add(fsync_ms)
+        if fsync_ms > FSYNC_WARNING_MS:
+            metrics.fsync_threshold_exceed_count += 1
+    s["sync_processor_batch_size"].add(n)
+    s["sync_processor_queue_flush_time_ms"].add(_ms(times.synced - times.started))
+    s["sync_process_time"].add(_ms(times.written - times.started))
+    queue_time, queue_and_flush = s["sync_processor_queue_time_ms"], s[
+        "sync_processor_queue_and_flush_time_ms"]
+    for handed, count in times.queued:
+        queue_time.extend([_ms(times.started - handed)] * count)
+        queue_and_flush.extend([_ms(times.synced - handed)] * count)
+    metrics.sync_processor_request_queued += n

@@ -5,8 +5,11 @@ ZooKeeper metric: the gauges of ``ZooKeeperServer.registerMetrics`` (callbacks
 sampled on scrape), the counters and summaries of ``ServerMetrics``, and some
 labelled (``key``) gauge, counter and summary sets. This module describes the
 same families and fills them from the numbers ``mntr`` reports
-(``zkpy.admin.monitor.monitor_values``), so that the four-letter word, the
-AdminServer's ``monitor`` command and ``/metrics`` never disagree.
+(``zkpy.admin.monitor.monitor_values`` for gauges and counters, the core's
+``zkpy.server.metrics.ServerMetrics`` for summaries and summary sets, whose
+keys become the ``key`` label: a namespace, a learner's id), so that the
+four-letter word, the AdminServer's ``monitor`` command and ``/metrics``
+never disagree.
 
 Pure: no Twisted and no sockets; ``zkpy.net.adminserver`` serves the text.
 
@@ -16,17 +19,19 @@ Known differences from ZooKeeper's exposition (prometheus simpleclient 0.9.0):
   counter's sample exactly as the metric (``commit_count``), while the Python
   client insists on ``commit_count_total`` for anything typed ``counter``.
   Keeping the names dashboards query mattered more than the TYPE line.
-* Summary quantiles are ``NaN`` (no observations): zkpy keeps no latency
-  distributions. ``_count``/``_sum`` are mntr's ``cnt_``/``sum_`` values.
+* Summary quantiles come from the summary's window of its latest observations
+  (``zkpy.server.metrics``), ``NaN`` while it has none, as simpleclient's CKMS
+  quantiles over a ten-minute window; ``_count``/``_sum`` are mntr's
+  ``cnt_``/``sum_`` values, so ``srst`` resets them too (ZooKeeper's
+  Prometheus summaries ignore ``srst``).
 * ``exportJvmInfo`` exports the Python client's process/platform/gc
   collectors (``process_*`` as the JVM's, ``python_*`` instead of ``jvm_*``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.gc_collector import GCCollector
@@ -35,6 +40,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from zkpy.admin import monitor
+from zkpy.server import metrics as server_metrics
+from zkpy.server.metrics import Summary
 
 if TYPE_CHECKING:
     from zkpy.server.core import ServerCore
@@ -56,61 +63,26 @@ GAUGES = (
     "outstanding_tls_handshake", "auth_failed_count", "non_mtls_remote_conn_count",
     "non_mtls_local_conn_count",
 )
+#: Gauges a quorum member registers as it takes a role (LeaderZooKeeperServer's,
+#: QuorumZooKeeperServer's quorum_size): exported while mntr has them.
+ROLE_GAUGES = (
+    "learners", "synced_followers", "synced_non_voting_followers", "synced_observers",
+    "pending_syncs", "leader_uptime", "last_proposal_size", "max_proposal_size",
+    "min_proposal_size", "quorum_size",
+)
 #: Labelled gauge sets (label ``key``: the quota'd namespace); zkpy reports no quotas.
 GAUGE_SETS = (
     "quota_count_limit_per_namespace", "quota_bytes_limit_per_namespace",
     "quota_count_usage_per_namespace", "quota_bytes_usage_per_namespace",
 )
 #: ServerMetrics counters.
-COUNTERS = tuple("""
-    looking_count diff_count snap_count commit_count connection_request_count
-    connection_rejected bytes_received_count unrecoverable_error_count
-    add_dead_watcher_stall_time dead_watchers_queued dead_watchers_cleared
-    response_packet_cache_hits response_packet_cache_misses
-    response_packet_get_children_cache_hits response_packet_get_children_cache_misses
-    ensemble_auth_success ensemble_auth_fail ensemble_auth_skip prep_processor_request_queued
-    outstanding_changes_queued outstanding_changes_removed revalidate_count
-    connection_drop_count connection_revalidate_count sessionless_connections_expired
-    stale_sessions_expired request_commit_queued throttled_ops learner_proposal_received_count
-    learner_commit_received_count sync_processor_request_queued proposal_count
-    quit_leading_due_to_disloyal_voter stale_requests stale_requests_dropped stale_replies
-    request_throttle_wait_count large_requests_rejected digest_mismatches_count
-    unsuccessful_handshake insecure_admin_count tls_handshake_exceeded
-    cnxn_closed_without_zk_server_running skip_learner_request_to_next_processor_count
-    requests_not_forwarded_to_commit_processor response_bytes watch_bytes
-""".split())
+COUNTERS = server_metrics.COUNTERS
 COUNTER_SETS = ("quota_exceeded_error_per_namespace",)
 #: ServerMetrics summaries: BASIC ones carry the median, ADVANCED ones p50/p90/p99.
-BASIC_SUMMARIES = tuple("""
-    fsynctime snapshottime dbinittime follower_sync_time observer_sync_time election_time
-    connection_token_deficit inflight_snap_count inflight_diff_count node_created_watch_count
-    node_deleted_watch_count node_changed_watch_count node_children_watch_count
-    prep_processor_queue_size prep_process_time proposal_process_time unavailable_time
-    leader_unavailable_time requests_in_session_queue pending_session_queue_size
-    reads_after_write_in_session_queue reads_issued_from_session_queue session_queues_drained
-    time_waiting_empty_pool_in_commit_processor_read_ms write_batch_time_in_commit_processor
-    concurrent_request_processing_in_commit_processor read_commit_proc_req_queued
-    write_commit_proc_req_queued commit_commit_proc_req_queued read_commit_proc_issued
-    write_commit_proc_issued commit_process_time startup_txns_loaded startup_txns_load_time
-    startup_snap_load_time sync_processor_queue_size sync_process_time sync_processor_batch_size
-    netty_queued_buffer_capacity learner_request_processor_queue_size socket_closing_time
-""".split())
-ADVANCED_SUMMARIES = tuple("""
-    readlatency updatelatency propagation_latency dead_watchers_cleaner_latency
-    prep_processor_queue_time_ms close_session_prep_time read_commitproc_time_ms
-    write_commitproc_time_ms local_write_committed_time_ms server_write_committed_time_ms
-    om_proposal_process_time_ms om_commit_process_time_ms read_final_proc_time_ms
-    write_final_proc_time_ms proposal_latency proposal_ack_creation_latency
-    commit_propagation_latency sync_processor_queue_and_flush_time_ms
-    sync_processor_queue_time_ms sync_processor_queue_flush_time_ms quorum_ack_latency
-    jvm_pause_time_ms
-""".split())
+BASIC_SUMMARIES = tuple(n for n, advanced in server_metrics.SUMMARIES.items() if not advanced)
+ADVANCED_SUMMARIES = tuple(n for n, advanced in server_metrics.SUMMARIES.items() if advanced)
 #: Labelled summary sets and their detail level.
-SUMMARY_SETS = (
-    ("write_per_namespace", False), ("read_per_namespace", False),
-    ("learner_handler_qp_size", False), ("learner_handler_qp_time_ms", True),
-    ("ack_latency", True),
-)
+SUMMARY_SETS = tuple(server_metrics.SUMMARY_SETS.items())
 BASIC_QUANTILES = ("0.5",)
 ADVANCED_QUANTILES = ("0.5", "0.9", "0.99")
 
@@ -129,7 +101,7 @@ class ZooKeeperCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples (registration and ``name[]`` filtering need names)."""
-        for names, mtype in ((GAUGES + GAUGE_SETS, "gauge"), (COUNTERS + COUNTER_SETS, "unknown"),
+        for names, mtype in ((GAUGES + ROLE_GAUGES + GAUGE_SETS, "gauge"), (COUNTERS + COUNTER_SETS, "unknown"),
                              (BASIC_SUMMARIES + ADVANCED_SUMMARIES
                               + tuple(n for n, _ in SUMMARY_SETS), "summary")):
             for name in names:
@@ -139,7 +111,7 @@ class ZooKeeperCollector(Collector):
         if self.clock is not None:
             self.core.at(self.clock())
         values = dict(monitor.monitor_values(self.core))
-        for name in GAUGES:
+        for name in GAUGES + ROLE_GAUGES:
             if name not in values:  # e.g. no file descriptor counts on this platform
                 continue
             metric = Metric(name, name, "gauge")
@@ -153,22 +125,31 @@ class ZooKeeperCollector(Collector):
             yield metric
         for name in COUNTER_SETS:
             yield Metric(name, name, "unknown")
+        self.core.fold_metrics()
+        summaries = self.core.metrics.summary
         for name in BASIC_SUMMARIES:
-            yield _summary(name, BASIC_QUANTILES, values)
+            yield _summary(name, BASIC_QUANTILES, [({}, summaries[name])])
         for name in ADVANCED_SUMMARIES:
-            yield _summary(name, ADVANCED_QUANTILES, values)
-        for name, _advanced in SUMMARY_SETS:
-            yield Metric(name, name, "summary")
+            yield _summary(name, ADVANCED_QUANTILES, [({}, summaries[name])])
+        for name, advanced in SUMMARY_SETS:
+            summary_set = self.core.metrics.sets[name]
+            summary_set.fold()
+            by_key = summary_set.by_key
+            yield _summary(name, ADVANCED_QUANTILES if advanced else BASIC_QUANTILES,
+                           [({"key": key}, by_key[key]) for key in sorted(by_key)])
 
 
-def _summary(name: str, quantiles: tuple[str, ...], values: dict[str, Any]) -> Metric:
+def _summary(name: str, quantiles: tuple[str, ...],
+             members: list[tuple[dict[str, str], Summary]]) -> Metric:
+    """One summary family: per labelled member, its quantiles (NaN before any
+    observation, as simpleclient's), ``_count`` and ``_sum``."""
     metric = Metric(name, name, "summary")
-    count = values.get(f"cnt_{name}", 0)
-    for q in quantiles:
-        # ZooKeeper's CKMS quantiles are NaN until something is observed; zkpy observes nothing.
-        metric.add_sample(name, {"quantile": q}, math.nan)
-    metric.add_sample(f"{name}_count", {}, float(count))
-    metric.add_sample(f"{name}_sum", {}, float(values.get(f"sum_{name}", 0)))
+    for labels, summary in members:
+        for q, value in zip(quantiles, summary.quantiles([float(q) for q in quantiles]),
+                            strict=True):
+            metric.add_sample(name, {**labels, "quantile": q}, value)
+        metric.add_sample(f"{name}_count", labels, float(summary.count))
+        metric.add_sample(f"{name}_sum", labels, float(summary.total))
     return metric
 
 

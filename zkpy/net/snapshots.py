@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from typing import Any
 
 from twisted.internet import task, threads
@@ -60,6 +61,7 @@ class FuzzySnapshots:
         return True
 
     def take(self) -> None:
+        started = time.monotonic()
         maker = SnapshotMaker(self.core.tree, self.core.session_timeouts())
         path = os.path.join(self.snap_dir, snapshot_name(maker.zxid))
         log.info("Taking a fuzzy snapshot at zxid 0x%x", maker.zxid)
@@ -72,11 +74,13 @@ class FuzzySnapshots:
         d.addCallback(lambda _: threads.deferToThreadPool(
             self.reactor, self.pool, write_snapshot, path, maker.head(), maker.chunks,
             self.force_sync, maker.digest, self.fs))
-        d.addCallback(lambda _: self._done(path, maker))
+        d.addCallback(lambda _: self._done(path, maker, started))
         d.addErrback(self._failed)
 
-    def _done(self, path: str, maker: SnapshotMaker) -> None:
+    def _done(self, path: str, maker: SnapshotMaker, started: float) -> None:
         self.running = False
+        # snapshottime: from taking the tree's first slice to the file synced.
+        self.core.metrics.summary["snapshottime"].add(int((time.monotonic() - started) * 1000))
         log.info("Snapshot %s written: %d znodes, %d sessions", os.path.basename(path),
                  maker.count, len(maker.sessions))
 

@@ -50,8 +50,13 @@ def handshake(core: ServerCore, conn: Connection, frame: bytes, now: int) -> Non
     if not core.serving:
         # As a quorum member's ServerCnxn while its ZooKeeperServer is not
         # running (electing, syncing): the client tries another server.
+        core.metrics.cnxn_closed_without_zk_server_running += 1
         conn.abort("ZooKeeperServer not running")
         return
+    m = core.metrics
+    m.connection_request_count += 1
+    # ZooKeeper's connection throttle's token deficit: zkpy throttles no connections.
+    m.summary["connection_token_deficit"].add(0)
     read_only = core.read_only
     if read_only and not req.readOnly:
         # ReadOnlyZooKeeperServer: only clients that allow read-only mode (old clients,
@@ -106,6 +111,7 @@ def _reconnect(core: ServerCore, conn: Connection, sid: int, passwd: bytes, time
         log.info("Refusing global session reconnection in RO mode %s:%d", conn.host, conn.port)
         conn.abort("a global session in read-only mode", quiet=True)
         return
+    core.metrics.connection_revalidate_count += 1  # (valid or not, as processConnectRequest)
     session = core.sessions.get(sid)
     if session is None or session.closing or passwd != session_password(sid):
         log.info("Invalid session %s for client %s:%d, probably expired", hex_sid(sid),

@@ -31,6 +31,7 @@ from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
 from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
 from zkpy.server.linear_reads import LINEAR_OPS, LinearRead
+from zkpy.server.metrics import NS_PER_MS, Summary
 from zkpy.server.prep import Request
 from zkpy.server.replies import write_reply
 from zkpy.server.sessions import hex_sid, session_password
@@ -65,13 +66,17 @@ class Connection:
         self.ids: list[Any] = [S.Id("ip", host)]
         self.state = "new"  # new -> connecting -> open -> closing -> closed
         self.old_client = False
-        self.pending: deque[Request | tuple[int, int, Any] | LinearRead] = deque()
+        # Requests waiting behind a write of this session: writes, reads (xid, op,
+        # body, arrival ms), linearizable reads and queued reply frames.
+        self.pending: deque[Request | tuple[int, int, Any, int] | LinearRead] = deque()
         # linearizableReads: reads in ``pending`` waiting for their read point, and
-        # the frames kept from routing until they are answered (zkpy.server.linear_reads).
+        # the frames kept from routing until they are answered (zkpy.server.linear_reads),
+        # with the time each arrived.
         self.unanswered = 0
-        self.deferred: list[bytes] = []
-        self.early: list[bytes] = []
+        self.deferred: list[tuple[bytes, int]] = []
+        self.early: list[tuple[bytes, int]] = []  # (frame, arrival ms) before the session
         self.close_pending = False
+        self.released = 0  # reads released behind this session's writes (commit stage)
         self.out_bytes = 0
         self.backlogged = False
         self.sasl: DigestMD5Server | None = None  # a SASL exchange in progress
@@ -83,10 +88,23 @@ class Connection:
         self.last_zxid = -1
         self.last_response = 0
         self.last_latency = 0
-        self.min_latency = -1
-        self.max_latency = 0
-        self.total_latency = 0
-        self.latency_count = 0
+        # This connection's latencies (cons: min/avg/max). A reply's latency is noted
+        # once, here, by kind; ``fold_latencies`` hands them to the server's
+        # readlatency/updatelatency too (when read, on a tick, when the connection goes).
+        self.latency = Summary("connection_latency", window=0)
+        self._reads: list[int] = []
+        self._updates: list[int] = []
+        self.metrics = core.metrics
+        # The hot path's observations, bound once.
+        self.read_latency = self._reads.append
+        self.update_latency = self._updates.append
+        self.queued_time = core.metrics.request_throttle_queue_time_ms.add
+        self.clock = core.host.monotonic_ns  # the core's stages are timed on the host's clock
+        self.routed_at: int | None = None  # when the request being routed began (host clock)
+        # An ensemble member's reads pass its commit stage to the final one, which
+        # ZooKeeper times (read_final_proc_time_ms); a standalone server's do not.
+        self.timed_reads = core.metrics.mirror_reads
+        self.response_size = core.stats.response_size.add
 
     # -- bytes in -------------------------------------------------------------
 
@@ -100,6 +118,7 @@ class Connection:
         off = 0
         limit = core.settings.max_buffer
         self.backlogged = False
+        read_at: int | None = None  # when the bytes were taken (host clock), if read
         while len(buf) - off >= 4:
             if self.out_bytes > OUTPUT_BUDGET:
                 # Enough replies for this client until its transport takes them:
@@ -117,21 +136,38 @@ class Connection:
                 break
             frame = bytes(buf[off + 4:off + 4 + n])
             off += 4 + n
-            self._frame(frame, now)
+            # RequestThrottler's queue time: how long a request waited behind the
+            # ones read before it in the same read. The first has none ahead of it
+            # (0, what reading the clock as the bytes are taken would give); the
+            # clock is read only when more bytes follow it.
+            if off == 4 + n:
+                started = read_at = self.clock() if off < len(buf) else None
+                waited = 0
+            else:
+                started = self.clock()
+                waited = started - read_at if read_at is not None else 0
+            self._frame(frame, now, waited, started)
             if self.state in ("closing", "closed"):
                 break
         del buf[:off]
+        self.metrics.bytes_received_count += off
         core.mark_dirty(self)
 
-    def _frame(self, frame: bytes, now: int) -> None:
+    def _frame(self, frame: bytes, now: int, waited_ns: int, started: int | None) -> None:
         self.packets_received += 1
         self.core.stats.packets_received += 1
         if self.state == "new":
             admission.handshake(self.core, self, frame, now)
         elif self.state == "connecting":
-            self.early.append(frame)
-        else:
+            self.early.append((frame, now))
+        elif started is None:  # alone in its read: nothing ahead of it (counted in bulk)
+            self.metrics.unqueued_requests += 1
             routing.route(self.core, self, frame, now)
+        else:
+            self.queued_time(waited_ns // NS_PER_MS)
+            self.routed_at = started  # (a write's prep is timed from here)
+            routing.route(self.core, self, frame, now)
+            self.routed_at = None
 
     # -- the session ------------------------------------------------------------
 
@@ -158,8 +194,11 @@ class Connection:
     def replay_early(self, now: int) -> None:
         """The session is open: the requests that came while it was not, in order."""
         early, self.early = self.early, []
-        for frame in early:
-            routing.route(self.core, self, frame, now)
+        for frame, arrived in early:
+            self.queued_time(now - arrived)  # it waited for its session
+            self.routed_at = self.clock()
+            routing.route(self.core, self, frame, arrived)
+            self.routed_at = None
         self.core.mark_dirty(self)
 
     def await_session(self, create: Request) -> None:
@@ -182,16 +221,25 @@ class Connection:
         linearizable reads, once its read point is reached)."""
         gate = self.core.read_gate
         if gate is not None and gate.active and op in LINEAR_OPS:
-            gate.hold(self, xid, op, body)
+            gate.hold(self, xid, op, body, now)
         elif self.pending:
-            self.pending.append((xid, op, body))
+            self.pending.append((xid, op, body, now))
+            self.metrics.reads_waiting += 1
         else:
-            self._read(xid, op, body, now)
+            self._read(xid, op, body, now, now)
 
-    def _read(self, xid: int, op: int, body: Any, now: int) -> None:
+    def _read(self, xid: int, op: int, body: Any, now: int, arrived: int,
+              untimed: bool = False) -> None:
+        if self.timed_reads and not untimed:
+            started = self.clock()
+            self._read(xid, op, body, now, arrived, True)
+            metrics = self.metrics
+            metrics.summary["read_final_proc_time_ms"].add((self.clock() - started) // NS_PER_MS)
+            metrics.reads_answered += 1
+            return
         core = self.core
         if op == Op.ping:
-            self._reply(xid, core.last_zxid, 0, b"", now, "PING")
+            self._reply(xid, core.last_zxid, 0, b"", now, "PING", arrived)
             return
         try:
             payload = reads.answer(core, self, op, body)
@@ -199,7 +247,7 @@ class Connection:
         except ZkError as e:
             payload = e.payload
             err = int(e.code)
-        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op))
+        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
 
     # -- commits and ordered replies --------------------------------------------
 
@@ -211,6 +259,7 @@ class Connection:
             head = self.pending.popleft() if self.pending else None
             assert head is req
             self.open(req.session_id, req.txn.timeOut)
+            self.update_latency(max(self.core.now - req.created, 0))
             log.info("Established session %s with negotiated timeout %dms for client %s:%d",
                      hex_sid(req.session_id), req.txn.timeOut, self.host, self.port)
             self.replay_early(self.core.now)
@@ -220,7 +269,7 @@ class Connection:
         if self.pending and self.pending[0] is req:
             self.pending.popleft()
         self._reply(req.cxid, req.hdr.zxid, err, payload, self.core.now, routing.op_name(req.type),
-                    req.created)
+                    req.created, self.update_latency)
         self._drain()
 
     def synced(self, req: Request) -> None:
@@ -257,14 +306,17 @@ class Connection:
                     return
                 pending.popleft()
                 self.unanswered -= 1
-                self._read(head.xid, head.op, head.body, self.core.now)
+                self._read(head.xid, head.op, head.body, self.core.now, head.arrived)
                 continue
             pending.popleft()
             if isinstance(head, bytes):
                 self.queue(head)
             else:
-                xid, op, body = head
-                self._read(xid, op, body, self.core.now)
+                xid, op, body, arrived = head
+                self.metrics.released_reads += 1
+                self.metrics.reads_waiting -= 1
+                self.released += 1
+                self._read(xid, op, body, self.core.now, arrived)
         if self.deferred and not self.unanswered:
             self._replay()
 
@@ -277,12 +329,15 @@ class Connection:
         """Route the frames kept while reads waited (``routing`` keeps the rest
         again if a read of theirs waits in turn)."""
         frames, self.deferred = self.deferred, []
-        for frame in frames:
+        for frame, arrived in frames:
             if self.state in ("closing", "closed"):
                 return
-            routing.route(self.core, self, frame, self.core.now)
+            routing.route(self.core, self, frame, arrived)
 
     def reply_in_order(self, xid: int, err: int, payload: bytes, now: int) -> None:
+        """A reply the final processor does not send (auth, refusals): in order."""
+        self.core.stats.response_size.add(16 + len(payload))
+        self.core.stats.other_response_bytes += 16 + len(payload)
         self.queue_in_order(REPLY_FRAME.pack(16 + len(payload), xid, self.core.last_zxid, err)
                              + payload)
 
@@ -293,33 +348,73 @@ class Connection:
             self.queue(frame)
 
     def _reply(self, xid: int, zxid: int, err: int, payload: bytes, now: int, op: str,
-               started: int | None = None) -> None:
-        self.out.append(REPLY_FRAME.pack(16 + len(payload), xid, zxid, err))
+               started: int | None = None,
+               observe: Callable[[int], None] | None = None) -> None:
+        """Send a reply; ``observe`` takes its latency (readlatency unless said)."""
+        size = 16 + len(payload)
+        self.out.append(REPLY_FRAME.pack(size, xid, zxid, err))
         if payload:
             self.out.append(payload)
-        self.out_bytes += 20 + len(payload)
+        self.out_bytes += size + 4
         self.packets_sent += 1
         self.core.stats.packets_sent += 1
-        latency = now - started if started is not None else 0
-        self.core.stats.latency.add(latency)
+        self.response_size(size)
+        latency = now - started if started is not None and now > started else 0
+        (observe or self.read_latency)(latency)
         self.last_op = op
         if xid >= 0:  # pings, auth and watch re-registration do not count, as in ZooKeeper
             self.last_cxid = xid
         self.last_zxid = zxid
         self.last_response = now
         self.last_latency = latency
-        if self.min_latency < 0 or latency < self.min_latency:
-            self.min_latency = latency
-        if latency > self.max_latency:
-            self.max_latency = latency
-        self.total_latency += latency
-        self.latency_count += 1
         self.core.mark_dirty(self)
+
+    def fold_latencies(self) -> None:
+        """Hand the latencies noted since the last fold to this connection's figures
+        and to the server's readlatency and updatelatency."""
+        metrics = self.metrics
+        for values, summary in ((self._reads, metrics.readlatency),
+                                (self._updates, metrics.updatelatency)):
+            if values:
+                lo, hi, total = self.latency.take(values)
+                summary.take_known(values, lo, hi, total)
+                if summary is metrics.readlatency and metrics.mirror_reads:
+                    # A member's reads pass its commit stage: from arriving to being
+                    # answered they wait there only (behind their session's writes),
+                    # so the same measured interval is their commit-stage time.
+                    metrics.summary["read_commitproc_time_ms"].take_known(values, lo, hi, total)
+                values.clear()
+
+    # ServerCnxn's latency figures for cons and the AdminServer's connections.
+    @property
+    def min_latency(self) -> int:
+        """-1 before the first reply, as ServerCnxn."""
+        self.fold_latencies()
+        return self.latency.min if self.latency.count else -1
+
+    @property
+    def max_latency(self) -> int:
+        self.fold_latencies()
+        return self.latency.max
+
+    @property
+    def total_latency(self) -> int:
+        self.fold_latencies()
+        return self.latency.total
+
+    @property
+    def latency_count(self) -> int:
+        self.fold_latencies()
+        return self.latency.count
 
     def send_event(self, etype: int, path: str) -> None:
         body = S.WatcherEvent(etype, KeeperState.SyncConnected, path).encode()
         self.queue(REPLY_FRAME.pack(16 + len(body), NOTIFICATION_XID, -1, 0) + body)
-        self.core.stats.watch_events += 1
+        stats = self.core.stats
+        stats.watch_events += 1
+        stats.response_size.add(16 + len(body))
+        stats.other_response_bytes += 16 + len(body)
+        self.metrics.watch_bytes += 16 + len(body)
 
     # -- output and closing -------------------------------------------------------
 
@@ -360,11 +455,15 @@ class Connection:
         """The transport is gone: nothing more is read or written here, and the
         replies still on their way (writes being committed) are dropped."""
         if self.state != "closed":  # not closed by us: the client went away
+            self.metrics.connection_drop_count += 1  # NIOServerCnxn.handleFailedRead
             log.info("Client %s:%d closed the connection%s", self.host, self.port,
                      f" with {len(self.buf)} bytes of an incomplete frame unread"
                      if self.buf else "")
             self.state = "closed"
             self.out.clear()
+        # The reads still waiting behind a write are never answered now.
+        self.metrics.reads_waiting -= sum(1 for p in self.pending if isinstance(p, tuple))
+        self.pending.clear()
         self.core.connection_lost(self)
 
     def _four_letter(self, cmd: str) -> None:

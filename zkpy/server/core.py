@@ -28,11 +28,12 @@ from typing import Any, Protocol
 
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
-from zkpy.jute.protocol import Err, Op, Perms, ZkError
+from zkpy.jute.protocol import Err, EventType, Op, Perms, ZkError
 from zkpy.server.connection import Connection
 from zkpy.server.host import Host, PlainHost
 from zkpy.server.linear_reads import ReadGate
 from zkpy.server.local_sessions import LocalSessions
+from zkpy.server.metrics import NS_PER_MS, ServerMetrics
 from zkpy.server.modes import RULES, Mode, Route
 from zkpy.server.prep import Prep, Request
 from zkpy.server.sessions import SessionTable
@@ -41,6 +42,14 @@ from zkpy.tree.datatree import CONFIG_NODE, DataTree
 from zkpy.tree.watches import WatchManager
 
 log = logging.getLogger("zkpy.server")
+
+#: WatchManager.triggerWatch's summaries of how many watchers an event reached.
+_WATCH_COUNTS: dict[int, str] = {
+    EventType.NodeCreated: "node_created_watch_count",
+    EventType.NodeDeleted: "node_deleted_watch_count",
+    EventType.NodeDataChanged: "node_changed_watch_count",
+    EventType.NodeChildrenChanged: "node_children_watch_count",
+}
 
 
 @dataclass
@@ -115,6 +124,9 @@ class ServerCore:
         # The machine, for the few facts the core reports or needs (zkpy.server.host).
         self.host: Host = host if host is not None else PlainHost()
         self.tree = DataTree()
+        # ZooKeeper's ServerMetrics: recorded by the pipeline, the replica and the adapter.
+        self.metrics = ServerMetrics()
+        self.tree.written = self.metrics.write_per_namespace.note
         self.watches = WatchManager()
         self.auth = AuthProviders(settings.super_digest)
         if settings.sasl_users is not None:
@@ -128,9 +140,17 @@ class ServerCore:
         self.prep.reconfig_enabled = settings.reconfig_enabled
         self.prep.standalone_enabled = settings.standalone_enabled
         self.prep.quota.enable(settings.enforce_quota)
+        self.prep.metrics = self.metrics
+        self._propagation = self.metrics.propagation_latency.add
+        # The core's own stages are timed on the host's clock (``now`` is the turn's).
+        self._clock = self.host.monotonic_ns
+        self._prep_time = self.metrics.summary["prep_process_time"].add
+        # A write's prep is timed from its connection's ``routed_at`` when it has
+        # one, as ZooKeeper's pRequest includes deserializing the request; each
+        # clock read costs (a system call where there is no vDSO).
         self.sessions = SessionTable(settings.tick_time, settings.server_id, now_ms)
         self.local_sessions = LocalSessions(self)
-        self.stats = ServerStats(now_ms)
+        self.stats = ServerStats(now_ms, self.metrics)
         self.next_zxid = 1
         self.connections: dict[int, Any] = {}
         self.dirty: dict[Any, None] = {}
@@ -210,6 +230,7 @@ class ServerCore:
         tree.digests.carry_from(self.tree.digests)  # a server-wide count, as ServerMetrics
         self.tree = tree
         self.prep.tree = tree
+        tree.written = self.metrics.write_per_namespace.note
         for sid, timeout in sessions.items():
             self.sessions.add(sid, timeout, now)
         self.next_zxid = tree.last_zxid + 1
@@ -248,6 +269,7 @@ class ServerCore:
         """Forget a connection that is gone (``Connection.lost``)."""
         if self.connections.pop(conn.id, None) is None:
             return
+        conn.fold_latencies()  # its latencies stay in the server's figures
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
@@ -258,6 +280,13 @@ class ServerCore:
         """Time has reached ``now`` (ms): what the next commit or reply is stamped with."""
         if now > self.now:
             self.now = now
+
+    def fold_metrics(self) -> None:
+        """Take every pending observation into the figures (what reading them, or a
+        tick, does): the server's, and each connection's latencies."""
+        for conn in self.connections.values():
+            conn.fold_latencies()
+        self.metrics.fold_all()
 
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` has output for the next ``flush``."""
@@ -282,10 +311,13 @@ class ServerCore:
     def tick(self, now: int) -> None:
         """Expire sessions whose deadline passed; reap empty containers and TTLs."""
         self.now = now
+        self.fold_metrics()  # bounded memory whoever reads the numbers
         # Local sessions expire where they live; global ones only on the leader.
         expiring = self.rules.expires
         if expiring or self.settings.local_sessions:
             for session in self.sessions.expire(now):
+                if session.local or expiring:  # SessionTrackerImpl's expirer
+                    self.metrics.stale_sessions_expired += 1
                 if session.local:
                     self.local_sessions.close(session.id, "expired")
                 elif not expiring:
@@ -329,11 +361,18 @@ class ServerCore:
             self.outstanding_writes += 1
             zxid = self.next_zxid
             self.next_zxid += 1
+            conn = req.conn
+            started = conn.routed_at if conn is not None else None
+            if started is None:  # (not a request being routed: a tick's, a learner's)
+                started = self._clock()
             self.prep.prepare(req, zxid, now)
+            took = (self._clock() - started) // NS_PER_MS
+            self._prep_time(took)
             if req.type == Op.closeSession:
                 session = self.sessions.get(req.session_id)
                 if session is not None:
                     session.closing = True
+                self.metrics.summary["close_session_prep_time"].add(took)
             self.replica.propose(req)
         elif route is Route.FORWARD:
             self.outstanding_writes += 1
@@ -368,6 +407,10 @@ class ServerCore:
         if hdr.zxid > self.tree.last_zxid:  # createSession does not touch the tree
             self.tree.last_zxid = hdr.zxid
         self.prep.applied(hdr.zxid)
+        # FinalRequestProcessor: from the leader stamping the txn to applying it here.
+        latency = self.now - hdr.time
+        if latency >= 0:
+            self._propagation(latency)
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
         if hdr.type == Op.closeSession:
@@ -382,7 +425,12 @@ class ServerCore:
         # spent either way.
         check = None if self.settings.skip_acl else self.auth.check
         for path, etype, acl in triggers:
-            for conn in self.watches.trigger(path, etype):
+            watchers = self.watches.trigger(path, etype)
+            if watchers:
+                watch_count = _WATCH_COUNTS.get(etype)
+                if watch_count is not None:
+                    self.metrics.summary[watch_count].add(len(watchers))
+            for conn in watchers:
                 if check is not None:
                     try:
                         check(acl, Perms.READ, conn.ids)

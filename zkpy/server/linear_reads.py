@@ -70,13 +70,14 @@ _MODES = frozenset({Mode.LEADING, Mode.FOLLOWING, Mode.OBSERVING})
 class LinearRead:
     """A read in a connection's ``pending`` queue, waiting for its read point."""
 
-    __slots__ = ("xid", "op", "body", "ready")
+    __slots__ = ("xid", "op", "body", "ready", "arrived")
 
-    def __init__(self, xid: int, op: int, body: Any) -> None:
+    def __init__(self, xid: int, op: int, body: Any, arrived: int = 0) -> None:
         self.xid = xid
         self.op = op
         self.body = body
         self.ready = False
+        self.arrived = arrived  # (ms: its latency counts from here)
 
 
 class ReadGate:
@@ -99,10 +100,10 @@ class ReadGate:
 
     # -- the connection's side ---------------------------------------------------------
 
-    def hold(self, conn: Connection, xid: int, op: int, body: Any) -> None:
+    def hold(self, conn: Connection, xid: int, op: int, body: Any, arrived: int = 0) -> None:
         """Queue a read behind the connection's pending requests; it is answered
         once its read point (asked at the end of this turn) is reached."""
-        read = LinearRead(xid, op, body)
+        read = LinearRead(xid, op, body, arrived)
         conn.pending.append(read)
         conn.unanswered += 1
         self.next.append((conn, read))
@@ -134,12 +135,12 @@ class ReadGate:
             conn.read_point_reached(read)
 
 
-def defer(conn: Connection, frame: bytes, op: int, sync_is_local: bool) -> bool:
+def defer(conn: Connection, frame: bytes, op: int, sync_is_local: bool, now: int = 0) -> bool:
     """Keep ``frame`` for later if a read of its connection still waits and it
     must not overtake it (``Connection.deferred``; replayed when the reads are
     answered). Called only while the connection has reads waiting or frames kept."""
     if not conn.deferred and (op not in _DEFERRED_OPS
                               and not (op == Op.sync and not sync_is_local)):
         return False
-    conn.deferred.append(frame)
+    conn.deferred.append((frame, now))  # (when it arrived: its latency counts from there)
     return True

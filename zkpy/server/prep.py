@@ -142,6 +142,13 @@ def _validate(path: str | None) -> str:
     return path
 
 
+class _NoMetrics:
+    """Counters nobody reads (a Prep outside a server)."""
+
+    outstanding_changes_queued = 0
+    outstanding_changes_removed = 0
+
+
 class Prep:
     """Checks write requests and builds their transactions."""
 
@@ -163,6 +170,8 @@ class Prep:
         self._by_path: dict[str, Change] = {}
         self._now = 0  # the time of the request being prepared
         self.quota = QuotaGuard()  # zookeeper.enforceQuota (off by default)
+        # Counts outstanding_changes_queued/removed (the core's ServerMetrics).
+        self.metrics: Any = _NoMetrics()
         self.digest_on = tree.digest_on
 
     # -- future state -------------------------------------------------------
@@ -192,6 +201,7 @@ class Prep:
             change.dg = after
         self._changes.append(change)
         self._by_path[change.path] = change
+        self.metrics.outstanding_changes_queued += 1
 
     def _future_digest(self) -> int:
         """PrepRequestProcessor.getCurrentTreeDigest: the last change's, or the tree's."""
@@ -202,6 +212,7 @@ class Prep:
         changes = self._changes
         while changes and changes[0].zxid <= zxid:
             c = changes.popleft()
+            self.metrics.outstanding_changes_removed += 1
             if self._by_path.get(c.path) is c:
                 del self._by_path[c.path]
 

@@ -58,6 +58,8 @@ def _get_data(core: ServerCore, conn: Connection, body: S.GetDataRequest) -> byt
     _check(core, node, Perms.READ, conn)
     if body.watch:
         core.watches.add_data(path, conn)
+    # (also a response-cache miss: zkpy keeps no cache of serialized responses)
+    core.metrics.read_per_namespace.note_cached((path, len(node.data) if node.data else 0))
     return encode(S.GetDataResponse(node.data, _stat(node)))
 
 
@@ -70,6 +72,7 @@ def _exists(core: ServerCore, conn: Connection, body: S.ExistsRequest) -> bytes:
     node = _lookup(core, path)
     if node is None:
         raise ZkError(Err.NONODE, path)
+    core.metrics.read_per_namespace.note((path, 0))
     return encode(S.ExistsResponse(node))
 
 
@@ -78,7 +81,9 @@ def _get_children(core: ServerCore, conn: Connection, body: S.GetChildrenRequest
     _check(core, node, Perms.READ, conn)
     if body.watch:
         core.watches.add_child(path, conn)
-    return encode(S.GetChildrenResponse(core.tree.children(node)))
+    children = core.tree.children(node)
+    core.metrics.read_per_namespace.note((path, sum(map(len, children))))
+    return encode(S.GetChildrenResponse(children))
 
 
 def _get_children2(core: ServerCore, conn: Connection, body: S.GetChildren2Request) -> bytes:
@@ -86,7 +91,10 @@ def _get_children2(core: ServerCore, conn: Connection, body: S.GetChildren2Reque
     _check(core, node, Perms.READ, conn)
     if body.watch:
         core.watches.add_child(path, conn)
-    return encode(S.GetChildren2Response(core.tree.children(node), _stat(node)))
+    children = core.tree.children(node)
+    core.metrics.read_per_namespace.note((path, sum(map(len, children))))
+    core.metrics.response_packet_get_children_cache_misses += 1
+    return encode(S.GetChildren2Response(children, _stat(node)))
 
 
 def _get_acl(core: ServerCore, conn: Connection, body: S.GetACLRequest) -> bytes:

@@ -37,9 +37,12 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError
 from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.jute.requests import decode_body
+from zkpy.server import pipeline_metrics
 from zkpy.server.core import ServerCore
+from zkpy.server.metrics import NS_PER_MS
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
+from zkpy.server.quorum_metrics import CommitTimes, QuorumFigures
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapbuild import BuiltSnapshot
@@ -53,6 +56,8 @@ from zkpy.zab.events import (
     OBSERVING,
     Event,
     Forward,
+    Message,
+    Messages,
     NotLeader,
     ProposeMany,
     ReadIndex,
@@ -94,6 +99,9 @@ class Replica:
         self.conf: list[tuple[str, object]] = []  # QuorumPeerConfig's lines of ``conf``
         self._sizes = (-1, -1, -1)  # last, min, max proposal bytes
         self.read_only = ReadOnlyServer(core)  # readonlymode.enabled: serves while LOOKING
+        # An ensemble member's election, sync, proposal and commit figures (none standalone).
+        self.figures = None if peer.standalone else QuorumFigures(core.metrics, core.now)
+        self._persisted_zxid = 0
         core.attach(self)
         peer.linear_reads = core.settings.linear_reads
         peer.snapshot_source = self._snapshot
@@ -110,6 +118,12 @@ class Replica:
     def step(self, event: Event, now: int) -> None:
         self.now = now
         self.core.at(now)
+        if self.figures is not None and self.role != LEADING:
+            if isinstance(event, Messages):
+                for packet in event.packets:
+                    self.figures.received(packet, now)
+            elif isinstance(event, Message):
+                self.figures.received(event.packet, now)
         self.driver.step(event, now)
         self._settle(now)
 
@@ -117,6 +131,10 @@ class Replica:
         """The disk synced everything handed to it so far (``Disk``'s callback)."""
         self.now = now
         self.core.at(now)
+        if self.figures is not None:
+            prev, self._persisted_zxid = self._persisted_zxid, last_zxid
+            self.figures.persisted(last_zxid, now, [r.hdr.time for z, r in self.proposed.items()
+                                                    if prev < z <= last_zxid])
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 
@@ -133,8 +151,10 @@ class Replica:
     def on_ready(self, ready: Ready) -> None:
         for zxid, data in ready.install:
             self._install(zxid, data)
-        for zxid, txn in ready.commit:
-            self._commit(zxid, txn)
+        if self.figures is not None and ready.send and self.peer.leading is not None:
+            self.figures.sent(ready.send, self.peer.leading.learners)
+        if ready.commit:
+            self._commit_batch(ready.commit)
         for src, data, auth in ready.requests:
             self._learner_request(src, data, auth)
         if ready.requests:
@@ -159,6 +179,8 @@ class Replica:
         if self.read_only.role(change.role == LOOKING, self.now):
             self._stand_down(f"read-only mode ends: {ROLE_NAMES.get(change.role, change.role)}")
         was_serving = self.established
+        if self.figures is not None:
+            self.figures.role(change, self.now)
         self._decoded.clear()  # a new leader sends its own proposals
         self.role = change.role
         self.leader = change.leader
@@ -218,6 +240,7 @@ class Replica:
         if not self._to_propose:
             return
         reqs, self._to_propose = self._to_propose, []
+        started = self.core.host.monotonic_ns()
         entries: list[tuple[int | None, bytes]] = []
         _, lo, hi = self._sizes
         size = 0
@@ -236,6 +259,9 @@ class Replica:
             for req in reqs[e.accepted:]:
                 self.proposed.pop(req.hdr.zxid, None)
                 self._refuse(req)
+        took = (self.core.host.monotonic_ns() - started) // NS_PER_MS
+        pipeline_metrics.proposed(self.core.metrics, reqs, self.now, not self.peer.standalone,
+                                  took)
 
     def _membership(self) -> tuple[Any, bool, set[int]]:
         """For a reconfig's checks: the active membership, whether a reconfig is in
@@ -269,6 +295,7 @@ class Replica:
     def _revalidate(self, learner: int, session_id: int, timeout: int) -> bool:
         """Leader.revalidateSession: a global session that is alive is touched and
         from now on owned by the learner that asked (its client reconnected there)."""
+        self.core.metrics.revalidate_count += 1  # (LearnerHandler's, on a REVALIDATE)
         session = self.core.sessions.get(session_id)
         if session is None or session.closing or session.local:
             return False
@@ -393,7 +420,29 @@ class Replica:
 
     # -- every member --------------------------------------------------------------------
 
-    def _commit(self, zxid: int, txn: bytes) -> None:
+    def _commit_batch(self, commits: list[tuple[int, bytes]]) -> None:
+        if self.figures is None:
+            for zxid, txn in commits:
+                self._commit(zxid, txn)
+            return
+        # Timed on the host's clock: each commit's wait since the batch was handed
+        # over (commitRecvTime) and how long applying and answering it took.
+        outstanding = self.core.outstanding_writes
+        # (One clock read per commit: each begins as the one before it ends.)
+        clock = self.core.host.monotonic_ns
+        received = started = clock()
+        done, waited, took = [], [], []
+        for zxid, txn in commits:
+            done.append(self._commit(zxid, txn))
+            ended = clock()
+            waited.append((started - received) // NS_PER_MS)
+            took.append((ended - started) // NS_PER_MS)
+            started = ended
+        self.figures.committed([r for r, _ in done], [o for _, o in done],
+                               self.role == LEADING, self.now, outstanding,
+                               CommitTimes(waited, took, (started - received) // NS_PER_MS))
+
+    def _commit(self, zxid: int, txn: bytes) -> tuple[Request, bool]:
         req = self.proposed.pop(zxid, None)
         ours = req is not None
         if req is None:
@@ -405,6 +454,7 @@ class Replica:
                 req = Request(hdr.clientId, hdr.cxid, hdr.type, None, [], None)
             req.hdr, req.txn, req.digest = hdr, body, digest  # the leader's digest, checked
         self.core.commit(req, ours)
+        return req, ours
 
     def _install(self, zxid: int, data: bytes) -> None:
         if isinstance(data, BuiltSnapshot):

@@ -50,12 +50,14 @@ def op_name(op: int) -> str:
 
 
 def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
+    """``now``: when the frame arrived (earlier than ``core.now`` for a request
+    that waited for its session to be created)."""
     if len(frame) < 8:
         conn.abort("request shorter than its header")
         return
     xid, op = REQUEST_HEADER.unpack_from(frame, 0)
     if (conn.unanswered or conn.deferred) and linear_reads.defer(conn, frame, op,
-                                                                 core.sync_is_local()):
+                                                                 core.sync_is_local(), now):
         return  # behind a read of this session that waits for its read point
     core.sessions.touch(conn.session_id, now)
     if (core.settings.enforce_auth_schemes and op != Op.auth and op != Op.sasl

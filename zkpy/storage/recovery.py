@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 from zkpy.jute.codec import JuteError
@@ -51,6 +52,9 @@ class StartState:
     log: list[tuple[int, bytes]] = field(default_factory=list)  # (zxid, txn) after it
     accepted_epoch: int = 0
     current_epoch: int = 0
+    # Seconds spent loading the snapshot and reading the log after it (the metrics'
+    # startup_snap_load_time and startup_txns_load_time).
+    load_seconds: tuple[float, float] = (0.0, 0.0)
 
     @property
     def last_zxid(self) -> int:
@@ -75,9 +79,12 @@ def data_dirs(data_dir: str, data_log_dir: str | None = None) -> tuple[str, str]
 
 
 def load(snap_dir: str, log_dir: str, fs: FileSystem = LOCAL) -> StartState:
+    started = time.monotonic()
     state = _load_newest_snapshot(snap_dir, fs)
+    snap_loaded = time.monotonic()
     read: list[str] = []
     state.log = logged_after(log_dir, state.snapshot_zxid, fs, read)
+    state.load_seconds = (snap_loaded - started, time.monotonic() - snap_loaded)
     if state.snapshot is None and state.log and state.log[0][0] & 0xFFFFFFFF > 1:
         raise RecoveryError(
             f"no valid snapshot in {snap_dir}, and the oldest logged transaction is "

@@ -19,7 +19,7 @@ TxnDigest a transaction carries against it (``tree.digests``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
@@ -150,6 +150,9 @@ class DataTree:
         self.last_zxid = 0
         self._acls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.quota = QuotaIndex()  # the paths with a quota (see zkpy.tree.quota)
+        # Where (path, bytes) of each node created, deleted or changed is noted
+        # (DataTree.updateWriteStat; the server's write_per_namespace), or None.
+        self.written: Callable[[tuple[str, int]], None] | None = None
         self.digest_on = tree_digest.enabled()
         self.digests = DigestChecks()
         self.digest_sum = 0  # the node digests' sum, unbounded: ``digest`` wraps it
@@ -372,6 +375,8 @@ class DataTree:
         elif kind == "ttl":
             self.ttls.add(path)
         on_create(self, path, parent_path, name, txn.data)
+        if self.written is not None:
+            self.written((path, len(txn.data) if txn.data else 0))
         rc.triggers.append((path, EventType.NodeCreated, node.acl))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
         return node
@@ -407,6 +412,8 @@ class DataTree:
             else:
                 self.ttls.discard(path)
         on_delete(self, path, parent_path, name, node.data)
+        if self.written is not None:
+            self.written((path, 0))
         rc.triggers.append((path, EventType.NodeDeleted, node.acl))
         rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
 
@@ -421,6 +428,8 @@ class DataTree:
         if self.digest_on:
             self._rehash(txn.path, node)
         on_set_data(self, txn.path, old, txn.data)
+        if self.written is not None:
+            self.written((txn.path, len(txn.data) if txn.data else 0))
         rc.triggers.append((txn.path, EventType.NodeDataChanged, node.acl))
         return node
 
