@@ -313,6 +313,22 @@ def test_set_watches_reregisters_and_fires_missed_events() -> None:
                                          (EventType.NodeChildrenChanged, "/quiet-kids")])
 
 
+def test_set_watches_with_a_null_path_is_a_marshalling_error() -> None:
+    """DataTree.setWatches throws on a null path; FinalRequestProcessor answers
+    MARSHALLINGERROR (a compiled core would otherwise raise on it)."""
+    core = make_core()
+    a = connected(core)
+    a.create("/w")
+    b = connected(core, port=40009, last_zxid=core.last_zxid)
+    b.send(frame(S.RequestHeader(-8, Op.setWatches),
+                 S.SetWatches(core.last_zxid, ["/w", None], [], [])))
+    assert [(h.xid, h.err) for h, _ in b.replies()] == [(-8, Err.MARSHALLINGERROR)]
+    a.set("/w", b"x")
+    assert _events(b) == []  # nothing was set
+    b.send(frame(S.RequestHeader(-8, Op.setWatches), S.SetWatches(core.last_zxid, ["/w"], [], [])))
+    assert [(h.xid, h.err) for h, _ in b.replies()] == [(-8, 0)]  # the session goes on
+
+
 def _frames_of(stream: bytes) -> list[tuple[int, bytes]]:
     out, off = [], 0
     while off < len(stream):

@@ -163,6 +163,14 @@ def _add_watch(core: ServerCore, conn: Connection, body: S.AddWatchRequest) -> b
 
 def _set_watches(core: ServerCore, conn: Connection, body: S.SetWatches | S.SetWatches2) -> bytes:
     """Re-register a reconnecting client's watches, firing what it missed."""
+    lists = (body.dataWatches, body.existWatches, body.childWatches,
+             getattr(body, "persistentWatches", None),
+             getattr(body, "persistentRecursiveWatches", None))
+    if any(None in paths for paths in lists if paths):
+        # A null path: DataTree.setWatches throws on it (NullPointerException),
+        # which FinalRequestProcessor answers MARSHALLINGERROR. (ZooKeeper keeps
+        # the watches set before it; none are set here.)
+        raise ZkError(Err.MARSHALLINGERROR)
     tree = core.tree
     rel = body.relativeZxid
     watches = core.watches
