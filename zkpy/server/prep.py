@@ -446,7 +446,9 @@ class Prep:
                 paths.discard(c.path)
             elif c.owner == req.session_id:
                 paths.add(c.path)
-        doomed = sorted(paths, reverse=True)
+        # PrepRequestProcessor iterates the session's HashSet: that order goes
+        # into the txn, and the nodes are deleted (their watches fire) in it.
+        doomed = self.tree.ephemerals_in_java_order(req.session_id, paths)
         for path in doomed:
             try:
                 node = self.record(path)

@@ -32,6 +32,7 @@ from zkpy.jute.protocol import (
 )
 from zkpy.tree import digest as tree_digest
 from zkpy.tree.digest import DIGEST_VERSION, LOG_INTERVAL, MASK64, DigestChecks, digest_of
+from zkpy.tree.ephemeral_order import hash_set_order
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
@@ -443,12 +444,27 @@ class DataTree:
             self._rehash(txn.path, node)
         return node
 
+    def ephemerals_in_java_order(self, session_id: int,
+                                 paths: Iterable[str] | None = None) -> list[str]:
+        """A session's ephemerals (or ``paths``) in the order ZooKeeper's HashSet
+        of them iterates (``zkpy.tree.ephemeral_order``), oldest first per bucket."""
+        nodes = self.nodes
+
+        def added(path: str) -> int:
+            node = nodes.get(path)
+            return node.czxid if node is not None else 1 << 62
+
+        chosen = self.ephemerals.get(session_id, ()) if paths is None else paths
+        return hash_set_order(chosen, added)
+
     def _kill_session(self, rc: TxnResult, session_id: int, zxid: int, txn: Any) -> None:
         # The txn names the paths when it was made; a replay of an old-format
         # close (no body) falls back to the index.
-        paths = list(txn.paths2Delete) if txn is not None and txn.paths2Delete is not None \
-            else list(self.ephemerals.get(session_id, ()))
-        for path in sorted(paths, reverse=True):
+        if txn is not None and txn.paths2Delete is not None:
+            paths = list(txn.paths2Delete)  # DataTree.deleteNodes: in the txn's order
+        else:
+            paths = self.ephemerals_in_java_order(session_id)
+        for path in paths:
             # As ZooKeeper's deleteNodes: every listed path, whoever owns it now.
             # Replayed over a fuzzy snapshot that missed the node, the delete
             # still moves the parent's pzxid, as it did live.
