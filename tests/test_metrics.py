@@ -194,17 +194,8 @@ class TickingHost:
         self.plain = PlainHost()
         self.clock_ns = 0
 
-    def random_bytes(self, n: int) -> bytes:
-        return self.plain.random_bytes(n)
-
-    def dir_size(self, path: str) -> int:
-        return 0
-
-    def fd_counts(self) -> tuple[int, int] | None:
-        return None
-
-    def environment(self) -> list[tuple[str, str]]:
-        return []
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.plain, name)  # everything but the clock
 
     def monotonic_ns(self) -> int:
         self.clock_ns += 1_500_000
