@@ -30,8 +30,8 @@ import zlib
 from zkpy.jute import schema as S
 from zkpy.storage.formats import SNAP_MAGIC, VERSION
 
-__all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "stream_parts",
-           "stream_head", "stream_tail", "snapshot_of"]
+__all__ = ["SIGNATURE", "SnapStreamError", "SnapStreamReader", "stream_of", "stream_head",
+           "stream_tail", "snapshot_of"]
 
 SIGNATURE = b"BenWasHere"
 _INT = struct.Struct(">i")
@@ -40,6 +40,7 @@ _HEADER_SIZE = 16  # FileHeader: int magic, int version, long dbid
 _SESSION_SIZE = 12
 _NODE_TAIL = 8 + 60  # a DataNode's ACL id and StatPersisted, after its data
 _END_PATH = _INT.pack(1) + b"/"
+_SIGNED = _INT.pack(len(SIGNATURE)) + SIGNATURE  # the signature as a ustring
 _SEAL_SIZE = 8 + len(_END_PATH)  # Adler32 as a long, then "/"
 _MAX_FIELD = 1 << 30  # no length in a snapshot comes near this
 _MAX_COUNT = 1 << 28
@@ -55,13 +56,7 @@ def stream_of(snapshot: bytes) -> bytes:
     end = reader.feed(snapshot, _HEADER_SIZE)
     if end is None:
         raise SnapStreamError("snapshot ends before its node list does")
-    return bytes(snapshot[_HEADER_SIZE:end]) + _INT.pack(len(SIGNATURE)) + SIGNATURE
-
-
-def stream_parts(head: bytes, chunks: list[bytes]) -> list[bytes]:
-    """The stream, from a ``SnapshotMaker``'s head (FileHeader, sessions, ACL map)
-    and node chunks, as pieces to write one after another."""
-    return [stream_head(head), *chunks, stream_tail()]
+    return bytes(snapshot[_HEADER_SIZE:end]) + _SIGNED
 
 
 def stream_head(head: bytes) -> bytes:
@@ -71,7 +66,7 @@ def stream_head(head: bytes) -> bytes:
 
 def stream_tail() -> bytes:
     """What follows the last node: the end marker, then the signature."""
-    return _END_PATH + _INT.pack(len(SIGNATURE)) + SIGNATURE
+    return _END_PATH + _SIGNED
 
 
 def snapshot_of(stream: bytes | bytearray) -> bytes:

@@ -403,6 +403,13 @@ class Peer:
 
     def become_looking(self, reason: str) -> None:
         """Back to election (ZooKeeper: the role's thread exits, the peer LOOKs)."""
+        self._drop_role(reason)
+        self._ready.votes.extend(self.election.start(self.now))
+        self.announce(False)
+
+    def _drop_role(self, reason: str) -> None:
+        """Drop the role's connections and state; LOOKING, the election primed
+        with what we hold."""
         if self.leading is not None:
             for sid in self.leading.learners:
                 self.disconnect(sid)
@@ -414,8 +421,6 @@ class Peer:
         self.last_reason = reason
         self.election.last_zxid = self.history.last_zxid
         self.election.epoch = self.current_epoch
-        self._ready.votes.extend(self.election.start(self.now))
-        self.announce(False)
 
     def _new_leading(self) -> Leading:
         """The leader's state for a new epoch (a test's planted bug swaps in a variant)."""
@@ -433,17 +438,7 @@ class Peer:
         if leader == self.my_id and self.my_id not in self.voters:
             self.become_looking(reason)
             return
-        if self.leading is not None:
-            for sid in self.leading.learners:
-                self.disconnect(sid)
-        if self.following is not None:
-            self.disconnect(self.following.leader)
-        self.leading = None
-        self.following = None
-        self.role = LOOKING
-        self.last_reason = reason
-        self.election.last_zxid = self.history.last_zxid
-        self.election.epoch = self.current_epoch
+        self._drop_role(reason)
         self.election.settle(leader)
         self._decided()
 
