@@ -42,8 +42,7 @@ from kazoo.exceptions import ConnectionLoss
 
 from compat_tests.differential.rawclient import RawClient, RawConnectionLoss
 from compat_tests.ensembles import (
-    INSTALL,
-    REASON,
+    REFERENCE,
     Loader,
     clients,
     view,
@@ -64,9 +63,7 @@ from zkpy.storage.formats import decode_txn, files_by_zxid
 from zkpy.storage.txnlog import read_log
 from zkpy.testing.ensemble import Ensemble, Member
 
-pytestmark = [pytest.mark.reference,
-              pytest.mark.skipif(INSTALL is None,
-                                 reason="Apache ZooKeeper unavailable: %s" % REASON)]
+pytestmark = [pytest.mark.reference, REFERENCE]
 
 PAIRINGS = [
     pytest.param([ZK, ZK, PY], (), id="zkpy-leads-zookeepers"),

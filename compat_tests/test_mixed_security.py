@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kazoo.client import KazooClient
 
-from compat_tests.ensembles import INSTALL, REASON, Loader, clients, wait_until
+from compat_tests.ensembles import REFERENCE, Loader, clients, wait_until
 from compat_tests.mixed import (
     PY,
     SESSION_TIMEOUT,
@@ -27,9 +27,7 @@ from compat_tests.mixed import (
 )
 from zkpy.testing.certs import CertificateAuthority
 
-pytestmark = [pytest.mark.reference,
-              pytest.mark.skipif(INSTALL is None,
-                                 reason="Apache ZooKeeper unavailable: %s" % REASON)]
+pytestmark = [pytest.mark.reference, REFERENCE]
 
 
 @pytest.fixture
