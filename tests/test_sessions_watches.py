@@ -282,6 +282,27 @@ def test_remove_and_check_watches() -> None:
     assert _events(w) == []
 
 
+def test_check_watches_answers_for_any_session_as_zookeeper_does() -> None:
+    """ZooKeeper 3.8's containsWatcher: a path watched by anyone counts.
+
+    The differential test found a session with no watch told one exists
+    because another session watches the path (an exists watch on a missing
+    node here); removeWatches still removes only the caller's own watch.
+    """
+    core = make_core()
+    w = connected(core)
+    other = connected(core, port=40008)
+    chk = lambda t: other.call(Op.checkWatches, S.CheckWatchesRequest("/gone", t))[0]  # noqa: E731
+    assert chk(WatcherType.Data) == Err.NOWATCHER
+    w.exists("/gone", watch=True)
+    assert chk(WatcherType.Data) == 0 and chk(WatcherType.Any) == 0
+    assert chk(WatcherType.Children) == Err.NOWATCHER
+    assert other.call(Op.removeWatches,
+                      S.RemoveWatchesRequest("/gone", WatcherType.Data))[0] == Err.NOWATCHER
+    assert w.call(Op.removeWatches, S.RemoveWatchesRequest("/gone", WatcherType.Data))[0] == 0
+    assert chk(WatcherType.Data) == Err.NOWATCHER
+
+
 def test_set_watches_reregisters_and_fires_missed_events() -> None:
     core = make_core()
     a = connected(core)

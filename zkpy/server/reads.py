@@ -139,7 +139,7 @@ def _watcher_type(body: Any) -> None:
 
 def _check_watches(core: ServerCore, conn: Connection, body: S.CheckWatchesRequest) -> bytes:
     _watcher_type(body)
-    if not core.watches.contains(_watched_path(body.path), conn, body.type):
+    if not core.watches.watched(_watched_path(body.path), body.type):
         raise ZkError(Err.NOWATCHER, body.path)
     return b""
 

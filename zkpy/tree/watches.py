@@ -78,12 +78,6 @@ class WatchTable:
                 del self.by_watcher[watcher]
         return True
 
-    def has(self, path: str, watcher: Any, modes: Iterable[int] | None = None) -> bool:
-        entries = self.by_path.get(path)
-        if not entries or watcher not in entries:
-            return False
-        return modes is None or entries[watcher] in modes
-
     def remove_watcher(self, watcher: Any) -> None:
         for path in list(self.by_watcher.get(watcher, ())):
             self.remove(path, watcher)
@@ -160,9 +154,18 @@ class WatchManager:
                 removed = True
         return removed
 
-    def contains(self, path: str, watcher: Any, wtype: int) -> bool:
-        return any(table.has(path, watcher, modes)
-                   for table, modes in self._tables_and_modes(wtype))
+    def watched(self, path: str, wtype: int) -> bool:
+        """What checkWatches answers: is ``path`` watched in the tables of ``wtype``?
+
+        ZooKeeper 3.8's WatchManager.containsWatcher answers true when the
+        exact path has any watcher in the table ("at the leaf node, all watcher
+        types match"), whichever session set it, so a session may be told a
+        watch exists that only another session holds. Clients follow that
+        answer (the Java client's removeWatches checks, then drops its own
+        watcher locally), so zkpy answers as ZooKeeper does.
+        """
+        return any(bool(table.by_path.get(path))
+                   for table, _ in self._tables_and_modes(wtype))
 
     def count(self) -> int:
         return self.data.count() + self.child.count()
