@@ -17,7 +17,7 @@ from zkpy.net.disk import DiskTimes, record_batch
 from zkpy.server.core import CoreSettings
 from zkpy.server.host import PlainHost
 from zkpy.server.metrics import WINDOW, NamespaceSet, ServerMetrics, Summary, SummarySet
-from zkpy.server.quorum_metrics import CommitTimes, QuorumFigures
+from zkpy.server.quorum_metrics import QuorumFigures
 from zkpy.testing.standalone import standalone
 from zkpy.zab import messages as m
 from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, RoleChange
@@ -303,9 +303,9 @@ def test_learner_sees_proposals_and_commits() -> None:
     metrics = ServerMetrics()
     fig = QuorumFigures(metrics, now=0)
     hdr = S.TxnHeader(1, 1, 5, 1000, 1).encode()
-    fig.received(S.QuorumPacket(m.PROPOSAL, 5, hdr + b"body", None), 1004)
+    fig.received([S.QuorumPacket(m.PROPOSAL, 5, hdr + b"body", None)], 1004)
     fig.persisted(5, 1006, [])
-    fig.received(S.QuorumPacket(m.COMMIT, 5, None, None), 1009)
+    fig.received([S.QuorumPacket(m.COMMIT, 5, None, None)], 1009)
     metrics.fold_all()
     s = metrics.summary
     assert metrics.learner_proposal_received_count == metrics.learner_commit_received_count == 1
@@ -329,8 +329,8 @@ def test_leader_counts_commits_syncs_and_learner_queues() -> None:
     assert metrics.diff_count == 1 and metrics.summary["inflight_diff_count"].total == 1
     req = SimpleNamespace(created=90, session_id=1, conn=None,
                           hdr=SimpleNamespace(time=95, zxid=7))
-    fig.committed([req], [True], leading=True, now=100, outstanding=1,
-                  times=CommitTimes(waited=[2], took=[1], batch=3))
+    fig.committed([(req, True)], waited=[2], took=[1], batch_ms=3, leading=True, now=100,
+                  outstanding=1)
     metrics.fold_all()
     s = metrics.summary
     assert metrics.commit_count == 1 and metrics.request_commit_queued == 1
@@ -354,8 +354,8 @@ def test_commit_stage_queues_as_the_sessions_held_them() -> None:
     metrics.reads_answered, metrics.released_reads, metrics.reads_waiting = 5, 2, 1
     conn = SimpleNamespace(pending=deque([SimpleNamespace()]), released=2)
     req = SimpleNamespace(created=0, session_id=9, conn=conn, hdr=SimpleNamespace(time=0, zxid=1))
-    fig.committed([req], [True], leading=False, now=10, outstanding=2,
-                  times=CommitTimes(waited=[0], took=[0], batch=0))
+    fig.committed([(req, True)], waited=[0], took=[0], batch_ms=0, leading=False, now=10,
+                  outstanding=2)
     metrics.fold_all()
     s = metrics.summary
     assert (s["read_commit_proc_issued"].total, s["read_commit_proc_req_queued"].total) == (5, 1)
@@ -364,6 +364,37 @@ def test_commit_stage_queues_as_the_sessions_held_them() -> None:
     assert s["reads_issued_from_session_queue"].total == 2
     assert s["session_queues_drained"].total == 0  # a write still waits there
     assert s["write_commit_proc_req_queued"].total == 2  # ours, before this commit
+
+
+def test_commit_batches_fold_in_order_and_go_with_a_reset() -> None:
+    """A batch's queue figures are noted as one tuple and folded later: every
+    batch's values reach their summaries in the order the batches came, and a
+    reset drops what was noted before it."""
+    metrics = ServerMetrics()
+    fig = QuorumFigures(metrics, now=0)
+
+    def batch(n: int, batch_ms: int, outstanding: int) -> None:
+        reqs = [(SimpleNamespace(created=0, session_id=i, conn=None,
+                                 hdr=SimpleNamespace(time=0, zxid=i)), False)
+                for i in range(n)]
+        fig.committed(reqs, waited=[0] * n, took=[1] * n, batch_ms=batch_ms, leading=True,
+                      now=5, outstanding=outstanding)
+
+    batch(1, 4, 3)
+    batch(3, 9, 2)
+    metrics.fold_all()
+    s = metrics.summary
+    assert list(s["commit_process_time"].window) == [4, 9]
+    assert list(s["write_batch_time_in_commit_processor"].window) == [4, 9]
+    assert list(s["commit_commit_proc_req_queued"].window) == [1, 3]
+    assert list(s["write_commit_proc_issued"].window) == [1, 3]
+    assert list(s["write_commit_proc_req_queued"].window) == [3, 2]
+    assert s["write_final_proc_time_ms"].count == 4 and metrics.commit_count == 4
+    assert s["pending_session_queue_size"].count == 0  # none of them ours
+    batch(2, 7, 1)
+    metrics.reset()
+    metrics.fold_all()
+    assert s["commit_process_time"].count == 0 and s["commit_commit_proc_req_queued"].count == 0
 
 
 def test_reads_waiting_behind_a_write_are_counted_until_answered_or_lost() -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import repeat
 from operator import add, itemgetter
@@ -377,6 +377,9 @@ class ServerMetrics:
         self.unqueued_requests = 0
         # ServerStats' fsyncThresholdExceedCount (not reset by srst, as there).
         self.fsync_threshold_exceed_count = 0
+        # Whoever notes raw facts on the hot path and derives observations from
+        # them later (``QuorumFigures.fold``): called first when folding.
+        self.folders: list[Callable[[], None]] = []
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -389,6 +392,8 @@ class ServerMetrics:
 
     def fold_all(self) -> None:
         """Fold every pending observation (bounded memory between reads)."""
+        for fold in self.folders:
+            fold()
         if self.mirror_reads:  # (reads observed here directly, e.g. by tests)
             self.summary["read_commitproc_time_ms"].extend(self.readlatency._pending)
         if self.unqueued_requests:
@@ -404,6 +409,8 @@ class ServerMetrics:
 
     def reset(self) -> None:
         """``srst``: ServerMetrics.resetAll (counters, summaries, summary sets)."""
+        for fold in self.folders:  # what they noted goes with the reset
+            fold()
         self.reset_counters()
         self.unqueued_requests = 0
         for summary in self.summary.values():

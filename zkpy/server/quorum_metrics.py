@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from zkpy.server.metrics import ServerMetrics
@@ -44,22 +43,6 @@ from zkpy.zab import messages as m
 from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, OBSERVING, RoleChange
 
 _TXN_TIME = struct.Struct(">q")  # TxnHeader: clientId, cxid, zxid, then time at byte 20
-
-
-@dataclass
-class CommitTimes:
-    """A commit batch as the replica timed it on the host's clock (whole ms)."""
-
-    waited: list[int]  # each commit: from the batch being handed over to its turn
-    took: list[int]  # each commit: applying it and answering its client
-    batch: int  # the whole batch
-
-
-def txn_time(data: bytes) -> int | None:
-    if len(data) < 28:
-        return None
-    value: int = _TXN_TIME.unpack_from(data, 20)[0]
-    return value
 
 
 class QuorumFigures:
@@ -75,6 +58,27 @@ class QuorumFigures:
         self.synced_zxid = 0
         self.released_seen = metrics.released_reads
         self.reads_seen = metrics.reads_answered
+        # The summaries observed per packet and per commit, looked up once: they
+        # are ServerMetrics' own objects for the server's life (reset in place).
+        summary = metrics.summary
+        self._proposal_latency = summary["proposal_latency"].add
+        self._commit_propagation = summary["commit_propagation_latency"].add
+        self._ack_creation = summary["proposal_ack_creation_latency"].extend
+        self._commitproc = summary["write_commitproc_time_ms"].add
+        self._local_committed = summary["local_write_committed_time_ms"].add
+        self._remote_committed = summary["server_write_committed_time_ms"].add
+        self._quorum_ack = summary["quorum_ack_latency"].add
+        self._qp_size: dict[int, Any] = {}  # learner sid -> its learner_handler_qp_size
+        self._final_time = summary["write_final_proc_time_ms"].extend
+        self._session_requests = summary["requests_in_session_queue"].add
+        self._session_reads = summary["reads_after_write_in_session_queue"].add
+        # What each commit batch's queues held, noted as one tuple per batch and
+        # handed to their summaries when the figures are folded (``fold``): a
+        # batch is often a single commit, and a dozen summaries each would cost
+        # more than the commit's own figures.
+        self._batches: list[tuple[int, int, int, int, int]] = []
+        self._session_batches: list[tuple[int, int, int]] = []
+        metrics.folders.append(self.fold)
 
     # -- roles ------------------------------------------------------------------------
 
@@ -105,42 +109,33 @@ class QuorumFigures:
 
     # -- packets --------------------------------------------------------------------
 
-    def received(self, pkt: Any, now: int) -> None:
-        """A quorum packet from the leader (a learner's view)."""
-        kind = pkt.type
-        if kind == m.PROPOSAL:
-            self.m.learner_proposal_received_count += 1
-            stamp = txn_time(pkt.data or b"")
-            if stamp is not None:
-                self.stamps[pkt.zxid] = stamp
-                if now >= stamp:
-                    self.s["proposal_latency"].add(now - stamp)
-        elif kind == m.COMMIT:
-            self.m.learner_commit_received_count += 1
-            stamp = self.stamps.get(pkt.zxid)
-            if stamp is not None and now >= stamp:
-                self.s["commit_propagation_latency"].add(now - stamp)
+    def received(self, packets: Iterable[Any], now: int) -> None:
+        """Quorum packets from the leader (a learner's view), as they arrived."""
+        m_ = self.m
+        stamps = self.stamps
+        for pkt in packets:
+            kind = pkt.type
+            if kind == m.PROPOSAL:
+                m_.learner_proposal_received_count += 1
+                data = pkt.data
+                if data is not None and len(data) >= 28:
+                    stamp = stamps[pkt.zxid] = _TXN_TIME.unpack_from(data, 20)[0]
+                    if now >= stamp:
+                        self._proposal_latency(now - stamp)
+            elif kind == m.COMMIT:
+                m_.learner_commit_received_count += 1
+                stamp = stamps.get(pkt.zxid)
+                if stamp is not None and now >= stamp:
+                    self._commit_propagation(now - stamp)
 
     def sent(self, sends: Iterable[tuple[int, Any]], learners: dict[int, Any]) -> None:
         """The leader's packets of one Ready, to its learners."""
         queued: dict[int, int] = {}
-        qp_size = self.m.sets["learner_handler_qp_size"]
-        # LearnerHandler's queue-time markers have no counterpart here: the key is
-        # there for each learner, as ZooKeeper's is from its first packet, with
-        # nothing observed.
-        qp_time = self.m.sets["learner_handler_qp_time_ms"].by_key
         syncing = None
         for dest, pkt in sends:
-            if dest not in learners:
-                continue
-            key = str(dest)
-            ahead = queued.get(dest, 0)
-            queued[dest] = ahead + 1
-            qp_size.add(key, ahead)
-            if key not in qp_time:
-                self.m.sets["learner_handler_qp_time_ms"].get(key)
+            queued[dest] = queued.get(dest, 0) + 1
             kind = pkt.type
-            if kind == m.DIFF or kind == m.SNAP or kind == m.TRUNC:
+            if (kind == m.DIFF or kind == m.SNAP or kind == m.TRUNC) and dest in learners:
                 if syncing is None:
                     syncing = sum(1 for lr in learners.values() if lr.phase != "synced")
                 if kind == m.SNAP:
@@ -149,80 +144,119 @@ class QuorumFigures:
                 else:  # TRUNC is a kind of DIFF for ZooKeeper's LearnerHandler
                     self.m.diff_count += 1
                     self.s["inflight_diff_count"].add(syncing)
+        # learner_handler_qp_size: each packet, how many were handed to that
+        # learner's connection ahead of it in this turn (0, 1, 2, ...).
+        for dest, n in queued.items():
+            if dest in learners:
+                qp_size = self._qp_size.get(dest)
+                if qp_size is None:
+                    qp_size = self._learner_key(dest)
+                qp_size.extend(range(n))
+
+    def _learner_key(self, dest: int) -> Any:
+        """A learner's first packet: its keys appear, as LearnerHandler's do.
+        LearnerHandler's queue-time markers have no counterpart here: that key
+        is there, with nothing observed."""
+        key = str(dest)
+        self.m.sets["learner_handler_qp_time_ms"].get(key)
+        qp_size = self._qp_size[dest] = self.m.sets["learner_handler_qp_size"].get(key)
+        return qp_size
 
     # -- disk and commits -------------------------------------------------------------
 
     def persisted(self, last_zxid: int, now: int, stamps: Sequence[int]) -> None:
         """Our disk synced up to ``last_zxid``: the ACKs for those proposals are made
         now. ``stamps``: the leader's txn times of what a leader proposed there."""
-        ack = self.s["proposal_ack_creation_latency"]
         if stamps:
-            ack.extend([now - t for t in stamps if now >= t])
+            self._ack_creation([now - t for t in stamps if now >= t])
             return
         if self.stamps:
-            ack.extend([now - t for z, t in self.stamps.items()
-                        if self.synced_zxid < z <= last_zxid and now >= t])
+            # Proposals arrive in zxid order: the synced ones are a prefix past
+            # those synced before (still here until their COMMIT).
+            made = []
+            synced = self.synced_zxid
+            for z, t in self.stamps.items():
+                if z > last_zxid:
+                    break
+                if z > synced and now >= t:
+                    made.append(now - t)
+            self._ack_creation(made)
         self.synced_zxid = max(self.synced_zxid, last_zxid)
 
-    def committed(self, reqs: Sequence[Any], ours: Sequence[bool], leading: bool,
-                  now: int, outstanding: int, times: CommitTimes) -> None:
-        """One batch of commits applied (Leader.commit and the CommitProcessor)."""
-        n = len(reqs)
-        metrics, s = self.m, self.s
+    def committed(self, done: Sequence[tuple[Any, bool]], waited: Sequence[int],
+                  took: Sequence[int], batch_ms: int, leading: bool, now: int,
+                  outstanding: int) -> None:
+        """One batch of commits applied (Leader.commit and the CommitProcessor):
+        each commit's request and whether it is one of ours, as the replica timed
+        them on the host's clock (whole ms): each one's wait since the batch was
+        handed over, how long applying and answering it took, the whole batch.
+        ``outstanding``: our writes waiting for their commit when the batch came
+        (these among them)."""
+        n = len(done)
+        metrics = self.m
         metrics.request_commit_queued += n
-        s["commit_commit_proc_req_queued"].add(n)
-        # Our writes waiting for their commit when this batch came (these among them).
-        s["write_commit_proc_req_queued"].add(outstanding)
-        s["write_commit_proc_issued"].add(n)
-        s["write_batch_time_in_commit_processor"].add(times.batch)
-        s["commit_process_time"].add(times.batch)
-        s["write_final_proc_time_ms"].extend(times.took)
-        commitproc, local, remote = (s["write_commitproc_time_ms"],
-                                     s["local_write_committed_time_ms"],
-                                     s["server_write_committed_time_ms"])
-        quorum_ack = s["quorum_ack_latency"] if leading else None
-        sessions: dict[int, Any] = {}
-        for req, mine, waited in zip(reqs, ours, times.waited, strict=True):
-            if mine:
-                commitproc.add(max(now - req.created, 0))
-                local.add(waited)
-                sessions[req.session_id] = req.conn
-            else:
-                remote.add(waited)
-            if quorum_ack is not None and now >= req.hdr.time:
-                quorum_ack.add(now - req.hdr.time)
-            self.stamps.pop(req.hdr.zxid, None)
         if leading:
             metrics.commit_count += n
-        self._session_queues(sessions)
+        self._final_time(took)
+        commitproc, local, remote = self._commitproc, self._local_committed, self._remote_committed
+        quorum_ack = self._quorum_ack if leading else None
+        pop_stamp = self.stamps.pop if self.stamps else None
+        sessions: dict[int, Any] = {}
+        for (req, mine), wait in zip(done, waited, strict=True):
+            if mine:
+                commitproc(now - req.created if now > req.created else 0)
+                local(wait)
+                sessions[req.session_id] = req.conn
+            else:
+                remote(wait)
+            if quorum_ack is not None and now >= req.hdr.time:
+                quorum_ack(now - req.hdr.time)
+            if pop_stamp is not None:
+                pop_stamp(req.hdr.zxid, None)
+        # Reads the commit stage passed since the last batch (answered at once, or
+        # released behind a write), and the reads still waiting behind a write.
+        answered = metrics.reads_answered
+        reads, self.reads_seen = answered - self.reads_seen, answered
+        self._batches.append((n, outstanding, batch_ms, reads, metrics.reads_waiting))
+        released = metrics.released_reads - self.released_seen
+        self.released_seen = metrics.released_reads
+        if sessions:
+            self._session_queues(sessions, released)
 
-    def _session_queues(self, sessions: dict[int, Any]) -> None:
+    def _session_queues(self, sessions: dict[int, Any], released: int) -> None:
         """CommitProcessor's per-session queues: the sessions whose writes committed
         now (each queue held the committed write and what waits behind it; a
         learner's session has only its write here), and the reads they released."""
-        s = self.s
-        released = self.m.released_reads - self.released_seen
-        self.released_seen = self.m.released_reads
-        # Reads the commit stage passed since the last batch (answered at once, or
-        # released behind a write), and the reads still waiting behind a write.
-        answered = self.m.reads_answered
-        reads, self.reads_seen = answered - self.reads_seen, answered
-        s["read_commit_proc_issued"].add(reads)
-        s["read_commit_proc_req_queued"].add(self.m.reads_waiting)
-        if not sessions:
-            return
-        s["pending_session_queue_size"].add(len(sessions))
         drained = 0
         for conn in sessions.values():
             pending = conn.pending if conn is not None else ()
             freed = conn.released if conn is not None else 0  # reads its writes released
             # The session's queue held its committed write, the reads released
             # behind it and what still waits.
-            s["requests_in_session_queue"].add(len(pending) + freed + 1)
+            self._session_requests(len(pending) + freed + 1)
             if not pending:
                 drained += 1
-            s["reads_after_write_in_session_queue"].add(freed)
+            self._session_reads(freed)
             if conn is not None:
                 conn.released = 0
-        s["session_queues_drained"].add(drained)
-        s["reads_issued_from_session_queue"].add(released)
+        self._session_batches.append((len(sessions), drained, released))
+
+    def fold(self) -> None:
+        """Hand the commit batches noted since the last fold to their summaries."""
+        s = self.s
+        batches, self._batches = self._batches, []
+        if batches:
+            n, outstanding, batch_ms, reads, waiting = zip(*batches, strict=True)
+            s["commit_commit_proc_req_queued"].extend(n)
+            s["write_commit_proc_issued"].extend(n)
+            s["write_commit_proc_req_queued"].extend(outstanding)
+            s["write_batch_time_in_commit_processor"].extend(batch_ms)
+            s["commit_process_time"].extend(batch_ms)
+            s["read_commit_proc_issued"].extend(reads)
+            s["read_commit_proc_req_queued"].extend(waiting)
+        session_batches, self._session_batches = self._session_batches, []
+        if session_batches:
+            queues, drained, released = zip(*session_batches, strict=True)
+            s["pending_session_queue_size"].extend(queues)
+            s["session_queues_drained"].extend(drained)
+            s["reads_issued_from_session_queue"].extend(released)

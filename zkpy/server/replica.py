@@ -42,7 +42,7 @@ from zkpy.server.core import ServerCore
 from zkpy.server.metrics import NS_PER_MS
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
-from zkpy.server.quorum_metrics import CommitTimes, QuorumFigures
+from zkpy.server.quorum_metrics import QuorumFigures
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapbuild import BuiltSnapshot
@@ -120,10 +120,9 @@ class Replica:
         self.core.at(now)
         if self.figures is not None and self.role != LEADING:
             if isinstance(event, Messages):
-                for packet in event.packets:
-                    self.figures.received(packet, now)
+                self.figures.received(event.packets, now)
             elif isinstance(event, Message):
-                self.figures.received(event.packet, now)
+                self.figures.received((event.packet,), now)
         self.driver.step(event, now)
         self._settle(now)
 
@@ -133,8 +132,15 @@ class Replica:
         self.core.at(now)
         if self.figures is not None:
             prev, self._persisted_zxid = self._persisted_zxid, last_zxid
-            self.figures.persisted(last_zxid, now, [r.hdr.time for z, r in self.proposed.items()
-                                                    if prev < z <= last_zxid])
+            # Our proposals, in zxid order: those synced now follow those synced
+            # before (still here until their commit).
+            stamps = []
+            for zxid, req in self.proposed.items():
+                if zxid > last_zxid:
+                    break
+                if zxid > prev:
+                    stamps.append(req.hdr.time)
+            self.figures.persisted(last_zxid, now, stamps)
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 
@@ -438,9 +444,8 @@ class Replica:
             waited.append((started - received) // NS_PER_MS)
             took.append((ended - started) // NS_PER_MS)
             started = ended
-        self.figures.committed([r for r, _ in done], [o for _, o in done],
-                               self.role == LEADING, self.now, outstanding,
-                               CommitTimes(waited, took, (started - received) // NS_PER_MS))
+        self.figures.committed(done, waited, took, (started - received) // NS_PER_MS,
+                               self.role == LEADING, self.now, outstanding)
 
     def _commit(self, zxid: int, txn: bytes) -> tuple[Request, bool]:
         req = self.proposed.pop(zxid, None)
