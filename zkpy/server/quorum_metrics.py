@@ -35,7 +35,9 @@ for a standalone server: ZooKeeper's standalone server has none of these.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from zkpy.server.metrics import ServerMetrics
@@ -43,6 +45,10 @@ from zkpy.zab import messages as m
 from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, OBSERVING, RoleChange
 
 _TXN_TIME = struct.Struct(">q")  # TxnHeader: clientId, cxid, zxid, then time at byte 20
+_PROPOSAL, _COMMIT = m.PROPOSAL, m.COMMIT
+_SYNC_KINDS = frozenset((m.DIFF, m.SNAP, m.TRUNC))
+# (C-level getters: a turn's sends are counted without a Python step per packet.)
+_DEST, _PACKET, _KIND = itemgetter(0), itemgetter(1), attrgetter("type")
 
 
 class QuorumFigures:
@@ -111,47 +117,49 @@ class QuorumFigures:
 
     def received(self, packets: Iterable[Any], now: int) -> None:
         """Quorum packets from the leader (a learner's view), as they arrived."""
-        m_ = self.m
         stamps = self.stamps
+        proposals = commits = 0
         for pkt in packets:
             kind = pkt.type
-            if kind == m.PROPOSAL:
-                m_.learner_proposal_received_count += 1
+            if kind == _PROPOSAL:
+                proposals += 1
                 data = pkt.data
                 if data is not None and len(data) >= 28:
                     stamp = stamps[pkt.zxid] = _TXN_TIME.unpack_from(data, 20)[0]
                     if now >= stamp:
                         self._proposal_latency(now - stamp)
-            elif kind == m.COMMIT:
-                m_.learner_commit_received_count += 1
+            elif kind == _COMMIT:
+                commits += 1
                 stamp = stamps.get(pkt.zxid)
                 if stamp is not None and now >= stamp:
                     self._commit_propagation(now - stamp)
+        if proposals:
+            self.m.learner_proposal_received_count += proposals
+        if commits:
+            self.m.learner_commit_received_count += commits
 
-    def sent(self, sends: Iterable[tuple[int, Any]], learners: dict[int, Any]) -> None:
+    def sent(self, sends: Sequence[tuple[int, Any]], learners: dict[int, Any]) -> None:
         """The leader's packets of one Ready, to its learners."""
-        queued: dict[int, int] = {}
-        syncing = None
+        # learner_handler_qp_size: each packet, how many were handed to that
+        # learner's connection ahead of it in this turn (0, 1, 2, ...).
+        for dest, n in Counter(map(_DEST, sends)).items():
+            if dest in learners:
+                qp_size = self._qp_size.get(dest)
+                if qp_size is None:
+                    qp_size = self._learner_key(dest)
+                qp_size.extend(range(n))
+        if _SYNC_KINDS.isdisjoint(map(_KIND, map(_PACKET, sends))):
+            return  # (the usual turn: no learner starts a sync in it)
+        syncing = sum(1 for lr in learners.values() if lr.phase != "synced")
         for dest, pkt in sends:
-            queued[dest] = queued.get(dest, 0) + 1
             kind = pkt.type
-            if (kind == m.DIFF or kind == m.SNAP or kind == m.TRUNC) and dest in learners:
-                if syncing is None:
-                    syncing = sum(1 for lr in learners.values() if lr.phase != "synced")
+            if kind in _SYNC_KINDS and dest in learners:
                 if kind == m.SNAP:
                     self.m.snap_count += 1
                     self.s["inflight_snap_count"].add(syncing)
                 else:  # TRUNC is a kind of DIFF for ZooKeeper's LearnerHandler
                     self.m.diff_count += 1
                     self.s["inflight_diff_count"].add(syncing)
-        # learner_handler_qp_size: each packet, how many were handed to that
-        # learner's connection ahead of it in this turn (0, 1, 2, ...).
-        for dest, n in queued.items():
-            if dest in learners:
-                qp_size = self._qp_size.get(dest)
-                if qp_size is None:
-                    qp_size = self._learner_key(dest)
-                qp_size.extend(range(n))
 
     def _learner_key(self, dest: int) -> Any:
         """A learner's first packet: its keys appear, as LearnerHandler's do.
