@@ -79,6 +79,42 @@ def window(target, probe, pool: Pool, plan: str, in_flight: int, seconds: float,
     return _judge(target, res)
 
 
+def windows_together(targets: list, probes: dict, pools: dict, plan: str, in_flight: int,
+                     seconds: float, max_ops: int | None, ramp: float = 0.0) -> dict[str, dict]:
+    """One window of *plan* on every target at once, each under its own pool's
+    load, measured over the same marks: what drifts on a shared machine between
+    one window and the next (other work, the host's CPU) then falls on all alike."""
+    start_at = time.monotonic() + 0.1
+    marks = {}
+    try:
+        for t in targets:
+            marks[t.label] = pools[t.label].start_run(plan, in_flight, seconds, max_ops, ramp,
+                                                      delay=start_at - time.monotonic())
+        mark_a = max(a for a, _ in marks.values())
+        mark_b = min(b for _, b in marks.values())
+        time.sleep(max(0.0, mark_a - time.monotonic()))
+        c0, w0 = {t.label: probes[t.label].cpu_each() for t in targets}, time.monotonic()
+        time.sleep(max(0.0, mark_b - time.monotonic()))
+        c1, w1 = {t.label: probes[t.label].cpu_each() for t in targets}, time.monotonic()
+    except LoadError as exc:
+        return {t.label: _judge(t, {"failed": str(exc), "ops": 0}) for t in targets}
+    out = {}
+    for t in targets:
+        try:
+            res = pools[t.label].collect_run(seconds, ramp) if t.label in marks else {
+                "failed": "not started", "ops": 0}
+        except LoadError as exc:
+            res = {"failed": str(exc), "ops": 0}
+        member_cpu = [b - a for a, b in zip(c0[t.label], c1[t.label], strict=False)]
+        res["server_cpu_each_s"] = member_cpu
+        res["server_cpu_s"] = sum(member_cpu) if member_cpu else None
+        res["server_cpu_us_per_op"] = stats.per_op(res["server_cpu_s"], res["ops"])
+        res["server_cores"] = (res["server_cpu_s"] / (w1 - w0)
+                               if res["server_cpu_s"] is not None and w1 > w0 else None)
+        out[t.label] = _judge(t, res)
+    return out
+
+
 def _judge(target, res: dict) -> dict:
     """Mark the window failed (with every reason) when anything went wrong."""
     problems = []

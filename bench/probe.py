@@ -69,6 +69,29 @@ class Probe:
         return sum(self.rss_each())
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of process *pid* to *cpus* (threads it starts later inherit
+    the affinity of the thread that starts them)."""
+    try:
+        tasks = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+    except OSError:
+        tasks = [pid]
+    for tid in tasks:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass  # the thread is gone
+
+
+def parse_cpus(spec: str) -> set[int]:
+    """``1`` or ``0,2-3``: CPU numbers."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        a, _, b = part.strip().partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
 def self_cpu() -> float:
     """CPU seconds used so far by this process, all threads (nanosecond clock,
     not the 10 ms ticks of /proc)."""

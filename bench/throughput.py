@@ -14,11 +14,13 @@ never averaged in.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from bench import stats
 from bench.loadgen import LoadError, Pool
-from bench.measure import Log, fmt, ratio_pairs, short, warm_up, window
+from bench.measure import Log, fmt, ratio_pairs, short, warm_up, window, windows_together
+from bench.probe import parse_cpus, pin
 
 LOAD_PRESETS = {"light": (32, 32), "heavy": (100, 100), "heavy250": (250, 100)}
 STEADY_FIGURES = {"ops": ("ops_per_s",), "cpu": ("server_cpu_us_per_op",),
@@ -72,6 +74,17 @@ def run(targets: list, keys: list[str], load: Load, args, log: Log, title: str) 
                                       read_pct=pct, seed=args.seed)
         log("  load %s: %s over %d generator process(es) per target; sessions spread over "
             "the members" % (load.name, load.shape, args.workers))
+        if getattr(args, "pin_servers", None):
+            servers = parse_cpus(args.pin_servers)
+            others = set(os.sched_getaffinity(0)) - servers or servers
+            for t in targets:
+                for pid in t.pids:
+                    pin(pid, servers)
+            for p in pools.values():
+                for pid in p.pids:
+                    pin(pid, others)
+            log("  pinned: servers to CPU %s, load generators to CPU %s"
+                % (",".join(map(str, sorted(servers))), ",".join(map(str, sorted(others)))))
         for t in targets:
             def cycle(t=t) -> dict[str, dict]:
                 return {mix: window(t, probes[t.label], pools[t.label], mix, load.in_flight,
@@ -84,9 +97,13 @@ def run(targets: list, keys: list[str], load: Load, args, log: Log, title: str) 
                 return out
         for rnd in range(1, args.rounds + 1):
             for mix in mixes:
+                together = (windows_together(targets, probes, pools, mix, load.in_flight,
+                                             args.window, args.max_ops, ramp=args.settle)
+                            if getattr(args, "together", False) else None)
                 for t in targets:
-                    r = window(t, probes[t.label], pools[t.label], mix, load.in_flight,
-                               args.window, args.max_ops, ramp=args.settle)
+                    r = together[t.label] if together is not None else window(
+                        t, probes[t.label], pools[t.label], mix, load.in_flight, args.window,
+                        args.max_ops, ramp=args.settle)
                     r.update(server=t.label, round=rnd, mix=mix)
                     out["windows"].append(r)
                     log("  [%s] round %d %5s reads: %s" % (t.label, rnd, mix, short(r)))
@@ -109,8 +126,9 @@ def report(out: dict, labels: list[str], mixes: list[str], args, log: Log,
     summary: dict = {}
     steady = {lab: out["warmup"].get(lab, {}).get("steady") for lab in labels}
     log("")
-    log("== %s: %s (%s), %d B values, %d keys; %d round(s) of %g s windows, A-B-A-B ==" % (
-        title, load.name, load.shape, args.value_size, args.keys, args.rounds, args.window))
+    log("== %s: %s (%s), %d B values, %d keys; %d round(s) of %g s windows, %s ==" % (
+        title, load.name, load.shape, args.value_size, args.keys, args.rounds, args.window,
+        "every kind in the same windows" if getattr(args, "together", False) else "A-B-A-B"))
     if not all(steady.values()):
         log("   warm-up NOT steady for: %s (their figures may still be rising)"
             % ", ".join(k for k, v in steady.items() if not v))

@@ -97,6 +97,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(250x100) or SESSIONSxINFLIGHT, comma-separated (default heavy)")
     g.add_argument("--reads", default="0,50,90,100", help="read percentages (default 0,50,90,100)")
     g.add_argument("--rounds", type=int, default=3, help="A-B-A-B rounds (default 3)")
+    g.add_argument("--pin-servers", default=None, metavar="CPUS",
+                   help="pin every server process (all its threads) to these CPUs, e.g. 1, and "
+                        "the load generators to the others: on a machine whose CPUs differ in "
+                        "speed from moment to moment, servers compared --together then share one")
+    g.add_argument("--together", action="store_true",
+                   help="measure every kind in the same window, each under its own load, "
+                        "instead of one after another: for two builds of one server, whose "
+                        "difference is smaller than this machine's drift between windows")
     g.add_argument("--window", type=float, default=5.0, help="seconds per measured window")
     g.add_argument("--settle", type=float, default=1.0,
                    help="seconds of load before each window's measurement starts (default 1); "

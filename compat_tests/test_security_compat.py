@@ -7,8 +7,11 @@ Debian ZooKeeper jars; without them its half is skipped.
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +199,64 @@ def test_tls_x509_acl(kind: str, start: Any, pki: Pki) -> None:
             c.stop()
             c.close()
 
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_netty_connection_figures(kind: str, start: Any, pki: Pki) -> None:
+    """NettyServerCnxnFactory's mntr figures: each plain connection counts as a
+    non-mTLS one (local from 127.0.0.1, mntr's own included), a TLS one does not,
+    and a finished TLS handshake leaves no outstanding one behind."""
+    if KEYTOOL is None:
+        pytest.skip("keytool not installed")
+    port = free_port()
+    settings: dict[str, object] = {
+        "secureClientPort": port, "ssl.clientAuth": "want",
+        "ssl.keyStore.location": str(pki.jks("server")), "ssl.keyStore.password": STOREPASS,
+        "ssl.trustStore.location": str(pki.jks("trust")), "ssl.trustStore.password": STOREPASS,
+        "4lw.commands.whitelist": "*", "netty.server.outstandingHandshake.limit": 5,
+    }
+    props = {"zookeeper.serverCnxnFactory": "org.apache.zookeeper.server.NettyServerCnxnFactory"}
+    srv = start(kind, settings, system_properties=props)
+
+    def values() -> dict[str, str]:
+        return dict(line.split("\t", 1) for line in srv.four_letter("mntr").splitlines()
+                    if "\t" in line)
+
+    def figures() -> tuple[int, int, int]:
+        found = values()
+        return (int(found["zk_non_mtls_local_conn_count"]),
+                int(found["zk_non_mtls_remote_conn_count"]),
+                int(found["zk_outstanding_tls_handshake"]))
+
+    local, remote, _ = figures()
+    secure = tls_client(port, pki, "client")
+    try:
+        secure.create("/tls", b"1")
+        assert figures() == (local + 1, remote, 0)  # mntr's connection only
+        plain = kazoo(srv.connect_string)
+        try:
+            plain.get("/tls")
+            assert figures() == (local + 3, remote, 0)  # the client's and mntr's
+        finally:
+            plain.stop()
+            plain.close()
+    finally:
+        secure.stop()
+        secure.close()
+    # A client speaking plain ZooKeeper to the secure port: its handshake fails,
+    # an unsuccessful handshake and an authentication failure.
+    before = values()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", 44) + bytes(44))  # a ConnectRequest's frame, no TLS
+        while sock.recv(4096):  # until the server closes it
+            pass
+
+    def failures() -> tuple[int, int]:
+        found = values()
+        return (int(found["zk_unsuccessful_handshake"]) - int(before["zk_unsuccessful_handshake"]),
+                int(found["zk_auth_failed_count"]) - int(before["zk_auth_failed_count"]))
+
+    deadline = time.monotonic() + 10
+    while failures() != (1, 1) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server counts it as it notices the close
+    assert failures() == (1, 1)

@@ -631,3 +631,19 @@ def test_read_only_mode_and_local_sessions_reach_the_core(data_dir: str) -> None
     s = settings_from(cfg(data_dir, servers + "localSessionsEnabled=true\n",
                           {"readonlymode.enabled": "true"}))
     assert s.readonly_mode and s.local_sessions and "isro" in s.four_letter_words
+
+
+def test_the_netty_factory_and_its_handshake_limit_reach_the_client_port(data_dir: str) -> None:
+    """zoo.cfg's serverCnxnFactory and netty.server.outstandingHandshake.limit become
+    zookeeper.* properties, as QuorumPeerConfig makes of keys it does not know; the
+    -D form works the same."""
+    from zkpy.__main__ import settings_from
+
+    s = settings_from(cfg(data_dir, "serverCnxnFactory=org.apache.zookeeper.server."
+                          "NettyServerCnxnFactory\nnetty.server.outstandingHandshake.limit=7\n"))
+    assert s.netty and s.outstanding_handshake_limit == 7
+    s = settings_from(cfg(data_dir, "", {"zookeeper.netty.server.outstandingHandshake.limit": "3"}))
+    assert not s.netty and s.outstanding_handshake_limit == 3
+    assert settings_from(cfg(data_dir)).outstanding_handshake_limit == -1
+    assert "outstandingHandshake.limit" in error_of(
+        f"dataDir={data_dir}\nnetty.server.outstandingHandshake.limit=lots\n")

@@ -29,6 +29,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from zkpy.admin.monitor import monitor_values
 from zkpy.config import default_config
 from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
@@ -189,10 +190,9 @@ class Rig:
         while self.pool.jobs:
             self.pool.run()
 
-    def client(self) -> Any:
-        proto = self.factory.buildProtocol(None)
-        transport = TCPTransport(peerAddress=IPv4Address("TCP", "127.0.0.1",
-                                                         next(self.ports)))
+    def client(self, host: str = "127.0.0.1", tls: bool = False) -> Any:
+        proto = (ClientFactory(self.server, tls=True) if tls else self.factory).buildProtocol(None)
+        transport = TCPTransport(peerAddress=IPv4Address("TCP", host, next(self.ports)))
         proto.makeConnection(transport)
         return proto, transport
 
@@ -291,3 +291,57 @@ def test_a_durable_send_rides_only_the_connection_it_was_made_for() -> None:
     assert second.transport.value() == b""
     links.send(2, m.packet(m.ACK, 6), links.token(2))
     assert second.transport.value() == m.packet(m.ACK, 6).encode()
+
+
+def _mntr(rig: Rig) -> dict[str, Any]:
+    return dict(monitor_values(rig.server.core))
+
+
+def test_netty_factory_counts_plain_connections_by_where_they_come_from(tmp_path: Any) -> None:
+    """NettyServerCnxnFactory.channelActive: a connection without TLS counts as
+    non-mTLS, local when it comes from a loopback address (NIO counts none)."""
+    rig = Rig(tmp_path, netty=True)
+    rig.client("127.0.0.1")
+    rig.client("::ffff:127.0.0.1")
+    rig.client("10.1.2.3")
+    rig.client("127.0.0.1", tls=True)  # a TLS connection is not counted here
+    values = _mntr(rig)
+    assert (values["non_mtls_local_conn_count"], values["non_mtls_remote_conn_count"]) == (2, 1)
+    plain = Rig(tmp_path / "nio")
+    plain.client("10.1.2.3")
+    assert _mntr(plain)["non_mtls_remote_conn_count"] == 0
+
+
+def test_tls_handshakes_over_the_limit_are_refused(tmp_path: Any) -> None:
+    """outstandingHandshake.limit: handshakes in progress are a gauge; one more
+    than the limit is closed before its handshake and counted."""
+    rig = Rig(tmp_path, outstanding_handshake_limit=2)
+    first, _ = rig.client(tls=True)
+    second, _ = rig.client(tls=True)
+    assert _mntr(rig)["outstanding_tls_handshake"] == 2
+    over, refused = rig.client(tls=True)
+    assert refused.disconnecting and rig.server.core.metrics.tls_handshake_exceeded == 1
+    over.connectionLost(None)  # (what the transport does once it closed)
+    first.handshakeCompleted()
+    second.connectionLost(None)  # gone before its handshake ended
+    assert _mntr(rig)["outstanding_tls_handshake"] == 0
+    third, third_transport = rig.client(tls=True)
+    assert not third_transport.disconnecting and _mntr(rig)["outstanding_tls_handshake"] == 1
+    third.handshakeCompleted()
+    third.connectionLost(None)  # (once, not twice)
+    first.connectionLost(None)
+    values = _mntr(rig)
+    assert values["outstanding_tls_handshake"] == 0
+    assert rig.server.core.metrics.tls_handshake_exceeded == 1
+    # Netty's CertificateVerifier: a TLS connection gone without a finished handshake
+    # (the refused one too) is an unsuccessful handshake and an authentication failure.
+    assert (values["unsuccessful_handshake"], values["auth_failed_count"]) == (2, 2)
+
+
+def test_without_a_limit_tls_handshakes_are_not_counted(tmp_path: Any) -> None:
+    rig = Rig(tmp_path)
+    proto, _ = rig.client(tls=True)
+    assert _mntr(rig)["outstanding_tls_handshake"] == 0
+    proto.handshakeCompleted()
+    proto.connectionLost(None)
+    assert (_mntr(rig)["unsuccessful_handshake"], _mntr(rig)["auth_failed_count"]) == (0, 0)

@@ -59,6 +59,8 @@ def settings_from(cfg: ServerConfig) -> CoreSettings:
         readonly_mode=cfg.readonly_mode_enabled and not cfg.is_standalone,
         # A standalone server's reads are linearizable as they are.
         linear_reads=cfg.linearizable_reads and not cfg.is_standalone,
+        netty=(cfg.server_cnxn_factory or "").endswith("NettyServerCnxnFactory"),
+        outstanding_handshake_limit=cfg.outstanding_handshake_limit,
     )
 
 

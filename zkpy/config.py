@@ -135,6 +135,7 @@ class ServerConfig:
     metrics_provider_config: dict[str, str] = field(default_factory=dict)
     auth_providers: dict[str, str] = field(default_factory=dict)
     server_cnxn_factory: str | None = None
+    outstanding_handshake_limit: int = -1
     ssl: dict[str, str] = field(default_factory=dict)
     dynamic_config_file: str | None = None
     readonly_mode_enabled: bool = False
@@ -494,6 +495,8 @@ def _from_properties(s: _Settings) -> dict[str, object]:
         "admin_server_port": s.integer("-Dzookeeper.admin.serverPort", 8080, 0, 65535,
                                        decode=True),
         "server_cnxn_factory": s.text("-Dzookeeper.serverCnxnFactory"),
+        "outstanding_handshake_limit": s.integer(
+            "-Dzookeeper.netty.server.outstandingHandshake.limit", -1),
         "auth_providers": _prefixed(s.props, "zookeeper.authProvider.", 23),
         "ssl": _prefixed(s.props, "zookeeper.ssl.", 10),
         "skip_acl": s.boolean("-Dzookeeper.skipACL", False),

@@ -257,6 +257,10 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
         "max_client_response_size": max_size,
         "response_bytes": st.response_bytes(),
         "digest_mismatches_count": core.tree.digests.mismatches,
+        "non_mtls_remote_conn_count": st.non_mtls_remote,
+        "non_mtls_local_conn_count": st.non_mtls_local,
+        "outstanding_tls_handshake": st.tls_handshakes,
+        "auth_failed_count": st.auth_failed,
     }
     fds = core.host.fd_counts()
     if fds is not None:

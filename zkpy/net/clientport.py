@@ -8,12 +8,13 @@ per tick.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from typing import Any
 
 from twisted.internet import protocol, task
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from zope.interface import implementer
 
 from zkpy.net.host import SystemHost
@@ -26,7 +27,17 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-@implementer(IPushProducer)
+def is_loopback(host: str) -> bool:
+    """InetAddress.isLoopbackAddress for a peer's address text (IPv4-mapped too)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+@implementer(IPushProducer, IHandshakeListener)
 class ClientProtocol(protocol.Protocol):
     """Bytes of one client connection to and from its pure ``Connection``.
 
@@ -36,12 +47,23 @@ class ClientProtocol(protocol.Protocol):
     than ``globalOutstandingLimit`` requests waiting for the disk, connections
     with requests of their own in flight are not read either (ZooKeeper's
     throttle). Other connections are served meanwhile.
+
+    What NettyServerCnxnFactory counts as a connection opens: with the Netty
+    factory configured, each plain connection as a non-mTLS one (local when it
+    comes from a loopback address); with a handshake limit, each TLS handshake
+    in progress, and a connection over the limit is closed before its handshake;
+    a TLS connection that goes without a finished handshake (a failed one, or
+    one closed first, the refused ones too) is an unsuccessful handshake and an
+    authentication failure, as Netty's CertificateVerifier counts it.
     """
 
     def __init__(self, server: ZkServer, tls: bool = False) -> None:
         self.server = server
         self.conn: Any = None
-        self.tls_pending = tls
+        self.secure = tls  # the secure client port's connection
+        self.tls_pending = tls  # its client certificate not yet looked at
+        self.handshaking = False  # counted in outstanding_tls_handshake
+        self.handshake_done = False
         self.buffer_full = False
         self.throttled = False
         self._scheduled = False
@@ -111,10 +133,44 @@ class ClientProtocol(protocol.Protocol):
             core.metrics.connection_rejected += 1
             transport.abortConnection()
             return
+        if not self._admit_handshake(host):
+            transport.abortConnection()
+            return
         transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)
         self.conn = core.connect(host, port, transport.write, transport.loseConnection,
                                  self.server.clock())
+
+    def _admit_handshake(self, host: str) -> bool:
+        """NettyServerCnxnFactory's channelActive: throttle TLS handshakes, count
+        plain connections. False: this connection is refused."""
+        settings, stats = self.server.core.settings, self.server.core.stats
+        if self.secure:
+            limit = settings.outstanding_handshake_limit
+            if limit > 0:
+                if stats.tls_handshakes + 1 > limit:
+                    log.warning("Too many TLS handshakes in progress (limit %d): closing the "
+                                "connection from %s", limit, host)
+                    self.server.core.metrics.tls_handshake_exceeded += 1
+                    return False
+                stats.tls_handshakes += 1
+                self.handshaking = True
+        elif settings.netty:
+            if is_loopback(host):
+                stats.non_mtls_local += 1
+            else:
+                stats.non_mtls_remote += 1
+        return True
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done (TLSMemoryBIOProtocol tells its protocol)."""
+        self.handshake_done = True
+        self._handshake_over()
+
+    def _handshake_over(self) -> None:
+        if self.handshaking:
+            self.handshaking = False
+            self.server.core.stats.tls_handshakes -= 1
 
     def dataReceived(self, data: bytes) -> None:
         conn = self.conn
@@ -135,6 +191,13 @@ class ClientProtocol(protocol.Protocol):
         self._continue()
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._handshake_over()  # (a connection that went before its handshake ended)
+        if self.secure and not self.handshake_done:
+            core = self.server.core
+            core.metrics.unsuccessful_handshake += 1
+            core.stats.auth_failed += 1
+            log.info("Unsuccessful TLS handshake with a client%s",
+                     f" ({reason.getErrorMessage()})" if reason is not None else "")
         if self.conn is not None:
             self.conn.lost()
             self.server.core.flush()

@@ -93,6 +93,12 @@ class CoreSettings:
     # linearizableReads (zkpy only): reads on a leader, follower or observer wait for a
     # read point the leader confirmed with a quorum (zkpy.server.linear_reads).
     linear_reads: bool = False
+    # zookeeper.serverCnxnFactory names NettyServerCnxnFactory: the client ports count
+    # plain connections as non-mTLS ones, as Netty's does (NIO's counts nothing).
+    netty: bool = False
+    # zookeeper.netty.server.outstandingHandshake.limit: above it, a TLS connection
+    # is closed before its handshake (tls_handshake_exceeded); off unless > 0.
+    outstanding_handshake_limit: int = -1
 
 
 class Upstream(Protocol):

@@ -60,7 +60,8 @@ DEFAULT_TRACE_MASK = 306
 class ServerStats:
     __slots__ = ("packets_received", "packets_sent", "latency", "started_ms",
                  "commits", "watch_events", "response_size", "other_response_bytes",
-                 "trace_mask")
+                 "trace_mask", "non_mtls_remote", "non_mtls_local", "tls_handshakes",
+                 "auth_failed")
 
     def __init__(self, now_ms: int, metrics: ServerMetrics) -> None:
         self.packets_received = 0
@@ -74,6 +75,16 @@ class ServerStats:
         # Of those, bytes not sent by the final processor (notifications, auth replies):
         # what response_bytes leaves out.
         self.other_response_bytes = 0
+        # NettyServerCnxnFactory's figures, kept by the client port's adapter: plain
+        # connections (not mutual TLS) by where they came from (loopback or not;
+        # only JMX resets them, srst does not), and the TLS handshakes in progress
+        # while handshakes are throttled (a gauge: outstanding_tls_handshake).
+        self.non_mtls_remote = 0
+        self.non_mtls_local = 0
+        self.tls_handshakes = 0
+        # TLS connections that went without a finished handshake (ServerStats'
+        # authFailedCount: Netty's CertificateVerifier is what counts it).
+        self.auth_failed = 0
         # What gtmk/stmk read and set (ZooTrace's mask; srst leaves it alone).
         self.trace_mask = DEFAULT_TRACE_MASK
 
