@@ -169,22 +169,27 @@ def test_x509_id_matches_java_x500principal(pki: Pki) -> None:
     assert ours == java
 
 
+NETTY = {"zookeeper.serverCnxnFactory": "org.apache.zookeeper.server.NettyServerCnxnFactory"}
+
+
+def _secure_port(port: int, pki: Pki, extra: dict[str, object]) -> dict[str, object]:
+    """Settings for a secure client port on ``port`` with the test PKI's stores."""
+    if KEYTOOL is None:
+        pytest.skip("keytool not installed")
+    return {"secureClientPort": port, "ssl.clientAuth": "want",
+            "ssl.keyStore.location": str(pki.jks("server")), "ssl.keyStore.password": STOREPASS,
+            "ssl.trustStore.location": str(pki.jks("trust")),
+            "ssl.trustStore.password": STOREPASS, **extra}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_tls_x509_acl(kind: str, start: Any, pki: Pki) -> None:
     from kazoo.exceptions import NoAuthError
     from kazoo.security import ACL, Id
 
-    if KEYTOOL is None:
-        pytest.skip("keytool not installed")
     port = free_port()
-    settings: dict[str, object] = {
-        "secureClientPort": port, "ssl.clientAuth": "want",
-        "ssl.keyStore.location": str(pki.jks("server")), "ssl.keyStore.password": STOREPASS,
-        "ssl.trustStore.location": str(pki.jks("trust")), "ssl.trustStore.password": STOREPASS,
-        "authProvider.x509": X509_PROVIDER,
-    }
-    props = {"zookeeper.serverCnxnFactory": "org.apache.zookeeper.server.NettyServerCnxnFactory"}
-    start(kind, settings, system_properties=props)
+    start(kind, _secure_port(port, pki, {"authProvider.x509": X509_PROVIDER}),
+          system_properties=NETTY)
     owner = tls_client(port, pki, "client")
     intruder = tls_client(port, pki, "intruder")
     anonymous = tls_client(port, pki, None)
@@ -206,17 +211,10 @@ def test_netty_connection_figures(kind: str, start: Any, pki: Pki) -> None:
     """NettyServerCnxnFactory's mntr figures: each plain connection counts as a
     non-mTLS one (local from 127.0.0.1, mntr's own included), a TLS one does not,
     and a finished TLS handshake leaves no outstanding one behind."""
-    if KEYTOOL is None:
-        pytest.skip("keytool not installed")
     port = free_port()
-    settings: dict[str, object] = {
-        "secureClientPort": port, "ssl.clientAuth": "want",
-        "ssl.keyStore.location": str(pki.jks("server")), "ssl.keyStore.password": STOREPASS,
-        "ssl.trustStore.location": str(pki.jks("trust")), "ssl.trustStore.password": STOREPASS,
-        "4lw.commands.whitelist": "*", "netty.server.outstandingHandshake.limit": 5,
-    }
-    props = {"zookeeper.serverCnxnFactory": "org.apache.zookeeper.server.NettyServerCnxnFactory"}
-    srv = start(kind, settings, system_properties=props)
+    srv = start(kind, _secure_port(port, pki, {"4lw.commands.whitelist": "*",
+                                               "netty.server.outstandingHandshake.limit": 5}),
+                system_properties=NETTY)
 
     def values() -> dict[str, str]:
         return dict(line.split("\t", 1) for line in srv.four_letter("mntr").splitlines()
