@@ -38,7 +38,7 @@ from types import ModuleType
 #: mypyc cannot compile, so it and the record declarations stay Python.
 MODULES: tuple[str, ...] = (
     "zkpy.jute.requests",
-    "zkpy.tree.datatree", "zkpy.tree.digest", "zkpy.tree.ephemeral_order", "zkpy.tree.paths", "zkpy.tree.quota",
+    "zkpy.tree.datatree", "zkpy.tree.digest", "zkpy.tree.java_hash", "zkpy.tree.paths", "zkpy.tree.quota",
     "zkpy.tree.watches",
     "zkpy.auth.acl",
     "zkpy.server.admission", "zkpy.server.authentication", "zkpy.server.connection",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from zkpy.server import metrics
 from zkpy.server.metrics import SummarySet
+from zkpy.tree.java_hash import concurrent_map_order
 from zkpy.version import BUILD
 
 if TYPE_CHECKING:
@@ -181,39 +182,16 @@ _MNTR_READ_ONLY = tuple(
     for k in _MNTR_SIMPLE)
 
 
-def java_string_hash(s: str) -> int:
-    """``String.hashCode`` (over UTF-16 code units), as a signed 32-bit int."""
-    data = s.encode("utf-16-be")
-    h = 0
-    for i in range(0, len(data), 2):
-        h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h >= 1 << 31 else h
-
-
-def java_hash_order(keys: list[str]) -> list[str]:
-    """The iteration order of a ConcurrentHashMap holding ``keys`` (inserted in
-    this order): by bin (the spread hash masked by the table size), then insertion."""
-    size = 16
-    while len(keys) >= size * 3 // 4:
-        size *= 2
-
-    def bin_of(key: str) -> int:
-        h = java_string_hash(key) & 0xFFFFFFFF
-        return ((h ^ (h >> 16)) & 0x7FFFFFFF) & (size - 1)
-
-    return [k for _, _, k in sorted((bin_of(k), i, k) for i, k in enumerate(keys))]
-
-
 # ServerMetrics registers its summary sets in this order (basic ones, then advanced).
 _BASIC_SETS = [n for n, pct in metrics.SUMMARY_SETS.items() if not pct]
 _ADVANCED_SETS = [n for n, pct in metrics.SUMMARY_SETS.items() if pct]
-_SET_ORDER = java_hash_order(_BASIC_SETS) + java_hash_order(_ADVANCED_SETS)
+_SET_ORDER = concurrent_map_order(_BASIC_SETS) + concurrent_map_order(_ADVANCED_SETS)
 
 
 def _summary_set_values(summary_set: SummarySet) -> list[tuple[str, Any]]:
     summary_set.fold()
     out: list[tuple[str, Any]] = []
-    for key in java_hash_order(list(summary_set.by_key)):
+    for key in concurrent_map_order(list(summary_set.by_key)):
         out += summary_set.by_key[key].values()
     return out
 

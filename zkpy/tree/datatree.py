@@ -32,7 +32,7 @@ from zkpy.jute.protocol import (
 )
 from zkpy.tree import digest as tree_digest
 from zkpy.tree.digest import DIGEST_VERSION, LOG_INTERVAL, MASK64, DigestChecks, digest_of
-from zkpy.tree.ephemeral_order import hash_set_order
+from zkpy.tree.java_hash import hash_set_order
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
@@ -447,7 +447,7 @@ class DataTree:
     def ephemerals_in_java_order(self, session_id: int,
                                  paths: Iterable[str] | None = None) -> list[str]:
         """A session's ephemerals (or ``paths``) in the order ZooKeeper's HashSet
-        of them iterates (``zkpy.tree.ephemeral_order``), oldest first per bucket."""
+        of them iterates (``zkpy.tree.java_hash``), oldest first per bucket."""
         nodes = self.nodes
 
         def added(path: str) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from zkpy.tree.ephemeral_order import hash_set_order, java_string_hash
+from zkpy.tree.java_hash import hash_set_order, java_string_hash
 
 
 def _java_order(paths: list[str]) -> list[str]:
