@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -49,6 +49,18 @@ _PROPOSAL, _COMMIT = m.PROPOSAL, m.COMMIT
 _SYNC_KINDS = frozenset((m.DIFF, m.SNAP, m.TRUNC))
 # (C-level getters: a turn's sends are counted without a Python step per packet.)
 _DEST, _PACKET, _KIND = itemgetter(0), itemgetter(1), attrgetter("type")
+
+
+def synced_now(by_zxid: Iterable[tuple[int, Any]], before: int, upto: int) -> Iterator[Any]:
+    """The values of ``(zxid, value)`` pairs in zxid order (proposals in flight)
+    whose zxids are past ``before`` and up to ``upto``: those a sync to ``upto``
+    made durable when everything to ``before`` already was. Stops at the first
+    zxid past ``upto``."""
+    for zxid, value in by_zxid:
+        if zxid > upto:
+            return
+        if zxid > before:
+            yield value
 
 
 class QuorumFigures:
@@ -179,16 +191,10 @@ class QuorumFigures:
             self._ack_creation([now - t for t in stamps if now >= t])
             return
         if self.stamps:
-            # Proposals arrive in zxid order: the synced ones are a prefix past
-            # those synced before (still here until their COMMIT).
-            made = []
-            synced = self.synced_zxid
-            for z, t in self.stamps.items():
-                if z > last_zxid:
-                    break
-                if z > synced and now >= t:
-                    made.append(now - t)
-            self._ack_creation(made)
+            # (Proposals stay in ``stamps`` until their COMMIT.)
+            self._ack_creation([now - t for t in synced_now(self.stamps.items(),
+                                                            self.synced_zxid, last_zxid)
+                                if now >= t])
         self.synced_zxid = max(self.synced_zxid, last_zxid)
 
     def committed(self, done: Sequence[tuple[Any, bool]], waited: Sequence[int],

@@ -42,7 +42,7 @@ from zkpy.server.core import ServerCore
 from zkpy.server.metrics import NS_PER_MS
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
-from zkpy.server.quorum_metrics import QuorumFigures
+from zkpy.server.quorum_metrics import QuorumFigures, synced_now
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapbuild import BuiltSnapshot
@@ -132,15 +132,9 @@ class Replica:
         self.core.at(now)
         if self.figures is not None:
             prev, self._persisted_zxid = self._persisted_zxid, last_zxid
-            # Our proposals, in zxid order: those synced now follow those synced
-            # before (still here until their commit).
-            stamps = []
-            for zxid, req in self.proposed.items():
-                if zxid > last_zxid:
-                    break
-                if zxid > prev:
-                    stamps.append(req.hdr.time)
-            self.figures.persisted(last_zxid, now, stamps)
+            # (Our proposals stay in ``proposed`` until their commit.)
+            self.figures.persisted(last_zxid, now, [
+                req.hdr.time for req in synced_now(self.proposed.items(), prev, last_zxid)])
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 
