@@ -8,6 +8,7 @@ response body or raises ``ZkError``. Replies to writes are
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any, cast
 
 from zkpy.auth.acl import mask_digests
@@ -19,6 +20,9 @@ from zkpy.tree.datatree import Node
 if TYPE_CHECKING:
     from zkpy.server.connection import Connection
     from zkpy.server.core import ServerCore
+
+_pack_int = struct.Struct(">i").pack
+_NULL_BUFFER = _pack_int(-1)  # jute's null buffer: length -1
 
 
 def _lookup(core: ServerCore, path: str) -> Any:
@@ -60,7 +64,10 @@ def _get_data(core: ServerCore, conn: Connection, body: S.GetDataRequest) -> byt
         core.watches.add_data(path, conn)
     # (also a response-cache miss: zkpy keeps no cache of serialized responses)
     core.metrics.read_per_namespace.note_cached((path, len(node.data) if node.data else 0))
-    return encode(S.GetDataResponse(node.data, _stat(node)))
+    data = node.data  # GetDataResponse: the data as a jute buffer, then the Stat
+    if data is None:
+        return _NULL_BUFFER + node.wire_stat()
+    return b"".join((_pack_int(len(data)), data, node.wire_stat()))
 
 
 def _exists(core: ServerCore, conn: Connection, body: S.ExistsRequest) -> bytes:
@@ -69,11 +76,11 @@ def _exists(core: ServerCore, conn: Connection, body: S.ExistsRequest) -> bytes:
         raise ZkError(Err.BADARGUMENTS, path)
     if body.watch:
         core.watches.add_data(path, conn)
-    node = _lookup(core, path)
+    node: Node | None = _lookup(core, path)
     if node is None:
         raise ZkError(Err.NONODE, path)
     core.metrics.read_per_namespace.note((path, 0))
-    return encode(S.ExistsResponse(node))
+    return node.wire_stat()  # ExistsResponse: the Stat alone
 
 
 def _get_children(core: ServerCore, conn: Connection, body: S.GetChildrenRequest) -> bytes:

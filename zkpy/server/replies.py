@@ -14,7 +14,12 @@ from typing import Any
 from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
 from zkpy.jute.protocol import Op
-from zkpy.tree.datatree import TxnResult
+from zkpy.tree.datatree import Node, TxnResult
+
+
+def _stat(stat: Any) -> bytes:
+    """A reply's Stat: the live node's packed at once, a detached copy encoded."""
+    return stat.wire_stat() if isinstance(stat, Node) else encode(stat)
 
 
 def _sub_result(rc: TxnResult) -> bytes:
@@ -43,12 +48,12 @@ def write_reply(req: Any, rc: TxnResult) -> tuple[int, bytes]:
         return rc.err, b""
     if t == Op.create:
         return 0, encode(S.CreateResponse(rc.path))
-    if t in (Op.create2, Op.createTTL, Op.createContainer):
-        return 0, encode(S.Create2Response(rc.path, rc.stat))
-    if t == Op.setData:
-        return 0, encode(S.SetDataResponse(rc.stat))
+    if t in (Op.create2, Op.createTTL, Op.createContainer):  # Create2Response
+        return 0, encode(S.CreateResponse(rc.path)) + _stat(rc.stat)
+    if t == Op.setData:  # SetDataResponse: the Stat alone
+        return 0, _stat(rc.stat)
     if t == Op.reconfig:  # the new membership as /zookeeper/config now holds it
         return 0, encode(S.GetDataResponse(rc.stat.data, rc.stat))
-    if t == Op.setACL:
-        return 0, encode(S.SetACLResponse(rc.stat))
+    if t == Op.setACL:  # SetACLResponse: the Stat alone
+        return 0, _stat(rc.stat)
     return 0, b""

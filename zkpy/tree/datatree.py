@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
+from zkpy.jute.codec import layout
 from zkpy.jute.protocol import (
     CONTAINER_EPHEMERAL_OWNER,
     TTL_EPHEMERAL_OWNER_MASK,
@@ -36,6 +37,7 @@ from zkpy.tree.java_hash import hash_set_order
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
 _INT_MAX = 0x7FFFFFFF
+_pack_stat = layout(S.Stat).pack  # a Stat as jute lays it out, in one call
 _HISTORY_MASK = LOG_INTERVAL - 1
 
 OPEN_ACL_UNSAFE: tuple[Any, ...] = (S.ACL(Perms.ALL, S.Id("world", "anyone")),)
@@ -113,6 +115,19 @@ class Node:
     def ephemeralOwner(self) -> int:
         owner = self.owner
         return owner if owner >= 0 or ephemeral_kind(owner) == "ephemeral" else 0
+
+    def wire_stat(self) -> bytes:
+        """The Stat as jute encodes it: what ``encode`` makes of the node as a nested
+        Stat, in one pack (replies carry one for every read and most writes)."""
+        children = self.children
+        count = len(children) if children else 0
+        owner = self.owner
+        if owner < 0 and ephemeral_kind(owner) != "ephemeral":
+            owner = 0
+        data = self.data
+        return _pack_stat(self.czxid, self.mzxid, self.ctime, self.mtime, self.version,
+                          int32(self.ccount * 2 - count), self.aversion, owner,
+                          len(data) if data is not None else 0, count, self.pzxid)
 
     def stat(self) -> Any:
         """A detached copy of the Stat (for results that must not change later)."""
