@@ -305,7 +305,7 @@ def test_learner_sees_proposals_and_commits() -> None:
     fig = QuorumFigures(metrics, now=0)
     hdr = S.TxnHeader(1, 1, 5, 1000, 1).encode()
     fig.received([S.QuorumPacket(m.PROPOSAL, 5, hdr + b"body", None)], 1004)
-    fig.persisted(5, 1006, [])
+    fig.persisted(5, 1006)
     fig.received([S.QuorumPacket(m.COMMIT, 5, None, None)], 1009)
     metrics.fold_all()
     s = metrics.summary
@@ -313,6 +313,28 @@ def test_learner_sees_proposals_and_commits() -> None:
     assert s["proposal_latency"].total == 4
     assert s["proposal_ack_creation_latency"].total == 6
     assert s["commit_propagation_latency"].total == 9
+
+
+def test_ack_creation_counts_each_proposal_once_when_its_sync_lands() -> None:
+    """proposal_ack_creation_latency: a sync to zxid Z makes the proposals up to Z
+    durable, each counted once, in order; refused proposals and those still in
+    flight when the member goes LOOKING are never counted."""
+    metrics = ServerMetrics()
+    fig = QuorumFigures(metrics, now=0)
+    fig.proposing([(1, 100), (2, 110), (3, 120)])
+    fig.proposing([(4, 130), (5, 140)])
+    fig.refused(1)  # 5 was not proposed after all
+    fig.persisted(2, 150)  # 1 and 2: 50 and 40 ms
+    fig.persisted(2, 160)  # nothing new
+    fig.persisted(9, 170)  # 3 and 4: 50 and 40 ms (5 was refused)
+    s = metrics.summary["proposal_ack_creation_latency"]
+    metrics.fold_all()
+    assert (s.count, s.total, s.min, s.max) == (4, 180, 40, 50)
+    fig.proposing([(10, 200)])
+    fig.role(RoleChange(LOOKING, None, 1, False), 210)
+    fig.persisted(10, 220)
+    metrics.fold_all()
+    assert s.count == 4
 
 
 def test_leader_counts_commits_syncs_and_learner_queues() -> None:

@@ -35,8 +35,8 @@ for a standalone server: ZooKeeper's standalone server has none of these.
 from __future__ import annotations
 
 import struct
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -51,18 +51,6 @@ _SYNC_KINDS = frozenset((m.DIFF, m.SNAP, m.TRUNC))
 _DEST, _PACKET, _KIND = itemgetter(0), itemgetter(1), attrgetter("type")
 
 
-def synced_now(by_zxid: Iterable[tuple[int, Any]], before: int, upto: int) -> Iterator[Any]:
-    """The values of ``(zxid, value)`` pairs in zxid order (proposals in flight)
-    whose zxids are past ``before`` and up to ``upto``: those a sync to ``upto``
-    made durable when everything to ``before`` already was. Stops at the first
-    zxid past ``upto``."""
-    for zxid, value in by_zxid:
-        if zxid > upto:
-            return
-        if zxid > before:
-            yield value
-
-
 class QuorumFigures:
     def __init__(self, metrics: ServerMetrics, now: int) -> None:
         self.m = metrics
@@ -73,7 +61,11 @@ class QuorumFigures:
         self.unavailable_since: int | None = now
         self.sync_started: int | None = None
         self.stamps: dict[int, int] = {}  # learner: zxid -> the leader's txn time
-        self.synced_zxid = 0
+        # (zxid, txn time) of the proposals our disk has not synced yet, in zxid
+        # order (a leader's own and a learner's received): a sync pops what it
+        # made durable from the left, so its cost is what it synced, never what
+        # is still in flight.
+        self.unsynced: deque[tuple[int, int]] = deque()
         self.released_seen = metrics.released_reads
         self.reads_seen = metrics.reads_answered
         # The summaries observed per packet and per commit, looked up once: they
@@ -108,6 +100,7 @@ class QuorumFigures:
             if self.unavailable_since is None:
                 self.unavailable_since = now
             self.stamps.clear()
+            self.unsynced.clear()
             return
         if self.looking_since is not None:
             self.s["election_time"].add(now - self.looking_since)
@@ -130,6 +123,7 @@ class QuorumFigures:
     def received(self, packets: Iterable[Any], now: int) -> None:
         """Quorum packets from the leader (a learner's view), as they arrived."""
         stamps = self.stamps
+        unsynced = self.unsynced
         proposals = commits = 0
         for pkt in packets:
             kind = pkt.type
@@ -138,6 +132,7 @@ class QuorumFigures:
                 data = pkt.data
                 if data is not None and len(data) >= 28:
                     stamp = stamps[pkt.zxid] = _TXN_TIME.unpack_from(data, 20)[0]
+                    unsynced.append((pkt.zxid, stamp))
                     if now >= stamp:
                         self._proposal_latency(now - stamp)
             elif kind == _COMMIT:
@@ -184,18 +179,25 @@ class QuorumFigures:
 
     # -- disk and commits -------------------------------------------------------------
 
-    def persisted(self, last_zxid: int, now: int, stamps: Sequence[int]) -> None:
-        """Our disk synced up to ``last_zxid``: the ACKs for those proposals are made
-        now. ``stamps``: the leader's txn times of what a leader proposed there."""
-        if stamps:
-            self._ack_creation([now - t for t in stamps if now >= t])
+    def proposing(self, proposals: Iterable[tuple[int, int]]) -> None:
+        """A leader hands (zxid, txn time) of its proposals to its disk."""
+        self.unsynced.extend(proposals)
+
+    def refused(self, count: int) -> None:
+        """The last ``count`` proposals handed over were not proposed after all."""
+        for _ in range(min(count, len(self.unsynced))):
+            self.unsynced.pop()
+
+    def persisted(self, last_zxid: int, now: int) -> None:
+        """Our disk synced up to ``last_zxid``: the ACKs for the proposals it made
+        durable are made now (proposal_ack_creation_latency, from their stamps)."""
+        unsynced = self.unsynced
+        if not unsynced or unsynced[0][0] > last_zxid:
             return
-        if self.stamps:
-            # (Proposals stay in ``stamps`` until their COMMIT.)
-            self._ack_creation([now - t for t in synced_now(self.stamps.items(),
-                                                            self.synced_zxid, last_zxid)
-                                if now >= t])
-        self.synced_zxid = max(self.synced_zxid, last_zxid)
+        stamps = []
+        while unsynced and unsynced[0][0] <= last_zxid:
+            stamps.append(unsynced.popleft()[1])
+        self._ack_creation([now - t for t in stamps if now >= t])
 
     def committed(self, done: Sequence[tuple[Any, bool]], waited: Sequence[int],
                   took: Sequence[int], batch_ms: int, leading: bool, now: int,

@@ -42,7 +42,7 @@ from zkpy.server.core import ServerCore
 from zkpy.server.metrics import NS_PER_MS
 from zkpy.server.modes import Mode
 from zkpy.server.prep import MALFORMED, Request
-from zkpy.server.quorum_metrics import QuorumFigures, synced_now
+from zkpy.server.quorum_metrics import QuorumFigures
 from zkpy.server.readonly import ReadOnlyServer
 from zkpy.storage.formats import decode_entry, encode_txn
 from zkpy.storage.snapbuild import BuiltSnapshot
@@ -101,7 +101,6 @@ class Replica:
         self.read_only = ReadOnlyServer(core)  # readonlymode.enabled: serves while LOOKING
         # An ensemble member's election, sync, proposal and commit figures (none standalone).
         self.figures = None if peer.standalone else QuorumFigures(core.metrics, core.now)
-        self._persisted_zxid = 0
         core.attach(self)
         peer.linear_reads = core.settings.linear_reads
         peer.snapshot_source = self._snapshot
@@ -131,10 +130,7 @@ class Replica:
         self.now = now
         self.core.at(now)
         if self.figures is not None:
-            prev, self._persisted_zxid = self._persisted_zxid, last_zxid
-            # (Our proposals stay in ``proposed`` until their commit.)
-            self.figures.persisted(last_zxid, now, [
-                req.hdr.time for req in synced_now(self.proposed.items(), prev, last_zxid)])
+            self.figures.persisted(last_zxid, now)
         self.driver.persisted(after, last_zxid, now)
         self._settle(now)
 
@@ -252,10 +248,15 @@ class Replica:
             lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
             entries.append((zxid, txn))
         self._sizes = (size, lo, hi)
+        figures = self.figures
+        if figures is not None:  # (before the step: it may sync them at once)
+            figures.proposing([(req.hdr.zxid, req.hdr.time) for req in reqs])
         try:
             self.driver.step(ProposeMany(entries), self.now)
         except NotLeader as e:
             log.warning("Cannot propose 0x%x: %s", reqs[e.accepted].hdr.zxid, e)
+            if figures is not None:
+                figures.refused(len(reqs) - e.accepted)
             for req in reqs[e.accepted:]:
                 self.proposed.pop(req.hdr.zxid, None)
                 self._refuse(req)
