@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkpy.jute import schema as S
+from zkpy.jute.codec import decode
 from zkpy.jute.protocol import Op
 from zkpy.storage.formats import encode_txn
 from zkpy.storage.recovery import RecoveryError, load, logged_after
@@ -154,6 +155,26 @@ def test_the_fast_packet_codec_is_the_schema_codec(ptype: int, zxid: int, data: 
     found = m.split_packet(wire + b"\x00", 0)
     assert found is not None and found == (pkt, len(wire))
     assert m.split_packet(wire[:-1], 0) is None  # one byte short: not a packet yet
+
+
+def test_mutated_auth_ids_of_a_request_are_a_packet_error_or_a_packet() -> None:
+    """A learner's REQUEST carries its session's auth ids; mutated ones (lengths,
+    bytes that are not UTF-8, null strings) split as the schema decoder decodes
+    them, or raise PacketError: never anything else."""
+    wire = m.QuorumPacket(m.REQUEST, -1, b"req", [S.Id("ip", "127.0.0.1"),
+                                                  S.Id("digest", "u:x")]).encode()
+    rng = random.Random(3)
+    for _ in range(3000):
+        blob = bytearray(wire)
+        for _ in range(rng.randint(1, 3)):
+            blob[rng.randrange(23, len(blob))] = rng.choice((0x00, 0xFF, 0xC3, 0x80, 0x05))
+        try:
+            found = m.split_packet(bytes(blob), 0)
+        except m.PacketError:
+            continue
+        if found is not None:
+            pkt, end = found
+            assert (pkt, end) == decode(S.QuorumPacket, bytes(blob), 0, end)
 
 
 def test_a_snapshot_is_verified_without_building_its_tree() -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import struct
 
 from zkpy.jute.codec import JuteError, decode
+from zkpy.jute.schema import Id
 from zkpy.jute.schema import LearnerInfo as LearnerInfo  # re-exported: the quorum vocabulary
 from zkpy.jute.schema import QuorumPacket as QuorumPacket
 
@@ -221,6 +222,35 @@ def _field_end(buf: bytes | bytearray, off: int, what: str,
 
 
 _HEAD = struct.Struct(">iqi")  # QuorumPacket: type, zxid, the length of data
+
+
+def _auth_ids(buf: bytes | bytearray, pos: int, count: int,
+              limit: int) -> tuple[list[Id], int] | tuple[()] | None:
+    """``count`` Ids (scheme, id: two non-null UTF-8 strings each) from ``pos``:
+    (the Ids, the offset after them); None when they are not all here yet; ()
+    when they are anything else (the general decoder then says what)."""
+    size = len(buf)
+    ids: list[Id] = []
+    for _ in range(count):
+        if size < pos + 4:
+            return None
+        (k,) = _LEN.unpack_from(buf, pos)
+        if k < 0 or k > limit:
+            return ()
+        a, pos = pos + 4, pos + 4 + k
+        if size < pos + 4:
+            return None
+        (k,) = _LEN.unpack_from(buf, pos)
+        if k < 0 or k > limit:
+            return ()
+        b, pos = pos + 4, pos + 4 + k
+        if size < pos:
+            return None
+        try:
+            ids.append(Id(str(buf[a:b - 4], "utf-8"), str(buf[b:pos], "utf-8")))
+        except UnicodeDecodeError:
+            return ()
+    return ids, pos
 _NO_AUTH = _LEN.pack(-1)  # authinfo: null
 _NO_IDS = _LEN.pack(0)  # authinfo: an empty vector
 
@@ -256,6 +286,13 @@ def split_packet(buf: bytes | bytearray, off: int = 0,
             if count == -1 or count == 0:
                 data = None if n == -1 else bytes(buf[start:end])
                 return QuorumPacket(ptype, zxid, data, None if count == -1 else []), end + 4
+            if 0 < count <= 8:  # a learner's REQUEST: its session's few auth ids
+                ids = _auth_ids(buf, end + 4, count, limit)
+                if ids is None:
+                    return None
+                if ids:
+                    data = None if n == -1 else bytes(buf[start:end])
+                    return QuorumPacket(ptype, zxid, data, ids[0]), ids[1]
     end = _field_end(buf, off + 12, "data", limit)
     if end is None:
         return None
