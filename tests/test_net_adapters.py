@@ -283,14 +283,65 @@ def test_a_durable_send_rides_only_the_connection_it_was_made_for() -> None:
     first.dataReceived(m.follower_info(2, 1).encode())
     token = links.token(2)
     links.send(2, m.packet(m.UPTODATE, 5), token)
+    links.flush()
     assert first.transport.value() == m.packet(m.UPTODATE, 5).encode()
     second = links.buildProtocol(None)  # server 2 reconnects: a new connection
     second.makeConnection(TCPTransport())
     second.dataReceived(m.follower_info(2, 1).encode())
     links.send(2, m.packet(m.ACK, 6), token)  # released by a sync made for the old one
+    links.flush()
     assert second.transport.value() == b""
     links.send(2, m.packet(m.ACK, 6), links.token(2))
+    links.flush()
     assert second.transport.value() == m.packet(m.ACK, 6).encode()
+
+
+class CountingTransport(TCPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def _learner(links: QuorumLinks, sid: int) -> Any:
+    proto = links.buildProtocol(None)
+    proto.makeConnection(CountingTransport())
+    proto.dataReceived(m.follower_info(sid, 1).encode())
+    proto.transport.clear()
+    proto.transport.writes = 0
+    return proto
+
+
+def test_a_steps_packets_reach_each_learner_in_one_write_in_order() -> None:
+    """What a step sends a learner is written at its end (``flush``) as one
+    write, in the order sent; a packet that must be written at once (a SNAP)
+    and closing after sending take what was queued first."""
+    links = QuorumLinks(FakeReactor(), 1, {}, lambda sid, pkt: None, lambda sid: None)
+    two, three = _learner(links, 2), _learner(links, 3)
+    proposal = m.packet(m.PROPOSAL, 7, b"txn")
+    for pkt in (proposal, m.packet(m.COMMIT, 6)):
+        links.send(2, pkt)
+        links.send(3, pkt)
+    assert two.transport.value() == b"" and three.transport.writes == 0
+    links.flush()
+    both = proposal.encode() + m.packet(m.COMMIT, 6).encode()
+    assert two.transport.value() == three.transport.value() == both
+    assert two.transport.writes == three.transport.writes == 1
+    links.flush()  # nothing more
+    assert two.transport.writes == 1
+    # A SNAP (its state streamed after it) is written after what was queued ahead.
+    two.transport.clear()
+    links.send(2, m.packet(m.COMMIT, 7))
+    links.send(2, m.packet(m.SNAP, 7))
+    assert two.transport.value() == m.packet(m.COMMIT, 7).encode() + m.packet(m.SNAP, 7).encode()
+    # Closing sends what was queued first (a COMMIT before a leader steps down).
+    links.send(3, m.packet(m.COMMIT, 7))
+    links.disconnect(3)
+    assert three.transport.value().endswith(m.packet(m.COMMIT, 7).encode())
+    assert three.transport.disconnecting
 
 
 def _mntr(rig: Rig) -> dict[str, Any]:

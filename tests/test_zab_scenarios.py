@@ -311,6 +311,9 @@ class _ScriptLinks:
     def token(self, dest: int) -> Hashable | None:
         return self.s._conn(self.i, dest)
 
+    def flush(self) -> None:
+        pass
+
     def disconnect(self, dest: int, why: str = "") -> None:
         self.s._close(self.i, dest)
 

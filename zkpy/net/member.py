@@ -83,6 +83,9 @@ class _MemberLinks:
     def token(self, dest: int) -> Any:
         return self.server.links.token(dest)
 
+    def flush(self) -> None:
+        self.server.links.flush()
+
     def disconnect(self, dest: int, why: str = "") -> None:
         if why:
             log.warning("Dropping server %d from our quorum connections: %s", dest, why)

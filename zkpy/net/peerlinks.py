@@ -349,6 +349,8 @@ class _QuorumProtocol(protocol.Protocol):
         self.timer: Any = None
         self.peer_checked = False
         self.heard_at = float("-inf")  # when Zab was last told the stream brings bytes
+        # Encoded packets of this step, written as one at its end (``flush``).
+        self.out: list[bytes] = []
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -455,7 +457,24 @@ class _QuorumProtocol(protocol.Protocol):
         self.links.learner_connected(sid, self)
         return True
 
+    def queue(self, pkt: m.QuorumPacket, data: bytes) -> bool:
+        """Keep a plain packet (``data``: it encoded) for ``flush``; False when
+        it needs ``write`` (a SNAP, a state being walked, a closed connection)."""
+        if self.closed or self.transport is None or self.held is not None or pkt.type == m.SNAP:
+            return False
+        self.out.append(data)
+        return True
+
+    def flush(self) -> None:
+        """Hand what ``queue`` kept to the transport, in one write."""
+        out = self.out
+        if out:
+            self.out = []
+            if not self.closed and self.transport is not None:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
     def write(self, pkt: m.QuorumPacket) -> None:
+        self.flush()  # what was queued goes first
         if self.closed or self.transport is None:
             return
         if self.held is not None:  # the state is being walked: after it
@@ -537,6 +556,7 @@ class _QuorumProtocol(protocol.Protocol):
         not taken it within ``grace`` seconds."""
         if self.closed:
             return
+        self.flush()
         self.closed = True
         if self.transport is not None:
             self.transport.loseConnection()
@@ -643,6 +663,11 @@ class QuorumLinks(protocol.ServerFactory):
         self.conns: dict[int, _QuorumProtocol] = {}
         self.outbound: dict[int, _Outbound] = {}
         self.port: Any = None
+        # Connections with packets queued by ``send`` this step, for ``flush``, and
+        # the last packet encoded (a leader sends the same PROPOSAL and COMMIT
+        # object to each learner in turn: encoded once).
+        self._queued: list[_QuorumProtocol] = []
+        self._last: tuple[m.QuorumPacket | None, bytes] = (None, b"")
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
@@ -664,7 +689,15 @@ class QuorumLinks(protocol.ServerFactory):
             return  # the connection it was meant for is gone: TCP would have lost it
         conn = self.conns.get(sid)
         if conn is not None:
-            conn.write(pkt)
+            last, data = self._last
+            if last is not pkt:
+                data = m.encode_packet(pkt)
+                self._last = (pkt, data)
+            if conn.queue(pkt, data):
+                if len(conn.out) == 1:
+                    self._queued.append(conn)
+            else:
+                conn.write(pkt)
             return
         out = self.outbound.get(sid)
         if out is None and pkt.type in (m.FOLLOWERINFO, m.OBSERVERINFO) and sid in self.peers:
@@ -676,6 +709,15 @@ class QuorumLinks(protocol.ServerFactory):
             self.reactor.connectTCP(host, port, factory, timeout=5)
         if out is not None:
             out.queue.append(pkt)
+
+    def flush(self) -> None:
+        """The end of a step's sends: each connection's packets go to its
+        transport in one write (Twisted sends them at the next turn either way;
+        one write per packet cost a Python call chain per learner per packet)."""
+        queued, self._queued = self._queued, []
+        for conn in queued:
+            conn.flush()
+        self._last = (None, b"")
 
     def leader_connected(self, proto: _QuorumProtocol) -> None:
         assert proto.sid is not None

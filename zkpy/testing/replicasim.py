@@ -333,6 +333,9 @@ class _SimLinks:
     def token(self, dest: int) -> Hashable | None:
         return self.sim.tokens.get(frozenset((self.i, dest)), 0)
 
+    def flush(self) -> None:
+        pass  # (the sim's queues deliver each packet as it is sent)
+
     def disconnect(self, dest: int, why: str = "") -> None:
         # The election port has its own connections: a peer dropping its quorum
         # connection (a leader stepping down) loses no votes.

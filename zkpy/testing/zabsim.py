@@ -380,6 +380,9 @@ class _ClusterLinks:
     def token(self, dest: int) -> Hashable | None:
         return self.c._conn_id(self.i, dest)
 
+    def flush(self) -> None:
+        pass  # (the sim's queues deliver each packet as it is sent)
+
     def disconnect(self, dest: int, why: str = "") -> None:
         self.c._close(self.i, dest)
 

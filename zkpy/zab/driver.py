@@ -67,6 +67,10 @@ class Links(Protocol):
     def token(self, dest: int) -> Hashable | None:
         """What identifies the current quorum connection to ``dest``."""
 
+    def flush(self) -> None:
+        """The step's sends are all made: what ``send`` kept back goes out now
+        (links may gather a step's packets per connection into one write)."""
+
     def disconnect(self, dest: int, why: str = "") -> None:
         """Close the quorum connection to ``dest`` (it will see ConnectionLost);
         ``why``, if given, is worth a line in the log."""
@@ -101,6 +105,9 @@ class NoLinks:
 
     def token(self, dest: int) -> Hashable | None:
         return None
+
+    def flush(self) -> None:
+        pass
 
     def disconnect(self, dest: int, why: str = "") -> None:
         pass
@@ -173,6 +180,7 @@ class Driver:
                 self.step(Message(dest, pkt), now)
             else:
                 links.send(dest, pkt, token)
+        links.flush()
         self.step(Persisted(last_zxid), now)
 
     def _carry_out(self, ready: Ready) -> None:
@@ -194,6 +202,7 @@ class Driver:
                 self._own.append(pkt)
             else:
                 links.send(dest, pkt)
+        links.flush()
         for dest, notification in ready.votes:
             links.vote(dest, notification)
         self.app.on_ready(ready)

@@ -131,6 +131,10 @@ class _SplitLinks:
         token: Hashable | None = self.quorum.token(dest)
         return token if token is not None else self.sim.token(dest)
 
+    def flush(self) -> None:
+        self.quorum.flush()
+        self.sim.flush()
+
     def disconnect(self, dest: int, why: str = "") -> None:
         if self.quorum.token(dest) is not None:
             self.quorum.disconnect(dest)
