@@ -313,6 +313,26 @@ def test_learner_sees_proposals_and_commits() -> None:
     assert s["proposal_latency"].total == 4
     assert s["proposal_ack_creation_latency"].total == 6
     assert s["commit_propagation_latency"].total == 9
+    assert not fig.stamps  # its COMMIT came: the stamp is spent
+
+
+def test_a_learner_keeps_no_stamp_of_a_commit_that_came_without_commit() -> None:
+    """A sync commits proposals without a COMMIT each (ZooKeeper's UPTODATE): the
+    commit batch drops their stamps, and only theirs."""
+    metrics = ServerMetrics()
+    fig = QuorumFigures(metrics, now=0)
+    for zxid in (5, 6, 7):
+        hdr = S.TxnHeader(1, 1, zxid, 1000, 1).encode()
+        fig.received([S.QuorumPacket(m.PROPOSAL, zxid, hdr + b"body", None)], 1004)
+    reqs = [SimpleNamespace(created=0, session_id=1, conn=None,
+                            hdr=SimpleNamespace(time=1000, zxid=z)) for z in (5, 6)]
+    fig.committed([(r, False) for r in reqs], waited=[0, 0], took=[0, 0], batch_ms=0,
+                  leading=False, now=1010, outstanding=0)
+    assert list(fig.stamps) == [7]
+    metrics.fold_all()
+    s = metrics.summary
+    assert s["server_write_committed_time_ms"].count == 2
+    assert s["local_write_committed_time_ms"].count == s["write_commitproc_time_ms"].count == 0
 
 
 def test_ack_creation_counts_each_proposal_once_when_its_sync_lands() -> None:

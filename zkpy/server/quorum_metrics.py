@@ -74,10 +74,10 @@ class QuorumFigures:
         self._proposal_latency = summary["proposal_latency"].add
         self._commit_propagation = summary["commit_propagation_latency"].add
         self._ack_creation = summary["proposal_ack_creation_latency"].extend
-        self._commitproc = summary["write_commitproc_time_ms"].add
-        self._local_committed = summary["local_write_committed_time_ms"].add
-        self._remote_committed = summary["server_write_committed_time_ms"].add
-        self._quorum_ack = summary["quorum_ack_latency"].add
+        self._commitproc_all = summary["write_commitproc_time_ms"].extend
+        self._local_committed_all = summary["local_write_committed_time_ms"].extend
+        self._remote_committed_all = summary["server_write_committed_time_ms"].extend
+        self._quorum_ack_all = summary["quorum_ack_latency"].extend
         self._qp_size: dict[int, Any] = {}  # learner sid -> its learner_handler_qp_size
         self._final_time = summary["write_final_proc_time_ms"].extend
         self._session_requests = summary["requests_in_session_queue"].add
@@ -137,7 +137,9 @@ class QuorumFigures:
                         self._proposal_latency(now - stamp)
             elif kind == _COMMIT:
                 commits += 1
-                stamp = stamps.get(pkt.zxid)
+                # (A stamp is kept until its COMMIT; ``committed`` drops any left
+                # behind by commits that came without one, as a sync's do.)
+                stamp = stamps.pop(pkt.zxid, None)
                 if stamp is not None and now >= stamp:
                     self._commit_propagation(now - stamp)
         if proposals:
@@ -214,21 +216,26 @@ class QuorumFigures:
         if leading:
             metrics.commit_count += n
         self._final_time(took)
-        commitproc, local, remote = self._commitproc, self._local_committed, self._remote_committed
-        quorum_ack = self._quorum_ack if leading else None
-        pop_stamp = self.stamps.pop if self.stamps else None
-        sessions: dict[int, Any] = {}
-        for (req, mine), wait in zip(done, waited, strict=True):
-            if mine:
-                commitproc(now - req.created if now > req.created else 0)
-                local(wait)
-                sessions[req.session_id] = req.conn
-            else:
-                remote(wait)
-            if quorum_ack is not None and now >= req.hdr.time:
-                quorum_ack(now - req.hdr.time)
-            if pop_stamp is not None:
-                pop_stamp(req.hdr.zxid, None)
+        # (Comprehensions, one per figure: a loop calling each figure per commit
+        # cost more than the commit's own figures.)
+        mine = [req for req, ours in done if ours]
+        if len(mine) == n:
+            self._local_committed_all(waited)
+        else:
+            self._local_committed_all([w for (_, ours), w in zip(done, waited, strict=True)
+                                       if ours])
+            self._remote_committed_all([w for (_, ours), w in zip(done, waited, strict=True)
+                                        if not ours])
+        self._commitproc_all([now - req.created if now > req.created else 0 for req in mine])
+        if leading:
+            self._quorum_ack_all([now - t for t in [req.hdr.time for req, _ in done]
+                                  if now >= t])
+        stamps = self.stamps
+        if stamps:  # stamps left by commits that came without a COMMIT (a sync's)
+            last = done[-1][0].hdr.zxid
+            while stamps and next(iter(stamps)) <= last:
+                del stamps[next(iter(stamps))]
+        sessions = {req.session_id: req.conn for req in mine}
         # Reads the commit stage passed since the last batch (answered at once, or
         # released behind a write), and the reads still waiting behind a write.
         answered = metrics.reads_answered

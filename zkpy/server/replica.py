@@ -431,15 +431,15 @@ class Replica:
         outstanding = self.core.outstanding_writes
         # (One clock read per commit: each begins as the one before it ends.)
         clock = self.core.host.monotonic_ns
-        received = started = clock()
-        done, waited, took = [], [], []
+        marks = [clock()]  # the batch handed over, then each commit's end
+        done = []
         for zxid, txn in commits:
             done.append(self._commit(zxid, txn))
-            ended = clock()
-            waited.append((started - received) // NS_PER_MS)
-            took.append((ended - started) // NS_PER_MS)
-            started = ended
-        self.figures.committed(done, waited, took, (started - received) // NS_PER_MS,
+            marks.append(clock())
+        received = marks[0]
+        waited = [(start - received) // NS_PER_MS for start in marks[:-1]]
+        took = [(end - start) // NS_PER_MS for start, end in zip(marks[:-1], marks[1:], strict=True)]
+        self.figures.committed(done, waited, took, (marks[-1] - received) // NS_PER_MS,
                                self.role == LEADING, self.now, outstanding)
 
     def _commit(self, zxid: int, txn: bytes) -> tuple[Request, bool]:
