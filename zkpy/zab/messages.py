@@ -232,25 +232,24 @@ def _auth_ids(buf: bytes | bytearray, pos: int, count: int,
     size = len(buf)
     ids: list[Id] = []
     for _ in range(count):
-        if size < pos + 4:
-            return None
-        (k,) = _LEN.unpack_from(buf, pos)
-        if k < 0 or k > limit:
-            return ()
-        a, pos = pos + 4, pos + 4 + k
-        if size < pos + 4:
-            return None
-        (k,) = _LEN.unpack_from(buf, pos)
-        if k < 0 or k > limit:
-            return ()
-        b, pos = pos + 4, pos + 4 + k
-        if size < pos:
-            return None
-        try:
-            ids.append(Id(str(buf[a:b - 4], "utf-8"), str(buf[b:pos], "utf-8")))
-        except UnicodeDecodeError:
-            return ()
+        fields: list[str] = []
+        for _ in range(2):  # scheme, id
+            if size < pos + 4:
+                return None
+            (k,) = _LEN.unpack_from(buf, pos)
+            if k < 0 or k > limit:
+                return ()
+            start, pos = pos + 4, pos + 4 + k
+            if size < pos:
+                return None
+            try:
+                fields.append(str(buf[start:pos], "utf-8"))
+            except UnicodeDecodeError:
+                return ()
+        ids.append(Id(*fields))
     return ids, pos
+
+
 _NO_AUTH = _LEN.pack(-1)  # authinfo: null
 _NO_IDS = _LEN.pack(0)  # authinfo: an empty vector
 
