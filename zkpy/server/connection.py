@@ -104,6 +104,7 @@ class Connection:
         # An ensemble member's reads pass its commit stage to the final one, which
         # ZooKeeper times (read_final_proc_time_ms); a standalone server's do not.
         self.timed_reads = core.metrics.mirror_reads
+        self.read_final_time = core.metrics.summary["read_final_proc_time_ms"].add
         self.response_size = core.stats.response_size.add
 
     # -- bytes in -------------------------------------------------------------
@@ -228,26 +229,24 @@ class Connection:
         else:
             self._read(xid, op, body, now, now)
 
-    def _read(self, xid: int, op: int, body: Any, now: int, arrived: int,
-              untimed: bool = False) -> None:
-        if self.timed_reads and not untimed:
-            started = self.clock()
-            self._read(xid, op, body, now, arrived, True)
-            metrics = self.metrics
-            metrics.summary["read_final_proc_time_ms"].add((self.clock() - started) // NS_PER_MS)
-            metrics.reads_answered += 1
-            return
+    def _read(self, xid: int, op: int, body: Any, now: int, arrived: int) -> None:
         core = self.core
+        # An ensemble member's reads pass its final stage timed (see __init__).
+        started = self.clock() if self.timed_reads else None
         if op == Op.ping:
-            self._reply(xid, core.last_zxid, 0, b"", now, "PING", arrived)
-            return
-        try:
-            payload = reads.answer(core, self, op, body)
-            err = 0
-        except ZkError as e:
-            payload = e.payload
-            err = int(e.code)
-        self._reply(xid, core.last_zxid, err, payload, now, routing.op_name(op), arrived)
+            payload, err, name = b"", 0, "PING"
+        else:
+            try:
+                payload = reads.answer(core, self, op, body)
+                err = 0
+            except ZkError as e:
+                payload = e.payload
+                err = int(e.code)
+            name = routing.op_name(op)
+        self._reply(xid, core.last_zxid, err, payload, now, name, arrived)
+        if started is not None:
+            self.read_final_time((self.clock() - started) // NS_PER_MS)
+            self.metrics.reads_answered += 1
 
     # -- commits and ordered replies --------------------------------------------
 
