@@ -152,6 +152,22 @@ def test_a_workload_shows_in_mntr() -> None:
     assert after["zk_znode_count"] == v["zk_znode_count"]  # gauges are no counters
 
 
+def test_folding_visits_only_the_connections_that_answered() -> None:
+    """A tick folds the latencies of connections that answered since the last
+    fold, not of every connection (10,000 idle sessions must not hold it up),
+    and loses none of them."""
+    core = make_core(four_letter_words=frozenset({"*"}))
+    busy, idle = connected(core, port=40001), connected(core, port=40002)
+    core.fold_metrics()
+    assert not core.unfolded
+    busy.get("/")
+    busy.get("/zookeeper")
+    assert list(core.unfolded) == [busy.conn]
+    core.fold_metrics()
+    assert not core.unfolded and core.metrics.readlatency.count == 2
+    assert busy.conn.latency_count == 3 and idle.conn.latency_count == 1  # + createSession
+
+
 def test_request_latency_is_read_and_update_latency_together() -> None:
     core = make_core(four_letter_words=frozenset({"*"}))
     a = connected(core)

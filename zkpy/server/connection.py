@@ -430,6 +430,8 @@ class Connection:
             self.out.clear()
             self.out_bytes = 0
             self.sink(data)
+        if self._reads or self._updates:  # replies' latencies, for the next fold
+            self.core.unfolded[self] = None
         if self.close_pending and self.state != "closed":
             self._close()
 

@@ -160,6 +160,10 @@ class ServerCore:
         self.next_zxid = 1
         self.connections: dict[int, Any] = {}
         self.dirty: dict[Any, None] = {}
+        # Connections with latencies noted since the last fold (an ordered set):
+        # folding visits these, not every connection (10,000 idle ones would
+        # hold up the tick that folds).
+        self.unfolded: dict[Any, None] = {}
         self.now = now_ms
         self._last_container_check = now_ms
         self._conn_ids = 0
@@ -276,6 +280,7 @@ class ServerCore:
         if self.connections.pop(conn.id, None) is None:
             return
         conn.fold_latencies()  # its latencies stay in the server's figures
+        self.unfolded.pop(conn, None)
         self.watches.remove_watcher(conn)
         self.dirty.pop(conn, None)
         session = self.sessions.get(conn.session_id) if conn.session_id else None
@@ -289,8 +294,10 @@ class ServerCore:
 
     def fold_metrics(self) -> None:
         """Take every pending observation into the figures (what reading them, or a
-        tick, does): the server's, and each connection's latencies."""
-        for conn in self.connections.values():
+        tick, does): the server's, and the latencies of the connections that
+        answered something since the last fold."""
+        unfolded, self.unfolded = self.unfolded, {}
+        for conn in unfolded:
             conn.fold_latencies()
         self.metrics.fold_all()
 
