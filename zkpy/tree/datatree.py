@@ -118,16 +118,11 @@ class Node:
 
     def wire_stat(self) -> bytes:
         """The Stat as jute encodes it: what ``encode`` makes of the node as a nested
-        Stat, in one pack (replies carry one for every read and most writes)."""
-        children = self.children
-        count = len(children) if children else 0
-        owner = self.owner
-        if owner < 0 and ephemeral_kind(owner) != "ephemeral":
-            owner = 0
-        data = self.data
+        Stat, in one pack (replies carry one for every read and most writes). The
+        derived fields come from the properties above, their one home."""
         return _pack_stat(self.czxid, self.mzxid, self.ctime, self.mtime, self.version,
-                          int32(self.ccount * 2 - count), self.aversion, owner,
-                          len(data) if data is not None else 0, count, self.pzxid)
+                          self.cversion, self.aversion, self.ephemeralOwner, self.dataLength,
+                          self.numChildren, self.pzxid)
 
     def stat(self) -> Any:
         """A detached copy of the Stat (for results that must not change later)."""
