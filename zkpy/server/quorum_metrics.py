@@ -194,12 +194,11 @@ class QuorumFigures:
         """Our disk synced up to ``last_zxid``: the ACKs for the proposals it made
         durable are made now (proposal_ack_creation_latency, from their stamps)."""
         unsynced = self.unsynced
-        if not unsynced or unsynced[0][0] > last_zxid:
-            return
         stamps = []
         while unsynced and unsynced[0][0] <= last_zxid:
             stamps.append(unsynced.popleft()[1])
-        self._ack_creation([now - t for t in stamps if now >= t])
+        if stamps:
+            self._ack_creation([now - t for t in stamps if now >= t])
 
     def committed(self, done: Sequence[tuple[Any, bool]], waited: Sequence[int],
                   took: Sequence[int], batch_ms: int, leading: bool, now: int,
@@ -228,8 +227,8 @@ class QuorumFigures:
                                         if not ours])
         self._commitproc_all([now - req.created if now > req.created else 0 for req in mine])
         if leading:
-            self._quorum_ack_all([now - t for t in [req.hdr.time for req, _ in done]
-                                  if now >= t])
+            self._quorum_ack_all([now - req.hdr.time for req, _ in done
+                                  if now >= req.hdr.time])
         stamps = self.stamps
         if stamps:  # stamps left by commits that came without a COMMIT (a sync's)
             last = done[-1][0].hdr.zxid
