@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from typing import Any
 
 from twisted.internet import task
@@ -35,7 +36,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import decode_all
 from zkpy.jute.protocol import Op
 from zkpy.net.clientport import ClientFactory
-from zkpy.net.disk import DiskWriter
+from zkpy.net.disk import DiskWriter, LogThread
 from zkpy.net.member import MemberServer
 from zkpy.net.peerlinks import QuorumLinks
 from zkpy.server.core import CoreSettings
@@ -163,6 +164,34 @@ def test_without_force_sync_the_write_happens_at_the_end_of_the_turn(tmp_path: A
     assert synced == [] and pool.jobs == []
     reactor.advance(0)
     assert [last for _, last in synced] == [2] and _logged(tmp_path) == [1, 2]
+
+
+def test_the_log_thread_runs_jobs_in_order_off_the_callers_thread() -> None:
+    """LogThread: each job on its own thread, in the order handed over; results and
+    failures come back through on_result; stop finishes what was handed over."""
+    worker = LogThread("zkpy-txnlog-test")
+    gate = threading.Event()
+    seen: list[Any] = []
+    here = threading.get_ident()
+
+    def job(n: int) -> int:
+        gate.wait(10)
+        assert threading.get_ident() != here
+        return n * 10
+
+    def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    for n in (1, 2, 3):
+        worker.callInThreadWithCallback(lambda ok, r: seen.append((ok, r)), job, n)
+    worker.callInThreadWithCallback(lambda ok, r: seen.append((ok, r)), fails)
+    assert seen == []  # held at the gate: nothing ran on this thread
+    gate.set()
+    worker.stop()  # returns once every job handed over has run
+    assert seen[:3] == [(True, 10), (True, 20), (True, 30)]
+    ok, failure = seen[3]
+    assert not ok and isinstance(failure, Failure) and failure.check(OSError)
+    assert "No space left" in failure.getErrorMessage()
 
 
 # -- a standalone server on fakes ------------------------------------------------------
