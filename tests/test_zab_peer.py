@@ -126,7 +126,9 @@ def test_discovery_picks_max_accepted_epoch_plus_one_once_a_quorum_connected() -
     leader, f2, f3 = _three(disks)
     assert _packets(_take(f2), 1) == ["FOLLOWERINFO(0x600000000)"]
     _take(leader)
-    _deliver(Ready(send=[(1, m.follower_info(2, 6))]), 2, leader)
+    info = Ready()
+    info.send.append((1, m.follower_info(2, 6)))
+    _deliver(info, 2, leader)
     r = _take(leader)
     assert SaveEpoch(accepted=7) in r.persist
     # LEADERINFO waits for the leader's own acceptedEpoch to be synced.
