@@ -80,6 +80,11 @@ NO_SUCH_STAGE: dict[str, str] = {
     "time_waiting_empty_pool_in_commit_processor_read_ms": "zkpy answers a read in the call "
                                                            "that takes it: no worker pool "
                                                            "to wait for before commits",
+    "concurrent_request_processing_in_commit_processor": "ZooKeeper's CommitProcessor "
+                                                         "counts the reads its worker pool "
+                                                         "still runs when a commit comes "
+                                                         "(0 or more, as threads race); "
+                                                         "zkpy has no pool",
     "learner_handler_qp_time_ms": "a learner's packets go to its connection in the turn "
                                   "that made them: no LearnerHandler queue to time "
                                   "marker packets through",
