@@ -105,8 +105,10 @@ def _new_session(core: ServerCore, conn: Connection, timeout: int, now: int) -> 
     core.submit(create, now)
 
 
-def _reconnect(core: ServerCore, conn: Connection, sid: int, passwd: bytes, timeout: int,
-               now: int) -> None:
+def _reconnect(core: ServerCore, conn: Connection, sid: int, passwd: bytes | None,
+               timeout: int, now: int) -> None:
+    # (A null password, jute's -1 length, matches no session's: checkPasswd's
+    # Arrays.equals is false for it.)
     if core.read_only and core.sessions.is_global(sid):
         log.info("Refusing global session reconnection in RO mode %s:%d", conn.host, conn.port)
         conn.abort("a global session in read-only mode", quiet=True)

@@ -67,8 +67,8 @@ class Connection:
         self.state = "new"  # new -> connecting -> open -> closing -> closed
         self.old_client = False
         # Requests waiting behind a write of this session: writes, reads (xid, op,
-        # body, arrival ms), linearizable reads and queued reply frames.
-        self.pending: deque[Request | tuple[int, int, Any, int] | LinearRead] = deque()
+        # body, arrival ms), linearizable reads and queued reply frames (bytes).
+        self.pending: deque[Request | tuple[int, int, Any, int] | LinearRead | bytes] = deque()
         # linearizableReads: reads in ``pending`` waiting for their read point, and
         # the frames kept from routing until they are answered (zkpy.server.linear_reads),
         # with the time each arrived.
@@ -342,7 +342,7 @@ class Connection:
 
     def queue_in_order(self, frame: bytes) -> None:
         if self.pending:
-            self.pending.append(frame)  # type: ignore[arg-type]
+            self.pending.append(frame)
         else:
             self.queue(frame)
 

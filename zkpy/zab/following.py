@@ -85,10 +85,10 @@ class Following:
             handler(self, pkt)
         except m.PacketError as e:
             self.peer.become_looking(f"malformed {m.describe(pkt)}: {e}")
-        except SafetyError as e:
+        except SafetyError as unsafe:  # (its own name: mypyc types ``e`` by the first clause)
             # ZooKeeper's learner exits the process here; refusing this leader is
             # enough (nothing committed was undone: the handlers check first).
-            self.peer.become_looking(f"refused {m.describe(pkt)}: {e}")
+            self.peer.become_looking(f"refused {m.describe(pkt)}: {unsafe}")
 
     # -- discovery --------------------------------------------------------------------
 
