@@ -161,10 +161,7 @@ class DiskWriter:
             # submitted in the turn shares one batch.
             self.reactor.callLater(0, self._write_here)
             return
-        ops, self._ops = self._ops, []
-        after, self._after = self._after, []
-        times = DiskTimes(queued=self._queued)
-        self._queued = []
+        ops, after, times = self._take_batch()
         self.pool.callInThreadWithCallback(self._back_from_thread(after, times), self._write,
                                            ops, times)
 
@@ -180,11 +177,17 @@ class DiskWriter:
                 call(self._failed, result)
         return back
 
-    def _write_here(self) -> None:
+    def _take_batch(self) -> tuple[list[Any], list[Durable], DiskTimes]:
+        """Everything submitted so far, as one batch: its ops, what waits for its
+        sync, and its times (when each submit was handed over)."""
         ops, self._ops = self._ops, []
         after, self._after = self._after, []
         times = DiskTimes(queued=self._queued)
         self._queued = []
+        return ops, after, times
+
+    def _write_here(self) -> None:
+        ops, after, times = self._take_batch()
         try:
             last = self._write(ops, times)
         except Exception:
@@ -192,9 +195,7 @@ class DiskWriter:
             return
         self._written(last, after, times)
 
-    def _write(self, ops: list[Any], times: DiskTimes | None = None) -> int:
-        if times is None:
-            return self.opwriter.write(ops)
+    def _write(self, ops: list[Any], times: DiskTimes) -> int:
         times.started = time.monotonic()
         last = self.opwriter.write(ops)
         times.synced = time.monotonic()
@@ -207,10 +208,10 @@ class DiskWriter:
         self._plain_sync()
         self._sync_seconds = time.monotonic() - started
 
-    def _written(self, last: int, after: list[Durable], times: DiskTimes | None = None) -> None:
+    def _written(self, last: int, after: list[Durable], times: DiskTimes) -> None:
         self._busy = False
         self.batches += 1
-        if self.metrics is not None and times is not None and times.queued:
+        if self.metrics is not None and times.queued:
             record_batch(self.metrics, times, self.force_sync)
         stored, self.opwriter.snapshot_seconds = self.opwriter.snapshot_seconds, []
         if self.metrics is not None:
