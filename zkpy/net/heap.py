@@ -27,12 +27,33 @@ it drops, collector or not. Hence:
   their default ratios, so garbage in cycles is still found within a few
   million allocations.
 
+The C allocator has its own say in how much memory the process keeps. A
+snapshot is serialized into chunks of about 400 KB, 200 MB of them for a
+million znodes, which glibc's malloc takes from its heap while the clients'
+new znodes land around them; once the file is written the chunks are free,
+but malloc returns to the system only free memory at the top of its heap, so
+the rest can stay resident. How much stays depends on how the chunks and the
+znodes interleave: creating 500,000 znodes through the client port (the
+default snapCount: five snapshots) left 723-777 B of RSS per znode in three
+runs and 586-590 B in three others, 603 B with no snapshot taken; in the
+process that held 723 B, ``malloc_trim`` brought it to 582 B. ``give_back()``
+asks malloc to return every free page it holds (glibc's ``malloc_trim``); it
+is called once a tree is built and once a snapshot is written or sent, and
+took 10 ms to return 390 MB.
+
 Process policy, hence here in ``zkpy.net`` (the pure core never touches it).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import logging
+import os
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("zkpy.heap")
 
 _holds = 0
 
@@ -57,7 +78,48 @@ def release() -> None:
 
 def settle() -> None:
     """Take everything alive now out of the collector's walks; collect the young
-    generation every ``YOUNG`` allocations from now on."""
+    generation every ``YOUNG`` allocations from now on; return what building the
+    tree left free to the system."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG, middle, old)
+    give_back()
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):
+        return None  # not glibc (musl, macOS): nothing to ask
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set now (None where /proc does not say)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def give_back() -> int:
+    """Return the C allocator's free pages to the system; the bytes of resident
+    memory that dropped (0 where there is no ``malloc_trim`` or no /proc)."""
+    if _malloc_trim is None:
+        return 0
+    before = resident_bytes()
+    started = time.monotonic()
+    _malloc_trim(0)
+    after = resident_bytes()
+    if before is None or after is None:
+        return 0
+    dropped = max(before - after, 0)
+    log.debug("Returned %.1f MiB of free memory to the system in %.1f ms (resident now "
+              "%.1f MiB)", dropped / 2**20, (time.monotonic() - started) * 1000, after / 2**20)
+    return dropped

@@ -539,6 +539,7 @@ class _QuorumProtocol(protocol.Protocol):
         reactor.callLater(0, step)
 
     def _state_out(self) -> None:
+        heap.give_back()  # the stream's chunks, sent and freed (see zkpy.net.heap)
         if not self.closed and self.sid is not None and self.links.on_state_sent is not None:
             self.links.on_state_sent(self.sid)
 

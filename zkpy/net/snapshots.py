@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet import task, threads
 from twisted.python.threadpool import ThreadPool
 
+from zkpy.net import heap
 from zkpy.storage.formats import snapshot_name
 from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.storage.snapshot import SnapshotMaker, write_snapshot
@@ -75,7 +76,7 @@ class FuzzySnapshots:
             self.reactor, self.pool, write_snapshot, path, maker.head(), maker.chunks,
             self.force_sync, maker.digest, self.fs))
         d.addCallback(lambda _: self._done(path, maker, started))
-        d.addErrback(self._failed)
+        d.addErrback(self._failed, maker)
 
     def _done(self, path: str, maker: SnapshotMaker, started: float) -> None:
         self.running = False
@@ -83,7 +84,11 @@ class FuzzySnapshots:
         self.core.metrics.summary["snapshottime"].add(int((time.monotonic() - started) * 1000))
         log.info("Snapshot %s written: %d znodes, %d sessions", os.path.basename(path),
                  maker.count, len(maker.sessions))
+        maker.chunks.clear()
+        heap.give_back()  # the chunks' memory (see zkpy.net.heap)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Any, maker: SnapshotMaker) -> None:
         self.running = False
         log.error("Snapshot failed: %s", failure.getErrorMessage())
+        maker.chunks.clear()
+        heap.give_back()
