@@ -43,21 +43,23 @@ def build_tree(n: int, data_size: int) -> DataTree:
     top = Node(b"", acl, zxid, now, 0)
     top.children = set()
     tree.nodes[PREFIX] = top
-    root.children.add(PREFIX[1:])
+    root.children.add(PREFIX)
     root.ccount += 1
     root.pzxid = zxid
     for p in range(parents):
         zxid += 1
         parent = Node(b"", acl, zxid, now, 0)
         parent.children = set()
-        tree.nodes["%s/p%d" % (PREFIX, p)] = parent
-        top.children.add("p%d" % p)
+        ppath = "%s/p%d" % (PREFIX, p)
+        tree.nodes[ppath] = parent
+        top.children.add(ppath)
         top.ccount += 1
         top.pzxid = zxid
         for c in range(per_parent):
             zxid += 1
-            tree.nodes["%s/p%d/c%d" % (PREFIX, p, c)] = Node(data, acl, zxid, now, 0)
-            parent.children.add("c%d" % c)
+            cpath = "%s/c%d" % (ppath, c)
+            tree.nodes[cpath] = Node(data, acl, zxid, now, 0)
+            parent.children.add(cpath)
             parent.ccount += 1
             parent.pzxid = zxid
     tree.last_zxid = zxid

@@ -88,7 +88,7 @@ def _get_children(core: ServerCore, conn: Connection, body: S.GetChildrenRequest
     _check(core, node, Perms.READ, conn)
     if body.watch:
         core.watches.add_child(path, conn)
-    children = core.tree.children(node)
+    children = core.tree.children(path, node)
     core.metrics.read_per_namespace.note((path, sum(map(len, children))))
     return encode(S.GetChildrenResponse(children))
 
@@ -98,7 +98,7 @@ def _get_children2(core: ServerCore, conn: Connection, body: S.GetChildren2Reque
     _check(core, node, Perms.READ, conn)
     if body.watch:
         core.watches.add_child(path, conn)
-    children = core.tree.children(node)
+    children = core.tree.children(path, node)
     core.metrics.read_per_namespace.note((path, sum(map(len, children))))
     core.metrics.response_packet_get_children_cache_misses += 1
     return encode(S.GetChildren2Response(children, _stat(node)))

@@ -112,9 +112,9 @@ class SnapshotMaker:
             budget -= 1
             out.append(self._node_bytes("" if path == "/" else path, node))
             if node.children:
-                base = "" if path == "/" else path
-                # Sorted, reversed onto the stack: children come out in name order.
-                stack.extend(f"{base}/{c}" for c in sorted(node.children, reverse=True))
+                # Sorted, reversed onto the stack: children come out in name order
+                # (their paths share the parent's prefix, so they sort as names do).
+                stack.extend(sorted(node.children, reverse=True))
         self.chunks.append(b"".join(out))
         self.count += len(out)
         if not stack:
@@ -379,17 +379,17 @@ def _link(tree: DataTree, path: str, node: Node) -> None:
     """Hang ``node`` under its parent and index it by kind."""
     if path != "/":
         i = path.rfind("/")  # split_path, inlined: this runs once per znode at start-up
-        parent_path, child = path[:i] or "/", path[i + 1:]
-        if i < 0 or not child:
+        parent_path = path[:i] or "/"
+        if i < 0 or i == len(path) - 1:
             # "a", "/a/", "//": no node the tree can hang (the walk would loop on "//").
             raise SnapshotInvalid(f"not a znode path: {path!r}")
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")
         if parent.children is None:
-            parent.children = {child}
+            parent.children = {path}
         else:
-            parent.children.add(child)
+            parent.children.add(path)
     owner = node.owner
     if owner:
         kind = ephemeral_kind(owner)

@@ -8,8 +8,10 @@ move forward). It returns a ``TxnResult`` with the outcome and the watch
 triggers, as (path, event type) pairs in the order ZooKeeper fires them; it
 never talks to watchers, sessions, clocks or sockets itself.
 
-Nodes are stored flat, by full path, with the child names kept on the parent:
-lookups are one dict access and the Stat is read straight off the node.
+Nodes are stored flat, by full path, and a parent keeps its children's full
+paths (the very strings the index holds: a child costs its parent a set entry,
+not a second string); lookups are one dict access and the Stat is read straight
+off the node.
 
 The tree keeps Apache ZooKeeper's digest (``zkpy.tree.digest``) up to date as
 it changes: ``tree.digest`` is what ZooKeeper's ``DataTree.getTreeDigest``
@@ -196,7 +198,7 @@ class DataTree:
         p = self.nodes[parent]
         if p.children is None:
             p.children = set()
-        p.children.add(name)
+        p.children.add(path)
 
     # -- the digest ------------------------------------------------------------
 
@@ -240,8 +242,12 @@ class DataTree:
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def children(self, node: Node) -> list[str]:
-        return list(node.children) if node.children else []
+    def children(self, path: str, node: Node) -> list[str]:
+        """The names of the children of ``node``, the node at ``path``."""
+        if not node.children:
+            return []
+        cut = 1 if path == "/" else len(path) + 1
+        return [child[cut:] for child in node.children]
 
     def all_children_number(self, path: str) -> int:
         """Number of nodes strictly below ``path``."""
@@ -276,8 +282,7 @@ class DataTree:
             node = self.nodes[path]
             yield path, node
             if node.children:
-                base = "" if path == "/" else path
-                stack.extend(f"{base}/{c}" for c in node.children)
+                stack.extend(node.children)
 
     # -- transactions --------------------------------------------------------
 
@@ -352,7 +357,7 @@ class DataTree:
         parent = self.nodes.get(parent_path)
         if parent is None:
             raise _TreeError(-101)
-        if parent.children is not None and name in parent.children:
+        if parent.children is not None and path in parent.children:
             raise _TreeError(-110)
         if type == Op.createContainer:
             owner = CONTAINER_EPHEMERAL_OWNER
@@ -373,7 +378,7 @@ class DataTree:
                 self._rehash(parent_path, parent)
         if parent.children is None:
             parent.children = set()
-        parent.children.add(name)
+        parent.children.add(path)
         self.nodes[path] = node
         if self.digest_on:
             node.dg = dg = digest_of(path, node)
@@ -398,7 +403,7 @@ class DataTree:
         if parent is None:
             raise _TreeError(-101)
         if parent.children:
-            parent.children.discard(name)
+            parent.children.discard(path)
             if not parent.children:
                 parent.children = None
         if zxid > parent.pzxid:

@@ -250,8 +250,7 @@ def subtree_counts(tree: DataTree, path: str) -> tuple[int, int]:
         count += 1
         size += len(node.data) if node.data else 0
         if node.children:
-            base = "" if p == "/" else p
-            stack.extend(f"{base}/{c}" for c in node.children)
+            stack.extend(node.children)
     return count, size
 
 
@@ -280,7 +279,7 @@ def setup_quota(tree: DataTree) -> None:
         if node is None:
             continue
         if node.children:
-            stack.extend(f"{path}/{c}" for c in node.children)
+            stack.extend(node.children)
         elif path.endswith(end):
             real = path[len(QUOTA_ZOOKEEPER):path.index(end)]
             update_quota_for_path(tree, real)
