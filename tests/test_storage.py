@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import shutil
+import struct
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from zkpy.jute import schema as S
 from zkpy.jute.codec import encode
 from zkpy.jute.protocol import CreateMode, Op, Perms
 from zkpy.server.prep import Prep, Request
+from zkpy.storage import snapshot
 from zkpy.storage.formats import (
     decode_txn,
     encode_txn,
@@ -39,6 +41,7 @@ from zkpy.storage.snapshot import (
     write_tree,
 )
 from zkpy.storage.txnlog import LogDamaged, LogWriter, read_log
+from zkpy.tree import digest as tree_digest
 from zkpy.tree.datatree import DataTree, MultiTxnBody
 
 OPEN = [S.ACL(Perms.ALL, S.Id("world", "anyone"))]
@@ -751,3 +754,54 @@ def test_recover_torn_header_of_newest_log(tmp_path: Any) -> None:
     rec = recover(dd.dir, dd.dir)
     assert rec.last_zxid == last
     assert_same_tree(rec.tree, dd.env.tree)
+
+
+def _node_record(path: str, data: bytes | None = b"", czxid: int = 5, mzxid: int = 5,
+                 pzxid: int = 5, ctime: int = 1000, mtime: int = 1000) -> bytes:
+    """One node as a snapshot lays it out (the root's path is "")."""
+    body = struct.pack(">i", -1) if data is None else struct.pack(">i", len(data)) + data
+    return (snapshot._ustring(path) + body
+            + snapshot._ACL_STATP.pack(-1, czxid, mzxid, ctime, mtime, 0, 0, 0, 0, pzxid))
+
+
+def _read(*records: bytes) -> DataTree:
+    tree = DataTree.empty()
+    off, done = snapshot.read_nodes(b"".join(records) + snapshot._END_PATH, 0, tree, {})
+    assert done
+    return tree
+
+
+def test_read_nodes_hangs_children_under_their_parent_in_any_order() -> None:
+    # Siblings need not come together: a parent seen before is looked up again.
+    tree = _read(_node_record(""), _node_record("/a"), _node_record("/a/x"), _node_record("/b"),
+                 _node_record("/b/y"), _node_record("/a/z"), _node_record("/a/x/deep"))
+    assert sorted(tree.children("/", tree.nodes["/"])) == ["a", "b"]
+    assert sorted(tree.children("/a", tree.nodes["/a"])) == ["x", "z"]
+    assert tree.children("/b", tree.nodes["/b"]) == ["y"]
+    assert tree.children("/a/x", tree.nodes["/a/x"]) == ["deep"]
+    assert tree.nodes["/b/y"].children is None
+
+
+@pytest.mark.parametrize("path,why", [("a", "not a znode path"), ("/a/", "not a znode path"),
+                                      ("//", "not a znode path"),
+                                      ("/nowhere/x", "unable to find parent"),
+                                      ("/b/", "not a znode path")])
+def test_read_nodes_refuses_a_path_it_cannot_hang(path: str, why: str) -> None:
+    with pytest.raises(SnapshotInvalid, match=why):
+        _read(_node_record(""), _node_record("/a"), _node_record("/a/ok"), _node_record(path))
+
+
+def test_read_nodes_shares_equal_stamps_and_keeps_the_others() -> None:
+    tree = _read(_node_record(""), _node_record("/same", czxid=1 << 40, mzxid=1 << 40,
+                                                pzxid=1 << 40, ctime=1 << 41, mtime=1 << 41),
+                 _node_record("/moved", czxid=1 << 40, mzxid=(1 << 40) + 7, pzxid=(1 << 40) + 7,
+                              ctime=1 << 41, mtime=(1 << 41) + 9))
+    same, moved = tree.nodes["/same"], tree.nodes["/moved"]
+    assert same.mzxid is same.czxid and same.pzxid is same.czxid and same.mtime is same.ctime
+    assert (moved.czxid, moved.mzxid, moved.pzxid, moved.ctime, moved.mtime) == (
+        1 << 40, (1 << 40) + 7, (1 << 40) + 7, 1 << 41, (1 << 41) + 9)
+    assert moved.pzxid is moved.mzxid
+    # Each node's digest is of its values, as the tree computes it afresh.
+    for path, node in tree.nodes.items():
+        assert node.dg == tree_digest.digest_of(path, node), path
+    assert tree.digest_sum == sum(node.dg for node in tree.nodes.values())

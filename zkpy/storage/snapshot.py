@@ -320,10 +320,14 @@ def read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]
         interned = {}
     unpack_int = _INT.unpack_from
     unpack_rest = _ACL_STATP.unpack_from
+    rest_size = _ACL_STATP.size
     end = len(blob)
     digest_on = tree.digest_on
     total = 0
     crc32 = zlib.crc32
+    # The parent of the node before, while its siblings follow (a snapshot lists a
+    # node's children together): the path's last "/" and the prefix up to it.
+    cut, prefix, parent = -2, "", None
     while off < end:
         (n,) = unpack_int(blob, off)
         if n < 0 or off + 4 + n > end:
@@ -335,19 +339,36 @@ def read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]
             tree.digest_sum += total
             return off, True
         (n,) = unpack_int(blob, off)
-        if n < -1 or off + 4 + max(n, 0) > end:
+        off += 4
+        if n == -1:
+            data = None
+        elif n < -1 or off + n > end:
             raise SnapshotInvalid(f"bad data length {n} for {path!r}")
-        data = None if n == -1 else blob[off + 4:off + 4 + n]
-        off += 4 + max(n, 0)
+        else:
+            data = blob[off:off + n]
+            off += n
         acl_id, czxid, mzxid, ctime, mtime, version, ccount, aversion, owner, pzxid = \
             unpack_rest(blob, off)
-        off += _ACL_STATP.size
+        off += rest_size
         acl = interned.get(acl_id)
         if acl is None:
             acl = interned[acl_id] = tree.intern_acl(_acl_list(acls, acl_id, path))
+        # Equal stamps share one int, as a node the tree creates does (its czxid,
+        # mzxid and pzxid are one zxid, its ctime and mtime one time, until they
+        # move): 32 bytes a stamp per untouched znode.
         node = Node(data, acl, czxid, ctime, owner)
-        node.mzxid, node.mtime, node.pzxid = mzxid, mtime, pzxid
-        node.version, node.ccount, node.aversion = version, ccount, aversion
+        if mzxid != czxid:
+            node.mzxid = mzxid
+        if pzxid != czxid:
+            node.pzxid = pzxid if pzxid != mzxid else node.mzxid
+        if mtime != ctime:
+            node.mtime = mtime
+        if version:
+            node.version = version
+        if ccount:
+            node.ccount = ccount
+        if aversion:
+            node.aversion = aversion
         if digest_on and not path.startswith(EXCLUDED_PREFIX):
             # zkpy.tree.digest.node_digest, inlined for start-up time; the path's bytes
             # are the file's (the root's are "", as DataTree.deserialize digests it).
@@ -360,10 +381,46 @@ def read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]
                 dg = crc32(stat, crc32(data, crc32(raw)))
             node.dg = dg
             total += dg
-        _link(tree, path or "/", node)
-        nodes[path or "/"] = node
+        if path:
+            # Hang it under its parent (split_path, inlined: this runs once per znode).
+            i = path.rfind("/")
+            if i != cut or not path.startswith(prefix):
+                if i < 0 or i == len(path) - 1:
+                    # "a", "/a/", "//": no node the tree can hang (a walk would loop on "//").
+                    raise SnapshotInvalid(f"not a znode path: {path!r}")
+                parent_path = path[:i] or "/"
+                parent = nodes.get(parent_path)
+                if parent is None:
+                    raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")
+                cut, prefix = i, path[:i + 1]
+            elif i == len(path) - 1:
+                raise SnapshotInvalid(f"not a znode path: {path!r}")
+            assert parent is not None
+            if parent.children is None:
+                parent.children = {path}
+            else:
+                parent.children.add(path)
+        else:
+            path = "/"
+        if owner:
+            _index_kind(tree, path, owner)
+        count = len(nodes)
+        nodes[path] = node
+        if len(nodes) == count:
+            cut = -2  # a path listed twice replaced its node: look parents up again
     tree.digest_sum += total
     return off, False
+
+
+def _index_kind(tree: DataTree, path: str, owner: int) -> None:
+    """Index a node with an owner by its kind (ephemeral, container, TTL)."""
+    kind = ephemeral_kind(owner)
+    if kind == "ephemeral":
+        tree.ephemerals.setdefault(owner, set()).add(path)
+    elif kind == "container":
+        tree.containers.add(path)
+    elif kind == "ttl":
+        tree.ttls.add(path)
 
 
 def _acl_list(acls: dict[int, list[Any]], acl_id: int, path: str) -> list[Any]:
@@ -373,32 +430,6 @@ def _acl_list(acls: dict[int, list[Any]], acl_id: int, path: str) -> list[Any]:
     if acl_id != -1:
         raise SnapshotInvalid(f"ACL id {acl_id} of {path} is not in the ACL map")
     return [S.ACL(31, S.Id("world", "anyone"))]
-
-
-def _link(tree: DataTree, path: str, node: Node) -> None:
-    """Hang ``node`` under its parent and index it by kind."""
-    if path != "/":
-        i = path.rfind("/")  # split_path, inlined: this runs once per znode at start-up
-        parent_path = path[:i] or "/"
-        if i < 0 or i == len(path) - 1:
-            # "a", "/a/", "//": no node the tree can hang (the walk would loop on "//").
-            raise SnapshotInvalid(f"not a znode path: {path!r}")
-        parent = tree.nodes.get(parent_path)
-        if parent is None:
-            raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")
-        if parent.children is None:
-            parent.children = {path}
-        else:
-            parent.children.add(path)
-    owner = node.owner
-    if owner:
-        kind = ephemeral_kind(owner)
-        if kind == "ephemeral":
-            tree.ephemerals.setdefault(owner, set()).add(path)
-        elif kind == "container":
-            tree.containers.add(path)
-        elif kind == "ttl":
-            tree.ttls.add(path)
 
 
 def write_tree(path: str, tree: DataTree, sessions: dict[int, int], fsync: bool = True,
