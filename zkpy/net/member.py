@@ -246,6 +246,7 @@ class MemberServer(ZkServer):
     def close(self) -> None:
         if self._zab_ticker is not None and self._zab_ticker.running:
             self._zab_ticker.stop()
+        self.snapshots.close()
         if not self.standalone:
             self.links.close()
             self.election.close()

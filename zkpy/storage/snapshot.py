@@ -28,7 +28,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zkpy.jute import schema as S
@@ -141,22 +141,26 @@ class SnapshotMaker:
         return b"".join(parts)
 
 
+#: A snapshot's trailer (``SnapshotMaker.digest``), or what says it once the chunks
+#: are all written (a snapshot written while its tree is walked: the digest is the
+#: walk's last word).
+Trailer = tuple[int, int, int] | None | Callable[[], tuple[int, int, int] | None]
+
+
 def write_snapshot(path: str, head: bytes, chunks: Iterable[bytes], fsync: bool = True,
-                   digest: tuple[int, int, int] | None = None,
-                   fs: FileSystem = LOCAL) -> None:
+                   digest: Trailer = None, fs: FileSystem = LOCAL) -> None:
     """Write the file through a temporary name, so a crash never leaves half a snapshot
     under the real name (synced, renamed, its directory synced: ZOOKEEPER-2872).
-    ``digest``: the trailer (``SnapshotMaker.digest``), if any."""
+    ``digest``: the trailer, if any."""
     write_atomically(fs, path, _sealed(head, chunks, digest), fsync)
 
 
-def _sealed(head: bytes, chunks: Iterable[bytes],
-            digest: tuple[int, int, int] | None) -> Iterator[bytes]:
+def _sealed(head: bytes, chunks: Iterable[bytes], digest: Trailer) -> Iterator[bytes]:
     checksum = 1
     for piece in _pieces(head, chunks):
         checksum = zlib.adler32(piece, checksum)
         yield piece
-    yield _seals(checksum, digest)
+    yield _seals(checksum, digest() if callable(digest) else digest)
 
 
 def _pieces(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
