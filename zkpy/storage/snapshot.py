@@ -36,7 +36,7 @@ from zkpy.jute.codec import JuteError, decode, encode, layout
 from zkpy.storage.formats import SNAP_MAGIC, VERSION, snapshot_name
 from zkpy.storage.fs import LOCAL, FileSystem, write_atomically
 from zkpy.storage.snapstream import SnapStreamError, SnapStreamReader
-from zkpy.tree.datatree import DataTree, Node, ephemeral_kind
+from zkpy.tree.datatree import DataTree, Node
 from zkpy.tree.digest import EXCLUDED_PREFIX, pack_stat
 from zkpy.tree.quota import setup_quota
 
@@ -407,24 +407,13 @@ def read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]
         else:
             path = "/"
         if owner:
-            _index_kind(tree, path, owner)
+            tree.index_kind(path, owner)
         count = len(nodes)
         nodes[path] = node
         if len(nodes) == count:
             cut = -2  # a path listed twice replaced its node: look parents up again
     tree.digest_sum += total
     return off, False
-
-
-def _index_kind(tree: DataTree, path: str, owner: int) -> None:
-    """Index a node with an owner by its kind (ephemeral, container, TTL)."""
-    kind = ephemeral_kind(owner)
-    if kind == "ephemeral":
-        tree.ephemerals.setdefault(owner, set()).add(path)
-    elif kind == "container":
-        tree.containers.add(path)
-    elif kind == "ttl":
-        tree.ttls.add(path)
 
 
 def _acl_list(acls: dict[int, list[Any]], acl_id: int, path: str) -> list[Any]:

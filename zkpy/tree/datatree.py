@@ -270,6 +270,17 @@ class DataTree:
             self._acls[key] = cached
         return cached
 
+    def index_kind(self, path: str, owner: int) -> None:
+        """Index the node at ``path`` by what its ephemeralOwner makes it: an
+        ephemeral (by session), a container or a TTL node."""
+        kind = ephemeral_kind(owner)
+        if kind == "ephemeral":
+            self.ephemerals.setdefault(owner, set()).add(path)
+        elif kind == "container":
+            self.containers.add(path)
+        elif kind == "ttl":
+            self.ttls.add(path)
+
     def acl_lists(self) -> list[tuple[Any, ...]]:
         """Every distinct ACL the tree has interned (none is ever dropped)."""
         return list(self._acls.values())
@@ -383,13 +394,8 @@ class DataTree:
         if self.digest_on:
             node.dg = dg = digest_of(path, node)
             self.digest_sum += dg
-        kind = ephemeral_kind(owner)
-        if kind == "ephemeral":
-            self.ephemerals.setdefault(owner, set()).add(path)
-        elif kind == "container":
-            self.containers.add(path)
-        elif kind == "ttl":
-            self.ttls.add(path)
+        if owner:
+            self.index_kind(path, owner)
         on_create(self, path, parent_path, name, txn.data)
         if self.written is not None:
             self.written((path, len(txn.data) if txn.data else 0))
