@@ -388,17 +388,15 @@ def read_nodes(blob: bytes, off: int, tree: DataTree, acls: dict[int, list[Any]]
         if path:
             # Hang it under its parent (split_path, inlined: this runs once per znode).
             i = path.rfind("/")
+            if i < 0 or i == len(path) - 1:
+                # "a", "/a/", "//": no node the tree can hang (a walk would loop on "//").
+                raise SnapshotInvalid(f"not a znode path: {path!r}")
             if i != cut or not path.startswith(prefix):
-                if i < 0 or i == len(path) - 1:
-                    # "a", "/a/", "//": no node the tree can hang (a walk would loop on "//").
-                    raise SnapshotInvalid(f"not a znode path: {path!r}")
                 parent_path = path[:i] or "/"
                 parent = nodes.get(parent_path)
                 if parent is None:
                     raise SnapshotInvalid(f"unable to find parent {parent_path} of path {path}")
                 cut, prefix = i, path[:i + 1]
-            elif i == len(path) - 1:
-                raise SnapshotInvalid(f"not a znode path: {path!r}")
             assert parent is not None
             if parent.children is None:
                 parent.children = {path}
