@@ -759,11 +759,11 @@ def test_recover_torn_header_of_newest_log(tmp_path: Any) -> None:
 
 
 def _node_record(path: str, data: bytes | None = b"", czxid: int = 5, mzxid: int = 5,
-                 pzxid: int = 5, ctime: int = 1000, mtime: int = 1000) -> bytes:
+                 pzxid: int = 5, ctime: int = 1000, mtime: int = 1000, acl_id: int = -1) -> bytes:
     """One node as a snapshot lays it out (the root's path is "")."""
     body = struct.pack(">i", -1) if data is None else struct.pack(">i", len(data)) + data
     return (snapshot._ustring(path) + body
-            + snapshot._ACL_STATP.pack(-1, czxid, mzxid, ctime, mtime, 0, 0, 0, 0, pzxid))
+            + snapshot._ACL_STATP.pack(acl_id, czxid, mzxid, ctime, mtime, 0, 0, 0, 0, pzxid))
 
 
 def _read(*records: bytes) -> DataTree:
@@ -813,3 +813,36 @@ def test_read_nodes_shares_equal_stamps_and_keeps_the_others() -> None:
     for path, node in tree.nodes.items():
         assert node.dg == tree_digest.digest_of(path, node), path
     assert tree.digest_sum == sum(node.dg for node in tree.nodes.values())
+
+
+def test_read_nodes_keeps_what_it_caches_from_node_to_node_right() -> None:
+    # The loop carries the ACL of the node before, whether its parent is under
+    # /zookeeper/ (left out of digests) and the parent's children set; each must
+    # change exactly where the file does, read whole or a piece at a time.
+    acls = {1: OPEN, 2: READ_ONLY}
+    records = [_node_record("", acl_id=1), _node_record("/zookeeper", acl_id=1),
+               _node_record("/zookeeper/quota", b"q", acl_id=1),
+               _node_record("/zookeeper/quota/a", b"limit", acl_id=2),
+               _node_record("/a", acl_id=2), _node_record("/a/x", b"1", acl_id=2),
+               _node_record("/a", b"again", acl_id=1),  # listed twice: the later one holds
+               _node_record("/a/y", b"2", acl_id=1), _node_record("/a/z", b"3", acl_id=2)]
+    whole = DataTree.empty()
+    off, done = snapshot.read_nodes(b"".join(records) + snapshot._END_PATH, 0, whole, acls)
+    assert done
+    pieced, interned = DataTree.empty(), {}  # type: ignore[var-annotated]
+    for piece in (records[:4], records[4:7], records[7:] + [snapshot._END_PATH]):
+        _, done = snapshot.read_nodes(b"".join(piece), 0, pieced, acls, interned)
+    assert done
+    for tree in (whole, pieced):
+        acl_of = {path: list(node.acl) for path, node in tree.nodes.items()}
+        assert acl_of["/zookeeper/quota"] == OPEN and acl_of["/zookeeper/quota/a"] == READ_ONLY
+        assert acl_of["/a"] == OPEN and acl_of["/a/x"] == READ_ONLY and acl_of["/a/y"] == OPEN
+        assert acl_of["/a/z"] == READ_ONLY
+        assert tree.nodes["/a"].data == b"again"
+        assert sorted(tree.children("/a", tree.nodes["/a"])) == ["y", "z"]
+        assert tree.nodes["/zookeeper/quota"].dg == tree.nodes["/zookeeper/quota/a"].dg == 0
+        assert tree.nodes["/zookeeper"].dg != 0
+        for path, node in tree.nodes.items():
+            assert node.dg == tree_digest.digest_of(path, node), path
+        assert tree.digest_sum == sum(node.dg for node in tree.nodes.values())
+    assert whole.digest_sum == pieced.digest_sum
