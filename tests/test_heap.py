@@ -11,17 +11,35 @@ from zkpy.net import heap
 
 def test_holds_nest_and_a_stray_release_does_nothing() -> None:
     assert gc.isenabled()
+    try:
+        heap.hold()
+        heap.hold()
+        heap.release()
+        assert not gc.isenabled()
+        heap.release()
+        assert gc.isenabled()
+        heap.release()  # more releases than holds: the collector stays on
+        heap.hold()
+        assert not gc.isenabled()
+        heap.release()
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+
+
+def test_the_last_release_freezes_what_was_built_before_collecting_again() -> None:
+    # Otherwise the first allocation after it would start a full collection
+    # walking the whole tree that was built with the collector off.
     heap.hold()
-    heap.hold()
-    heap.release()
-    assert not gc.isenabled()
-    heap.release()
-    assert gc.isenabled()
-    heap.release()  # more releases than holds: the collector stays on
-    heap.hold()
-    assert not gc.isenabled()
-    heap.release()
-    assert gc.isenabled()
+    try:
+        before = gc.get_freeze_count()
+        built = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() == before  # (a hold alone freezes nothing)
+        heap.release()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= before + len(built)
+    finally:
+        gc.unfreeze()
 
 
 def test_settle_takes_what_lives_out_of_the_walks() -> None:
