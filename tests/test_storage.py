@@ -825,12 +825,15 @@ def test_read_nodes_keeps_what_it_caches_from_node_to_node_right() -> None:
                _node_record("/zookeeper/quota/a", b"limit", acl_id=2),
                _node_record("/a", acl_id=2), _node_record("/a/x", b"1", acl_id=2),
                _node_record("/a", b"again", acl_id=1),  # listed twice: the later one holds
-               _node_record("/a/y", b"2", acl_id=1), _node_record("/a/z", b"3", acl_id=2)]
+               _node_record("/a/y", b"2", acl_id=1), _node_record("/a/z", b"3", acl_id=2),
+               _node_record("/zookeeper/quota/b", b"limit", acl_id=2),
+               _node_record("", b"root again", acl_id=1),  # the root in the middle
+               _node_record("/zookeeper/quota/c", b"limit", acl_id=2)]
     whole = DataTree.empty()
     off, done = snapshot.read_nodes(b"".join(records) + snapshot._END_PATH, 0, whole, acls)
     assert done
     pieced, interned = DataTree.empty(), {}  # type: ignore[var-annotated]
-    for piece in (records[:4], records[4:7], records[7:] + [snapshot._END_PATH]):
+    for piece in (records[:4], records[4:7], records[7:11], records[11:] + [snapshot._END_PATH]):
         _, done = snapshot.read_nodes(b"".join(piece), 0, pieced, acls, interned)
     assert done
     for tree in (whole, pieced):
@@ -840,7 +843,10 @@ def test_read_nodes_keeps_what_it_caches_from_node_to_node_right() -> None:
         assert acl_of["/a/z"] == READ_ONLY
         assert tree.nodes["/a"].data == b"again"
         assert sorted(tree.children("/a", tree.nodes["/a"])) == ["y", "z"]
-        assert tree.nodes["/zookeeper/quota"].dg == tree.nodes["/zookeeper/quota/a"].dg == 0
+        for quota in ("/zookeeper/quota", "/zookeeper/quota/a", "/zookeeper/quota/b",
+                      "/zookeeper/quota/c"):
+            assert tree.nodes[quota].dg == 0, quota
+        assert tree.nodes["/"].data == b"root again"
         assert tree.nodes["/zookeeper"].dg != 0
         for path, node in tree.nodes.items():
             assert node.dg == tree_digest.digest_of(path, node), path
