@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from twisted.internet import protocol, task
@@ -18,6 +19,7 @@ from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from zope.interface import implementer
 
 from zkpy.net.host import SystemHost
+from zkpy.net.sendnow import send_now
 from zkpy.server.core import CoreSettings, ServerCore
 
 log = logging.getLogger("zkpy.net")
@@ -138,7 +140,8 @@ class ClientProtocol(protocol.Protocol):
             return
         transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)
-        self.conn = core.connect(host, port, transport.write, transport.loseConnection,
+        # Replies are sent at once when nothing waits ahead (zkpy.net.sendnow).
+        self.conn = core.connect(host, port, partial(send_now, transport), transport.loseConnection,
                                  self.server.clock())
 
     def _admit_handshake(self, host: str) -> bool:

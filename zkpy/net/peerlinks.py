@@ -51,6 +51,7 @@ from zkpy.jute.codec import JuteError
 from zkpy.net import heap
 from zkpy.net.peerauth import PeerSasl as _Sasl
 from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
+from zkpy.net.sendnow import send_now
 from zkpy.storage import snapbuild, snapstream
 from zkpy.storage.snapshot import AclUnknown, SnapshotInvalid
 from zkpy.zab import messages as m
@@ -466,12 +467,13 @@ class _QuorumProtocol(protocol.Protocol):
         return True
 
     def flush(self) -> None:
-        """Hand what ``queue`` kept to the transport, in one write."""
+        """Hand what ``queue`` kept to the transport, in one write, sent at once
+        when nothing waits ahead of it (``zkpy.net.sendnow``)."""
         out = self.out
         if out:
             self.out = []
             if not self.closed and self.transport is not None:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                send_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
 
     def write(self, pkt: m.QuorumPacket) -> None:
         self.flush()  # what was queued goes first
@@ -713,8 +715,8 @@ class QuorumLinks(protocol.ServerFactory):
 
     def flush(self) -> None:
         """The end of a step's sends: each connection's packets go to its
-        transport in one write (Twisted sends them at the next turn either way;
-        one write per packet cost a Python call chain per learner per packet)."""
+        transport in one write (one write per packet cost a Python call chain
+        per learner per packet)."""
         queued, self._queued = self._queued, []
         for conn in queued:
             conn.flush()
