@@ -413,6 +413,33 @@ def test_packets_read_together_are_one_step_and_stop_where_the_connection_was_dr
     assert r.disconnect == [2] and r.commit == []
 
 
+def test_a_leader_commits_a_reads_acks_once_each_in_order_around_a_sync() -> None:
+    """A run of ACKs in one read is settled at its end or before any other
+    packet of the read: every proposal acked is committed once, in zxid order,
+    and the learner's sync among them is answered after the COMMIT of the
+    newest proposal in flight when it came, as Leader.processSync does."""
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    zs = []
+    for data in (b"1", b"2", b"3", b"4"):
+        zs.append(leader.next_zxid)
+        leader.step(Propose(data), 0)
+    _take(leader)
+    leader.step(Persisted(zs[-1]), 0)  # the leader's own log holds all four
+    _take(leader)
+    z1, z2, z3, z4 = zs
+    batch = [m.packet(m.ACK, z1), m.packet(m.ACK, z2), _sync_request(),
+             m.packet(m.ACK, z3), m.packet(m.ACK, z4)]
+    leader.step(Messages(2, batch), 0)
+    r = _take(leader)
+    assert [z for z, _ in r.commit] == zs
+    assert _packets(r, 2) == [f"COMMIT(0x{z:x})" for z in zs] + ["SYNC(0x0)"]
+    assert leader.leading is not None and not leader.leading.batching
+    # A later ACK of what is committed decides nothing.
+    leader.step(Messages(2, [m.packet(m.ACK, z4)]), 0)
+    assert _take(leader).commit == []
+
+
 def test_a_follower_applies_the_commits_of_one_read_together() -> None:
     leader, f2 = _synced_pair([], DiskState())
     _take(f2)

@@ -89,6 +89,14 @@ class Leading:
         self.logged = 0
         self.counter = 0
         self.committed = 0
+        # Within a batch of packets (``Peer._on_messages``) a run of learners'
+        # ACKs decides commits once, at its end (``settle_acks``): an ACK only
+        # raises a watermark, so committing after each one cost a walk of the
+        # history and a trim per ACK, and a follower's synced batch is tens of
+        # ACKs under load. Any other packet settles first, so what it does
+        # still sees every commit the ACKs before it allowed.
+        self.batching = False
+        self._commit_due = False
         # Leader.pendingSyncs: learners' sync requests waiting for a proposal's commit.
         self.pending_syncs: dict[int, list[int]] = {}
         # The reconfig in flight (its zxid and membership): from it on, every
@@ -124,6 +132,8 @@ class Leading:
     # -- inputs ---------------------------------------------------------------------------
 
     def on_packet(self, src: int, pkt: m.QuorumPacket) -> None:
+        if self._commit_due and pkt.type != m.ACK:
+            self.settle_acks()
         if pkt.type == m.FOLLOWERINFO or pkt.type == m.OBSERVERINFO:
             self._follower_info(src, pkt)
             return
@@ -422,6 +432,8 @@ class Leading:
             self._ack(self.peer.my_id, zxid)
 
     def _learner_ack(self, learner: Learner, zxid: int) -> None:
+        if self._commit_due and (m.counter_of(zxid) == 0 or learner.phase not in _FORWARDING):
+            self.settle_acks()  # not a plain ACK of a proposal: it may act on commits
         if m.counter_of(zxid) == 0:
             if zxid == self.newleader_zxid and learner.phase == SYNCING:
                 learner.phase = SYNCED
@@ -489,6 +501,15 @@ class Leading:
         self._acked_upto(sid, zxid)
         outstanding = self.outstanding
         if outstanding and zxid >= outstanding[0]:  # else it decides nothing new
+            if self.batching:
+                self._commit_due = True
+            else:
+                self._advance_commits()
+
+    def settle_acks(self) -> None:
+        """Commit what the ACKs deferred in this batch allow (see ``batching``)."""
+        if self._commit_due:
+            self._commit_due = False
             self._advance_commits()
 
     def _acked_upto(self, sid: int, zxid: int) -> None:

@@ -468,17 +468,26 @@ class Peer:
         following = self.following
         if following is not None:
             following.deferring = True
+        leading = self.leading
+        if leading is not None:
+            leading.batching = True
         ready = self._ready
         disconnected = ready.disconnect
-        for i, pkt in enumerate(packets):
-            if src in disconnected:
-                break  # we dropped the connection: what followed on it is lost
-            if i and self._order_breaks(ready, pkt):
-                ready.resume = (src, packets[i:])
-                break
-            self._on_message(src, pkt)
+        try:
+            for i, pkt in enumerate(packets):
+                if src in disconnected:
+                    break  # we dropped the connection: what followed on it is lost
+                if i and self._order_breaks(ready, pkt):
+                    ready.resume = (src, packets[i:])
+                    break
+                self._on_message(src, pkt)
+        finally:
+            if leading is not None:
+                leading.batching = False
         if following is not None and self.following is following:
             following.catch_up()
+        if leading is not None and self.leading is leading:
+            leading.settle_acks()
 
     def _order_breaks(self, ready: Ready, pkt: m.QuorumPacket) -> bool:
         """Would handling ``pkt`` in this step put its effect out of order? The
