@@ -47,7 +47,7 @@ from zkpy.zab.events import FOLLOWING, LEADING, LOOKING, OBSERVING, RoleChange
 _TXN_TIME = struct.Struct(">q")  # TxnHeader: clientId, cxid, zxid, then time at byte 20
 _PROPOSAL, _COMMIT = m.PROPOSAL, m.COMMIT
 _SYNC_KINDS = frozenset((m.DIFF, m.SNAP, m.TRUNC))
-# (C-level getters: a turn's sends are counted without a Python step per packet.)
+# (C-level getters: a turn's packets are checked for sync kinds without a Python step each.)
 _PACKET, _KIND = itemgetter(1), attrgetter("type")
 
 
