@@ -373,6 +373,72 @@ def test_a_steps_packets_reach_each_learner_in_one_write_in_order() -> None:
     assert three.transport.disconnecting
 
 
+def test_held_links_send_a_client_reads_packets_in_one_write_at_release() -> None:
+    """While a client read is handled (``hold``, nested) each step's ``flush``
+    keeps its packets; the last ``release`` writes them, one write per peer, in
+    order; a connection closed meanwhile still sends what it held first."""
+    links = QuorumLinks(FakeReactor(), 1, {}, lambda sid, pkt: None, lambda sid: None)
+    two, three = _learner(links, 2), _learner(links, 3)
+    links.hold()
+    links.hold()
+    for zxid in (7, 8):  # two steps, each flushing its sends
+        links.send(2, m.packet(m.PROPOSAL, zxid, b"txn"))
+        links.send(3, m.packet(m.PROPOSAL, zxid, b"txn"))
+        links.flush()
+    assert two.transport.writes == three.transport.writes == 0
+    links.send(3, m.packet(m.COMMIT, 7))
+    links.disconnect(3)  # closing: what it held goes first
+    assert three.transport.value() == b"".join(
+        m.packet(*p).encode() for p in ((m.PROPOSAL, 7, b"txn"), (m.PROPOSAL, 8, b"txn"),
+                                        (m.COMMIT, 7)))
+    links.release()
+    assert two.transport.writes == 0  # still held once
+    links.release()
+    assert two.transport.writes == 1
+    assert two.transport.value() == (m.packet(m.PROPOSAL, 7, b"txn").encode()
+                                     + m.packet(m.PROPOSAL, 8, b"txn").encode())
+
+
+def test_the_client_port_holds_peer_links_for_a_read_even_one_that_fails() -> None:
+    """The client port brackets each read with ``hold_peers``/``release_peers``
+    (a member holds its quorum links: a follower's forwards of one read go to
+    the leader together), and releases even when handling the read raised."""
+    held: list[str] = []
+
+    class Server:
+        clock = staticmethod(lambda: 0)
+        core: Any = None
+        throttled: set[Any] = set()
+
+        def hold_peers(self) -> None:
+            held.append("hold")
+
+        def release_peers(self) -> None:
+            held.append("release")
+
+    from zkpy.net.clientport import ClientProtocol
+
+    proto = ClientProtocol.__new__(ClientProtocol)
+    proto.server = Server()  # type: ignore[assignment]
+    proto.tls_pending = False
+    proto.throttled = False
+
+    class Conn:
+        pending = 0
+
+        def receive(self, data: bytes, now: int) -> None:
+            held.append("receive")
+            raise RuntimeError("a bug in the core")
+
+    proto.conn = Conn()  # type: ignore[assignment]
+    try:
+        proto.dataReceived(b"x")
+    except RuntimeError:
+        pass
+    # Released even when handling the read failed: the links cannot stay held.
+    assert held == ["hold", "receive", "release"]
+
+
 def _mntr(rig: Rig) -> dict[str, Any]:
     return dict(monitor_values(rig.server.core))
 

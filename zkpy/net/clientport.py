@@ -182,15 +182,20 @@ class ClientProtocol(protocol.Protocol):
         if self.tls_pending:
             self.tls_pending = False
             self._adopt_client_certificate(conn)
-        conn.receive(data, self.server.clock())
-        core = self.server.core
-        if conn.pending and core.outstanding_writes > core.settings.global_outstanding_limit:
-            if not self.throttled:  # RequestThrottler waits for requests in flight to drop
-                core.metrics.request_throttle_wait_count += 1
-            self.throttled = True
-            self.server.throttled.add(self)
-            self._update_reading()
-        core.flush()
+        server = self.server
+        server.hold_peers()  # the read's packets to other servers go out together
+        try:
+            conn.receive(data, server.clock())
+            core = server.core
+            if conn.pending and core.outstanding_writes > core.settings.global_outstanding_limit:
+                if not self.throttled:  # RequestThrottler waits for requests in flight to drop
+                    core.metrics.request_throttle_wait_count += 1
+                self.throttled = True
+                server.throttled.add(self)
+                self._update_reading()
+            core.flush()
+        finally:
+            server.release_peers()
         self._continue()
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -228,6 +233,13 @@ class ZkServer:
         self.throttled: set[ClientProtocol] = set()
         self.port: Any = None
         self._ticker: task.LoopingCall | None = None
+
+    def hold_peers(self) -> None:
+        """A client read begins: an ensemble member holds its packets to the
+        other servers until it ends (``MemberServer``); nothing here."""
+
+    def release_peers(self) -> None:
+        """A client read ended (see ``hold_peers``)."""
 
     def _release_throttled(self) -> None:
         core = self.core

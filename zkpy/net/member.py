@@ -269,6 +269,14 @@ class MemberServer(ZkServer):
         log.debug("Vote from %d: %s", sid, notification)
         self._step(Vote(sid, notification, config))
 
+    def hold_peers(self) -> None:
+        if not self.standalone:
+            self.links.hold()
+
+    def release_peers(self) -> None:
+        if not self.standalone:
+            self.links.release()
+
     def _on_packets(self, sid: int, pkts: list[m.QuorumPacket]) -> None:
         self._step(Messages(sid, pkts) if len(pkts) > 1 else Message(sid, pkts[0]))
 

@@ -670,6 +670,11 @@ class QuorumLinks(protocol.ServerFactory):
         # the last packet encoded (a leader sends the same PROPOSAL and COMMIT
         # object to each learner in turn: encoded once).
         self._queued: list[_QuorumProtocol] = []
+        # While a client connection's read is handled (``hold``/``release``),
+        # each of its requests is a step of its own, and a follower forwarding
+        # them sent one packet per request: held, their packets go out in one
+        # write per peer when the read is done.
+        self._held = 0
         self._last: tuple[m.QuorumPacket | None, bytes] = (None, b"")
 
     def listen(self) -> Any:
@@ -713,10 +718,22 @@ class QuorumLinks(protocol.ServerFactory):
         if out is not None:
             out.queue.append(pkt)
 
+    def hold(self) -> None:
+        """Keep what steps queue until ``release`` (nested holds count)."""
+        self._held += 1
+
+    def release(self) -> None:
+        self._held -= 1
+        if not self._held:
+            self.flush()
+
     def flush(self) -> None:
         """The end of a step's sends: each connection's packets go to its
         transport in one write (one write per packet cost a Python call chain
-        per learner per packet)."""
+        per learner per packet), unless held: then at ``release``. (A
+        connection closed meanwhile sends what it holds first.)"""
+        if self._held:
+            return
         queued, self._queued = self._queued, []
         for conn in queued:
             conn.flush()
