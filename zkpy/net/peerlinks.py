@@ -670,12 +670,12 @@ class QuorumLinks(protocol.ServerFactory):
         # the last packet encoded (a leader sends the same PROPOSAL and COMMIT
         # object to each learner in turn: encoded once).
         self._queued: list[_QuorumProtocol] = []
+        self._last: tuple[m.QuorumPacket | None, bytes] = (None, b"")
         # While a client connection's read is handled (``hold``/``release``),
         # each of its requests is a step of its own, and a follower forwarding
         # them sent one packet per request: held, their packets go out in one
         # write per peer when the read is done.
         self._held = 0
-        self._last: tuple[m.QuorumPacket | None, bytes] = (None, b"")
 
     def listen(self) -> Any:
         host, port = self.peers[self.my_id]
