@@ -23,6 +23,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
              "--server-pid", ",".join(map(str, pids)), "--parts", "throughput",
              "--reads", str(args.reads), "--loads", args.load, "--rounds", "50",
              "--warmup-min", str(budget), "--warmup-max", str(budget)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its generator processes go with it (killpg)
         time.sleep(args.warmup)
         if load.poll() is not None:
             print(f"the load ended early (exit {load.returncode})", file=sys.stderr)
@@ -183,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             return 1
     finally:
-        if load is not None and load.poll() is None:
-            load.terminate()
+        if load is not None:
+            try:
+                os.killpg(load.pid, signal.SIGTERM)  # zkbench and its generators
+            except ProcessLookupError:
+                pass
             load.wait(timeout=30)
         if isinstance(group, Ensemble):
             group.cleanup()
