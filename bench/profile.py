@@ -30,12 +30,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from zkpy.testing.ensemble import Ensemble
-from zkpy.testing.launchers import ZkpyServer
-
-#: zoo.cfg as bench.zkbench sets it for its groups.
-SETTINGS = {"maxClientCnxns": 0, "minSessionTimeout": 4000, "maxSessionTimeout": 40000,
-            "4lw.commands.whitelist": "*", "admin.enableServer": "false"}
+from bench.targets import Kind, Target, server_settings
 
 # A sample is idle when the event loop waits for I/O, or the log thread for work.
 _IDLE = ("epollreactor.py:", "disk.py:")
@@ -83,10 +78,9 @@ def busy_loop_samples(samples: list[tuple[list[str], int]]) -> list[tuple[list[s
     return busy
 
 
-def tree(samples: list[tuple[list[str], int]], depth: int, min_share: float,
-         total: int | None = None) -> list[str]:
+def tree(samples: list[tuple[list[str], int]], depth: int, min_share: float) -> list[str]:
     """The call tree, each line ``share% name``, children by share, cut at ``depth``
-    levels and below ``min_share`` percent of ``total`` (default: all samples)."""
+    levels and below ``min_share`` percent of all samples."""
     root: dict[str, list] = {}
     for frames, n in samples:
         node = root
@@ -94,7 +88,7 @@ def tree(samples: list[tuple[list[str], int]], depth: int, min_share: float,
             entry = node.setdefault(f, [0, {}])
             entry[0] += n
             node = entry[1]
-    total = total or sum(n for _, n in samples) or 1
+    total = sum(n for _, n in samples) or 1
     lines: list[str] = []
 
     def walk(node: dict[str, list], indent: int) -> None:
@@ -145,25 +139,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = dict(SETTINGS, forceSync="yes")
-    if args.size == 1:
-        server = ZkpyServer(settings)
-        server.start()
-        group, targets, connect = server, {"server": server.pid}, server.connect_string
-        pids = [server.pid]
-    else:
-        ens = Ensemble("zkpy", args.size, settings, tick_time=2000)
-        leader = ens.start()
-        follower = ens.followers()[0]
-        group, targets = ens, {"leader": leader.pid, "follower": follower.pid}
-        connect = ",".join(m.connect_string for m in ens.members)
-        pids = [m.pid for m in ens.members]
+    # The servers as zkbench runs them (its zoo.cfg, forceSync as shipped).
+    target = Target(Kind("zkpy", "zkpy"), args.size, server_settings(force_sync=True))
     load = None
     try:
+        target.start()
+        servers = target.servers
+        if args.size == 1:
+            targets = {"server": servers[0].pid}
+        else:
+            leader, follower = target.leader_index(), target.follower_index()
+            if leader is None or follower is None:
+                print(f"no leader and follower to sample: {target.modes()}", file=sys.stderr)
+                return 1
+            targets = {"leader": servers[leader].pid, "follower": servers[follower].pid}
         budget = args.warmup + args.seconds + 30
         load = subprocess.Popen(
-            [sys.executable, "-m", "bench.zkbench", "--connect", connect,
-             "--server-pid", ",".join(map(str, pids)), "--parts", "throughput",
+            [sys.executable, "-m", "bench.zkbench",
+             "--connect", ",".join("%s:%d" % a for a in target.addrs),
+             "--server-pid", ",".join(map(str, target.pids)), "--parts", "throughput",
              "--reads", str(args.reads), "--loads", args.load, "--rounds", "50",
              "--warmup-min", str(budget), "--warmup-max", str(budget)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -177,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
              "-o", str(out / f"{name}.txt"), "-p", str(pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for name, pid in targets.items()}
-        failed = {name: proc.communicate()[1] for name, proc in spies.items()}
-        failed = {name: err for name, err in failed.items() if spies[name].returncode}
-        for name, err in failed.items():
-            print(f"py-spy failed on the {name} (it needs ptrace rights):\n{err}",
+        errors = {name: proc.communicate()[1] for name, proc in spies.items()}
+        failed = [name for name, proc in spies.items() if proc.returncode]
+        for name in failed:
+            print(f"py-spy failed on the {name} (it needs ptrace rights):\n{errors[name]}",
                   file=sys.stderr)
         if failed:
             return 1
@@ -191,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             except ProcessLookupError:
                 pass
             load.wait(timeout=30)
-        if isinstance(group, Ensemble):
-            group.cleanup()
-        else:
-            group.stop()
-            group.cleanup()
+        target.cleanup()
     print(f"zkpy {args.size} server(s), load {args.load}, {args.reads} % reads, "
           f"{args.seconds:g} s at {args.rate} Hz after {args.warmup:g} s "
           f"(ZKPY_ACCEL={os.environ.get('ZKPY_ACCEL', 'auto')})")
