@@ -248,9 +248,13 @@ class JournalFileSystem(OsFileSystem):
     order the changes happened in: the record first, then the change (a
     ``failed`` record follows a change that raised). A change is complete once
     any record follows it; the last one may or may not have happened when the
-    process was killed. The journal is synced after every sync, so it holds
-    every sync the server relied on. Tests only (``ZKPY_FS_JOURNAL``): it
-    writes every byte twice."""
+    process was killed. A sync that returned is followed by a ``synced``
+    record, written before the caller can act on it (reply to a client, ACK a
+    proposal): without it a kill between the sync's return and the next change
+    would leave that sync last, and the replay could not tell it from a sync
+    still under way. The journal is synced after every sync, so it holds every
+    sync the server relied on. Tests only (``ZKPY_FS_JOURNAL``): it writes
+    every byte twice."""
 
     SYNCS = ("sync", "syncfile", "syncdir")
 
@@ -274,6 +278,7 @@ class JournalFileSystem(OsFileSystem):
                 os.write(self.fd, fsjournal.encode("failed", {}))
                 raise
             if op in self.SYNCS:
+                os.write(self.fd, fsjournal.encode("synced", {}))
                 os.fsync(self.fd)
             return result
 

@@ -4,7 +4,8 @@ One record per change a server made to its files, in the order it made them:
 ``create``/``open`` (path, a file id), ``write`` (file id, offset, the bytes),
 ``truncate`` (file id, size), ``sync`` and ``close`` (file id), ``mkdir``,
 ``rmdir``, ``remove``, ``replace`` (src, dst), ``syncfile`` and ``syncdir``
-(path). Paths are absolute. A record is ``u32 header length | u32 payload
+(path); ``synced`` once a sync returned, ``failed`` once a change raised.
+Paths are absolute. A record is ``u32 header length | u32 payload
 length | header (JSON) | payload``; a record cut short (the process killed
 while appending it) ends the journal.
 

@@ -123,7 +123,8 @@ class PowerCutDisk:
     def _replay(self, blob: bytes) -> None:
         """Apply the journal; its last change may or may not have happened (the
         process was killed after recording it): applied only if the directory
-        shows it. A sync is never taken as done unless a record follows it."""
+        shows it. A sync is never taken as done unless a record follows it:
+        its ``synced`` record, written before the process could act on it."""
         records: list[fsjournal.Record] = []
         for rec in fsjournal.decode(blob):
             if rec.op == "failed":
@@ -143,6 +144,8 @@ class PowerCutDisk:
 
     def _apply(self, rec: fsjournal.Record, files: dict[int, Any]) -> None:
         fs, args, op = self.fs, rec.args, rec.op
+        if op == "synced":
+            return  # only marks the sync before it as done
         if op in ("create", "open"):
             if self._mine(args["path"]):
                 opener = fs.create if op == "create" else fs.open_rw
