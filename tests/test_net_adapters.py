@@ -120,24 +120,43 @@ def _logged(directory: Any) -> list[int]:
 
 
 def test_acks_wait_until_their_batch_is_synced(tmp_path: Any) -> None:
-    disk, pool, _, synced = _disk(tmp_path)
+    disk, pool, reactor, synced = _disk(tmp_path)
     ack = (2, m.packet(m.ACK, 1), "token")
     disk.submit([Append(1, _txn(1, "/a"))], [ack])
+    reactor.advance(0)  # the end of the reactor's turn
     assert synced == [] and len(pool.jobs) == 1  # on its way to the disk, not synced
     pool.run()
     assert synced == [([ack], 1)] and _logged(tmp_path) == [1]
 
 
+def test_a_turns_writes_go_to_the_log_thread_together_at_its_end(tmp_path: Any) -> None:
+    """Handed over at once, the log thread would wake only to wait for the GIL
+    while the rest of the turn runs; at the end of the turn the batch holds all
+    of the turn's writes."""
+    disk, pool, reactor, synced = _disk(tmp_path)
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    disk.submit([Append(2, _txn(2, "/b"))], [(2, m.packet(m.ACK, 2), None)])
+    assert pool.jobs == []
+    reactor.advance(0)
+    assert len(pool.jobs) == 1
+    pool.run()
+    assert [last for _, last in synced] == [2] and _logged(tmp_path) == [1, 2]
+    assert [p.zxid for _, p, _ in synced[0][0]] == [1, 2]
+
+
 def test_writes_that_arrive_during_a_sync_share_the_next_one(tmp_path: Any) -> None:
-    disk, pool, _, synced = _disk(tmp_path)
+    disk, pool, reactor, synced = _disk(tmp_path)
     syncs = []
     real_sync = disk.writer.sync
     disk.writer.sync = lambda: (syncs.append(1), real_sync())[1]  # type: ignore[method-assign]
     disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    reactor.advance(0)
     for z in (2, 3, 4):
         disk.submit([Append(z, _txn(z, f"/n{z}"))], [(2, m.packet(m.ACK, z), None)])
+        reactor.advance(0)
     assert len(pool.jobs) == 1  # the first batch is still being written
     pool.run()
+    reactor.advance(0)
     assert len(pool.jobs) == 1 and [last for _, last in synced] == [1]
     pool.run()
     assert [last for _, last in synced] == [1, 4]
@@ -153,6 +172,7 @@ def test_a_failed_write_stops_the_server_and_releases_nothing(tmp_path: Any) -> 
 
     disk.writer.append_many = broken  # type: ignore[method-assign]
     disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    reactor.advance(0)
     pool.run()
     assert reactor.stopped and synced == []
 
@@ -216,8 +236,12 @@ class Rig:
         self.ports = iter(range(40000, 50000))
 
     def sync(self) -> None:
+        """End the reactor's turn (the disk writer hands a batch over then), and
+        sync batch after batch until nothing is left."""
+        self.reactor.advance(0)
         while self.pool.jobs:
             self.pool.run()
+            self.reactor.advance(0)
 
     def client(self, host: str = "127.0.0.1", tls: bool = False) -> Any:
         proto = (ClientFactory(self.server, tls=True) if tls else self.factory).buildProtocol(None)
