@@ -57,17 +57,17 @@ from bench.targets import RevisionCheckout, Target, parse_kinds, server_settings
 REQUEST, PROPOSAL, ACK, COMMIT = 1, 2, 3, 4
 _QUORUM_NAMES = {REQUEST: "REQUEST", PROPOSAL: "PROPOSAL", ACK: "ACK", COMMIT: "COMMIT"}
 
-# (name, from, to): what starts and what ends each hop, as ``hops`` keys them.
+# (name, short name, from, to): what starts and what ends each hop, as ``hops``
+# keys them (the short name is for the line printed after each round).
 HOPS = (
-    ("follower: request -> REQUEST", "req", ("REQUEST", "F1")),
-    ("leader: REQUEST -> PROPOSAL", ("REQUEST", "F1"), "proposal"),
-    ("follower: PROPOSAL -> ACK", ("PROPOSAL", "F1"), ("ACK", "F1")),
-    ("other follower: PROPOSAL -> ACK", ("PROPOSAL", "F2"), ("ACK", "F2")),
-    ("leader: first ACK -> COMMIT", "first ack", ("COMMIT", "F1")),
-    ("follower: COMMIT -> reply", ("COMMIT", "F1"), "reply"),
-    ("total: request -> reply", "req", "reply"),
+    ("follower: request -> REQUEST", "fwd", "req", ("REQUEST", "F1")),
+    ("leader: REQUEST -> PROPOSAL", "propose", ("REQUEST", "F1"), "proposal"),
+    ("follower: PROPOSAL -> ACK", "ack", ("PROPOSAL", "F1"), ("ACK", "F1")),
+    ("other follower: PROPOSAL -> ACK", "ack2", ("PROPOSAL", "F2"), ("ACK", "F2")),
+    ("leader: first ACK -> COMMIT", "commit", "first ack", ("COMMIT", "F1")),
+    ("follower: COMMIT -> reply", "reply", ("COMMIT", "F1"), "reply"),
+    ("total: request -> reply", "total", "req", "reply"),
 )
-_SHORT = ("fwd", "propose", "ack", "ack2", "commit", "reply", "total")
 
 _ETH_P_ALL = 0x0003
 _SO_TIMESTAMPNS = 35
@@ -164,7 +164,7 @@ def hops(segments: Iterable[Segment], client_port: int, min_request: int = 64
     segs = sorted(segments, key=lambda s: s.ts)
     proposals = Counter(s.sport for s in segs if s.sport != client_port
                         and quorum_type(s.head) == PROPOSAL)
-    out: dict[str, list[float]] = {name: [] for name, _, _ in HOPS}
+    out: dict[str, list[float]] = {name: [] for name, *_ in HOPS}
     if not proposals:
         return out, sum(1 for s in segs if s.dport == client_port and s.size >= min_request)
     leader = proposals.most_common(1)[0][0]
@@ -215,22 +215,23 @@ def hops(segments: Iterable[Segment], client_port: int, min_request: int = 64
             seen["first ack"] = min(acks)
         if props:
             seen["proposal"] = min(props)
-        if not all(a in seen and b in seen for _, a, b in HOPS):
+        if not all(a in seen and b in seen for _, _, a, b in HOPS):
             skipped += 1
             continue
-        for name, a, b in HOPS:
+        for name, _, a, b in HOPS:
             out[name].append(seen[b] - seen[a])
     return out, skipped
 
 
+def _percentiles(us: list[float]) -> dict[str, float | None]:
+    """p50, p90 and count of ascending microseconds."""
+    return {"p50_us": stats.percentile(us, 50), "p90_us": stats.percentile(us, 90),
+            "n": len(us)}
+
+
 def summarise(per_hop: dict[str, list[float]]) -> dict[str, dict[str, float | None]]:
     """p50 and p90 of each hop, in microseconds."""
-    res = {}
-    for name, vals in per_hop.items():
-        us = sorted(v * 1e6 for v in vals)
-        res[name] = {"p50_us": stats.percentile(us, 50), "p90_us": stats.percentile(us, 90),
-                     "n": len(us)}
-    return res
+    return {name: _percentiles(sorted(v * 1e6 for v in vals)) for name, vals in per_hop.items()}
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -264,15 +265,14 @@ def _round(conn: wire.Conn, client_port: int, path: str, data: bytes, seconds: f
     per_hop, skipped = hops(load_segments(out), client_port)
     out.unlink()
     res = summarise(per_hop)
-    res["client"] = {"p50_us": stats.percentile(lat, 50), "p90_us": stats.percentile(lat, 90),
-                     "n": len(lat)}
+    res["client"] = _percentiles(lat)
     res["skipped"] = skipped
     return res
 
 
 def report(rounds: list[dict], labels: Sequence[str], ratios: str | None) -> None:
-    names = [name for name, _, _ in HOPS] + ["client: send -> reply read"]
-    keys = [name for name, _, _ in HOPS] + ["client"]
+    names = [name for name, *_ in HOPS] + ["client: send -> reply read"]
+    keys = [name for name, *_ in HOPS] + ["client"]
     med = {lab: {k: {q: stats.median(r[k][q] for r in rounds if r["server"] == lab)
                      for q in ("p50_us", "p90_us")} for k in keys} for lab in labels}
     print("\n== sequential setData through a follower, per hop: microseconds, median over "
@@ -366,9 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds.append(res)
                 print("  [%s] round %d: %s; client p50 %.0f us" % (
                     t.label, rnd, ", ".join("%s %.0f" % (short, res[name]["p50_us"])
-                                            for short, (name, _, _) in zip(_SHORT, HOPS,
-                                                                           strict=True)
-                                            if res[name]["n"]),
+                                            for name, short, _, _ in HOPS if res[name]["n"]),
                     res["client"]["p50_us"]), flush=True)
     finally:
         for c, _, _ in conns.values():

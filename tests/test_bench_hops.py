@@ -90,7 +90,7 @@ def test_each_write_is_cut_at_its_quorum_packets() -> None:
         "follower: COMMIT -> reply": [80, 80],
         "total: request -> reply": [780, 600],
     }
-    assert set(us) == {name for name, _, _ in HOPS}
+    assert set(us) == {name for name, *_ in HOPS}
 
 
 def test_an_ack_after_the_reply_counts_for_its_own_write_not_the_next() -> None:
