@@ -9,6 +9,9 @@ transactions share an fsync, and none waits longer than one sync behind the
 one before it). Only once a batch is synced does ``on_synced`` release the
 messages that promise durability (``send_after_persist``: ACKs, ACKEPOCH,
 LEADERINFO, a leader's own ACKs, which is how a write becomes committable).
+A follower's ACKs to its leader leave from the log thread as soon as their
+batch is synced (``send_from_thread``: ``QuorumLinks.send_from_thread``), as
+ZooKeeper's SendAckRequestProcessor does: the reactor gets the rest.
 
 With forceSync off a write only copies into the page cache: it is done on
 the reactor at the end of the turn, cheaper than two thread hops.
@@ -132,6 +135,9 @@ class DiskWriter:
         self._busy = False
         self.metrics: Any = None  # the core's ServerMetrics, or None
         self.on_synced: Any = None  # (after sends, last zxid) -> None
+        # On the log thread, after a sync: sends what it can of a batch's
+        # ``after`` and returns the rest for ``on_synced`` (None: all of it).
+        self.send_from_thread: Callable[[list[Durable]], list[Durable]] | None = None
         # One thread writes the log; another writes snapshots (tests pass their own).
         if pool is None:
             pool = LogThread("zkpy-txnlog")
@@ -166,17 +172,27 @@ class DiskWriter:
 
     def _hand_over(self) -> None:
         ops, after, times = self._take_batch()
-        self.pool.callInThreadWithCallback(self._back_from_thread(after, times), self._write,
-                                           ops, times)
+        self.pool.callInThreadWithCallback(self._back_from_thread(times), self._write_and_send,
+                                           ops, after, times)
 
-    def _back_from_thread(self, after: list[Durable], times: DiskTimes
-                          ) -> Callable[[bool, Any], None]:
+    def _write_and_send(self, ops: list[Any], after: list[Durable], times: DiskTimes
+                        ) -> tuple[int, list[Durable]]:
+        """On the log thread: the batch written and synced, then what may leave
+        from here sent (a follower's ACKs); the rest is the reactor's."""
+        last = self._write(ops, times)
+        send = self.send_from_thread
+        if send is not None and after:
+            after = send(after)
+        return last, after
+
+    def _back_from_thread(self, times: DiskTimes) -> Callable[[bool, Any], None]:
         """What the log thread calls with a batch's outcome: the reactor takes it."""
         call = self.reactor.callFromThread
 
         def back(ok: bool, result: Any) -> None:
             if ok:
-                call(self._written, result, after, times)
+                last, after = result
+                call(self._written, last, after, times)
             else:
                 call(self._failed, result)
         return back

@@ -146,6 +146,8 @@ class MemberServer(ZkServer):
             self.links.on_state_sent = lambda sid: self._step(StateSent(sid))
             self.links.on_heard = lambda sid: self._step(Heard(sid))
             links = _MemberLinks(self)
+            if cfg.force_sync:  # without, the batch is written on the reactor
+                self.disk.send_from_thread = self.links.send_from_thread
         self.replica = Replica(self.core, self.peer, links, self.disk,
                                self._arm_election_timer)
         if not self.standalone:

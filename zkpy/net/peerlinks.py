@@ -52,6 +52,7 @@ from zkpy.net import heap
 from zkpy.net.peerauth import PeerSasl as _Sasl
 from zkpy.net.peerauth import tls_peer_ok as _tls_peer_ok
 from zkpy.net.sendnow import send_now
+from zkpy.net.threadsend import ThreadSender
 from zkpy.storage import snapbuild, snapstream
 from zkpy.storage.snapshot import AclUnknown, SnapshotInvalid
 from zkpy.zab import messages as m
@@ -352,6 +353,9 @@ class _QuorumProtocol(protocol.Protocol):
         self.heard_at = float("-inf")  # when Zab was last told the stream brings bytes
         # Encoded packets of this step, written as one at its end (``flush``).
         self.out: list[bytes] = []
+        # On our connection to the leader: the log thread sends our ACKs on it
+        # (``QuorumLinks.send_from_thread``), and every write here takes its lock.
+        self.sender: ThreadSender | None = None
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -468,14 +472,53 @@ class _QuorumProtocol(protocol.Protocol):
 
     def flush(self) -> None:
         """Hand what ``queue`` kept to the transport, in one write, sent at once
-        when nothing waits ahead of it (``zkpy.net.sendnow``)."""
+        when nothing waits ahead of it (``zkpy.net.sendnow``); after what the
+        log thread left to us (``sender``), if anything."""
+        sender = self.sender
+        if sender is None:
+            self._flush(b"")
+            return
+        with sender.lock:
+            self._flush(sender.take_stash())
+
+    def _flush(self, first: bytes) -> None:
         out = self.out
+        if first:
+            out.insert(0, first)
         if out:
             self.out = []
             if not self.closed and self.transport is not None:
                 send_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
 
+    def flush_stash(self) -> None:
+        """What the log thread could not send goes out (a step's packets wait
+        for the step's end, as before)."""
+        sender = self.sender
+        if sender is None:
+            return
+        with sender.lock:
+            data = sender.take_stash()
+            if data and not self.closed and self.transport is not None:
+                send_now(self.transport, data)
+
+    def use_thread_sends(self) -> None:
+        """Let the log thread send on this connection (a plain TCP one)."""
+        sender = ThreadSender.for_transport(self.transport)
+        if sender is not None:
+            call = self.links.reactor.callFromThread
+            flush_stash = self.flush_stash
+            sender.on_stash = lambda: call(flush_stash)
+        self.sender = sender
+
     def write(self, pkt: m.QuorumPacket) -> None:
+        sender = self.sender
+        if sender is None:
+            self._write(pkt)
+            return
+        with sender.lock:  # nothing from the log thread lands in the middle
+            self._write(pkt)
+
+    def _write(self, pkt: m.QuorumPacket) -> None:
         self.flush()  # what was queued goes first
         if self.closed or self.transport is None:
             return
@@ -547,6 +590,7 @@ class _QuorumProtocol(protocol.Protocol):
 
     def abort(self) -> None:
         self._snap_done()
+        self._stop_thread_sends()
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -560,6 +604,7 @@ class _QuorumProtocol(protocol.Protocol):
         if self.closed:
             return
         self.flush()
+        self._stop_thread_sends()
         self.closed = True
         if self.transport is not None:
             self.transport.loseConnection()
@@ -569,8 +614,13 @@ class _QuorumProtocol(protocol.Protocol):
         if self.transport is not None and self.transport.connected:
             self.transport.abortConnection()
 
+    def _stop_thread_sends(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        self._stop_thread_sends()
         _cancel(self.timer)
         self._snap_done()
         self.links.lost(self)
@@ -718,6 +768,27 @@ class QuorumLinks(protocol.ServerFactory):
         if out is not None:
             out.queue.append(pkt)
 
+    def send_from_thread(self, after: list[Any]) -> list[Any]:
+        """On the log thread, once a batch is synced: send its ACKs to the
+        leader from here (``zkpy.net.threadsend``), and return the rest of its
+        ``Durable`` messages for the reactor. A connection's share is sent here
+        only if it is all ACKs: ACKEPOCH and the like stay in order with the
+        ACKs around them on the reactor. An ACK for a connection closed
+        meanwhile is dropped, as ``send`` drops it."""
+        mixed = {id(token) for _, pkt, token in after if pkt.type != m.ACK}
+        mine: dict[int, tuple[ThreadSender, list[bytes]]] = {}
+        rest = []
+        for item in after:
+            token = item[2]
+            sender = getattr(token, "sender", None)  # a _QuorumProtocol's, to the leader
+            if sender is None or id(token) in mixed:
+                rest.append(item)
+                continue
+            mine.setdefault(id(token), (sender, []))[1].append(m.encode_packet(item[1]))
+        for sender, data in mine.values():
+            sender.send(data[0] if len(data) == 1 else b"".join(data))
+        return rest
+
     def hold(self) -> None:
         """Keep what steps queue until ``release`` (nested holds count)."""
         self._held += 1
@@ -746,6 +817,7 @@ class QuorumLinks(protocol.ServerFactory):
             proto.abort()
             return
         self.conns[proto.sid] = proto
+        proto.use_thread_sends()
         for pkt in out.queue:
             proto.write(pkt)
         log.info("Connected to the leader, server %d", proto.sid)

@@ -30,6 +30,11 @@ from twisted.internet import tcp
 _PLAIN = (tcp.Server, tcp.Client)
 
 
+def is_plain(transport: Any) -> bool:
+    """A plain TCP transport, whose socket is ours to write to."""
+    return isinstance(transport, _PLAIN)
+
+
 def send_now(transport: Any, data: bytes) -> None:
     """Write ``data`` to ``transport``: straight to its socket if nothing waits."""
     if (isinstance(transport, _PLAIN) and transport.connected
