@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     data = wire.value(args.value_size)
     path = ROOT + "/hops"
     rounds: list[dict] = []
+    failed = ""
     try:
         for k in kinds:
             source = None
@@ -368,11 +369,22 @@ def main(argv: list[str] | None = None) -> int:
                     t.label, rnd, ", ".join("%s %.0f" % (short, res[name]["p50_us"])
                                             for name, short, _, _ in HOPS if res[name]["n"]),
                     res["client"]["p50_us"]), flush=True)
+    except Exception as exc:
+        failed = "%s: %s" % (type(exc).__name__, exc)
+        raise
     finally:
         for c, _, _ in conns.values():
             c.close()
         for t in targets:
-            t.cleanup()
+            problems = t.log_problems()
+            if problems:
+                print("  [%s] %d suspicious line(s) in the server logs, e.g.: %s"
+                      % (t.label, len(problems), problems[0]), flush=True)
+            if failed:
+                print("  [%s] logs kept in %s; tail:" % (t.label, t.workdir), flush=True)
+                for ln in t.log_tails(10).splitlines():
+                    print("    | " + ln, flush=True)
+            t.cleanup(failed=bool(failed))
         for co in checkouts:
             co.cleanup()
     report(rounds, [t.label for t in targets], args.ratios)
