@@ -124,24 +124,27 @@ def test_acks_wait_until_their_batch_is_synced(tmp_path: Any) -> None:
     ack = (2, m.packet(m.ACK, 1), "token")
     disk.submit([Append(1, _txn(1, "/a"))], [ack])
     reactor.advance(0)  # the end of the reactor's turn
-    assert synced == [] and len(pool.jobs) == 1  # on its way to the disk, not synced
+    assert synced == [] and len(pool.jobs) == 1  # with the log thread, not synced
     pool.run()
     assert synced == [([ack], 1)] and _logged(tmp_path) == [1]
 
 
-def test_a_turns_writes_go_to_the_log_thread_together_at_its_end(tmp_path: Any) -> None:
-    """Handed over at once, the log thread would wake only to wait for the GIL
-    while the rest of the turn runs; at the end of the turn the batch holds all
-    of the turn's writes."""
+def test_a_write_goes_to_the_log_thread_at_once_and_the_turns_next_ones_after_it(
+        tmp_path: Any) -> None:
+    """A leader's own write starts before its PROPOSALs leave, not after the
+    turn; what the turn adds meanwhile is the next batch, handed over as soon
+    as the first is synced."""
     disk, pool, reactor, synced = _disk(tmp_path)
     disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), None)])
+    assert len(pool.jobs) == 1  # handed over, not waiting for the turn's end
     disk.submit([Append(2, _txn(2, "/b"))], [(2, m.packet(m.ACK, 2), None)])
-    assert pool.jobs == []
-    reactor.advance(0)
+    disk.submit([Append(3, _txn(3, "/c"))], [(2, m.packet(m.ACK, 3), None)])
     assert len(pool.jobs) == 1
     pool.run()
-    assert [last for _, last in synced] == [2] and _logged(tmp_path) == [1, 2]
-    assert [p.zxid for _, p, _ in synced[0][0]] == [1, 2]
+    assert [last for _, last in synced] == [1] and len(pool.jobs) == 1
+    pool.run()
+    assert [last for _, last in synced] == [1, 3] and _logged(tmp_path) == [1, 2, 3]
+    assert [p.zxid for _, p, _ in synced[1][0]] == [2, 3]
 
 
 def test_writes_that_arrive_during_a_sync_share_the_next_one(tmp_path: Any) -> None:
@@ -236,8 +239,8 @@ class Rig:
         self.ports = iter(range(40000, 50000))
 
     def sync(self) -> None:
-        """End the reactor's turn (the disk writer hands a batch over then), and
-        sync batch after batch until nothing is left."""
+        """End the reactor's turn, and sync batch after batch until nothing is
+        left."""
         self.reactor.advance(0)
         while self.pool.jobs:
             self.pool.run()

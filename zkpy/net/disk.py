@@ -13,8 +13,10 @@ A follower's ACKs to its leader leave from the log thread as soon as their
 batch is synced (``send_from_thread``: ``QuorumLinks.send_from_thread``), as
 ZooKeeper's SendAckRequestProcessor does: the reactor gets the rest.
 
-With forceSync off a write only copies into the page cache: it is done on
-the reactor at the end of the turn, cheaper than two thread hops.
+With forceSync on, a batch goes to the log thread as soon as there is one
+(the leader's before its PROPOSALs leave); with it off a write only copies
+into the page cache: it is done on the reactor at the end of the turn,
+cheaper than two thread hops.
 A write that fails stops the server: one that cannot persist cannot
 acknowledge anything.
 
@@ -160,15 +162,21 @@ class DiskWriter:
 
     def _kick(self) -> None:
         self._busy = True
-        # The batch is taken at the end of this reactor turn (callLater(0) runs
-        # before the reactor waits for I/O again), so everything submitted in the
-        # turn shares it. With fsync it then goes to the log thread: handed over
-        # at once, the thread woke only to wait for the GIL while the rest of the
-        # turn ran, a leader's PROPOSALs to send among it (bench.hops: a leader's
-        # REQUEST -> PROPOSAL 0.90x as long). Without fsync a write only copies
-        # into the page cache: cheaper done here than the two thread hops, which
-        # a write pays in series on the leader and on a follower.
-        self.reactor.callLater(0, self._hand_over if self.force_sync else self._write_here)
+        # With fsync the batch goes to the log thread at once: what the rest of
+        # the turn submits shares the next one (group commit as ZooKeeper's
+        # SyncRequestProcessor). Taken at the end of the turn instead (callLater(0))
+        # the leader's own write started only after its PROPOSALs' sends, which on
+        # loopback run the receivers' side too: 110-130 us later at p50. Once the
+        # followers ACKed from their log threads, the leader's own ACK was last
+        # in a third of the quorums; at once, the leader's first ACK -> COMMIT hop
+        # took 0.72x as long (bench.hops, 5 pairs) for a propose hop about 1.06x,
+        # and heavy loads were unchanged (zkbench, 1 and 3 servers, 0.95-1.00x
+        # CPU per op). Without fsync a write only copies into the page cache:
+        # cheaper done here at the end of the turn than the two thread hops.
+        if self.force_sync:
+            self._hand_over()
+        else:
+            self.reactor.callLater(0, self._write_here)
 
     def _hand_over(self) -> None:
         ops, after, times = self._take_batch()
