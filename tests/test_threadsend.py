@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from test_net_adapters import FakeReactor, StepPool, _txn
+from test_sendnow import _received
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -58,18 +59,6 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
 def _transport(reactor: Any, sock: socket.socket, proto: Any) -> Any:
     port = SimpleNamespace(_realPortNumber=2)  # what tcp.Server reads of its listening port
     return tcp.Server(sock, proto, ("127.0.0.1", 1), port, 1, reactor)
-
-
-def _received(sock: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            return out
-        if not chunk:
-            return out
-        out += chunk
 
 
 def _to_leader() -> tuple[QuorumLinks, Any, socket.socket, Reactor]:
