@@ -167,6 +167,29 @@ def test_writes_that_arrive_during_a_sync_share_the_next_one(tmp_path: Any) -> N
     assert len(syncs) == 2 and disk.batches == 2 and _logged(tmp_path) == [1, 2, 3, 4]
 
 
+def test_one_batch_at_a_time_even_when_releasing_one_submits_more(tmp_path: Any) -> None:
+    """A step run while a synced batch is released (a commit that makes the
+    next write propose) hands its write over at once; what follows in the same
+    release waits for that batch, not a second one beside it."""
+    disk, pool, reactor, synced = _disk(tmp_path)
+
+    def on_synced(after: Any, last: int) -> None:
+        synced.append((after, last))
+        if last == 1:
+            disk.submit([Append(2, _txn(2, "/b"))], [])
+            disk.submit([Append(3, _txn(3, "/c"))], [])
+
+    disk.on_synced = on_synced
+    disk.submit([Append(1, _txn(1, "/a"))], [])
+    pool.run()
+    assert len(pool.jobs) == 1  # 2 went at once; 3 waits for it
+    pool.run()
+    assert [last for _, last in synced] == [1, 2] and len(pool.jobs) == 1
+    pool.run()
+    assert [last for _, last in synced] == [1, 2, 3] and pool.jobs == []
+    assert disk.batches == 3 and _logged(tmp_path) == [1, 2, 3]
+
+
 def test_a_failed_write_stops_the_server_and_releases_nothing(tmp_path: Any) -> None:
     disk, pool, reactor, synced = _disk(tmp_path)
 

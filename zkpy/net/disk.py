@@ -247,7 +247,9 @@ class DiskWriter:
                 self.metrics.summary["snapshottime"].add(_ms(seconds))
         if self.on_synced is not None:
             self.on_synced(after, last)
-        if self._ops or self._after:
+        # What was submitted meanwhile goes next, unless on_synced's own steps
+        # already handed a batch over: one batch at a time.
+        if not self._busy and (self._ops or self._after):
             self._kick()
 
     def _failed(self, failure: Any) -> None:

@@ -8,9 +8,9 @@ follower sends it from the thread that synced (SendAckRequestProcessor after
 SyncRequestProcessor). ``ThreadSender`` lets ours do the same on the
 connection to the leader, without ever mixing its bytes with the reactor's:
 
-- one lock covers every write to the connection: the log thread's ``send``
-  and the reactor's ``reactor_side`` (``_QuorumProtocol`` takes it around its
-  writes and flushes);
+- one lock covers every write to the connection: the log thread's ``send``,
+  and the reactor's writes and flushes (``_QuorumProtocol`` takes it around
+  them);
 - the thread sends only when nothing waits ahead: nothing kept back for the
   reactor (``stash``) and nothing in Twisted's buffer. Otherwise its bytes are
   stashed, in order, and the reactor sends them before anything of its own;
