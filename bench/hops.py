@@ -348,12 +348,28 @@ def main(argv: list[str] | None = None) -> int:
                 if other != label:
                     c.ping()
 
-        for t in targets:
-            conn = conns[t.label][0]
+        def again(t: Target, what: str, exc: Exception) -> wire.Conn:
+            """ZooKeeper's follower closed the session's connection now and then
+            (three runs of this session, its log at WARN silent): say so, and
+            open a new session on the same member for the measurement to go on."""
+            print("  [%s] %s: %s; a new session, measured again" % (t.label, what, exc),
+                  flush=True)
+            conn, port, workdir = conns[t.label]
+            conn.close()
+            addr = next(a for a in t.addrs if a[1] == port)
+            conn = wire.Conn.open(addr, args.timeout, session_timeout_ms=40000)
+            conns[t.label] = (conn, port, workdir)
+            return conn
 
-            def cycle(label: str = t.label, conn: wire.Conn = conn) -> dict[str, dict]:
-                keep_others(label)
-                lat = _writes(conn, path, data, time.monotonic() + args.warmup_window)
+        for t in targets:
+
+            def cycle(t: Target = t) -> dict[str, dict]:
+                keep_others(t.label)
+                end = time.monotonic() + args.warmup_window
+                try:
+                    lat = _writes(conns[t.label][0], path, data, end)
+                except ConnectionError as exc:
+                    lat = _writes(again(t, "warm-up", exc), path, data, end + 1)
                 return {"setData": {"p50_us": stats.percentile(lat, 50)}}
 
             warm_up(t.label + " sequential", cycle, args, lambda s: print(s, flush=True),
@@ -365,14 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     res = _round(conn, port, path, data, args.seconds, workdir)
                 except ConnectionError as exc:
-                    # Seen twice from ZooKeeper's follower (its log at WARN says
-                    # nothing): say so, open a new session and measure the round again.
-                    print("  [%s] round %d: %s; a new session, the round again"
-                          % (t.label, rnd, exc), flush=True)
-                    conn.close()
-                    addr = next(a for a in t.addrs if a[1] == port)  # the same member
-                    conn = wire.Conn.open(addr, args.timeout, session_timeout_ms=40000)
-                    conns[t.label] = (conn, port, workdir)
+                    conn = again(t, "round %d" % rnd, exc)
                     res = _round(conn, port, path, data, args.seconds, workdir)
                 res.update(server=t.label, round=rnd)
                 rounds.append(res)
