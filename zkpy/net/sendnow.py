@@ -37,7 +37,7 @@ def is_plain(transport: Any) -> bool:
 
 def send_now(transport: Any, data: bytes) -> None:
     """Write ``data`` to ``transport``: straight to its socket if nothing waits."""
-    if (isinstance(transport, _PLAIN) and transport.connected
+    if (is_plain(transport) and transport.connected
             and not transport.disconnecting and not transport._writeDisconnected
             and not transport.dataBuffer and not transport._tempDataLen):
         try:
