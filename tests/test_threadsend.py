@@ -13,9 +13,11 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from test_net_adapters import FakeReactor, StepPool, _txn
 from test_sendnow import _received
 from twisted.internet import tcp
@@ -46,10 +48,22 @@ class Reactor(MemoryReactorClock):
             f(*a)
 
 
+# What a test opened (sockets, senders with their own descriptor): closed after it.
+_opened: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_what_was_opened() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     with socket.create_server(("127.0.0.1", 0)) as server:
         ours = socket.create_connection(server.getsockname())
         theirs, _ = server.accept()
+    _opened.extend((ours, theirs))
     ours.setblocking(False)
     theirs.setblocking(False)
     return ours, theirs
@@ -70,6 +84,7 @@ def _to_leader() -> tuple[QuorumLinks, Any, socket.socket, Reactor]:
     proto = out.buildProtocol(None)
     proto.makeConnection(_transport(reactor, ours, proto))
     assert links.conns[1] is proto and proto.sender is not None
+    _opened.append(proto.sender)
     return links, proto, theirs, reactor
 
 
