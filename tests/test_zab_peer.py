@@ -279,6 +279,47 @@ def test_commits_go_out_in_zxid_order() -> None:
     assert r.commit == [(z2, b"2")] and _packets(r, 2) == [f"COMMIT(0x{z2:x})"]
 
 
+def test_one_ack_commits_a_run_of_proposals_each_with_its_own_commit() -> None:
+    leader, f2 = _synced_pair([], DiskState())
+    _take(f2)
+    zxids = []
+    for i in range(5):
+        zxids.append(leader.next_zxid)
+        leader.step(Propose(b"%d" % i), 0)
+    _take(leader)
+    leader.step(Persisted(zxids[-1]), 0)
+    assert _take(leader).commit == []
+    # The follower's ACK of the fourth: the first four commit in one step, each
+    # with its COMMIT (a ZooKeeper follower takes them one by one), the fifth waits.
+    leader.step(Message(2, m.packet(m.ACK, zxids[3])), 0)
+    r = _take(leader)
+    assert r.commit == [(z, b"%d" % i) for i, z in enumerate(zxids[:4])]
+    assert _packets(r, 2) == [f"COMMIT(0x{z:x})" for z in zxids[:4]]
+    leader.step(Message(2, m.packet(m.ACK, zxids[4])), 0)
+    r = _take(leader)
+    assert r.commit == [(zxids[4], b"4")] and _packets(r, 2) == [f"COMMIT(0x{zxids[4]:x})"]
+
+
+def test_the_quorums_watermark_agrees_with_the_per_proposal_test() -> None:
+    """``quorum_mark`` (worked out once per run of commits) against
+    ``quorum_holds`` (Leader.tryToCommit's test per zxid), over memberships of
+    1 to 5 voters, ACKs from voters, from non-voters and from ourselves."""
+    import random
+
+    rnd = random.Random(14)
+    leader, _ = _synced_pair([], DiskState())
+    leading = leader.leading
+    assert leading is not None and leading.pending_config is None
+    for _ in range(2000):
+        voters = frozenset(rnd.sample(range(1, 8), rnd.randint(1, 5)) + [1] * rnd.randint(0, 1))
+        leader.voters = voters
+        leading.logged = rnd.randint(0, 12)
+        leading.acked = {sid: rnd.randint(0, 12) for sid in rnd.sample(range(1, 8), rnd.randint(0, 6))}
+        mark = leading.quorum_mark()
+        held = [z for z in range(1, 14) if leading.quorum_holds(z)]
+        assert held == list(range(1, mark + 1)), (voters, leading.logged, leading.acked, mark)
+
+
 # -- liveness ---------------------------------------------------------------------------------
 
 

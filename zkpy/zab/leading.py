@@ -233,16 +233,23 @@ class Leading:
     def propose_many(self, entries: list[tuple[int | None, bytes]]) -> int:
         """Broadcast txns in order (each zxid, if given, must be the next one); the
         last zxid proposed. Our own ACK is the disk's ``Persisted`` of them."""
+        if not entries:
+            return 0
         p = self.peer
-        nz = 0
         # Followers syncing or synced get PROPOSALs (observers: an INFORM per commit).
         to = [lr.sid for lr in self.learners.values()
               if lr.phase in _FORWARDING and not lr.observer]
+        history = p.history
+        outstanding = self.outstanding
+        rolls_over = not p.standalone  # (a standalone zxid carries into the epoch)
+        # Each proposal's zxid is the one before it plus one, in either mode
+        # (``next_zxid``), so it is looked up once for the batch.
+        nz = self.next_zxid() - 1
         for accepted, (zxid, txn) in enumerate(entries):
-            nz = self.next_zxid()
+            nz += 1
             if zxid is not None and zxid != nz:
                 raise ValueError(f"proposal carries zxid 0x{zxid:x}, the next is 0x{nz:x}")
-            if m.counter_of(nz) == _MAX_COUNTER and not p.standalone:
+            if rolls_over and nz & _MAX_COUNTER == _MAX_COUNTER:
                 # Leader.propose: "zxid lower 32 bits have rolled over, forcing re-election".
                 p.become_looking("zxid counter rolled over")
                 raise NotLeader("zxid counter rolled over; re-electing", accepted)
@@ -252,9 +259,9 @@ class Leading:
                     raise NotLeader("a reconfig is already in progress", accepted)
                 self.pending_config = (nz, config.with_version(nz))
             self.counter += 1
-            p.history.append(nz, txn)
+            history.append(nz, txn)
             p.persist(Append(nz, txn))
-            self.outstanding.append(nz)
+            outstanding.append(nz)
             if to:
                 proposal = m.packet(m.PROPOSAL, nz, txn)
                 for sid in to:
@@ -541,19 +548,59 @@ class Leading:
                 held += 1
         return held * 2 > len(voters)
 
+    def quorum_mark(self) -> int:
+        """The highest zxid a quorum of the voters holds in their logs (-1 if
+        none): ``quorum_holds`` is true for every zxid up to it and false past
+        it, outside a reconfig's. ACKs are watermarks, so the quorum's is the
+        majority-th highest of the voters' (ours the larger of our log's and an
+        ACK from ourselves, as ``quorum_holds`` counts us once)."""
+        p = self.peer
+        voters = p.voters
+        me = p.my_id
+        marks = [upto for sid, upto in self.acked.items() if sid != me and sid in voters]
+        if me in voters:
+            marks.append(max(self.logged, self.acked.get(me, -1)))
+        need = len(voters) // 2 + 1
+        if len(marks) < need:
+            return -1
+        marks.sort(reverse=True)
+        return marks[need - 1]
+
     def _advance_commits(self) -> None:
-        """Leader.tryToCommit: commit in zxid order, each once a quorum acked it."""
+        """Leader.tryToCommit: commit in zxid order, each once a quorum acked it.
+        The quorum's watermark is worked out once for the whole run of commits
+        (a batch of ACKs commits hundreds at a time), not once per proposal."""
         p = self.peer
         outstanding = self.outstanding
         done = 0  # committed here, not yet handed to the tree
+        mark = self.quorum_mark()
+        # Who a COMMIT goes to, once for the run (nobody when we are alone); with
+        # an observer to INFORM, or a SYNC waiting, ``_announce_commit`` does it.
+        forwarding = [lr for lr in self.learners.values() if lr.phase in _FORWARDING]
+        followers = [lr.sid for lr in forwarding if not lr.observer]
+        plain = len(followers) == len(forwarding)
         while outstanding:
             zxid = outstanding[0]
+            pending = self.pending_config
+            if pending is None or zxid < pending[0]:
+                if zxid > mark:
+                    break
+                outstanding.popleft()
+                self.committed = zxid
+                if plain and not self.pending_syncs:
+                    if followers:
+                        commit = m.packet(m.COMMIT, zxid)
+                        for sid in followers:
+                            p.send(sid, commit)
+                else:
+                    self._announce_commit(zxid, m.packet(m.COMMIT, zxid), None)
+                done = zxid
+                continue
             if not self.quorum_holds(zxid):
                 break
             outstanding.popleft()
             self.committed = zxid
-            pending = self.pending_config
-            if pending is None or zxid != pending[0]:
+            if zxid != pending[0]:
                 self._announce_commit(zxid, m.packet(m.COMMIT, zxid), None)
                 done = zxid
                 continue
@@ -574,6 +621,7 @@ class Leading:
                 p.leave_after_step(f"reconfig 0x{zxid:x} designates leader {designated}",
                                    designated)
                 break
+            mark = self.quorum_mark()  # the new membership's voters decide from here
         if done:
             p.commit_upto(done)
         if self.reads is not None and self.reads.waiters:
