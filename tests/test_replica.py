@@ -364,6 +364,35 @@ def test_errors_watches_and_close_through_followers() -> None:
     assert_converged(sim)
 
 
+def test_a_followers_turn_forwards_its_writes_and_sync_in_order() -> None:
+    """One read on a follower brings three writes and a sync of one session
+    and a write of another: the follower forwards them when the turn ends, in
+    the order they came, and each session's replies keep its order."""
+    sim = Sim()
+    leader = sim.wait_stable()
+    f, _ = other_followers(sim)
+    a = open_session(sim, f)
+    b = open_session(sim, f)
+    mark = len(sim.delivered)
+    frames = [frame(S.RequestHeader(1, Op.create), S.CreateRequest("/p", b"1", OPEN, 0)),
+              frame(S.RequestHeader(2, Op.setData), S.SetDataRequest("/p", b"2", -1)),
+              frame(S.RequestHeader(3, Op.sync), S.SyncRequest("/p")),
+              frame(S.RequestHeader(4, Op.setData), S.SetDataRequest("/p", b"4", 1))]
+    a.send(b"".join(frames))
+    b.submit(Op.create, S.CreateRequest("/q", b"", OPEN, 0))
+    assert f.replica.waiting and not f.replica._to_forward  # all out when each turn ended
+    sim.settle()
+    sent = [m.request_type(pkt.data) for src, dst, pkt in sim.delivered[mark:]
+            if (src, dst) == (f.id, leader.id) and pkt.type == m.REQUEST]
+    assert sent == [Op.create, Op.setData, Op.sync, Op.setData, Op.create]
+    assert [(hdr.xid, hdr.err) for hdr, _ in a.replies()] == [(1, 0), (2, 0), (3, 0), (4, 0)]
+    assert [hdr.err for hdr, _ in b.replies()] == [0]
+    node = f.core.tree.get("/p")
+    assert node is not None and node.data == b"4" and node.version == 2
+    assert not f.replica.waiting
+    assert_converged(sim)
+
+
 # -- 8. a sync left behind by a dropped connection ---------------------------------------
 
 

@@ -95,6 +95,14 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardMany:
+    """Follower only: ``Forward`` each of these (data, auth) in order. One step
+    for all the writes a turn forwards."""
+
+    requests: list[tuple[bytes, list[Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
 class Revalidate:
     """Follower or observer only: a client reconnects with this session; ask the
     leader whether it is still valid (and make us its owner there), as
@@ -145,7 +153,7 @@ class Heard:
 
 
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | Revalidate | ReadIndex | Persisted | ConnectionLost | StateSent | Heard)
+         | ForwardMany | Revalidate | ReadIndex | Persisted | ConnectionLost | StateSent | Heard)
 
 # -- what to persist, in order ---------------------------------------------------------
 
