@@ -432,28 +432,6 @@ def test_requests_carry_the_sessions_auth_and_pings_carry_touched_sessions() -> 
     assert _take(leader).pings == [(2, b"touched")]
 
 
-def test_a_turns_requests_go_to_the_leader_in_one_step_in_order() -> None:
-    import pytest
-
-    from zkpy.jute.schema import Id
-    from zkpy.zab.events import ForwardMany, NotLeader
-
-    leader, f2 = _synced_pair([], DiskState())
-    _take(f2)
-    reqs = [(m.request_data(5, i, 5, b"body%d" % i), [Id("digest", "u:%d" % i)] if i else None)
-            for i in range(3)]
-    f2.step(ForwardMany(reqs), 0)
-    sent = _take(f2).send
-    assert [dest for dest, _ in sent] == [1, 1, 1]
-    assert [(p.type, p.zxid, p.data, p.authinfo) for _, p in sent] == [
-        (m.REQUEST, -1, data, auth) for data, auth in reqs]
-    # A peer that follows nobody refuses them all, and sends none.
-    lone = _peer(3)
-    with pytest.raises(NotLeader):
-        lone.step(ForwardMany(reqs), 0)
-    assert not [pkt for _, pkt in lone.ready().send if pkt.type == m.REQUEST]
-
-
 def test_packets_read_together_are_one_step_and_stop_where_the_connection_was_dropped() -> None:
     leader, f2 = _synced_pair([], DiskState())
     _take(f2)

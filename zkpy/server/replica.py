@@ -56,7 +56,6 @@ from zkpy.zab.events import (
     OBSERVING,
     Event,
     Forward,
-    ForwardMany,
     Message,
     Messages,
     NotLeader,
@@ -91,8 +90,6 @@ class Replica:
         self.leader: int | None = None
         self.proposed: dict[int, Request] = {}  # leader: zxid -> its request
         self._to_propose: list[Request] = []  # prepared this turn, for ``flush``
-        # follower: writes forwarded this turn, with their REQUEST data (``flush``)
-        self._to_forward: list[tuple[Request, bytes]] = []
         self.waiting: dict[tuple[int, int], Request] = {}  # follower: forwarded writes
         self.syncs: deque[Request] = deque()  # follower: syncs awaiting the leader's SYNC
         self.revalidating: deque[Any] = deque()  # learner: connections awaiting REVALIDATE
@@ -118,8 +115,6 @@ class Replica:
     # -- stepping ---------------------------------------------------------------------
 
     def step(self, event: Event, now: int) -> None:
-        if self._to_forward:
-            self._forward_now()  # (what came before the event leaves before its effects)
         self.now = now
         self.core.at(now)
         if self.figures is not None and self.role != LEADING:
@@ -132,8 +127,6 @@ class Replica:
 
     def persisted(self, after: list[Durable], last_zxid: int, now: int) -> None:
         """The disk synced everything handed to it so far (``Disk``'s callback)."""
-        if self._to_forward:
-            self._forward_now()
         self.now = now
         self.core.at(now)
         if self.figures is not None:
@@ -239,10 +232,7 @@ class Replica:
 
     def flush(self) -> None:
         """The end of a turn (ServerCore.flush): every write prepared in it is
-        proposed in one Zab step, so they share one disk batch; on a follower,
-        every write forwarded in it goes to the leader in one step."""
-        if self._to_forward:
-            self._forward_now()
+        proposed in one Zab step, so they share one disk batch."""
         if not self._to_propose:
             return
         reqs, self._to_propose = self._to_propose, []
@@ -324,8 +314,6 @@ class Replica:
                 self.owners[session_id] = self.peer.my_id  # it is served through us now
             return True
         self.revalidating.append(conn)
-        if self._to_forward:
-            self._forward_now()
         try:
             self.driver.step(Revalidate(session_id, timeout), self.now)
         except NotLeader:
@@ -372,25 +360,18 @@ class Replica:
         else:
             body = _INT.pack(req.body) if req.type == Op.createSession else req.raw[8:]
             self.waiting[(req.session_id, req.cxid)] = req
-        # Sent with the turn's others (``flush``): one Zab step for them all,
-        # where a step per request cost a whole Ready's carrying out each.
-        self._to_forward.append((req, m.request_data(req.session_id, req.cxid, req.type, body)))
+        self._send_request(req, body)
 
-    def _forward_now(self) -> None:
-        """The writes forwarded so far go to the leader, in order, in one step;
-        with no leader to send them to, each one's connection is closed."""
-        batch, self._to_forward = self._to_forward, []
+    def _send_request(self, req: Request, body: bytes) -> None:
+        data = m.request_data(req.session_id, req.cxid, req.type, body)
         try:
-            self.driver.step(ForwardMany([(data, req.ids) for req, data in batch]), self.now)
+            self.driver.step(Forward(data, req.ids), self.now)
         except NotLeader:
-            for req, _ in batch:
-                self._refuse(req)
+            self._refuse(req)
 
     def read_point(self) -> bool:
         """ServerCore's seam for linearizable reads: a read point from the leader
         (a ``ReadIndex`` step when we lead, a sync of session 0 when we learn)."""
-        if self._to_forward:
-            self._forward_now()  # the read point follows the writes before it
         try:
             if self.peer.following is not None:
                 self.syncs.append(_READ_POINT)

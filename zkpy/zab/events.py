@@ -95,14 +95,6 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
-class ForwardMany:
-    """Follower only: ``Forward`` each of these (data, auth) in order. One step
-    for all the writes a turn forwards."""
-
-    requests: list[tuple[bytes, list[Any] | None]]
-
-
-@dataclass(frozen=True, slots=True)
 class Revalidate:
     """Follower or observer only: a client reconnects with this session; ask the
     leader whether it is still valid (and make us its owner there), as
@@ -153,7 +145,7 @@ class Heard:
 
 
 Event = (Start | Tick | Wake | Message | Messages | Vote | Propose | ProposeMany | Forward
-         | ForwardMany | Revalidate | ReadIndex | Persisted | ConnectionLost | StateSent | Heard)
+         | Revalidate | ReadIndex | Persisted | ConnectionLost | StateSent | Heard)
 
 # -- what to persist, in order ---------------------------------------------------------
 

@@ -32,8 +32,7 @@ API
     Notification)`` from the election port; ``Propose(txn, zxid=None)``
     (leader only, once ``can_propose``; the txn's header carries
     ``peer.next_zxid``); ``Forward(data, auth)`` (follower: a client write or
-    sync for the leader, sent as REQUEST with the session's auth ids;
-    ``ForwardMany(requests)``: a turn's, in one step);
+    sync for the leader, sent as REQUEST with the session's auth ids);
     ``Revalidate(session_id, timeout)`` (learner: a client reconnects with
     this session; the leader's answer comes back in ``Ready.revalidated``);
     ``ReadIndex()`` (leader with ``peer.linear_reads``: a read point for our
@@ -139,7 +138,6 @@ from zkpy.zab.events import (
     DiskState,
     Event,
     Forward,
-    ForwardMany,
     Heard,
     Message,
     Messages,
@@ -263,8 +261,6 @@ class Peer:
             self._on_propose_many(event)
         elif isinstance(event, Forward):
             self._on_forward(event)
-        elif isinstance(event, ForwardMany):
-            self._on_forward_many(event)
         elif isinstance(event, Revalidate):
             self._on_revalidate(event)
         elif isinstance(event, ReadIndex):
@@ -569,13 +565,6 @@ class Peer:
         if self.following is None:
             raise NotLeader("no leader to forward to")
         self.send(self.following.leader, m.QuorumPacket(m.REQUEST, -1, event.data, event.auth))
-
-    def _on_forward_many(self, event: ForwardMany) -> None:
-        if self.following is None:
-            raise NotLeader("no leader to forward to")
-        leader = self.following.leader
-        for data, auth in event.requests:
-            self.send(leader, m.QuorumPacket(m.REQUEST, -1, data, auth))
 
     def _on_revalidate(self, event: Revalidate) -> None:
         if self.following is None:
