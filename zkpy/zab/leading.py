@@ -537,23 +537,14 @@ class Leading:
         if pending is not None and zxid >= pending[0]:
             ackers = self.ackers(zxid)
             return self.peer.quorum(ackers) and pending[1].quorum(ackers)
-        # The common case, counted without building the set of holders.
-        p = self.peer
-        voters = p.voters
-        me = p.my_id
-        mine = self.logged >= zxid
-        held = 1 if mine and me in voters else 0
-        for sid, upto in self.acked.items():
-            if upto >= zxid and sid in voters and not (mine and sid == me):
-                held += 1
-        return held * 2 > len(voters)
+        return zxid <= self.quorum_mark()
 
     def quorum_mark(self) -> int:
         """The highest zxid a quorum of the voters holds in their logs (-1 if
-        none): ``quorum_holds`` is true for every zxid up to it and false past
-        it, outside a reconfig's. ACKs are watermarks, so the quorum's is the
-        majority-th highest of the voters' (ours the larger of our log's and an
-        ACK from ourselves, as ``quorum_holds`` counts us once)."""
+        none): outside a reconfig's, a quorum holds every zxid up to it and none
+        past it. ACKs are watermarks, so the quorum's is the majority-th highest
+        of the voters' (ours the larger of our log's and an ACK from ourselves:
+        we count once)."""
         p = self.peer
         voters = p.voters
         me = p.my_id
@@ -574,34 +565,18 @@ class Leading:
         outstanding = self.outstanding
         done = 0  # committed here, not yet handed to the tree
         mark = self.quorum_mark()
-        # Who a COMMIT goes to, once for the run (nobody when we are alone); with
-        # an observer to INFORM, or a SYNC waiting, ``_announce_commit`` does it.
-        forwarding = [lr for lr in self.learners.values() if lr.phase in _FORWARDING]
-        followers = [lr.sid for lr in forwarding if not lr.observer]
-        plain = len(followers) == len(forwarding)
         while outstanding:
             zxid = outstanding[0]
             pending = self.pending_config
             if pending is None or zxid < pending[0]:
                 if zxid > mark:
                     break
-                outstanding.popleft()
-                self.committed = zxid
-                if plain and not self.pending_syncs:
-                    if followers:
-                        commit = m.packet(m.COMMIT, zxid)
-                        for sid in followers:
-                            p.send(sid, commit)
-                else:
-                    self._announce_commit(zxid, m.packet(m.COMMIT, zxid), None)
-                done = zxid
-                continue
-            if not self.quorum_holds(zxid):
+            elif not self.quorum_holds(zxid):  # the new voters must hold it too
                 break
             outstanding.popleft()
             self.committed = zxid
-            if zxid != pending[0]:
-                self._announce_commit(zxid, m.packet(m.COMMIT, zxid), None)
+            if pending is None or zxid != pending[0]:
+                self._announce_commit(zxid, None, None)
                 done = zxid
                 continue
             # Leader.tryToCommit: a reconfig's COMMIT names who leads after it, and
@@ -627,10 +602,11 @@ class Leading:
         if self.reads is not None and self.reads.waiters:
             self.reads.answer()  # syncs that waited for a proposal's commit
 
-    def _announce_commit(self, zxid: int, commit: m.QuorumPacket,
+    def _announce_commit(self, zxid: int, commit: m.QuorumPacket | None,
                          inform: m.QuorumPacket | None) -> None:
         """COMMIT to the followers, INFORM (with the txn) to the observers, then
-        the SYNCs that waited for this proposal."""
+        the SYNCs that waited for this proposal. Each packet is made when a
+        learner first needs it (nobody needs one when we are alone)."""
         p = self.peer
         for learner in self.learners.values():
             if learner.phase not in _FORWARDING:
@@ -640,6 +616,8 @@ class Leading:
                     inform = m.packet(m.INFORM, zxid, p.history.txn(zxid) or b"")
                 p.send(learner.sid, inform)
             else:
+                if commit is None:
+                    commit = m.packet(m.COMMIT, zxid)
                 p.send(learner.sid, commit)
         for sid in self.pending_syncs.pop(zxid, ()):
             if sid in self.learners:
