@@ -122,6 +122,21 @@ def _setup_ensemble(size: int) -> tuple[Any, list[Any], list[bytes]]:
     return sim, conns, out
 
 
+def _requests(op: str, n: int) -> list[bytes] | None:
+    """The workload's ``n`` framed requests over /k/0../k/99 (None: ``setup``,
+    no workload)."""
+    from zkpy.jute import schema as S
+    from zkpy.jute.protocol import Op
+
+    if op == "setData":
+        return [_frame(S.RequestHeader(1000 + i, Op.setData),
+                       S.SetDataRequest(f"/k/{i % 100}", b"y" * 1024, -1)) for i in range(n)]
+    if op == "getData":
+        return [_frame(S.RequestHeader(1000 + i, Op.getData),
+                       S.GetDataRequest(f"/k/{i % 100}", False)) for i in range(n)]
+    return None
+
+
 def _as_a_server() -> None:
     """The collector as a server runs it once started (``zkpy.net.heap.settle``:
     what is alive frozen, young collections every 20,000 allocations), so the
@@ -136,18 +151,10 @@ def run_ensemble(size: int, op: str, n: int) -> float:
     connections, the ensemble settled every 100; returns its CPU seconds."""
     import time
 
-    from zkpy.jute import schema as S
-    from zkpy.jute.protocol import Op
-
     sim, conns, out = _setup_ensemble(size)
     _as_a_server()
-    if op == "setData":
-        reqs = [_frame(S.RequestHeader(1000 + i, Op.setData),
-                       S.SetDataRequest(f"/k/{i % 100}", b"y" * 1024, -1)) for i in range(n)]
-    elif op == "getData":
-        reqs = [_frame(S.RequestHeader(1000 + i, Op.getData),
-                       S.GetDataRequest(f"/k/{i % 100}", False)) for i in range(n)]
-    else:
+    reqs = _requests(op, n)
+    if reqs is None:
         return 0.0
     cores = [mb.core for mb in sim.members.values()]
     started = time.process_time()
@@ -174,20 +181,13 @@ def run(op: str, n: int) -> float:
     """The workload; returns the CPU seconds (user and system) it took."""
     import time
 
-    from zkpy.jute import schema as S
-    from zkpy.jute.protocol import Op
-
     disk, core, conns, out = _setup()
     _as_a_server()
-    if op == "setData":
-        reqs = [_frame(S.RequestHeader(1000 + i, Op.setData),
-                       S.SetDataRequest(f"/k/{i % 100}", b"y" * 1024, -1)) for i in range(n)]
-        disk.hold()
-    elif op == "getData":
-        reqs = [_frame(S.RequestHeader(1000 + i, Op.getData),
-                       S.GetDataRequest(f"/k/{i % 100}", False)) for i in range(n)]
-    else:
+    reqs = _requests(op, n)
+    if reqs is None:
         return 0.0
+    if op == "setData":
+        disk.hold()
     started = time.process_time()
     for i, r in enumerate(reqs):
         conns[i % 10].receive(r, core.now)
