@@ -139,7 +139,7 @@ def _requests(op: str, n: int) -> list[bytes] | None:
 
 def _as_a_server() -> None:
     """The collector as a server runs it once started (``zkpy.net.heap.settle``:
-    what is alive frozen, young collections every 20,000 allocations), so the
+    what is alive frozen, young collections every 200,000 net allocations), so the
     count is the server's, not the default collector's."""
     from zkpy.net import heap
 

@@ -19,14 +19,24 @@ it drops, collector or not. Hence:
 - and from then on the youngest generation is collected every ``YOUNG`` net
   allocations, not every 700. Under load a write's records (request, change,
   txn, header, digest, log entry) live as long as it is in flight, 10,000
-  writes under the benchmark's heavy load, so with the default each of them
-  was walked by a young, a middle and often a full collection before
-  reference counting freed it: about 6 % of a standalone server's CPU, for
-  collections that found no garbage at all. With 20,000 the collector took
-  half that (0.88 s against 1.68 s in 22 s of server CPU under the heavy
-  load), and one young collection about 5 ms. The older generations keep
-  their default ratios, so garbage in cycles is still found within a few
-  million allocations.
+  writes under the benchmark's heavy load, and every young collection walks
+  all of them, finds them alive and moves them on. The count is of *net*
+  allocations (freeing a tracked object takes one off), so what sets how
+  often the young generation is collected is how far the live population
+  grows past where the last collection left it. Under the heavy load
+  (100 sessions x 100 writes in flight, 3 members) it rose up to 77,000-
+  100,000 above that mark (sampled every 5 ms with the collector off). With
+  CPython's 700, each of those objects was walked by a young, a middle and
+  often a full collection: about 6 % of a standalone server's CPU. With
+  20,000 the young collections still came every 0.1 s or so, each walking
+  the in-flight writes (10 ms each): 2.4-2.7 s of 24-33 s of CPU per member,
+  8-12 %, for collections that found 80 objects of garbage in all. With
+  200,000 the same load ran without one collection. Garbage in cycles
+  (which this server makes little of) is still found once 200,000 of it has
+  piled up. A young collection walks what grew since the last one: building
+  a tree of a million znodes (``bench.seed.build_tree``) paused for 5 young
+  collections, the longest 40 ms, where 20,000 made 46 young and 4 middle
+  ones, the longest 67 ms. The older generations keep their default ratios.
 
 The C allocator has its own say in how much memory the process keeps. A
 snapshot is serialized into chunks of about 400 KB, 200 MB of them for a
@@ -59,7 +69,7 @@ log = logging.getLogger("zkpy.heap")
 _holds = 0
 
 #: Net allocations between two collections of the youngest generation (default 700).
-YOUNG = 20_000
+YOUNG = 200_000
 
 
 def hold() -> None:
