@@ -290,6 +290,28 @@ def test_learner_info_is_read_as_learner_handler_reads_it() -> None:
     assert m.learner_info(m.packet(m.FOLLOWERINFO, 0, struct.pack(">q", 9))) == (9, 0, -1)
 
 
+def test_the_hellos_trailer_comes_after_what_zookeeper_reads() -> None:
+    """zkpy's features ride after the fields ZooKeeper reads (LearnerHandler: a
+    LearnerInfo's long, int and long; Learner: LEADERINFO's int), which stay
+    ZooKeeper's bytes; a hello without the trailer, or with another mark,
+    offers nothing."""
+    info = m.follower_info(5, 3, config_version=7)
+    assert info.data[:20] == m.LearnerInfo(5, m.PROTOCOL_VERSION, 7).encode()
+    assert info.data[20:] == b"zkpy" + struct.pack(">i", m.WATERMARKS)
+    assert m.features_of(info) == m.WATERMARKS
+    lead = m.leader_info(m.make_zxid(2, 0))
+    assert lead.data[:4] == m.int_data(m.PROTOCOL_VERSION)
+    assert m.features_of(lead) == m.WATERMARKS
+    zookeepers = [m.follower_info(5, 3, features=0), m.leader_info(m.make_zxid(2, 0), 0),
+                  m.packet(m.LEADERINFO, 0, m.int_data(m.PROTOCOL_VERSION)),
+                  m.packet(m.FOLLOWERINFO, 0, struct.pack(">q", 9)),
+                  m.packet(m.LEADERINFO, 0, m.int_data(m.PROTOCOL_VERSION) + b"zkpx\0\0\0\1"),
+                  m.packet(m.LEADERINFO, 0, None)]
+    assert zookeepers[0].data == m.LearnerInfo(5, m.PROTOCOL_VERSION, 0).encode()
+    assert zookeepers[1].data == m.int_data(m.PROTOCOL_VERSION)
+    assert [m.features_of(p) for p in zookeepers] == [0] * len(zookeepers)
+
+
 # -- the SNAP stream -------------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ go out at once, which wait for the disk, what to persist, what to apply.
 
 from __future__ import annotations
 
+import pytest
+
 from zkpy.testing.zabsim import with_state
 from zkpy.zab import messages as m
 from zkpy.zab.election import Notification
@@ -100,9 +102,15 @@ def test_quorum_packet_bytes_are_zookeepers() -> None:
 # -- discovery and synchronization ------------------------------------------------------
 
 
-def _three(disks: dict[int, DiskState] | None = None) -> tuple[Peer, Peer, Peer]:
+def _three(disks: dict[int, DiskState] | None = None,
+           zookeeper: frozenset[int] = frozenset()) -> tuple[Peer, Peer, Peer]:
+    """Peers 1 (leading), 2 and 3; those in ``zookeeper`` offer nothing past
+    ZooKeeper's protocol in their hellos, as a ZooKeeper server."""
     disks = disks or {}
     leader, f2, f3 = (_peer(i, disks.get(i)) for i in (1, 2, 3))
+    for p in (leader, f2, f3):
+        if p.my_id in zookeeper:
+            p.features = 0
     _elect(leader, 1)
     _elect(f2, 1)
     _elect(f3, 1)
@@ -190,8 +198,9 @@ def test_established_leader_commits_its_history_and_sends_uptodate() -> None:
     assert f2.following.phase == "broadcast"
 
 
-def _synced_pair(history: list[tuple[int, bytes]], fdisk: DiskState) -> tuple[Peer, Peer]:
-    leader, f2, _ = _three({1: DiskState(1, 1, 0, history), 2: fdisk})
+def _synced_pair(history: list[tuple[int, bytes]], fdisk: DiskState,
+                 zookeeper: frozenset[int] = frozenset()) -> tuple[Peer, Peer]:
+    leader, f2, _ = _three({1: DiskState(1, 1, 0, history), 2: fdisk}, zookeeper)
     _establish(leader, f2)
     return leader, f2
 
@@ -279,8 +288,13 @@ def test_commits_go_out_in_zxid_order() -> None:
     assert r.commit == [(z2, b"2")] and _packets(r, 2) == [f"COMMIT(0x{z2:x})"]
 
 
-def test_one_ack_commits_a_run_of_proposals_each_with_its_own_commit() -> None:
-    leader, f2 = _synced_pair([], DiskState())
+@pytest.mark.parametrize("follower", ["zookeeper", "zkpy"])
+def test_one_ack_commits_a_run_of_proposals(follower: str) -> None:
+    """A ZooKeeper follower gets a COMMIT per proposal (its
+    FollowerZooKeeperServer.commit takes them one by one and exits on a gap);
+    a zkpy follower, which said it takes watermarks, one for the run."""
+    leader, f2 = _synced_pair([], DiskState(),
+                              frozenset({2}) if follower == "zookeeper" else frozenset())
     _take(f2)
     zxids = []
     for i in range(5):
@@ -289,12 +303,13 @@ def test_one_ack_commits_a_run_of_proposals_each_with_its_own_commit() -> None:
     _take(leader)
     leader.step(Persisted(zxids[-1]), 0)
     assert _take(leader).commit == []
-    # The follower's ACK of the fourth: the first four commit in one step, each
-    # with its COMMIT (a ZooKeeper follower takes them one by one), the fifth waits.
+    # The follower's ACK of the fourth: the first four commit in one step, the
+    # fifth waits.
     leader.step(Message(2, m.packet(m.ACK, zxids[3])), 0)
     r = _take(leader)
     assert r.commit == [(z, b"%d" % i) for i, z in enumerate(zxids[:4])]
-    assert _packets(r, 2) == [f"COMMIT(0x{z:x})" for z in zxids[:4]]
+    commits = zxids[:4] if follower == "zookeeper" else zxids[3:4]
+    assert _packets(r, 2) == [f"COMMIT(0x{z:x})" for z in commits]
     leader.step(Message(2, m.packet(m.ACK, zxids[4])), 0)
     r = _take(leader)
     assert r.commit == [(zxids[4], b"4")] and _packets(r, 2) == [f"COMMIT(0x{zxids[4]:x})"]
@@ -465,12 +480,15 @@ def test_packets_read_together_are_one_step_and_stop_where_the_connection_was_dr
     assert r.disconnect == [2] and r.commit == []
 
 
-def test_a_leader_commits_a_reads_acks_once_each_in_order_around_a_sync() -> None:
+@pytest.mark.parametrize("follower", ["zookeeper", "zkpy"])
+def test_a_leader_commits_a_reads_acks_once_each_in_order_around_a_sync(follower: str) -> None:
     """A run of ACKs in one read is settled at its end or before any other
     packet of the read: every proposal acked is committed once, in zxid order,
     and the learner's sync among them is answered after the COMMIT of the
-    newest proposal in flight when it came, as Leader.processSync does."""
-    leader, f2 = _synced_pair([], DiskState())
+    newest proposal in flight when it came, as Leader.processSync does. A zkpy
+    follower gets one COMMIT per run, and the one its SYNC waits for."""
+    leader, f2 = _synced_pair([], DiskState(),
+                              frozenset({2}) if follower == "zookeeper" else frozenset())
     _take(f2)
     zs = []
     for data in (b"1", b"2", b"3", b"4"):
@@ -485,15 +503,20 @@ def test_a_leader_commits_a_reads_acks_once_each_in_order_around_a_sync() -> Non
     leader.step(Messages(2, batch), 0)
     r = _take(leader)
     assert [z for z, _ in r.commit] == zs
-    assert _packets(r, 2) == [f"COMMIT(0x{z:x})" for z in zs] + ["SYNC(0x0)"]
+    commits = zs if follower == "zookeeper" else [z2, z4]  # settled before the sync, then at the end
+    assert _packets(r, 2) == [f"COMMIT(0x{z:x})" for z in commits] + ["SYNC(0x0)"]
     assert leader.leading is not None and not leader.leading.batching
     # A later ACK of what is committed decides nothing.
     leader.step(Messages(2, [m.packet(m.ACK, z4)]), 0)
     assert _take(leader).commit == []
 
 
-def test_a_follower_applies_the_commits_of_one_read_together() -> None:
-    leader, f2 = _synced_pair([], DiskState())
+@pytest.mark.parametrize("leader_kind", ["zookeeper", "zkpy"])
+def test_a_follower_applies_the_commits_of_one_read_together(leader_kind: str) -> None:
+    """...and ACKs each proposal to a ZooKeeper leader (Leader.processAck counts
+    each zxid apart), the read's last one only to a zkpy leader."""
+    leader, f2 = _synced_pair([], DiskState(),
+                              frozenset({1}) if leader_kind == "zookeeper" else frozenset())
     _take(f2)
     z1, z2 = leader.next_zxid, leader.next_zxid + 1
     batch = [m.packet(m.PROPOSAL, z1, b"1"), m.packet(m.PROPOSAL, z2, b"2"),
@@ -502,7 +525,8 @@ def test_a_follower_applies_the_commits_of_one_read_together() -> None:
     r = _take(f2)
     assert r.commit == [(z1, b"1"), (z2, b"2")]
     assert [op.zxid for op in r.persist] == [z1, z2]
-    assert _packets(r, 1, durable=True) == [f"ACK(0x{z1:x})", f"ACK(0x{z2:x})"]
+    acks = [z1, z2] if leader_kind == "zookeeper" else [z2]
+    assert _packets(r, 1, durable=True) == [f"ACK(0x{z:x})" for z in acks]
 
 
 def test_a_learner_sent_our_state_is_timed_from_when_the_state_is_out() -> None:

@@ -11,7 +11,12 @@ as ``zkpy.zab.peer`` prescribes, with
   ``send_after_persist`` messages ride the connection they were made for;
 - election notifications on separate endpoints (ZooKeeper's election port);
 - a "tree" per peer that is simply the list of applied (zxid, txn) pairs, so
-  a SNAP's bytes are that list and the checker can compare them.
+  a SNAP's bytes are that list and the checker can compare them;
+- about a third of the peers, chosen again at each boot, speaking only
+  ZooKeeper's protocol in their hellos (``Peer.features = 0``), so a seed's
+  ensemble mixes members that send an ACK and a COMMIT per proposal with
+  members that send one per batch (``messages.WATERMARKS``), as a rolling
+  upgrade between ZooKeeper and zkpy does.
 
 Every step (a delivery, a tick, a disk sync, a fault) is followed by the
 ``zkpy.testing.zabcheck.Checker`` hooks, so an invariant fails at the step
@@ -147,6 +152,8 @@ class Cluster:
         self.disks = {i: MemDisk() for i in self.ids}
         # Some disks are slow: fsync can take longer than a network round trip.
         self.disk_speed = {i: self.rng.randint(5, disk_delay) for i in self.ids}
+        # Its own generator, so the scenario's draws stay what they were.
+        self.kinds = random.Random(seed * 104729 + size)
         self.trees: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.peers: dict[int, Peer] = {}
         self.drivers: dict[int, Driver] = {}
@@ -167,6 +174,8 @@ class Cluster:
             i, frozenset(self.ids), disk.state(), lambda i=i: encode_state(self.trees[i]),
             sync_limit=10, init_limit=40, log_window=self.log_window,
             finalize_wait=50, resend_interval=400)
+        if self.kinds.random() < 1 / 3:
+            peer.features = 0  # hellos as ZooKeeper's: an ACK and a COMMIT per proposal
         self.peers[i] = peer
         self.drivers[i] = Driver(peer, _ClusterLinks(self, i), _ClusterDisk(self, i),
                                  TreeApp(self.check, self.trees, i, peer),

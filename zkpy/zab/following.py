@@ -21,7 +21,8 @@ UPTODATE: a LearnerHandler takes anything but an ACK there as a broken
 learner); the NEWLEADER ACK, then an ACK for each proposal the sync carried
 without a COMMIT; after UPTODATE, an ACK of the new epoch's zxid
 (``epoch << 32``, which leaders ignore), then PING replies with the touched
-sessions, ACKs of proposals (followers), REQUESTs and REVALIDATEs. COMMIT
+sessions, ACKs of proposals (followers; to a zkpy leader one for a batch of
+packets, see ``messages.WATERMARKS``), REQUESTs and REVALIDATEs. COMMIT
 and COMMITANDACTIVATE, INFORM and INFORMANDACTIVATE commit in zxid order
 (COMMIT names one txn; in zxid order that is "everything up to here"); a
 COMMITANDACTIVATE naming another leader makes us follow it (or lead, if it
@@ -59,12 +60,18 @@ class Following:
         # While the peer handles a batch of packets, COMMITs only raise the
         # watermark and ``catch_up`` applies them at the end of the batch.
         self.deferring = False
+        # A zkpy leader (messages.WATERMARKS in its LEADERINFO) takes an ACK as
+        # saying we logged every zxid up to it: in broadcast, a batch of
+        # packets' proposals get one ACK, the last's (``ack_due``), at its end.
+        self.watermarks = False
+        self.ack_due = 0
         self.last_heard = peer.ticks
 
     def begin(self) -> None:
         p = self.peer
         version = p.config.version if p.config is not None else 0
-        p.send(self.leader, m.follower_info(p.my_id, p.accepted_epoch, version, self.observer))
+        p.send(self.leader, m.follower_info(p.my_id, p.accepted_epoch, version, self.observer,
+                                            p.features))
 
     def on_tick(self) -> None:
         # Learner: the socket's read timeout is initLimit ticks while syncing and
@@ -112,6 +119,7 @@ class Following:
                              f"{p.accepted_epoch}")
             return
         self.epoch = new_epoch
+        self.watermarks = bool(m.features_of(pkt) & p.features & m.WATERMARKS)
         self.phase = EPOCH_ACKED
         # ACKEPOCH only after acceptedEpoch is on disk (Zab: "f.p <- e'" is a
         # durable promise not to follow an older epoch).
@@ -161,6 +169,9 @@ class Following:
         p.history.append(pkt.zxid, pkt.data or b"")
         p.persist(Append(pkt.zxid, pkt.data or b""))
         if self.phase != SYNCING and not self.observer:
+            if self.watermarks and self.deferring and self.phase == BROADCAST:
+                self.ack_due = pkt.zxid  # one ACK at the batch's end (``catch_up``)
+                return
             # Follower -> SyncRequestProcessor -> SendAckRequestProcessor: the ACK
             # leaves only after the txn is flushed to the log.
             p.send_durable(self.leader, m.packet(m.ACK, pkt.zxid))
@@ -220,6 +231,9 @@ class Following:
         """Apply what the COMMITs of a batch of packets said (``deferring``): one
         run of commits for the batch, not one per COMMIT."""
         self.deferring = False
+        if self.ack_due:
+            self.peer.send_durable(self.leader, m.packet(m.ACK, self.ack_due))
+            self.ack_due = 0
         if self.phase == BROADCAST and self.watermark > self.peer.applied:
             self._commit(self.watermark)
 

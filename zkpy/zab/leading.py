@@ -66,6 +66,10 @@ class Learner:
         self.last_heard = now
         # Our state is on its way to it (a SNAP's stream): it cannot answer yet.
         self.sending_state = False
+        # A zkpy follower takes one COMMIT for a run of commits (messages.WATERMARKS);
+        # ``commit_sent`` is the last it was sent.
+        self.watermarks = False
+        self.commit_sent = 0
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests plant bugs in subclasses
@@ -295,6 +299,7 @@ class Leading:
         # outside the voters follows without a vote until a reconfig adds it.
         self._forget(src)  # a new connection replaces the old one
         learner = Learner(src, m.epoch_of(pkt.zxid), p.ticks, pkt.type == m.OBSERVERINFO)
+        learner.watermarks = bool(m.features_of(pkt) & p.features & m.WATERMARKS)
         if 0 <= self.epoch < learner.accepted_epoch and src in p.voters:
             # It promised a newer epoch (to a leader that then failed) and will
             # refuse ours ("Leaders epoch is less than accepted epoch") for as
@@ -324,7 +329,7 @@ class Leading:
         self._maybe_start_sync()
 
     def _send_leader_info(self, learner: Learner) -> None:
-        info = m.packet(m.LEADERINFO, self.newleader_zxid, m.int_data(m.PROTOCOL_VERSION))
+        info = m.leader_info(self.newleader_zxid, self.peer.features)
         self.peer.send_durable(learner.sid, info)  # after our acceptedEpoch is saved
         learner.phase = EPOCH_SENT
 
@@ -582,6 +587,8 @@ class Leading:
             # Leader.tryToCommit: a reconfig's COMMIT names who leads after it, and
             # it takes effect as it is applied (later proposals are judged by the
             # new membership), so it is applied before going on.
+            if done:
+                self._commit_watermarks(done)
             designated = self._designated_leader(pending[1], self.ackers(zxid))
             txn = p.history.txn(zxid) or b""
             self.pending_config = None
@@ -598,6 +605,7 @@ class Leading:
                 break
             mark = self.quorum_mark()  # the new membership's voters decide from here
         if done:
+            self._commit_watermarks(done)
             p.commit_upto(done)
         if self.reads is not None and self.reads.waiters:
             self.reads.answer()  # syncs that waited for a proposal's commit
@@ -606,8 +614,11 @@ class Leading:
                          inform: m.QuorumPacket | None) -> None:
         """COMMIT to the followers, INFORM (with the txn) to the observers, then
         the SYNCs that waited for this proposal. Each packet is made when a
-        learner first needs it (nobody needs one when we are alone)."""
+        learner first needs it (nobody needs one when we are alone). A plain
+        COMMIT to a follower that takes watermarks waits for the end of the run
+        (``_commit_watermarks``), unless a SYNC of its must follow it now."""
         p = self.peer
+        syncs = self.pending_syncs.pop(zxid, ())
         for learner in self.learners.values():
             if learner.phase not in _FORWARDING:
                 continue
@@ -615,13 +626,26 @@ class Leading:
                 if inform is None:
                     inform = m.packet(m.INFORM, zxid, p.history.txn(zxid) or b"")
                 p.send(learner.sid, inform)
-            else:
+            elif commit is not None or not learner.watermarks or learner.sid in syncs:
                 if commit is None:
                     commit = m.packet(m.COMMIT, zxid)
                 p.send(learner.sid, commit)
-        for sid in self.pending_syncs.pop(zxid, ()):
+                learner.commit_sent = zxid
+        for sid in syncs:
             if sid in self.learners:
                 p.send(sid, m.packet(m.SYNC, 0))
+
+    def _commit_watermarks(self, zxid: int) -> None:
+        """One COMMIT of ``zxid`` (the last of a run) to each follower that takes
+        it as the commit of everything before it too, and was not sent it yet."""
+        commit = None
+        for learner in self.learners.values():
+            if (learner.watermarks and learner.commit_sent < zxid and not learner.observer
+                    and learner.phase in _FORWARDING):
+                if commit is None:
+                    commit = m.packet(m.COMMIT, zxid)
+                self.peer.send(learner.sid, commit)
+                learner.commit_sent = zxid
 
     def _designated_leader(self, config: membership.QuorumConfig, ackers: set[int]) -> int:
         """Leader.getDesignatedLeader: we stay if the new membership keeps us as a

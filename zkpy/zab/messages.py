@@ -19,6 +19,17 @@ and from the leader (session id, a boolean byte: valid), PING from a learner
 its (session id, timeout) touches, REQUEST (session id, cxid, type, request
 bytes) with the session's auth ids. UPTODATE's zxid is -1, as ZooKeeper sends.
 
+zkpy's members add a trailer to the two hellos, which ZooKeeper reads past
+(LearnerHandler reads LearnerInfo's fields only as far as there are bytes
+for them, Learner.registerWithLeader LEADERINFO's first int): ``b"zkpy"`` and
+a 4-byte set of features. The one feature, ``WATERMARKS``, says the sender
+takes an ACK or a COMMIT of a zxid as saying the same of every zxid before it
+(in zxid order that is what each means; ZooKeeper's leader still counts each
+ACK apart and its follower wants each COMMIT). Two members that both said so
+(a follower in its FOLLOWERINFO, the leader in its LEADERINFO) send one ACK
+for a step's proposals and one COMMIT for a run of commits instead of one of
+each per write; with anyone else, every one is sent as ZooKeeper sends it.
+
 SNAP: on the wire an empty packet followed by the serialized tree and
 sessions and the "BenWasHere" signature (``zkpy.storage.snapshot`` makes and
 reads that stream; ``zkpy.net.peerlinks`` frames it). Inside zkpy's core a
@@ -71,6 +82,12 @@ PROTOCOL_VERSION = 0x10000
 # 32 bits of a signed long, and a leader's new epoch is one more than any it saw.
 MAX_EPOCH = 0x7FFFFFFE
 
+# The hellos' trailer (see above): zkpy's mark, then a set of feature bits.
+MARK = b"zkpy"
+WATERMARKS = 1  # an ACK and a COMMIT each stand for every zxid up to theirs
+FEATURES = WATERMARKS  # what this build speaks
+_TRAILER = struct.Struct(">4si")
+
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
 _TOUCH = struct.Struct(">qi")  # a session id and its timeout (PING, REVALIDATE)
@@ -107,12 +124,34 @@ def read_int(data: bytes | None) -> int:
 
 
 def follower_info(my_id: int, accepted_epoch: int, config_version: int = 0,
-                  observer: bool = False) -> QuorumPacket:
+                  observer: bool = False, features: int = FEATURES) -> QuorumPacket:
     """Learner.registerWithLeader: zxid = makeZxid(acceptedEpoch, 0), data =
-    LearnerInfo(sid, 0x10000, the version of our membership)."""
+    LearnerInfo(sid, 0x10000, the version of our membership), then zkpy's
+    trailer with ``features`` (none if 0: ZooKeeper's bytes)."""
     info = LearnerInfo(my_id, PROTOCOL_VERSION, config_version)
     return packet(OBSERVERINFO if observer else FOLLOWERINFO, make_zxid(accepted_epoch, 0),
-                  info.encode())
+                  info.encode() + _trailer(features))
+
+
+def leader_info(zxid: int, features: int = FEATURES) -> QuorumPacket:
+    """LEADERINFO: the new epoch's first zxid, data = the protocol version, then
+    zkpy's trailer with ``features`` (none if 0: ZooKeeper's bytes)."""
+    return packet(LEADERINFO, zxid, _INT.pack(PROTOCOL_VERSION) + _trailer(features))
+
+
+def _trailer(features: int) -> bytes:
+    return _TRAILER.pack(MARK, features) if features else b""
+
+
+def features_of(pkt: QuorumPacket) -> int:
+    """The features a FOLLOWERINFO, OBSERVERINFO or LEADERINFO says its sender
+    speaks: 0 without zkpy's trailer (ZooKeeper, or anything malformed)."""
+    data = pkt.data or b""
+    at = 20 if pkt.type in (FOLLOWERINFO, OBSERVERINFO) else 4
+    if len(data) != at + _TRAILER.size:
+        return 0
+    mark, bits = _TRAILER.unpack_from(data, at)
+    return bits if mark == MARK else 0
 
 
 def learner_id(pkt: QuorumPacket) -> int:

@@ -106,6 +106,12 @@ is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
       connections): a learner that reconnects to the same leader keeps its
       sessions routed to it (ZooKeeper's learner restarts and its clients
       reconnect, which amounts to the same).
+    - Two zkpy members say so in their hellos (a trailer ZooKeeper reads
+      past: ``messages.WATERMARKS``) and then send one ACK for a batch of
+      proposals and one COMMIT for a run of commits, each standing for every
+      zxid before it; to and from a ZooKeeper server every ACK and COMMIT
+      goes as ZooKeeper sends it (its leader counts ACKs zxid by zxid, its
+      follower exits on a COMMIT that skips a txn).
     - Quorum SASL is DIGEST-MD5 only (no Kerberos); quorum TLS
       (``sslQuorum``, ``zkpy.net.quorumtls``) has no port unification
       (``portUnification``: plain and TLS peers on one port, for turning TLS
@@ -215,6 +221,9 @@ class Peer:
         # linearizableReads: a leader confirms read points with a quorum
         # (zkpy.zab.readindex); set before the first step.
         self.linear_reads = False
+        # What we say we speak in our hellos (messages.FEATURES); 0 makes us ask
+        # for and offer nothing past ZooKeeper's protocol (tests play ZooKeeper so).
+        self.features = m.FEATURES
         self.election = Election(my_id, self.voters, self.history.last_zxid, self.current_epoch,
                                  finalize_wait, resend_interval)
         self._ready = Ready()
