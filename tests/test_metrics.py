@@ -332,6 +332,26 @@ def test_learner_sees_proposals_and_commits() -> None:
     assert not fig.stamps  # its COMMIT came: the stamp is spent
 
 
+def test_a_commit_for_a_run_counts_each_txn_it_commits() -> None:
+    """A zkpy leader's COMMIT stands for every txn up to its zxid: each counts as
+    a commit received, with its own propagation time; the next proposal's stamp
+    waits for its own."""
+    metrics = ServerMetrics()
+    fig = QuorumFigures(metrics, now=0)
+    for zxid, sent in ((5, 1000), (6, 1001), (7, 1003), (8, 1004)):
+        hdr = S.TxnHeader(1, 1, zxid, sent, 1).encode()
+        fig.received([S.QuorumPacket(m.PROPOSAL, zxid, hdr + b"body", None)], 1005)
+    fig.received([S.QuorumPacket(m.COMMIT, 7, None, None)], 1010)
+    metrics.fold_all()
+    s = metrics.summary
+    assert metrics.learner_commit_received_count == 3
+    assert s["commit_propagation_latency"].count == 3
+    assert s["commit_propagation_latency"].total == 10 + 9 + 7
+    assert [z for z, _ in fig.stamps] == [8]
+    fig.received([S.QuorumPacket(m.COMMIT, 8, None, None)], 1012)
+    assert metrics.learner_commit_received_count == 4 and not fig.stamps
+
+
 def test_a_learner_keeps_no_stamp_of_a_commit_that_came_without_commit() -> None:
     """A sync commits proposals without a COMMIT each (ZooKeeper's UPTODATE): the
     commit batch drops their stamps, and only theirs."""
@@ -344,7 +364,7 @@ def test_a_learner_keeps_no_stamp_of_a_commit_that_came_without_commit() -> None
                             hdr=SimpleNamespace(time=1000, zxid=z)) for z in (5, 6)]
     fig.committed([(r, False) for r in reqs], waited=[0, 0], took=[0, 0], batch_ms=0,
                   leading=False, now=1010, outstanding=0)
-    assert list(fig.stamps) == [7]
+    assert [z for z, _ in fig.stamps] == [7]
     metrics.fold_all()
     s = metrics.summary
     assert s["server_write_committed_time_ms"].count == 2
