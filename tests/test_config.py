@@ -335,7 +335,8 @@ def test_property_only_settings(data_dir: str) -> None:
 
 def test_unknown_key_becomes_zookeeper_property(data_dir: str) -> None:
     c = cfg(data_dir, "extendedTypesEnabled=true\nsomething.custom=42\n", {"other": "1"})
-    assert c.extended_types_enabled is True
+    assert c.extended_types_enabled is True and c.quorum_watermarks is True
+    assert cfg(data_dir, "quorumWatermarks=false\n").quorum_watermarks is False
     assert c.properties == {"zookeeper.extendedTypesEnabled": "true",
                             "zookeeper.something.custom": "42", "other": "1"}
 

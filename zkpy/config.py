@@ -140,6 +140,7 @@ class ServerConfig:
     dynamic_config_file: str | None = None
     readonly_mode_enabled: bool = False
     linearizable_reads: bool = False
+    quorum_watermarks: bool = True
     skip_acl: bool = False
     super_digest: str | None = None
     jaas_config_path: str | None = None
@@ -483,6 +484,10 @@ def _from_properties(s: _Settings) -> dict[str, object]:
         "readonly_mode_enabled": readonly,
         # zkpy: linearizableReads=true in zoo.cfg lands here too (zkpy.server.linear_reads).
         "linearizable_reads": s.boolean("-Dzookeeper.linearizableReads", False),
+        # zkpy: quorumWatermarks=false makes this member's quorum hellos
+        # ZooKeeper's bytes, so it sends and asks for an ACK and a COMMIT per
+        # proposal from every member (zkpy.zab.messages.WATERMARKS).
+        "quorum_watermarks": s.boolean("-Dzookeeper.quorumWatermarks", True),
         "jute_maxbuffer": s.integer("-Djute.maxbuffer", DEFAULT_JUTE_MAXBUFFER, 1, decode=True),
         "extended_types_enabled": s.boolean("-Dzookeeper.extendedTypesEnabled", False),
         "global_outstanding_limit": s.integer("-Dzookeeper.globalOutstandingLimit", 1000, 1),

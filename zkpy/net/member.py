@@ -133,6 +133,7 @@ class MemberServer(ZkServer):
             self.peer = Peer(self.my_id, config.voters, disk_state, sync_limit=cfg.sync_limit,
                              init_limit=cfg.init_limit, resend_interval=400, config=config)
             self.peer.reconfig_enabled = cfg.reconfig_enabled
+            self.peer.features = m.FEATURES if cfg.quorum_watermarks else 0
             # The membership the dynamic config file already holds (none written yet).
             self._saved_version = dynconfig.version_of(cfg.dynamic_config_file)
             self.static_path = (os.path.abspath(cfg.source) if os.path.isfile(cfg.source)

@@ -111,7 +111,9 @@ is a matter of choice, and none of it keeps zkpy out of a mixed ensemble:
       proposals and one COMMIT for a run of commits, each standing for every
       zxid before it; to and from a ZooKeeper server every ACK and COMMIT
       goes as ZooKeeper sends it (its leader counts ACKs zxid by zxid, its
-      follower exits on a COMMIT that skips a txn).
+      follower exits on a COMMIT that skips a txn). ``quorumWatermarks=false``
+      leaves the trailer out (``features = 0``): should a later ZooKeeper read
+      more LearnerInfo fields, it would read the trailer as one.
     - Quorum SASL is DIGEST-MD5 only (no Kerberos); quorum TLS
       (``sslQuorum``, ``zkpy.net.quorumtls``) has no port unification
       (``portUnification``: plain and TLS peers on one port, for turning TLS
