@@ -25,6 +25,7 @@ import struct
 import threading
 from typing import Any
 
+import pytest
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -536,3 +537,26 @@ def test_without_a_limit_tls_handshakes_are_not_counted(tmp_path: Any) -> None:
     proto.handshakeCompleted()
     proto.connectionLost(None)
     assert (_mntr(rig)["unsuccessful_handshake"], _mntr(rig)["auth_failed_count"]) == (0, 0)
+
+
+@pytest.mark.parametrize("line, features", [("", m.FEATURES),
+                                             ("quorumWatermarks=false\n", 0)])
+def test_an_ensemble_member_offers_watermarks_unless_told_not_to(
+        tmp_path: Any, line: str, features: int) -> None:
+    """quorumWatermarks=false: the member's hellos are ZooKeeper's bytes."""
+    from zkpy.config import parse_config_text
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "myid").write_text("2")
+    cfg = parse_config_text(
+        f"tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={data}\nclientPort=2181\n"
+        "server.1=127.0.0.1:2888:3888\nserver.2=127.0.0.1:2889:3889\n"
+        "server.3=127.0.0.1:2890:3890\n" + line)
+    snap_dir, log_dir = data_dirs(cfg.data_dir, cfg.data_log_dir)
+    os.makedirs(snap_dir)
+    server = MemberServer(FakeReactor(), CoreSettings(), cfg, load(snap_dir, log_dir),
+                          snap_dir, log_dir, disk_pools=(StepPool(), StepPool()))
+    assert server.peer.features == features
+    hello = m.follower_info(2, 0, features=server.peer.features)
+    assert len(hello.data) == (28 if features else 20)
