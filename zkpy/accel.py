@@ -41,7 +41,7 @@ MODULES: tuple[str, ...] = (
     "zkpy.jute.requests",
     "zkpy.tree.datatree", "zkpy.tree.digest", "zkpy.tree.java_hash", "zkpy.tree.paths", "zkpy.tree.quota",
     "zkpy.tree.watches",
-    "zkpy.storage.snapshot",
+    "zkpy.storage.formats", "zkpy.storage.snapshot",
     "zkpy.auth.acl",
     "zkpy.server.admission", "zkpy.server.authentication", "zkpy.server.connection",
     "zkpy.server.core", "zkpy.server.host", "zkpy.server.linear_reads",
