@@ -177,6 +177,25 @@ def test_mutated_auth_ids_of_a_request_are_a_packet_error_or_a_packet() -> None:
             assert (pkt, end) == decode(S.QuorumPacket, bytes(blob), 0, end)
 
 
+def test_requests_of_sessions_with_the_same_auth_ids_share_them_and_only_them() -> None:
+    """The splitter remembers the Ids of auth bytes it has read (a bounded
+    number of them): the same bytes give the same Ids, other bytes their own."""
+    ids_a = [S.Id("ip", "127.0.0.1")]
+    ids_b = [S.Id("ip", "127.0.0.2"), S.Id("digest", "u:x")]
+    wires = [m.QuorumPacket(m.REQUEST, -1, b"r%d" % i, ids).encode()
+             for i, ids in enumerate((ids_a, ids_b, ids_a, ids_b))]
+    found = []
+    for wire in wires:
+        split = m.split_packet(wire, 0)
+        assert split is not None and split[1] == len(wire)
+        found.append(split[0])
+    assert [p.authinfo for p in found] == [ids_a, ids_b, ids_a, ids_b]
+    assert [p.data for p in found] == [b"r0", b"r1", b"r2", b"r3"]
+    for i in range(m._KNOWN_IDS_MAX + 10):
+        m.split_packet(m.QuorumPacket(m.REQUEST, -1, b"", [S.Id("ip", f"10.0.{i}")]).encode())
+    assert len(m._KNOWN_IDS) <= m._KNOWN_IDS_MAX
+
+
 def test_a_snapshot_is_verified_without_building_its_tree() -> None:
     from zkpy.storage.snapshot import parse_snapshot, verify_snapshot
 
