@@ -358,13 +358,45 @@ def test_mutated_encodings_decode_or_raise_jute_error(data: st.DataObject) -> No
             pass
 
 
-def test_the_type_stub_is_generated_from_the_schema() -> None:
-    """mypy reads record fields from schema.pyi; it must say what schema.py declares."""
+def test_the_records_module_and_stub_are_generated_from_the_schema() -> None:
+    """records.py (what the accelerator compiles) and schema.pyi (what mypy reads)
+    must say what schema.py declares."""
     from zkpy.jute import stubs
 
+    assert stubs.RECORDS.read_text() == stubs.render_records(), (
+        "zkpy/jute/records.py is stale: run python -m zkpy.jute.stubs")
     assert stubs.STUB.read_text() == stubs.render(), (
         "zkpy/jute/schema.pyi is stale: run python -m zkpy.jute.stubs")
-    assert "class QuorumPacket(Record):\n    type: int\n    zxid: int\n" in stubs.render()
+    assert "    type: int\n    zxid: int\n    data: bytes | None\n" in stubs.render_records()
+
+
+def test_schema_names_are_the_written_records_built_from_the_declarations() -> None:
+    """Each name of the schema is the class of records.py, and that class encodes
+    and decodes as the one built from the declaration."""
+    from zkpy.jute import records
+
+    assert S.DECLARED and set(S.DECLARED) == set(records.__all__)
+    for name, built in S.DECLARED.items():
+        written = getattr(S, name)
+        assert written is getattr(records, name) and written is not built
+        assert [n for n, _ in written.FIELDS] == [n for n, _ in built.FIELDS]
+        assert (written.STRUCT is None) == (built.STRUCT is None)
+        if written.STRUCT is not None:
+            assert written.STRUCT.format == built.STRUCT.format
+    value = S.QuorumPacket(2, 7, b"xy", [S.Id("digest", "u:p"), S.Id(None, "z")])
+    built_qp = S.DECLARED["QuorumPacket"]
+    built_value = built_qp(2, 7, b"xy", [S.DECLARED["Id"]("digest", "u:p"), S.DECLARED["Id"](None, "z")])
+    assert encode(value) == encode(built_value)
+    assert decode_all(built_qp, encode(value)) == built_value
+    assert decode_all(S.QuorumPacket, encode(built_value)) == value
+
+
+def test_a_stale_records_module_stops_the_schema_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zkpy.jute import records
+
+    monkeypatch.setattr(records.SetDataTxn, "FIELDS", records.SetDataTxn.FIELDS[:2])
+    with pytest.raises(ImportError, match="SetDataTxn: run python -m zkpy.jute.stubs"):
+        S._adopt()
 
 
 def test_fixed_width_records_expose_their_layout() -> None:

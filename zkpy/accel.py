@@ -32,13 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-#: The modules the accelerator compiles: the jute request decoding, the data tree, the
-#: snapshot reader and writer (a restart's load of 1M znodes: 2.9 s of CPU compiled,
-#: 4.1 s in Python), the server core's request pipeline and Zab. The jute codec itself generates its encoders
-#: and decoders as Python source at import time (``zkpy.jute.codec.record``), which
-#: mypyc cannot compile, so it and the record declarations stay Python.
+#: The modules the accelerator compiles: the jute records (``zkpy.jute.records``, the
+#: declarations written out as source by ``zkpy.jute.stubs``: the codec builds its
+#: classes at import time, which mypyc cannot compile) and request decoding, the data
+#: tree, the snapshot reader and writer (a restart's load of 1M znodes: 2.9 s of CPU
+#: compiled, 4.1 s in Python), the server core's request pipeline and Zab.
 MODULES: tuple[str, ...] = (
-    "zkpy.jute.requests",
+    "zkpy.jute.base", "zkpy.jute.records", "zkpy.jute.requests",
     "zkpy.tree.datatree", "zkpy.tree.digest", "zkpy.tree.java_hash", "zkpy.tree.paths", "zkpy.tree.quota",
     "zkpy.tree.watches",
     "zkpy.storage.formats", "zkpy.storage.snapshot",

@@ -26,7 +26,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
+
+from zkpy.jute.base import (
+    BOOL,
+    BUFFER,
+    INT,
+    LONG,
+    USTRING,
+    JuteError,
+    Record,
+    Vector,
+    decode,
+    decode_all,
+    encode,
+)
 
 __all__ = [
     "INT",
@@ -41,85 +55,13 @@ __all__ = [
     "layout",
     "encode",
     "decode",
+    "decode_all",
 ]
 
 
-class JuteError(ValueError):
-    """Raised for any malformed jute input."""
-
-
-class _Prim:
-    __slots__ = ("name", "fmt", "size")
-
-    def __init__(self, name: str, fmt: str, size: int) -> None:
-        self.name = name
-        self.fmt = fmt
-        self.size = size
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-INT = _Prim("int", "i", 4)
-LONG = _Prim("long", "q", 8)
-BOOL = _Prim("boolean", "?", 1)
-BUFFER = _Prim("buffer", "", 0)
-USTRING = _Prim("ustring", "", 0)
-
-
-class Vector:
-    """``vector<T>``: a count followed by elements; None encodes as -1."""
-
-    __slots__ = ("item",)
-
-    def __init__(self, item: Any) -> None:
-        self.item = item
-
-    def __repr__(self) -> str:
-        return f"vector<{self.item!r}>"
-
-
-class Record:
-    """Base of every generated record class.
-
-    Subclasses get ``__slots__``, ``__init__`` (all fields, keyword or
-    positional, with neutral defaults), ``_encode_into(parts)`` and the class
-    method ``_decode_from(buf, off) -> (record, off)``.
-    """
-
-    __slots__ = ()
-    FIELDS: tuple[tuple[str, Any], ...] = ()
-    # For a record of fixed-width fields only (RequestHeader, ReplyHeader, StatPersisted,
-    # ...), the precompiled struct of its whole layout, for fast paths that pack or
-    # unpack it beside other bytes; None for any other record.
-    STRUCT: struct.Struct | None = None
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n, _ in self.FIELDS)
-
-    def __hash__(self) -> int:
-        return hash(tuple(_freeze(getattr(self, n)) for n, _ in self.FIELDS))
-
-    def __repr__(self) -> str:
-        body = ", ".join(f"{n}={getattr(self, n)!r}" for n, _ in self.FIELDS)
-        return f"{type(self).__name__}({body})"
-
-    def encode(self) -> bytes:
-        parts: list[bytes] = []
-        self._encode_into(parts)  # type: ignore[attr-defined]
-        return b"".join(parts)
-
-    def _replace(self, **changes: Any) -> Any:
-        values = {n: getattr(self, n) for n, _ in self.FIELDS}
-        values.update(changes)
-        return type(self)(**values)
-
-
-def _freeze(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
+#: Whether ``zkpy.jute.schema`` binds its names to the classes of
+#: ``zkpy.jute.records`` (off only while ``zkpy.jute.stubs`` writes that file).
+ADOPT_RECORDS = True
 
 _INT = struct.Struct(">i")
 _pack_int = _INT.pack
@@ -141,17 +83,19 @@ def _default_for(ftype: Any) -> str:
 class _Gen:
     """Accumulates generated source for one record's encoder or decoder."""
 
-    def __init__(self) -> None:
+    def __init__(self, scope: str = "") -> None:
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
         self.counter = 0
+        # What the constants' names start with (a record's, where records share a module).
+        self.scope = scope
 
     def name(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
 
     def const(self, value: Any, prefix: str = "_c") -> str:
-        key = self.name(prefix)
+        key = self.scope + self.name(prefix)
         self.consts[key] = value
         return key
 
@@ -174,27 +118,29 @@ def _gen_encode(gen: _Gen, ftype: Any, expr: str, indent: str) -> None:
         var = gen.name("_v")
         out.append(f"{indent}{var} = {expr}")
         out.append(f"{indent}if {var} is None:")
-        out.append(f"{indent}    _a(_NULL)")
+        out.append(f"{indent}    parts.append(_NULL)")
         out.append(f"{indent}else:")
-        if ftype is USTRING:
-            out.append(f"{indent}    {var} = {var}.encode('utf-8')")
-        out.append(f"{indent}    _a(_pi(len({var})))")
-        out.append(f"{indent}    _a({var})")
+        if ftype is USTRING:  # (a variable of its own: one type per variable, for mypyc)
+            raw = gen.name("_b")
+            out.append(f"{indent}    {raw} = {var}.encode('utf-8')")
+            var = raw
+        out.append(f"{indent}    parts.append(_pi(len({var})))")
+        out.append(f"{indent}    parts.append({var})")
     elif isinstance(ftype, Vector):
         var = gen.name("_v")
         item = gen.name("_i")
         out.append(f"{indent}{var} = {expr}")
         out.append(f"{indent}if {var} is None:")
-        out.append(f"{indent}    _a(_NULL)")
+        out.append(f"{indent}    parts.append(_NULL)")
         out.append(f"{indent}else:")
-        out.append(f"{indent}    _a(_pi(len({var})))")
+        out.append(f"{indent}    parts.append(_pi(len({var})))")
         out.append(f"{indent}    for {item} in {var}:")
         _gen_encode(gen, ftype.item, item, indent + "        ")
     elif isinstance(ftype, type) and issubclass(ftype, Record):
         _gen_encode_fields(gen, ftype.FIELDS, expr, indent)
     else:
         s = gen.const(struct.Struct(">" + ftype.fmt), "_s")
-        out.append(f"{indent}_a({s}.pack({expr}))")
+        out.append(f"{indent}parts.append({s}.pack({expr}))")
 
 
 def _gen_encode_fields(gen: _Gen, fields: Sequence[tuple[str, Any]], obj: str, indent: str) -> None:
@@ -204,7 +150,7 @@ def _gen_encode_fields(gen: _Gen, fields: Sequence[tuple[str, Any]], obj: str, i
             fmt = ">" + "".join(t.fmt for _, t in run)
             s = gen.const(struct.Struct(fmt), "_s")
             args = ", ".join(f"{obj}.{n}" for n, _ in run)
-            gen.lines.append(f"{indent}_a({s}.pack({args}))")
+            gen.lines.append(f"{indent}parts.append({s}.pack({args}))")
         else:
             fname, ftype = run[0]
             _gen_encode(gen, ftype, f"{obj}.{fname}", indent)
@@ -239,7 +185,7 @@ def _gen_decode(gen: _Gen, ftype: Any, target: str, indent: str) -> None:
         # Every element takes at least one byte: a cheap guard against a
         # hostile count making us loop billions of times.
         out.append(f"{indent}    if off + {n} > end: raise _JE('count %d runs past the end' % {n})")
-        out.append(f"{indent}    {lst} = []")
+        out.append(f"{indent}    {lst}: list[Any] = []")
         out.append(f"{indent}    for _ in range({n}):")
         _gen_decode(gen, ftype.item, item, indent + "        ")
         out.append(f"{indent}        {lst}.append({item})")
@@ -282,25 +228,41 @@ def _compile(source: str, consts: dict[str, Any], name: str) -> Any:
     return namespace
 
 
-def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> Any:
-    """Declare a jute record; returns the generated class."""
-    fields = tuple(fields)
+def sources(name: str, fields: Sequence[tuple[str, Any]], scope: str = ""
+            ) -> tuple[str, _Gen, _Gen]:
+    """The generated source of a record's ``__init__``, encoder and decoder (each a
+    ``_Gen``: its lines, and the constants they name), for ``record`` to compile
+    here and for ``zkpy.jute.stubs`` to write out as ``zkpy.jute.records`` (where
+    ``scope`` starts the names of the record's constants)."""
     params = ", ".join(f"{n}={_default_for(t)}" for n, t in fields)
     init_body = "".join(f"    self.{n} = {n}\n" for n, _ in fields) or "    pass\n"
     init_src = f"def __init__(self, {params}):\n{init_body}" if fields else "def __init__(self):\n    pass\n"
 
-    enc = _Gen()
+    enc = _Gen(scope and scope + "_e")  # (the two share a module's names in records.py)
     enc.lines.append("def _encode_into(self, parts):")
-    enc.lines.append("    _a = parts.append")
     _gen_encode_fields(enc, fields, "self", "    ")
-    if len(enc.lines) == 2:
+    if len(enc.lines) == 1:
         enc.lines.append("    pass")
 
-    dec = _Gen()
+    dec = _Gen(scope and scope + "_d")
     dec.lines.append("def _decode_from(cls, buf, off, end):")
     targets = _gen_decode_fields(dec, fields)
-    dec.lines.append(f"    return cls({', '.join(targets)}), off")
+    # (the class by name, not cls: compiled, a direct call of its constructor)
+    dec.lines.append(f"    return {name}({', '.join(targets)}), off")
+    return init_src, enc, dec
 
+
+def whole_struct(fields: Sequence[tuple[str, Any]]) -> struct.Struct | None:
+    """A record's ``STRUCT``: one struct for all of it when every field is fixed-width."""
+    if fields and all(t in (INT, LONG, BOOL) for _, t in fields):
+        return struct.Struct(">" + "".join(t.fmt for _, t in fields))
+    return None
+
+
+def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> Any:
+    """Declare a jute record; returns the generated class."""
+    fields = tuple(fields)
+    init_src, enc, dec = sources(name, fields)
     ns = _compile(init_src, {}, name)
     ns_enc = _compile("\n".join(enc.lines), enc.consts, name)
     ns_dec = _compile("\n".join(dec.lines), dec.consts, name)
@@ -310,11 +272,12 @@ def record(name: str, fields: Sequence[tuple[str, Any]], doc: str = "") -> Any:
         "_encode_into": ns_enc["_encode_into"],
         "_decode_from": classmethod(ns_dec["_decode_from"]),
         "FIELDS": fields,
-        "STRUCT": (struct.Struct(">" + "".join(t.fmt for _, t in fields))
-                   if fields and all(t in (INT, LONG, BOOL) for _, t in fields) else None),
+        "STRUCT": whole_struct(fields),
         "__doc__": doc or f"jute record {name}",
     }
-    return type(name, (Record,), attrs)
+    cls = type(name, (Record,), attrs)
+    ns_dec[name] = cls  # what the decoder calls
+    return cls
 
 
 def layout(*records: type[Record], prefix: str = "") -> struct.Struct:
@@ -327,37 +290,3 @@ def layout(*records: type[Record], prefix: str = "") -> struct.Struct:
             raise TypeError(f"{rec.__name__} has fields of variable width")
         fmts.append(rec.STRUCT.format.lstrip(">"))
     return struct.Struct(">" + prefix + "".join(fmts))
-
-
-def encode(rec: Record) -> bytes:
-    """Serialize one record."""
-    parts: list[bytes] = []
-    rec._encode_into(parts)  # type: ignore[attr-defined]
-    return b"".join(parts)
-
-
-R = TypeVar("R", bound=Record)
-
-
-def decode(cls: type[R], buf: bytes | bytearray | memoryview, off: int = 0,
-           end: int | None = None) -> tuple[R, int]:
-    """Deserialize one ``cls`` record from ``buf[off:end]``; returns (record, next offset)."""
-    if end is None:
-        end = len(buf)
-    try:
-        rec, off = cls._decode_from(buf, off, end)  # type: ignore[attr-defined]
-    except JuteError:
-        raise
-    except (struct.error, UnicodeDecodeError, IndexError, OverflowError) as exc:
-        raise JuteError(f"malformed {cls.__name__}: {exc}") from None
-    if off > end:
-        raise JuteError(f"{cls.__name__} runs past the end of its frame")
-    return rec, off
-
-
-def decode_all(cls: type[R], buf: bytes | bytearray | memoryview) -> R:
-    """Deserialize a record that must fill ``buf`` exactly (trailing bytes are an error)."""
-    rec, off = decode(cls, buf, 0, len(buf))
-    if off != len(buf):
-        raise JuteError(f"{len(buf) - off} trailing bytes after {cls.__name__}")
-    return rec

@@ -8,13 +8,18 @@ these declarations by ``zkpy.jute.codec``; nothing here is hand-serialized.
 The records of the quorum port (``org.apache.zookeeper.server.quorum``) are
 here too; what their fields hold per packet type is ``zkpy.zab.messages``'.
 
-mypy reads the fields from ``schema.pyi``, generated from these declarations
-by ``python -m zkpy.jute.stubs`` (a test fails when it is stale).
+``python -m zkpy.jute.stubs`` writes the classes built from these declarations
+out as source, in ``records.py`` (what the accelerator compiles), and
+``schema.pyi`` (how mypy sees them); at the end of this module each name is
+bound to its class in ``records.py``, in both modes. A test fails when either
+file is stale, and so does importing this module when ``records.py`` does not
+match a declaration.
 """
 
 from __future__ import annotations
 
-from zkpy.jute.codec import BOOL, BUFFER, INT, LONG, USTRING, Vector, record
+from zkpy.jute import codec
+from zkpy.jute.codec import BOOL, BUFFER, INT, LONG, USTRING, Record, Vector, record
 
 # -- org.apache.zookeeper.data ------------------------------------------------
 
@@ -153,3 +158,41 @@ QuorumPacket = record("QuorumPacket", [
 LearnerInfo = record("LearnerInfo", [
     ("serverid", LONG), ("protocolVersion", INT), ("configVersion", LONG),
 ])
+
+# -- the classes ------------------------------------------------------------------
+
+#: The classes built above from the declarations, by name.
+DECLARED: dict[str, type[Record]] = {
+    name: value for name, value in list(globals().items())
+    if isinstance(value, type) and issubclass(value, Record) and value is not Record}
+
+
+def _adopt() -> None:
+    """Bind each name to its class in ``zkpy.jute.records``: the same source as
+    the class built here, written out (``python -m zkpy.jute.stubs``) so that the
+    accelerator can compile it. Compiled or not, everything then uses one set of
+    classes. A declaration changed without writing the file again stops here
+    (unless ``zkpy.jute.stubs`` is reading the declarations to write it)."""
+    if not codec.ADOPT_RECORDS:
+        return
+    from zkpy.jute import records
+
+    for name, built in DECLARED.items():
+        written = getattr(records, name, None)
+        if written is None or _shape(written) != _shape(built):
+            raise ImportError(f"zkpy/jute/records.py does not match the declaration of {name}: "
+                              "run python -m zkpy.jute.stubs")
+        globals()[name] = written
+
+
+def _shape(cls: type[Record]) -> list[tuple[str, str]]:
+    return [(n, _kind(t)) for n, t in cls.FIELDS]
+
+
+def _kind(ftype: object) -> str:
+    if isinstance(ftype, Vector):
+        return f"vector<{_kind(ftype.item)}>"
+    return ftype.__name__ if isinstance(ftype, type) else repr(ftype)
+
+
+_adopt()
