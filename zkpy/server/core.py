@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
@@ -40,6 +40,21 @@ from zkpy.server.sessions import SessionTable
 from zkpy.server.stats import ServerStats
 from zkpy.tree.datatree import CONFIG_NODE, DataTree
 from zkpy.tree.watches import WatchManager
+
+# Route members read per request, kept as module constants: on Python 3.11
+# reading an enum member goes through EnumType.__getattr__'s hook.
+_Route_FORWARD: Final = Route.FORWARD
+_Route_LOCAL: Final = Route.LOCAL
+_Route_PROPOSE: Final = Route.PROPOSE
+_Route_READ_ONLY: Final = Route.READ_ONLY
+
+# The members of Op read per request, as plain ints: on Python 3.11 reading an
+# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
+# (compiled, these are C statics).
+_Op_closeSession: Final = int(Op.closeSession)
+_Op_createSession: Final = int(Op.createSession)
+_Op_deleteContainer: Final = int(Op.deleteContainer)
+_Op_sync: Final = int(Op.sync)
 
 log = logging.getLogger("zkpy.server")
 
@@ -199,7 +214,7 @@ class ServerCore:
         if mode is Mode.NOT_SERVING:
             self._stop_serving(old, why)
             return
-        if self.rules.writes is Route.PROPOSE:
+        if self.rules.writes is _Route_PROPOSE:
             self.next_zxid = next_zxid
             self.sessions.touched = None
             # A new leader gives every session a full timeout (as ZooKeeper's
@@ -338,7 +353,7 @@ class ServerCore:
                 else:
                     log.info("Expiring session 0x%x, timeout of %dms exceeded",
                              session.id & (2**64 - 1), session.timeout)
-                    self.submit(Request(session.id, 0, Op.closeSession, None, []), now)
+                    self.submit(Request(session.id, 0, _Op_closeSession, None, []), now)
         if not expiring:
             self.flush()
             return
@@ -362,15 +377,15 @@ class ServerCore:
             if now - node.mtime > ttl:
                 doomed.append(path)
         for path in doomed:
-            self.submit(Request(0, 0, Op.deleteContainer, S.DeleteRequest(path, -1), []), now)
+            self.submit(Request(0, 0, _Op_deleteContainer, S.DeleteRequest(path, -1), []), now)
 
     # -- the write pipeline ------------------------------------------------------
 
     def submit(self, req: Request, now: int) -> None:
         """A write (or a sync that goes to the leader): route it as the mode says."""
         rules = self.rules
-        route = rules.syncs if req.type == Op.sync else rules.writes
-        if route is Route.PROPOSE:
+        route = rules.syncs if req.type == _Op_sync else rules.writes
+        if route is _Route_PROPOSE:
             self.outstanding_writes += 1
             zxid = self.next_zxid
             self.next_zxid += 1
@@ -381,20 +396,20 @@ class ServerCore:
             self.prep.prepare(req, zxid, now)
             took = (self._clock() - started) // NS_PER_MS
             self._prep_time(took)
-            if req.type == Op.closeSession:
+            if req.type == _Op_closeSession:
                 session = self.sessions.get(req.session_id)
                 if session is not None:
                     session.closing = True
                 self.metrics.summary["close_session_prep_time"].add(took)
             self.replica.propose(req)
-        elif route is Route.FORWARD:
+        elif route is _Route_FORWARD:
             self.outstanding_writes += 1
             self.replica.forward(req)
-        elif route is Route.READ_ONLY:
+        elif route is _Route_READ_ONLY:
             # ReadOnlyRequestProcessor: nothing is prepared or proposed, ahead of any
             # session upgrade or ephemeral check. (A local session's closeSession never
             # comes here: the connection answers it.)
-            if req.type == Op.closeSession:
+            if req.type == _Op_closeSession:
                 log.warning("Refusing the closeSession of global session 0x%x in read-only "
                             "mode", req.session_id & 0xFFFFFFFFFFFFFFFF)
             if req.conn is not None:
@@ -410,7 +425,7 @@ class ServerCore:
         self.stats.commits += 1
         if ours:
             self.outstanding_writes -= 1
-        if hdr.type == Op.createSession:
+        if hdr.type == _Op_createSession:
             # (An upgraded local session becomes global here, on every member.)
             self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
             self.tree.apply(hdr, req.txn, req.digest)  # no znode changes: checks the digest
@@ -426,7 +441,7 @@ class ServerCore:
             self._propagation(latency)
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
-        if hdr.type == Op.closeSession:
+        if hdr.type == _Op_closeSession:
             self._session_closed(req.session_id)
         conn = req.conn
         if conn is not None:
@@ -471,7 +486,7 @@ class ServerCore:
         """A sync is answered here, in session order (nobody is ahead of us; or,
         with linearizableReads, once a read point is applied, like a read)."""
         gate = self.read_gate
-        return self.rules.syncs is Route.LOCAL or (gate is not None and gate.active)
+        return self.rules.syncs is _Route_LOCAL or (gate is not None and gate.active)
 
     def outstanding(self) -> int:
         return sum(len(c.pending) for c in self.connections.values())

@@ -31,7 +31,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError
@@ -66,6 +66,13 @@ from zkpy.zab.events import (
     RoleChange,
 )
 from zkpy.zab.peer import Peer
+
+# The members of Op read per request, as plain ints: on Python 3.11 reading an
+# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
+# (compiled, these are C statics).
+_Op_closeSession: Final = int(Op.closeSession)
+_Op_createSession: Final = int(Op.createSession)
+_Op_sync: Final = int(Op.sync)
 
 log = logging.getLogger("zkpy.quorum")
 
@@ -278,7 +285,7 @@ class Replica:
     def _learner_request(self, src: int, data: bytes, auth: list[Any] | None) -> None:
         try:
             sid, cxid, op = m.request_head(data)
-            if op == Op.createSession:
+            if op == _Op_createSession:
                 body: Any = _INT.unpack_from(data, 16)[0]
             else:
                 try:
@@ -327,10 +334,10 @@ class Replica:
         than the one the session last (re)connected to is SESSIONMOVED (a request
         left behind on its old connection)."""
         owner = self.peer.my_id if req.origin is None else req.origin
-        if req.type == Op.createSession:
+        if req.type == _Op_createSession:
             self.owners[req.session_id] = owner
             return
-        if req.type == Op.closeSession:
+        if req.type == _Op_closeSession:
             return  # not checked: "the session is being closed anyway"
         session = self.core.sessions.get(req.session_id)
         if session is None:
@@ -354,11 +361,11 @@ class Replica:
 
     def forward(self, req: Request) -> None:
         """ServerCore's seam on a follower: a write (or a sync) for the leader."""
-        if req.type == Op.sync:
+        if req.type == _Op_sync:
             self.syncs.append(req)
             body = req.raw[8:]
         else:
-            body = _INT.pack(req.body) if req.type == Op.createSession else req.raw[8:]
+            body = _INT.pack(req.body) if req.type == _Op_createSession else req.raw[8:]
             self.waiting[(req.session_id, req.cxid)] = req
         self._send_request(req, body)
 

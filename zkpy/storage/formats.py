@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from typing import Any
+from typing import Any, Final
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
@@ -22,6 +22,14 @@ from zkpy.jute.protocol import Op
 from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.tree import digest as tree_digest
 from zkpy.tree.datatree import MultiTxnBody
+
+# The members of Op read per request, as plain ints: on Python 3.11 reading an
+# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
+# (compiled, these are C statics).
+_Op_closeSession: Final = int(Op.closeSession)
+_Op_createSession: Final = int(Op.createSession)
+_Op_error: Final = int(Op.error)
+_Op_multi: Final = int(Op.multi)
 
 TXNLOG_MAGIC = 0x5A4B4C47  # "ZKLG"
 SNAP_MAGIC = 0x5A4B534E  # "ZKSN"
@@ -74,7 +82,7 @@ def files_by_zxid(directory: str, prefix: str,
 
 
 def encode_body(type: int, txn: Any) -> bytes:
-    if type == Op.multi:
+    if type == _Op_multi:
         return encode(S.MultiTxn([S.Txn(t, encode(sub)) for t, sub in txn.ops]))
     if txn is None:
         return b""
@@ -90,11 +98,11 @@ def encode_txn(hdr: Any, txn: Any, digest: Any = None) -> bytes:
 
 
 def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
-    if type == Op.multi:
+    if type == _Op_multi:
         multi, off = decode(S.MultiTxn, buf, off)
         ops = []
         for sub in multi.txns or ():
-            if sub.type == Op.multi:
+            if sub.type == _Op_multi:
                 raise JuteError("a multi inside a multi")
             rec, _ = _decode_body(sub.type, sub.data or b"", 0)
             ops.append((sub.type, rec))
@@ -106,7 +114,7 @@ def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
 
 # The txns that name a znode and the ones that make or remove one (not the root).
 _NAMING = frozenset(t for t in _BODY_RECORDS if t not in (
-    Op.error, Op.createSession, Op.closeSession))
+    _Op_error, _Op_createSession, _Op_closeSession))
 _NOT_ROOT = frozenset({Op.create, Op.create2, Op.createTTL, Op.createContainer, Op.delete,
                        Op.deleteContainer})
 
@@ -117,7 +125,7 @@ def _check_paths(type: int, rec: Any) -> None:
     a log's or a leader's, which would otherwise corrupt the tree)."""
     if type in _NAMING:
         _check_path(rec.path, type in _NOT_ROOT)
-    elif type == Op.closeSession and rec is not None:
+    elif type == _Op_closeSession and rec is not None:
         for path in rec.paths2Delete or ():
             _check_path(path, True)
 
@@ -132,7 +140,7 @@ def _decode_record(type: int, buf: bytes, off: int) -> tuple[Any, int]:
     cls = _BODY_RECORDS.get(type)
     if cls is None:
         raise JuteError(f"unknown transaction type {type}")
-    if type == Op.closeSession and (off >= len(buf) or _digest_only(buf, off)):
+    if type == _Op_closeSession and (off >= len(buf) or _digest_only(buf, off)):
         return None, off  # written by a server with closeSession txns disabled
     if cls is S.CreateTxn:
         try:

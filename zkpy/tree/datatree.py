@@ -22,7 +22,7 @@ TxnDigest a transaction carries against it (``tree.digests``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import layout
@@ -37,6 +37,30 @@ from zkpy.tree import digest as tree_digest
 from zkpy.tree.digest import DIGEST_VERSION, LOG_INTERVAL, MASK64, DigestChecks, digest_of
 from zkpy.tree.java_hash import hash_set_order
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
+
+# EventType members read per request, kept as module constants: on Python 3.11
+# reading an enum member goes through EnumType.__getattr__'s hook.
+_EventType_NodeChildrenChanged: Final = EventType.NodeChildrenChanged
+_EventType_NodeCreated: Final = EventType.NodeCreated
+_EventType_NodeDataChanged: Final = EventType.NodeDataChanged
+_EventType_NodeDeleted: Final = EventType.NodeDeleted
+
+# The members of Op read per request, as plain ints: on Python 3.11 reading an
+# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
+# (compiled, these are C statics).
+_Op_check: Final = int(Op.check)
+_Op_closeSession: Final = int(Op.closeSession)
+_Op_create: Final = int(Op.create)
+_Op_create2: Final = int(Op.create2)
+_Op_createContainer: Final = int(Op.createContainer)
+_Op_createTTL: Final = int(Op.createTTL)
+_Op_delete: Final = int(Op.delete)
+_Op_deleteContainer: Final = int(Op.deleteContainer)
+_Op_error: Final = int(Op.error)
+_Op_multi: Final = int(Op.multi)
+_Op_reconfig: Final = int(Op.reconfig)
+_Op_setACL: Final = int(Op.setACL)
+_Op_setData: Final = int(Op.setData)
 
 _INT_MAX = 0x7FFFFFFF
 _pack_stat = layout(S.Stat).pack  # a Stat as jute lays it out, in one call
@@ -189,7 +213,7 @@ class DataTree:
     def set_config(self, data: bytes, version: int, time: int) -> TxnResult:
         """ZKDatabase.initConfigInZKDatabase: /zookeeper/config holds the active
         membership, its mzxid the membership's version (watches fire as for setData)."""
-        return self._apply_one(Op.reconfig, S.SetDataTxn(CONFIG_NODE, data, -1), version, time,
+        return self._apply_one(_Op_reconfig, S.SetDataTxn(CONFIG_NODE, data, -1), version, time,
                                0, 0)
 
     def _add_system_node(self, path: str, acl: tuple[Any, ...]) -> None:
@@ -318,29 +342,29 @@ class DataTree:
                    cxid: int) -> TxnResult:
         rc = TxnResult(type, zxid, client, cxid)
         try:
-            if type in (Op.create, Op.create2, Op.createTTL, Op.createContainer):
+            if type in (_Op_create, _Op_create2, _Op_createTTL, _Op_createContainer):
                 rc.path = txn.path
                 rc.stat = self._create(rc, txn, type, zxid, time, client)
-            elif type in (Op.delete, Op.deleteContainer):
+            elif type in (_Op_delete, _Op_deleteContainer):
                 rc.path = txn.path
                 self._delete(rc, txn.path, zxid)
-            elif type == Op.setData or type == Op.reconfig:  # reconfig: /zookeeper/config
+            elif type == _Op_setData or type == _Op_reconfig:  # reconfig: /zookeeper/config
                 rc.path = txn.path
                 rc.stat = self._set_data(rc, txn, zxid, time)
-            elif type == Op.setACL:
+            elif type == _Op_setACL:
                 rc.path = txn.path
                 rc.stat = self._set_acl(txn)
-            elif type == Op.closeSession:
+            elif type == _Op_closeSession:
                 self._kill_session(rc, client, zxid, txn)
-            elif type == Op.error:
+            elif type == _Op_error:
                 rc.err = txn.err
-            elif type == Op.check:
+            elif type == _Op_check:
                 rc.path = txn.path
-            elif type == Op.multi:
+            elif type == _Op_multi:
                 self._multi(rc, txn, zxid, time, client, cxid)
         except _TreeError as e:
             rc.err = e.code
-            if type == Op.create and e.code == -110:
+            if type == _Op_create and e.code == -110:
                 self._recreated(rc, txn.path, txn.parentCVersion, zxid)
         return rc
 
@@ -370,9 +394,9 @@ class DataTree:
             raise _TreeError(-101)
         if parent.children is not None and path in parent.children:
             raise _TreeError(-110)
-        if type == Op.createContainer:
+        if type == _Op_createContainer:
             owner = CONTAINER_EPHEMERAL_OWNER
-        elif type == Op.createTTL:
+        elif type == _Op_createTTL:
             owner = TTL_EPHEMERAL_OWNER_MASK | txn.ttl
         else:
             owner = client if txn.ephemeral else 0
@@ -399,8 +423,8 @@ class DataTree:
         on_create(self, path, parent_path, name, txn.data)
         if self.written is not None:
             self.written((path, len(txn.data) if txn.data else 0))
-        rc.triggers.append((path, EventType.NodeCreated, node.acl))
-        rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
+        rc.triggers.append((path, _EventType_NodeCreated, node.acl))
+        rc.triggers.append((parent_path, _EventType_NodeChildrenChanged, parent.acl))
         return node
 
     def _delete(self, rc: TxnResult, path: str, zxid: int) -> None:
@@ -436,8 +460,8 @@ class DataTree:
         on_delete(self, path, parent_path, name, node.data)
         if self.written is not None:
             self.written((path, 0))
-        rc.triggers.append((path, EventType.NodeDeleted, node.acl))
-        rc.triggers.append((parent_path, EventType.NodeChildrenChanged, parent.acl))
+        rc.triggers.append((path, _EventType_NodeDeleted, node.acl))
+        rc.triggers.append((parent_path, _EventType_NodeChildrenChanged, parent.acl))
 
     def _set_data(self, rc: TxnResult, txn: Any, zxid: int, time: int) -> Any:
         node = self.nodes.get(txn.path)
@@ -452,7 +476,7 @@ class DataTree:
         on_set_data(self, txn.path, old, txn.data)
         if self.written is not None:
             self.written((txn.path, len(txn.data) if txn.data else 0))
-        rc.triggers.append((txn.path, EventType.NodeDataChanged, node.acl))
+        rc.triggers.append((txn.path, _EventType_NodeDataChanged, node.acl))
         return node
 
     def _set_acl(self, txn: Any) -> Any:
@@ -498,12 +522,12 @@ class DataTree:
     def _multi(self, rc: TxnResult, txn: Any, zxid: int, time: int, client: int,
                cxid: int) -> None:
         ops: list[tuple[int, Any]] = txn.ops
-        failed = any(t == Op.error for t, _ in ops)
+        failed = any(t == _Op_error for t, _ in ops)
         rc.multi = []
         for sub_type, sub in ops:
-            if failed and sub_type != Op.error:
+            if failed and sub_type != _Op_error:
                 # The ops before the failing one are reported as OK but not applied.
-                sub_type, sub = Op.error, S.ErrorTxn(0)
+                sub_type, sub = _Op_error, S.ErrorTxn(0)
             sub_rc = self._apply_one(sub_type, sub, zxid, time, client, cxid)
             if sub_rc.stat is not None:
                 # A later op of this multi may change the same node: freeze the Stat now.

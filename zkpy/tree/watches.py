@@ -18,9 +18,14 @@ Rules kept from ZooKeeper (``WatchManager``):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from zkpy.jute.protocol import EventType, WatcherType
+
+# EventType members read per request, kept as module constants: on Python 3.11
+# reading an enum member goes through EnumType.__getattr__'s hook.
+_EventType_NodeChildrenChanged: Final = EventType.NodeChildrenChanged
+_EventType_NodeDeleted: Final = EventType.NodeDeleted
 
 STANDARD = 0
 PERSISTENT = 1
@@ -87,7 +92,7 @@ class WatchTable:
         entries = self.by_path.get(path)
         if entries:
             for w, mode in list(entries.items()):
-                if mode == PERSISTENT_RECURSIVE and etype == EventType.NodeChildrenChanged:
+                if mode == PERSISTENT_RECURSIVE and etype == _EventType_NodeChildrenChanged:
                     continue
                 out[w] = None
                 if mode == STANDARD:
@@ -95,7 +100,7 @@ class WatchTable:
         if self.recursive:
             for parent in _ancestors(path):
                 entries = self.by_path.get(parent)
-                if entries and etype != EventType.NodeChildrenChanged:
+                if entries and etype != _EventType_NodeChildrenChanged:
                     for w, mode in entries.items():
                         if mode == PERSISTENT_RECURSIVE:
                             out[w] = None
@@ -127,9 +132,9 @@ class WatchManager:
     def trigger(self, path: str, etype: int) -> list[Any]:
         """Watchers to notify of (etype, path), in registration order, each once."""
         out: dict[Any, None] = {}
-        if etype == EventType.NodeChildrenChanged:
+        if etype == _EventType_NodeChildrenChanged:
             self.child.trigger(path, etype, out)
-        elif etype == EventType.NodeDeleted:
+        elif etype == _EventType_NodeDeleted:
             self.data.trigger(path, etype, out)
             self.child.trigger(path, etype, out)
         else:
