@@ -252,6 +252,17 @@ def sources(name: str, fields: Sequence[tuple[str, Any]], scope: str = ""
     return init_src, enc, dec
 
 
+def field_source(ftype: Any) -> str:
+    """A field's declared type as source: ``INT``, ``Vector(USTRING)``, ``ACL`` (what
+    ``zkpy.jute.records`` declares, and what ``zkpy.jute.schema`` compares it by)."""
+    if isinstance(ftype, Vector):
+        return f"Vector({field_source(ftype.item)})"
+    if isinstance(ftype, type) and issubclass(ftype, Record):
+        return ftype.__name__
+    return {"int": "INT", "long": "LONG", "boolean": "BOOL", "buffer": "BUFFER",
+            "ustring": "USTRING"}[ftype.name]
+
+
 def whole_struct(fields: Sequence[tuple[str, Any]]) -> struct.Struct | None:
     """A record's ``STRUCT``: one struct for all of it when every field is fixed-width."""
     if fields and all(t in (INT, LONG, BOOL) for _, t in fields):

@@ -186,13 +186,7 @@ def _adopt() -> None:
 
 
 def _shape(cls: type[Record]) -> list[tuple[str, str]]:
-    return [(n, _kind(t)) for n, t in cls.FIELDS]
-
-
-def _kind(ftype: object) -> str:
-    if isinstance(ftype, Vector):
-        return f"vector<{_kind(ftype.item)}>"
-    return ftype.__name__ if isinstance(ftype, type) else repr(ftype)
+    return [(n, codec.field_source(t)) for n, t in cls.FIELDS]
 
 
 _adopt()

@@ -47,21 +47,9 @@ def _type(ftype: Any) -> str:
             "ustring": "str | None"}[ftype.name]
 
 
-def _field_type(ftype: Any) -> str:
-    """A declaration's field type as source (the names ``records.py`` imports)."""
-    if isinstance(ftype, codec.Vector):
-        return f"Vector({_field_type(ftype.item)})"
-    if isinstance(ftype, type) and issubclass(ftype, codec.Record):
-        return ftype.__name__
-    return {"int": "INT", "long": "LONG", "boolean": "BOOL", "buffer": "BUFFER",
-            "ustring": "USTRING"}[ftype.name]
-
-
 def _const(value: Any) -> str:
     if isinstance(value, struct.Struct):
         return f"_struct.Struct({value.format!r})"
-    if isinstance(value, type) and issubclass(value, codec.Record):
-        return value.__name__
     raise TypeError(f"no source for the constant {value!r}")
 
 
@@ -72,7 +60,7 @@ def _record(cls: type[codec.Record]) -> tuple[str, list[str]]:
     whole = codec.whole_struct(fields)
     lines = [f"class {name}(Record):", f'    """{cls.__doc__}"""', ""]
     lines.append("    FIELDS: ClassVar[tuple[tuple[str, Any], ...]] = ("
-                 + "".join(f"({n!r}, {_field_type(t)}), " for n, t in fields).rstrip(" ") + ")")
+                 + "".join(f"({n!r}, {codec.field_source(t)}), " for n, t in fields).rstrip(" ") + ")")
     lines.append("    STRUCT: ClassVar[_struct.Struct | None] = "
                  + ("None" if whole is None else f"_struct.Struct({whole.format!r})"))
     lines.append(f"    __slots__ = ({''.join(f'{n!r}, ' for n, _ in fields).rstrip(' ')})")
@@ -110,6 +98,7 @@ def declared() -> list[type[codec.Record]]:
 
 
 def render_records() -> str:
+    records = declared()
     parts = [f'"""{GENERATED}\n\nEach record of ``zkpy.jute.schema``, as ``zkpy.jute.codec`` builds it, written out\n'
              'as source for the accelerator and mypy (see ``zkpy.jute.stubs``)."""\n',
              "# ruff: noqa: E501, E701, UP034",
@@ -118,14 +107,14 @@ def render_records() -> str:
              "from collections.abc import Sequence",
              "from typing import Any, ClassVar, Final\n",
              "from zkpy.jute.base import BOOL, BUFFER, INT, LONG, USTRING, JuteError, Record, Vector\n",
-             "__all__ = [" + ", ".join(repr(c.__name__) for c in declared()) + "]\n",
+             "__all__ = [" + ", ".join(repr(c.__name__) for c in records) + "]\n",
              "_INT: Final = _struct.Struct('>i')",
              "_pi: Final = _INT.pack",
              "_ui: Final = _INT.unpack_from",
              "_NULL: Final = _pi(-1)",
              "_JE: Final = JuteError"]
     classes = []
-    for cls in declared():
+    for cls in records:
         source, consts = _record(cls)
         parts += consts
         classes.append(source)
