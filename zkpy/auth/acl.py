@@ -88,8 +88,10 @@ class AuthProviders:
             return _ip_network(ident) is not None
         return scheme in self.schemes and bool(ident)
 
-    def matches(self, scheme: str, auth_id: str, acl_id: str) -> bool:
+    def matches(self, scheme: str | None, auth_id: str | None, acl_id: str | None) -> bool:
         if scheme == "ip":
+            if auth_id is None or acl_id is None:  # (jute strings may be null)
+                return False
             net = _ip_network(acl_id)
             try:
                 return net is not None and ipaddress.ip_address(auth_id) in net
@@ -102,12 +104,14 @@ class AuthProviders:
         if not acl:
             return
         ids = list(ids)
+        i: S.Id  # (typed: compiled, the records' fields are read directly)
         for i in ids:
             if i.scheme == "super":
                 return
+        a: S.ACL
         for a in acl:
             if a.perms & perm:
-                aid = a.id
+                aid: S.Id = a.id
                 if aid.scheme == "world" and aid.id == "anyone":
                     return
                 for i in ids:

@@ -8,6 +8,7 @@ a log line or a test reads the same in both code bases.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 from zkpy.jute import schema as S
 
@@ -117,12 +118,13 @@ class KeeperState(IntEnum):
 
 
 class Perms:
-    READ = 1
-    WRITE = 2
-    CREATE = 4
-    DELETE = 8
-    ADMIN = 16
-    ALL = 31
+    # (Final: compiled code reads these as constants, not class attributes.)
+    READ: Final = 1
+    WRITE: Final = 2
+    CREATE: Final = 4
+    DELETE: Final = 8
+    ADMIN: Final = 16
+    ALL: Final = 31
 
 
 class CreateMode:

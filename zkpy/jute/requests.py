@@ -33,10 +33,12 @@ _Op_whoAmI: Final = int(Op.whoAmI)
 _LEN = struct.Struct(">i")
 _OLD_CONNECT = struct.Struct(">iqiq")  # protocolVersion, lastZxidSeen, timeOut, sessionId
 
+_REQUEST_RECORDS: Final = REQUEST_RECORDS  # (compiled: a C static)
+
 #: A request's RequestHeader (xid, type), at the start of its frame.
-REQUEST_HEADER = layout(S.RequestHeader)
+REQUEST_HEADER: Final = layout(S.RequestHeader)
 #: A reply's frame length and ReplyHeader (xid, zxid, err), packed in one call.
-REPLY_FRAME = layout(S.ReplyHeader, prefix="i")
+REPLY_FRAME: Final = layout(S.ReplyHeader, prefix="i")
 
 # Multi-op request records by op type (MultiOperationRecord).
 MULTI_RECORDS: dict[int, Any] = {
@@ -55,7 +57,7 @@ def decode_body(op: int, frame: bytes) -> Any:
         return None
     if op == _Op_multi or op == _Op_multiRead:
         return decode_multi(frame)
-    cls = REQUEST_RECORDS[op]
+    cls = _REQUEST_RECORDS[op]
     return decode(cls, frame, 8)[0]
 
 

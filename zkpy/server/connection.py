@@ -23,7 +23,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zkpy.admin import fourletter
 from zkpy.jute import schema as S
@@ -43,11 +43,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkpy.server")
 
-_LEN = struct.Struct(">i")
+_LEN: Final = struct.Struct(">i")
 # Bytes of replies a connection may queue before it stops taking requests from
 # its input buffer: a client pipelining reads of big znodes cannot make the
 # server queue gigabytes for it.
-OUTPUT_BUDGET = 2 * 1024 * 1024
+OUTPUT_BUDGET: Final = 2 * 1024 * 1024
+
+# The members of Op read per request, as plain ints (on Python 3.11 reading an
+# IntEnum member goes through EnumType.__getattr__'s hook).
+_Op_createSession: Final = int(Op.createSession)
+_Op_ping: Final = int(Op.ping)
 
 
 class Connection:
@@ -233,7 +238,7 @@ class Connection:
         core = self.core
         # An ensemble member's reads pass its final stage timed (see __init__).
         started = self.clock() if self.timed_reads else None
-        if op == Op.ping:
+        if op == _Op_ping:
             payload, err, name = b"", 0, "PING"
         else:
             try:
@@ -254,7 +259,7 @@ class Connection:
         """The core applied ``req``: answer it and whatever was queued behind it."""
         if self.state == "closed":
             return
-        if req.type == Op.createSession:
+        if req.type == _Op_createSession:
             head = self.pending.popleft() if self.pending else None
             assert head is req
             self.open(req.session_id, req.txn.timeOut)
@@ -267,7 +272,8 @@ class Connection:
         err, payload = write_reply(req, rc)
         if self.pending and self.pending[0] is req:
             self.pending.popleft()
-        self._reply(req.cxid, req.hdr.zxid, err, payload, self.core.now, routing.op_name(req.type),
+        hdr: S.TxnHeader = req.hdr
+        self._reply(req.cxid, hdr.zxid, err, payload, self.core.now, routing.op_name(req.type),
                     req.created, self.update_latency)
         self._drain()
 

@@ -59,7 +59,7 @@ _Op_sync: Final = int(Op.sync)
 log = logging.getLogger("zkpy.server")
 
 #: WatchManager.triggerWatch's summaries of how many watchers an event reached.
-_WATCH_COUNTS: dict[int, str] = {
+_WATCH_COUNTS: Final[dict[int, str]] = {
     EventType.NodeCreated: "node_created_watch_count",
     EventType.NodeDeleted: "node_deleted_watch_count",
     EventType.NodeDataChanged: "node_changed_watch_count",
@@ -421,7 +421,7 @@ class ServerCore:
     def commit(self, req: Request, ours: bool = True) -> None:
         """Apply a committed transaction and answer it (called in zxid order).
         ``ours``: it went through ``submit`` here (not another member's write)."""
-        hdr = req.hdr
+        hdr: S.TxnHeader = req.hdr  # (typed: compiled, its fields are read directly)
         self.stats.commits += 1
         if ours:
             self.outstanding_writes -= 1
@@ -443,7 +443,7 @@ class ServerCore:
             self._fire(rc.triggers)
         if hdr.type == _Op_closeSession:
             self._session_closed(req.session_id)
-        conn = req.conn
+        conn: Connection | None = req.conn
         if conn is not None:
             conn.committed(req, rc)
 
@@ -451,17 +451,19 @@ class ServerCore:
         # As ZooKeeper since CVE-2024-23944 (and Debian's 3.8.0): an event only
         # reaches a watcher that may READ the node it is about; the watch is
         # spent either way.
-        check = None if self.settings.skip_acl else self.auth.check
+        auth = None if self.settings.skip_acl else self.auth
+        conn: Connection
         for path, etype, acl in triggers:
             watchers = self.watches.trigger(path, etype)
-            if watchers:
-                watch_count = _WATCH_COUNTS.get(etype)
-                if watch_count is not None:
-                    self.metrics.summary[watch_count].add(len(watchers))
+            if not watchers:
+                continue
+            watch_count = _WATCH_COUNTS.get(etype)
+            if watch_count is not None:
+                self.metrics.summary[watch_count].add(len(watchers))
             for conn in watchers:
-                if check is not None:
+                if auth is not None:
                     try:
-                        check(acl, Perms.READ, conn.ids)
+                        auth.check(acl, Perms.READ, conn.ids)
                     except ZkError:
                         continue
                 conn.send_event(etype, path)

@@ -15,7 +15,7 @@ its ``SessionTable`` (with ``local`` set). No I/O.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zkpy.jute.protocol import CreateMode, Err, Op
 from zkpy.server.prep import MALFORMED, Request
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zkpy.server")
 
 #: The ops a local session's connection must look at before routing them.
-CHECKED_OPS = frozenset({Op.closeSession, Op.create, Op.create2, Op.multi})
+CHECKED_OPS: Final = frozenset({Op.closeSession, Op.create, Op.create2, Op.multi})
 
 
 class LocalSessions:

@@ -37,13 +37,14 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import repeat
 from operator import add, itemgetter
+from typing import Final
 
 #: How many of the latest observations each summary keeps for its percentiles.
 WINDOW = 4096
 
 #: Stage times are read in nanoseconds on the host's clock and kept in whole
 #: milliseconds, truncated (as TimeUnit.NANOSECONDS.toMillis).
-NS_PER_MS = 1_000_000
+NS_PER_MS: Final = 1_000_000
 
 #: ZooKeeper's summaries in ``ServerMetrics``: name -> ADVANCED (with percentiles).
 SUMMARIES: dict[str, bool] = {

@@ -20,12 +20,15 @@ leading an ensemble, as ZooKeeper's Leader counts its proposals.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from zkpy.server.metrics import ServerMetrics
 
+if TYPE_CHECKING:
+    from zkpy.server.prep import Request
 
-def proposed(metrics: ServerMetrics, reqs: Sequence[Any], now: int, leading: bool,
+
+def proposed(metrics: ServerMetrics, reqs: Sequence[Request], now: int, leading: bool,
              took_ms: int) -> None:
     """A turn's prepared writes were handed on to Zab together (what follows
     PrepRequestProcessor), which took ``took_ms`` (host clock): each waited

@@ -47,7 +47,7 @@ from zkpy.tree.datatree import (
     int32,
     split_path,
 )
-from zkpy.tree.digest import DIGEST_VERSION, as_long, change_digest
+from zkpy.tree.digest import DIGEST_VERSION, as_long, node_digest
 from zkpy.tree.paths import path_error
 from zkpy.zab import membership
 
@@ -79,7 +79,7 @@ _SPECIAL_PATHS = frozenset({"/", "/zookeeper", "/zookeeper/quota", "/zookeeper/c
 #: The body of a write request that could not be decoded: ZooKeeper's
 #: PrepRequestProcessor gives it a zxid before deserializing, so it becomes
 #: an ErrorTxn(MARSHALLINGERROR) like any failed write.
-MALFORMED: Any = object()
+MALFORMED: Final[Any] = object()
 
 
 class Request:
@@ -212,7 +212,9 @@ class Prep:
     def _add(self, change: Change, before: int) -> None:
         """Record ``change``; ``before`` is its node's digest before it (0: new node)."""
         if self.digest_on:
-            after = change_digest(change) if change.exists else 0
+            c = change  # (its stored cversion is what the digest counts)
+            after = node_digest(c.path, c.data, c.czxid, c.mzxid, c.pzxid, c.ctime, c.mtime,
+                                c.version, c.cversion, c.aversion, c.owner) if c.exists else 0
             changes = self._changes
             future = changes[-1].tree_dg if changes else self.tree.digest_sum
             change.tree_dg = future - before + after
@@ -429,20 +431,21 @@ class Prep:
         self._add(parent, before)
         self._add(Change(zxid, node.path, False), node.dg)
 
-    def _set_data(self, body: Any, req: Request, zxid: int, time: int) -> Any:
+    def _set_data(self, body: S.SetDataRequest, req: Request, zxid: int, time: int) -> Any:
         path = self._valid(body.path)
+        data = body.data
         node = self.record(path)
         self._check(node.acl, Perms.WRITE, req)
-        self.quota.check(self, path, node.data, body.data, False, self._now)
+        self.quota.check(self, path, node.data, data, False, self._now)
         version = _next_version(node.version, body.version, path)
         before = node.dg
         node = node.copy(zxid)
         node.version = version
-        node.data = body.data
+        node.data = data
         node.mzxid = zxid
         node.mtime = time
         self._add(node, before)
-        return S.SetDataTxn(path, body.data, version)
+        return S.SetDataTxn(path, data, version)
 
     def _set_acl(self, body: Any, req: Request, zxid: int) -> Any:
         path = self._valid(body.path)

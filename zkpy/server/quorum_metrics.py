@@ -133,6 +133,7 @@ class QuorumFigures:
         stamps = self.stamps
         unsynced = self.unsynced
         proposals = commits = 0
+        pkt: m.QuorumPacket  # (typed: compiled, its fields are read directly)
         for pkt in packets:
             kind = pkt.type
             if kind == _PROPOSAL:

@@ -117,7 +117,7 @@ class Replica:
         # (``_check_txn``) and used when they are applied. (A SNAP's tree is
         # built by the quorum link as it arrives: ``zkpy.storage.snapbuild``.)
         peer.check_txn = self._check_txn
-        self._decoded: dict[int, tuple[Any, Any, Any]] = {}
+        self._decoded: dict[int, tuple[S.TxnHeader, Any, S.TxnDigest | None]] = {}
 
     # -- stepping ---------------------------------------------------------------------
 
@@ -248,9 +248,10 @@ class Replica:
         _, lo, hi = self._sizes
         size = 0
         for req in reqs:
-            zxid = req.hdr.zxid
+            hdr: S.TxnHeader = req.hdr  # (typed: compiled, its fields are read directly)
+            zxid = hdr.zxid
             self.proposed[zxid] = req
-            txn = encode_txn(req.hdr, req.txn, req.digest)
+            txn = encode_txn(hdr, req.txn, req.digest)
             size = len(txn)
             lo, hi = size if lo < 0 else min(lo, size), max(hi, size)
             entries.append((zxid, txn))

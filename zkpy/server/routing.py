@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkpy.server")
 
-_OP_NAMES = {int(o): o.name for o in Op}
+_OP_NAMES: Final = {int(o): o.name for o in Op}
+# (Final: compiled, a C static rather than a read of this module's dictionary.)
+_WRITE_OPS: Final = WRITE_OPS
+_CHECKED_OPS: Final = CHECKED_OPS
 
 
 def op_name(op: int) -> str:
@@ -74,7 +77,7 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
         body = decode_body(op, frame)
     except JuteError as e:
         log.warning("Malformed %s request from %s:%d: %s", op_name(op), conn.host, conn.port, e)
-        if op not in WRITE_OPS:
+        if op not in _WRITE_OPS:
             conn.reply_in_order(xid, Err.MARSHALLINGERROR, b"", now)
             return
         body = MALFORMED  # a write: MARSHALLINGERROR with a zxid, as ZooKeeper
@@ -83,13 +86,13 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
         conn.queue(REPLY_FRAME.pack(16, xid, -1, int(Err.UNIMPLEMENTED)))
         conn.close_after_flush()
         return
-    if core.settings.local_sessions and op in CHECKED_OPS:
+    if core.settings.local_sessions and op in _CHECKED_OPS:
         session = core.sessions.get(conn.session_id)
         if session is not None and session.local and core.local_sessions.request(
                 conn, session, xid, op, body, now):
             return
     # A follower's sync waits for the leader's SYNC, like a write for its commit.
-    if op in WRITE_OPS or (op == _Op_sync and not core.sync_is_local()):
+    if op in _WRITE_OPS or (op == _Op_sync and not core.sync_is_local()):
         req = Request(conn.session_id, xid, op, body, list(conn.ids), conn)
         req.created = now
         req.raw = frame

@@ -89,7 +89,7 @@ def encode_body(type: int, txn: Any) -> bytes:
     return encode(txn)
 
 
-def encode_txn(hdr: Any, txn: Any, digest: Any = None) -> bytes:
+def encode_txn(hdr: S.TxnHeader, txn: Any, digest: S.TxnDigest | None = None) -> bytes:
     """TxnHeader + body (+ TxnDigest), the bytes of one log entry (and of a Zab proposal)."""
     if digest is None:
         return encode(hdr) + encode_body(hdr.type, txn)
@@ -159,7 +159,7 @@ def decode_txn(buf: bytes) -> tuple[Any, Any]:
     return hdr, txn
 
 
-def decode_entry(buf: bytes) -> tuple[Any, Any, Any]:
+def decode_entry(buf: bytes) -> tuple[S.TxnHeader, Any, S.TxnDigest | None]:
     """(TxnHeader, body, TxnDigest or None) from one entry (SerializeUtils.deserializeTxn)."""
     hdr, off = decode(S.TxnHeader, buf, 0)
     txn, off = _decode_body(hdr.type, buf, off)
@@ -169,7 +169,7 @@ def decode_entry(buf: bytes) -> tuple[Any, Any, Any]:
     return hdr, txn, S.TxnDigest(version, value)
 
 
-_DIGEST = struct.Struct(">iq")  # TxnDigest: version, treeDigest
+_DIGEST: Final = struct.Struct(">iq")  # TxnDigest: version, treeDigest
 
 
 def _digest_only(buf: bytes, off: int) -> bool:

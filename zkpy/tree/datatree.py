@@ -321,7 +321,7 @@ class DataTree:
 
     # -- transactions --------------------------------------------------------
 
-    def apply(self, hdr: Any, txn: Any, digest: Any = None) -> TxnResult:
+    def apply(self, hdr: S.TxnHeader, txn: Any, digest: S.TxnDigest | None = None) -> TxnResult:
         """Apply one transaction (TxnHeader + body); see ZooKeeper's processTxn.
         ``digest``: the TxnDigest it carries, checked against the tree's after."""
         rc = self._apply_one(hdr.type, txn, hdr.zxid, hdr.time, hdr.clientId, hdr.cxid)
@@ -463,20 +463,22 @@ class DataTree:
         rc.triggers.append((path, _EventType_NodeDeleted, node.acl))
         rc.triggers.append((parent_path, _EventType_NodeChildrenChanged, parent.acl))
 
-    def _set_data(self, rc: TxnResult, txn: Any, zxid: int, time: int) -> Any:
-        node = self.nodes.get(txn.path)
-        if node is None:
+    def _set_data(self, rc: TxnResult, txn: S.SetDataTxn, zxid: int, time: int) -> Any:
+        path = txn.path
+        data = txn.data
+        node = self.nodes.get(path) if path is not None else None
+        if node is None or path is None:
             raise _TreeError(-101)
-        old, node.data = node.data, txn.data
+        old, node.data = node.data, data
         node.mtime = time
         node.mzxid = zxid
         node.version = txn.version
         if self.digest_on:
-            self._rehash(txn.path, node)
-        on_set_data(self, txn.path, old, txn.data)
+            self._rehash(path, node)
+        on_set_data(self, path, old, data)
         if self.written is not None:
-            self.written((txn.path, len(txn.data) if txn.data else 0))
-        rc.triggers.append((txn.path, _EventType_NodeDataChanged, node.acl))
+            self.written((path, len(data) if data else 0))
+        rc.triggers.append((path, _EventType_NodeDataChanged, node.acl))
         return node
 
     def _set_acl(self, txn: Any) -> Any:

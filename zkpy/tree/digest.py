@@ -40,22 +40,27 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # (typed for the compiled build: a Node's fields are read directly)
+    from zkpy.tree.datatree import Node
 
 log = logging.getLogger("zkpy.digest")
 
-DIGEST_VERSION = 2
+DIGEST_VERSION: Final = 2
 PROPERTY = "zookeeper.digest.enabled"
 #: ZooKeeper's DIGEST_LOG_INTERVAL and DIGEST_LOG_LIMIT (the ``hash`` command's history).
 LOG_INTERVAL = 128
 LOG_LIMIT = 1024
 
-EXCLUDED_PREFIX = _EXCLUDED = "/zookeeper/"
+_EXCLUDED: Final = "/zookeeper/"
+EXCLUDED_PREFIX = _EXCLUDED
 #: The stat bytes of a node's digest: czxid, mzxid, pzxid, ctime, mtime, version,
 #: cversion, aversion, ephemeralOwner.
-pack_stat = _STAT = struct.Struct(">qqqqqiiiq").pack
-_crc = zlib.crc32
-MASK64 = (1 << 64) - 1
+_STAT: Final = struct.Struct(">qqqqqiiiq").pack
+pack_stat = _STAT
+_crc: Final = zlib.crc32
+MASK64: Final = (1 << 64) - 1
 
 _enabled = True
 
@@ -91,7 +96,7 @@ def node_digest(path: str, data: bytes | None, czxid: int, mzxid: int, pzxid: in
     return _crc(stat, _crc(data, _crc(head)))
 
 
-def digest_of(path: str, node: Any) -> int:
+def digest_of(path: str, node: Node) -> int:
     """``node_digest`` of a tree node (a ``Node``: ``ccount`` is its stored cversion)."""
     if path.startswith(_EXCLUDED):
         return 0
@@ -99,22 +104,6 @@ def digest_of(path: str, node: Any) -> int:
     stat = _STAT(node.czxid, node.mzxid, node.pzxid, node.ctime, node.mtime, node.version,
                  node.ccount, node.aversion, node.owner)
     data = node.data
-    if not data:
-        return _crc(head + stat)
-    if len(data) <= 4096:
-        return _crc(head + data + stat)
-    return _crc(stat, _crc(data, _crc(head)))
-
-
-def change_digest(c: Any) -> int:
-    """``node_digest`` of a prep change record (``cversion`` is its stored cversion)."""
-    path = c.path
-    if path.startswith(_EXCLUDED):
-        return 0
-    head = path.encode() if path != "/" else b""
-    stat = _STAT(c.czxid, c.mzxid, c.pzxid, c.ctime, c.mtime, c.version, c.cversion, c.aversion,
-                 c.owner)
-    data = c.data
     if not data:
         return _crc(head + stat)
     if len(data) <= 4096:

@@ -24,11 +24,12 @@ notifications to send as (destination id, Notification) pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-LOOKING = 0
-FOLLOWING = 1
-LEADING = 2
-OBSERVING = 3
+LOOKING: Final = 0
+FOLLOWING: Final = 1
+LEADING: Final = 2
+OBSERVING: Final = 3
 
 
 @dataclass(frozen=True)

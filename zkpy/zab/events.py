@@ -9,16 +9,16 @@ a peer reads back from its disk when it starts. Plain data, no behaviour:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from zkpy.zab.election import Notification
 from zkpy.zab.messages import QuorumPacket
 
 # Roles, the same numbers as zkpy.zab.election and ZooKeeper's ServerState.
-LOOKING = 0
-FOLLOWING = 1
-LEADING = 2
-OBSERVING = 3
+LOOKING: Final = 0
+FOLLOWING: Final = 1
+LEADING: Final = 2
+OBSERVING: Final = 3
 
 # -- events -------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ order), so who holds a proposal is kept as one watermark per voter.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from zkpy.jute.codec import JuteError
 from zkpy.mypyc_compat import mypyc_attr
@@ -48,10 +48,10 @@ if TYPE_CHECKING:
 INFO = "info"
 EPOCH_SENT = "epoch-sent"
 EPOCH_ACKED = "epoch-acked"
-SYNCING = "syncing"
-SYNCED = "synced"
-_FORWARDING = (SYNCING, SYNCED)
-_MAX_COUNTER = 0xFFFFFFFF
+SYNCING: Final = "syncing"
+SYNCED: Final = "synced"
+_FORWARDING: Final = (SYNCING, SYNCED)
+_MAX_COUNTER: Final = 0xFFFFFFFF
 
 
 class Learner:
@@ -676,7 +676,7 @@ class Leading:
 
 
 # LearnerHandler: "Sending UPTODATE message" with zxid -1.
-_UPTODATE = m.packet(m.UPTODATE, -1)
+_UPTODATE: Final = m.packet(m.UPTODATE, -1)
 
 
 def _same_epoch(zxid: int, other: int | None) -> bool:

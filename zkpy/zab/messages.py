@@ -41,31 +41,33 @@ This module owns the wire vocabulary and zxid arithmetic; it decides nothing.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from zkpy.jute.codec import JuteError, decode
 from zkpy.jute.schema import Id
 from zkpy.jute.schema import LearnerInfo as LearnerInfo  # re-exported: the quorum vocabulary
 from zkpy.jute.schema import QuorumPacket as QuorumPacket
 
-REQUEST = 1
-PROPOSAL = 2
-ACK = 3
-COMMIT = 4
-PING = 5
-REVALIDATE = 6
-SYNC = 7
-INFORM = 8
-COMMITANDACTIVATE = 9
-NEWLEADER = 10
-FOLLOWERINFO = 11
-UPTODATE = 12
-DIFF = 13
-TRUNC = 14
-SNAP = 15
-OBSERVERINFO = 16
-LEADERINFO = 17
-ACKEPOCH = 18
-INFORMANDACTIVATE = 19
+# (Final: compiled modules read these as constants, not module attributes.)
+REQUEST: Final = 1
+PROPOSAL: Final = 2
+ACK: Final = 3
+COMMIT: Final = 4
+PING: Final = 5
+REVALIDATE: Final = 6
+SYNC: Final = 7
+INFORM: Final = 8
+COMMITANDACTIVATE: Final = 9
+NEWLEADER: Final = 10
+FOLLOWERINFO: Final = 11
+UPTODATE: Final = 12
+DIFF: Final = 13
+TRUNC: Final = 14
+SNAP: Final = 15
+OBSERVERINFO: Final = 16
+LEADERINFO: Final = 17
+ACKEPOCH: Final = 18
+INFORMANDACTIVATE: Final = 19
 
 TYPE_NAMES = {
     REQUEST: "REQUEST", PROPOSAL: "PROPOSAL", ACK: "ACK", COMMIT: "COMMIT", PING: "PING",
@@ -77,15 +79,15 @@ TYPE_NAMES = {
 
 # Leader.java: "This value is used to indicate that the leader/follower speak
 # the Zab 1.0 protocol" (0x10000).
-PROTOCOL_VERSION = 0x10000
+PROTOCOL_VERSION: Final = 0x10000
 # The largest epoch a peer takes from another: a zxid keeps its epoch in the high
 # 32 bits of a signed long, and a leader's new epoch is one more than any it saw.
-MAX_EPOCH = 0x7FFFFFFE
+MAX_EPOCH: Final = 0x7FFFFFFE
 
 # The hellos' trailer (see above): zkpy's mark, then a set of feature bits.
 MARK = b"zkpy"
-WATERMARKS = 1  # an ACK and a COMMIT each stand for every zxid up to theirs
-FEATURES = WATERMARKS  # what this build speaks
+WATERMARKS: Final = 1  # an ACK and a COMMIT each stand for every zxid up to theirs
+FEATURES: Final = WATERMARKS  # what this build speaks
 _TRAILER = struct.Struct(">4si")
 
 _INT = struct.Struct(">i")
@@ -370,7 +372,7 @@ def split_packet(buf: bytes | bytearray, off: int = 0,
     return pkt, end
 
 
-OP_SYNC = 9  # OpCode.sync: the one REQUEST the leader answers itself
+OP_SYNC: Final = 9  # OpCode.sync: the one REQUEST the leader answers itself
 _REQUEST_HEAD = struct.Struct(">qii")  # Learner.request: sessionId, cxid, type
 
 
