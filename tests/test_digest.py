@@ -187,6 +187,53 @@ def test_prep_digest_equals_applied_equals_recomputed(ops: Any, window: int) -> 
     assert again.digest == tree.digest and again.digests.mismatches == 0
 
 
+def test_the_tree_carries_on_from_the_crc_prep_noted_for_the_same_data() -> None:
+    """What prep computed of a node's path and data (CrcMemo) is what the tree
+    continues from when it applies that very data object, and only then."""
+    env = Env()
+    env.create("/a", b"old")
+    data = b"v" * 1024
+    req = env.prepare(Op.setData, S.SetDataRequest("/a", data, -1))
+    memo = env.tree.crc_memo
+    assert memo.by_path["/a"] == (data, zlib.crc32(data, zlib.crc32(b"/a")))
+    # Plant a wrong CRC for that object: the applied digest follows it, so the
+    # noted CRC is what the tree used (and the check says the digests differ).
+    memo.by_path["/a"] = (data, 12345)
+    env.tree.apply(req.hdr, req.txn, req.digest)
+    env.prep.applied(req.hdr.zxid)
+    assert "/a" not in memo.by_path
+    assert env.tree.digest != digest.recompute(env.tree.nodes)
+    assert env.tree.digests.mismatches == 1
+
+    env = Env()
+    env.create("/a", b"old")
+    req = env.prepare(Op.setData, S.SetDataRequest("/a", data, -1))
+    # An equal but different object is not taken: the digest is computed whole.
+    equal = bytes(bytearray(data))
+    assert equal == data and equal is not data
+    env.tree.crc_memo.by_path["/a"] = (equal, 12345)
+    env.tree.apply(req.hdr, req.txn, req.digest)
+    assert env.tree.digest == digest.recompute(env.tree.nodes)
+    assert env.tree.digests.mismatches == 0
+
+
+def test_crc_memo_keeps_nothing_once_nothing_is_in_flight() -> None:
+    env = Env()
+    env.create("/a")
+    # A write whose apply never consults its entry (the node is gone by then).
+    first = env.prepare(Op.setData, S.SetDataRequest("/a", b"x", -1))
+    gone = env.prepare(Op.delete, S.DeleteRequest("/a", -1))
+    assert "/a" in env.tree.crc_memo.by_path
+    env.apply(first)
+    env.apply(gone)
+    assert env.tree.crc_memo.by_path == {}
+    memo = digest.CrcMemo(limit=2)
+    for path in ("/a", "/b", "/c"):
+        memo.note(path, b"", 1)
+    assert list(memo.by_path) == ["/c"]  # full: dropped what it held
+    assert memo.take("/c", b"x") == -1 and memo.take("/nope", b"") == -1
+
+
 def test_failed_writes_carry_no_digest_and_failed_multis_the_current_one() -> None:
     env = Env()
     env.create("/a")

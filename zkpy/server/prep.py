@@ -47,7 +47,13 @@ from zkpy.tree.datatree import (
     int32,
     split_path,
 )
-from zkpy.tree.digest import DIGEST_VERSION, as_long, node_digest
+from zkpy.tree.digest import (
+    DIGEST_VERSION,
+    EXCLUDED_PREFIX,
+    as_long,
+    path_data_crc,
+    stat_digest,
+)
 from zkpy.tree.paths import path_error
 from zkpy.zab import membership
 
@@ -213,8 +219,13 @@ class Prep:
         """Record ``change``; ``before`` is its node's digest before it (0: new node)."""
         if self.digest_on:
             c = change  # (its stored cversion is what the digest counts)
-            after = node_digest(c.path, c.data, c.czxid, c.mzxid, c.pzxid, c.ctime, c.mtime,
-                                c.version, c.cversion, c.aversion, c.owner) if c.exists else 0
+            after = 0
+            if c.exists and not c.path.startswith(EXCLUDED_PREFIX):
+                # The path and data part noted for the tree to carry on from (CrcMemo).
+                crc = path_data_crc(c.path, c.data)
+                self.tree.crc_memo.note(c.path, c.data, crc)
+                after = stat_digest(crc, c.czxid, c.mzxid, c.pzxid, c.ctime, c.mtime, c.version,
+                                    c.cversion, c.aversion, c.owner)
             changes = self._changes
             future = changes[-1].tree_dg if changes else self.tree.digest_sum
             change.tree_dg = future - before + after
@@ -235,6 +246,8 @@ class Prep:
             self.metrics.outstanding_changes_removed += 1
             if self._by_path.get(c.path) is c:
                 del self._by_path[c.path]
+        if not changes and self.tree.crc_memo.by_path:
+            self.tree.crc_memo.clear()  # what is left was never applied
 
     def outstanding(self) -> int:
         return len(self._changes)
@@ -252,6 +265,7 @@ class Prep:
         applied (a leader lost its quorum)."""
         self._changes.clear()
         self._by_path.clear()
+        self.tree.crc_memo.clear()
 
     def _valid(self, path: str | None) -> str:
         # A path that names a node is valid: skip the character scan for it.

@@ -34,7 +34,15 @@ from zkpy.jute.protocol import (
     Perms,
 )
 from zkpy.tree import digest as tree_digest
-from zkpy.tree.digest import DIGEST_VERSION, LOG_INTERVAL, MASK64, DigestChecks, digest_of
+from zkpy.tree.digest import (
+    DIGEST_VERSION,
+    LOG_INTERVAL,
+    MASK64,
+    CrcMemo,
+    DigestChecks,
+    digest_of,
+    stat_digest,
+)
 from zkpy.tree.java_hash import hash_set_order
 from zkpy.tree.quota import QuotaIndex, on_create, on_delete, on_set_data
 
@@ -192,6 +200,8 @@ class DataTree:
         self.written: Callable[[tuple[str, int]], None] | None = None
         self.digest_on = tree_digest.enabled()
         self.digests = DigestChecks()
+        # What prep already summed of the nodes its writes change (see CrcMemo).
+        self.crc_memo = CrcMemo()
         self.digest_sum = 0  # the node digests' sum, unbounded: ``digest`` wraps it
         if not populated:
             return
@@ -253,8 +263,17 @@ class DataTree:
             return (0, tree_digest.DIGEST_VERSION, 0)  # ZooKeeper's "empty" digest
         return (self.last_zxid, tree_digest.DIGEST_VERSION, self.digest)
 
+    def _digest(self, path: str, node: Node) -> int:
+        """The node's digest: carried on from prep's CRC of its path and data
+        when prep noted this very data, else computed whole."""
+        crc = self.crc_memo.take(path, node.data)
+        if crc < 0:
+            return digest_of(path, node)
+        return stat_digest(crc, node.czxid, node.mzxid, node.pzxid, node.ctime, node.mtime,
+                           node.version, node.ccount, node.aversion, node.owner)
+
     def _rehash(self, path: str, node: Node) -> None:
-        dg = digest_of(path, node)
+        dg = self._digest(path, node)
         self.digest_sum += dg - node.dg
         node.dg = dg
 
@@ -416,7 +435,7 @@ class DataTree:
         parent.children.add(path)
         self.nodes[path] = node
         if self.digest_on:
-            node.dg = dg = digest_of(path, node)
+            node.dg = dg = self._digest(path, node)
             self.digest_sum += dg
         if owner:
             self.index_kind(path, owner)

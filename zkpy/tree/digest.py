@@ -54,7 +54,7 @@ LOG_INTERVAL = 128
 LOG_LIMIT = 1024
 
 _EXCLUDED: Final = "/zookeeper/"
-EXCLUDED_PREFIX = _EXCLUDED
+EXCLUDED_PREFIX: Final = _EXCLUDED
 #: The stat bytes of a node's digest: czxid, mzxid, pzxid, ctime, mtime, version,
 #: cversion, aversion, ephemeralOwner.
 _STAT: Final = struct.Struct(">qqqqqiiiq").pack
@@ -109,6 +109,63 @@ def digest_of(path: str, node: Node) -> int:
     if len(data) <= 4096:
         return _crc(head + data + stat)
     return _crc(stat, _crc(data, _crc(head)))
+
+
+def path_data_crc(path: str, data: bytes | None) -> int:
+    """The CRC a node's digest starts with: its path's bytes, then its data."""
+    head = path.encode() if path != "/" else b""
+    return _crc(data, _crc(head)) if data else _crc(head)
+
+
+def stat_digest(crc: int, czxid: int, mzxid: int, pzxid: int, ctime: int, mtime: int,
+                version: int, cversion: int, aversion: int, owner: int) -> int:
+    """``node_digest`` continued from ``path_data_crc`` with the node's stat (a
+    CRC can be carried on: CRC(a + b) is CRC(b) started from CRC(a))."""
+    return _crc(_STAT(czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion, owner), crc)
+
+
+class CrcMemo:
+    """The path-and-data part of a node digest, computed once per write.
+
+    ``zkpy.server.prep`` computes the digest of every node a write changes, to
+    put the tree's future digest in the txn; the tree computes them again as
+    it applies the write. Most of a digest's cost is its CRC over the data
+    (1 KiB and more), and on the member that prepared the write that is the
+    very same bytes object both times. Prep notes here, by path, the data it
+    covered and the CRC so far; the tree, applying a node whose data is that
+    same object, carries the CRC on over its own stat. The digest is the CRC
+    of the same bytes either way, so nothing is checked less: the stat is the
+    tree's own, and a kept object cannot change or be replaced by another at
+    the same address (bytes are immutable; the entry holds it). A follower,
+    which did not prepare the write, finds nothing and computes it whole.
+
+    Entries leave when the tree takes them; those of writes that never apply
+    (refused, or a leader's lost quorum) are dropped with ``clear`` when the
+    preparer has nothing in flight, or when ``limit`` of them gather.
+    """
+
+    __slots__ = ("by_path", "limit")
+
+    def __init__(self, limit: int = 16384) -> None:
+        self.by_path: dict[str, tuple[bytes | None, int]] = {}
+        self.limit = limit
+
+    def note(self, path: str, data: bytes | None, crc: int) -> None:
+        by_path = self.by_path
+        if len(by_path) >= self.limit:
+            by_path.clear()
+        by_path[path] = (data, crc)
+
+    def take(self, path: str, data: bytes | None) -> int:
+        """The noted CRC of ``path`` with exactly ``data`` (this object); -1 if none."""
+        hit = self.by_path.get(path)
+        if hit is None or hit[0] is not data:
+            return -1
+        del self.by_path[path]
+        return hit[1]
+
+    def clear(self) -> None:
+        self.by_path.clear()
 
 
 def as_long(total: int) -> int:
