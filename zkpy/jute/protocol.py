@@ -10,43 +10,44 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Final
 
+from zkpy.jute import opcodes
 from zkpy.jute import schema as S
 
 
 class Op(IntEnum):
-    notification = 0
-    create = 1
-    delete = 2
-    exists = 3
-    getData = 4
-    setData = 5
-    getACL = 6
-    setACL = 7
-    getChildren = 8
-    sync = 9
-    ping = 11
-    getChildren2 = 12
-    check = 13
-    multi = 14
-    create2 = 15
-    reconfig = 16
-    checkWatches = 17
-    removeWatches = 18
-    createContainer = 19
-    deleteContainer = 20
-    createTTL = 21
-    multiRead = 22
-    auth = 100
-    setWatches = 101
-    sasl = 102
-    getEphemerals = 103
-    getAllChildrenNumber = 104
-    setWatches2 = 105
-    addWatch = 106
-    whoAmI = 107
-    createSession = -10
-    closeSession = -11
-    error = -1
+    notification = opcodes.OP_notification
+    create = opcodes.OP_create
+    delete = opcodes.OP_delete
+    exists = opcodes.OP_exists
+    getData = opcodes.OP_getData
+    setData = opcodes.OP_setData
+    getACL = opcodes.OP_getACL
+    setACL = opcodes.OP_setACL
+    getChildren = opcodes.OP_getChildren
+    sync = opcodes.OP_sync
+    ping = opcodes.OP_ping
+    getChildren2 = opcodes.OP_getChildren2
+    check = opcodes.OP_check
+    multi = opcodes.OP_multi
+    create2 = opcodes.OP_create2
+    reconfig = opcodes.OP_reconfig
+    checkWatches = opcodes.OP_checkWatches
+    removeWatches = opcodes.OP_removeWatches
+    createContainer = opcodes.OP_createContainer
+    deleteContainer = opcodes.OP_deleteContainer
+    createTTL = opcodes.OP_createTTL
+    multiRead = opcodes.OP_multiRead
+    auth = opcodes.OP_auth
+    setWatches = opcodes.OP_setWatches
+    sasl = opcodes.OP_sasl
+    getEphemerals = opcodes.OP_getEphemerals
+    getAllChildrenNumber = opcodes.OP_getAllChildrenNumber
+    setWatches2 = opcodes.OP_setWatches2
+    addWatch = opcodes.OP_addWatch
+    whoAmI = opcodes.OP_whoAmI
+    createSession = opcodes.OP_createSession
+    closeSession = opcodes.OP_closeSession
+    error = opcodes.OP_error
 
 
 class Err(IntEnum):

@@ -19,16 +19,14 @@ from typing import Any, Final
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, decode_all, layout
+from zkpy.jute.opcodes import (
+    OP_closeSession,
+    OP_multi,
+    OP_multiRead,
+    OP_ping,
+    OP_whoAmI,
+)
 from zkpy.jute.protocol import REQUEST_RECORDS, Op
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_closeSession: Final = int(Op.closeSession)
-_Op_multi: Final = int(Op.multi)
-_Op_multiRead: Final = int(Op.multiRead)
-_Op_ping: Final = int(Op.ping)
-_Op_whoAmI: Final = int(Op.whoAmI)
 
 _LEN = struct.Struct(">i")
 _OLD_CONNECT = struct.Struct(">iqiq")  # protocolVersion, lastZxidSeen, timeOut, sessionId
@@ -53,9 +51,9 @@ MULTI_RECORDS: dict[int, Any] = {
 def decode_body(op: int, frame: bytes) -> Any:
     """The request record of a client frame (xid, op, body); None for the ops
     that carry none."""
-    if op in (_Op_ping, _Op_closeSession, _Op_whoAmI):
+    if op in (OP_ping, OP_closeSession, OP_whoAmI):
         return None
-    if op == _Op_multi or op == _Op_multiRead:
+    if op == OP_multi or op == OP_multiRead:
         return decode_multi(frame)
     cls = _REQUEST_RECORDS[op]
     return decode(cls, frame, 8)[0]

@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from zkpy.admin import fourletter
 from zkpy.jute import schema as S
+from zkpy.jute.opcodes import (
+    OP_createSession,
+    OP_ping,
+)
 from zkpy.jute.protocol import NOTIFICATION_XID, KeeperState, Op, ZkError
 from zkpy.jute.requests import REPLY_FRAME
 from zkpy.server import admission, reads, routing
@@ -48,11 +52,6 @@ _LEN: Final = struct.Struct(">i")
 # its input buffer: a client pipelining reads of big znodes cannot make the
 # server queue gigabytes for it.
 OUTPUT_BUDGET: Final = 2 * 1024 * 1024
-
-# The members of Op read per request, as plain ints (on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook).
-_Op_createSession: Final = int(Op.createSession)
-_Op_ping: Final = int(Op.ping)
 
 
 class Connection:
@@ -238,7 +237,7 @@ class Connection:
         core = self.core
         # An ensemble member's reads pass its final stage timed (see __init__).
         started = self.clock() if self.timed_reads else None
-        if op == _Op_ping:
+        if op == OP_ping:
             payload, err, name = b"", 0, "PING"
         else:
             try:
@@ -259,7 +258,7 @@ class Connection:
         """The core applied ``req``: answer it and whatever was queued behind it."""
         if self.state == "closed":
             return
-        if req.type == _Op_createSession:
+        if req.type == OP_createSession:
             head = self.pending.popleft() if self.pending else None
             assert head is req
             self.open(req.session_id, req.txn.timeOut)

@@ -28,7 +28,13 @@ from typing import Any, Final, Protocol
 
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
-from zkpy.jute.protocol import Err, EventType, Op, Perms, ZkError
+from zkpy.jute.opcodes import (
+    OP_closeSession,
+    OP_createSession,
+    OP_deleteContainer,
+    OP_sync,
+)
+from zkpy.jute.protocol import Err, EventType, Perms, ZkError
 from zkpy.server.connection import Connection
 from zkpy.server.host import Host, PlainHost
 from zkpy.server.linear_reads import ReadGate
@@ -47,14 +53,6 @@ _Route_FORWARD: Final = Route.FORWARD
 _Route_LOCAL: Final = Route.LOCAL
 _Route_PROPOSE: Final = Route.PROPOSE
 _Route_READ_ONLY: Final = Route.READ_ONLY
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_closeSession: Final = int(Op.closeSession)
-_Op_createSession: Final = int(Op.createSession)
-_Op_deleteContainer: Final = int(Op.deleteContainer)
-_Op_sync: Final = int(Op.sync)
 
 log = logging.getLogger("zkpy.server")
 
@@ -353,7 +351,7 @@ class ServerCore:
                 else:
                     log.info("Expiring session 0x%x, timeout of %dms exceeded",
                              session.id & (2**64 - 1), session.timeout)
-                    self.submit(Request(session.id, 0, _Op_closeSession, None, []), now)
+                    self.submit(Request(session.id, 0, OP_closeSession, None, []), now)
         if not expiring:
             self.flush()
             return
@@ -377,14 +375,14 @@ class ServerCore:
             if now - node.mtime > ttl:
                 doomed.append(path)
         for path in doomed:
-            self.submit(Request(0, 0, _Op_deleteContainer, S.DeleteRequest(path, -1), []), now)
+            self.submit(Request(0, 0, OP_deleteContainer, S.DeleteRequest(path, -1), []), now)
 
     # -- the write pipeline ------------------------------------------------------
 
     def submit(self, req: Request, now: int) -> None:
         """A write (or a sync that goes to the leader): route it as the mode says."""
         rules = self.rules
-        route = rules.syncs if req.type == _Op_sync else rules.writes
+        route = rules.syncs if req.type == OP_sync else rules.writes
         if route is _Route_PROPOSE:
             self.outstanding_writes += 1
             zxid = self.next_zxid
@@ -396,7 +394,7 @@ class ServerCore:
             self.prep.prepare(req, zxid, now)
             took = (self._clock() - started) // NS_PER_MS
             self._prep_time(took)
-            if req.type == _Op_closeSession:
+            if req.type == OP_closeSession:
                 session = self.sessions.get(req.session_id)
                 if session is not None:
                     session.closing = True
@@ -409,7 +407,7 @@ class ServerCore:
             # ReadOnlyRequestProcessor: nothing is prepared or proposed, ahead of any
             # session upgrade or ephemeral check. (A local session's closeSession never
             # comes here: the connection answers it.)
-            if req.type == _Op_closeSession:
+            if req.type == OP_closeSession:
                 log.warning("Refusing the closeSession of global session 0x%x in read-only "
                             "mode", req.session_id & 0xFFFFFFFFFFFFFFFF)
             if req.conn is not None:
@@ -425,7 +423,7 @@ class ServerCore:
         self.stats.commits += 1
         if ours:
             self.outstanding_writes -= 1
-        if hdr.type == _Op_createSession:
+        if hdr.type == OP_createSession:
             # (An upgraded local session becomes global here, on every member.)
             self.sessions.add(req.session_id, req.txn.timeOut, self.now).local = False
             self.tree.apply(hdr, req.txn, req.digest)  # no znode changes: checks the digest
@@ -441,7 +439,7 @@ class ServerCore:
             self._propagation(latency)
         if rc is not None and rc.triggers:
             self._fire(rc.triggers)
-        if hdr.type == _Op_closeSession:
+        if hdr.type == OP_closeSession:
             self._session_closed(req.session_id)
         conn: Connection | None = req.conn
         if conn is not None:

@@ -27,6 +27,22 @@ from typing import Any, Final
 
 from zkpy.auth.acl import AuthProviders
 from zkpy.jute import schema as S
+from zkpy.jute.opcodes import (
+    OP_check,
+    OP_closeSession,
+    OP_create,
+    OP_create2,
+    OP_createContainer,
+    OP_createSession,
+    OP_createTTL,
+    OP_delete,
+    OP_deleteContainer,
+    OP_error,
+    OP_multi,
+    OP_reconfig,
+    OP_setACL,
+    OP_setData,
+)
 from zkpy.jute.protocol import (
     CONTAINER_EPHEMERAL_OWNER,
     MAX_TTL,
@@ -34,7 +50,6 @@ from zkpy.jute.protocol import (
     TTL_EPHEMERAL_OWNER_MASK,
     CreateMode,
     Err,
-    Op,
     Perms,
     ZkError,
 )
@@ -56,24 +71,6 @@ from zkpy.tree.digest import (
 )
 from zkpy.tree.paths import path_error
 from zkpy.zab import membership
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_check: Final = int(Op.check)
-_Op_closeSession: Final = int(Op.closeSession)
-_Op_create: Final = int(Op.create)
-_Op_create2: Final = int(Op.create2)
-_Op_createContainer: Final = int(Op.createContainer)
-_Op_createSession: Final = int(Op.createSession)
-_Op_createTTL: Final = int(Op.createTTL)
-_Op_delete: Final = int(Op.delete)
-_Op_deleteContainer: Final = int(Op.deleteContainer)
-_Op_error: Final = int(Op.error)
-_Op_multi: Final = int(Op.multi)
-_Op_reconfig: Final = int(Op.reconfig)
-_Op_setACL: Final = int(Op.setACL)
-_Op_setData: Final = int(Op.setData)
 
 log = logging.getLogger("zkpy.server")
 
@@ -290,36 +287,36 @@ class Prep:
                 raise ZkError(Err.MARSHALLINGERROR)
             if self.check_session is not None:
                 self.check_session(req)
-            if req.type == _Op_multi:
+            if req.type == OP_multi:
                 req.txn = self._multi(req, zxid, time)
             else:
                 req.txn = self._one(req.type, req.body, req, zxid, time)
         except ZkError as e:
-            req.hdr.type = _Op_error
+            req.hdr.type = OP_error
             req.txn = S.ErrorTxn(int(e.code))
             return
         if self.digest_on:
             req.digest = S.TxnDigest(DIGEST_VERSION, as_long(self._future_digest()))
 
     def _one(self, type: int, body: Any, req: Request, zxid: int, time: int) -> Any:
-        if type in (_Op_create, _Op_create2, _Op_createTTL, _Op_createContainer):
+        if type in (OP_create, OP_create2, OP_createTTL, OP_createContainer):
             return self._create(type, body, req, zxid, time)
-        if type == _Op_delete or type == _Op_deleteContainer:
+        if type == OP_delete or type == OP_deleteContainer:
             return self._delete(type, body, req, zxid)
-        if type == _Op_setData:
+        if type == OP_setData:
             return self._set_data(body, req, zxid, time)
-        if type == _Op_setACL:
+        if type == OP_setACL:
             return self._set_acl(body, req, zxid)
-        if type == _Op_check:
+        if type == OP_check:
             path = self._valid(body.path)
             rec = self.record(path)
             self._check(rec.acl, Perms.READ, req)
             return S.CheckVersionTxn(path, _next_version(rec.version, body.version, path))
-        if type == _Op_createSession:
+        if type == OP_createSession:
             return S.CreateSessionTxn(body)
-        if type == _Op_closeSession:
+        if type == OP_closeSession:
             return self._close_session(req, zxid)
-        if type == _Op_reconfig:
+        if type == OP_reconfig:
             return self._reconfig(body, req, zxid)
         raise ZkError(Err.UNIMPLEMENTED)
 
@@ -364,7 +361,7 @@ class Prep:
         flags = body.flags
         if flags not in CreateMode.ALL:
             raise ZkError(Err.BADARGUMENTS, body.path)
-        ttl = body.ttl if type == _Op_createTTL else -1
+        ttl = body.ttl if type == OP_createTTL else -1
         is_ttl = flags in CreateMode.TTL_FLAGS
         if is_ttl and not self.extended_types:
             raise ZkError(Err.UNIMPLEMENTED, body.path)
@@ -372,7 +369,7 @@ class Prep:
             raise ZkError(Err.BADARGUMENTS, body.path)
         if not is_ttl and ttl >= 0:
             raise ZkError(Err.BADARGUMENTS, body.path)
-        if type == _Op_createTTL and not is_ttl:
+        if type == OP_createTTL and not is_ttl:
             # ZooKeeper 3.8 accepts this (ttl < 0) and then dies applying the txn.
             raise ZkError(Err.BADARGUMENTS, body.path)
         path = body.path
@@ -399,10 +396,10 @@ class Prep:
         data = body.data
         # As PrepRequestProcessor: the opcode, not the flags, picks the node type
         # (create with the container flag makes a persistent node).
-        if type == _Op_createContainer:
+        if type == OP_createContainer:
             txn: Any = S.CreateContainerTxn(path, data, acl, new_cversion)
             owner = CONTAINER_EPHEMERAL_OWNER
-        elif type == _Op_createTTL:
+        elif type == OP_createTTL:
             txn = S.CreateTTLTxn(path, data, acl, new_cversion, ttl)
             owner = TTL_EPHEMERAL_OWNER_MASK | ttl
         else:
@@ -427,10 +424,10 @@ class Prep:
             raise ZkError(Err.BADARGUMENTS, path)
         parent_path = path[:path.rfind("/")] or "/"
         parent = self.record(parent_path)
-        if type == _Op_delete:
+        if type == OP_delete:
             self._check(parent.acl, Perms.DELETE, req)
         node = self.record(path)
-        if type == _Op_delete:
+        if type == OP_delete:
             _next_version(node.version, body.version, path)
         if node.child_count > 0:
             raise ZkError(Err.NOTEMPTY, path)
@@ -508,16 +505,16 @@ class Prep:
             raise ZkError(Err.MARSHALLINGERROR)
         for op_type, body in req.body:
             if failure is not None:
-                ops.append((_Op_error, S.ErrorTxn(int(Err.RUNTIMEINCONSISTENCY))))
+                ops.append((OP_error, S.ErrorTxn(int(Err.RUNTIMEINCONSISTENCY))))
                 continue
             try:
-                if op_type not in (_Op_create, _Op_create2, _Op_createTTL, _Op_createContainer,
-                                   _Op_delete, _Op_setData, _Op_check):
+                if op_type not in (OP_create, OP_create2, OP_createTTL, OP_createContainer,
+                                   OP_delete, OP_setData, OP_check):
                     raise ZkError(Err.BADARGUMENTS)
                 ops.append((op_type, self._one(op_type, body, req, zxid, time)))
             except ZkError as e:
                 failure = e
-                ops.append((_Op_error, S.ErrorTxn(int(e.code))))
+                ops.append((OP_error, S.ErrorTxn(int(e.code))))
                 while len(self._changes) > mark:
                     self._changes.pop()
                 self._by_path = saved

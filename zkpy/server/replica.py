@@ -31,10 +31,15 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError
+from zkpy.jute.opcodes import (
+    OP_closeSession,
+    OP_createSession,
+    OP_sync,
+)
 from zkpy.jute.protocol import Err, Op, ZkError
 from zkpy.jute.requests import decode_body
 from zkpy.server import pipeline_metrics
@@ -66,13 +71,6 @@ from zkpy.zab.events import (
     RoleChange,
 )
 from zkpy.zab.peer import Peer
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_closeSession: Final = int(Op.closeSession)
-_Op_createSession: Final = int(Op.createSession)
-_Op_sync: Final = int(Op.sync)
 
 log = logging.getLogger("zkpy.quorum")
 
@@ -286,7 +284,7 @@ class Replica:
     def _learner_request(self, src: int, data: bytes, auth: list[Any] | None) -> None:
         try:
             sid, cxid, op = m.request_head(data)
-            if op == _Op_createSession:
+            if op == OP_createSession:
                 body: Any = _INT.unpack_from(data, 16)[0]
             else:
                 try:
@@ -335,10 +333,10 @@ class Replica:
         than the one the session last (re)connected to is SESSIONMOVED (a request
         left behind on its old connection)."""
         owner = self.peer.my_id if req.origin is None else req.origin
-        if req.type == _Op_createSession:
+        if req.type == OP_createSession:
             self.owners[req.session_id] = owner
             return
-        if req.type == _Op_closeSession:
+        if req.type == OP_closeSession:
             return  # not checked: "the session is being closed anyway"
         session = self.core.sessions.get(req.session_id)
         if session is None:
@@ -362,11 +360,11 @@ class Replica:
 
     def forward(self, req: Request) -> None:
         """ServerCore's seam on a follower: a write (or a sync) for the leader."""
-        if req.type == _Op_sync:
+        if req.type == OP_sync:
             self.syncs.append(req)
             body = req.raw[8:]
         else:
-            body = _INT.pack(req.body) if req.type == _Op_createSession else req.raw[8:]
+            body = _INT.pack(req.body) if req.type == OP_createSession else req.raw[8:]
             self.waiting[(req.session_id, req.cxid)] = req
         self._send_request(req, body)
 

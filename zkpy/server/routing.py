@@ -30,18 +30,16 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from zkpy.jute.codec import JuteError
+from zkpy.jute.opcodes import (
+    OP_auth,
+    OP_sasl,
+    OP_sync,
+)
 from zkpy.jute.protocol import WRITE_OPS, Err, Op
 from zkpy.jute.requests import REPLY_FRAME, REQUEST_HEADER, decode_body
 from zkpy.server import authentication, linear_reads
 from zkpy.server.local_sessions import CHECKED_OPS
 from zkpy.server.prep import MALFORMED, Request
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_auth: Final = int(Op.auth)
-_Op_sasl: Final = int(Op.sasl)
-_Op_sync: Final = int(Op.sync)
 
 if TYPE_CHECKING:
     from zkpy.server.connection import Connection
@@ -70,7 +68,7 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
                                                                  core.sync_is_local(), now):
         return  # behind a read of this session that waits for its read point
     core.sessions.touch(conn.session_id, now)
-    if (core.settings.enforce_auth_schemes and op != _Op_auth and op != _Op_sasl
+    if (core.settings.enforce_auth_schemes and op != OP_auth and op != OP_sasl
             and not authentication.enforced(core, conn, xid)):
         return
     try:
@@ -92,15 +90,15 @@ def route(core: ServerCore, conn: Connection, frame: bytes, now: int) -> None:
                 conn, session, xid, op, body, now):
             return
     # A follower's sync waits for the leader's SYNC, like a write for its commit.
-    if op in _WRITE_OPS or (op == _Op_sync and not core.sync_is_local()):
+    if op in _WRITE_OPS or (op == OP_sync and not core.sync_is_local()):
         req = Request(conn.session_id, xid, op, body, list(conn.ids), conn)
         req.created = now
         req.raw = frame
         conn.pending.append(req)
         core.submit(req, now)
-    elif op == _Op_auth:
+    elif op == OP_auth:
         authentication.auth(core, conn, xid, body)
-    elif op == _Op_sasl:
+    elif op == OP_sasl:
         authentication.sasl(core, conn, xid, body)
     else:
         conn.read(xid, op, body, now)

@@ -18,18 +18,16 @@ from typing import Any, Final
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import JuteError, decode, encode
+from zkpy.jute.opcodes import (
+    OP_closeSession,
+    OP_createSession,
+    OP_error,
+    OP_multi,
+)
 from zkpy.jute.protocol import Op
 from zkpy.storage.fs import LOCAL, FileSystem
 from zkpy.tree import digest as tree_digest
 from zkpy.tree.datatree import MultiTxnBody
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_closeSession: Final = int(Op.closeSession)
-_Op_createSession: Final = int(Op.createSession)
-_Op_error: Final = int(Op.error)
-_Op_multi: Final = int(Op.multi)
 
 TXNLOG_MAGIC = 0x5A4B4C47  # "ZKLG"
 SNAP_MAGIC = 0x5A4B534E  # "ZKSN"
@@ -82,7 +80,7 @@ def files_by_zxid(directory: str, prefix: str,
 
 
 def encode_body(type: int, txn: Any) -> bytes:
-    if type == _Op_multi:
+    if type == OP_multi:
         return encode(S.MultiTxn([S.Txn(t, encode(sub)) for t, sub in txn.ops]))
     if txn is None:
         return b""
@@ -98,11 +96,11 @@ def encode_txn(hdr: S.TxnHeader, txn: Any, digest: S.TxnDigest | None = None) ->
 
 
 def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
-    if type == _Op_multi:
+    if type == OP_multi:
         multi, off = decode(S.MultiTxn, buf, off)
         ops = []
         for sub in multi.txns or ():
-            if sub.type == _Op_multi:
+            if sub.type == OP_multi:
                 raise JuteError("a multi inside a multi")
             rec, _ = _decode_body(sub.type, sub.data or b"", 0)
             ops.append((sub.type, rec))
@@ -114,7 +112,7 @@ def _decode_body(type: int, buf: bytes, off: int) -> tuple[Any, int]:
 
 # The txns that name a znode and the ones that make or remove one (not the root).
 _NAMING = frozenset(t for t in _BODY_RECORDS if t not in (
-    _Op_error, _Op_createSession, _Op_closeSession))
+    OP_error, OP_createSession, OP_closeSession))
 _NOT_ROOT = frozenset({Op.create, Op.create2, Op.createTTL, Op.createContainer, Op.delete,
                        Op.deleteContainer})
 
@@ -125,7 +123,7 @@ def _check_paths(type: int, rec: Any) -> None:
     a log's or a leader's, which would otherwise corrupt the tree)."""
     if type in _NAMING:
         _check_path(rec.path, type in _NOT_ROOT)
-    elif type == _Op_closeSession and rec is not None:
+    elif type == OP_closeSession and rec is not None:
         for path in rec.paths2Delete or ():
             _check_path(path, True)
 
@@ -140,7 +138,7 @@ def _decode_record(type: int, buf: bytes, off: int) -> tuple[Any, int]:
     cls = _BODY_RECORDS.get(type)
     if cls is None:
         raise JuteError(f"unknown transaction type {type}")
-    if type == _Op_closeSession and (off >= len(buf) or _digest_only(buf, off)):
+    if type == OP_closeSession and (off >= len(buf) or _digest_only(buf, off)):
         return None, off  # written by a server with closeSession txns disabled
     if cls is S.CreateTxn:
         try:

@@ -26,11 +26,25 @@ from typing import Any, Final
 
 from zkpy.jute import schema as S
 from zkpy.jute.codec import layout
+from zkpy.jute.opcodes import (
+    OP_check,
+    OP_closeSession,
+    OP_create,
+    OP_create2,
+    OP_createContainer,
+    OP_createTTL,
+    OP_delete,
+    OP_deleteContainer,
+    OP_error,
+    OP_multi,
+    OP_reconfig,
+    OP_setACL,
+    OP_setData,
+)
 from zkpy.jute.protocol import (
     CONTAINER_EPHEMERAL_OWNER,
     TTL_EPHEMERAL_OWNER_MASK,
     EventType,
-    Op,
     Perms,
 )
 from zkpy.tree import digest as tree_digest
@@ -52,23 +66,6 @@ _EventType_NodeChildrenChanged: Final = EventType.NodeChildrenChanged
 _EventType_NodeCreated: Final = EventType.NodeCreated
 _EventType_NodeDataChanged: Final = EventType.NodeDataChanged
 _EventType_NodeDeleted: Final = EventType.NodeDeleted
-
-# The members of Op read per request, as plain ints: on Python 3.11 reading an
-# IntEnum member goes through EnumType.__getattr__'s hook, 4x a plain attribute
-# (compiled, these are C statics).
-_Op_check: Final = int(Op.check)
-_Op_closeSession: Final = int(Op.closeSession)
-_Op_create: Final = int(Op.create)
-_Op_create2: Final = int(Op.create2)
-_Op_createContainer: Final = int(Op.createContainer)
-_Op_createTTL: Final = int(Op.createTTL)
-_Op_delete: Final = int(Op.delete)
-_Op_deleteContainer: Final = int(Op.deleteContainer)
-_Op_error: Final = int(Op.error)
-_Op_multi: Final = int(Op.multi)
-_Op_reconfig: Final = int(Op.reconfig)
-_Op_setACL: Final = int(Op.setACL)
-_Op_setData: Final = int(Op.setData)
 
 _INT_MAX = 0x7FFFFFFF
 _pack_stat = layout(S.Stat).pack  # a Stat as jute lays it out, in one call
@@ -223,7 +220,7 @@ class DataTree:
     def set_config(self, data: bytes, version: int, time: int) -> TxnResult:
         """ZKDatabase.initConfigInZKDatabase: /zookeeper/config holds the active
         membership, its mzxid the membership's version (watches fire as for setData)."""
-        return self._apply_one(_Op_reconfig, S.SetDataTxn(CONFIG_NODE, data, -1), version, time,
+        return self._apply_one(OP_reconfig, S.SetDataTxn(CONFIG_NODE, data, -1), version, time,
                                0, 0)
 
     def _add_system_node(self, path: str, acl: tuple[Any, ...]) -> None:
@@ -361,29 +358,29 @@ class DataTree:
                    cxid: int) -> TxnResult:
         rc = TxnResult(type, zxid, client, cxid)
         try:
-            if type in (_Op_create, _Op_create2, _Op_createTTL, _Op_createContainer):
+            if type in (OP_create, OP_create2, OP_createTTL, OP_createContainer):
                 rc.path = txn.path
                 rc.stat = self._create(rc, txn, type, zxid, time, client)
-            elif type in (_Op_delete, _Op_deleteContainer):
+            elif type in (OP_delete, OP_deleteContainer):
                 rc.path = txn.path
                 self._delete(rc, txn.path, zxid)
-            elif type == _Op_setData or type == _Op_reconfig:  # reconfig: /zookeeper/config
+            elif type == OP_setData or type == OP_reconfig:  # reconfig: /zookeeper/config
                 rc.path = txn.path
                 rc.stat = self._set_data(rc, txn, zxid, time)
-            elif type == _Op_setACL:
+            elif type == OP_setACL:
                 rc.path = txn.path
                 rc.stat = self._set_acl(txn)
-            elif type == _Op_closeSession:
+            elif type == OP_closeSession:
                 self._kill_session(rc, client, zxid, txn)
-            elif type == _Op_error:
+            elif type == OP_error:
                 rc.err = txn.err
-            elif type == _Op_check:
+            elif type == OP_check:
                 rc.path = txn.path
-            elif type == _Op_multi:
+            elif type == OP_multi:
                 self._multi(rc, txn, zxid, time, client, cxid)
         except _TreeError as e:
             rc.err = e.code
-            if type == _Op_create and e.code == -110:
+            if type == OP_create and e.code == -110:
                 self._recreated(rc, txn.path, txn.parentCVersion, zxid)
         return rc
 
@@ -413,9 +410,9 @@ class DataTree:
             raise _TreeError(-101)
         if parent.children is not None and path in parent.children:
             raise _TreeError(-110)
-        if type == _Op_createContainer:
+        if type == OP_createContainer:
             owner = CONTAINER_EPHEMERAL_OWNER
-        elif type == _Op_createTTL:
+        elif type == OP_createTTL:
             owner = TTL_EPHEMERAL_OWNER_MASK | txn.ttl
         else:
             owner = client if txn.ephemeral else 0
@@ -543,12 +540,12 @@ class DataTree:
     def _multi(self, rc: TxnResult, txn: Any, zxid: int, time: int, client: int,
                cxid: int) -> None:
         ops: list[tuple[int, Any]] = txn.ops
-        failed = any(t == _Op_error for t, _ in ops)
+        failed = any(t == OP_error for t, _ in ops)
         rc.multi = []
         for sub_type, sub in ops:
-            if failed and sub_type != _Op_error:
+            if failed and sub_type != OP_error:
                 # The ops before the failing one are reported as OK but not applied.
-                sub_type, sub = _Op_error, S.ErrorTxn(0)
+                sub_type, sub = OP_error, S.ErrorTxn(0)
             sub_rc = self._apply_one(sub_type, sub, zxid, time, client, cxid)
             if sub_rc.stat is not None:
                 # A later op of this multi may change the same node: freeze the Stat now.
