@@ -11,10 +11,11 @@ updated locally); ``/zookeeper`` itself counts.
 
 The tree digest is ``AdHash``: the sum of the node digests, as a Java long
 (wrapping at 64 bits). ``DataTree`` keeps it up to date on every apply
-(``node_digest`` is called for each node a transaction touches, and each
-node caches its own value so a removal subtracts without recomputing);
+(``digest_of`` each node a transaction touches, and each node caches its
+own value so a removal subtracts without recomputing);
 ``zkpy.server.prep`` precomputes the digest a transaction will leave, which
-travels in the txn log entry and the PROPOSAL as a ``TxnDigest``.
+travels in the txn log entry and the PROPOSAL as a ``TxnDigest`` (in two
+steps, ``path_data_crc`` then ``stat_digest``: see ``CrcMemo``).
 
 ``DigestChecks`` is the per-tree bookkeeping of ``DataTree``'s digest
 methods in ZooKeeper: the digest expected after a transaction is compared
@@ -83,31 +84,27 @@ def enabled_in(props: Mapping[str, str]) -> bool:
 def node_digest(path: str, data: bytes | None, czxid: int, mzxid: int, pzxid: int,
                 ctime: int, mtime: int, version: int, cversion: int, aversion: int,
                 owner: int) -> int:
-    """DigestCalculator.calculateDigest: an unsigned 32-bit CRC (0 under /zookeeper/)."""
+    """DigestCalculator.calculateDigest: an unsigned 32-bit CRC (0 under /zookeeper/),
+    in the two steps prep takes."""
     if path.startswith(_EXCLUDED):
         return 0
-    # (Written out here and in digest_of: this runs for every node a write touches.)
-    head = path.encode() if path != "/" else b""  # DigestCalculator maps "/" to ""
-    stat = _STAT(czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion, owner)
-    if not data:
-        return _crc(head + stat)
-    if len(data) <= 4096:
-        return _crc(head + data + stat)  # one C call beats three for small values
-    return _crc(stat, _crc(data, _crc(head)))
+    return stat_digest(path_data_crc(path, data), czxid, mzxid, pzxid, ctime, mtime, version,
+                       cversion, aversion, owner)
 
 
 def digest_of(path: str, node: Node) -> int:
-    """``node_digest`` of a tree node (a ``Node``: ``ccount`` is its stored cversion)."""
+    """``node_digest`` of a tree node (a ``Node``: ``ccount`` is its stored cversion),
+    written out: the tree computes one for every node a write touches."""
     if path.startswith(_EXCLUDED):
         return 0
-    head = path.encode() if path != "/" else b""
+    head = path.encode() if path != "/" else b""  # DigestCalculator maps "/" to ""
     stat = _STAT(node.czxid, node.mzxid, node.pzxid, node.ctime, node.mtime, node.version,
                  node.ccount, node.aversion, node.owner)
     data = node.data
     if not data:
         return _crc(head + stat)
     if len(data) <= 4096:
-        return _crc(head + data + stat)
+        return _crc(head + data + stat)  # one C call beats three for small values
     return _crc(stat, _crc(data, _crc(head)))
 
 
