@@ -208,6 +208,9 @@ def _abandon(reactor: Any, code: int) -> int:
 
 
 def _serve(cfg: ServerConfig) -> int:
+    from zkpy.net import reactor as serving
+
+    serving.install()  # before anything imports twisted.internet.reactor
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 
