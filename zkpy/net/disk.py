@@ -239,14 +239,16 @@ class DiskWriter:
     def _written(self, last: int, after: list[Durable], times: DiskTimes) -> None:
         self._busy = False
         self.batches += 1
+        # What waited for the sync goes first: on a leader it is its own ACK,
+        # often the one a commit waits for, and the batch's figures can wait.
+        if self.on_synced is not None:
+            self.on_synced(after, last)
         if self.metrics is not None and times.queued:
             record_batch(self.metrics, times, self.force_sync)
         stored, self.opwriter.snapshot_seconds = self.opwriter.snapshot_seconds, []
         if self.metrics is not None:
             for seconds in stored:  # a learner's snapshot stored after a SNAP
                 self.metrics.summary["snapshottime"].add(_ms(seconds))
-        if self.on_synced is not None:
-            self.on_synced(after, last)
         # What was submitted meanwhile goes next, unless on_synced's own steps
         # already handed a batch over: one batch at a time.
         if not self._busy and (self._ops or self._after):
