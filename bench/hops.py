@@ -258,7 +258,15 @@ def _round(conn: wire.Conn, client_port: int, path: str, data: bytes, seconds: f
     child = subprocess.Popen([sys.executable, "-m", "bench.hops", "--capture", str(seconds),
                               str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)  # the socket is open before the first write
-    lat = _writes(conn, path, data, time.monotonic() + seconds - 0.6)
+    try:
+        lat = _writes(conn, path, data, time.monotonic() + seconds - 0.6)
+    except BaseException:
+        # (The caller may measure again: its capture must not share this file
+        # with a capture still running.)
+        child.kill()
+        child.communicate()
+        out.unlink(missing_ok=True)
+        raise
     _, err = child.communicate(timeout=seconds + 30)
     if child.returncode:
         raise RuntimeError("the capture failed (it needs CAP_NET_RAW): %s" % err.strip()[-500:])
