@@ -187,6 +187,83 @@ def test_one_batch_at_a_time_even_when_releasing_one_submits_more(tmp_path: Any)
     assert disk.batches == 3 and _logged(tmp_path) == [1, 2, 3]
 
 
+def _acks_from_thread(disk: DiskWriter, keep: Any = None) -> list[Any]:
+    """The log thread sends every ACK handed to it (a follower's, to its leader),
+    except those ``keep`` returns True for, which are left for the reactor."""
+    sent: list[Any] = []
+
+    def send(after: list[Any]) -> list[Any]:
+        rest = [d for d in after if keep is not None and keep(d)]
+        sent.extend(d for d in after if d not in rest)
+        return rest
+
+    disk.send_from_thread = send
+    return sent
+
+
+def _count_wakes(reactor: FakeReactor) -> list[Any]:
+    woken: list[Any] = []
+    run = reactor.callFromThread
+
+    def call(f: Any, *a: Any) -> None:
+        woken.append(f)
+        run(f, *a)
+
+    reactor.callFromThread = call  # type: ignore[method-assign]
+    return woken
+
+
+def test_a_batch_whose_acks_all_left_from_the_thread_does_not_wake_the_reactor(
+        tmp_path: Any) -> None:
+    disk, pool, reactor, synced = _disk(tmp_path)
+    sent, woken = _acks_from_thread(disk), _count_wakes(reactor)
+    ack = (2, m.packet(m.ACK, 1), "token")
+    disk.submit([Append(1, _txn(1, "/a"))], [ack])
+    pool.run()
+    assert sent == [ack] and woken == [] and synced == []  # synced, ACKed, and quiet
+    disk.drain()  # the reactor's next event
+    assert synced == [([], 1)] and disk.batches == 1 and _logged(tmp_path) == [1]
+    disk.drain()
+    assert synced == [([], 1)]  # once
+
+
+def test_a_submit_finishes_a_quiet_batch_before_handing_over_the_next(tmp_path: Any) -> None:
+    disk, pool, reactor, synced = _disk(tmp_path)
+    sent, woken = _acks_from_thread(disk), _count_wakes(reactor)
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), "token")])
+    pool.run()
+    disk.submit([Append(2, _txn(2, "/b"))], [(2, m.packet(m.ACK, 2), "token")])
+    assert synced == [([], 1)] and len(pool.jobs) == 1  # the next one went at once
+    pool.run()
+    disk.drain()
+    assert [last for _, last in synced] == [1, 2] and woken == []
+    assert [p.zxid for _, p, _ in sent] == [1, 2] and _logged(tmp_path) == [1, 2]
+
+
+def test_a_batch_with_writes_waiting_behind_it_wakes_the_reactor(tmp_path: Any) -> None:
+    """Submitted while a batch is on the log thread, the next writes must not
+    wait for the reactor's next event: that batch's end wakes it to hand
+    them over."""
+    disk, pool, reactor, synced = _disk(tmp_path)
+    _acks_from_thread(disk)
+    woken = _count_wakes(reactor)
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), "token")])
+    disk.submit([Append(2, _txn(2, "/b"))], [(2, m.packet(m.ACK, 2), "token")])
+    pool.run()
+    assert len(woken) == 1 and synced == [([], 1)] and len(pool.jobs) == 1
+
+
+def test_a_batch_with_messages_left_for_the_reactor_wakes_it(tmp_path: Any) -> None:
+    disk, pool, reactor, synced = _disk(tmp_path)
+    epoch = (2, m.packet(m.ACKEPOCH, 1), "token")
+    sent = _acks_from_thread(disk, keep=lambda d: d[1].type != m.ACK)
+    woken = _count_wakes(reactor)
+    ack = (2, m.packet(m.ACK, 1), "token")
+    disk.submit([Append(1, _txn(1, "/a"))], [ack, epoch])
+    pool.run()
+    assert sent == [ack] and len(woken) == 1 and synced == [([epoch], 1)]
+
+
 def test_a_failed_write_stops_the_server_and_releases_nothing(tmp_path: Any) -> None:
     disk, pool, reactor, synced = _disk(tmp_path)
 

@@ -13,6 +13,14 @@ A follower's ACKs to its leader leave from the log thread as soon as their
 batch is synced (``send_from_thread``: ``QuorumLinks.send_from_thread``), as
 ZooKeeper's SendAckRequestProcessor does: the reactor gets the rest.
 
+A batch whose messages all left that way, with nothing submitted behind it,
+finishes quietly: the log thread does not wake the reactor for it. What is
+left of it (its figures, the driver's ``Persisted``) is bookkeeping, and
+the reactor takes it at its next event (``drain``: the member calls it
+before each step, ``submit`` before anything else; Zab's tick comes every
+tickTime). Woken for it, a follower's event loop ran once more per write at
+the moment the leader needed a core to commit (three servers on two cores).
+
 With forceSync on, a batch goes to the log thread as soon as there is one
 (the leader's before its PROPOSALs leave); with it off a write only copies
 into the page cache: it is done on the reactor at the end of the turn,
@@ -33,6 +41,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +144,13 @@ class DiskWriter:
         self._after: list[Durable] = []
         self._queued: list[tuple[float, int]] = []  # (when, how many txns) per submit
         self._busy = False
+        # Batches that finished quietly (see the module's doc): (last zxid, times).
+        self._quiet: deque[tuple[int, DiskTimes]] = deque()
+        # Held by the log thread while it decides a batch is quiet (nothing
+        # submitted behind it) and by the reactor while it adds to or takes
+        # the next batch: either the thread sees the new ops and wakes the
+        # reactor, or the reactor's submit finds the quiet batch.
+        self._lock = threading.Lock()
         self.metrics: Any = None  # the core's ServerMetrics, or None
         self.on_synced: Any = None  # (after sends, last zxid) -> None
         # On the log thread, after a sync: sends what it can of a batch's
@@ -155,10 +171,20 @@ class DiskWriter:
             if self.metrics is not None:  # what this submit found waiting ahead of it
                 self.metrics.summary["sync_processor_queue_size"].add(len(self._ops))
             self._queued.append((time.monotonic(), len(ops)))
-        self._ops.extend(ops)
-        self._after.extend(after)
+        with self._lock:
+            self._ops.extend(ops)
+            self._after.extend(after)
+        if self._quiet:
+            self.drain()  # which hands the next batch over itself
         if not self._busy:
             self._kick()
+
+    def drain(self) -> None:
+        """Finish the batches the log thread finished quietly (on the reactor)."""
+        quiet = self._quiet
+        while quiet:
+            last, times = quiet.popleft()
+            self._written(last, [], times)
 
     def _kick(self) -> None:
         self._busy = True
@@ -184,14 +210,16 @@ class DiskWriter:
                                            ops, after, times)
 
     def _write_and_send(self, ops: list[Any], after: list[Durable], times: DiskTimes
-                        ) -> tuple[int, list[Durable]]:
+                        ) -> tuple[int, list[Durable], bool]:
         """On the log thread: the batch written and synced, then what may leave
-        from here sent (a follower's ACKs); the rest is the reactor's."""
+        from here sent (a follower's ACKs); the rest is the reactor's. True
+        last if everything did leave from here (a batch that may be quiet)."""
         last = self._write(ops, times)
         send = self.send_from_thread
         if send is not None and after:
             after = send(after)
-        return last, after
+            return last, after, not after
+        return last, after, False
 
     def _back_from_thread(self, times: DiskTimes) -> Callable[[bool, Any], None]:
         """What the log thread calls with a batch's outcome: the reactor takes it."""
@@ -199,7 +227,12 @@ class DiskWriter:
 
         def back(ok: bool, result: Any) -> None:
             if ok:
-                last, after = result
+                last, after, sent = result
+                if sent:
+                    with self._lock:
+                        if not self._ops and not self._after:
+                            self._quiet.append((last, times))
+                            return
                 call(self._written, last, after, times)
             else:
                 call(self._failed, result)
@@ -208,8 +241,9 @@ class DiskWriter:
     def _take_batch(self) -> tuple[list[Any], list[Durable], DiskTimes]:
         """Everything submitted so far, as one batch: its ops, what waits for its
         sync, and its times (when each submit was handed over)."""
-        ops, self._ops = self._ops, []
-        after, self._after = self._after, []
+        with self._lock:
+            ops, self._ops = self._ops, []
+            after, self._after = self._after, []
         times = DiskTimes(queued=self._queued)
         self._queued = []
         return ops, after, times

@@ -258,6 +258,7 @@ class MemberServer(ZkServer):
     # -- events in ------------------------------------------------------------------------
 
     def _step(self, event: Any) -> None:
+        self.disk.drain()  # a batch the log thread finished quietly comes first
         self.replica.step(event, self.clock())
         self._maybe_snapshot()
         if self.core.tree is not self._settled:  # a leader's SNAP was installed
