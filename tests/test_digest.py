@@ -234,6 +234,17 @@ def test_crc_memo_keeps_nothing_once_nothing_is_in_flight() -> None:
     assert memo.take("/c", b"x") == -1 and memo.take("/nope", b"") == -1
 
 
+def test_crc_memo_digest_is_node_digest_and_notes_what_the_tree_can_take() -> None:
+    memo = digest.CrcMemo()
+    data = b"v" * 3000
+    stat = (5, 6, 7, 1000, 2000, 3, 4, 1, 0)
+    assert memo.digest("/a", data, *stat) == digest.node_digest("/a", data, *stat) != 0
+    assert memo.take("/a", data) == digest.path_data_crc("/a", data)
+    # Under /zookeeper/ a node's digest is 0, and nothing is noted for it.
+    assert memo.digest("/zookeeper/config", data, *stat) == 0
+    assert memo.by_path == {}
+
+
 def test_failed_writes_carry_no_digest_and_failed_multis_the_current_one() -> None:
     env = Env()
     env.create("/a")

@@ -62,13 +62,7 @@ from zkpy.tree.datatree import (
     int32,
     split_path,
 )
-from zkpy.tree.digest import (
-    DIGEST_VERSION,
-    EXCLUDED_PREFIX,
-    as_long,
-    path_data_crc,
-    stat_digest,
-)
+from zkpy.tree.digest import DIGEST_VERSION, as_long
 from zkpy.tree.paths import path_error
 from zkpy.zab import membership
 
@@ -216,13 +210,10 @@ class Prep:
         """Record ``change``; ``before`` is its node's digest before it (0: new node)."""
         if self.digest_on:
             c = change  # (its stored cversion is what the digest counts)
-            after = 0
-            if c.exists and not c.path.startswith(EXCLUDED_PREFIX):
-                # The path and data part noted for the tree to carry on from (CrcMemo).
-                crc = path_data_crc(c.path, c.data)
-                self.tree.crc_memo.note(c.path, c.data, crc)
-                after = stat_digest(crc, c.czxid, c.mzxid, c.pzxid, c.ctime, c.mtime, c.version,
-                                    c.cversion, c.aversion, c.owner)
+            # (Its path and data part noted for the tree to carry on from: CrcMemo.)
+            after = self.tree.crc_memo.digest(
+                c.path, c.data, c.czxid, c.mzxid, c.pzxid, c.ctime, c.mtime, c.version,
+                c.cversion, c.aversion, c.owner) if c.exists else 0
             changes = self._changes
             future = changes[-1].tree_dg if changes else self.tree.digest_sum
             change.tree_dg = future - before + after

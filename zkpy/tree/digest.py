@@ -54,8 +54,7 @@ PROPERTY = "zookeeper.digest.enabled"
 LOG_INTERVAL = 128
 LOG_LIMIT = 1024
 
-_EXCLUDED: Final = "/zookeeper/"
-EXCLUDED_PREFIX: Final = _EXCLUDED
+EXCLUDED_PREFIX: Final = "/zookeeper/"
 #: The stat bytes of a node's digest: czxid, mzxid, pzxid, ctime, mtime, version,
 #: cversion, aversion, ephemeralOwner.
 _STAT: Final = struct.Struct(">qqqqqiiiq").pack
@@ -86,7 +85,7 @@ def node_digest(path: str, data: bytes | None, czxid: int, mzxid: int, pzxid: in
                 owner: int) -> int:
     """DigestCalculator.calculateDigest: an unsigned 32-bit CRC (0 under /zookeeper/),
     in the two steps prep takes."""
-    if path.startswith(_EXCLUDED):
+    if path.startswith(EXCLUDED_PREFIX):
         return 0
     return stat_digest(path_data_crc(path, data), czxid, mzxid, pzxid, ctime, mtime, version,
                        cversion, aversion, owner)
@@ -95,7 +94,7 @@ def node_digest(path: str, data: bytes | None, czxid: int, mzxid: int, pzxid: in
 def digest_of(path: str, node: Node) -> int:
     """``node_digest`` of a tree node (a ``Node``: ``ccount`` is its stored cversion),
     written out: the tree computes one for every node a write touches."""
-    if path.startswith(_EXCLUDED):
+    if path.startswith(EXCLUDED_PREFIX):
         return 0
     head = path.encode() if path != "/" else b""  # DigestCalculator maps "/" to ""
     stat = _STAT(node.czxid, node.mzxid, node.pzxid, node.ctime, node.mtime, node.version,
@@ -152,6 +151,17 @@ class CrcMemo:
         if len(by_path) >= self.limit:
             by_path.clear()
         by_path[path] = (data, crc)
+
+    def digest(self, path: str, data: bytes | None, czxid: int, mzxid: int, pzxid: int,
+               ctime: int, mtime: int, version: int, cversion: int, aversion: int,
+               owner: int) -> int:
+        """``node_digest``, its path-and-data CRC noted for the tree to carry on from."""
+        if path.startswith(EXCLUDED_PREFIX):
+            return 0
+        crc = path_data_crc(path, data)
+        self.note(path, data, crc)
+        return stat_digest(crc, czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion,
+                           owner)
 
     def take(self, path: str, data: bytes | None) -> int:
         """The noted CRC of ``path`` with exactly ``data`` (this object); -1 if none."""
