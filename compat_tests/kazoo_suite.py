@@ -24,6 +24,11 @@ and, with ``--json``, written.  Exit status for ``both``: 0 when zkpy passes
 every test the reference passes, else 1.  For a single server: pytest's
 status (0 = all selected tests passed or skipped).
 
+A few of Kazoo's tests race with Kazoo's own client threads (``KAZOO_RACES``
+says which and why). One of those that fails is run again, alone, up to
+``RACE_ATTEMPTS`` times in all, on either server alike; the summary keeps
+every attempt (``reruns``), so a pass on a second attempt is visible.
+
 Artefacts (junit xml, pytest output) go to ``compat_tests/.runs/<stamp>/``
 unless ``--out-dir`` says otherwise.
 """
@@ -57,6 +62,34 @@ DEFAULT_TESTS = [
     "test_client", "test_watchers", "test_lock", "test_barrier", "test_election",
     "test_party", "test_queue", "test_counter", "test_paths", "test_security",
 ]
+
+# Tests whose outcome depends on which of two of Kazoo's client threads runs
+# first, not on the server's answer. Each names the race. A failure of one of
+# these is run again (see rerun_races); any other failure stands as it is.
+KAZOO_RACES = {
+    # KazooClient.start() returns when the connection thread reports
+    # CONNECTED; SASL runs after that, on the connection thread. If the
+    # server's AUTH_FAILED arrives before start() looks at `connected`,
+    # start() raises KazooTimeoutError, not the AuthFailedError the test
+    # expects; the faster the server answers, the likelier that is. Kazoo's
+    # maintainers saw it on ZooKeeper too (python-zk/kazoo#547). The server's
+    # side (an AUTH_FAILED reply, then the close) is the same either way.
+    "kazoo/tests/test_sasl.py::TestSASLDigestAuthentication::test_invalid_sasl_auth":
+        "start() races the SASL exchange",
+    "kazoo/tests/test_sasl.py::TestLegacySASLDigestAuthentication::test_invalid_sasl_auth":
+        "start() races the SASL exchange",
+}
+RACE_ATTEMPTS = 3
+
+
+def result_key(node_id: str) -> str:
+    """The junit name (``kazoo.tests.test_x.TestY::test_z``) of a node id
+    relative to Kazoo's parent directory (``kazoo/tests/test_x.py::TestY::test_z``)."""
+    path, _, rest = node_id.partition("::")
+    parts = rest.split("::")
+    module = path[:-3].replace("/", ".")
+    return "%s::%s" % (".".join([module, *parts[:-1]]), parts[-1])
+
 
 # Kazoo's harness passes -Dlog4j.configuration=<its file> and reads
 # <workdir>/zookeeper.log for its failure reports, so bind slf4j to log4j 1.2
@@ -232,6 +265,53 @@ def run_suite(kind: str, args, out_dir: Path) -> dict:
 
     print("[kazoo_suite] %s: %s" % (kind, " ".join(cmd)), flush=True)
     started = time.monotonic()
+    returncode, timed_out = run_pytest(cmd, env, out_dir, log_path, args)
+    results = parse_junit(junit)
+    record.update(returncode=returncode, timed_out=timed_out, results=results,
+                  counts=counts(results), seconds=round(time.monotonic() - started, 1))
+    c = record["counts"]
+    print("[kazoo_suite] %s: %d tests: %d passed, %d failed, %d errors, %d skipped (%.0fs)"
+          % (kind, c["total"], c["passed"], c["failed"], c["error"], c["skipped"],
+             record["seconds"]), flush=True)
+    if not timed_out:
+        reruns = rerun_races(kind, cmd, env, out_dir, args, results)
+        if reruns:
+            record.update(reruns=reruns, counts=counts(results))
+    return record
+
+
+def rerun_races(kind: str, cmd: list[str], env: dict[str, str], out_dir: Path, args,
+                results: dict[str, str]) -> dict[str, list[str]]:
+    """Run each failed test of ``KAZOO_RACES`` again, alone, until it passes
+    or has had ``RACE_ATTEMPTS`` attempts; *results* gets its last outcome.
+    Returns every attempt's outcome per test."""
+    reruns: dict[str, list[str]] = {}
+    # the first run's command without its test selection and report file
+    base = cmd[:cmd.index("--junitxml")] + ["-rfE", "-q"]
+    for index, (node_id, why) in enumerate(KAZOO_RACES.items()):
+        key = result_key(node_id)
+        if results.get(key) not in ("failed", "error"):
+            continue
+        attempts = [results[key]]
+        while attempts[-1] != "passed" and len(attempts) < RACE_ATTEMPTS:
+            n = len(attempts) + 1
+            junit = out_dir / ("junit-%s-race%d-attempt%d.xml" % (kind, index, n))
+            log_path = junit.with_suffix(".log")
+            print("[kazoo_suite] %s: %s failed (%s); attempt %d of %d"
+                  % (kind, key, why, n, RACE_ATTEMPTS), flush=True)
+            run_pytest(base + ["--junitxml", str(junit), "-o", "junit_family=xunit2",
+                               os.path.join(kazoo_parent(), node_id)],
+                       env, out_dir, log_path, args)
+            attempts.append(parse_junit(junit).get(key, "error"))
+        results[key] = attempts[-1]
+        reruns[key] = attempts
+    return reruns
+
+
+def run_pytest(cmd: list[str], env: dict[str, str], out_dir: Path, log_path: Path,
+               args) -> tuple[int | None, bool]:
+    """Run *cmd* in its own process group, its output to *log_path*; kill the
+    group after ``args.timeout`` seconds. Returns (exit status, timed out)."""
     timed_out = []
 
     def on_timeout(pid: int) -> None:
@@ -269,14 +349,7 @@ def run_suite(kind: str, args, out_dir: Path) -> dict:
             raise
         finally:
             timer.cancel()
-    results = parse_junit(junit)
-    record.update(returncode=proc.returncode, timed_out=bool(timed_out), results=results,
-                  counts=counts(results), seconds=round(time.monotonic() - started, 1))
-    c = record["counts"]
-    print("[kazoo_suite] %s: %d tests: %d passed, %d failed, %d errors, %d skipped (%.0fs)"
-          % (kind, c["total"], c["passed"], c["failed"], c["error"], c["skipped"],
-             record["seconds"]), flush=True)
-    return record
+    return proc.returncode, bool(timed_out)
 
 
 def load_reference(path: str, modules: list[str]) -> dict:
@@ -360,6 +433,9 @@ def main(argv=None) -> int:
         extra = " (%s)" % run["preflight_failure"] if run.get("preflight_failure") else ""
         print("%-9s total %d: passed %d, failed %d, errors %d, skipped %d%s"
               % (kind, c["total"], c["passed"], c["failed"], c["error"], c["skipped"], extra))
+        for test, attempts in run.get("reruns", {}).items():
+            print("%-9s run again (a race in Kazoo's client): %s: %s"
+                  % (kind, test, ", ".join(attempts)))
 
     status: int
     if args.server == "both":

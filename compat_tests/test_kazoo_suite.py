@@ -86,3 +86,73 @@ def run_and_compare(module, options, tmp_path):
            " (%s)" % preflight if preflight else "", "\n  ".join(missing))
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
+
+
+# The re-run of Kazoo's known races (compat_tests.kazoo_suite.KAZOO_RACES):
+# fast checks of the harness itself, no server started.
+
+def test_every_known_race_names_a_test_kazoo_ships():
+    import importlib
+
+    from compat_tests.kazoo_suite import KAZOO_RACES
+
+    for node_id in KAZOO_RACES:
+        path, cls, name = node_id.split("::")
+        module = importlib.import_module(path[:-3].replace("/", "."))
+        assert callable(getattr(getattr(module, cls), name)), node_id
+
+
+def _junit(path, outcomes):
+    cases = []
+    for key, outcome in outcomes.items():
+        classname, name = key.split("::")
+        body = {"passed": "", "failed": "<failure message='x'/>"}[outcome]
+        cases.append('<testcase classname="%s" name="%s">%s</testcase>' % (classname, name, body))
+    path.write_text("<testsuites><testsuite>%s</testsuite></testsuites>" % "".join(cases))
+
+
+def test_a_failed_known_race_is_run_again_until_it_passes(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from compat_tests import kazoo_suite as ks
+
+    race = next(iter(ks.KAZOO_RACES))
+    key = ks.result_key(race)
+    assert key.startswith("kazoo.tests.test_sasl.") and key.endswith("::test_invalid_sasl_auth")
+    outcomes = iter(["failed", "passed"])
+    commands = []
+
+    def fake_pytest(cmd, env, out_dir, log_path, args):
+        commands.append(cmd)
+        _junit(Path(cmd[cmd.index("--junitxml") + 1]), {key: next(outcomes)})
+        return 0, False
+
+    monkeypatch.setattr(ks, "run_pytest", fake_pytest)
+    other = "kazoo.tests.test_client.TestClient::test_x"
+    results = {key: "failed", other: "failed"}
+    cmd = ["python", "-m", "pytest", "--junitxml", "first.xml", "--pyargs", "kazoo.tests.test_sasl"]
+    reruns = ks.rerun_races("zkpy", cmd, {}, tmp_path, SimpleNamespace(), results)
+    # two more attempts: the first fails again, the second passes
+    assert reruns == {key: ["failed", "failed", "passed"]}
+    assert results == {key: "passed", other: "failed"}  # any other failure stands
+    assert len(commands) == 2
+    assert all(c[-1].endswith(race) and "--pyargs" not in c for c in commands)
+
+
+def test_a_known_race_that_keeps_failing_fails(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from compat_tests import kazoo_suite as ks
+
+    key = ks.result_key(next(iter(ks.KAZOO_RACES)))
+
+    def fake_pytest(cmd, env, out_dir, log_path, args):
+        _junit(Path(cmd[cmd.index("--junitxml") + 1]), {key: "failed"})
+        return 1, False
+
+    monkeypatch.setattr(ks, "run_pytest", fake_pytest)
+    results = {key: "failed"}
+    reruns = ks.rerun_races("zkpy", ["pytest", "--junitxml", "x.xml"], {}, tmp_path,
+                            SimpleNamespace(), results)
+    assert reruns == {key: ["failed"] * ks.RACE_ATTEMPTS}
+    assert results == {key: "failed"}
