@@ -240,6 +240,23 @@ def test_a_submit_finishes_a_quiet_batch_before_handing_over_the_next(tmp_path: 
     assert [p.zxid for _, p, _ in sent] == [1, 2] and _logged(tmp_path) == [1, 2]
 
 
+def test_mntr_shows_a_quiet_batch_at_once(tmp_path: Any) -> None:
+    """An idle follower's last batch finished quietly: reading the figures
+    (mntr, srvr, Prometheus) takes it in first, not at the next event."""
+    os.makedirs(tmp_path / "disk")
+    disk, pool, _, synced = _disk(tmp_path / "disk")
+    core = Rig(tmp_path).server.core  # a whole core, with a follower's disk writer
+    disk.metrics = core.metrics
+    core.pending_figures = disk.drain  # as MemberServer wires it
+    _acks_from_thread(disk)
+    disk.submit([Append(1, _txn(1, "/a"))], [(2, m.packet(m.ACK, 1), "token")])
+    pool.run()
+    assert synced == []  # quiet
+    values = dict(monitor_values(core))
+    assert values["cnt_fsynctime"] == 1 and values["cnt_sync_processor_batch_size"] == 1
+    assert synced == [([], 1)]
+
+
 def test_a_batch_with_writes_waiting_behind_it_wakes_the_reactor(tmp_path: Any) -> None:
     """Submitted while a batch is on the log thread, the next writes must not
     wait for the reactor's next event: that batch's end wakes it to hand
@@ -564,6 +581,11 @@ def test_the_client_port_holds_peer_links_for_a_read_even_one_that_fails() -> No
 
 def _mntr(rig: Rig) -> dict[str, Any]:
     return dict(monitor_values(rig.server.core))
+
+
+def test_a_members_figures_take_in_its_quiet_disk_batches(tmp_path: Any) -> None:
+    rig = Rig(tmp_path)
+    assert rig.server.core.pending_figures == rig.server.disk.drain
 
 
 def test_netty_factory_counts_plain_connections_by_where_they_come_from(tmp_path: Any) -> None:

@@ -134,7 +134,7 @@ def socket_address(host: str, port: int) -> str:
 
 def latency(core: ServerCore) -> tuple[int, float, int]:
     """min/avg/max of every request's latency (ZooKeeper's readlatency and updatelatency)."""
-    core.fold_metrics()
+    core.read_metrics()
     lat = core.stats.latency
     return int(lat.min), avg4(lat.total, lat.count), int(lat.max)
 
@@ -208,7 +208,7 @@ def monitor_values(core: ServerCore) -> list[tuple[str, Any]]:
     """mntr's (key, value) pairs without the ``zk_`` prefix, in ZooKeeper's order."""
     st = core.stats
     m = core.metrics
-    core.fold_metrics()
+    core.read_metrics()
     lo, avg, hi = latency(core)
     local = len(core.sessions.local_ids())
     last_size, min_size, max_size = client_response_sizes(core)
@@ -319,7 +319,7 @@ def set_trace_mask(core: ServerCore, mask: int) -> None:
 def reset_server_stats(core: ServerCore) -> None:
     """srst: ServerStats.reset (latency, packets, response sizes) and
     ServerMetrics.resetAll (every counter and summary; not the gauges)."""
-    core.fold_metrics()  # what was noted before the reset goes with it
+    core.read_metrics()  # what was noted before the reset goes with it
     core.stats.reset()
     core.metrics.reset()
 

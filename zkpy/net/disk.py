@@ -17,8 +17,8 @@ A batch whose messages all left that way, with nothing submitted behind it,
 finishes quietly: the log thread does not wake the reactor for it. What is
 left of it (its figures, the driver's ``Persisted``) is bookkeeping, and
 the reactor takes it at its next event (``drain``: the member calls it
-before each step, ``submit`` before anything else; Zab's tick comes every
-tickTime). Woken for it, a follower's event loop ran once more per write at
+before each step, ``submit`` before anything else, and a reader of the
+figures such as mntr first of all; Zab's tick comes every tickTime). Woken for it, a follower's event loop ran once more per write at
 the moment the leader needed a core to commit (three servers on two cores).
 
 With forceSync on, a batch goes to the log thread as soon as there is one

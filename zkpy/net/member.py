@@ -121,6 +121,7 @@ class MemberServer(ZkServer):
                                snap_pool=disk_pools[1])
         self.disk.on_synced = self._persisted
         self.disk.metrics = self.core.metrics
+        self.core.pending_figures = self.disk.drain  # mntr shows a quiet batch at once
         links: Links
         if self.standalone:
             self.peer = Peer(self.my_id, {self.my_id}, disk_state, standalone=True)

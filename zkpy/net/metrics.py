@@ -125,7 +125,7 @@ class ZooKeeperCollector(Collector):
             yield metric
         for name in COUNTER_SETS:
             yield Metric(name, name, "unknown")
-        self.core.fold_metrics()
+        self.core.read_metrics()
         summaries = self.core.metrics.summary
         for name in BASIC_SUMMARIES:
             yield _summary(name, BASIC_QUANTILES, [({}, summaries[name])])

@@ -177,6 +177,10 @@ class ServerCore:
         # folding visits these, not every connection (10,000 idle ones would
         # hold up the tick that folds).
         self.unfolded: dict[Any, None] = {}
+        # Figures noted outside the core that a reader takes in first
+        # (``read_metrics``): a member's disk batches that its log thread
+        # finished without waking the reactor (zkpy.net.disk's quiet batches).
+        self.pending_figures: Callable[[], None] | None = None
         self.now = now_ms
         self._last_container_check = now_ms
         self._conn_ids = 0
@@ -313,6 +317,14 @@ class ServerCore:
         for conn in unfolded:
             conn.fold_latencies()
         self.metrics.fold_all()
+
+    def read_metrics(self) -> None:
+        """``fold_metrics`` for a reader (mntr, srvr, srst, Prometheus): what is
+        still pending outside the core comes in first, so that an idle
+        follower shows its last fsync now, not at its next event."""
+        if self.pending_figures is not None:
+            self.pending_figures()
+        self.fold_metrics()
 
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` has output for the next ``flush``."""
