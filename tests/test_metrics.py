@@ -102,6 +102,35 @@ def test_namespace_sets_as_datatree_read_and_write_stats() -> None:
     assert reads.cache_lookups == 1
 
 
+def test_a_namespace_set_folds_as_if_each_value_were_taken_in_turn() -> None:
+    """Folding counts the (path, bytes) noted; what comes out is what taking
+    every value in turn gives: count, sum, min, max, the last value, and each
+    namespace's latest WINDOW values in order (the quantiles' window), also
+    for a namespace seen only at the start of a long batch."""
+    import random
+
+    rng = random.Random(7)
+    writes = NamespaceSet("write_per_namespace", overhead=0)
+    noted = [("/rare/a", 3)]  # one write, long before the window's share
+    for _ in range(3 * WINDOW):
+        ns = rng.choice(["app", "app", "app", "cfg"])
+        noted.append((f"/{ns}/k{rng.randrange(50)}", rng.choice([0, 10, 1024])))
+    noted += [("/", 0), ("/cfg", 7)]
+    for item in noted[:WINDOW]:  # two folds: what the first leaves counts on
+        writes.note(item)
+    writes.fold()
+    for item in noted[WINDOW:]:
+        writes.note(item)
+    writes.fold()
+    for ns in ("app", "cfg", "rare"):
+        values = [len(p) + n for p, n in noted if p.split("/")[1] == ns]
+        got = writes.by_key[ns]
+        assert (got.count, got.total, got.min, got.max, got.last) == (
+            len(values), sum(values), min(values), max(values), values[-1]), ns
+        assert list(got.window) == values[-WINDOW:], ns
+    assert sorted(writes.by_key) == ["app", "cfg", "rare"]
+
+
 def test_java_hash_order_matches_what_zookeeper_printed() -> None:
     assert java_string_hash("hello") == 99162322
     assert concurrent_map_order(["w", "zookeeper"]) == ["zookeeper", "w"]
