@@ -131,6 +131,19 @@ def test_a_namespace_set_folds_as_if_each_value_were_taken_in_turn() -> None:
     assert sorted(writes.by_key) == ["app", "cfg", "rare"]
 
 
+def test_a_namespace_set_folds_past_its_cache_starting_afresh(monkeypatch: Any) -> None:
+    import zkpy.server.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "NAMESPACE_CACHE", 4)
+    writes = NamespaceSet("write_per_namespace", overhead=0)
+    for i in range(10):
+        writes.note((f"/n{i % 3}/k{i}", i))
+    writes.fold()
+    assert sorted(writes.by_key) == ["n0", "n1", "n2"]
+    assert [writes.by_key[f"n{j}"].count for j in range(3)] == [4, 3, 3]
+    assert list(writes.by_key["n0"].window) == [len(f"/n0/k{i}") + i for i in (0, 3, 6, 9)]
+
+
 def test_java_hash_order_matches_what_zookeeper_printed() -> None:
     assert java_string_hash("hello") == 99162322
     assert concurrent_map_order(["w", "zookeeper"]) == ["zookeeper", "w"]
