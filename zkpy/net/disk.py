@@ -18,8 +18,9 @@ finishes quietly: the log thread does not wake the reactor for it. What is
 left of it (its figures, the driver's ``Persisted``) is bookkeeping, and
 the reactor takes it at its next event (``drain``: the member calls it
 before each step, ``submit`` before anything else, and a reader of the
-figures such as mntr first of all; Zab's tick comes every tickTime). Woken for it, a follower's event loop ran once more per write at
-the moment the leader needed a core to commit (three servers on two cores).
+figures such as mntr first of all; Zab's tick comes every tickTime). Woken
+for it, a follower's event loop ran once more per write at the moment the
+leader needed a core to commit (three servers on two cores).
 
 With forceSync on, a batch goes to the log thread as soon as there is one
 (the leader's before its PROPOSALs leave); with it off a write only copies

@@ -132,6 +132,21 @@ def java_round(x: float) -> int:
     return math.floor(x + 0.5)
 
 
+def span(values: list[int]) -> tuple[int, int, int]:
+    """The min, max and sum of ``values`` (at least one), in one pass: compiled,
+    in native ints. (Three passes of min, max and sum were half of a busy
+    member's one-second tick, folding every summary.)"""
+    lo = hi = values[0]
+    total = 0
+    for value in values:
+        total += value
+        if value < lo:
+            lo = value
+        elif value > hi:
+            hi = value
+    return lo, hi, total
+
+
 class Summary:
     """One ``AvgMinMaxCounter`` (``percentiles``: an ``AvgMinMaxPercentileCounter``)."""
 
@@ -171,19 +186,7 @@ class Summary:
         added one by one first, then the runs)."""
         pending = self._pending
         if pending:
-            # One pass for all three (compiled, in native ints): three passes
-            # of min, max and sum were half of a busy member's tick.
-            lo = hi = pending[0]
-            total = 0
-            for value in pending:
-                total += value
-                if value < lo:
-                    lo = value
-                elif value > hi:
-                    hi = value
-            self._take(lo, hi, len(pending), total, pending[-1])
-            if self.window.maxlen:
-                self.window.extend(pending[-WINDOW:])
+            self._observe(pending, *span(pending))
             pending.clear()
         if self._runs:
             for value, times in self._runs:
@@ -196,10 +199,8 @@ class Summary:
         """Observe ``values`` at once (after any pending ones); returns their
         (min, max, sum) for whoever else counts the same values."""
         self.fold()
-        lo, hi, total = min(values), max(values), sum(values)
-        self._take(lo, hi, len(values), total, values[-1])
-        if self.window.maxlen:
-            self.window.extend(values[-WINDOW:])
+        lo, hi, total = span(values)
+        self._observe(values, lo, hi, total)
         return lo, hi, total
 
     def take_totals(self, count: int, total: int, lo: int, hi: int, recent: list[int]
@@ -215,6 +216,10 @@ class Summary:
     def take_known(self, values: list[int], lo: int, hi: int, total: int) -> None:
         """``take`` for values whose min, max and sum are already known."""
         self.fold()
+        self._observe(values, lo, hi, total)
+
+    def _observe(self, values: list[int], lo: int, hi: int, total: int) -> None:
+        """``values`` (at least one), whose min, max and sum are known, taken in."""
         self._take(lo, hi, len(values), total, values[-1])
         if self.window.maxlen:
             self.window.extend(values[-WINDOW:])
