@@ -243,6 +243,13 @@ def test_round_trip_every_record(data: st.DataObject) -> None:
         padded = b"\xAA" * 3 + raw + b"\xBB" * 5
         back2, off = decode(cls, padded, 3, 3 + len(raw))
         assert back2 == rec and off == 3 + len(raw)
+        # From a receive buffer or a view of one: the same record, its buffers
+        # bytes (not slices of the mutable buffer), the offset in that buffer.
+        for buf in (bytearray(padded), memoryview(padded)):
+            back3, off = decode(cls, buf, 3, 3 + len(raw))
+            assert back3 == rec and off == 3 + len(raw)
+            assert all(type(getattr(back3, n)) is bytes for n, t in cls.FIELDS
+                       if t is BUFFER and getattr(back3, n) is not None)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -484,6 +484,29 @@ def _learner(links: QuorumLinks, sid: int) -> Any:
     return proto
 
 
+def test_the_quorum_port_cuts_packets_from_reads_split_anywhere() -> None:
+    """However the stream is cut into reads (a packet split across two, many
+    in one, a read of one byte), the packets come out whole and in order, their
+    data bytes (not views of the connection's buffer), and a packet split in
+    two is held over to the next read."""
+    packets = [m.packet(m.PROPOSAL, 7, b"txn" * 400), m.packet(m.COMMIT, 7),
+               m.QuorumPacket(m.REQUEST, 0, b"req", [S.Id("digest", "u:p")]),
+               m.packet(m.PING, 8, b""), m.packet(m.PROPOSAL, 9, bytes(range(256)))]
+    stream = b"".join(p.encode() for p in packets)
+    for cuts in ([], [1], [5, 6, 7], [len(stream) - 1], list(range(1, len(stream), 97)),
+                 list(range(1, len(stream)))):
+        got: list[m.QuorumPacket] = []
+        links = QuorumLinks(FakeReactor(), 1, {}, lambda sid, pkts, got=got: got.extend(pkts),
+                            lambda sid: None)
+        proto = _learner(links, 2)
+        got.clear()  # (its FOLLOWERINFO)
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            proto.dataReceived(stream[a:b])
+        assert got == packets, cuts
+        assert all(p.data is None or type(p.data) is bytes for p in got)
+        assert not proto.buf  # nothing held once the last packet is whole
+
+
 def test_a_steps_packets_reach_each_learner_in_one_write_in_order() -> None:
     """What a step sends a learner is written at its end (``flush``) as one
     write, in the order sent; a packet that must be written at once (a SNAP)

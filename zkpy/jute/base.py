@@ -86,7 +86,7 @@ class Record:
         raise NotImplementedError
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[Any, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[Any, int]:
         raise NotImplementedError
 
     def encode(self) -> bytes:
@@ -121,6 +121,14 @@ def decode(cls: type[R], buf: bytes | bytearray | memoryview, off: int = 0,
     """Deserialize one ``cls`` record from ``buf[off:end]``; returns (record, next offset)."""
     if end is None:
         end = len(buf)
+    if not isinstance(buf, bytes):
+        # The decoders slice their fields out of bytes (a slice of a bytearray
+        # would be a bytearray, and compiled, a bytes slice is a C call): a copy
+        # of this record's frame, once, rather than of each field twice.
+        base = off
+        frame = bytes(buf[off:end])
+        rec, n = decode(cls, frame, 0, len(frame))
+        return rec, base + n
     try:
         rec, off = cls._decode_from(buf, off, end)
     except JuteError:

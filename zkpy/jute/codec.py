@@ -159,8 +159,10 @@ def _gen_encode_fields(gen: _Gen, fields: Sequence[tuple[str, Any]], obj: str, i
 def _gen_decode(gen: _Gen, ftype: Any, target: str, indent: str) -> None:
     out = gen.lines
     if ftype is BUFFER or ftype is USTRING:
+        # (``buf`` is bytes, ``base.decode`` sees to it: a slice is the field's
+        # bytes, and compiled, the typed length and the slice are C operations)
         n = gen.name("_n")
-        out.append(f"{indent}{n}, = _ui(buf, off)")
+        out.append(f"{indent}{n}: int = _ui(buf, off)[0]")
         out.append(f"{indent}off += 4")
         out.append(f"{indent}if {n} < 0:")
         out.append(f"{indent}    if {n} != -1: raise _JE('negative length %d' % {n})")
@@ -168,15 +170,15 @@ def _gen_decode(gen: _Gen, ftype: Any, target: str, indent: str) -> None:
         out.append(f"{indent}else:")
         out.append(f"{indent}    if off + {n} > end: raise _JE('length %d runs past the end' % {n})")
         if ftype is USTRING:
-            out.append(f"{indent}    {target} = str(buf[off:off + {n}], 'utf-8')")
+            out.append(f"{indent}    {target} = buf[off:off + {n}].decode('utf-8')")
         else:
-            out.append(f"{indent}    {target} = bytes(buf[off:off + {n}])")
+            out.append(f"{indent}    {target} = buf[off:off + {n}]")
         out.append(f"{indent}    off += {n}")
     elif isinstance(ftype, Vector):
         n = gen.name("_n")
         lst = gen.name("_l")
         item = gen.name("_e")
-        out.append(f"{indent}{n}, = _ui(buf, off)")
+        out.append(f"{indent}{n}: int = _ui(buf, off)[0]")
         out.append(f"{indent}off += 4")
         out.append(f"{indent}if {n} < 0:")
         out.append(f"{indent}    if {n} != -1: raise _JE('negative count %d' % {n})")

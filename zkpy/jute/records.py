@@ -170,24 +170,24 @@ class Id(Record):
             parts.append(_b4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[Id, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[Id, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = str(buf[off:off + _n4], 'utf-8')
+            _f3 = buf[off:off + _n4].decode('utf-8')
             off += _n4
         return Id(_f1, _f3), off
 
@@ -224,7 +224,7 @@ class ACL(Record):
             parts.append(_b5)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ACL, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ACL, int]:
         _f2, = _ACL_d_s1.unpack_from(buf, off)
         off += 4
         _f3, off = Id._decode_from(buf, off, end)
@@ -267,7 +267,7 @@ class Stat(Record):
         parts.append(_Stat_e_s1.pack(self.czxid, self.mzxid, self.ctime, self.mtime, self.version, self.cversion, self.aversion, self.ephemeralOwner, self.dataLength, self.numChildren, self.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[Stat, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[Stat, int]:
         _f2, _f3, _f4, _f5, _f6, _f7, _f8, _f9, _f10, _f11, _f12, = _Stat_d_s1.unpack_from(buf, off)
         off += 68
         return Stat(_f2, _f3, _f4, _f5, _f6, _f7, _f8, _f9, _f10, _f11, _f12), off
@@ -305,7 +305,7 @@ class StatPersisted(Record):
         parts.append(_StatPersisted_e_s1.pack(self.czxid, self.mzxid, self.ctime, self.mtime, self.version, self.cversion, self.aversion, self.ephemeralOwner, self.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[StatPersisted, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[StatPersisted, int]:
         _f2, _f3, _f4, _f5, _f6, _f7, _f8, _f9, _f10, = _StatPersisted_d_s1.unpack_from(buf, off)
         off += 60
         return StatPersisted(_f2, _f3, _f4, _f5, _f6, _f7, _f8, _f9, _f10), off
@@ -342,24 +342,24 @@ class ClientInfo(Record):
             parts.append(_b4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ClientInfo, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ClientInfo, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = str(buf[off:off + _n4], 'utf-8')
+            _f3 = buf[off:off + _n4].decode('utf-8')
             off += _n4
         return ClientInfo(_f1, _f3), off
 
@@ -397,17 +397,17 @@ class ConnectRequest(Record):
         parts.append(_ConnectRequest_e_s3.pack(self.readOnly))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ConnectRequest, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ConnectRequest, int]:
         _f2, _f3, _f4, _f5, = _ConnectRequest_d_s1.unpack_from(buf, off)
         off += 24
-        _n7, = _ui(buf, off)
+        _n7: int = _ui(buf, off)[0]
         off += 4
         if _n7 < 0:
             if _n7 != -1: raise _JE('negative length %d' % _n7)
             _f6 = None
         else:
             if off + _n7 > end: raise _JE('length %d runs past the end' % _n7)
-            _f6 = bytes(buf[off:off + _n7])
+            _f6 = buf[off:off + _n7]
             off += _n7
         _f9, = _ConnectRequest_d_s8.unpack_from(buf, off)
         off += 1
@@ -445,17 +445,17 @@ class ConnectResponse(Record):
         parts.append(_ConnectResponse_e_s3.pack(self.readOnly))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ConnectResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ConnectResponse, int]:
         _f2, _f3, _f4, = _ConnectResponse_d_s1.unpack_from(buf, off)
         off += 16
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative length %d' % _n6)
             _f5 = None
         else:
             if off + _n6 > end: raise _JE('length %d runs past the end' % _n6)
-            _f5 = bytes(buf[off:off + _n6])
+            _f5 = buf[off:off + _n6]
             off += _n6
         _f8, = _ConnectResponse_d_s7.unpack_from(buf, off)
         off += 1
@@ -523,10 +523,10 @@ class SetWatches(Record):
                     parts.append(_b13)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetWatches, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetWatches, int]:
         _f2, = _SetWatches_d_s1.unpack_from(buf, off)
         off += 8
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative count %d' % _n4)
@@ -535,18 +535,18 @@ class SetWatches(Record):
             if off + _n4 > end: raise _JE('count %d runs past the end' % _n4)
             _l5: list[Any] = []
             for _ in range(_n4):
-                _n7, = _ui(buf, off)
+                _n7: int = _ui(buf, off)[0]
                 off += 4
                 if _n7 < 0:
                     if _n7 != -1: raise _JE('negative length %d' % _n7)
                     _e6 = None
                 else:
                     if off + _n7 > end: raise _JE('length %d runs past the end' % _n7)
-                    _e6 = str(buf[off:off + _n7], 'utf-8')
+                    _e6 = buf[off:off + _n7].decode('utf-8')
                     off += _n7
                 _l5.append(_e6)
             _f3 = _l5
-        _n9, = _ui(buf, off)
+        _n9: int = _ui(buf, off)[0]
         off += 4
         if _n9 < 0:
             if _n9 != -1: raise _JE('negative count %d' % _n9)
@@ -555,18 +555,18 @@ class SetWatches(Record):
             if off + _n9 > end: raise _JE('count %d runs past the end' % _n9)
             _l10: list[Any] = []
             for _ in range(_n9):
-                _n12, = _ui(buf, off)
+                _n12: int = _ui(buf, off)[0]
                 off += 4
                 if _n12 < 0:
                     if _n12 != -1: raise _JE('negative length %d' % _n12)
                     _e11 = None
                 else:
                     if off + _n12 > end: raise _JE('length %d runs past the end' % _n12)
-                    _e11 = str(buf[off:off + _n12], 'utf-8')
+                    _e11 = buf[off:off + _n12].decode('utf-8')
                     off += _n12
                 _l10.append(_e11)
             _f8 = _l10
-        _n14, = _ui(buf, off)
+        _n14: int = _ui(buf, off)[0]
         off += 4
         if _n14 < 0:
             if _n14 != -1: raise _JE('negative count %d' % _n14)
@@ -575,14 +575,14 @@ class SetWatches(Record):
             if off + _n14 > end: raise _JE('count %d runs past the end' % _n14)
             _l15: list[Any] = []
             for _ in range(_n14):
-                _n17, = _ui(buf, off)
+                _n17: int = _ui(buf, off)[0]
                 off += 4
                 if _n17 < 0:
                     if _n17 != -1: raise _JE('negative length %d' % _n17)
                     _e16 = None
                 else:
                     if off + _n17 > end: raise _JE('length %d runs past the end' % _n17)
-                    _e16 = str(buf[off:off + _n17], 'utf-8')
+                    _e16 = buf[off:off + _n17].decode('utf-8')
                     off += _n17
                 _l15.append(_e16)
             _f13 = _l15
@@ -680,10 +680,10 @@ class SetWatches2(Record):
                     parts.append(_b21)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetWatches2, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetWatches2, int]:
         _f2, = _SetWatches2_d_s1.unpack_from(buf, off)
         off += 8
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative count %d' % _n4)
@@ -692,18 +692,18 @@ class SetWatches2(Record):
             if off + _n4 > end: raise _JE('count %d runs past the end' % _n4)
             _l5: list[Any] = []
             for _ in range(_n4):
-                _n7, = _ui(buf, off)
+                _n7: int = _ui(buf, off)[0]
                 off += 4
                 if _n7 < 0:
                     if _n7 != -1: raise _JE('negative length %d' % _n7)
                     _e6 = None
                 else:
                     if off + _n7 > end: raise _JE('length %d runs past the end' % _n7)
-                    _e6 = str(buf[off:off + _n7], 'utf-8')
+                    _e6 = buf[off:off + _n7].decode('utf-8')
                     off += _n7
                 _l5.append(_e6)
             _f3 = _l5
-        _n9, = _ui(buf, off)
+        _n9: int = _ui(buf, off)[0]
         off += 4
         if _n9 < 0:
             if _n9 != -1: raise _JE('negative count %d' % _n9)
@@ -712,18 +712,18 @@ class SetWatches2(Record):
             if off + _n9 > end: raise _JE('count %d runs past the end' % _n9)
             _l10: list[Any] = []
             for _ in range(_n9):
-                _n12, = _ui(buf, off)
+                _n12: int = _ui(buf, off)[0]
                 off += 4
                 if _n12 < 0:
                     if _n12 != -1: raise _JE('negative length %d' % _n12)
                     _e11 = None
                 else:
                     if off + _n12 > end: raise _JE('length %d runs past the end' % _n12)
-                    _e11 = str(buf[off:off + _n12], 'utf-8')
+                    _e11 = buf[off:off + _n12].decode('utf-8')
                     off += _n12
                 _l10.append(_e11)
             _f8 = _l10
-        _n14, = _ui(buf, off)
+        _n14: int = _ui(buf, off)[0]
         off += 4
         if _n14 < 0:
             if _n14 != -1: raise _JE('negative count %d' % _n14)
@@ -732,18 +732,18 @@ class SetWatches2(Record):
             if off + _n14 > end: raise _JE('count %d runs past the end' % _n14)
             _l15: list[Any] = []
             for _ in range(_n14):
-                _n17, = _ui(buf, off)
+                _n17: int = _ui(buf, off)[0]
                 off += 4
                 if _n17 < 0:
                     if _n17 != -1: raise _JE('negative length %d' % _n17)
                     _e16 = None
                 else:
                     if off + _n17 > end: raise _JE('length %d runs past the end' % _n17)
-                    _e16 = str(buf[off:off + _n17], 'utf-8')
+                    _e16 = buf[off:off + _n17].decode('utf-8')
                     off += _n17
                 _l15.append(_e16)
             _f13 = _l15
-        _n19, = _ui(buf, off)
+        _n19: int = _ui(buf, off)[0]
         off += 4
         if _n19 < 0:
             if _n19 != -1: raise _JE('negative count %d' % _n19)
@@ -752,18 +752,18 @@ class SetWatches2(Record):
             if off + _n19 > end: raise _JE('count %d runs past the end' % _n19)
             _l20: list[Any] = []
             for _ in range(_n19):
-                _n22, = _ui(buf, off)
+                _n22: int = _ui(buf, off)[0]
                 off += 4
                 if _n22 < 0:
                     if _n22 != -1: raise _JE('negative length %d' % _n22)
                     _e21 = None
                 else:
                     if off + _n22 > end: raise _JE('length %d runs past the end' % _n22)
-                    _e21 = str(buf[off:off + _n22], 'utf-8')
+                    _e21 = buf[off:off + _n22].decode('utf-8')
                     off += _n22
                 _l20.append(_e21)
             _f18 = _l20
-        _n24, = _ui(buf, off)
+        _n24: int = _ui(buf, off)[0]
         off += 4
         if _n24 < 0:
             if _n24 != -1: raise _JE('negative count %d' % _n24)
@@ -772,14 +772,14 @@ class SetWatches2(Record):
             if off + _n24 > end: raise _JE('count %d runs past the end' % _n24)
             _l25: list[Any] = []
             for _ in range(_n24):
-                _n27, = _ui(buf, off)
+                _n27: int = _ui(buf, off)[0]
                 off += 4
                 if _n27 < 0:
                     if _n27 != -1: raise _JE('negative length %d' % _n27)
                     _e26 = None
                 else:
                     if off + _n27 > end: raise _JE('length %d runs past the end' % _n27)
-                    _e26 = str(buf[off:off + _n27], 'utf-8')
+                    _e26 = buf[off:off + _n27].decode('utf-8')
                     off += _n27
                 _l25.append(_e26)
             _f23 = _l25
@@ -804,7 +804,7 @@ class RequestHeader(Record):
         parts.append(_RequestHeader_e_s1.pack(self.xid, self.type))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[RequestHeader, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[RequestHeader, int]:
         _f2, _f3, = _RequestHeader_d_s1.unpack_from(buf, off)
         off += 8
         return RequestHeader(_f2, _f3), off
@@ -830,7 +830,7 @@ class MultiHeader(Record):
         parts.append(_MultiHeader_e_s1.pack(self.type, self.done, self.err))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[MultiHeader, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[MultiHeader, int]:
         _f2, _f3, _f4, = _MultiHeader_d_s1.unpack_from(buf, off)
         off += 9
         return MultiHeader(_f2, _f3, _f4), off
@@ -869,26 +869,26 @@ class AuthPacket(Record):
             parts.append(_v4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[AuthPacket, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[AuthPacket, int]:
         _f2, = _AuthPacket_d_s1.unpack_from(buf, off)
         off += 4
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = str(buf[off:off + _n4], 'utf-8')
+            _f3 = buf[off:off + _n4].decode('utf-8')
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative length %d' % _n6)
             _f5 = None
         else:
             if off + _n6 > end: raise _JE('length %d runs past the end' % _n6)
-            _f5 = bytes(buf[off:off + _n6])
+            _f5 = buf[off:off + _n6]
             off += _n6
         return AuthPacket(_f2, _f3, _f5), off
 
@@ -913,7 +913,7 @@ class ReplyHeader(Record):
         parts.append(_ReplyHeader_e_s1.pack(self.xid, self.zxid, self.err))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ReplyHeader, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ReplyHeader, int]:
         _f2, _f3, _f4, = _ReplyHeader_d_s1.unpack_from(buf, off)
         off += 16
         return ReplyHeader(_f2, _f3, _f4), off
@@ -944,15 +944,15 @@ class GetDataRequest(Record):
         parts.append(_GetDataRequest_e_s3.pack(self.watch))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetDataRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetDataRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _GetDataRequest_d_s3.unpack_from(buf, off)
         off += 1
@@ -992,24 +992,24 @@ class SetDataRequest(Record):
         parts.append(_SetDataRequest_e_s4.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetDataRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetDataRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
         _f6, = _SetDataRequest_d_s5.unpack_from(buf, off)
         off += 4
@@ -1059,33 +1059,33 @@ class ReconfigRequest(Record):
         parts.append(_ReconfigRequest_e_s7.pack(self.curConfigId))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ReconfigRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ReconfigRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = str(buf[off:off + _n4], 'utf-8')
+            _f3 = buf[off:off + _n4].decode('utf-8')
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative length %d' % _n6)
             _f5 = None
         else:
             if off + _n6 > end: raise _JE('length %d runs past the end' % _n6)
-            _f5 = str(buf[off:off + _n6], 'utf-8')
+            _f5 = buf[off:off + _n6].decode('utf-8')
             off += _n6
         _f8, = _ReconfigRequest_d_s7.unpack_from(buf, off)
         off += 8
@@ -1108,7 +1108,7 @@ class SetDataResponse(Record):
         parts.append(_SetDataResponse_e_s1.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetDataResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetDataResponse, int]:
         _f1, off = Stat._decode_from(buf, off, end)
         return SetDataResponse(_f1), off
 
@@ -1134,15 +1134,15 @@ class GetSASLRequest(Record):
             parts.append(_v1)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetSASLRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetSASLRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = bytes(buf[off:off + _n2])
+            _f1 = buf[off:off + _n2]
             off += _n2
         return GetSASLRequest(_f1), off
 
@@ -1168,15 +1168,15 @@ class SetSASLRequest(Record):
             parts.append(_v1)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetSASLRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetSASLRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = bytes(buf[off:off + _n2])
+            _f1 = buf[off:off + _n2]
             off += _n2
         return SetSASLRequest(_f1), off
 
@@ -1202,15 +1202,15 @@ class SetSASLResponse(Record):
             parts.append(_v1)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetSASLResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetSASLResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = bytes(buf[off:off + _n2])
+            _f1 = buf[off:off + _n2]
             off += _n2
         return SetSASLResponse(_f1), off
 
@@ -1271,26 +1271,26 @@ class CreateRequest(Record):
         parts.append(_CreateRequest_e_s11.pack(self.flags))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative count %d' % _n6)
@@ -1365,26 +1365,26 @@ class CreateTTLRequest(Record):
         parts.append(_CreateTTLRequest_e_s11.pack(self.flags, self.ttl))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateTTLRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateTTLRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative count %d' % _n6)
@@ -1426,15 +1426,15 @@ class DeleteRequest(Record):
         parts.append(_DeleteRequest_e_s3.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[DeleteRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[DeleteRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _DeleteRequest_d_s3.unpack_from(buf, off)
         off += 4
@@ -1466,15 +1466,15 @@ class GetChildrenRequest(Record):
         parts.append(_GetChildrenRequest_e_s3.pack(self.watch))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetChildrenRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetChildrenRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _GetChildrenRequest_d_s3.unpack_from(buf, off)
         off += 1
@@ -1503,15 +1503,15 @@ class GetAllChildrenNumberRequest(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetAllChildrenNumberRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetAllChildrenNumberRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return GetAllChildrenNumberRequest(_f1), off
 
@@ -1541,15 +1541,15 @@ class GetChildren2Request(Record):
         parts.append(_GetChildren2Request_e_s3.pack(self.watch))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetChildren2Request, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetChildren2Request, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _GetChildren2Request_d_s3.unpack_from(buf, off)
         off += 1
@@ -1581,15 +1581,15 @@ class CheckVersionRequest(Record):
         parts.append(_CheckVersionRequest_e_s3.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CheckVersionRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CheckVersionRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _CheckVersionRequest_d_s3.unpack_from(buf, off)
         off += 4
@@ -1618,15 +1618,15 @@ class GetMaxChildrenRequest(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetMaxChildrenRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetMaxChildrenRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return GetMaxChildrenRequest(_f1), off
 
@@ -1647,7 +1647,7 @@ class GetMaxChildrenResponse(Record):
         parts.append(_GetMaxChildrenResponse_e_s1.pack(self.max))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetMaxChildrenResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetMaxChildrenResponse, int]:
         _f2, = _GetMaxChildrenResponse_d_s1.unpack_from(buf, off)
         off += 4
         return GetMaxChildrenResponse(_f2), off
@@ -1678,15 +1678,15 @@ class SetMaxChildrenRequest(Record):
         parts.append(_SetMaxChildrenRequest_e_s3.pack(self.max))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetMaxChildrenRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetMaxChildrenRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _SetMaxChildrenRequest_d_s3.unpack_from(buf, off)
         off += 4
@@ -1715,15 +1715,15 @@ class SyncRequest(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SyncRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SyncRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return SyncRequest(_f1), off
 
@@ -1750,15 +1750,15 @@ class SyncResponse(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SyncResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SyncResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return SyncResponse(_f1), off
 
@@ -1785,15 +1785,15 @@ class GetACLRequest(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetACLRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetACLRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return GetACLRequest(_f1), off
 
@@ -1846,17 +1846,17 @@ class SetACLRequest(Record):
         parts.append(_SetACLRequest_e_s10.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetACLRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetACLRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative count %d' % _n4)
@@ -1889,7 +1889,7 @@ class SetACLResponse(Record):
         parts.append(_SetACLResponse_e_s1.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetACLResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetACLResponse, int]:
         _f1, off = Stat._decode_from(buf, off, end)
         return SetACLResponse(_f1), off
 
@@ -1919,15 +1919,15 @@ class AddWatchRequest(Record):
         parts.append(_AddWatchRequest_e_s3.pack(self.mode))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[AddWatchRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[AddWatchRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _AddWatchRequest_d_s3.unpack_from(buf, off)
         off += 4
@@ -1961,17 +1961,17 @@ class WatcherEvent(Record):
             parts.append(_b3)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[WatcherEvent, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[WatcherEvent, int]:
         _f2, _f3, = _WatcherEvent_d_s1.unpack_from(buf, off)
         off += 8
-        _n5, = _ui(buf, off)
+        _n5: int = _ui(buf, off)[0]
         off += 4
         if _n5 < 0:
             if _n5 != -1: raise _JE('negative length %d' % _n5)
             _f4 = None
         else:
             if off + _n5 > end: raise _JE('length %d runs past the end' % _n5)
-            _f4 = str(buf[off:off + _n5], 'utf-8')
+            _f4 = buf[off:off + _n5].decode('utf-8')
             off += _n5
         return WatcherEvent(_f2, _f3, _f4), off
 
@@ -1992,7 +1992,7 @@ class ErrorResponse(Record):
         parts.append(_ErrorResponse_e_s1.pack(self.err))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ErrorResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ErrorResponse, int]:
         _f2, = _ErrorResponse_d_s1.unpack_from(buf, off)
         off += 4
         return ErrorResponse(_f2), off
@@ -2020,15 +2020,15 @@ class CreateResponse(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return CreateResponse(_f1), off
 
@@ -2058,15 +2058,15 @@ class Create2Response(Record):
         parts.append(_Create2Response_e_s3.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[Create2Response, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[Create2Response, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f3, off = Stat._decode_from(buf, off, end)
         return Create2Response(_f1, _f3), off
@@ -2097,15 +2097,15 @@ class ExistsRequest(Record):
         parts.append(_ExistsRequest_e_s3.pack(self.watch))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ExistsRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ExistsRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _ExistsRequest_d_s3.unpack_from(buf, off)
         off += 1
@@ -2128,7 +2128,7 @@ class ExistsResponse(Record):
         parts.append(_ExistsResponse_e_s1.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ExistsResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ExistsResponse, int]:
         _f1, off = Stat._decode_from(buf, off, end)
         return ExistsResponse(_f1), off
 
@@ -2157,15 +2157,15 @@ class GetDataResponse(Record):
         parts.append(_GetDataResponse_e_s2.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetDataResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetDataResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = bytes(buf[off:off + _n2])
+            _f1 = buf[off:off + _n2]
             off += _n2
         _f3, off = Stat._decode_from(buf, off, end)
         return GetDataResponse(_f1, _f3), off
@@ -2199,8 +2199,8 @@ class GetChildrenResponse(Record):
                     parts.append(_b4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetChildrenResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetChildrenResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -2209,14 +2209,14 @@ class GetChildrenResponse(Record):
             if off + _n2 > end: raise _JE('count %d runs past the end' % _n2)
             _l3: list[Any] = []
             for _ in range(_n2):
-                _n5, = _ui(buf, off)
+                _n5: int = _ui(buf, off)[0]
                 off += 4
                 if _n5 < 0:
                     if _n5 != -1: raise _JE('negative length %d' % _n5)
                     _e4 = None
                 else:
                     if off + _n5 > end: raise _JE('length %d runs past the end' % _n5)
-                    _e4 = str(buf[off:off + _n5], 'utf-8')
+                    _e4 = buf[off:off + _n5].decode('utf-8')
                     off += _n5
                 _l3.append(_e4)
             _f1 = _l3
@@ -2239,7 +2239,7 @@ class GetAllChildrenNumberResponse(Record):
         parts.append(_GetAllChildrenNumberResponse_e_s1.pack(self.totalNumber))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetAllChildrenNumberResponse, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetAllChildrenNumberResponse, int]:
         _f2, = _GetAllChildrenNumberResponse_d_s1.unpack_from(buf, off)
         off += 4
         return GetAllChildrenNumberResponse(_f2), off
@@ -2276,8 +2276,8 @@ class GetChildren2Response(Record):
         parts.append(_GetChildren2Response_e_s5.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetChildren2Response, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetChildren2Response, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -2286,14 +2286,14 @@ class GetChildren2Response(Record):
             if off + _n2 > end: raise _JE('count %d runs past the end' % _n2)
             _l3: list[Any] = []
             for _ in range(_n2):
-                _n5, = _ui(buf, off)
+                _n5: int = _ui(buf, off)[0]
                 off += 4
                 if _n5 < 0:
                     if _n5 != -1: raise _JE('negative length %d' % _n5)
                     _e4 = None
                 else:
                     if off + _n5 > end: raise _JE('length %d runs past the end' % _n5)
-                    _e4 = str(buf[off:off + _n5], 'utf-8')
+                    _e4 = buf[off:off + _n5].decode('utf-8')
                     off += _n5
                 _l3.append(_e4)
             _f1 = _l3
@@ -2340,8 +2340,8 @@ class GetACLResponse(Record):
         parts.append(_GetACLResponse_e_s8.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.dataLength, self.stat.numChildren, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetACLResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetACLResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -2382,15 +2382,15 @@ class CheckWatchesRequest(Record):
         parts.append(_CheckWatchesRequest_e_s3.pack(self.type))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CheckWatchesRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CheckWatchesRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _CheckWatchesRequest_d_s3.unpack_from(buf, off)
         off += 4
@@ -2422,15 +2422,15 @@ class RemoveWatchesRequest(Record):
         parts.append(_RemoveWatchesRequest_e_s3.pack(self.type))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[RemoveWatchesRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[RemoveWatchesRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _RemoveWatchesRequest_d_s3.unpack_from(buf, off)
         off += 4
@@ -2459,15 +2459,15 @@ class GetEphemeralsRequest(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetEphemeralsRequest, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetEphemeralsRequest, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return GetEphemeralsRequest(_f1), off
 
@@ -2500,8 +2500,8 @@ class GetEphemeralsResponse(Record):
                     parts.append(_b4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[GetEphemeralsResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[GetEphemeralsResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -2510,14 +2510,14 @@ class GetEphemeralsResponse(Record):
             if off + _n2 > end: raise _JE('count %d runs past the end' % _n2)
             _l3: list[Any] = []
             for _ in range(_n2):
-                _n5, = _ui(buf, off)
+                _n5: int = _ui(buf, off)[0]
                 off += 4
                 if _n5 < 0:
                     if _n5 != -1: raise _JE('negative length %d' % _n5)
                     _e4 = None
                 else:
                     if off + _n5 > end: raise _JE('length %d runs past the end' % _n5)
-                    _e4 = str(buf[off:off + _n5], 'utf-8')
+                    _e4 = buf[off:off + _n5].decode('utf-8')
                     off += _n5
                 _l3.append(_e4)
             _f1 = _l3
@@ -2559,8 +2559,8 @@ class WhoAmIResponse(Record):
                     parts.append(_b6)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[WhoAmIResponse, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[WhoAmIResponse, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -2593,7 +2593,7 @@ class TxnDigest(Record):
         parts.append(_TxnDigest_e_s1.pack(self.version, self.treeDigest))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[TxnDigest, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[TxnDigest, int]:
         _f2, _f3, = _TxnDigest_d_s1.unpack_from(buf, off)
         off += 12
         return TxnDigest(_f2, _f3), off
@@ -2623,7 +2623,7 @@ class TxnHeader(Record):
         parts.append(_TxnHeader_e_s1.pack(self.clientId, self.cxid, self.zxid, self.time, self.type))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[TxnHeader, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[TxnHeader, int]:
         _f2, _f3, _f4, _f5, _f6, = _TxnHeader_d_s1.unpack_from(buf, off)
         off += 32
         return TxnHeader(_f2, _f3, _f4, _f5, _f6), off
@@ -2685,26 +2685,26 @@ class CreateTxnV0(Record):
         parts.append(_CreateTxnV0_e_s11.pack(self.ephemeral))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateTxnV0, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateTxnV0, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative count %d' % _n6)
@@ -2779,26 +2779,26 @@ class CreateTxn(Record):
         parts.append(_CreateTxn_e_s11.pack(self.ephemeral, self.parentCVersion))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative count %d' % _n6)
@@ -2873,26 +2873,26 @@ class CreateTTLTxn(Record):
         parts.append(_CreateTTLTxn_e_s11.pack(self.parentCVersion, self.ttl))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateTTLTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateTTLTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative count %d' % _n6)
@@ -2965,26 +2965,26 @@ class CreateContainerTxn(Record):
         parts.append(_CreateContainerTxn_e_s11.pack(self.parentCVersion))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateContainerTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateContainerTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
-        _n6, = _ui(buf, off)
+        _n6: int = _ui(buf, off)[0]
         off += 4
         if _n6 < 0:
             if _n6 != -1: raise _JE('negative count %d' % _n6)
@@ -3023,15 +3023,15 @@ class DeleteTxn(Record):
             parts.append(_b2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[DeleteTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[DeleteTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         return DeleteTxn(_f1), off
 
@@ -3069,24 +3069,24 @@ class SetDataTxn(Record):
         parts.append(_SetDataTxn_e_s4.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetDataTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetDataTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
         _f6, = _SetDataTxn_d_s5.unpack_from(buf, off)
         off += 4
@@ -3118,15 +3118,15 @@ class CheckVersionTxn(Record):
         parts.append(_CheckVersionTxn_e_s3.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CheckVersionTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CheckVersionTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _CheckVersionTxn_d_s3.unpack_from(buf, off)
         off += 4
@@ -3181,17 +3181,17 @@ class SetACLTxn(Record):
         parts.append(_SetACLTxn_e_s10.pack(self.version))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetACLTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetACLTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative count %d' % _n4)
@@ -3233,15 +3233,15 @@ class SetMaxChildrenTxn(Record):
         parts.append(_SetMaxChildrenTxn_e_s3.pack(self.max))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[SetMaxChildrenTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[SetMaxChildrenTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = str(buf[off:off + _n2], 'utf-8')
+            _f1 = buf[off:off + _n2].decode('utf-8')
             off += _n2
         _f4, = _SetMaxChildrenTxn_d_s3.unpack_from(buf, off)
         off += 4
@@ -3264,7 +3264,7 @@ class CreateSessionTxn(Record):
         parts.append(_CreateSessionTxn_e_s1.pack(self.timeOut))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CreateSessionTxn, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CreateSessionTxn, int]:
         _f2, = _CreateSessionTxn_d_s1.unpack_from(buf, off)
         off += 4
         return CreateSessionTxn(_f2), off
@@ -3298,8 +3298,8 @@ class CloseSessionTxn(Record):
                     parts.append(_b4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[CloseSessionTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[CloseSessionTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -3308,14 +3308,14 @@ class CloseSessionTxn(Record):
             if off + _n2 > end: raise _JE('count %d runs past the end' % _n2)
             _l3: list[Any] = []
             for _ in range(_n2):
-                _n5, = _ui(buf, off)
+                _n5: int = _ui(buf, off)[0]
                 off += 4
                 if _n5 < 0:
                     if _n5 != -1: raise _JE('negative length %d' % _n5)
                     _e4 = None
                 else:
                     if off + _n5 > end: raise _JE('length %d runs past the end' % _n5)
-                    _e4 = str(buf[off:off + _n5], 'utf-8')
+                    _e4 = buf[off:off + _n5].decode('utf-8')
                     off += _n5
                 _l3.append(_e4)
             _f1 = _l3
@@ -3338,7 +3338,7 @@ class ErrorTxn(Record):
         parts.append(_ErrorTxn_e_s1.pack(self.err))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ErrorTxn, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ErrorTxn, int]:
         _f2, = _ErrorTxn_d_s1.unpack_from(buf, off)
         off += 4
         return ErrorTxn(_f2), off
@@ -3368,17 +3368,17 @@ class Txn(Record):
             parts.append(_v2)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[Txn, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[Txn, int]:
         _f2, = _Txn_d_s1.unpack_from(buf, off)
         off += 4
-        _n4, = _ui(buf, off)
+        _n4: int = _ui(buf, off)[0]
         off += 4
         if _n4 < 0:
             if _n4 != -1: raise _JE('negative length %d' % _n4)
             _f3 = None
         else:
             if off + _n4 > end: raise _JE('length %d runs past the end' % _n4)
-            _f3 = bytes(buf[off:off + _n4])
+            _f3 = buf[off:off + _n4]
             off += _n4
         return Txn(_f2, _f3), off
 
@@ -3411,8 +3411,8 @@ class MultiTxn(Record):
                     parts.append(_v4)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[MultiTxn, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[MultiTxn, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative count %d' % _n2)
@@ -3447,7 +3447,7 @@ class FileHeader(Record):
         parts.append(_FileHeader_e_s1.pack(self.magic, self.version, self.dbid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[FileHeader, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[FileHeader, int]:
         _f2, _f3, _f4, = _FileHeader_d_s1.unpack_from(buf, off)
         off += 16
         return FileHeader(_f2, _f3, _f4), off
@@ -3480,15 +3480,15 @@ class DataNodeRecord(Record):
         parts.append(_DataNodeRecord_e_s3.pack(self.stat.czxid, self.stat.mzxid, self.stat.ctime, self.stat.mtime, self.stat.version, self.stat.cversion, self.stat.aversion, self.stat.ephemeralOwner, self.stat.pzxid))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[DataNodeRecord, int]:
-        _n2, = _ui(buf, off)
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[DataNodeRecord, int]:
+        _n2: int = _ui(buf, off)[0]
         off += 4
         if _n2 < 0:
             if _n2 != -1: raise _JE('negative length %d' % _n2)
             _f1 = None
         else:
             if off + _n2 > end: raise _JE('length %d runs past the end' % _n2)
-            _f1 = bytes(buf[off:off + _n2])
+            _f1 = buf[off:off + _n2]
             off += _n2
         _f4, = _DataNodeRecord_d_s3.unpack_from(buf, off)
         off += 8
@@ -3516,7 +3516,7 @@ class ZxidDigest(Record):
         parts.append(_ZxidDigest_e_s1.pack(self.zxid, self.digestVersion, self.digest))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[ZxidDigest, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[ZxidDigest, int]:
         _f2, _f3, _f4, = _ZxidDigest_d_s1.unpack_from(buf, off)
         off += 20
         return ZxidDigest(_f2, _f3, _f4), off
@@ -3570,19 +3570,19 @@ class QuorumPacket(Record):
                     parts.append(_b8)
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[QuorumPacket, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[QuorumPacket, int]:
         _f2, _f3, = _QuorumPacket_d_s1.unpack_from(buf, off)
         off += 12
-        _n5, = _ui(buf, off)
+        _n5: int = _ui(buf, off)[0]
         off += 4
         if _n5 < 0:
             if _n5 != -1: raise _JE('negative length %d' % _n5)
             _f4 = None
         else:
             if off + _n5 > end: raise _JE('length %d runs past the end' % _n5)
-            _f4 = bytes(buf[off:off + _n5])
+            _f4 = buf[off:off + _n5]
             off += _n5
-        _n7, = _ui(buf, off)
+        _n7: int = _ui(buf, off)[0]
         off += 4
         if _n7 < 0:
             if _n7 != -1: raise _JE('negative count %d' % _n7)
@@ -3617,7 +3617,7 @@ class LearnerInfo(Record):
         parts.append(_LearnerInfo_e_s1.pack(self.serverid, self.protocolVersion, self.configVersion))
 
     @classmethod
-    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[LearnerInfo, int]:
+    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[LearnerInfo, int]:
         _f2, _f3, _f4, = _LearnerInfo_d_s1.unpack_from(buf, off)
         off += 20
         return LearnerInfo(_f2, _f3, _f4), off

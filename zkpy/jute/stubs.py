@@ -73,7 +73,7 @@ def _record(cls: type[codec.Record]) -> tuple[str, list[str]]:
     lines += ["", "    def _encode_into(self, parts: list[bytes]) -> None:"]
     lines += ["    " + line for line in enc.lines[1:]]
     lines += ["", "    @classmethod",
-              f"    def _decode_from(cls, buf: Any, off: int, end: int) -> tuple[{name}, int]:"]
+              f"    def _decode_from(cls, buf: bytes, off: int, end: int) -> tuple[{name}, int]:"]
     lines += ["    " + line for line in dec.lines[1:]]
     source = "\n".join(lines)
     consts = []

@@ -380,24 +380,38 @@ class _QuorumProtocol(protocol.Protocol):
                 self.abort()
                 return
         buf = self.buf
-        buf += data
+        work: bytes | bytearray
         if self.sasl.active:
+            buf += data
             rest = self.sasl.feed(bytes(buf))
             buf.clear()
             if rest is None:
                 return
             buf += rest
+            work = buf
+        elif self.snap is not None:
+            buf += data
+            work = buf
+        else:
+            # The packets are cut from bytes, each packet's data one slice (from
+            # a bytearray, two copies): this read, after what the last one held.
+            work = bytes(buf) + data if buf else data
+            buf.clear()
         off = 0
         packets: list[m.QuorumPacket] = []
         try:
             while not self.closed:
                 streamed = self.snap is not None  # the SNAP with its state, once all in
                 if streamed:
-                    del buf[:off]  # the stream starts at 0 while its reader walks it
+                    if work is not buf:  # the SNAP came in this read: its stream is held
+                        buf += memoryview(work)[off:]
+                        work = buf
+                    else:
+                        del buf[:off]  # the stream starts at 0 while its reader walks it
                     off = 0
                     found = self._snapshot(buf)
                 else:
-                    found = m.split_packet(buf, off, self.links.max_packet)
+                    found = m.split_packet(work, off, self.links.max_packet)
                 if found is None:
                     break
                 pkt, off = found
@@ -421,7 +435,10 @@ class _QuorumProtocol(protocol.Protocol):
         elif self.snap is not None and not self.closed:
             self._heard()
         if not self.closed:
-            del buf[:off]
+            if work is buf:
+                del buf[:off]
+            else:
+                buf += memoryview(work)[off:]  # (a packet not yet all in)
 
     def _snap_done(self) -> None:
         if self.snap is not None:

@@ -140,9 +140,10 @@ class QuorumFigures:
                 proposals += 1
                 data = pkt.data
                 if data is not None and len(data) >= 28:
-                    stamp = _TXN_TIME.unpack_from(data, 20)[0]
-                    stamps.append((pkt.zxid, stamp))
-                    unsynced.append((pkt.zxid, stamp))
+                    stamp: int = _TXN_TIME.unpack_from(data, 20)[0]
+                    entry = (pkt.zxid, stamp)  # (one tuple in both queues)
+                    stamps.append(entry)
+                    unsynced.append(entry)
                     if now >= stamp:
                         self._proposal_latency(now - stamp)
             elif kind == _COMMIT:
