@@ -192,17 +192,20 @@ class Driver:
         for sid in ready.disconnect:
             links.disconnect(sid, ready.why.get(sid, ""))
             self._cuts.append(sid)
-        if ready.persist or ready.send_after_persist:
-            me = self.my_id
-            after = [(dest, pkt, None if dest == me else links.token(dest))
-                     for dest, pkt in ready.send_after_persist]
-            self.disk.submit(ready.persist, after)
         for dest, pkt in ready.send:
             if dest == self.my_id:
                 self._own.append(pkt)
             else:
                 links.send(dest, pkt)
         links.flush()
+        # The disk after the sends: a leader's PROPOSALs leave before its log
+        # thread is woken (that costs the event loop tens of us here), and its
+        # own write runs beside the followers' longer path to their ACKs.
+        if ready.persist or ready.send_after_persist:
+            me = self.my_id
+            after = [(dest, pkt, None if dest == me else links.token(dest))
+                     for dest, pkt in ready.send_after_persist]
+            self.disk.submit(ready.persist, after)
         for dest, notification in ready.votes:
             links.vote(dest, notification)
         self.app.on_ready(ready)
