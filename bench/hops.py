@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in kinds:
             source = None
             if k.rev:
-                checkouts.append(RevisionCheckout(k.rev))
+                checkouts.append(RevisionCheckout(k.rev, compiled=k.accel == "require"))
                 source = checkouts[-1].dir
             t = Target(k, 3, server_settings(force_sync=True), source_root=source)
             targets.append(t)

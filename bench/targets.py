@@ -7,7 +7,8 @@ Contract:
 * Kinds: ``zkpy`` (this checkout), ``zkpy@<git-rev>`` (that revision's
   ``zkpy`` package, exported with ``git archive`` into a temporary directory
   and run with ``PYTHONPATH`` pointing there; the benchmark's own code is
-  always this checkout's) and ``zookeeper`` (Apache ZooKeeper 3.8 through
+  always this checkout's; ``zkpy@<git-rev>+mypyc`` builds that revision's
+  accelerator there first) and ``zookeeper`` (Apache ZooKeeper 3.8 through
   :mod:`zkpy.testing.launchers`). A zkpy kind may end in ``+mypyc`` or
   ``+pure``: its servers run with ``ZKPY_ACCEL=require`` or ``off`` (the
   compiled hot modules of ``python -m zkpy.build_accel``, or the Python ones),
@@ -20,8 +21,10 @@ Contract:
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -86,9 +89,11 @@ def parse_kinds(spec: str) -> list[Kind]:
 
 
 class RevisionCheckout:
-    """The ``zkpy`` package of one git revision, in a temporary directory."""
+    """The ``zkpy`` package of one git revision, in a temporary directory;
+    ``compiled``: with that revision's accelerator built there (a ``+mypyc``
+    kind; about a minute and a half on two cores)."""
 
-    def __init__(self, rev: str, repo: Path = REPO_ROOT) -> None:
+    def __init__(self, rev: str, repo: Path = REPO_ROOT, *, compiled: bool = False) -> None:
         self.rev = rev
         try:
             self.sha = subprocess.run(
@@ -107,6 +112,13 @@ class RevisionCheckout:
             with tarfile.open(tar_path) as tar:
                 tar.extractall(self.dir, filter="data")
             tar_path.unlink()
+            if compiled:
+                env = dict(os.environ, PYTHONPATH=str(self.dir), ZKPY_ACCEL="off")
+                built = subprocess.run([sys.executable, "-m", "zkpy.build_accel"], cwd=self.dir,
+                                       env=env, capture_output=True, text=True, timeout=1800)
+                if built.returncode != 0:
+                    raise RuntimeError("zkpy@%s: building its accelerator failed:\n%s"
+                                       % (rev, (built.stdout + built.stderr)[-2000:]))
         except BaseException:
             self.cleanup()
             raise

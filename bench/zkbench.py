@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for k in args.kinds:
             if k.rev:
-                co = RevisionCheckout(k.rev)
+                co = RevisionCheckout(k.rev, compiled=k.accel == "require")
                 checkouts.append(co)
                 ctx["checkouts"][k.label] = co.dir
                 log("%s: git %s, its zkpy/ exported to %s" % (k.label, co.sha[:12], co.dir))

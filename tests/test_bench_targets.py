@@ -52,3 +52,22 @@ def test_a_zkpy_kind_may_ask_for_the_accelerator_or_pure_python() -> None:
         parse_kinds("zookeeper+mypyc")
     with pytest.raises(ValueError, match="only zkpy takes a variant"):
         parse_kinds("zkpy+fast")
+
+
+def test_a_compiled_revision_whose_build_fails_is_refused_and_removed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``zkpy@<rev>+mypyc`` builds that revision's accelerator in its directory
+    (about 1.5 min, so the build itself is exercised by the benchmarks, not
+    here); a build that fails says which revision and leaves nothing behind."""
+    if not _is_git_checkout():
+        pytest.skip("not a git checkout")
+    import bench.targets as targets
+
+    made: list = []
+    real_mkdtemp = targets.tempfile.mkdtemp
+    monkeypatch.setattr(targets.tempfile, "mkdtemp",
+                        lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    monkeypatch.setattr(targets.sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="zkpy@HEAD: building its accelerator failed"):
+        RevisionCheckout("HEAD", compiled=True)
+    assert len(made) == 1 and not targets.Path(made[0]).exists()
