@@ -23,7 +23,8 @@ for it, a follower's event loop ran once more per write at the moment the
 leader needed a core to commit (three servers on two cores).
 
 With forceSync on, a batch goes to the log thread as soon as there is one
-(the leader's before its PROPOSALs leave); with it off a write only copies
+(the driver hands a step's writes over after its sends: a leader's just
+after its PROPOSALs leave); with it off a write only copies
 into the page cache: it is done on the reactor at the end of the turn,
 cheaper than two thread hops.
 A write that fails stops the server: one that cannot persist cannot
@@ -192,13 +193,13 @@ class DiskWriter:
         # With fsync the batch goes to the log thread at once: what the rest of
         # the turn submits shares the next one (group commit as ZooKeeper's
         # SyncRequestProcessor). Taken at the end of the turn instead (callLater(0))
-        # the leader's own write started only after its PROPOSALs' sends, which on
-        # loopback run the receivers' side too: 110-130 us later at p50. Once the
-        # followers ACKed from their log threads, the leader's own ACK was last
-        # in a third of the quorums; at once, the leader's first ACK -> COMMIT hop
-        # took 0.72x as long (bench.hops, 5 pairs) for a propose hop about 1.06x,
-        # and heavy loads were unchanged (zkbench, 1 and 3 servers, 0.95-1.00x
-        # CPU per op). Without fsync a write only copies into the page cache:
+        # the leader's own write started 110-130 us after its PROPOSALs' sends
+        # at p50 (on loopback a send runs the receiver's side too), and its own
+        # ACK was last in a third of the quorums: its first ACK -> COMMIT hop
+        # took 1/0.72 as long (bench.hops, 5 pairs). Handed over just after the
+        # step's sends (the driver's order since 5977bf7), that hop is 1.15x
+        # (0.79-1.17) and the REQUEST -> PROPOSAL hop 0.75x (0.67-0.75): the
+        # whole write 0.97x (0.96-1.00; bench.hops, 3 pairs). Without fsync a write only copies into the page cache:
         # cheaper done here at the end of the turn than the two thread hops.
         if self.force_sync:
             self._hand_over()

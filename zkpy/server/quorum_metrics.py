@@ -79,7 +79,7 @@ class QuorumFigures:
         # The summaries observed per packet and per commit, looked up once: they
         # are ServerMetrics' own objects for the server's life (reset in place).
         summary = metrics.summary
-        self._proposal_latency = summary["proposal_latency"].add
+        self._proposal_latency_all = summary["proposal_latency"].extend
         self._commit_propagation_all = summary["commit_propagation_latency"].extend
         self._ack_creation = summary["proposal_ack_creation_latency"].extend
         self._commitproc_all = summary["write_commitproc_time_ms"].extend
@@ -133,6 +133,7 @@ class QuorumFigures:
         stamps = self.stamps
         unsynced = self.unsynced
         proposals = commits = 0
+        latencies: list[int] = []  # (one call for the read's proposals, not one each)
         pkt: m.QuorumPacket  # (typed: compiled, its fields are read directly)
         for pkt in packets:
             kind = pkt.type
@@ -145,7 +146,7 @@ class QuorumFigures:
                     stamps.append(entry)
                     unsynced.append(entry)
                     if now >= stamp:
-                        self._proposal_latency(now - stamp)
+                        latencies.append(now - stamp)
             elif kind == _COMMIT:
                 # A COMMIT commits every txn up to its zxid: one each from a
                 # ZooKeeper leader, one for a run from zkpy's (messages.WATERMARKS).
@@ -158,6 +159,8 @@ class QuorumFigures:
                 commits += len(spent) or 1
                 if spent:
                     self._commit_propagation_all([now - t for t in spent if now >= t])
+        if latencies:
+            self._proposal_latency_all(latencies)
         if proposals:
             self.m.learner_proposal_received_count += proposals
         if commits:
