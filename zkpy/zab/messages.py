@@ -265,6 +265,14 @@ def _field_end(buf: bytes | bytearray, off: int, what: str,
 _HEAD = struct.Struct(">iqi")  # QuorumPacket: type, zxid, the length of data
 
 
+def _cut(buf: bytes | bytearray, start: int, end: int) -> bytes:
+    """``buf[start:end]`` as bytes: one slice of bytes (compiled, a C call), two
+    copies from a bytearray."""
+    if isinstance(buf, bytes):
+        return buf[start:end]
+    return bytes(buf[start:end])
+
+
 # A learner's REQUESTs carry their session's auth ids, and the sessions of an
 # ensemble have few distinct ones (often one: the client's address): their
 # bytes -> the Ids, so each REQUEST is not two UTF-8 decodes and an Id more.
@@ -283,13 +291,13 @@ def _auth_ids(buf: bytes | bytearray, pos: int, count: int,
     for _ in range(count * 2):  # where they end: scheme, id, scheme, id...
         if size < end + 4:
             return None
-        (k,) = _LEN.unpack_from(buf, end)
+        k: int = _LEN.unpack_from(buf, end)[0]
         if k < 0 or k > limit:
             return ()
         end += 4 + k
     if size < end:
         return None
-    raw = bytes(buf[pos:end])
+    raw = _cut(buf, pos, end)
     known = _KNOWN_IDS.get(raw)
     if known is not None:
         return known, end
@@ -297,7 +305,7 @@ def _auth_ids(buf: bytes | bytearray, pos: int, count: int,
     for _ in range(count):  # the lengths are checked above
         fields: list[str] = []
         for _ in range(2):  # scheme, id
-            (k,) = _LEN.unpack_from(buf, pos)
+            k = _LEN.unpack_from(buf, pos)[0]
             start, pos = pos + 4, pos + 4 + k
             try:
                 fields.append(str(buf[start:pos], "utf-8"))
@@ -326,14 +334,6 @@ def encode_packet(pkt: QuorumPacket) -> bytes:
     return _HEAD.pack(pkt.type, pkt.zxid, len(data)) + data + tail
 
 
-def _cut(buf: bytes | bytearray, start: int, end: int) -> bytes:
-    """``buf[start:end]`` as bytes: one slice of bytes (compiled, a C call), two
-    copies from a bytearray."""
-    if isinstance(buf, bytes):
-        return buf[start:end]
-    return bytes(buf[start:end])
-
-
 def split_packet(buf: bytes | bytearray, off: int = 0,
                  limit: int = MAX_PACKET_BYTES) -> tuple[QuorumPacket, int] | None:
     """The packet starting at ``buf[off]`` and the offset after it, or None when
@@ -343,28 +343,30 @@ def split_packet(buf: bytes | bytearray, off: int = 0,
     if size >= off + 16:
         # The common packet: no auth ids (a count of -1 or 0 after the data).
         ptype, zxid, n = _HEAD.unpack_from(buf, off)
-        if 0 <= n <= limit or n == -1:
+        size_n: int = n  # (typed: compiled, the offsets are C arithmetic)
+        if 0 <= size_n <= limit or size_n == -1:
             start = off + 16
-            end = start + max(n, 0)
-            if size < end + 4:
+            data_end = start + max(size_n, 0)
+            if size < data_end + 4:
                 return None
-            (count,) = _LEN.unpack_from(buf, end)
+            count: int = _LEN.unpack_from(buf, data_end)[0]
             if count == -1 or count == 0:
-                data = None if n == -1 else _cut(buf, start, end)
-                return QuorumPacket(ptype, zxid, data, None if count == -1 else []), end + 4
+                data = None if size_n == -1 else _cut(buf, start, data_end)
+                return (QuorumPacket(ptype, zxid, data, None if count == -1 else []),
+                        data_end + 4)
             if 0 < count <= 8:  # a learner's REQUEST: its session's few auth ids
-                ids = _auth_ids(buf, end + 4, count, limit)
+                ids = _auth_ids(buf, data_end + 4, count, limit)
                 if ids is None:
                     return None
                 if ids:
-                    data = None if n == -1 else _cut(buf, start, end)
+                    data = None if size_n == -1 else _cut(buf, start, data_end)
                     return QuorumPacket(ptype, zxid, data, ids[0]), ids[1]
     end = _field_end(buf, off + 12, "data", limit)
     if end is None:
         return None
     if len(buf) < end + 4:
         return None
-    (count,) = _LEN.unpack_from(buf, end)
+    count = _LEN.unpack_from(buf, end)[0]
     if count < -1 or count > 1024:
         raise PacketError(f"QuorumPacket authinfo count {count}")
     end += 4
