@@ -389,14 +389,15 @@ class _QuorumProtocol(protocol.Protocol):
                 return
             buf += rest
             work = buf
-        elif self.snap is not None:
+        elif self.snap is not None or buf:
+            # (a packet held over is completed here: appending stays linear
+            # however many reads a big packet takes; the rest is cut from bytes)
             buf += data
             work = buf
         else:
             # The packets are cut from bytes, each packet's data one slice (from
-            # a bytearray, two copies): this read, after what the last one held.
-            work = bytes(buf) + data if buf else data
-            buf.clear()
+            # a bytearray, two copies).
+            work = data
         off = 0
         packets: list[m.QuorumPacket] = []
         try:
@@ -425,6 +426,10 @@ class _QuorumProtocol(protocol.Protocol):
                     heap.hold()  # a whole tree is built: see zkpy.net.heap
                     continue
                 packets.append(pkt)
+                if work is buf and not streamed and off:
+                    work = bytes(memoryview(buf)[off:])  # the held-over packet is whole
+                    buf.clear()
+                    off = 0
         except (m.PacketError, snapstream.SnapStreamError, SnapshotInvalid) as e:
             log.warning("Closing the quorum connection %s: %s",
                         f"of server {self.sid}" if self.sid is not None else "", e)
