@@ -199,8 +199,9 @@ class DiskWriter:
         # took 1/0.72 as long (bench.hops, 5 pairs). Handed over just after the
         # step's sends (the driver's order since 5977bf7), that hop is 1.15x
         # (0.79-1.17) and the REQUEST -> PROPOSAL hop 0.75x (0.67-0.75): the
-        # whole write 0.97x (0.96-1.00; bench.hops, 3 pairs). Without fsync a write only copies into the page cache:
-        # cheaper done here at the end of the turn than the two thread hops.
+        # whole write 0.97x (0.96-1.00; bench.hops, 3 pairs). Without fsync a
+        # write only copies into the page cache: cheaper done here at the end of
+        # the turn than the two thread hops.
         if self.force_sync:
             self._hand_over()
         else:

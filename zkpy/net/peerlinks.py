@@ -390,8 +390,10 @@ class _QuorumProtocol(protocol.Protocol):
             buf += rest
             work = buf
         elif self.snap is not None or buf:
-            # (a packet held over is completed here: appending stays linear
-            # however many reads a big packet takes; the rest is cut from bytes)
+            # A SNAP's stream, or a packet held over from the last read: read
+            # in the bytearray (appending stays linear however many reads a big
+            # packet takes); once the held-over packet is whole, the rest of
+            # this read is cut from bytes.
             buf += data
             work = buf
         else:
